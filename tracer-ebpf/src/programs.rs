@@ -1,0 +1,640 @@
+use core::intrinsics::{atomic_xadd, AtomicOrdering};
+
+use aya_ebpf::{
+    bindings::{BPF_ANY, BPF_NOEXIST},
+    helpers::{
+        bpf_get_current_pid_tgid, bpf_get_current_task, bpf_ktime_get_ns, bpf_probe_read_kernel,
+        bpf_probe_read_user, bpf_probe_read_user_buf,
+    },
+    macros::{map, uprobe, uretprobe},
+    maps::{HashMap, LruHashMap, PerCpuArray, RingBuf},
+    programs::{ProbeContext, RetProbeContext},
+};
+use tracer_ebpf::{
+    counter, event, AllocInfo, AllocKey, AllocKind, Event, Pending, RawFrame, StackStats,
+    StackTrace, TargetConfig, ThreadCache, FRAME_READ, MAX_FRAMES, MAX_THREADS, NO_FIELD,
+    NO_TSTATE_RECHECK_NS, PENDING_STALE_NS, TSTATE_READ, UNKNOWN_STACK,
+};
+
+const EEXIST: i32 = -17;
+const MAP_ANONYMOUS: u64 = 0x20;
+/// Extra loop iterations for interpreter-internal frames that are skipped, not recorded.
+const SKIPPED_FRAMES_ALLOWANCE: usize = 16;
+
+#[no_mangle]
+static FSBASE_OFFSET: u64 = 0;
+#[no_mangle]
+static SAMPLE_BYTES: u64 = 0;
+
+#[map]
+static TARGETS: HashMap<u32, TargetConfig> = HashMap::with_max_entries(1024, 0);
+#[map]
+static ALLOCS: HashMap<AllocKey, AllocInfo> = HashMap::with_max_entries(1 << 20, 0);
+#[map]
+static STACKS: HashMap<u64, StackTrace> = HashMap::with_max_entries(16384, 0);
+#[map]
+static STACK_STATS: HashMap<u64, StackStats> = HashMap::with_max_entries(16384, 0);
+#[map]
+static PENDING: LruHashMap<u64, Pending> = LruHashMap::with_max_entries(16384, 0);
+#[map]
+static TSTATES: LruHashMap<u32, ThreadCache> = LruHashMap::with_max_entries(16384, 0);
+#[map]
+static COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(counter::COUNT, 0);
+#[map]
+static EVENTS: RingBuf = RingBuf::with_byte_size(1 << 20, 0);
+#[map]
+static SCRATCH: PerCpuArray<Scratch> = PerCpuArray::with_max_entries(1, 0);
+
+/// Per-CPU working memory: the stack being built and a buffer for one struct read from the
+/// target. The buffer is 8-byte aligned and 8 bytes longer than any masked offset.
+#[repr(C)]
+struct Scratch {
+    trace: StackTrace,
+    buf: [u64; 33],
+}
+
+#[inline(always)]
+fn count(index: u32) {
+    if let Some(p) = COUNTERS.get_ptr_mut(index) {
+        unsafe { *p += 1 };
+    }
+}
+
+#[inline(always)]
+fn global(v: &'static u64) -> u64 {
+    unsafe { core::ptr::read_volatile(v) }
+}
+
+#[inline(always)]
+fn buf_u64(buf: &[u64; 33], offset: u64) -> u64 {
+    buf[((offset & 0xf8) >> 3) as usize]
+}
+
+#[inline(always)]
+fn buf_u32(buf: &[u64; 33], offset: u64) -> u32 {
+    let word = buf_u64(buf, offset);
+    (word >> ((offset & 4) * 8)) as u32
+}
+
+#[inline(always)]
+fn buf_u8(buf: &[u64; 33], offset: u64) -> u8 {
+    let word = buf_u64(buf, offset);
+    (word >> ((offset & 7) * 8)) as u8
+}
+
+#[inline(always)]
+fn read_into(buf: &mut [u64; 33], addr: u64, len: usize) -> bool {
+    let bytes = unsafe { core::slice::from_raw_parts_mut(buf.as_mut_ptr() as *mut u8, len) };
+    unsafe { bpf_probe_read_user_buf(addr as *const u8, bytes) }.is_ok()
+}
+
+#[inline(always)]
+fn read_user_u64(addr: u64) -> Option<u64> {
+    unsafe { bpf_probe_read_user(addr as *const u64) }.ok()
+}
+
+#[inline(always)]
+fn mix(h: u64, x: u64) -> u64 {
+    let h = (h ^ x).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    h ^ (h >> 29)
+}
+
+// ---- entry and return shims -------------------------------------------------------------
+
+#[inline(always)]
+fn enter(kind: AllocKind, size: u64, arg: u64) {
+    count(counter::ALLOC_CALLS);
+    let id = bpf_get_current_pid_tgid();
+    let now = unsafe { bpf_ktime_get_ns() };
+    if let Some(p) = unsafe { PENDING.get(&id) } {
+        if now.wrapping_sub(p.ts_ns) < PENDING_STALE_NS {
+            // glibc calls its public entry points internally (realloc(NULL, n) -> malloc,
+            // malloc -> mmap): the outer call owns this allocation.
+            count(counter::NESTED_CALLS);
+            return;
+        }
+        count(counter::LOST_MISSED_RETURN);
+    }
+    let pending = Pending { kind: kind as u32, _pad: 0, ts_ns: now, size, arg };
+    let _ = PENDING.insert(&id, &pending, BPF_ANY as u64);
+}
+
+/// Takes this thread's entry record if it belongs to `kind`; a record of another kind means
+/// this return is of a nested call and is ignored.
+#[inline(always)]
+fn take_pending(kind: AllocKind) -> Option<Pending> {
+    let id = bpf_get_current_pid_tgid();
+    let pending = match unsafe { PENDING.get(&id) } {
+        Some(p) => *p,
+        None => {
+            if kind != AllocKind::Mmap {
+                count(counter::LOST_MISSED_RETURN);
+            }
+            return None;
+        }
+    };
+    if pending.kind != kind as u32 {
+        return None;
+    }
+    let _ = PENDING.remove(&id);
+    Some(pending)
+}
+
+#[inline(always)]
+fn target(tgid: u32) -> Option<&'static TargetConfig> {
+    let cfg = unsafe { TARGETS.get(&tgid) }?;
+    if cfg.finalizing_since_ns != 0 {
+        count(counter::AFTER_FINALIZE);
+        return None;
+    }
+    Some(cfg)
+}
+
+#[inline(always)]
+fn exit_alloc(ctx: &RetProbeContext, kind: AllocKind) {
+    let Some(pending) = take_pending(kind) else { return };
+    let tgid = (bpf_get_current_pid_tgid() >> 32) as u32;
+    let Some(cfg) = target(tgid) else { return };
+    let ret: u64 = ctx.ret();
+    let addr = match kind {
+        AllocKind::Realloc | AllocKind::Reallocarray => {
+            // Success (or realloc(p, 0), which frees p) releases the old block.
+            if pending.arg != 0 && (ret != 0 || pending.size == 0) {
+                release(tgid, pending.arg);
+            }
+            ret
+        }
+        AllocKind::PosixMemalign => {
+            if ret as u32 != 0 {
+                return;
+            }
+            read_user_u64(pending.arg).unwrap_or(0)
+        }
+        AllocKind::Mmap => {
+            if ret == u64::MAX {
+                return;
+            }
+            ret
+        }
+        _ => ret,
+    };
+    if addr == 0 {
+        return;
+    }
+    let native_ip = unsafe { (*ctx.regs).rip };
+    record(tgid, cfg, kind, addr, pending.size, native_ip);
+}
+
+#[inline(always)]
+fn record(tgid: u32, cfg: &TargetConfig, kind: AllocKind, addr: u64, size: u64, native_ip: u64) {
+    let stack_id = stack_id(tgid, cfg, kind, native_ip);
+    let info = AllocInfo { size, stack_id, ts_ns: unsafe { bpf_ktime_get_ns() } };
+    let key = AllocKey { tgid, _pad: 0, addr };
+    match ALLOCS.insert(&key, &info, BPF_NOEXIST as u64) {
+        Ok(()) => {}
+        Err(EEXIST) => {
+            // The block's free was not seen (e.g. freed through a path we do not probe).
+            if let Some(old) = unsafe { ALLOCS.get(&key) } {
+                let old = *old;
+                stats_release(old.stack_id, old.size);
+            }
+            count(counter::LOST_FREE_MISSED);
+            if ALLOCS.insert(&key, &info, BPF_ANY as u64).is_err() {
+                count(counter::LOST_ALLOCS_MAP_FULL);
+                return;
+            }
+        }
+        Err(_) => {
+            count(counter::LOST_ALLOCS_MAP_FULL);
+            return;
+        }
+    }
+    stats_add(stack_id, size);
+    count(counter::ALLOCS_RECORDED);
+}
+
+#[inline(always)]
+fn release(tgid: u32, addr: u64) {
+    let key = AllocKey { tgid, _pad: 0, addr };
+    let Some(info) = (unsafe { ALLOCS.get(&key) }).copied() else {
+        count(counter::FREES_UNMATCHED);
+        return;
+    };
+    if ALLOCS.remove(&key).is_ok() {
+        stats_release(info.stack_id, info.size);
+        count(counter::FREES_MATCHED);
+    }
+}
+
+#[inline(always)]
+fn stats_add(stack_id: u64, size: u64) {
+    if let Some(s) = STACK_STATS.get_ptr_mut(&stack_id) {
+        add_stats(s, size);
+        return;
+    }
+    let fresh = StackStats {
+        allocs: 1,
+        alloc_bytes: size,
+        frees: 0,
+        outstanding_bytes: size as i64,
+        outstanding_count: 1,
+    };
+    if STACK_STATS.insert(&stack_id, &fresh, BPF_NOEXIST as u64).is_ok() {
+        return;
+    }
+    // Another CPU inserted it first, or the map is full.
+    match STACK_STATS.get_ptr_mut(&stack_id) {
+        Some(s) => add_stats(s, size),
+        None => count(counter::LOST_STATS_MAP_FULL),
+    }
+}
+
+#[inline(always)]
+fn add_stats(s: *mut StackStats, size: u64) {
+    unsafe {
+        add(&raw mut (*s).allocs, 1);
+        add(&raw mut (*s).alloc_bytes, size);
+        add_signed(&raw mut (*s).outstanding_bytes, size as i64);
+        add_signed(&raw mut (*s).outstanding_count, 1);
+    }
+}
+
+/// Atomic add on a map value shared by all CPUs (BPF_ATOMIC | BPF_ADD).
+#[inline(always)]
+unsafe fn add(dst: *mut u64, v: u64) {
+    unsafe { atomic_xadd::<u64, u64, { AtomicOrdering::Relaxed }>(dst, v) };
+}
+
+#[inline(always)]
+unsafe fn add_signed(dst: *mut i64, v: i64) {
+    unsafe { atomic_xadd::<i64, i64, { AtomicOrdering::Relaxed }>(dst, v) };
+}
+
+#[inline(always)]
+fn stats_release(stack_id: u64, size: u64) {
+    if let Some(s) = STACK_STATS.get_ptr_mut(&stack_id) {
+        unsafe {
+            add(&raw mut (*s).frees, 1);
+            add_signed(&raw mut (*s).outstanding_bytes, (size as i64).wrapping_neg());
+            add_signed(&raw mut (*s).outstanding_count, -1);
+        }
+    }
+}
+
+// ---- the Python stack -------------------------------------------------------------------
+
+/// Walks the calling thread's Python frames into the per-CPU trace, stores the trace the
+/// first time it is seen and returns its id (a hash of everything recorded).
+#[inline(always)]
+fn stack_id(tgid: u32, cfg: &TargetConfig, kind: AllocKind, native_ip: u64) -> u64 {
+    let Some(scratch) = SCRATCH.get_ptr_mut(0) else { return UNKNOWN_STACK };
+    let scratch = unsafe { &mut *scratch };
+    let trace = &mut scratch.trace;
+    trace.tgid = tgid;
+    trace.kind = kind as u32;
+    trace.depth = 0;
+    trace.truncated = 0;
+    trace.native_ip = native_ip;
+    let mut h = mix(mix(0xcbf2_9ce4_8422_2325, ((kind as u64) << 32) | tgid as u64), native_ip);
+
+    if cfg.runtime_addr != 0 {
+        if let Some(top) = current_frame(cfg, &mut scratch.buf) {
+            h = walk_frames(cfg, top, trace, &mut scratch.buf, h);
+        }
+    }
+    if h == UNKNOWN_STACK {
+        h = 1;
+    }
+    if unsafe { STACKS.get(&h) }.is_none() {
+        match STACKS.insert(&h, &*trace, BPF_NOEXIST as u64) {
+            Ok(()) => notify(event::NEW_STACK, tgid, h),
+            Err(EEXIST) => {}
+            Err(_) => {
+                count(counter::LOST_STACKS_MAP_FULL);
+                return UNKNOWN_STACK;
+            }
+        }
+    }
+    h
+}
+
+#[inline(always)]
+fn walk_frames(
+    cfg: &TargetConfig,
+    top: u64,
+    trace: &mut StackTrace,
+    buf: &mut [u64; 33],
+    mut h: u64,
+) -> u64 {
+    let mut frame = top;
+    let mut depth: usize = 0;
+    for _ in 0..(MAX_FRAMES + SKIPPED_FRAMES_ALLOWANCE) {
+        if frame == 0 {
+            break;
+        }
+        if !read_into(buf, frame, FRAME_READ) {
+            count(counter::LOST_READ_FAULT);
+            break;
+        }
+        let previous = buf_u64(buf, cfg.frame_previous);
+        let code = buf_u64(buf, cfg.frame_code) & cfg.code_mask;
+        let instr = if cfg.instr_is_index != 0 {
+            buf_u32(buf, cfg.frame_instr) as u64
+        } else {
+            buf_u64(buf, cfg.frame_instr)
+        };
+        let internal = cfg.frame_owner != NO_FIELD
+            && buf_u8(buf, cfg.frame_owner) as u64 >= cfg.owner_skip_from;
+        if !internal && code != 0 {
+            let Some(slot) = trace.frames.get_mut(depth) else {
+                trace.truncated = 1;
+                count(counter::LOST_STACK_TRUNCATED);
+                break;
+            };
+            *slot = RawFrame { code, instr };
+            depth += 1;
+            h = mix(mix(h, code), instr);
+        }
+        frame = previous;
+    }
+    if frame != 0 && trace.truncated == 0 && depth >= MAX_FRAMES {
+        trace.truncated = 1;
+        count(counter::LOST_STACK_TRUNCATED);
+    }
+    trace.depth = depth as u32;
+    h
+}
+
+/// The calling thread's innermost Python frame, through a per-thread cache of its
+/// `PyThreadState` that is revalidated on every use (thread ids are reused).
+#[inline(always)]
+fn current_frame(cfg: &TargetConfig, buf: &mut [u64; 33]) -> Option<u64> {
+    let tid = bpf_get_current_pid_tgid() as u32;
+    let fsbase = current_fsbase()?;
+    let now = unsafe { bpf_ktime_get_ns() };
+    let mut tstate = 0u64;
+    if let Some(cached) = unsafe { TSTATES.get(&tid) } {
+        let cached = *cached;
+        if cached.tstate == 0 && now.wrapping_sub(cached.checked_ns) < NO_TSTATE_RECHECK_NS {
+            count(counter::NO_PYTHON_THREAD);
+            return None;
+        }
+        if cached.tstate != 0
+            && read_into(buf, cached.tstate, TSTATE_READ)
+            && buf_u64(buf, cfg.tstate_thread_id) == fsbase
+        {
+            tstate = cached.tstate;
+        }
+    }
+    if tstate == 0 {
+        tstate = find_tstate(cfg, fsbase, buf);
+        let entry = ThreadCache { tstate, checked_ns: now };
+        let _ = TSTATES.insert(&tid, &entry, BPF_ANY as u64);
+        if tstate == 0 {
+            count(counter::NO_PYTHON_THREAD);
+            return None;
+        }
+    }
+    // `buf` holds the thread state now.
+    let mut frame = buf_u64(buf, cfg.tstate_frame);
+    if cfg.cframe_current_frame != NO_FIELD && frame != 0 {
+        frame = read_user_u64(frame + cfg.cframe_current_frame)?;
+    }
+    Some(frame)
+}
+
+/// Searches the main interpreter's thread list for the state whose `thread_id` is this
+/// thread's fs base (pthread_self()): found whether or not the thread holds the GIL.
+#[inline(always)]
+fn find_tstate(cfg: &TargetConfig, fsbase: u64, buf: &mut [u64; 33]) -> u64 {
+    let Some(interp) = read_user_u64(cfg.runtime_addr + cfg.runtime_interp_head) else {
+        return 0;
+    };
+    if interp == 0 {
+        return 0;
+    }
+    let Some(mut t) = read_user_u64(interp + cfg.interp_threads_head) else { return 0 };
+    for _ in 0..MAX_THREADS {
+        if t == 0 {
+            return 0;
+        }
+        if !read_into(buf, t, TSTATE_READ) {
+            count(counter::LOST_READ_FAULT);
+            return 0;
+        }
+        if buf_u64(buf, cfg.tstate_thread_id) == fsbase {
+            return t;
+        }
+        t = buf_u64(buf, cfg.tstate_next);
+    }
+    if t != 0 {
+        count(counter::LOST_THREAD_LIMIT);
+    }
+    0
+}
+
+#[inline(always)]
+fn current_fsbase() -> Option<u64> {
+    let task = unsafe { bpf_get_current_task() };
+    let offset = global(&FSBASE_OFFSET);
+    if task == 0 || offset == 0 {
+        return None;
+    }
+    unsafe { bpf_probe_read_kernel((task + offset) as *const u64) }.ok()
+}
+
+#[inline(always)]
+fn notify(kind: u32, tgid: u32, value: u64) {
+    let _ = EVENTS.output::<Event>(&Event { kind, tgid, value }, 0);
+}
+
+// ---- probes -------------------------------------------------------------------------------
+
+#[uprobe]
+pub fn malloc_enter(ctx: ProbeContext) -> u32 {
+    enter(AllocKind::Malloc, ctx.arg::<u64>(0).unwrap_or(0), 0);
+    0
+}
+
+#[uretprobe]
+pub fn malloc_exit(ctx: RetProbeContext) -> u32 {
+    exit_alloc(&ctx, AllocKind::Malloc);
+    0
+}
+
+#[uprobe]
+pub fn calloc_enter(ctx: ProbeContext) -> u32 {
+    let n = ctx.arg::<u64>(0).unwrap_or(0);
+    let size = ctx.arg::<u64>(1).unwrap_or(0);
+    enter(AllocKind::Calloc, n.wrapping_mul(size), 0);
+    0
+}
+
+#[uretprobe]
+pub fn calloc_exit(ctx: RetProbeContext) -> u32 {
+    exit_alloc(&ctx, AllocKind::Calloc);
+    0
+}
+
+#[uprobe]
+pub fn realloc_enter(ctx: ProbeContext) -> u32 {
+    let old = ctx.arg::<u64>(0).unwrap_or(0);
+    let size = ctx.arg::<u64>(1).unwrap_or(0);
+    enter(AllocKind::Realloc, size, old);
+    0
+}
+
+#[uretprobe]
+pub fn realloc_exit(ctx: RetProbeContext) -> u32 {
+    exit_alloc(&ctx, AllocKind::Realloc);
+    0
+}
+
+#[uprobe]
+pub fn reallocarray_enter(ctx: ProbeContext) -> u32 {
+    let old = ctx.arg::<u64>(0).unwrap_or(0);
+    let n = ctx.arg::<u64>(1).unwrap_or(0);
+    let size = ctx.arg::<u64>(2).unwrap_or(0);
+    enter(AllocKind::Reallocarray, n.wrapping_mul(size), old);
+    0
+}
+
+#[uretprobe]
+pub fn reallocarray_exit(ctx: RetProbeContext) -> u32 {
+    exit_alloc(&ctx, AllocKind::Reallocarray);
+    0
+}
+
+#[uprobe]
+pub fn posix_memalign_enter(ctx: ProbeContext) -> u32 {
+    let memptr = ctx.arg::<u64>(0).unwrap_or(0);
+    let size = ctx.arg::<u64>(2).unwrap_or(0);
+    enter(AllocKind::PosixMemalign, size, memptr);
+    0
+}
+
+#[uretprobe]
+pub fn posix_memalign_exit(ctx: RetProbeContext) -> u32 {
+    exit_alloc(&ctx, AllocKind::PosixMemalign);
+    0
+}
+
+#[uprobe]
+pub fn aligned_alloc_enter(ctx: ProbeContext) -> u32 {
+    enter(AllocKind::AlignedAlloc, ctx.arg::<u64>(1).unwrap_or(0), 0);
+    0
+}
+
+#[uretprobe]
+pub fn aligned_alloc_exit(ctx: RetProbeContext) -> u32 {
+    exit_alloc(&ctx, AllocKind::AlignedAlloc);
+    0
+}
+
+#[uprobe]
+pub fn memalign_enter(ctx: ProbeContext) -> u32 {
+    enter(AllocKind::Memalign, ctx.arg::<u64>(1).unwrap_or(0), 0);
+    0
+}
+
+#[uretprobe]
+pub fn memalign_exit(ctx: RetProbeContext) -> u32 {
+    exit_alloc(&ctx, AllocKind::Memalign);
+    0
+}
+
+#[uprobe]
+pub fn valloc_enter(ctx: ProbeContext) -> u32 {
+    enter(AllocKind::Valloc, ctx.arg::<u64>(0).unwrap_or(0), 0);
+    0
+}
+
+#[uretprobe]
+pub fn valloc_exit(ctx: RetProbeContext) -> u32 {
+    exit_alloc(&ctx, AllocKind::Valloc);
+    0
+}
+
+#[uprobe]
+pub fn pvalloc_enter(ctx: ProbeContext) -> u32 {
+    enter(AllocKind::Pvalloc, ctx.arg::<u64>(0).unwrap_or(0), 0);
+    0
+}
+
+#[uretprobe]
+pub fn pvalloc_exit(ctx: RetProbeContext) -> u32 {
+    exit_alloc(&ctx, AllocKind::Pvalloc);
+    0
+}
+
+#[uprobe]
+pub fn mmap_enter(ctx: ProbeContext) -> u32 {
+    let len = ctx.arg::<u64>(1).unwrap_or(0);
+    let flags = ctx.arg::<u64>(3).unwrap_or(0);
+    // Only anonymous mappings are heap (pymalloc arenas, big buffers); file mappings are not.
+    if flags & MAP_ANONYMOUS != 0 {
+        enter(AllocKind::Mmap, len, 0);
+    }
+    0
+}
+
+#[uretprobe]
+pub fn mmap_exit(ctx: RetProbeContext) -> u32 {
+    exit_alloc(&ctx, AllocKind::Mmap);
+    0
+}
+
+#[uprobe]
+pub fn free_enter(ctx: ProbeContext) -> u32 {
+    count(counter::FREE_CALLS);
+    let addr = ctx.arg::<u64>(0).unwrap_or(0);
+    if addr == 0 {
+        return 0;
+    }
+    let tgid = (bpf_get_current_pid_tgid() >> 32) as u32;
+    if target(tgid).is_some() {
+        release(tgid, addr);
+    }
+    0
+}
+
+#[uprobe]
+pub fn munmap_enter(ctx: ProbeContext) -> u32 {
+    let addr = ctx.arg::<u64>(0).unwrap_or(0);
+    let tgid = (bpf_get_current_pid_tgid() >> 32) as u32;
+    if addr != 0 && target(tgid).is_some() {
+        let key = AllocKey { tgid, _pad: 0, addr };
+        // Most munmaps release memory we never tracked (malloc's own chunks): stay quiet.
+        if unsafe { ALLOCS.get(&key) }.is_some() {
+            release(tgid, addr);
+        }
+    }
+    0
+}
+
+/// `Py_FinalizeEx` entry: the program's own work is over and module teardown is about to free
+/// everything. Freeze this target's view from here on.
+#[uprobe]
+pub fn py_finalize(_ctx: ProbeContext) -> u32 {
+    let tgid = (bpf_get_current_pid_tgid() >> 32) as u32;
+    if let Some(cfg) = TARGETS.get_ptr_mut(&tgid) {
+        let now = unsafe { bpf_ktime_get_ns() };
+        unsafe {
+            if (*cfg).finalizing_since_ns == 0 {
+                (*cfg).finalizing_since_ns = now;
+                notify(event::FINALIZING, tgid, now);
+            }
+        }
+    }
+    0
+}
+
+#[cfg(not(test))]
+#[panic_handler]
+fn panic(_info: &core::panic::PanicInfo) -> ! {
+    loop {}
+}
+
+#[unsafe(link_section = "license")]
+#[unsafe(no_mangle)]
+static LICENSE: [u8; 13] = *b"Dual MIT/GPL\0";

@@ -1,0 +1,4 @@
+fn main() {
+    let obj = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/tracer-bpf"));
+    println!("{}", obj.len());
+}

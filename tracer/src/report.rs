@@ -1,0 +1,149 @@
+//! The report: what a recording found, in the shape of the JSON contract (`"schema": 1`).
+//! Every exporter formats a `Report`; none of them decides anything.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+pub const SCHEMA: u32 = 1;
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Report {
+    pub schema: u32,
+    pub target: TargetInfo,
+    pub duration_s: f64,
+    /// Where the final view was taken: "duration", "interrupted", "finalization" (the interpreter
+    /// began shutting down: outstanding memory is as it was before module teardown),
+    /// "target_exited" or "live" (a snapshot of a running daemon).
+    #[serde(default)]
+    pub final_view: String,
+    pub totals: Totals,
+    /// Ordered by rank: leaks first, then growing, bounded, stable.
+    pub suspects: Vec<Suspect>,
+    #[serde(default)]
+    pub holders: Vec<Holder>,
+    pub timeline: Vec<TimelinePoint>,
+    /// Allocation-sampling period in bytes (0 = every allocation recorded). When non-zero, byte
+    /// and count figures are estimates scaled back from the samples.
+    #[serde(default)]
+    pub sample_bytes: u64,
+}
+
+/// `{"schema": 1, "processes": [...]}`: one report per traced process (host mode, forks).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct MultiReport {
+    pub schema: u32,
+    pub processes: Vec<Report>,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct TargetInfo {
+    pub pid: u32,
+    pub exe: String,
+    pub python: String,
+    pub libc: String,
+    #[serde(default)]
+    pub cmdline: String,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct Totals {
+    pub allocs: u64,
+    pub frees: u64,
+    pub outstanding_bytes: u64,
+    pub outstanding_count: u64,
+    /// Every path where something could not be recorded, by counter name; zero entries included.
+    pub lost: BTreeMap<String, u64>,
+}
+
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[serde(rename_all = "lowercase")]
+pub enum Verdict {
+    Leak,
+    Growing,
+    Bounded,
+    Stable,
+}
+
+impl Verdict {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Verdict::Leak => "leak",
+            Verdict::Growing => "growing",
+            Verdict::Bounded => "bounded",
+            Verdict::Stable => "stable",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Suspect {
+    pub rank: u32,
+    pub verdict: Verdict,
+    /// Leak evidence in [0, 1]; ranking is by this, not by size.
+    pub score: f64,
+    pub outstanding_bytes: u64,
+    pub outstanding_count: u64,
+    /// Allocations made from this stack during the recording.
+    pub allocs: u64,
+    #[serde(default)]
+    pub alloc_bytes: u64,
+    /// outstanding_count / allocs: the share of allocations still alive.
+    #[serde(default)]
+    pub live_fraction: f64,
+    pub growth_bytes_per_s: f64,
+    pub oldest_age_s: f64,
+    pub allocator: String,
+    /// One line a person reads: why this verdict.
+    #[serde(default)]
+    pub reason: String,
+    /// Innermost first.
+    pub stack: Vec<Frame>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[serde(tag = "kind", rename_all = "lowercase")]
+pub enum Frame {
+    Python {
+        function: String,
+        file: String,
+        line: u32,
+    },
+    Native {
+        function: String,
+        module: String,
+    },
+}
+
+impl Frame {
+    /// `function (file:line)` or `function [module]`: how text and flame graphs name a frame.
+    pub fn label(&self) -> String {
+        match self {
+            Frame::Python { function, file, line } => format!("{function} ({file}:{line})"),
+            Frame::Native { function, module } => format!("{function} [{module}]"),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Holder {
+    /// A path a person would type: `__main__.FAILED_REQUESTS`, `app.DISPATCHER.pending`.
+    pub path: String,
+    #[serde(rename = "type")]
+    pub type_name: String,
+    pub len: u64,
+    pub growth_per_s: f64,
+    pub item_types: BTreeMap<String, u64>,
+    pub retained_bytes_est: u64,
+    pub verdict: Verdict,
+    #[serde(default)]
+    pub score: f64,
+    #[serde(default)]
+    pub reason: String,
+}
+
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq)]
+pub struct TimelinePoint {
+    pub t: f64,
+    pub outstanding_bytes: u64,
+}

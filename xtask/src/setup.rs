@@ -1,0 +1,298 @@
+//! `cargo xtask setup`: install what building and testing need, idempotently.
+//!
+//! Every step checks first and prints one `setup: ...` line; when everything is present the whole
+//! run takes a second or two and changes nothing. Steps:
+//!
+//! build (always):
+//!   - nightly rustc must be on LLVM 22 (bpf-linker's LLVM major must match it); error otherwise
+//!   - `rust-src` for the nightly (`rustup component add`; never `rustup update`)
+//!   - LLVM 22 dev files (`apt-get install llvm-22-dev`) for building bpf-linker
+//!   - `bpf-linker` (`cargo install bpf-linker --no-default-features --features llvm-22`)
+//!
+//! test tools (`cargo xtask test`, and `cargo xtask setup` unless `--build-only`):
+//!   - `bpftool` and `go` (apt: bpftool, golang-go)
+//!   - the fixtures venv (CPython 3.11.7 + tornado 6 + pytest) at target/pyenv-venv
+//!   - CPython 3.14 (and 3.13 when pyenv has none) from Debian sid, into target/cpython-sid
+//!     (best effort: a warning when offline)
+//!   - one venv per other CPython >= 3.10 found (best effort), listed in target/venvs/index.tsv
+
+use std::env;
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Instant;
+
+use anyhow::{bail, Context, Result};
+
+use crate::pythons::{self, Python};
+use crate::sid;
+use crate::util::{self, elapsed, run_quiet, step, stdout_of, which};
+
+/// The LLVM major that bpf-linker is built against; the nightly must use the same.
+const LLVM_MAJOR: &str = "22";
+const LLVM_PREFIX: &str = "/usr/lib/llvm-22";
+
+#[derive(Clone, Copy, Debug)]
+pub struct Options {
+    /// Also install the test-only tools, venvs and extra interpreters.
+    pub test_tools: bool,
+}
+
+/// What the test step needs to know about the result.
+#[derive(Debug, Default)]
+pub struct Outcome {
+    /// Python of the fixtures venv (3.11.7 + tornado + pytest).
+    pub venv_python: Option<PathBuf>,
+    /// Patched Debian sid CPython 3.14, if it could be fetched.
+    pub py314: Option<PathBuf>,
+    /// Patched Debian sid CPython 3.13, if one was fetched (only when pyenv has no 3.13).
+    pub py313: Option<PathBuf>,
+    /// Every interpreter found, with its venv when one could be made.
+    pub pythons: Vec<Python>,
+    /// target/venvs/index.tsv
+    pub venv_index: Option<PathBuf>,
+}
+
+pub fn run(opts: Options) -> Result<Outcome> {
+    let start = Instant::now();
+    let mut apt = Apt::default();
+
+    nightly_llvm()?;
+    rust_src()?;
+    llvm_dev(&mut apt)?;
+    bpf_linker()?;
+
+    let mut outcome = Outcome::default();
+    if opts.test_tools {
+        apt_tool(&mut apt, "bpftool", "bpftool", &["/usr/sbin", "/sbin"])?;
+        apt_tool(&mut apt, "go", "golang-go", &["/usr/lib/go/bin"])?;
+        outcome = test_pythons()?;
+    }
+    println!("setup: done in {}", elapsed(start));
+    Ok(outcome)
+}
+
+fn nightly_llvm() -> Result<()> {
+    let out = stdout_of(Command::new("rustc").args(["+nightly", "-vV"])).context(
+        "the `nightly` toolchain is needed to build the BPF programs, but `rustc +nightly -vV` \
+         failed.\nhint: install a nightly that uses LLVM 22 (e.g. `rustup toolchain install \
+         nightly-2026-05-19` and name it `nightly`); do not `rustup update`",
+    )?;
+    let release = field(&out, "release: ").unwrap_or("?");
+    let llvm = field(&out, "LLVM version: ").unwrap_or("?");
+    if llvm.split('.').next() != Some(LLVM_MAJOR) {
+        bail!(
+            "nightly rustc {release} uses LLVM {llvm}, but the BPF linker (bpf-linker with \
+             --features llvm-{LLVM_MAJOR}) needs a nightly on LLVM {LLVM_MAJOR}: their LLVM major \
+             versions must match.\nhint: use the image's nightly (1.97.0-nightly 2026-05-19, \
+             LLVM 22.1); never `rustup update` it"
+        );
+    }
+    println!("setup: nightly LLVM ok (rustc {release}, LLVM {llvm})");
+    Ok(())
+}
+
+fn field<'a>(text: &'a str, prefix: &str) -> Option<&'a str> {
+    text.lines().find_map(|l| l.strip_prefix(prefix)).map(str::trim)
+}
+
+fn rust_src() -> Result<()> {
+    let installed = stdout_of(Command::new("rustup").args([
+        "component",
+        "list",
+        "--toolchain",
+        "nightly",
+        "--installed",
+    ]))
+    .context("listing the nightly's rustup components")?;
+    if installed.lines().any(|l| l.trim().starts_with("rust-src")) {
+        println!("setup: rust-src ok (present)");
+        return Ok(());
+    }
+    step("setup", "installing rust-src for nightly", || {
+        run_quiet(Command::new("rustup").args(["component", "add", "rust-src", "--toolchain", "nightly"]))
+            .map(drop)
+    })
+}
+
+fn llvm_dev(apt: &mut Apt) -> Result<()> {
+    let lib = Path::new(LLVM_PREFIX).join("lib/libLLVM.so");
+    if lib.exists() {
+        println!("setup: llvm-22-dev ok (present)");
+        return Ok(());
+    }
+    apt.install("llvm-22-dev")
+}
+
+/// Directories cargo installs binaries into (they may not be on PATH in a fresh shell).
+fn cargo_bin_dirs() -> Vec<PathBuf> {
+    let mut dirs = Vec::new();
+    if let Some(root) = env::var_os("CARGO_INSTALL_ROOT") {
+        dirs.push(PathBuf::from(root).join("bin"));
+    }
+    if let Some(home) = env::var_os("CARGO_HOME") {
+        dirs.push(PathBuf::from(home).join("bin"));
+    }
+    dirs.push(util::home_join(".cargo/bin"));
+    dirs
+}
+
+fn bpf_linker() -> Result<()> {
+    let dirs = cargo_bin_dirs();
+    if let Some(path) = which("bpf-linker", &dirs) {
+        if let Ok(version) = stdout_of(Command::new(&path).arg("--version")) {
+            add_to_path(&path);
+            check_linker_llvm(&path);
+            println!("setup: bpf-linker ok ({version}, {})", path.display());
+            return Ok(());
+        }
+        println!(
+            "setup: {} does not run (its libLLVM gone?); reinstalling",
+            path.display()
+        );
+    }
+    let path = step("setup", "installing bpf-linker (cargo install, about 2 minutes)", || {
+        install_bpf_linker(&dirs)
+    })?;
+    add_to_path(&path);
+    println!("setup: bpf-linker ok ({})", path.display());
+    Ok(())
+}
+
+fn install_bpf_linker(dirs: &[PathBuf]) -> Result<PathBuf> {
+    let mut cmd = util::cargo();
+    cmd.args([
+        "install",
+        "--force",
+        "bpf-linker",
+        "--no-default-features",
+        "--features",
+        &format!("llvm-{LLVM_MAJOR}"),
+    ])
+    .env("LLVM_PREFIX", LLVM_PREFIX)
+    .current_dir(util::home_join(""));
+    run_quiet(&mut cmd).context("installing bpf-linker")?;
+    which("bpf-linker", dirs)
+        .context("`cargo install bpf-linker` succeeded but bpf-linker is not on PATH nor in ~/.cargo/bin")
+}
+
+/// bpf-linker links libLLVM dynamically; warn when its SONAME names another LLVM major.
+fn check_linker_llvm(path: &Path) {
+    let Ok(bytes) = fs::read(path) else { return };
+    let needle = b"libLLVM.so.";
+    let Some(pos) = bytes.windows(needle.len()).position(|w| w == needle) else {
+        return; // statically linked: nothing to compare cheaply
+    };
+    let major: String = bytes[pos + needle.len()..]
+        .iter()
+        .take_while(|b| b.is_ascii_digit())
+        .map(|&b| b as char)
+        .collect();
+    if !major.is_empty() && major != LLVM_MAJOR {
+        println!(
+            "setup: warning: {} links libLLVM.so.{major}, but the nightly is on LLVM \
+             {LLVM_MAJOR}; reinstall it with `LLVM_PREFIX={LLVM_PREFIX} cargo install --force \
+             bpf-linker --no-default-features --features llvm-{LLVM_MAJOR}`",
+            path.display()
+        );
+    }
+}
+
+/// Make sure the directory of `exe` is on PATH for the builds we start (aya-build's nested
+/// cargo finds `bpf-linker` through PATH).
+fn add_to_path(exe: &Path) {
+    let Some(dir) = exe.parent() else { return };
+    let path = env::var_os("PATH").unwrap_or_default();
+    if env::split_paths(&path).any(|p| p == dir) {
+        return;
+    }
+    let joined = env::join_paths(std::iter::once(dir.to_path_buf()).chain(env::split_paths(&path)));
+    if let Ok(joined) = joined {
+        // Single-threaded at this point; child processes inherit it.
+        env::set_var("PATH", joined);
+    }
+}
+
+fn apt_tool(apt: &mut Apt, exe: &str, package: &str, extra: &[&str]) -> Result<()> {
+    let extra: Vec<PathBuf> = extra.iter().map(PathBuf::from).collect();
+    if let Some(path) = which(exe, &extra) {
+        add_to_path(&path);
+        println!("setup: {exe} ok (present, {})", path.display());
+        return Ok(());
+    }
+    apt.install(package)?;
+    if let Some(path) = which(exe, &extra) {
+        add_to_path(&path);
+    }
+    Ok(())
+}
+
+/// apt-get, with `apt-get update` run at most once per setup.
+#[derive(Default)]
+struct Apt {
+    updated: bool,
+}
+
+impl Apt {
+    fn install(&mut self, package: &str) -> Result<()> {
+        if !util::is_root() {
+            bail!(
+                "`{package}` is missing and installing it needs root.\nhint: run as root, or \
+                 `sudo apt-get install -y {package}` and run again"
+            );
+        }
+        step("setup", &format!("installing {package} (apt)"), || {
+            if !self.updated {
+                run_quiet(Command::new("apt-get").args(["update", "-q"]))
+                    .context("apt-get update")?;
+                self.updated = true;
+            }
+            run_quiet(
+                Command::new("apt-get")
+                    .args(["install", "-y", "-q", package])
+                    .env("DEBIAN_FRONTEND", "noninteractive"),
+            )
+            .with_context(|| format!("installing {package}"))
+            .map(drop)
+        })
+    }
+}
+
+/// Fixture venv, sid interpreters and per-interpreter venvs.
+fn test_pythons() -> Result<Outcome> {
+    let target = util::target_dir();
+    let base = pythons::base_python()?;
+    let venv_python = pythons::fixtures_venv(&target, &base)?;
+
+    let py314 = sid_python(&target, "3.14", &base);
+    let py313 = if pythons::pyenv_has("3.13") {
+        None
+    } else {
+        sid_python(&target, "3.13", &base)
+    };
+
+    let mut found = pythons::discover(&target);
+    pythons::make_venvs(&target, &base, &venv_python, &mut found);
+    let index = pythons::write_index(&target, &found)?;
+    Ok(Outcome {
+        venv_python: Some(venv_python),
+        py314,
+        py313,
+        pythons: found,
+        venv_index: Some(index),
+    })
+}
+
+/// Fetch a sid interpreter; a failure is a warning (tests then report it as skipped).
+fn sid_python(target: &Path, minor: &str, base: &Path) -> Option<PathBuf> {
+    match sid::ensure(target, minor, base) {
+        Ok(path) => Some(path),
+        Err(err) => {
+            println!(
+                "setup: warning: could not get CPython {minor} from Debian sid ({err:#}); tests \
+                 will report \"skipped: no CPython {minor}\""
+            );
+            None
+        }
+    }
+}
