@@ -51,6 +51,7 @@ static SCRATCH: PerCpuArray<Scratch> = PerCpuArray::with_max_entries(1, 0);
 struct Scratch {
     trace: StackTrace,
     buf: [u64; 33],
+    hash: u64,
 }
 
 #[inline(always)]
@@ -295,13 +296,13 @@ fn stack_id(tgid: u32, cfg: &TargetConfig, kind: AllocKind, native_ip: u64) -> u
     trace.depth = 0;
     trace.truncated = 0;
     trace.native_ip = native_ip;
-    let mut h = mix(mix(0xcbf2_9ce4_8422_2325, ((kind as u64) << 32) | tgid as u64), native_ip);
-
+    scratch.hash = mix(mix(0xcbf2_9ce4_8422_2325, ((kind as u64) << 32) | tgid as u64), native_ip);
     if cfg.runtime_addr != 0 {
         if let Some(top) = current_frame(cfg, &mut scratch.buf) {
-            h = walk_frames(cfg, top, trace, &mut scratch.buf, h);
+            walk_frames(cfg, top, trace, &mut scratch.buf, &mut scratch.hash);
         }
     }
+    let mut h = unsafe { core::ptr::read_volatile(&scratch.hash) };
     if h == UNKNOWN_STACK {
         h = 1;
     }
@@ -318,18 +319,27 @@ fn stack_id(tgid: u32, cfg: &TargetConfig, kind: AllocKind, native_ip: u64) -> u
     h
 }
 
+/// The loop keeps its carried state (depth, hash) in map memory through volatile accesses:
+/// the verifier does not track values stored there, so the two outcomes of each frame (kept
+/// or skipped) converge instead of doubling the states to verify at every iteration.
 #[inline(always)]
 fn walk_frames(
     cfg: &TargetConfig,
     top: u64,
     trace: &mut StackTrace,
     buf: &mut [u64; 33],
-    mut h: u64,
-) -> u64 {
+    hash: &mut u64,
+) {
+    let depth_slot = &raw mut trace.depth;
     let mut frame = top;
-    let mut depth: usize = 0;
     for _ in 0..(MAX_FRAMES + SKIPPED_FRAMES_ALLOWANCE) {
         if frame == 0 {
+            break;
+        }
+        let depth = unsafe { core::ptr::read_volatile(depth_slot) } as usize;
+        if depth >= MAX_FRAMES {
+            trace.truncated = 1;
+            count(counter::LOST_STACK_TRUNCATED);
             break;
         }
         if !read_into(buf, frame, FRAME_READ) {
@@ -345,24 +355,15 @@ fn walk_frames(
         };
         let internal = cfg.frame_owner != NO_FIELD
             && buf_u8(buf, cfg.frame_owner) as u64 >= cfg.owner_skip_from;
-        if !internal && code != 0 {
-            let Some(slot) = trace.frames.get_mut(depth) else {
-                trace.truncated = 1;
-                count(counter::LOST_STACK_TRUNCATED);
-                break;
-            };
-            *slot = RawFrame { code, instr };
-            depth += 1;
-            h = mix(mix(h, code), instr);
+        let keep = (!internal && code != 0) as u64;
+        trace.frames[depth & (MAX_FRAMES - 1)] = RawFrame { code, instr };
+        unsafe {
+            core::ptr::write_volatile(depth_slot, (depth as u64 + keep) as u32);
+            let h = core::ptr::read_volatile(hash);
+            core::ptr::write_volatile(hash, mix(mix(h, code.wrapping_mul(keep)), instr.wrapping_mul(keep)));
         }
         frame = previous;
     }
-    if frame != 0 && trace.truncated == 0 && depth >= MAX_FRAMES {
-        trace.truncated = 1;
-        count(counter::LOST_STACK_TRUNCATED);
-    }
-    trace.depth = depth as u32;
-    h
 }
 
 /// The calling thread's innermost Python frame, through a per-thread cache of its

@@ -1,4 +1,114 @@
-fn main() {
-    let obj = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/tracer-bpf"));
-    println!("{}", obj.len());
+//! tracer: find the Python lines that leak memory in a running CPython process.
+
+mod btf;
+mod build_report;
+mod cli;
+mod collector;
+mod elf;
+mod error;
+mod export;
+mod launch;
+mod leaks;
+mod output;
+mod probes;
+mod procfs;
+mod python;
+mod record;
+mod remote;
+mod report;
+mod symbolize;
+mod target;
+
+use std::process::ExitCode;
+
+use anyhow::Result;
+use clap::Parser;
+
+use cli::{Cli, Command, RecordArgs, ReportArgs};
+use error::{user_error, UserError};
+
+/// Exit status of `record --fail-on-leak` when a leak was found.
+pub const EXIT_LEAK_FOUND: u8 = 3;
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let level = match cli.verbose {
+        0 => "warn",
+        1 => "info",
+        _ => "debug",
+    };
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or(level))
+        .format_timestamp(None)
+        .init();
+    let result = match cli.command {
+        Command::Record(args) => run_record(args),
+        Command::Report(args) => run_report(args),
+    };
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            match e.downcast_ref::<UserError>() {
+                Some(u) => {
+                    eprintln!("error: {}", u.message);
+                    eprintln!("hint: {}", u.hint);
+                }
+                None => eprintln!("error: {e:#}"),
+            }
+            ExitCode::from(1)
+        }
+    }
+}
+
+fn run_record(args: RecordArgs) -> Result<ExitCode> {
+    let pid = match args.pid {
+        None if args.command.is_empty() => {
+            return Err(user_error("nothing to trace", "give a PID (tracer record -p PID) or a command (tracer record -- python3 app.py)"))
+        }
+        None => None,
+        Some(p) if p <= 0 || p > u32::MAX as i64 => {
+            return Err(user_error(format!("{p} is not a valid PID"), "PIDs are positive numbers; find yours with `pgrep -f app.py`"))
+        }
+        Some(p) => Some(p as u32),
+    };
+    let mut criteria = leaks::Criteria::for_bytes();
+    if let Some(b) = args.min_leak_bytes {
+        criteria.min_total_growth = b;
+    }
+    if let Some(g) = args.min_growth {
+        criteria.min_growth_per_s = g;
+    }
+    let config = record::RecordConfig {
+        pid,
+        command: args.command.clone(),
+        duration: args.duration,
+        interval: args.interval,
+        sizes: probes::MapSizes { max_allocs: args.max_allocs, max_stacks: args.max_stacks },
+        criteria,
+        python_malloc: args.python_malloc,
+        progress: !args.quiet,
+    };
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    let report = runtime.block_on(async {
+        let mut session = record::start(&config)?;
+        let reason = record::run(&mut session, &config).await?;
+        anyhow::Ok(record::finish(session, reason, &config))
+    })?;
+    output::write_report(&report, &args.output)?;
+    let leaked = report.suspects.iter().any(|s| s.verdict == report::Verdict::Leak);
+    if args.fail_on_leak && leaked {
+        eprintln!("tracer: leaks found ({} suspects with verdict leak)", report.suspects.iter().filter(|s| s.verdict == report::Verdict::Leak).count());
+        return Ok(ExitCode::from(EXIT_LEAK_FOUND));
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn run_report(args: ReportArgs) -> Result<ExitCode> {
+    let text = std::fs::read_to_string(&args.input).map_err(|e| {
+        user_error(format!("cannot read {}: {e}", args.input.display()), "pass a JSON report written by `tracer record -f json -o FILE`")
+    })?;
+    let saved = output::parse_saved(&text).map_err(|e| {
+        user_error(format!("{} is not a tracer JSON report: {e}", args.input.display()), "pass a file written by `tracer record -f json -o FILE`")
+    })?;
+    output::write_saved(&saved, &args.output)?;
+    Ok(ExitCode::SUCCESS)
 }

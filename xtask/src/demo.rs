@@ -19,14 +19,20 @@ pub fn run(args: DemoArgs) -> Result<()> {
     if !args.skip_setup {
         setup::run(Options { test_tools: false })?;
     }
-    let tracer = if args.skip_build { build::tracer_bin()? } else { build::run_build()? };
+    let tracer = if args.skip_build {
+        build::tracer_bin()?
+    } else {
+        build::run_build()?
+    };
     let python = pythons::base_python()?;
     let script = util::repo_root().join("examples/leaky_service.py");
     if !script.exists() {
         bail!("{} is missing", script.display());
     }
     if !util::is_root() {
-        println!("demo: note: the tracer loads eBPF programs and needs root; expect an error otherwise");
+        println!(
+            "demo: note: the tracer loads eBPF programs and needs root; expect an error otherwise"
+        );
     }
     let mut cmd = Command::new(&tracer);
     cmd.args(["record", "-d", "12s", "-i", "1s", "--"])

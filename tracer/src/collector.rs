@@ -1,0 +1,213 @@
+//! Userspace side of the BPF maps: resolves new stacks as soon as they appear (while their code
+//! objects are alive), samples per-stack outstanding memory at every interval into bounded
+//! time series, and reads the final state for the report.
+
+use std::collections::HashMap;
+use std::time::Instant;
+
+use anyhow::Result;
+use aya::maps::{HashMap as BpfHashMap, MapData, PerCpuArray, RingBuf};
+use tracer_ebpf::{
+    counter, event, maps, AllocInfo, AllocKey, Event, StackStats, StackTrace, ALLOC_KIND_NAMES,
+    UNKNOWN_STACK,
+};
+
+use crate::leaks::Series;
+use crate::probes::Probes;
+use crate::python::code::CodeResolver;
+use crate::remote::ProcessMemory;
+use crate::report::Frame;
+use crate::symbolize::NativeSymbols;
+
+/// A stack as a person reads it; raw stacks that resolve to the same frames are one stack.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct StackKey {
+    pub allocator: &'static str,
+    /// Innermost first: the native caller of the allocator, then Python frames.
+    pub frames: Vec<Frame>,
+}
+
+/// What is known about one logical stack.
+pub struct StackRecord {
+    pub key: StackKey,
+    pub truncated: bool,
+    pub series: Series,
+    pub stats: StackStats,
+}
+
+/// Counters summed over CPUs.
+#[derive(Debug, Clone, Default)]
+pub struct Counters(pub [u64; counter::COUNT as usize]);
+
+impl Counters {
+    pub fn get(&self, index: u32) -> u64 {
+        self.0[index as usize]
+    }
+}
+
+pub struct Collector {
+    stats: BpfHashMap<MapData, u64, StackStats>,
+    stacks: BpfHashMap<MapData, u64, StackTrace>,
+    allocs: BpfHashMap<MapData, AllocKey, AllocInfo>,
+    counters: PerCpuArray<MapData, u64>,
+    events: RingBuf<MapData>,
+    pid: u32,
+    code: CodeResolver<ProcessMemory>,
+    native: NativeSymbols,
+    /// Raw stack id -> index into `records`.
+    by_id: HashMap<u64, usize>,
+    by_key: HashMap<StackKey, usize>,
+    pub records: Vec<StackRecord>,
+    pub started: Instant,
+    pub timeline: Series,
+    pub finalizing: bool,
+    pub stacks_resolved: u64,
+}
+
+pub fn monotonic_ns() -> u64 {
+    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+}
+
+impl Collector {
+    pub fn new(probes: &mut Probes, pid: u32, code: CodeResolver<ProcessMemory>) -> Result<Self> {
+        Ok(Self {
+            stats: BpfHashMap::try_from(probes.take_map(maps::STACK_STATS)?)?,
+            stacks: BpfHashMap::try_from(probes.take_map(maps::STACKS)?)?,
+            allocs: BpfHashMap::try_from(probes.take_map(maps::ALLOCS)?)?,
+            counters: PerCpuArray::try_from(probes.take_map(maps::COUNTERS)?)?,
+            events: RingBuf::try_from(probes.take_map(maps::EVENTS)?)?,
+            pid,
+            code,
+            native: NativeSymbols::new(pid),
+            by_id: HashMap::new(),
+            by_key: HashMap::new(),
+            records: Vec::new(),
+            started: Instant::now(),
+            timeline: Series::new(),
+            finalizing: false,
+            stacks_resolved: 0,
+        })
+    }
+
+    /// Handles what the BPF side announced since the last call: new stacks are resolved now.
+    pub fn drain_events(&mut self) {
+        let mut new_ids = Vec::new();
+        while let Some(item) = self.events.next() {
+            if item.len() < std::mem::size_of::<Event>() {
+                continue;
+            }
+            let ev: Event = unsafe { std::ptr::read_unaligned(item.as_ptr() as *const Event) };
+            if ev.tgid != self.pid {
+                continue;
+            }
+            match ev.kind {
+                event::NEW_STACK => new_ids.push(ev.value),
+                event::FINALIZING => self.finalizing = true,
+                _ => {}
+            }
+        }
+        for id in new_ids {
+            self.resolve(id);
+        }
+    }
+
+    fn resolve(&mut self, id: u64) -> usize {
+        if let Some(&i) = self.by_id.get(&id) {
+            return i;
+        }
+        let (key, truncated) = if id == UNKNOWN_STACK {
+            let frames = vec![Frame::Native { function: "[stack not recorded: stack table full]".into(), module: "tracer".into() }];
+            (StackKey { allocator: "unknown", frames }, false)
+        } else {
+            match self.stacks.get(&id, 0) {
+                Ok(trace) => (self.key_of(&trace), trace.truncated != 0),
+                Err(_) => {
+                    let frames = vec![Frame::Native { function: "[stack not readable]".into(), module: "tracer".into() }];
+                    (StackKey { allocator: "unknown", frames }, false)
+                }
+            }
+        };
+        self.stacks_resolved += 1;
+        let index = match self.by_key.get(&key) {
+            Some(&i) => i,
+            None => {
+                let i = self.records.len();
+                self.by_key.insert(key.clone(), i);
+                self.records.push(StackRecord { key, truncated, series: Series::new(), stats: StackStats::default() });
+                i
+            }
+        };
+        self.records[index].truncated |= truncated;
+        self.by_id.insert(id, index);
+        index
+    }
+
+    fn key_of(&mut self, trace: &StackTrace) -> StackKey {
+        let allocator = ALLOC_KIND_NAMES.get(trace.kind as usize).copied().unwrap_or("unknown");
+        let mut frames = Vec::with_capacity(trace.depth as usize + 1);
+        frames.push(self.native.frame(trace.native_ip));
+        let depth = (trace.depth as usize).min(trace.frames.len());
+        frames.extend(trace.frames[..depth].iter().filter_map(|raw| self.code.resolve(*raw)));
+        StackKey { allocator, frames }
+    }
+
+    /// Reads every stack's current totals and appends one point to each series.
+    pub fn sample(&mut self) {
+        self.drain_events();
+        let t = self.started.elapsed().as_secs_f64();
+        let mut totals: Vec<StackStats> = vec![StackStats::default(); self.records.len()];
+        let entries: Vec<(u64, StackStats)> = self.stats.iter().filter_map(|r| r.ok()).collect();
+        for (id, s) in entries {
+            let i = self.resolve(id);
+            if i >= totals.len() {
+                totals.resize(i + 1, StackStats::default());
+            }
+            let acc = &mut totals[i];
+            acc.allocs += s.allocs;
+            acc.alloc_bytes += s.alloc_bytes;
+            acc.frees += s.frees;
+            acc.outstanding_bytes += s.outstanding_bytes;
+            acc.outstanding_count += s.outstanding_count;
+        }
+        let mut outstanding = 0i64;
+        for (record, s) in self.records.iter_mut().zip(totals) {
+            record.stats = s;
+            record.series.push(t, s.outstanding_bytes.max(0) as f64);
+            outstanding += s.outstanding_bytes.max(0);
+        }
+        self.timeline.push(t, outstanding as f64);
+    }
+
+    pub fn counters(&self) -> Counters {
+        let mut c = Counters::default();
+        for (i, slot) in c.0.iter_mut().enumerate() {
+            if let Ok(values) = self.counters.get(&(i as u32), 0) {
+                *slot = values.iter().sum();
+            }
+        }
+        c
+    }
+
+    /// Age in seconds, at `end_ns` (monotonic), of the oldest outstanding allocation of each
+    /// record (one pass over the allocation table).
+    pub fn oldest_ages(&mut self, end_ns: u64) -> Vec<f64> {
+        let mut oldest: HashMap<u64, u64> = HashMap::new();
+        for (key, info) in self.allocs.iter().filter_map(|r| r.ok()) {
+            if key.tgid != self.pid {
+                continue;
+            }
+            let e = oldest.entry(info.stack_id).or_insert(info.ts_ns);
+            *e = (*e).min(info.ts_ns);
+        }
+        let mut ages = vec![0.0f64; self.records.len()];
+        for (id, ts) in oldest {
+            if let Some(&i) = self.by_id.get(&id) {
+                let age = end_ns.saturating_sub(ts) as f64 / 1e9;
+                ages[i] = ages[i].max(age);
+            }
+        }
+        ages
+    }
+}

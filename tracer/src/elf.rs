@@ -1,0 +1,103 @@
+//! ELF images of the target's libc and interpreter: symbols, file offsets, static data.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result};
+use object::{Object, ObjectSection, ObjectSegment, ObjectSymbol};
+
+#[derive(Debug, Clone, Copy)]
+struct Segment {
+    vaddr: u64,
+    memsz: u64,
+    offset: u64,
+    filesz: u64,
+}
+
+/// The parts of an ELF file the tracer uses, parsed once.
+pub struct ElfImage {
+    pub path: PathBuf,
+    data: Vec<u8>,
+    /// Defined symbols from .dynsym and .symtab (dynsym wins), name -> virtual address.
+    symbols: HashMap<String, u64>,
+    segments: Vec<Segment>,
+    sections: HashMap<String, (u64, u64)>,
+}
+
+impl ElfImage {
+    pub fn open(path: &Path) -> Result<Self> {
+        let data = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+        Self::parse(path.to_path_buf(), data)
+    }
+
+    pub fn parse(path: PathBuf, data: Vec<u8>) -> Result<Self> {
+        let (symbols, segments, sections) = {
+            let file = object::File::parse(&*data)
+                .with_context(|| format!("{} is not an ELF file", path.display()))?;
+            let mut symbols = HashMap::new();
+            for sym in file.symbols().chain(file.dynamic_symbols()) {
+                if sym.is_undefined() || sym.address() == 0 {
+                    continue;
+                }
+                if let Ok(name) = sym.name() {
+                    // Versioned names ("malloc@@GLIBC_2.2.5") also answer to the bare name.
+                    let bare = name.split('@').next().unwrap_or(name);
+                    symbols.insert(bare.to_string(), sym.address());
+                }
+            }
+            let segments = file
+                .segments()
+                .map(|s| {
+                    let (offset, filesz) = s.file_range();
+                    Segment { vaddr: s.address(), memsz: s.size(), offset, filesz }
+                })
+                .collect();
+            let sections = file
+                .sections()
+                .filter_map(|s| Some((s.name().ok()?.to_string(), (s.address(), s.size()))))
+                .collect();
+            (symbols, segments, sections)
+        };
+        Ok(Self { path, data, symbols, segments, sections })
+    }
+
+    pub fn symbol(&self, name: &str) -> Option<u64> {
+        self.symbols.get(name).copied()
+    }
+
+    pub fn section(&self, name: &str) -> Option<(u64, u64)> {
+        self.sections.get(name).copied()
+    }
+
+    /// File offset of a virtual address (what a uprobe is attached at).
+    pub fn file_offset(&self, vaddr: u64) -> Option<u64> {
+        self.segments
+            .iter()
+            .find(|s| vaddr >= s.vaddr && vaddr < s.vaddr + s.filesz.min(s.memsz))
+            .map(|s| vaddr - s.vaddr + s.offset)
+    }
+
+    /// Virtual address that file offset `offset` is loaded at (before the load bias).
+    pub fn vaddr_of_offset(&self, offset: u64) -> Option<u64> {
+        self.segments
+            .iter()
+            .find(|s| s.filesz > 0 && offset >= s.offset && offset < s.offset + s.filesz)
+            .map(|s| s.vaddr + (offset - s.offset))
+    }
+
+    /// Initialised bytes at a virtual address, straight from the file (constants in .rodata).
+    pub fn bytes_at(&self, vaddr: u64, len: usize) -> Option<&[u8]> {
+        let off = self.file_offset(vaddr)? as usize;
+        self.data.get(off..off.checked_add(len)?)
+    }
+
+    pub fn section_bytes(&self, name: &str) -> Option<&[u8]> {
+        let (addr, size) = self.section(name)?;
+        self.bytes_at(addr, size as usize)
+    }
+
+    /// Bytes of the function at `vaddr`, for decoding its prologue.
+    pub fn code_at(&self, vaddr: u64, len: usize) -> Option<&[u8]> {
+        self.bytes_at(vaddr, len)
+    }
+}

@@ -1,0 +1,543 @@
+//! The human report: what leaks first, with its Python stack and the reason for the verdict, then
+//! what keeps memory alive (holders), then what was cleared and why. Fits a 100-column terminal.
+
+use std::fmt::Write as _;
+use std::io::Write;
+
+use super::ExportOptions;
+use crate::report::{Frame, Holder, MultiReport, Report, Suspect, Verdict};
+
+/// Lines are wrapped (reasons) or split (the not-leaks table) to stay within this many columns.
+const WIDTH: usize = 100;
+/// Frames shown per stack, innermost first; deeper stacks end with a count of the rest.
+const MAX_FRAMES: usize = 16;
+
+pub(super) fn write(
+    report: &Report,
+    opts: &ExportOptions,
+    out: &mut dyn Write,
+) -> anyhow::Result<()> {
+    let mut s = String::new();
+    render(&mut s, report, opts);
+    emit(&s, out)
+}
+
+pub(super) fn write_multi(
+    multi: &MultiReport,
+    opts: &ExportOptions,
+    out: &mut dyn Write,
+) -> anyhow::Result<()> {
+    let mut s = String::new();
+    if multi.processes.is_empty() {
+        s.push_str("tracer: no process was traced.\n");
+    }
+    for (i, report) in multi.processes.iter().enumerate() {
+        if i > 0 {
+            s.push('\n');
+        }
+        let _ = writeln!(s, "== PID {}: {} ==", report.target.pid, command(report));
+        render(&mut s, report, opts);
+    }
+    emit(&s, out)
+}
+
+/// Writes the rendered text with trailing blanks trimmed from every line (padding of a last
+/// column must not leave any).
+fn emit(s: &str, out: &mut dyn Write) -> anyhow::Result<()> {
+    let mut clean = String::with_capacity(s.len());
+    for line in s.lines() {
+        clean.push_str(line.trim_end());
+        clean.push('\n');
+    }
+    out.write_all(clean.as_bytes())?;
+    Ok(())
+}
+
+fn command(report: &Report) -> &str {
+    let t = &report.target;
+    if t.cmdline.is_empty() {
+        &t.exe
+    } else {
+        &t.cmdline
+    }
+}
+
+fn render(s: &mut String, r: &Report, opts: &ExportOptions) {
+    header(s, r);
+    s.push('\n');
+
+    let growing: Vec<&Suspect> = r
+        .suspects
+        .iter()
+        .filter(|x| is_growing(x.verdict))
+        .collect();
+    let cleared: Vec<&Suspect> = r
+        .suspects
+        .iter()
+        .filter(|x| !is_growing(x.verdict))
+        .collect();
+    let holders_growing = r.holders.iter().any(|h| is_growing(h.verdict));
+
+    if growing.is_empty() {
+        let window = seconds(r.duration_s);
+        if holders_growing {
+            let _ = writeln!(
+                s,
+                "No allocation stack grew steadily during the {window} window; see HOLDERS below."
+            );
+        } else {
+            let _ = writeln!(
+                s,
+                "No leaks: nothing grew steadily during the {window} window."
+            );
+        }
+    } else {
+        leaks(s, &growing, opts.top);
+    }
+
+    if !r.holders.is_empty() {
+        s.push('\n');
+        holders(s, &r.holders, opts.top);
+    }
+    if !cleared.is_empty() {
+        s.push('\n');
+        not_leaks(s, &cleared, opts.top);
+    }
+}
+
+fn is_growing(v: Verdict) -> bool {
+    matches!(v, Verdict::Leak | Verdict::Growing)
+}
+
+/// `LEAK`/`GROWING` shout; `bounded`/`stable` do not.
+fn verdict_word(v: Verdict) -> String {
+    if is_growing(v) {
+        v.as_str().to_ascii_uppercase()
+    } else {
+        v.as_str().to_string()
+    }
+}
+
+fn header(s: &mut String, r: &Report) {
+    let t = &r.target;
+    let python = if t.python.is_empty() { "?" } else { &t.python };
+    let mut when = seconds(r.duration_s);
+    if !r.final_view.is_empty() {
+        let _ = write!(when, ", final view: {}", r.final_view);
+    }
+    let mut line = format!("tracer: pid {} python {python}", t.pid);
+    if !command(r).is_empty() {
+        let _ = write!(line, "  {}", command(r));
+    }
+    let _ = writeln!(s, "{line}   ({when})");
+
+    let tot = &r.totals;
+    let line = format!(
+        "allocations {}  frees {}  outstanding {} in {} blocks",
+        count(tot.allocs),
+        count(tot.frees),
+        bytes(tot.outstanding_bytes),
+        count(tot.outstanding_count)
+    );
+    let lost: Vec<String> = tot
+        .lost
+        .iter()
+        .filter(|(_, &n)| n > 0)
+        .map(|(name, &n)| format!("{} {name}", count(n)))
+        .collect();
+    let lost = if lost.is_empty() {
+        "none".to_string()
+    } else {
+        lost.join(", ")
+    };
+    let lost = format!("lost: {lost}");
+    if line.len() + 3 + lost.len() <= WIDTH {
+        let _ = writeln!(s, "{line}   {lost}");
+    } else {
+        let _ = writeln!(s, "{line}");
+        wrapped(s, "", "      ", &lost);
+    }
+
+    if r.sample_bytes > 0 {
+        let _ = writeln!(
+            s,
+            "sampled: about one allocation per {} recorded; sizes and counts are estimates",
+            bytes(r.sample_bytes)
+        );
+    }
+    if r.final_view == "finalization" {
+        let _ = writeln!(
+            s,
+            "note: the interpreter began shutting down; outstanding memory is as it was before \
+             module teardown"
+        );
+    }
+}
+
+fn leaks(s: &mut String, growing: &[&Suspect], top: usize) {
+    let _ = writeln!(s, "LEAKS AND GROWTH (ranked by leak evidence)");
+    let shown = &growing[..growing.len().min(top)];
+    let rank_w = shown
+        .iter()
+        .map(|x| x.rank.to_string().len())
+        .max()
+        .unwrap_or(1);
+    let verdict_w = shown
+        .iter()
+        .map(|x| x.verdict.as_str().len())
+        .max()
+        .unwrap_or(4);
+    let size_w = shown
+        .iter()
+        .map(|x| bytes(x.outstanding_bytes).len())
+        .max()
+        .unwrap_or(0);
+    let count_w = shown
+        .iter()
+        .map(|x| count(x.outstanding_count).len())
+        .max()
+        .unwrap_or(0);
+    let rate_w = shown
+        .iter()
+        .map(|x| rate(x.growth_bytes_per_s).len())
+        .max()
+        .unwrap_or(0);
+    for (i, x) in shown.iter().enumerate() {
+        if i > 0 {
+            s.push('\n');
+        }
+        let _ = writeln!(
+            s,
+            "#{:<rank_w$} {:<verdict_w$}  score {:.2}  {:>size_w$} outstanding in {:>count_w$} blocks   \
+             {:>rate_w$}   {}",
+            x.rank,
+            verdict_word(x.verdict),
+            x.score,
+            bytes(x.outstanding_bytes),
+            count(x.outstanding_count),
+            rate(x.growth_bytes_per_s),
+            x.allocator,
+        );
+        if x.reason.is_empty() {
+            wrapped(s, "   facts: ", "          ", &facts(x));
+        } else {
+            wrapped(s, "   why: ", "        ", &x.reason);
+        }
+        stack(s, &x.stack);
+    }
+    let hidden = growing.len() - shown.len();
+    if hidden > 0 {
+        if !shown.is_empty() {
+            s.push('\n');
+        }
+        let _ = writeln!(
+            s,
+            "... {} more leak or growth {} not shown (raise --top, or use -f json)",
+            count(hidden as u64),
+            plural(hidden, "stack", "stacks")
+        );
+    }
+}
+
+/// The numbers behind a verdict, for suspects whose report gave no reason.
+fn facts(x: &Suspect) -> String {
+    let live = if x.live_fraction > 0.0 || x.allocs == 0 {
+        x.live_fraction
+    } else {
+        x.outstanding_count as f64 / x.allocs as f64
+    };
+    format!(
+        "{:.0}% of {} allocations still live, oldest {}",
+        live * 100.0,
+        count(x.allocs),
+        seconds(x.oldest_age_s)
+    )
+}
+
+fn stack(s: &mut String, frames: &[Frame]) {
+    if frames.is_empty() {
+        let _ = writeln!(s, "   (no stack recorded)");
+        return;
+    }
+    for frame in frames.iter().take(MAX_FRAMES) {
+        match frame {
+            Frame::Python { .. } => {
+                let _ = writeln!(s, "   {}", frame.label());
+            }
+            Frame::Native { .. } => {
+                let _ = writeln!(s, "   [native] {}", frame.label());
+            }
+        }
+    }
+    if frames.len() > MAX_FRAMES {
+        let more = frames.len() - MAX_FRAMES;
+        let _ = writeln!(
+            s,
+            "   ... {} more outer {}",
+            count(more as u64),
+            plural(more, "frame", "frames")
+        );
+    }
+}
+
+fn holders(s: &mut String, all: &[Holder], top: usize) {
+    let _ = writeln!(s, "HOLDERS (what keeps memory alive)");
+    let mut sorted: Vec<&Holder> = all.iter().collect();
+    // Problems first; within a verdict, the report's own evidence decides. Stable otherwise.
+    sorted.sort_by(|a, b| a.verdict.cmp(&b.verdict).then(b.score.total_cmp(&a.score)));
+    let shown = &sorted[..sorted.len().min(top)];
+
+    let rows: Vec<[String; 7]> = shown
+        .iter()
+        .map(|h| {
+            [
+                verdict_word(h.verdict),
+                h.path.clone(),
+                h.type_name.clone(),
+                format!("len {}", count(h.len)),
+                format!("{:+.1}/s", h.growth_per_s),
+                format!("~{}", bytes(h.retained_bytes_est)),
+                item_types(h),
+            ]
+        })
+        .collect();
+    let w = column_widths(&rows);
+    for (h, row) in shown.iter().zip(&rows) {
+        let _ = writeln!(
+            s,
+            "   {:<w0$}  {:<w1$}  {:<w2$}  {:>w3$}  {:>w4$}  {:>w5$}  {}",
+            row[0],
+            row[1],
+            row[2],
+            row[3],
+            row[4],
+            row[5],
+            row[6],
+            w0 = w[0],
+            w1 = w[1],
+            w2 = w[2],
+            w3 = w[3],
+            w4 = w[4],
+            w5 = w[5],
+        );
+        if !h.reason.is_empty() {
+            wrapped(s, "       why: ", "            ", &h.reason);
+        }
+    }
+    let hidden = sorted.len() - shown.len();
+    if hidden > 0 {
+        let _ = writeln!(
+            s,
+            "   ... {} more {} (-f json lists them all)",
+            count(hidden as u64),
+            plural(hidden, "holder", "holders")
+        );
+    }
+}
+
+/// `(2,835 ValueError, 12 str, +3 more types)`: the most numerous item types first.
+fn item_types(h: &Holder) -> String {
+    if h.item_types.is_empty() {
+        return String::new();
+    }
+    let mut types: Vec<(&String, &u64)> = h.item_types.iter().collect();
+    types.sort_by(|a, b| b.1.cmp(a.1).then(a.0.cmp(b.0)));
+    let mut parts: Vec<String> = types
+        .iter()
+        .take(3)
+        .map(|(t, n)| format!("{} {t}", count(**n)))
+        .collect();
+    if types.len() > 3 {
+        parts.push(format!("+{} more types", types.len() - 3));
+    }
+    format!("({})", parts.join(", "))
+}
+
+fn not_leaks(s: &mut String, cleared: &[&Suspect], top: usize) {
+    let _ = writeln!(s, "NOT LEAKS (shown so you can see why they were cleared)");
+    let shown = &cleared[..cleared.len().min(top)];
+    let rows: Vec<[String; 3]> = shown
+        .iter()
+        .map(|x| {
+            [
+                x.verdict.as_str().to_string(),
+                bytes(x.outstanding_bytes),
+                where_(x),
+            ]
+        })
+        .collect();
+    let w = column_widths(&rows);
+    let prefix = 3 + w[0] + 2 + w[1] + 2 + w[2] + 2;
+    let one_line = shown
+        .iter()
+        .all(|x| x.reason.is_empty() || prefix + "why: ".len() + x.reason.len() <= WIDTH);
+    for (x, row) in shown.iter().zip(&rows) {
+        let mut line = format!(
+            "   {:<w0$}  {:>w1$}  ",
+            row[0],
+            row[1],
+            w0 = w[0],
+            w1 = w[1]
+        );
+        if x.reason.is_empty() {
+            let _ = writeln!(s, "{line}{}", row[2]);
+        } else if one_line {
+            let _ = writeln!(s, "{line}{:<w2$}  why: {}", row[2], x.reason, w2 = w[2]);
+        } else {
+            let _ = writeln!(s, "{line}{}", row[2]);
+            line = " ".repeat(3 + w[0] + 2);
+            wrapped(
+                s,
+                &format!("{line}why: "),
+                &format!("{line}     "),
+                &x.reason,
+            );
+        }
+    }
+    let hidden = cleared.len() - shown.len();
+    if hidden > 0 {
+        let _ = writeln!(
+            s,
+            "   ... {} more cleared {} (-f json lists them all)",
+            count(hidden as u64),
+            plural(hidden, "stack", "stacks")
+        );
+    }
+}
+
+/// The line a person would look at: the innermost Python frame, else the innermost frame.
+fn where_(x: &Suspect) -> String {
+    x.stack
+        .iter()
+        .find(|f| matches!(f, Frame::Python { .. }))
+        .or(x.stack.first())
+        .map_or_else(|| "(no stack recorded)".to_string(), Frame::label)
+}
+
+fn column_widths<const N: usize>(rows: &[[String; N]]) -> [usize; N] {
+    let mut w = [0; N];
+    for row in rows {
+        for (i, cell) in row.iter().enumerate() {
+            w[i] = w[i].max(cell.chars().count());
+        }
+    }
+    w
+}
+
+/// Appends `text` after `first`, wrapped at word boundaries to `WIDTH` columns, continuation
+/// lines starting with `cont`. A word longer than a line is kept whole.
+fn wrapped(s: &mut String, first: &str, cont: &str, text: &str) {
+    let mut line = first.to_string();
+    let mut empty = true;
+    for word in text.split_whitespace() {
+        if !empty && line.chars().count() + 1 + word.chars().count() > WIDTH {
+            s.push_str(&line);
+            s.push('\n');
+            line = cont.to_string();
+            empty = true;
+        }
+        if !empty {
+            line.push(' ');
+        }
+        line.push_str(word);
+        empty = false;
+    }
+    s.push_str(&line);
+    s.push('\n');
+}
+
+fn plural(n: usize, one: &'static str, many: &'static str) -> &'static str {
+    if n == 1 {
+        one
+    } else {
+        many
+    }
+}
+
+/// `1,234,567`.
+pub(super) fn count(n: u64) -> String {
+    let digits = n.to_string();
+    let mut out = String::with_capacity(digits.len() + digits.len() / 3);
+    for (i, c) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i).is_multiple_of(3) {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
+}
+
+/// `512 B`, `68.3 KiB`, `4.1 MiB`, `1.2 GiB`.
+pub(super) fn bytes(n: u64) -> String {
+    human(n as f64)
+}
+
+fn human(n: f64) -> String {
+    const UNITS: [&str; 6] = ["B", "KiB", "MiB", "GiB", "TiB", "PiB"];
+    let mut v = n;
+    let mut unit = 0;
+    // Switch unit before the rounded figure would read 1024.0.
+    while v >= 1023.95 && unit + 1 < UNITS.len() {
+        v /= 1024.0;
+        unit += 1;
+    }
+    if unit == 0 {
+        format!("{v:.0} B")
+    } else {
+        format!("{v:.1} {}", UNITS[unit])
+    }
+}
+
+/// `+68.3 KiB/s`, `-1.0 MiB/s`, `0 B/s`.
+pub(super) fn rate(bytes_per_s: f64) -> String {
+    if bytes_per_s == 0.0 || !bytes_per_s.is_finite() {
+        return format!("{} B/s", if bytes_per_s.is_finite() { "0" } else { "?" });
+    }
+    let sign = if bytes_per_s < 0.0 { '-' } else { '+' };
+    format!("{sign}{}/s", human(bytes_per_s.abs()))
+}
+
+/// `60.0 s`.
+pub(super) fn seconds(s: f64) -> String {
+    format!("{s:.1} s")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn counts_have_thousands_separators() {
+        assert_eq!(count(0), "0");
+        assert_eq!(count(999), "999");
+        assert_eq!(count(1_000), "1,000");
+        assert_eq!(count(120_345), "120,345");
+        assert_eq!(count(1_234_567), "1,234,567");
+        assert_eq!(count(u64::MAX), "18,446,744,073,709,551,615");
+    }
+
+    #[test]
+    fn sizes_in_binary_units() {
+        assert_eq!(bytes(0), "0 B");
+        assert_eq!(bytes(1023), "1023 B");
+        assert_eq!(bytes(1024), "1.0 KiB");
+        assert_eq!(bytes(1_048_575), "1.0 MiB");
+        assert_eq!(bytes(4_299_161), "4.1 MiB");
+        assert_eq!(bytes(3 << 30), "3.0 GiB");
+        assert_eq!(bytes(u64::MAX), "16384.0 PiB");
+        assert_eq!(rate(69_939.2), "+68.3 KiB/s");
+        assert_eq!(rate(-2048.0), "-2.0 KiB/s");
+        assert_eq!(rate(0.0), "0 B/s");
+        assert_eq!(rate(f64::NAN), "? B/s");
+    }
+
+    #[test]
+    fn reasons_wrap_within_the_width() {
+        let mut s = String::new();
+        let reason = "word ".repeat(60);
+        wrapped(&mut s, "   why: ", "        ", &reason);
+        assert!(s.lines().count() > 1);
+        assert!(s.lines().all(|l| l.len() <= WIDTH), "{s}");
+        assert!(s.lines().skip(1).all(|l| l.starts_with("        word")));
+    }
+}

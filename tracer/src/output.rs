@@ -1,0 +1,63 @@
+//! Writing a report where the user asked, in the format they asked; never losing it.
+
+use std::io::Write;
+
+use anyhow::Result;
+
+use crate::cli::OutputArgs;
+use crate::export;
+use crate::report::{MultiReport, Report};
+
+/// A saved JSON report: one process or several.
+pub enum Saved {
+    One(Report),
+    Many(MultiReport),
+}
+
+pub fn parse_saved(text: &str) -> Result<Saved> {
+    let value: serde_json::Value = serde_json::from_str(text)?;
+    let schema = value.get("schema").and_then(|s| s.as_u64());
+    if schema != Some(crate::report::SCHEMA as u64) {
+        anyhow::bail!("unsupported schema {schema:?} (expected {})", crate::report::SCHEMA);
+    }
+    if value.get("processes").is_some() {
+        Ok(Saved::Many(serde_json::from_value(value)?))
+    } else {
+        Ok(Saved::One(serde_json::from_value(value)?))
+    }
+}
+
+pub fn write_report(report: &Report, out: &OutputArgs) -> Result<()> {
+    write_with(out, |w| export::write(out.format(), report, &out.export_options(), w))
+}
+
+pub fn write_saved(saved: &Saved, out: &OutputArgs) -> Result<()> {
+    match saved {
+        Saved::One(r) => write_report(r, out),
+        Saved::Many(m) => write_with(out, |w| export::write_multi(out.format(), m, &out.export_options(), w)),
+    }
+}
+
+/// Renders into memory first, so that a file that cannot be written costs nothing: the
+/// report then goes to stdout with an error on stderr.
+fn write_with(out: &OutputArgs, render: impl Fn(&mut dyn Write) -> Result<()>) -> Result<()> {
+    let mut buf = Vec::new();
+    render(&mut buf)?;
+    if let Some(path) = &out.output {
+        match std::fs::write(path, &buf) {
+            Ok(()) => {
+                eprintln!("tracer: report written to {}", path.display());
+                return Ok(());
+            }
+            Err(e) => {
+                eprintln!("error: cannot write {}: {e}", path.display());
+                eprintln!("hint: the report follows on stdout instead");
+            }
+        }
+    }
+    let stdout = std::io::stdout();
+    let mut lock = stdout.lock();
+    lock.write_all(&buf)?;
+    lock.flush()?;
+    Ok(())
+}

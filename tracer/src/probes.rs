@@ -1,0 +1,232 @@
+//! The BPF object, embedded once; the table of probes; one attach loop. Dropping `Probes`
+//! detaches everything (and the kernel does the same if the tracer is killed: the links live
+//! only as long as our file descriptors).
+
+use std::num::NonZeroU32;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result};
+use aya::maps::{HashMap as BpfHashMap, MapData};
+use aya::programs::uprobe::{UProbeAttachLocation, UProbeScope};
+use aya::programs::UProbe;
+use aya::{Ebpf, EbpfLoader};
+use tracer_ebpf::{globals, maps, TargetConfig};
+
+use crate::elf::ElfImage;
+use crate::error::user_error;
+use crate::target::Target;
+
+static BPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/tracer-bpf"));
+
+/// Map sizes; flags with these defaults are documented in the README.
+#[derive(Debug, Clone, Copy)]
+pub struct MapSizes {
+    pub max_allocs: u32,
+    pub max_stacks: u32,
+}
+
+impl Default for MapSizes {
+    fn default() -> Self {
+        Self { max_allocs: 1 << 20, max_stacks: 16384 }
+    }
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    Entry,
+    Return,
+}
+
+struct ProbeSpec {
+    program: &'static str,
+    symbol: &'static str,
+    kind: Kind,
+}
+
+const fn entry(program: &'static str, symbol: &'static str) -> ProbeSpec {
+    ProbeSpec { program, symbol, kind: Kind::Entry }
+}
+
+const fn ret(program: &'static str, symbol: &'static str) -> ProbeSpec {
+    ProbeSpec { program, symbol, kind: Kind::Return }
+}
+
+/// Every libc entry point that hands out or takes back heap memory.
+const LIBC_PROBES: &[ProbeSpec] = &[
+    entry("malloc_enter", "malloc"),
+    ret("malloc_exit", "malloc"),
+    entry("calloc_enter", "calloc"),
+    ret("calloc_exit", "calloc"),
+    entry("realloc_enter", "realloc"),
+    ret("realloc_exit", "realloc"),
+    entry("reallocarray_enter", "reallocarray"),
+    ret("reallocarray_exit", "reallocarray"),
+    entry("posix_memalign_enter", "posix_memalign"),
+    ret("posix_memalign_exit", "posix_memalign"),
+    entry("aligned_alloc_enter", "aligned_alloc"),
+    ret("aligned_alloc_exit", "aligned_alloc"),
+    entry("memalign_enter", "memalign"),
+    ret("memalign_exit", "memalign"),
+    entry("valloc_enter", "valloc"),
+    ret("valloc_exit", "valloc"),
+    entry("pvalloc_enter", "pvalloc"),
+    ret("pvalloc_exit", "pvalloc"),
+    entry("mmap_enter", "mmap"),
+    ret("mmap_exit", "mmap"),
+    entry("munmap_enter", "munmap"),
+    entry("free_enter", "free"),
+];
+
+/// Entry-only probes move past a leading instruction the kernel would have to single-step
+/// (`endbr64`, `test %rdi,%rdi`) onto the next one, which it emulates: one trap instead of
+/// two. Such instructions change neither the argument registers nor the control flow.
+/// Functions with a return probe keep their entry probe at +0, where the return probe's
+/// breakpoint already is.
+pub fn cheap_probe_offset(code: &[u8]) -> u64 {
+    let mut at = 0usize;
+    for _ in 0..2 {
+        let rest = &code[at.min(code.len())..];
+        if rest.starts_with(&[0xf3, 0x0f, 0x1e, 0xfa]) {
+            at += 4; // endbr64
+        } else if rest.len() >= 3 && rest[0] == 0x48 && rest[1] == 0x85 && rest[2] == 0xff {
+            at += 3; // test %rdi,%rdi
+        } else {
+            break;
+        }
+    }
+    let next = &code[at.min(code.len())..];
+    let emulated = matches!(next.first(), Some(0x50..=0x57 | 0x70..=0x7f | 0xe8 | 0xe9 | 0xeb))
+        || (next.len() >= 2 && next[0] == 0x41 && (0x50..=0x57).contains(&next[1]))
+        || (next.len() >= 2 && next[0] == 0x0f && (0x80..=0x8f).contains(&next[1]));
+    if emulated {
+        at as u64
+    } else {
+        0
+    }
+}
+
+pub struct Probes {
+    ebpf: Ebpf,
+    pub attach_time: Duration,
+    pub attached: usize,
+}
+
+impl Probes {
+    pub fn load(fsbase_offset: u64, sample_bytes: u64, sizes: MapSizes) -> Result<Self> {
+        let ebpf = EbpfLoader::new()
+            .override_global(globals::FSBASE_OFFSET, &fsbase_offset, true)
+            .override_global(globals::SAMPLE_BYTES, &sample_bytes, true)
+            .map_max_entries(maps::ALLOCS, sizes.max_allocs)
+            .map_max_entries(maps::STACKS, sizes.max_stacks)
+            .map_max_entries(maps::STACK_STATS, sizes.max_stacks)
+            .load(BPF_OBJECT)
+            .map_err(|e| match e {
+                aya::EbpfError::MapError(m) => user_error(
+                    format!("cannot create the BPF maps: {m}"),
+                    "run as root; if memory is short, lower --max-allocs / --max-stacks",
+                ),
+                other => anyhow::Error::new(other).context("loading the BPF programs"),
+            })?;
+        let mut probes = Self { ebpf, attach_time: Duration::ZERO, attached: 0 };
+        let names: Vec<String> = probes.ebpf.programs().map(|(n, _)| n.to_string()).collect();
+        for name in names {
+            let program: &mut UProbe = probes.program(&name)?;
+            program.load().with_context(|| format!("verifying BPF program {name}"))?;
+        }
+        Ok(probes)
+    }
+
+    fn program(&mut self, name: &str) -> Result<&mut UProbe> {
+        let p = self.ebpf.program_mut(name).with_context(|| format!("no BPF program {name}"))?;
+        Ok(p.try_into()?)
+    }
+
+    /// Registers a target's interpreter layout, then attaches every probe to its libc and
+    /// interpreter, scoped to that process.
+    pub fn add_target(&mut self, target: &Target, config: TargetConfig) -> Result<()> {
+        let started = Instant::now();
+        let mut targets: BpfHashMap<&mut MapData, u32, TargetConfig> =
+            BpfHashMap::try_from(self.ebpf.map_mut(maps::TARGETS).context("TARGETS map")?)?;
+        targets.insert(target.pid, config, 0).context("registering the target")?;
+
+        let pid = NonZeroU32::new(target.pid).context("PID 0")?;
+        for spec in LIBC_PROBES {
+            self.attach_symbol(spec, &target.libc.elf, target.pid, pid)?;
+        }
+        let finalize = ProbeSpec { program: "py_finalize", symbol: "Py_FinalizeEx", kind: Kind::Entry };
+        if let Err(e) = self.attach_symbol(&finalize, &target.python.elf, target.pid, pid) {
+            log::warn!("no finalization probe ({e:#}): leaks are read when the process exits");
+        }
+        self.attach_time += started.elapsed();
+        Ok(())
+    }
+
+    fn attach_symbol(&mut self, spec: &ProbeSpec, elf: &ElfImage, pid_raw: u32, pid: NonZeroU32) -> Result<()> {
+        let Some(vaddr) = elf.symbol(spec.symbol) else {
+            // Older glibc lacks reallocarray; that is fine.
+            log::debug!("{} not in {}", spec.symbol, elf.path.display());
+            return Ok(());
+        };
+        let mut offset = elf.file_offset(vaddr).with_context(|| format!("{} has no file offset", spec.symbol))?;
+        if spec.kind == Kind::Entry && !spec.program.ends_with("_enter") || spec.program == "free_enter" || spec.program == "munmap_enter" {
+            offset += elf.code_at(vaddr, 16).map(cheap_probe_offset).unwrap_or(0);
+        }
+        let path = elf.path.clone();
+        let program = self.program(spec.program)?;
+        program
+            .attach(UProbeAttachLocation::AbsoluteOffset(offset), &path, UProbeScope::OneProcess(pid))
+            .map_err(|e| attach_error(e, spec.symbol, &path, pid_raw))?;
+        self.attached += 1;
+        Ok(())
+    }
+
+    pub fn take_map(&mut self, name: &str) -> Result<aya::maps::Map> {
+        self.ebpf.take_map(name).with_context(|| format!("no BPF map {name}"))
+    }
+
+    /// Kernel memory held by our maps (bytes), from the kernel's own accounting.
+    pub fn map_memory(&self) -> u64 {
+        self.ebpf.maps().filter_map(|(_, m)| map_memlock(m)).sum()
+    }
+}
+
+fn map_memlock(map: &aya::maps::Map) -> Option<u64> {
+    use std::os::fd::{AsFd, AsRawFd};
+    let data: &MapData = match map {
+        aya::maps::Map::HashMap(d) | aya::maps::Map::LruHashMap(d) | aya::maps::Map::PerCpuArray(d) | aya::maps::Map::RingBuf(d) => d,
+        _ => return None,
+    };
+    let fd = data.fd().as_fd().as_raw_fd();
+    let text = std::fs::read_to_string(format!("/proc/self/fdinfo/{fd}")).ok()?;
+    text.lines().find_map(|l| l.strip_prefix("memlock:")).and_then(|v| v.trim().parse().ok())
+}
+
+fn attach_error(e: aya::programs::ProgramError, symbol: &str, path: &std::path::Path, pid: u32) -> anyhow::Error {
+    let text = format!("{e:#}");
+    let source = std::error::Error::source(&e).map(|s| s.to_string()).unwrap_or_default();
+    if text.contains("EINVAL") || source.contains("Invalid argument") {
+        return user_error(
+            format!("cannot attach to {symbol} in {} of process {pid}: another tracer holds a conflicting probe there", path.display()),
+            "stop other uprobe tracers on this libc first (bcc's memleak, bpftrace); `bpftool perf list` shows them",
+        );
+    }
+    anyhow::Error::new(e).context(format!("attaching to {symbol} in {}", path.display()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn prologues() {
+        // glibc 2.36 free: test %rdi,%rdi; je ...
+        assert_eq!(cheap_probe_offset(&[0x48, 0x85, 0xff, 0x74, 0x20]), 3);
+        // with endbr64 first
+        assert_eq!(cheap_probe_offset(&[0xf3, 0x0f, 0x1e, 0xfa, 0x48, 0x85, 0xff, 0x0f, 0x84, 0, 0, 0, 0]), 7);
+        // malloc: push %r12 is emulated already
+        assert_eq!(cheap_probe_offset(&[0x41, 0x54, 0x55]), 0);
+        // mov %rdi,%rbx after test: not emulated, stay at the entry
+        assert_eq!(cheap_probe_offset(&[0x48, 0x85, 0xff, 0x48, 0x89, 0xfb]), 0);
+        assert_eq!(cheap_probe_offset(&[]), 0);
+    }
+}

@@ -1,0 +1,133 @@
+//! Parsers of /proc/PID files. They take text and never panic on odd input.
+
+use std::path::PathBuf;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MapEntry {
+    pub start: u64,
+    pub end: u64,
+    pub perms: String,
+    pub offset: u64,
+    pub inode: u64,
+    /// The path as the target sees it (inside its mount namespace), if file-backed.
+    pub path: Option<String>,
+}
+
+/// Parses /proc/PID/maps; malformed lines are skipped.
+pub fn parse_maps(text: &str) -> Vec<MapEntry> {
+    text.lines().filter_map(parse_maps_line).collect()
+}
+
+pub fn parse_maps_line(line: &str) -> Option<MapEntry> {
+    let mut fields = line.splitn(6, ' ');
+    let range = fields.next()?;
+    let perms = fields.next()?.to_string();
+    let offset = u64::from_str_radix(fields.next()?, 16).ok()?;
+    let _dev = fields.next()?;
+    let inode = fields.next()?.parse().ok()?;
+    let path = fields.next().map(str::trim).filter(|p| !p.is_empty()).map(str::to_string);
+    let (start, end) = range.split_once('-')?;
+    let start = u64::from_str_radix(start, 16).ok()?;
+    let end = u64::from_str_radix(end, 16).ok()?;
+    if end < start || perms.len() != 4 {
+        return None;
+    }
+    let path = path.filter(|p| p.starts_with('/'));
+    Some(MapEntry { start, end, perms, offset, inode, path })
+}
+
+/// Fields of /proc/PID/status the tracer cares about.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Status {
+    pub name: String,
+    /// First letter of `State:` (R, S, D, Z, T, X, I).
+    pub state: char,
+    pub tgid: u32,
+    /// The PID as seen in the process's own (innermost) PID namespace.
+    pub ns_pid: u32,
+    pub threads: u32,
+}
+
+pub fn parse_status(text: &str) -> Status {
+    let mut s = Status::default();
+    for line in text.lines() {
+        let Some((key, value)) = line.split_once(':') else { continue };
+        let value = value.trim();
+        match key {
+            "Name" => s.name = value.to_string(),
+            "State" => s.state = value.chars().next().unwrap_or('?'),
+            "Tgid" => s.tgid = value.parse().unwrap_or(0),
+            "NSpid" => s.ns_pid = value.split_whitespace().last().and_then(|v| v.parse().ok()).unwrap_or(0),
+            "Threads" => s.threads = value.parse().unwrap_or(0),
+            _ => {}
+        }
+    }
+    s
+}
+
+/// /proc/PID/cmdline as one line, arguments separated by spaces.
+pub fn parse_cmdline(raw: &[u8]) -> String {
+    raw.split(|&b| b == 0)
+        .filter(|a| !a.is_empty())
+        .map(|a| String::from_utf8_lossy(a).into_owned())
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// A path inside the target's mount namespace, reachable from ours.
+pub fn in_root(pid: u32, path: &str) -> PathBuf {
+    PathBuf::from(format!("/proc/{pid}/root{path}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn maps_lines() {
+        let l = "7f1c2a000000-7f1c2a028000 r--p 00000000 fe:01 1234 /usr/lib/x86_64-linux-gnu/libc.so.6";
+        let e = parse_maps_line(l).unwrap();
+        assert_eq!(e.start, 0x7f1c2a000000);
+        assert_eq!(e.offset, 0);
+        assert_eq!(e.inode, 1234);
+        assert_eq!(e.path.as_deref(), Some("/usr/lib/x86_64-linux-gnu/libc.so.6"));
+        let anon = parse_maps_line("7ffd1000-7ffd2000 rw-p 00000000 00:00 0                          [stack]").unwrap();
+        assert_eq!(anon.path, None);
+        let spaced = parse_maps_line("1000-2000 r-xp 00001000 08:01 42 /opt/my app/lib.so").unwrap();
+        assert_eq!(spaced.path.as_deref(), Some("/opt/my app/lib.so"));
+        let deleted = parse_maps_line("1000-2000 r-xp 00001000 08:01 42 /tmp/x.so (deleted)").unwrap();
+        assert_eq!(deleted.path.as_deref(), Some("/tmp/x.so (deleted)"));
+        assert!(parse_maps_line("").is_none());
+        assert!(parse_maps_line("zzzz-1000 r-xp 0 0 0").is_none());
+        assert!(parse_maps_line("2000-1000 r-xp 00000000 00:00 0").is_none());
+    }
+
+    #[test]
+    fn status_fields() {
+        let s = parse_status("Name:\tpython3\nState:\tS (sleeping)\nTgid:\t42\nNSpid:\t42\t7\nThreads:\t3\n");
+        assert_eq!(s, Status { name: "python3".into(), state: 'S', tgid: 42, ns_pid: 7, threads: 3 });
+        assert_eq!(parse_status("garbage\n:::\n").tgid, 0);
+    }
+
+    #[test]
+    fn cmdline_joins_args() {
+        assert_eq!(parse_cmdline(b"python3\0app.py\0--port\08080\0"), "python3 app.py --port 8080");
+        assert_eq!(parse_cmdline(b""), "");
+    }
+
+    #[test]
+    fn random_text_never_panics() {
+        let mut x: u64 = 0x1234_5678;
+        for _ in 0..2000 {
+            let mut s = String::new();
+            for _ in 0..(x % 80) {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                s.push(b"0123456789abcdef- /:rwxp\n\t"[(x % 26) as usize] as char);
+            }
+            let _ = parse_maps(&s);
+            let _ = parse_status(&s);
+        }
+    }
+}

@@ -1,0 +1,139 @@
+//! Turning the BPF side's raw frames (code object address, instruction) into
+//! `function (file:line)`, by reading code objects out of the live target.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use tracer_ebpf::RawFrame;
+
+use super::layout::Layout;
+use super::linetable;
+use crate::remote::Memory;
+use crate::report::Frame;
+
+/// Bytes read from a code object's start: every field we use lies below this.
+const CODE_HEADER: usize = 224;
+const MAX_NAME: usize = 4096;
+const MAX_LINETABLE: usize = 1 << 20;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct CodeInfo {
+    /// The header words that identify this code object (to notice address reuse).
+    identity: [u64; 3],
+    function: String,
+    file: String,
+    firstlineno: i32,
+    linetable: Vec<u8>,
+    bytecode_start: u64,
+}
+
+pub struct CodeResolver<M: Memory> {
+    mem: M,
+    layout: Layout,
+    code_type: u64,
+    /// Static code objects inside the interpreter image are shims (3.13+ `__init__` cleanup).
+    image_range: std::ops::Range<u64>,
+    cache: HashMap<u64, Arc<CodeInfo>>,
+}
+
+fn word(buf: &[u8], off: u64) -> u64 {
+    let off = off as usize;
+    buf.get(off..off + 8).map(|b| u64::from_le_bytes(b.try_into().unwrap_or([0; 8]))).unwrap_or(0)
+}
+
+fn int32(buf: &[u8], off: u64) -> i32 {
+    let off = off as usize;
+    buf.get(off..off + 4).map(|b| i32::from_le_bytes(b.try_into().unwrap_or([0; 4]))).unwrap_or(0)
+}
+
+impl<M: Memory> CodeResolver<M> {
+    pub fn new(mem: M, layout: Layout, code_type: u64, image_range: std::ops::Range<u64>) -> Self {
+        Self { mem, layout, code_type, image_range, cache: HashMap::new() }
+    }
+
+    /// Resolves a frame; `None` for shim frames that a person should not see, and a
+    /// placeholder frame when the code object can no longer be read.
+    pub fn resolve(&mut self, raw: RawFrame) -> Option<Frame> {
+        if self.image_range.contains(&raw.code) {
+            return None;
+        }
+        let Some(info) = self.code_info(raw.code) else {
+            return Some(Frame::Python {
+                function: format!("[freed code object 0x{:x}]", raw.code),
+                file: "?".into(),
+                line: 0,
+            });
+        };
+        let line = self.line(&info, raw.instr);
+        Some(Frame::Python { function: info.function.clone(), file: info.file.clone(), line })
+    }
+
+    fn line(&self, info: &CodeInfo, instr: u64) -> u32 {
+        let first = info.firstlineno.max(0) as u32;
+        let line = if self.layout.instr_is_index {
+            // f_lasti is an instruction index (-1 before the first instruction).
+            let lasti = instr as u32 as i32;
+            if lasti < 0 {
+                return first;
+            }
+            linetable::line_310(&info.linetable, info.firstlineno, (lasti as u32).saturating_mul(2))
+        } else {
+            if instr < info.bytecode_start {
+                return first;
+            }
+            let unit = (instr - info.bytecode_start) / 2;
+            linetable::line_311(&info.linetable, info.firstlineno, unit.min(u32::MAX as u64) as u32)
+        };
+        match line {
+            Some(l) if l > 0 => l,
+            _ => first,
+        }
+    }
+
+    fn code_info(&mut self, addr: u64) -> Option<Arc<CodeInfo>> {
+        let header = self.mem.read_vec(addr, CODE_HEADER).ok()?;
+        if word(&header, 8) != self.code_type {
+            self.cache.remove(&addr);
+            return None;
+        }
+        let l = self.layout;
+        let name_field = l.co_qualname.unwrap_or(l.co_name);
+        let identity = [word(&header, l.co_filename), word(&header, name_field), word(&header, l.co_linetable)];
+        if let Some(info) = self.cache.get(&addr) {
+            if info.identity == identity {
+                return Some(info.clone());
+            }
+        }
+        let info = Arc::new(CodeInfo {
+            identity,
+            function: self.read_str(identity[1])?,
+            file: self.read_str(identity[0])?,
+            firstlineno: int32(&header, l.co_firstlineno),
+            linetable: self.read_bytes(identity[2]).unwrap_or_default(),
+            bytecode_start: addr + l.co_code_adaptive.unwrap_or(0),
+        });
+        self.cache.insert(addr, info.clone());
+        Some(info)
+    }
+
+    fn read_str(&self, addr: u64) -> Option<String> {
+        let header = self.mem.read_vec(addr, 40).ok()?;
+        let length = word(&header, 16) as usize;
+        let state = word(&header, 32) as u32;
+        if length > MAX_NAME {
+            return None;
+        }
+        let kind = ((state >> 2) & 7) as usize;
+        let data_at = addr + linetable::str_data_offset(self.layout.minor, state);
+        let data = self.mem.read_vec(data_at, length * kind.max(1)).ok()?;
+        linetable::decode_compact_str(state, length, &data)
+    }
+
+    fn read_bytes(&self, addr: u64) -> Option<Vec<u8>> {
+        let size = self.mem.read_u64(addr + 16).ok()? as usize;
+        if size > MAX_LINETABLE {
+            return None;
+        }
+        self.mem.read_vec(addr + 32, size).ok()
+    }
+}

@@ -1,0 +1,239 @@
+//! `tracer record`: attach (or launch), sample until the window ends, write the report. Every
+//! exit path drops the probes (detaching them) and writes what was seen.
+
+use std::io::IsTerminal;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result};
+use tokio::signal::unix::{signal, SignalKind};
+
+use crate::collector::{monotonic_ns, Collector};
+use crate::error::user_error;
+use crate::launch::{self, Launched};
+use crate::leaks::Criteria;
+use crate::probes::{MapSizes, Probes};
+use crate::python::code::CodeResolver;
+use crate::python::{debug_offsets, Layout};
+use crate::remote::{Memory, ProcessMemory};
+use crate::report::Report;
+use crate::target::{self, Target};
+use crate::{btf, build_report};
+
+/// Everything `record` needs, with the command line already interpreted.
+pub struct RecordConfig {
+    pub pid: Option<u32>,
+    pub command: Vec<String>,
+    pub duration: Option<Duration>,
+    pub interval: Duration,
+    pub sizes: MapSizes,
+    pub criteria: Criteria,
+    pub python_malloc: bool,
+    pub progress: bool,
+}
+
+/// Why the recording ended; becomes `final_view` in the report.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EndReason {
+    Duration,
+    Interrupted,
+    Finalization,
+    TargetExited,
+}
+
+impl EndReason {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EndReason::Duration => "duration",
+            EndReason::Interrupted => "interrupted",
+            EndReason::Finalization => "finalization",
+            EndReason::TargetExited => "target_exited",
+        }
+    }
+}
+
+/// How often new stacks are resolved and the target's liveness is checked.
+const HOUSEKEEPING: Duration = Duration::from_millis(50);
+
+pub fn require_root() -> Result<()> {
+    if unsafe { libc::geteuid() } != 0 {
+        return Err(user_error(
+            "tracer needs root to load BPF programs and read the target's memory",
+            "run it with sudo (or grant CAP_BPF, CAP_PERFMON and CAP_SYS_PTRACE; see the README)",
+        ));
+    }
+    Ok(())
+}
+
+/// The interpreter layout to use for this target: the built-in table, or for 3.13+ the
+/// target's own `_Py_DebugOffsets` when it disagrees.
+pub fn layout_for(target: &Target) -> Result<Layout> {
+    let minor = target.version.minor;
+    let builtin = Layout::for_minor(minor).with_context(|| format!("no layout for 3.{minor}"))?;
+    if minor < 13 {
+        return Ok(builtin);
+    }
+    let runtime = target.python.runtime_addr("_PyRuntime").context("_PyRuntime")?;
+    let from_memory = ProcessMemory::new(target.pid).read_vec(runtime, debug_offsets::TABLE_BYTES).ok();
+    let from_file = target.python.elf.symbol("_PyRuntime").and_then(|v| target.python.elf.bytes_at(v, debug_offsets::TABLE_BYTES)).map(<[u8]>::to_vec);
+    let parsed = from_memory.as_deref().and_then(debug_offsets::parse).or_else(|| from_file.as_deref().and_then(debug_offsets::parse));
+    match parsed {
+        Some((_, layout, debug_offsets::Check::Match)) => {
+            log::info!("_Py_DebugOffsets of the target match the built-in 3.{minor} layout");
+            Ok(layout)
+        }
+        Some((_, layout, debug_offsets::Check::Differs(fields))) => {
+            log::warn!("_Py_DebugOffsets differ from the built-in 3.{minor} layout in {fields:?}; using the target's");
+            Ok(layout)
+        }
+        None => {
+            log::warn!("no readable _Py_DebugOffsets in {}; using the built-in layout", target.python.path);
+            Ok(builtin)
+        }
+    }
+}
+
+pub struct Session {
+    pub target: Target,
+    pub probes: Probes,
+    pub collector: Collector,
+    pub launched: Option<Launched>,
+}
+
+/// Attaches to a running process or launches the command, and starts collecting.
+pub fn start(config: &RecordConfig) -> Result<Session> {
+    require_root()?;
+    let (pid, launched) = match config.pid {
+        Some(pid) => (pid, None),
+        None => {
+            let l = launch::spawn_stopped(&config.command, config.python_malloc)?;
+            (l.pid, Some(l))
+        }
+    };
+    let result = attach(pid, config);
+    match (result, launched) {
+        (Ok((target, probes, collector)), launched) => {
+            if let Some(l) = &launched {
+                l.release()?;
+            }
+            Ok(Session { target, probes, collector, launched })
+        }
+        (Err(e), Some(l)) => {
+            // The command still runs, untraced, as if started without the tracer.
+            let _ = l.release();
+            Err(e)
+        }
+        (Err(e), None) => Err(e),
+    }
+}
+
+fn attach(pid: u32, config: &RecordConfig) -> Result<(Target, Probes, Collector)> {
+    let target = target::inspect(pid)?;
+    let layout = layout_for(&target)?;
+    let runtime = target.python.runtime_addr("_PyRuntime").context("_PyRuntime")?;
+    let fsbase = btf::fsbase_offset().context("reading the kernel's BTF for task_struct.thread.fsbase")?;
+    let mut probes = Probes::load(fsbase, 0, config.sizes)?;
+    probes.add_target(&target, layout.target_config(runtime))?;
+    let code_type = target.python.runtime_addr("PyCode_Type").context("PyCode_Type")?;
+    let resolver = CodeResolver::new(ProcessMemory::new(pid), layout, code_type, target.python.start..target.python.end);
+    let collector = Collector::new(&mut probes, pid, resolver)?;
+    log::info!(
+        "attached {} probes to pid {pid} ({} {}) in {:.0} ms",
+        probes.attached,
+        target.python.path,
+        target.version,
+        probes.attach_time.as_secs_f64() * 1e3
+    );
+    Ok((target, probes, collector))
+}
+
+fn alive(session: &mut Session) -> bool {
+    match &mut session.launched {
+        Some(l) => matches!(l.child.try_wait(), Ok(None)),
+        None => std::path::Path::new(&format!("/proc/{}/stat", session.target.pid)).exists()
+            && !is_zombie(session.target.pid),
+    }
+}
+
+fn is_zombie(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .map(|t| crate::procfs::parse_status(&t).state == 'Z')
+        .unwrap_or(true)
+}
+
+/// Samples until the duration ends, a signal arrives, the interpreter finalizes or the
+/// target exits.
+pub async fn run(session: &mut Session, config: &RecordConfig) -> Result<EndReason> {
+    let mut sigint = signal(SignalKind::interrupt())?;
+    let mut sigterm = signal(SignalKind::terminate())?;
+    let mut sighup = signal(SignalKind::hangup())?;
+    let deadline = config.duration.map(|d| tokio::time::Instant::now() + d);
+    let mut sample_tick = tokio::time::interval(config.interval);
+    let mut housekeeping = tokio::time::interval(HOUSEKEEPING);
+    let progress = config.progress && std::io::stderr().is_terminal();
+    let started = Instant::now();
+    let reason = loop {
+        tokio::select! {
+            _ = sigint.recv() => break EndReason::Interrupted,
+            _ = sigterm.recv() => break EndReason::Interrupted,
+            _ = sighup.recv() => break EndReason::Interrupted,
+            _ = sleep_until(deadline) => break EndReason::Duration,
+            _ = sample_tick.tick() => {
+                session.collector.sample();
+                if progress {
+                    print_progress(session, started.elapsed());
+                }
+            }
+            _ = housekeeping.tick() => {
+                session.collector.drain_events();
+                if session.collector.finalizing {
+                    break EndReason::Finalization;
+                }
+                if !alive(session) {
+                    break EndReason::TargetExited;
+                }
+            }
+        }
+    };
+    if progress {
+        eprintln!();
+    }
+    session.collector.sample();
+    Ok(reason)
+}
+
+async fn sleep_until(deadline: Option<tokio::time::Instant>) {
+    match deadline {
+        Some(d) => tokio::time::sleep_until(d).await,
+        None => std::future::pending().await,
+    }
+}
+
+fn print_progress(session: &Session, elapsed: Duration) {
+    let c = session.collector.counters();
+    let outstanding: i64 = session.collector.records.iter().map(|r| r.stats.outstanding_bytes.max(0)).sum();
+    let top = session
+        .collector
+        .records
+        .iter()
+        .max_by_key(|r| r.stats.outstanding_bytes)
+        .and_then(|r| r.key.frames.iter().find(|f| matches!(f, crate::report::Frame::Python { .. })))
+        .map(|f| f.label())
+        .unwrap_or_default();
+    let events = c.get(tracer_ebpf::counter::ALLOC_CALLS) + c.get(tracer_ebpf::counter::FREE_CALLS);
+    let rate = events as f64 / elapsed.as_secs_f64().max(0.001);
+    eprint!(
+        "\r\x1b[2K[{:>6.1}s] {:>9.0} events/s  outstanding {}  top: {}",
+        elapsed.as_secs_f64(),
+        rate,
+        crate::leaks::human_bytes(outstanding as f64),
+        top
+    );
+}
+
+/// Ends the session: builds the report from the final state, then detaches.
+pub fn finish(mut session: Session, reason: EndReason, config: &RecordConfig) -> Report {
+    let end_ns = monotonic_ns();
+    let report = build_report::build(&mut session, reason, &config.criteria, end_ns);
+    drop(session.probes);
+    report
+}

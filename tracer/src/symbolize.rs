@@ -1,0 +1,66 @@
+//! Names for native return addresses (the C function that called the allocator), through
+//! blazesym, cached per address. Must run while the target is alive.
+
+use std::collections::HashMap;
+
+use blazesym::symbolize::{source::{Process, Source}, Input, Symbolized, Symbolizer};
+
+use crate::procfs::MapEntry;
+use crate::report::Frame;
+
+pub struct NativeSymbols {
+    pid: u32,
+    symbolizer: Symbolizer,
+    cache: HashMap<u64, Frame>,
+    maps: Vec<MapEntry>,
+}
+
+fn module_name(path: &str) -> String {
+    path.rsplit('/').next().unwrap_or(path).to_string()
+}
+
+impl NativeSymbols {
+    pub fn new(pid: u32) -> Self {
+        let maps = std::fs::read_to_string(format!("/proc/{pid}/maps"))
+            .map(|t| crate::procfs::parse_maps(&t))
+            .unwrap_or_default();
+        Self { pid, symbolizer: Symbolizer::new(), cache: HashMap::new(), maps }
+    }
+
+    pub fn frame(&mut self, ip: u64) -> Frame {
+        if let Some(f) = self.cache.get(&ip) {
+            return f.clone();
+        }
+        let frame = self.lookup(ip);
+        self.cache.insert(ip, frame.clone());
+        frame
+    }
+
+    fn mapping(&mut self, ip: u64) -> Option<MapEntry> {
+        let find = |maps: &[MapEntry]| maps.iter().find(|m| ip >= m.start && ip < m.end).cloned();
+        if let Some(m) = find(&self.maps) {
+            return Some(m);
+        }
+        // A library loaded after we started (dlopen): refresh once.
+        if let Ok(t) = std::fs::read_to_string(format!("/proc/{}/maps", self.pid)) {
+            self.maps = crate::procfs::parse_maps(&t);
+        }
+        find(&self.maps)
+    }
+
+    fn lookup(&mut self, ip: u64) -> Frame {
+        let mapping = self.mapping(ip);
+        let module = mapping.as_ref().and_then(|m| m.path.as_deref()).map(module_name).unwrap_or_else(|| "[anon]".into());
+        let mut process = Process::new(self.pid.into());
+        process.debug_syms = false;
+        process.perf_map = false;
+        let src = Source::Process(process);
+        // The return address points after the call: look up the call instruction itself.
+        let addr = ip.saturating_sub(1);
+        if let Ok(Symbolized::Sym(sym)) = self.symbolizer.symbolize_single(&src, Input::AbsAddr(addr)) {
+            return Frame::Native { function: sym.name.to_string(), module };
+        }
+        let offset = mapping.map(|m| ip - m.start + m.offset).unwrap_or(ip);
+        Frame::Native { function: format!("[unknown] {module}+0x{offset:x}"), module }
+    }
+}

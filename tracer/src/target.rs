@@ -1,0 +1,203 @@
+//! Inspecting a target process through /proc: is it there, is it CPython, where are its libc
+//! and its interpreter, which version. Everything is read through /proc/PID/root so that a
+//! process in another mount namespace (a container) is inspected the same way.
+
+use std::path::PathBuf;
+
+use anyhow::Result;
+
+use crate::elf::ElfImage;
+use crate::error::user_error;
+use crate::procfs::{self, MapEntry};
+use crate::python::PyVersion;
+
+/// An ELF object mapped into the target.
+pub struct MappedObject {
+    /// Path inside the target's mount namespace, as /proc/PID/maps shows it.
+    pub path: String,
+    /// The same file reached from our namespace.
+    pub host_path: PathBuf,
+    /// Load bias: runtime address = ELF virtual address + bias.
+    pub bias: u64,
+    pub start: u64,
+    pub end: u64,
+    pub elf: ElfImage,
+}
+
+impl MappedObject {
+    pub fn runtime_addr(&self, symbol: &str) -> Option<u64> {
+        self.elf.symbol(symbol).map(|v| v + self.bias)
+    }
+
+    pub fn contains(&self, addr: u64) -> bool {
+        addr >= self.start && addr < self.end
+    }
+}
+
+pub struct Target {
+    pub pid: u32,
+    pub exe: String,
+    pub cmdline: String,
+    pub libc: MappedObject,
+    pub python: MappedObject,
+    pub version: PyVersion,
+}
+
+/// Files mapped by the target: path -> its mappings, in address order.
+fn mapped_files(maps: &[MapEntry]) -> Vec<(String, Vec<&MapEntry>)> {
+    let mut files: Vec<(String, Vec<&MapEntry>)> = Vec::new();
+    for m in maps {
+        let Some(path) = &m.path else { continue };
+        match files.iter_mut().find(|(p, _)| p == path) {
+            Some((_, v)) => v.push(m),
+            None => files.push((path.clone(), vec![m])),
+        }
+    }
+    files
+}
+
+fn open_mapped(pid: u32, path: &str, entries: &[&MapEntry]) -> Result<MappedObject> {
+    let host_path = procfs::in_root(pid, path);
+    let elf = ElfImage::open(&host_path)?;
+    let first = entries.iter().min_by_key(|e| e.offset).expect("at least one mapping");
+    let vaddr = elf.vaddr_of_offset(first.offset).unwrap_or(0) & !0xfff;
+    Ok(MappedObject {
+        path: path.to_string(),
+        host_path,
+        bias: first.start.wrapping_sub(vaddr),
+        start: entries.iter().map(|e| e.start).min().unwrap_or(0),
+        end: entries.iter().map(|e| e.end).max().unwrap_or(0),
+        elf,
+    })
+}
+
+fn is_libc(path: &str) -> bool {
+    let name = path.rsplit('/').next().unwrap_or(path);
+    name.starts_with("libc.so") || (name.starts_with("libc-") && name.ends_with(".so"))
+}
+
+fn is_musl(path: &str) -> bool {
+    path.contains("ld-musl") || path.contains("libc.musl")
+}
+
+/// Checks that `pid` names a live, traceable user process and returns its maps.
+pub fn check_process(pid: u32) -> Result<Vec<MapEntry>> {
+    if pid == 0 {
+        return Err(user_error("PID 0 is not a process", "pass the PID of a running Python process, e.g. from `pgrep -f app.py`"));
+    }
+    if pid == std::process::id() {
+        return Err(user_error("refusing to trace the tracer itself", "pass the PID of the Python process to trace"));
+    }
+    let status_text = match std::fs::read_to_string(format!("/proc/{pid}/status")) {
+        Ok(t) => t,
+        Err(_) => {
+            return Err(user_error(
+                format!("no such process: {pid}"),
+                "check the PID with `ps -p PID` or find it with `pgrep -f app.py`",
+            ))
+        }
+    };
+    let status = procfs::parse_status(&status_text);
+    if status.state == 'Z' || status.state == 'X' {
+        return Err(user_error(
+            format!("process {pid} ({}) is a zombie: it has exited and has no memory left to trace", status.name),
+            "trace a running process; its parent has not yet reaped this one",
+        ));
+    }
+    if status.tgid != 0 && status.tgid != pid {
+        return Err(user_error(
+            format!("{pid} is a thread of process {}, not a process", status.tgid),
+            format!("pass the process ID: tracer record -p {}", status.tgid),
+        ));
+    }
+    let maps_text = std::fs::read_to_string(format!("/proc/{pid}/maps")).map_err(|e| {
+        user_error(
+            format!("cannot read the memory map of process {pid}: {e}"),
+            "run as root (sudo) or with CAP_SYS_PTRACE",
+        )
+    })?;
+    let maps = procfs::parse_maps(&maps_text);
+    if maps.is_empty() {
+        return Err(user_error(
+            format!("process {pid} ({}) is a kernel thread: it has no user memory", status.name),
+            "pass the PID of a Python process",
+        ));
+    }
+    Ok(maps)
+}
+
+/// Finds the libc and the CPython runtime of `pid`, or explains why not.
+pub fn inspect(pid: u32) -> Result<Target> {
+    let maps = check_process(pid)?;
+    let exe = std::fs::read_link(format!("/proc/{pid}/exe"))
+        .map(|p| p.display().to_string())
+        .unwrap_or_default();
+    let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).map(|r| procfs::parse_cmdline(&r)).unwrap_or_default();
+    let files = mapped_files(&maps);
+
+    let python = find_python(pid, &files, &exe, &cmdline)?;
+    let version = crate::python::detect_version(pid, &python)?;
+
+    let libc = match files.iter().find(|(p, _)| is_libc(p)) {
+        Some((path, entries)) => open_mapped(pid, path, entries)?,
+        None if files.iter().any(|(p, _)| is_musl(p)) => {
+            return Err(user_error(
+                format!("process {pid} uses musl libc, which tracer does not probe yet"),
+                "trace a glibc-based build of the service (Debian/Ubuntu/RHEL images); Alpine images use musl",
+            ))
+        }
+        None => {
+            return Err(user_error(
+                format!("no libc found in process {pid} ({exe}): it looks statically linked"),
+                "tracer probes the target's shared glibc; a statically linked Python cannot be traced",
+            ))
+        }
+    };
+    Ok(Target { pid, exe, cmdline, libc, python, version })
+}
+
+/// The mapped ELF that holds the CPython runtime (`_PyRuntime`): the executable itself
+/// (static libpython builds) or libpython3.X.so; any other mapped object as a last resort
+/// (an interpreter started through an explicit loader).
+fn find_python(pid: u32, files: &[(String, Vec<&MapEntry>)], exe: &str, cmdline: &str) -> Result<MappedObject> {
+    let likely = |p: &str| p == exe || p.contains("python");
+    let ordered = files.iter().filter(|(p, _)| likely(p)).chain(files.iter().filter(|(p, _)| !likely(p)));
+    let mut saw_old_python = None;
+    for (path, entries) in ordered {
+        if path.ends_with(".pyc") || path.contains("/locale/") {
+            continue;
+        }
+        let Ok(obj) = open_mapped(pid, path, entries) else { continue };
+        if obj.elf.symbol("_PyRuntime").is_some() {
+            return Ok(obj);
+        }
+        if obj.elf.symbol("Py_Initialize").is_some() {
+            saw_old_python = Some(if obj.elf.symbol("PyString_FromString").is_some() { "2" } else { "3.6 or older" });
+        }
+    }
+    let name = if cmdline.is_empty() { exe.to_string() } else { cmdline.to_string() };
+    match saw_old_python {
+        Some(v) => Err(user_error(
+            format!("process {pid} runs Python {v}, which tracer does not support"),
+            "tracer supports CPython 3.10 to 3.14",
+        )),
+        None => Err(user_error(
+            format!("process {pid} ({name}) is not a CPython process: no Python runtime is mapped"),
+            "pass the PID of a python3 process (e.g. `pgrep -f app.py`); PyPy and other runtimes are not supported",
+        )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn libc_names() {
+        assert!(is_libc("/usr/lib/x86_64-linux-gnu/libc.so.6"));
+        assert!(is_libc("/lib/libc-2.31.so"));
+        assert!(!is_libc("/usr/lib/libcrypto.so.3"));
+        assert!(!is_libc("/usr/lib/libcap.so.2"));
+        assert!(is_musl("/lib/ld-musl-x86_64.so.1"));
+    }
+}

@@ -1,0 +1,85 @@
+//! `cargo xtask test`: set up (with the test tools), build, then
+//! `cargo test --release --workspace [ARGS]` with the TRACER_* variables set (see main.rs).
+
+use std::ffi::OsString;
+use std::path::Path;
+
+use anyhow::{Context, Result};
+
+use crate::build;
+use crate::setup::{self, Options, Outcome};
+use crate::util::{self, describe};
+
+pub struct TestArgs {
+    pub skip_setup: bool,
+    pub cargo_args: Vec<String>,
+}
+
+/// Returns the exit code of `cargo test`.
+pub fn run(args: TestArgs) -> Result<i32> {
+    let outcome = if args.skip_setup {
+        println!("test: --skip-setup: using what target/ already has");
+        setup::existing()
+    } else {
+        setup::run(Options { test_tools: true })?
+    };
+    let tracer = build::run_build()?;
+    print_interpreters(&outcome);
+
+    let mut cmd = util::cargo();
+    cmd.args(["test", "--release", "--workspace"])
+        .args(&args.cargo_args)
+        .current_dir(util::repo_root());
+    for (key, value) in test_env(&tracer, &outcome) {
+        println!("test: {}={}", key, value.to_string_lossy());
+        cmd.env(key, value);
+    }
+    println!("test: {}", describe(&cmd));
+    let status = cmd.status().context("could not start `cargo test`")?;
+    let code = status.code().unwrap_or(1);
+    if status.success() {
+        println!("test: passed");
+    } else {
+        println!("test: FAILED ({status})");
+    }
+    Ok(code)
+}
+
+fn print_interpreters(outcome: &Outcome) {
+    println!("test: interpreters found ({}):", outcome.pythons.len());
+    for py in &outcome.pythons {
+        let venv = match &py.venv_python {
+            Some(v) => format!("venv {}", v.display()),
+            None => "no venv".to_string(),
+        };
+        println!(
+            "test:   {:<20} {:<8} {}  ({venv})",
+            py.label,
+            py.version,
+            py.path.display()
+        );
+    }
+    if outcome.py314.is_none() {
+        println!("test:   no CPython 3.14 (tests needing it report \"skipped: no CPython 3.14\")");
+    }
+}
+
+fn test_env(tracer: &Path, outcome: &Outcome) -> Vec<(&'static str, OsString)> {
+    let mut vars = vec![("TRACER_BIN", tracer.as_os_str().to_owned())];
+    let optional = [
+        ("TRACER_VENV_PYTHON", outcome.venv_python.as_deref()),
+        ("TRACER_PY314", outcome.py314.as_deref()),
+        ("TRACER_PY313", outcome.py313.as_deref()),
+        ("TRACER_VENVS", outcome.venv_index.as_deref()),
+    ];
+    for (key, value) in optional {
+        if let Some(path) = value {
+            vars.push((key, path.as_os_str().to_owned()));
+        }
+    }
+    let pythons: Vec<_> = outcome.pythons.iter().map(|p| p.path.clone()).collect();
+    if let Ok(joined) = std::env::join_paths(pythons) {
+        vars.push(("TRACER_PYTHONS", joined));
+    }
+    vars
+}
