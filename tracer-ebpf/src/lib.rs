@@ -252,8 +252,9 @@ unsafe impl aya::Pod for Event {}
 /// An entry record older than this is stale (its return was missed) and no longer marks the
 /// thread as "inside an allocator".
 pub const PENDING_STALE_NS: u64 = 1_000_000_000;
-/// How long a thread found to have no Python thread state is trusted to still have none.
-pub const NO_TSTATE_RECHECK_NS: u64 = 50_000_000;
+/// How long a thread found to have no Python thread state is trusted to still have none. Short:
+/// a new Python thread allocates before its state is bound to it, and must be found right after.
+pub const NO_TSTATE_RECHECK_NS: u64 = 1_000_000;
 
 /// Cache entry: a thread's `PyThreadState` (0 = none found at `checked_ns`).
 #[repr(C)]

@@ -18,6 +18,7 @@ use tracer_ebpf::{
 
 const EEXIST: i32 = -17;
 const MAP_ANONYMOUS: u64 = 0x20;
+const PROT_WRITE: u64 = 0x2;
 /// Extra loop iterations for interpreter-internal frames that are skipped, not recorded.
 const SKIPPED_FRAMES_ALLOWANCE: usize = 16;
 
@@ -571,9 +572,11 @@ pub fn pvalloc_exit(ctx: RetProbeContext) -> u32 {
 #[uprobe]
 pub fn mmap_enter(ctx: ProbeContext) -> u32 {
     let len = ctx.arg::<u64>(1).unwrap_or(0);
+    let prot = ctx.arg::<u64>(2).unwrap_or(0);
     let flags = ctx.arg::<u64>(3).unwrap_or(0);
-    // Only anonymous mappings are heap (pymalloc arenas, big buffers); file mappings are not.
-    if flags & MAP_ANONYMOUS != 0 {
+    // Only writable anonymous mappings are heap (pymalloc arenas, big buffers, thread stacks);
+    // file mappings and PROT_NONE address-space reservations (glibc's arena heaps) are not.
+    if flags & MAP_ANONYMOUS != 0 && prot & PROT_WRITE != 0 {
         enter(AllocKind::Mmap, len, 0);
     }
     0

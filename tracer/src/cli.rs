@@ -45,7 +45,7 @@ pub struct OutputArgs {
 #[derive(Args, Debug)]
 pub struct RecordArgs {
     /// PID of the CPython process to trace.
-    #[arg(short, long, conflicts_with = "command")]
+    #[arg(short, long, conflicts_with = "command", allow_negative_numbers = true)]
     pub pid: Option<i64>,
     /// Stop after this long (30, 30s, 500ms, 5m, 1h). Default: until Ctrl-C or the target exits.
     #[arg(short, long, value_parser = parse_duration)]

@@ -115,6 +115,16 @@ pub fn start(config: &RecordConfig) -> Result<Session> {
             if let Some(l) = &launched {
                 l.release()?;
             }
+            eprintln!(
+                "tracer: tracing pid {} (CPython {}, {}); {}",
+                target.pid,
+                target.version,
+                target.libc.path,
+                match config.duration {
+                    Some(d) => format!("for {}", crate::leaks::human_duration(d.as_secs_f64())),
+                    None => "Ctrl-C to stop".to_string(),
+                }
+            );
             Ok(Session { target, probes, collector, launched })
         }
         (Err(e), Some(l)) => {

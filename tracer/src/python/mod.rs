@@ -22,9 +22,16 @@ pub struct PyVersion {
     pub micro: u32,
 }
 
+/// `micro` when the build does not say (3.10 without a symbol table).
+pub const MICRO_UNKNOWN: u32 = u32::MAX;
+
 impl std::fmt::Display for PyVersion {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}.{}.{}", self.major, self.minor, self.micro)
+        if self.micro == MICRO_UNKNOWN {
+            write!(f, "{}.{}", self.major, self.minor)
+        } else {
+            write!(f, "{}.{}.{}", self.major, self.minor, self.micro)
+        }
     }
 }
 
@@ -48,20 +55,30 @@ impl PyVersion {
 pub const OLDEST_SUPPORTED: (u32, u32) = (3, 10);
 pub const NEWEST_SUPPORTED: (u32, u32) = (3, 14);
 
-/// The running interpreter's version, read from the target: `Py_Version` (3.11+), the debug
-/// offsets header (3.13+), or the `PY_VERSION` string in the interpreter's read-only data.
+/// The running interpreter's version, read from the target: `Py_Version` (3.11+); for older
+/// builds, which API they export (3.10 added `PyModule_AddObjectRef`) and the text of
+/// `sys.version` in the target's memory for the micro version.
 pub fn detect_version(pid: u32, python: &MappedObject) -> Result<PyVersion> {
     let mem = ProcessMemory::new(pid);
-    let from_symbol = python.runtime_addr("Py_Version").and_then(|a| mem.read_u64(a).ok()).map(PyVersion::from_hex);
-    let version = from_symbol
-        .filter(|v| v.major == 3)
-        .or_else(|| version_string_in_rodata(python))
-        .ok_or_else(|| {
-            user_error(
-                format!("cannot tell which CPython version {} is", python.path),
-                "tracer supports CPython 3.10 to 3.14; please report this build",
-            )
-        })?;
+    let from_symbol = python
+        .runtime_addr("Py_Version")
+        .and_then(|a| mem.read_u64(a).ok())
+        .or_else(|| python.elf.symbol("Py_Version").and_then(|v| python.elf.bytes_at(v, 8)).map(|b| u64::from_le_bytes(b.try_into().unwrap_or([0; 8]))))
+        .map(PyVersion::from_hex)
+        .filter(|v| v.major == 3);
+    let version = match from_symbol {
+        Some(v) => v,
+        None if python.elf.symbol("PyModule_AddObjectRef").is_some() => {
+            let micro = running_version_text(&mem, python).filter(|v| v.minor == 10).map_or(MICRO_UNKNOWN, |v| v.micro);
+            PyVersion { major: 3, minor: 10, micro }
+        }
+        None => {
+            return Err(user_error(
+                format!("process {pid} runs CPython 3.9 or older ({}), which tracer does not support", python.path),
+                "tracer supports CPython 3.10 to 3.14",
+            ))
+        }
+    };
     let mm = (version.major, version.minor);
     if mm < OLDEST_SUPPORTED || mm > NEWEST_SUPPORTED {
         return Err(user_error(
@@ -72,28 +89,12 @@ pub fn detect_version(pid: u32, python: &MappedObject) -> Result<PyVersion> {
     Ok(version)
 }
 
-/// 3.10 and older export no `Py_Version`: find the NUL-terminated "3.X.Y" literal that
-/// `Py_GetVersion` formats from.
-fn version_string_in_rodata(python: &MappedObject) -> Option<PyVersion> {
-    let data = python.elf.section_bytes(".rodata")?;
-    let mut found: Option<PyVersion> = None;
-    for piece in data.split(|&b| b == 0) {
-        if piece.len() < 5 || piece.len() > 10 || !piece.starts_with(b"3.") {
-            continue;
-        }
-        let Ok(s) = std::str::from_utf8(piece) else { continue };
-        let numeric = s.split('.').count() == 3 && s.chars().all(|c| c.is_ascii_digit() || c == '.');
-        let pre_release = s.chars().any(|c| "abrc+".contains(c));
-        if !(numeric || pre_release) {
-            continue;
-        }
-        if let Some(v) = PyVersion::parse(s) {
-            if v.minor >= 4 {
-                found = Some(found.map_or(v, |f| f.max(v)));
-            }
-        }
-    }
-    found
+/// `Py_GetVersion`'s buffer ("3.10.13 (main, ...") when the symbol table names it.
+fn running_version_text(mem: &ProcessMemory, python: &MappedObject) -> Option<PyVersion> {
+    let addr = python.runtime_addr("version.0").or_else(|| python.runtime_addr("version"))?;
+    let bytes = mem.read_vec(addr, 16).ok()?;
+    let text: String = bytes.iter().take_while(|&&b| b != 0 && b != b' ').map(|&b| b as char).collect();
+    PyVersion::parse(&text)
 }
 
 #[cfg(test)]
@@ -107,5 +108,6 @@ mod tests {
         assert_eq!(PyVersion::parse("3.10.13"), Some(PyVersion { major: 3, minor: 10, micro: 13 }));
         assert_eq!(PyVersion::parse("3.15.0a1").map(|v| v.minor), Some(15));
         assert_eq!(PyVersion::parse("garbage"), None);
+        assert_eq!(PyVersion { major: 3, minor: 10, micro: MICRO_UNKNOWN }.to_string(), "3.10");
     }
 }

@@ -1,0 +1,271 @@
+//! Shared test harness: real CPython fixtures, the real tracer binary, real eBPF (root).
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, ChildStderr, Command, Stdio};
+use std::sync::{Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+/// One tracer at a time: the machine has two cores and the tests compare timings loosely.
+static SERIAL: Mutex<()> = Mutex::new(());
+
+pub fn serial() -> MutexGuard<'static, ()> {
+    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+pub fn tracer_bin() -> PathBuf {
+    std::env::var_os("TRACER_BIN").map(PathBuf::from).unwrap_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_tracer")))
+}
+
+pub fn fixture(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures").join(name)
+}
+
+pub fn is_root() -> bool {
+    unsafe { libc::geteuid() == 0 }
+}
+
+/// A CPython interpreter found on this machine.
+#[derive(Debug, Clone)]
+pub struct Python {
+    pub label: String,
+    pub minor: u32,
+    pub path: PathBuf,
+}
+
+/// Every interpreter 3.10+ the machine has: pyenv's, Debian's /usr/bin/python3.X, and the
+/// Debian-sid 3.14 that `cargo xtask test` fetches (TRACER_PY314).
+pub fn pythons() -> Vec<Python> {
+    let mut found = Vec::new();
+    if let Ok(dir) = std::fs::read_dir("/root/.pyenv/versions") {
+        let mut names: Vec<String> = dir.filter_map(|e| e.ok()).map(|e| e.file_name().to_string_lossy().into_owned()).collect();
+        names.sort();
+        for name in names {
+            let minor: Option<u32> = name.strip_prefix("3.").and_then(|r| r.split('.').next()).and_then(|m| m.parse().ok());
+            let path = PathBuf::from(format!("/root/.pyenv/versions/{name}/bin/python3"));
+            if let Some(minor) = minor.filter(|m| *m >= 10) {
+                if path.exists() {
+                    found.push(Python { label: format!("pyenv {name}"), minor, path });
+                }
+            }
+        }
+    }
+    for minor in 10..=15 {
+        let path = PathBuf::from(format!("/usr/bin/python3.{minor}"));
+        if path.exists() {
+            found.push(Python { label: format!("Debian python3.{minor}"), minor, path });
+        }
+    }
+    if let Some(p) = std::env::var_os("TRACER_PY314").map(PathBuf::from).filter(|p| p.exists()) {
+        found.push(Python { label: "Debian sid python3.14".into(), minor: 14, path: p });
+    }
+    found
+}
+
+/// The interpreters of one minor version, or a "skipped: no CPython 3.X" line.
+pub fn pythons_of(minor: u32) -> Vec<Python> {
+    let v: Vec<Python> = pythons().into_iter().filter(|p| p.minor == minor).collect();
+    if v.is_empty() {
+        println!("skipped: no CPython 3.{minor}");
+    }
+    v
+}
+
+pub fn python_by_path(path: &str) -> Option<Python> {
+    let p = pythons().into_iter().find(|p| p.path == Path::new(path));
+    if p.is_none() {
+        println!("skipped: no CPython at {path}");
+    }
+    p
+}
+
+/// A running fixture that waits for its trigger file.
+pub struct Fixture {
+    pub child: Child,
+    pub trigger: PathBuf,
+    stdout: BufReader<std::process::ChildStdout>,
+    _dir: tempfile::TempDir,
+}
+
+impl Fixture {
+    pub fn start(python: &Python, script: &str, env: &[(&str, &str)]) -> Fixture {
+        let dir = tempfile::tempdir().unwrap();
+        let trigger = dir.path().join("go");
+        let mut cmd = Command::new(&python.path);
+        cmd.arg(fixture(script)).arg(&trigger).stdout(Stdio::piped()).stderr(Stdio::inherit());
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let mut child = cmd.spawn().expect("start fixture");
+        let stdout = BufReader::new(child.stdout.take().unwrap());
+        let mut fx = Fixture { child, trigger, stdout, _dir: dir };
+        fx.expect_line("waiting");
+        fx
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    pub fn expect_line(&mut self, want: &str) {
+        let mut line = String::new();
+        loop {
+            line.clear();
+            let n = self.stdout.read_line(&mut line).unwrap();
+            assert!(n > 0, "fixture ended before printing {want:?}");
+            if line.trim() == want {
+                return;
+            }
+        }
+    }
+
+    pub fn trigger(&mut self) {
+        std::fs::write(&self.trigger, b"go").unwrap();
+    }
+}
+
+impl Drop for Fixture {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A running `tracer record`, started with the given arguments plus `-f json -o FILE`.
+pub struct Tracer {
+    pub child: Child,
+    pub output: PathBuf,
+    stderr: BufReader<ChildStderr>,
+    pub stderr_text: String,
+    _dir: tempfile::TempDir,
+}
+
+impl Tracer {
+    pub fn start(args: &[&str]) -> Tracer {
+        let dir = tempfile::tempdir().unwrap();
+        let output = dir.path().join("report.json");
+        let split = args.iter().position(|a| *a == "--").unwrap_or(args.len());
+        let mut child = Command::new(tracer_bin())
+            .arg("record")
+            .args(&args[..split])
+            .arg("-o")
+            .arg(&output)
+            .args(&args[split..])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start tracer");
+        let stderr = BufReader::new(child.stderr.take().unwrap());
+        Tracer { child, output, stderr, stderr_text: String::new(), _dir: dir }
+    }
+
+    /// Waits for the "tracer: tracing pid" line; panics with what the tracer said otherwise.
+    pub fn wait_attached(&mut self) {
+        let mut line = String::new();
+        loop {
+            line.clear();
+            let n = self.stderr.read_line(&mut line).unwrap_or(0);
+            self.stderr_text.push_str(&line);
+            assert!(n > 0, "tracer ended before attaching: {}", self.stderr_text);
+            if line.starts_with("tracer: tracing pid") {
+                return;
+            }
+        }
+    }
+
+    pub fn interrupt(&self) {
+        unsafe { libc::kill(self.child.id() as i32, libc::SIGINT) };
+    }
+
+    /// Waits for the tracer to exit and returns (exit code, parsed report).
+    pub fn finish(mut self) -> (i32, Value) {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        let status = loop {
+            if let Some(s) = self.child.try_wait().unwrap() {
+                break s;
+            }
+            assert!(Instant::now() < deadline, "tracer did not exit");
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        let mut rest = String::new();
+        let _ = std::io::Read::read_to_string(&mut self.stderr, &mut rest);
+        self.stderr_text.push_str(&rest);
+        let text = std::fs::read_to_string(&self.output)
+            .unwrap_or_else(|e| panic!("no report ({e}); tracer said: {}", self.stderr_text));
+        let report: Value = serde_json::from_str(&text).expect("report is JSON");
+        (status.code().unwrap_or(-1), report)
+    }
+}
+
+/// Runs the tracer to completion with these arguments; returns (code, stdout, stderr).
+pub fn run_tracer(args: &[&str]) -> (i32, String, String) {
+    let out = Command::new(tracer_bin()).args(args).output().expect("run tracer");
+    (out.status.code().unwrap_or(-1), String::from_utf8_lossy(&out.stdout).into_owned(), String::from_utf8_lossy(&out.stderr).into_owned())
+}
+
+/// The innermost Python frame of a suspect: (function, file name, line).
+pub fn innermost_python(suspect: &Value) -> Option<(String, String, u64)> {
+    suspect["stack"].as_array()?.iter().find(|f| f["kind"] == "python").map(|f| {
+        let file = f["file"].as_str().unwrap_or("").rsplit('/').next().unwrap_or("").to_string();
+        (f["function"].as_str().unwrap_or("").to_string(), file, f["line"].as_u64().unwrap_or(0))
+    })
+}
+
+/// Suspects whose innermost Python frame is `function` at `file:line`.
+pub fn suspects_at<'a>(report: &'a Value, function: &str, file: &str, line: u64) -> Vec<&'a Value> {
+    report["suspects"]
+        .as_array()
+        .map(|v| {
+            v.iter()
+                .filter(|s| innermost_python(s).is_some_and(|(f, fl, l)| f == function && fl == file && l == line))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+pub fn sum(suspects: &[&Value], field: &str) -> u64 {
+    suspects.iter().map(|s| s[field].as_u64().unwrap_or(0)).sum()
+}
+
+/// The line number of the first line of `file` containing `needle` (so tests survive edits).
+pub fn line_of(file: &str, needle: &str) -> u64 {
+    let text = std::fs::read_to_string(fixture(file)).unwrap();
+    text.lines().position(|l| l.contains(needle)).map(|i| i as u64 + 1).unwrap_or_else(|| panic!("{needle} not in {file}"))
+}
+
+/// Our BPF programs still attached anywhere on the machine (by program name), per bpftool.
+pub fn leftover_probes() -> Vec<String> {
+    const OURS: [&str; 6] = ["malloc_enter", "malloc_exit", "free_enter", "mmap_enter", "calloc_enter", "py_finalize"];
+    let mut left = Vec::new();
+    for args in [["-j", "perf", "list"], ["-j", "link", "list"]] {
+        let Ok(out) = Command::new("bpftool").args(args).output() else {
+            continue;
+        };
+        let text = String::from_utf8_lossy(&out.stdout);
+        let progs: Vec<u64> = serde_json::from_str::<Value>(&text)
+            .ok()
+            .and_then(|v| v.as_array().cloned())
+            .unwrap_or_default()
+            .iter()
+            .filter_map(|e| e["prog_id"].as_u64())
+            .collect();
+        for id in progs {
+            let Ok(out) = Command::new("bpftool").args(["-j", "prog", "show", "id", &id.to_string()]).output() else { continue };
+            let v: Value = serde_json::from_slice(&out.stdout).unwrap_or(Value::Null);
+            if let Some(name) = v["name"].as_str() {
+                if OURS.iter().any(|o| name.starts_with(&o[..o.len().min(15)])) {
+                    left.push(format!("{} {name}", args[1]));
+                }
+            }
+        }
+    }
+    left
+}
+
+pub fn assert_no_leftover_probes() {
+    let left = leftover_probes();
+    assert!(left.is_empty(), "probes of ours still attached: {left:?}");
+}
