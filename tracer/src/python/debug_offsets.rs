@@ -59,12 +59,12 @@ fn positions(minor: u32) -> Option<Positions> {
             frame_executable: 33,
             frame_instr_ptr: 34,
             frame_owner: 36,
-            co_filename: 41,
-            co_name: 42,
-            co_qualname: 43,
-            co_linetable: 44,
-            co_firstlineno: 45,
-            co_code_adaptive: 49,
+            co_filename: 40,
+            co_name: 41,
+            co_qualname: 42,
+            co_linetable: 43,
+            co_firstlineno: 44,
+            co_code_adaptive: 48,
         }),
         _ => None,
     }
@@ -158,6 +158,22 @@ mod tests {
         assert_eq!(hex, 0x030d00f0);
         assert_eq!(check, Check::Match);
         assert_eq!(layout, Layout::for_minor(13).unwrap());
+    }
+
+    #[test]
+    fn real_314_table_matches_builtin_layout() {
+        // The first 50 words of Debian sid 3.14.10's _Py_DebugOffsets.
+        let words: [u64; 50] = [
+            u64::from_le_bytes(*COOKIE), 0x030e0af0, 0, 316616, 784, 808, 225864, 7280, 7272, 7344, 7360,
+            7408, 7688, 7672, 7680, 16, 7784, 0, 7800, 7792, 7992, 0, 832, 0, 8, 16, 72, 152, 160, 232, 32,
+            88, 8, 0, 56, 80, 74, 64, 0, 216, 112, 120, 128, 136, 68, 52, 96, 104, 208, 0,
+        ];
+        let mut bytes: Vec<u8> = words.iter().flat_map(|w| w.to_le_bytes()).collect();
+        bytes.resize(TABLE_BYTES, 0);
+        let (hex, layout, check) = parse(&bytes).unwrap();
+        assert_eq!(hex, 0x030e0af0);
+        assert_eq!(check, Check::Match);
+        assert_eq!(layout, Layout::for_minor(14).unwrap());
     }
 
     #[test]
