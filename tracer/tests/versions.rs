@@ -1,0 +1,288 @@
+//! Every CPython 3.10–3.14 on the machine, with real eBPF (root): one fixture with a leak in
+//! each kind of Python frame (function, method, comprehension, lambda, generator, coroutine under
+//! asyncio, threading.Thread, run_in_executor, allocation on the first body line), each of its
+//! own size, and for each interpreter the innermost Python frame's function and line and the
+//! exact outstanding bytes of every site. Also: a target inside its own PID and mount namespace
+//! (a container), addressed by its host PID.
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+use serde_json::Value;
+
+const FIXTURE: &str = "versions_fixture.py";
+/// Blocks kept per site (N in the fixture).
+const N: u64 = 20;
+
+fn require_root() -> bool {
+    if !is_root() {
+        println!("skipped: not root (real eBPF tests need root)");
+    }
+    is_root()
+}
+
+/// One leak site of the fixture.
+struct Site {
+    label: &'static str,
+    /// The innermost Python frame's function as 3.11+ names it (co_qualname).
+    qualname: &'static str,
+    /// The same on 3.10, which has no co_qualname (co_name).
+    name_310: &'static str,
+    /// The text of the allocating line in the fixture.
+    needle: &'static str,
+    /// malloc size of each block (bytearray(n) asks n+1).
+    size: u64,
+}
+
+const SITES: [Site; 9] = [
+    Site { label: "function", qualname: "plain_leak", name_310: "plain_leak", needle: "PLAIN[k] = bytearray(1100)", size: 1101 },
+    Site { label: "method", qualname: "Klass.method", name_310: "method", needle: "METHOD[i] = bytearray(1200)", size: 1201 },
+    Site { label: "list comprehension", qualname: "comp_leak.<locals>.<listcomp>", name_310: "<listcomp>", needle: "[bytearray(1300) for", size: 1301 },
+    Site { label: "lambda", qualname: "<lambda>", name_310: "<lambda>", needle: "LAMBDA = lambda: bytearray(1400)", size: 1401 },
+    Site { label: "generator", qualname: "gen_leak", name_310: "gen_leak", needle: "yield bytearray(1500)", size: 1501 },
+    Site { label: "coroutine", qualname: "coro_leak", name_310: "coro_leak", needle: "CORO[i] = bytearray(1600)", size: 1601 },
+    Site { label: "thread", qualname: "thread_leak", name_310: "thread_leak", needle: "THREAD[i] = bytearray(1700)", size: 1701 },
+    Site { label: "executor", qualname: "executor_leak", name_310: "executor_leak", needle: "EXECUTOR[i] = bytearray(1800)", size: 1801 },
+    Site { label: "first body line", qualname: "first_line_leak", name_310: "first_line_leak", needle: "FIRST[i] = bytearray(1900)", size: 1901 },
+];
+
+impl Site {
+    /// The innermost Python function this interpreter reports for the site. From 3.12 on,
+    /// comprehensions are inlined into the function that contains them (PEP 709).
+    fn function(&self, minor: u32) -> &'static str {
+        if self.label == "list comprehension" && minor >= 12 {
+            return "comp_leak";
+        }
+        if minor == 10 {
+            self.name_310
+        } else {
+            self.qualname
+        }
+    }
+}
+
+/// Python frames of a stack, innermost first: (function, file as reported, line).
+fn python_frames(suspect: &Value) -> Vec<(String, String, u64)> {
+    suspect["stack"]
+        .as_array()
+        .map(|v| {
+            v.iter()
+                .filter(|f| f["kind"] == "python")
+                .map(|f| (f["function"].as_str().unwrap_or("").to_string(), f["file"].as_str().unwrap_or("").to_string(), f["line"].as_u64().unwrap_or(0)))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// Suspects at the site whose blocks all have the site's size (list growth and other
+/// allocations on the same line have other sizes).
+fn site_suspects<'a>(report: &'a Value, function: &str, file: &str, line: u64, size: u64) -> Vec<&'a Value> {
+    suspects_at(report, function, file, line)
+        .into_iter()
+        .filter(|s| {
+            let count = s["outstanding_count"].as_u64().unwrap_or(0);
+            count > 0 && s["outstanding_bytes"].as_u64() == Some(count * size)
+        })
+        .collect()
+}
+
+/// Suspects anywhere whose blocks have this size: where the site's bytes went when it fails.
+fn by_size(report: &Value, size: u64) -> Vec<String> {
+    report["suspects"]
+        .as_array()
+        .map(|v| {
+            v.iter()
+                .filter(|s| {
+                    let count = s["outstanding_count"].as_u64().unwrap_or(0);
+                    count > 0 && s["outstanding_bytes"].as_u64() == Some(count * size)
+                })
+                .map(|s| {
+                    let frames: Vec<String> = python_frames(s).iter().take(3).map(|(f, file, l)| format!("{f} ({}:{l})", file.rsplit('/').next().unwrap_or(""))).collect();
+                    format!("{} bytes in {}: {}", s["outstanding_bytes"], s["outstanding_count"], frames.join(" <- "))
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// The BPF program and link IDs a process holds open (from /proc/PID/fdinfo).
+fn bpf_ids_held_by(pid: u32) -> Vec<(String, u64)> {
+    let mut ids = Vec::new();
+    let Ok(dir) = std::fs::read_dir(format!("/proc/{pid}/fdinfo")) else { return ids };
+    for entry in dir.filter_map(|e| e.ok()) {
+        let Ok(text) = std::fs::read_to_string(entry.path()) else { continue };
+        for line in text.lines() {
+            for key in ["prog_id", "link_id"] {
+                if let Some(v) = line.strip_prefix(key).and_then(|r| r.strip_prefix(':')).and_then(|v| v.trim().parse().ok()) {
+                    ids.push((key.to_string(), v));
+                }
+            }
+        }
+    }
+    ids.sort();
+    ids.dedup();
+    ids
+}
+
+fn bpftool_ids(args: &[&str]) -> Vec<u64> {
+    let Ok(out) = std::process::Command::new("bpftool").args(args).output() else { return Vec::new() };
+    serde_json::from_slice::<Value>(&out.stdout).ok().and_then(|v| v.as_array().cloned()).unwrap_or_default().iter().filter_map(|e| e["id"].as_u64()).collect()
+}
+
+/// Other `tracer` processes alive on the machine (engineers working in parallel).
+fn other_tracers() -> Vec<u32> {
+    let me = std::process::id();
+    std::fs::read_dir("/proc")
+        .map(|d| {
+            d.filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
+                .filter(|&p| p != me && std::fs::read_to_string(format!("/proc/{p}/comm")).is_ok_and(|c| c.trim() == "tracer"))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// After our tracer exited: none of the programs or links it held exists any more, and when no
+/// other tracer runs on the machine, no probe of ours is attached anywhere.
+fn assert_released(held: &[(String, u64)], label: &str) {
+    assert!(held.iter().any(|(k, _)| k == "prog_id"), "{label}: saw no BPF programs held by the tracer");
+    let progs = bpftool_ids(&["-j", "prog", "show"]);
+    let links = bpftool_ids(&["-j", "link", "list"]);
+    let left: Vec<&(String, u64)> = held
+        .iter()
+        .filter(|(k, id)| if k == "prog_id" { progs.contains(id) } else { links.contains(id) })
+        .collect();
+    assert!(left.is_empty(), "{label}: BPF objects of the finished tracer still exist: {left:?}");
+    let others = other_tracers();
+    if others.is_empty() {
+        assert_no_leftover_probes();
+    } else {
+        println!("note: other tracer processes {others:?} are running; checked only this tracer's own programs and links");
+    }
+}
+
+/// Attaches with -p to the fixture, triggers it, waits for "done", stops the tracer with SIGINT;
+/// checks that the tracer left nothing attached.
+fn trace_fixture(python: &Python) -> Value {
+    let mut fx = Fixture::start(python, FIXTURE, &[]);
+    let pid = fx.pid().to_string();
+    let mut tracer = Tracer::start(&["-p", &pid, "-i", "500ms", "-q", "--all-stacks"]);
+    tracer.wait_attached();
+    let held = bpf_ids_held_by(tracer.child.id());
+    fx.trigger();
+    fx.expect_line("done");
+    std::thread::sleep(Duration::from_millis(700));
+    tracer.interrupt();
+    let (code, report) = tracer.finish();
+    assert_eq!(code, 0, "{}: tracer exit code", python.label);
+    assert_eq!(report["final_view"], "interrupted", "{}", python.label);
+    assert_eq!(report["target"]["pid"].as_u64(), Some(fx.pid() as u64), "{}", python.label);
+    assert_released(&held, &python.label);
+    report
+}
+
+/// Checks every site of one report; returns the failures (one line each) and prints a table.
+fn check_sites(report: &Value, python: &Python) -> Vec<String> {
+    let mut failures = Vec::new();
+    let minor = python.minor;
+    for site in &SITES {
+        let function = site.function(minor);
+        let line = line_of(FIXTURE, site.needle);
+        let found = site_suspects(report, function, FIXTURE, line, site.size);
+        let bytes = sum(&found, "outstanding_bytes");
+        let count = sum(&found, "outstanding_count");
+        let mut problems = Vec::new();
+        if bytes != N * site.size || count != N {
+            problems.push(format!(
+                "want {} bytes in {N} blocks at {function} ({FIXTURE}:{line}), got {bytes} in {count}; blocks of {} bytes went to: {:?}",
+                N * site.size,
+                site.size,
+                by_size(report, site.size)
+            ));
+        }
+        if let Some(first) = found.first() {
+            let frames = python_frames(first);
+            let names: Vec<&str> = frames.iter().map(|(f, _, _)| f.as_str()).collect();
+            let ends_with = |f: &str, suffix: &str| f == suffix || f.ends_with(&format!(".{suffix}"));
+            let outer_ok = match site.label {
+                // Resumed by the event loop: Handle._run in asyncio/events.py, then the loop.
+                "coroutine" => {
+                    frames.iter().skip(1).any(|(_, file, _)| file.contains("/asyncio/"))
+                        && names.iter().any(|f| ends_with(f, "_run"))
+                        && names.iter().any(|f| ends_with(f, "run_until_complete"))
+                }
+                "executor" => names.iter().any(|f| *f == "_worker") && names.iter().any(|f| ends_with(f, "_bootstrap")),
+                "thread" => names.iter().any(|f| ends_with(f, "run")) && names.iter().any(|f| ends_with(f, "_bootstrap")),
+                "list comprehension" if minor < 12 => names.get(1) == Some(&"comp_leak") && names.get(2) == Some(&"main"),
+                _ => names.get(1) == Some(&"main") && names.last() == Some(&"<module>"),
+            };
+            if !outer_ok {
+                problems.push(format!("outer frames wrong: {names:?}"));
+            }
+        }
+        let verdict = if problems.is_empty() { "pass" } else { "FAIL" };
+        let native = found.first().map(|s| s["stack"][0].clone()).unwrap_or(Value::Null);
+        let native = if native["kind"] == "native" { format!("{} [{}]", native["function"].as_str().unwrap_or(""), native["module"].as_str().unwrap_or("")) } else { "(no native frame)".into() };
+        println!("{:<24} {:<20} {verdict}  native: {native}", python.label, site.label);
+        if let Some(first) = found.first() {
+            let chain: Vec<String> = python_frames(first).iter().map(|(f, file, l)| format!("{f} ({}:{l})", file.rsplit('/').next().unwrap_or(""))).collect();
+            println!("    {}", chain.join(" <- "));
+        }
+        for p in problems {
+            failures.push(format!("{} / {}: {p}", python.label, site.label));
+        }
+    }
+    for (name, value) in report["totals"]["lost"].as_object().cloned().unwrap_or_default() {
+        if value.as_u64() != Some(0) {
+            failures.push(format!("{}: lost {name} = {value}", python.label));
+        }
+    }
+    failures
+}
+
+fn every_site_on(minor: u32, filter: impl Fn(&Python) -> bool) {
+    if !require_root() {
+        return;
+    }
+    let _g = serial();
+    let mut failures = Vec::new();
+    for python in pythons_of(minor).into_iter().filter(|p| filter(p)) {
+        let report = trace_fixture(&python);
+        failures.extend(check_sites(&report, &python));
+    }
+    assert!(failures.is_empty(), "{} failures:\n{}", failures.len(), failures.join("\n"));
+}
+
+#[test]
+fn every_site_on_310() {
+    every_site_on(10, |_| true);
+}
+
+#[test]
+fn every_site_on_pyenv_311() {
+    every_site_on(11, |p| p.label.starts_with("pyenv"));
+}
+
+#[test]
+fn every_site_on_debian_311_static_lto() {
+    if python_by_path("/usr/bin/python3.11").is_none() {
+        return;
+    }
+    every_site_on(11, |p| p.path == std::path::Path::new("/usr/bin/python3.11"));
+}
+
+#[test]
+fn every_site_on_312() {
+    every_site_on(12, |_| true);
+}
+
+#[test]
+fn every_site_on_313() {
+    every_site_on(13, |_| true);
+}
+
+#[test]
+fn every_site_on_314() {
+    every_site_on(14, |_| true);
+}
