@@ -244,6 +244,7 @@ pub struct Event {
     pub kind: u32,
     pub tgid: u32,
     pub value: u64,
+    pub ts_ns: u64,
 }
 
 #[cfg(feature = "user")]

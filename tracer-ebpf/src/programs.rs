@@ -447,7 +447,8 @@ fn current_fsbase() -> Option<u64> {
 
 #[inline(always)]
 fn notify(kind: u32, tgid: u32, value: u64) {
-    let _ = EVENTS.output::<Event>(&Event { kind, tgid, value }, 0);
+    let ts_ns = unsafe { bpf_ktime_get_ns() };
+    let _ = EVENTS.output::<Event>(&Event { kind, tgid, value, ts_ns }, 0);
 }
 
 // ---- probes -------------------------------------------------------------------------------

@@ -80,7 +80,7 @@ impl Collector {
             events: RingBuf::try_from(probes.take_map(maps::EVENTS)?)?,
             pid,
             code,
-            native: NativeSymbols::new(pid),
+            native: NativeSymbols::warmed_up(pid),
             by_id: HashMap::new(),
             by_key: HashMap::new(),
             records: Vec::new(),
@@ -89,6 +89,12 @@ impl Collector {
             finalizing: false,
             stacks_resolved: 0,
         })
+    }
+
+    /// The ring buffer's descriptor, to wake up as soon as the BPF side announces something.
+    pub fn events_fd(&self) -> std::os::fd::RawFd {
+        use std::os::fd::AsRawFd;
+        self.events.as_raw_fd()
     }
 
     /// Handles what the BPF side announced since the last call: new stacks are resolved now.
@@ -103,32 +109,58 @@ impl Collector {
                 continue;
             }
             match ev.kind {
-                event::NEW_STACK => new_ids.push(ev.value),
+                event::NEW_STACK => {
+                    log::trace!("new stack {:x} announced {} us ago", ev.value, monotonic_ns().saturating_sub(ev.ts_ns) / 1000);
+                    new_ids.push(ev.value)
+                }
                 event::FINALIZING => self.finalizing = true,
                 _ => {}
             }
         }
-        for id in new_ids {
-            self.resolve(id);
+        self.resolve_new(&new_ids);
+    }
+
+    /// Resolves new stack ids: the Python frames of all of them first (their code objects may
+    /// be freed soon after, e.g. a module body that finishes executing), native names after.
+    fn resolve_new(&mut self, ids: &[u64]) {
+        let mut pending = Vec::new();
+        for &id in ids {
+            if self.by_id.contains_key(&id) {
+                continue;
+            }
+            let trace = if id == UNKNOWN_STACK { None } else { self.stacks.get(&id, 0).ok() };
+            let python: Vec<Frame> = trace
+                .as_ref()
+                .map(|t| {
+                    let depth = (t.depth as usize).min(t.frames.len());
+                    if log::log_enabled!(log::Level::Trace) {
+                        log::trace!("stack {id:x}: {:x?}", &t.frames[..depth]);
+                    }
+                    t.frames[..depth].iter().filter_map(|raw| self.code.resolve(*raw)).collect()
+                })
+                .unwrap_or_default();
+            pending.push((id, trace, python));
+        }
+        for (id, trace, python) in pending {
+            let (key, truncated) = match trace {
+                Some(t) => {
+                    let allocator = ALLOC_KIND_NAMES.get(t.kind as usize).copied().unwrap_or("unknown");
+                    let mut frames = Vec::with_capacity(python.len() + 1);
+                    frames.push(self.native.frame(t.native_ip));
+                    frames.extend(python);
+                    (StackKey { allocator, frames }, t.truncated != 0)
+                }
+                None => {
+                    let what = if id == UNKNOWN_STACK { "[stack not recorded: stack table full]" } else { "[stack not readable]" };
+                    let frames = vec![Frame::Native { function: what.into(), module: "tracer".into() }];
+                    (StackKey { allocator: "unknown", frames }, false)
+                }
+            };
+            self.intern(id, key, truncated);
         }
     }
 
-    fn resolve(&mut self, id: u64) -> usize {
-        if let Some(&i) = self.by_id.get(&id) {
-            return i;
-        }
-        let (key, truncated) = if id == UNKNOWN_STACK {
-            let frames = vec![Frame::Native { function: "[stack not recorded: stack table full]".into(), module: "tracer".into() }];
-            (StackKey { allocator: "unknown", frames }, false)
-        } else {
-            match self.stacks.get(&id, 0) {
-                Ok(trace) => (self.key_of(&trace), trace.truncated != 0),
-                Err(_) => {
-                    let frames = vec![Frame::Native { function: "[stack not readable]".into(), module: "tracer".into() }];
-                    (StackKey { allocator: "unknown", frames }, false)
-                }
-            }
-        };
+    fn intern(&mut self, id: u64, key: StackKey, truncated: bool) -> usize {
         self.stacks_resolved += 1;
         let index = match self.by_key.get(&key) {
             Some(&i) => i,
@@ -144,13 +176,12 @@ impl Collector {
         index
     }
 
-    fn key_of(&mut self, trace: &StackTrace) -> StackKey {
-        let allocator = ALLOC_KIND_NAMES.get(trace.kind as usize).copied().unwrap_or("unknown");
-        let mut frames = Vec::with_capacity(trace.depth as usize + 1);
-        frames.push(self.native.frame(trace.native_ip));
-        let depth = (trace.depth as usize).min(trace.frames.len());
-        frames.extend(trace.frames[..depth].iter().filter_map(|raw| self.code.resolve(*raw)));
-        StackKey { allocator, frames }
+    fn resolve(&mut self, id: u64) -> usize {
+        if let Some(&i) = self.by_id.get(&id) {
+            return i;
+        }
+        self.resolve_new(&[id]);
+        self.by_id[&id]
     }
 
     /// Reads every stack's current totals and appends one point to each series.

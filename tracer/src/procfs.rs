@@ -79,6 +79,12 @@ pub fn in_root(pid: u32, path: &str) -> PathBuf {
     PathBuf::from(format!("/proc/{pid}/root{path}"))
 }
 
+/// The file mapped at [start, end) in the target, through /proc/PID/map_files (the mapped inode
+/// itself, independent of mount namespaces and chroots; opening it needs CAP_SYS_ADMIN).
+pub fn map_file(pid: u32, start: u64, end: u64) -> PathBuf {
+    PathBuf::from(format!("/proc/{pid}/map_files/{start:x}-{end:x}"))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -5,6 +5,8 @@ use std::io::IsTerminal;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
+use tokio::io::unix::AsyncFd;
+use tokio::io::Interest;
 use tokio::signal::unix::{signal, SignalKind};
 
 use crate::collector::{monotonic_ns, Collector};
@@ -51,8 +53,17 @@ impl EndReason {
     }
 }
 
-/// How often new stacks are resolved and the target's liveness is checked.
-const HOUSEKEEPING: Duration = Duration::from_millis(50);
+/// How often the target's liveness is checked (new stacks are handled as they are announced).
+const HOUSEKEEPING: Duration = Duration::from_millis(20);
+
+/// A descriptor owned elsewhere (the ring buffer map), registered with tokio for readiness.
+struct BorrowedFd(std::os::fd::RawFd);
+
+impl std::os::fd::AsRawFd for BorrowedFd {
+    fn as_raw_fd(&self) -> std::os::fd::RawFd {
+        self.0
+    }
+}
 
 pub fn require_root() -> Result<()> {
     if unsafe { libc::geteuid() } != 0 {
@@ -181,8 +192,19 @@ pub async fn run(session: &mut Session, config: &RecordConfig) -> Result<EndReas
     let mut housekeeping = tokio::time::interval(HOUSEKEEPING);
     let progress = config.progress && std::io::stderr().is_terminal();
     let started = Instant::now();
+    let events = AsyncFd::with_interest(BorrowedFd(session.collector.events_fd()), Interest::READABLE)?;
     let reason = loop {
         tokio::select! {
+            ready = events.readable() => {
+                // Resolve new stacks while their code objects are certainly alive.
+                session.collector.drain_events();
+                if let Ok(mut guard) = ready {
+                    guard.clear_ready();
+                }
+                if session.collector.finalizing {
+                    break EndReason::Finalization;
+                }
+            }
             _ = sigint.recv() => break EndReason::Interrupted,
             _ = sigterm.recv() => break EndReason::Interrupted,
             _ = sighup.recv() => break EndReason::Interrupted,

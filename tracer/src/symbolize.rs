@@ -27,6 +27,17 @@ impl NativeSymbols {
         Self { pid, symbolizer: Symbolizer::new(), cache: HashMap::new(), maps }
     }
 
+    /// Symbolizes one address in every executable mapping once, so that the symbol tables are
+    /// parsed before the target runs (launch mode) rather than while new stacks wait.
+    pub fn warmed_up(pid: u32) -> Self {
+        let mut s = Self::new(pid);
+        let starts: Vec<u64> = s.maps.iter().filter(|m| m.perms.contains('x') && m.path.is_some()).map(|m| m.start).collect();
+        for start in starts {
+            s.lookup(start + 1);
+        }
+        s
+    }
+
     pub fn frame(&mut self, ip: u64) -> Frame {
         if let Some(f) = self.cache.get(&ip) {
             return f.clone();

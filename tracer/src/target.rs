@@ -57,9 +57,20 @@ fn mapped_files(maps: &[MapEntry]) -> Vec<(String, Vec<&MapEntry>)> {
 }
 
 fn open_mapped(pid: u32, path: &str, entries: &[&MapEntry]) -> Result<MappedObject> {
-    let host_path = procfs::in_root(pid, path);
-    let elf = ElfImage::open(&host_path)?;
     let first = entries.iter().min_by_key(|e| e.offset).expect("at least one mapping");
+    // The mapped file itself, whatever the namespaces: seen from another mount namespace, a
+    // chroot'ed target's maps paths are relative to its namespace's root, not to its root
+    // directory, so /proc/PID/root + path can miss (or name a different file). map_files needs
+    // CAP_SYS_ADMIN; without it, fall back to the path under the target's root.
+    let mapped = procfs::map_file(pid, first.start, first.end);
+    let (host_path, elf) = match ElfImage::open(&mapped) {
+        Ok(elf) => (mapped, elf),
+        Err(_) => {
+            let host_path = procfs::in_root(pid, path);
+            let elf = ElfImage::open(&host_path)?;
+            (host_path, elf)
+        }
+    };
     let vaddr = elf.vaddr_of_offset(first.offset).unwrap_or(0) & !0xfff;
     Ok(MappedObject {
         path: path.to_string(),

@@ -286,3 +286,176 @@ fn every_site_on_313() {
 fn every_site_on_314() {
     every_site_on(14, |_| true);
 }
+
+/// A root tree under /tmp with the host's /usr and /dev and one pyenv interpreter bind-mounted
+/// at /opt/py (a path the host does not have), and the fixture at /app; the fixture runs inside
+/// `unshare --pid --mount --fork` + chroot, so it is PID 1 of its own PID namespace and its
+/// files are reachable from the host only through /proc/PID (root, map_files). The mounts live
+/// only in the new mount namespace and vanish with it.
+struct Container {
+    unshare: std::process::Child,
+    stdout: std::io::BufReader<std::process::ChildStdout>,
+    root: std::path::PathBuf,
+    /// The fixture's PID as the host sees it.
+    host_pid: u32,
+}
+
+/// Directories made in the root tree, children before parents (the order they are removed in).
+const CONTAINER_DIRS: [&str; 7] = ["usr", "opt/py", "opt", "proc", "tmp", "dev", "app"];
+
+impl Container {
+    fn start(python_tree: &std::path::Path) -> Container {
+        use std::io::BufRead;
+        let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos();
+        let root = std::env::temp_dir().join(format!("tracer-container-{}-{nanos}", std::process::id()));
+        for d in CONTAINER_DIRS {
+            std::fs::create_dir_all(root.join(d)).unwrap();
+        }
+        for (link, to) in [("lib", "usr/lib"), ("lib64", "usr/lib64"), ("bin", "usr/bin")] {
+            std::os::unix::fs::symlink(to, root.join(link)).unwrap();
+        }
+        std::fs::copy(fixture(FIXTURE), root.join("app").join(FIXTURE)).unwrap();
+        // pyenv's RUNPATH names the host path of libpython, absent in the container.
+        let script = r#"set -e
+mount --bind /usr "$1/usr"
+mount --bind "$2" "$1/opt/py"
+mount --bind /dev "$1/dev"
+mount -t proc proc "$1/proc"
+exec chroot "$1" /usr/bin/env LD_LIBRARY_PATH=/opt/py/lib /opt/py/bin/python3 "/app/$3" /tmp/go"#;
+        let mut unshare = std::process::Command::new("unshare")
+            .args(["--pid", "--mount", "--fork", "--kill-child", "--propagation", "private", "sh", "-c", script, "sh"])
+            .arg(&root)
+            .arg(python_tree)
+            .arg(FIXTURE)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::inherit())
+            .spawn()
+            .expect("start unshare");
+        let stdout = std::io::BufReader::new(unshare.stdout.take().unwrap());
+        let mut c = Container { unshare, stdout, root, host_pid: 0 };
+        let mut line = String::new();
+        c.stdout.read_line(&mut line).unwrap();
+        assert_eq!(line.trim(), "waiting", "the fixture did not start in the container");
+        c.host_pid = c.find_host_pid();
+        c
+    }
+
+    /// The child of unshare that is PID 1 of the new PID namespace (NSpid: HOST 1).
+    fn find_host_pid(&self) -> u32 {
+        let parent = self.unshare.id();
+        for entry in std::fs::read_dir("/proc").unwrap().filter_map(|e| e.ok()) {
+            let Some(pid) = entry.file_name().to_str().and_then(|n| n.parse::<u32>().ok()) else { continue };
+            let Ok(status) = std::fs::read_to_string(format!("/proc/{pid}/status")) else { continue };
+            let field = |k: &str| status.lines().find_map(|l| l.strip_prefix(k)).map(|v| v.split_whitespace().map(str::to_string).collect::<Vec<_>>()).unwrap_or_default();
+            let ns_pid = field("NSpid:");
+            if field("PPid:").first().map(String::as_str) == Some(&parent.to_string()) && ns_pid.len() == 2 && ns_pid[1] == "1" {
+                assert_eq!(ns_pid[0], pid.to_string());
+                return pid;
+            }
+        }
+        panic!("no process of unshare {parent} is PID 1 of a new PID namespace");
+    }
+
+    fn trigger(&self) {
+        std::fs::write(self.root.join("tmp/go"), b"go").unwrap();
+    }
+
+    fn expect_line(&mut self, want: &str) {
+        use std::io::BufRead;
+        let mut line = String::new();
+        loop {
+            line.clear();
+            assert!(self.stdout.read_line(&mut line).unwrap() > 0, "container fixture ended before {want:?}");
+            if line.trim() == want {
+                return;
+            }
+        }
+    }
+}
+
+impl Drop for Container {
+    fn drop(&mut self) {
+        // PID 1 of the namespace: its death ends every process in it, and the mount namespace.
+        if self.host_pid != 0 {
+            unsafe { libc::kill(self.host_pid as i32, libc::SIGKILL) };
+        }
+        let _ = self.unshare.kill();
+        let _ = self.unshare.wait();
+        // Never a recursive removal: these directories were mount points.
+        let _ = std::fs::remove_file(self.root.join("app").join(FIXTURE));
+        let _ = std::fs::remove_file(self.root.join("tmp/go"));
+        for link in ["lib", "lib64", "bin"] {
+            let _ = std::fs::remove_file(self.root.join(link));
+        }
+        for d in CONTAINER_DIRS {
+            let _ = std::fs::remove_dir(self.root.join(d));
+        }
+        let _ = std::fs::remove_dir(&self.root);
+    }
+}
+
+/// A target in its own PID and mount namespace (chroot, interpreter at a path the host does
+/// not have), addressed by its host PID: every site by file:line and exact bytes.
+#[test]
+fn container_target_by_host_pid() {
+    if !require_root() {
+        return;
+    }
+    if std::process::Command::new("unshare").arg("--version").output().is_err() {
+        println!("skipped: no unshare");
+        return;
+    }
+    let _g = serial();
+    let Some(python) = pythons_of(11).into_iter().find(|p| p.label.starts_with("pyenv")) else { return };
+    let tree = python.path.parent().and_then(|b| b.parent()).unwrap().to_path_buf();
+    let mut c = Container::start(&tree);
+    let ns = |pid: u32| std::fs::read_link(format!("/proc/{pid}/ns/pid")).unwrap();
+    assert_ne!(ns(c.host_pid), ns(std::process::id()), "the fixture runs in its own PID namespace");
+    let pid = c.host_pid.to_string();
+    let mut tracer = Tracer::start(&["-p", &pid, "-i", "500ms", "-q", "--all-stacks"]);
+    tracer.wait_attached();
+    let held = bpf_ids_held_by(tracer.child.id());
+    c.trigger();
+    c.expect_line("done");
+    std::thread::sleep(Duration::from_millis(700));
+    tracer.interrupt();
+    let (code, report) = tracer.finish();
+    assert_eq!(code, 0, "tracer exit code");
+    assert_eq!(report["target"]["pid"].as_u64(), Some(c.host_pid as u64));
+    assert_eq!(report["target"]["python"].as_str(), python.label.strip_prefix("pyenv "));
+    assert_released(&held, "container");
+    // The interpreter knows its files by their in-container paths.
+    let files: Vec<&str> = report["suspects"].as_array().unwrap().iter().flat_map(|s| s["stack"].as_array().unwrap().iter()).filter_map(|f| f["file"].as_str()).collect();
+    assert!(files.contains(&"/app/versions_fixture.py"), "co_filename as the container sees it: {files:?}");
+    let label = Python { label: format!("container {}", python.label), ..python.clone() };
+    let failures = check_sites(&report, &label);
+    assert!(failures.is_empty(), "{} failures:\n{}", failures.len(), failures.join("\n"));
+}
+
+/// 3.7 and 3.8 (2.7, 3.6 and 3.9 are checked in foundation.rs): one `error:` and one `hint:`.
+#[test]
+fn unsupported_37_and_38_are_clear_errors() {
+    if !require_root() {
+        return;
+    }
+    let _g = serial();
+    for version in ["3.7", "3.8"] {
+        let dir = std::fs::read_dir("/root/.pyenv/versions").ok().and_then(|d| {
+            d.filter_map(|e| e.ok()).map(|e| e.path()).find(|p| p.file_name().is_some_and(|n| n.to_string_lossy().starts_with(&format!("{version}."))))
+        });
+        let Some(dir) = dir else {
+            println!("skipped: no CPython {version}");
+            continue;
+        };
+        let mut old = std::process::Command::new(dir.join("bin/python3")).args(["-c", "import time; time.sleep(30)"]).spawn().unwrap();
+        std::thread::sleep(Duration::from_millis(300));
+        let (code, _out, err) = run_tracer(&["record", "-p", &old.id().to_string()]);
+        let _ = old.kill();
+        let _ = old.wait();
+        assert_eq!(code, 1, "{version}: {err}");
+        let lines: Vec<&str> = err.lines().collect();
+        assert!(lines.iter().any(|l| l.starts_with("error: ") && l.contains("3.9 or older") && l.contains("not support")), "{version}: {err}");
+        assert!(lines.iter().any(|l| l.starts_with("hint: ") && l.contains("3.10 to 3.14")), "{version}: {err}");
+        assert!(!err.contains("panicked"), "{version}: {err}");
+    }
+}

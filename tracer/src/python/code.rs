@@ -31,7 +31,8 @@ pub struct CodeResolver<M: Memory> {
     mem: M,
     layout: Layout,
     code_type: u64,
-    /// Static code objects inside the interpreter image are shims (3.13+ `__init__` cleanup).
+    /// Static code objects inside the interpreter image: frozen modules, and the 3.13+
+    /// `__init__` cleanup shim, which is hidden.
     image_range: std::ops::Range<u64>,
     cache: HashMap<u64, Arc<CodeInfo>>,
 }
@@ -54,9 +55,6 @@ impl<M: Memory> CodeResolver<M> {
     /// Resolves a frame; `None` for shim frames that a person should not see, and a
     /// placeholder frame when the code object can no longer be read.
     pub fn resolve(&mut self, raw: RawFrame) -> Option<Frame> {
-        if self.image_range.contains(&raw.code) {
-            return None;
-        }
         let Some(info) = self.code_info(raw.code) else {
             return Some(Frame::Python {
                 function: format!("[freed code object 0x{:x}]", raw.code),
@@ -64,6 +62,9 @@ impl<M: Memory> CodeResolver<M> {
                 line: 0,
             });
         };
+        if info.file == "__init__" && self.image_range.contains(&raw.code) {
+            return None;
+        }
         let line = self.line(&info, raw.instr);
         Some(Frame::Python { function: info.function.clone(), file: info.file.clone(), line })
     }
@@ -91,8 +92,15 @@ impl<M: Memory> CodeResolver<M> {
     }
 
     fn code_info(&mut self, addr: u64) -> Option<Arc<CodeInfo>> {
-        let header = self.mem.read_vec(addr, CODE_HEADER).ok()?;
+        let header = match self.mem.read_vec(addr, CODE_HEADER) {
+            Ok(h) => h,
+            Err(e) => {
+                log::debug!("code object 0x{addr:x}: unreadable ({e})");
+                return None;
+            }
+        };
         if word(&header, 8) != self.code_type {
+            log::debug!("code object 0x{addr:x}: type 0x{:x} is not code", word(&header, 8));
             self.cache.remove(&addr);
             return None;
         }
@@ -104,10 +112,14 @@ impl<M: Memory> CodeResolver<M> {
                 return Some(info.clone());
             }
         }
+        let (Some(function), Some(file)) = (self.read_str(identity[1]), self.read_str(identity[0])) else {
+            log::debug!("code object 0x{addr:x}: names unreadable");
+            return None;
+        };
         let info = Arc::new(CodeInfo {
             identity,
-            function: self.read_str(identity[1])?,
-            file: self.read_str(identity[0])?,
+            function,
+            file,
             firstlineno: int32(&header, l.co_firstlineno),
             linetable: self.read_bytes(identity[2]).unwrap_or_default(),
             bytecode_start: addr + l.co_code_adaptive.unwrap_or(0),

@@ -48,7 +48,10 @@
 //! the chain; containers §4). Multi-read structures are re-checked after the body was read
 //! (dict: header pointers unchanged and live entries == `ma_used`; list: `ob_item`/`allocated`
 //! unchanged; set: `table`/`mask` unchanged) and retried up to [`MAX_RETRIES`] times, then dropped
-//! (counted in [`ScanStats::dropped`]). All loops are bounded; random bytes cannot make the scanner
+//! (counted in [`ScanStats::dropped`]). A list/set/deque whose sample stays torn is still reported
+//! with its length (one word, read with a checked header) and empty `item_types`; a dict whose
+//! keys/entries stay torn is left out of that scan (its length is only trusted with a sane keys
+//! object). All loops are bounded; random bytes cannot make the scanner
 //! panic or loop (see the property test below). Reads are batched per BFS level and per stage.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
@@ -95,7 +98,7 @@ impl<M: Memory> BatchRead for Unbatched<M> {
 }
 
 fn plausible_ptr(p: u64) -> bool {
-    (0x1_0000..0x7fff_ffff_f000).contains(&p) && p % 8 == 0
+    (0x1_0000..0x7fff_ffff_f000).contains(&p) && p.is_multiple_of(8)
 }
 
 fn rd64(b: &[u8], off: usize) -> u64 {
@@ -623,7 +626,7 @@ impl HeapScanner {
         let mut req = Vec::new();
         let mut total = self.stats.bytes_read as usize;
         for (i, &(a, l)) in regions.iter().enumerate() {
-            if l == 0 || l > MAX_REGION || a < 0x1_0000 || a.checked_add(l as u64).map_or(true, |e| e > 0x7fff_ffff_f000) {
+            if l == 0 || l > MAX_REGION || a < 0x1_0000 || a.checked_add(l as u64).is_none_or(|e| e > 0x7fff_ffff_f000) {
                 continue;
             }
             if total + l > self.budget.max_bytes {
@@ -765,7 +768,7 @@ impl HeapScanner {
     /// Makes sure every address in `addrs` has a `TypeInfo` checked in this scan (valid or not).
     fn resolve_types(&mut self, addrs: &[u64]) {
         let gen = self.generation;
-        let mut want: Vec<u64> = addrs.iter().copied().filter(|a| self.type_cache.get(a).map_or(true, |i| i.checked != gen)).collect();
+        let mut want: Vec<u64> = addrs.iter().copied().filter(|a| self.type_cache.get(a).is_none_or(|i| i.checked != gen)).collect();
         want.sort_unstable();
         want.dedup();
         // address → (info parsed from this read, waiting for name)
@@ -774,7 +777,7 @@ impl HeapScanner {
         let heap_read = (l.ht_cached_keys + 8) as usize;
         for _round in 0..MAX_TYPE_ROUNDS {
             // 1. read structs of wanted types not yet pending
-            let fresh: Vec<u64> = want.iter().copied().filter(|a| !pending.contains_key(a) && self.type_cache.get(a).map_or(true, |i| i.checked != gen)).collect();
+            let fresh: Vec<u64> = want.iter().copied().filter(|a| !pending.contains_key(a) && self.type_cache.get(a).is_none_or(|i| i.checked != gen)).collect();
             want.clear();
             if !fresh.is_empty() {
                 // Two regions per type: the fields up to tp_dictoffset, and the heap-type
@@ -914,7 +917,7 @@ impl HeapScanner {
             self.type_cache.insert(a, invalid_type(gen));
         }
         for a in want {
-            if self.type_cache.get(&a).map_or(true, |i| i.checked != gen) {
+            if self.type_cache.get(&a).is_none_or(|i| i.checked != gen) {
                 self.type_cache.insert(a, invalid_type(gen));
             }
         }
@@ -944,7 +947,7 @@ impl HeapScanner {
     /// `__slots__` members (object-typed) of `t` and its heap-type bases; cached per type.
     fn resolve_slots(&mut self, tys: &[u64]) {
         let l = self.layout.clone();
-        let mut need: Vec<u64> = tys.iter().copied().filter(|t| self.type_info(*t).map_or(false, |i| i.slots.is_none())).collect();
+        let mut need: Vec<u64> = tys.iter().copied().filter(|t| self.type_info(*t).is_some_and(|i| i.slots.is_none())).collect();
         need.sort_unstable();
         need.dedup();
         if need.is_empty() {
@@ -990,7 +993,7 @@ impl HeapScanner {
                 let off = rd64(&b, o + 16);
                 let flags = rd32(&b, o + 24);
                 // T_OBJECT (6) / T_OBJECT_EX (16), not READONLY: what __slots__ creates.
-                if (mtype == 6 || mtype == 16) && flags & 1 == 0 && off >= 16 && off < basic && basic - off >= 8 && off % 8 == 0 {
+                if (mtype == 6 || mtype == 16) && flags & 1 == 0 && off >= 16 && off < basic && basic - off >= 8 && off.is_multiple_of(8) {
                     v.push((name, off));
                     name_ptrs.push(name);
                 }
@@ -1162,7 +1165,7 @@ impl HeapScanner {
         }
         self.resolve_types(&hdr_types);
         for (i, a, b) in hdrs {
-            let ty_ok = self.type_info(rd64(&b, 8)).map_or(false, |t| t.kind == Kind::Dict);
+            let ty_ok = self.type_info(rd64(&b, 8)).is_some_and(|t| t.kind == Kind::Dict);
             let keys = rd64(&b, l.dict_keys as usize);
             let values = rd64(&b, l.dict_values as usize);
             let used = rd64(&b, l.dict_used as usize);
@@ -1297,7 +1300,7 @@ impl HeapScanner {
             let ki = s.ki.unwrap();
             // Re-checks (containers §5).
             let mut ok = match &kb {
-                Some(kb) => self.parse_keys(s.keys, kb).map_or(false, |k2| k2.nentries >= ki.nentries),
+                Some(kb) => self.parse_keys(s.keys, kb).is_some_and(|k2| k2.nentries >= ki.nentries),
                 None => false,
             };
             let mut used = pairs.len() as u64;
@@ -1317,7 +1320,7 @@ impl HeapScanner {
                     None => ok = false,
                 }
             } else if s.recheck.0 != 0 {
-                ok &= rb.as_ref().map_or(false, |b| rd64(b, 0) == s.recheck.1);
+                ok &= rb.as_ref().is_some_and(|b| rd64(b, 0) == s.recheck.1);
             }
             if !ok {
                 failed.push(s.i);
@@ -1487,7 +1490,7 @@ impl HeapScanner {
                     let total = (ti.basicsize + size * ti.itemsize + 7) & !7;
                     total.wrapping_add(ti.dictoffset as u64)
                 };
-                if off >= 16 && off < (1 << 24) {
+                if (16..(1 << 24)).contains(&off) {
                     if off + 8 <= OBJ_READ as u64 {
                         let dict = o.w(off);
                         if dict != 0 {
@@ -1650,9 +1653,8 @@ impl HeapScanner {
         let mut nit = names.into_iter();
         let mut out = Vec::new();
         for (f, refs, n) in st3 {
-            for k in 0..n {
+            for &v in refs.iter().take(n) {
                 let name = nit.next().flatten();
-                let v = refs[k];
                 if let Some(name) = name.filter(|n| is_identifier(n)) {
                     if v != 0 && v != self.types.none {
                         out.push(Node { addr: v, path: format!("{}<closure>.{name}", f.node.path), depth: f.node.depth + 1, rank: f.node.rank, parent: Parent::Other });
@@ -1852,7 +1854,7 @@ impl HeapScanner {
                 total += self.item_size(ti, h);
                 n += 1;
             }
-            let mean = if n > 0 { total / n } else { 0 };
+            let mean = total.checked_div(n).unwrap_or(0);
             let ti = self.type_info(c.obj.ty).unwrap();
             out.push(ContainerSample {
                 path: c.obj.node.path,
@@ -2028,7 +2030,7 @@ mod tests {
 
     impl Memory for ImageMemory {
         fn read(&self, addr: u64, buf: &mut [u8]) -> io::Result<()> {
-            let fault = || io::Error::new(io::ErrorKind::Other, "unmapped");
+            let fault = || io::Error::other("unmapped");
             let (&start, data) = self.regions.range(..=addr).next_back().ok_or_else(fault)?;
             let off = (addr - start) as usize;
             let end = off.checked_add(buf.len()).ok_or_else(fault)?;
@@ -2287,12 +2289,12 @@ mod tests {
             put(mem, a + l.tp_name, np);
             put(mem, a + l.tp_basicsize, 16 + 8 * (rng.next() % 8));
             put(mem, a + l.tp_itemsize, 0);
-            put(mem, a + l.tp_flags, flags | TPFLAGS_READY | if rng.next() % 2 == 0 { TPFLAGS_HEAPTYPE | TPFLAGS_MANAGED_DICT | TPFLAGS_INLINE_VALUES } else { 0 });
+            put(mem, a + l.tp_flags, flags | TPFLAGS_READY | if rng.next().is_multiple_of(2) { TPFLAGS_HEAPTYPE | TPFLAGS_MANAGED_DICT | TPFLAGS_INLINE_VALUES } else { 0 });
             put(mem, a + l.tp_base, if a == t.base_object { 0 } else if a == t.odict { t.dict } else { t.base_object });
-            put(mem, a + l.tp_dictoffset, if rng.next() % 2 == 0 { 16 } else { 0 });
+            put(mem, a + l.tp_dictoffset, if rng.next().is_multiple_of(2) { 16 } else { 0 });
             put(mem, a + l.tp_members, 0);
             put(mem, a + l.tp_dict, 0);
-            put(mem, a + l.ht_cached_keys, if rng.next() % 4 == 0 { r0 + 0x3_0000 } else { 0 });
+            put(mem, a + l.ht_cached_keys, if rng.next().is_multiple_of(4) { r0 + 0x3_0000 } else { 0 });
         }
         // str objects: compact ASCII identifiers; random words below point at them often.
         let strs: Vec<u64> = (0..64).map(|k| r0 + 0xa000 + 128 * k).collect();
@@ -2312,7 +2314,7 @@ mod tests {
         for _ in 0..4000 {
             let k = keys[1 + (rng.next() % (keys.len() as u64 - 1)) as usize];
             let off = (rng.next() % 0x1_0000) / 8 * 8;
-            let w = if rng.next() % 2 == 0 { strs[(rng.next() % 64) as usize] } else { [t.list, t.dict, t.set, t.module, t.type_, t.function][(rng.next() % 6) as usize] };
+            let w = if rng.next().is_multiple_of(2) { strs[(rng.next() % 64) as usize] } else { [t.list, t.dict, t.set, t.module, t.type_, t.function][(rng.next() % 6) as usize] };
             put(mem, k + off, w);
         }
         // runtime (= r1) → interp → sys.modules; 8 planted modules whose globals dicts hold
@@ -2355,7 +2357,7 @@ mod tests {
             put(mem, m, 1);
             put(mem, m + 8, t.module);
             put(mem, m + l.module_dict, m + 0x80);
-            let vals: Vec<u64> = (0..30).map(|_| if rng.next() % 2 == 0 { objs[(rng.next() % objs.len() as u64) as usize] } else { rand_ptr(rng) }).collect();
+            let vals: Vec<u64> = (0..30).map(|_| if rng.next().is_multiple_of(2) { objs[(rng.next() % objs.len() as u64) as usize] } else { rand_ptr(rng) }).collect();
             plant_dict(mem, l, t, m + 0x80, r1 + 0x3_0000 + 0x800 * k, &strs[8..38], &vals);
             mods.push(m);
         }
