@@ -1,24 +1,67 @@
-//! Assembling the report from a finished session: totals, judged suspects, timeline. The
-//! judging itself is `leaks`'s alone.
+//! Assembling the report from a finished session: totals, judged suspects and holders,
+//! timeline. The judging itself is `leaks`'s alone.
 
 use std::collections::BTreeMap;
 
 use tracer_ebpf::{counter, LOST_COUNTERS};
 
+use crate::collector::Collector;
+use crate::holders::Holders;
 use crate::leaks::{self, Criteria, Evidence, Unit};
 use crate::record::{EndReason, Session};
-use crate::report::{Report, Suspect, TargetInfo, TimelinePoint, Totals, SCHEMA};
+use crate::report::{Holder, Report, Suspect, TargetInfo, TimelinePoint, Totals, Verdict, SCHEMA};
 
 /// Stacks listed in the report besides leaks and growing ones (largest first), so a reader sees
 /// what was cleared without the report growing with every short-lived stack.
 const MAX_CLEARED_STACKS: usize = 200;
+/// Stable containers listed (largest first) besides the leaking, growing and bounded ones.
+const MAX_STABLE_HOLDERS: usize = 20;
 
 pub fn build(session: &mut Session, reason: EndReason, criteria: &Criteria, end_ns: u64) -> Report {
-    let collector = &mut session.collector;
-    let window_s = collector.started.elapsed().as_secs_f64();
-    let ages = collector.oldest_ages(end_ns);
-    let counters = collector.counters();
+    let window_s = session.started.elapsed().as_secs_f64();
+    let mut totals = Totals::default();
+    let mut suspects = Vec::new();
+    let mut timeline = Vec::new();
+    if let Some(collector) = session.collector.as_mut() {
+        suspects = judge_stacks(collector, criteria, window_s, end_ns);
+        totals = stack_totals(collector);
+        timeline = collector
+            .timeline
+            .points()
+            .iter()
+            .map(|&(t, v)| TimelinePoint { t, outstanding_bytes: v as u64 })
+            .collect();
+    }
+    let mut holders = Vec::new();
+    if let Some(h) = session.holders.as_ref() {
+        holders = judge_holders(h);
+        let t = &h.totals;
+        totals.lost.insert("holders_torn_dropped".into(), t.dropped);
+        totals.lost.insert("holders_scans_cut_by_budget".into(), t.cut_by_budget);
+    }
+    let target = &session.target;
+    Report {
+        schema: SCHEMA,
+        target: TargetInfo {
+            pid: target.pid,
+            exe: target.exe.clone(),
+            python: target.version.to_string(),
+            libc: target.libc.path.clone(),
+            cmdline: target.cmdline.clone(),
+        },
+        duration_s: window_s,
+        final_view: reason.as_str().to_string(),
+        totals,
+        suspects,
+        holders,
+        holders_scan: session.holders.as_ref().map(|h| scan_summary(h)),
+        timeline,
+        sample_bytes: 0,
+    }
+}
 
+fn judge_stacks(collector: &mut Collector, criteria: &Criteria, window_s: f64, end_ns: u64) -> Vec<Suspect> {
+    let ages = collector.oldest_ages(end_ns);
     let mut judged: Vec<Suspect> = Vec::new();
     for (i, record) in collector.records.iter().enumerate() {
         let s = record.stats;
@@ -53,8 +96,7 @@ pub fn build(session: &mut Session, reason: EndReason, criteria: &Criteria, end_
     let mut cleared = 0usize;
     for i in order {
         let s = &judged[i];
-        let listed = matches!(s.verdict, crate::report::Verdict::Leak | crate::report::Verdict::Growing);
-        if !listed {
+        if !matches!(s.verdict, Verdict::Leak | Verdict::Growing) {
             if cleared >= MAX_CLEARED_STACKS || s.outstanding_bytes == 0 && s.allocs < 2 {
                 continue;
             }
@@ -64,37 +106,69 @@ pub fn build(session: &mut Session, reason: EndReason, criteria: &Criteria, end_
         s.rank = suspects.len() as u32 + 1;
         suspects.push(s);
     }
+    suspects
+}
 
+fn stack_totals(collector: &Collector) -> Totals {
+    let counters = collector.counters();
     let lost: BTreeMap<String, u64> = LOST_COUNTERS.iter().map(|(i, name)| (name.to_string(), counters.get(*i))).collect();
     let outstanding_bytes: i64 = collector.records.iter().map(|r| r.stats.outstanding_bytes.max(0)).sum();
     let outstanding_count: i64 = collector.records.iter().map(|r| r.stats.outstanding_count.max(0)).sum();
-    let target = &session.target;
-    Report {
-        schema: SCHEMA,
-        target: TargetInfo {
-            pid: target.pid,
-            exe: target.exe.clone(),
-            python: target.version.to_string(),
-            libc: target.libc.path.clone(),
-            cmdline: target.cmdline.clone(),
-        },
-        duration_s: window_s,
-        final_view: reason.as_str().to_string(),
-        totals: Totals {
-            allocs: counters.get(counter::ALLOCS_RECORDED),
-            frees: counters.get(counter::FREES_MATCHED),
-            outstanding_bytes: outstanding_bytes as u64,
-            outstanding_count: outstanding_count as u64,
-            lost,
-        },
-        suspects,
-        holders: Vec::new(),
-        timeline: collector
-            .timeline
-            .points()
-            .iter()
-            .map(|&(t, v)| TimelinePoint { t, outstanding_bytes: v as u64 })
-            .collect(),
-        sample_bytes: 0,
+    Totals {
+        allocs: counters.get(counter::ALLOCS_RECORDED),
+        frees: counters.get(counter::FREES_MATCHED),
+        outstanding_bytes: outstanding_bytes as u64,
+        outstanding_count: outstanding_count as u64,
+        lost,
+    }
+}
+
+fn judge_holders(holders: &Holders) -> Vec<Holder> {
+    let criteria = Criteria::for_items();
+    let judged: Vec<Holder> = holders
+        .tracks
+        .values()
+        .map(|track| {
+            let j = leaks::judge(&track.series, None, &criteria, Unit::Items);
+            Holder {
+                path: track.last.path.clone(),
+                type_name: track.last.type_name.clone(),
+                len: track.last.len,
+                growth_per_s: j.growth_per_s,
+                item_types: track.last.item_types.clone(),
+                retained_bytes_est: track.last.retained_bytes_est,
+                verdict: j.verdict,
+                score: j.score,
+                reason: j.reason,
+            }
+        })
+        .collect();
+    let order = leaks::rank(&judged.iter().map(|h| (h.verdict, h.score, h.len as f64)).collect::<Vec<_>>());
+    let mut slots: Vec<Option<Holder>> = judged.into_iter().map(Some).collect();
+    let mut ordered = Vec::new();
+    let mut stable = 0;
+    for i in order {
+        let Some(h) = slots[i].take() else { continue };
+        if h.verdict == Verdict::Stable {
+            if stable >= MAX_STABLE_HOLDERS {
+                continue;
+            }
+            stable += 1;
+        }
+        ordered.push(h);
+    }
+    ordered
+}
+
+fn scan_summary(h: &Holders) -> crate::report::ScanSummary {
+    let t = &h.totals;
+    let n = t.scans.max(1) as f64;
+    crate::report::ScanSummary {
+        scans: t.scans,
+        objects_per_scan: (t.objects_visited as f64 / n).round() as u64,
+        bytes_read_per_scan: (t.bytes_read as f64 / n).round() as u64,
+        mean_scan_s: t.duration_s / n,
+        max_scan_s: t.max_duration_s,
+        torn_reads_retried: t.torn_retried,
     }
 }

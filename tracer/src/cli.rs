@@ -74,6 +74,16 @@ pub struct RecordArgs {
     /// are tracked by stack too (slower; see README).
     #[arg(long, requires = "command")]
     pub python_malloc: bool,
+    /// Only read the target's containers (the holders view): no probes at all, the cheapest
+    /// first look at a production process.
+    #[arg(long, conflicts_with = "no_holders")]
+    pub holders_only: bool,
+    /// Do not read the target's containers.
+    #[arg(long)]
+    pub no_holders: bool,
+    /// Most objects one container scan may visit.
+    #[arg(long, default_value_t = 200_000, value_parser = clap::value_parser!(u64).range(100..=50_000_000))]
+    pub holders_budget: u64,
     /// No progress line on stderr.
     #[arg(short, long)]
     pub quiet: bool,

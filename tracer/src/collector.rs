@@ -3,7 +3,6 @@
 //! time series, and reads the final state for the report.
 
 use std::collections::HashMap;
-use std::time::Instant;
 
 use anyhow::Result;
 use aya::maps::{HashMap as BpfHashMap, MapData, PerCpuArray, RingBuf};
@@ -58,7 +57,6 @@ pub struct Collector {
     by_id: HashMap<u64, usize>,
     by_key: HashMap<StackKey, usize>,
     pub records: Vec<StackRecord>,
-    pub started: Instant,
     pub timeline: Series,
     pub finalizing: bool,
     pub stacks_resolved: u64,
@@ -84,7 +82,6 @@ impl Collector {
             by_id: HashMap::new(),
             by_key: HashMap::new(),
             records: Vec::new(),
-            started: Instant::now(),
             timeline: Series::new(),
             finalizing: false,
             stacks_resolved: 0,
@@ -185,9 +182,8 @@ impl Collector {
     }
 
     /// Reads every stack's current totals and appends one point to each series.
-    pub fn sample(&mut self) {
+    pub fn sample(&mut self, t: f64) {
         self.drain_events();
-        let t = self.started.elapsed().as_secs_f64();
         let mut totals: Vec<StackStats> = vec![StackStats::default(); self.records.len()];
         let entries: Vec<(u64, StackStats)> = self.stats.iter().filter_map(|r| r.ok()).collect();
         for (id, s) in entries {

@@ -484,7 +484,12 @@ pub fn judge(series: &Series, evidence: Option<&Evidence>, criteria: &Criteria, 
         && !end3.is_empty()
         && thirds[2] - thirds[1] < c.plateau_share * rise
         && tail_slope < 0.5 * rise / dur;
-    if plateau || fell_back {
+    // 6b. Or growth visibly stopped: a flat tail since the kept level reached its end level.
+    // When did the kept level reach the plateau?
+    let reach_tol = tol.max(0.1 * rise);
+    let ri = (k..n).find(|&i| kept[i] >= lvl_end - reach_tol).unwrap_or(n - 1);
+    let stopped = !plateau && !fell_back && growth_stopped(&ts, &vs, &kept, k, ri, rise, reach_tol, onset_tol, &c);
+    if plateau || fell_back || stopped {
         if fell_back {
             return Judgement {
                 verdict: Verdict::Bounded,
@@ -499,9 +504,6 @@ pub fn judge(series: &Series, evidence: Option<&Evidence>, criteria: &Criteria, 
             };
         }
         {
-            // When did the kept level reach the plateau?
-            let reach_tol = tol.max(0.1 * rise);
-            let ri = (k..n).find(|&i| kept[i] >= lvl_end - reach_tol).unwrap_or(n - 1);
             let fill_s = ts[ri] - ts[k];
             let flat_s = ts[n - 1] - ts[ri];
             // Only when the series starts with the recording (times count from its start).
@@ -598,6 +600,52 @@ pub fn judge(series: &Series, evidence: Option<&Evidence>, criteria: &Criteria, 
         reason.push_str(&not_yet.join(", "));
         Judgement { verdict: Verdict::Growing, score: 0.3 + 0.25 * strength, growth_per_s: rate, reason }
     }
+}
+
+/// Share of the growing part a flat tail must last for growth to count as stopped (step 6b).
+const PLATEAU_TAIL_SHARE: f64 = 0.25;
+
+/// Step 6b: growth stopped at `ri` (where the kept level reached the end level within
+/// `reach_tol`) and the series stayed flat since. The flat tail must be clean (`reach_tol` at
+/// most a quarter of the rise), last at least three intervals and a quarter of the growing part
+/// [PLATEAU_TAIL_SHARE], be at least twice as long as the longest pause between rises of the
+/// kept level before it (so a leak that grows in steps is not cut at its last step), and grow
+/// over its length (Theil-Sen) by less than the minimum total growth (or the noise tolerance,
+/// if larger) and at under a tenth of the average rate.
+#[allow(clippy::too_many_arguments)]
+fn growth_stopped(
+    ts: &[f64],
+    vs: &[f64],
+    kept: &[f64],
+    k: usize,
+    ri: usize,
+    rise: f64,
+    reach_tol: f64,
+    onset_tol: f64,
+    c: &Criteria,
+) -> bool {
+    let n = ts.len();
+    if ri <= k || ri + 4 > n || rise <= 0.0 || reach_tol > 0.25 * rise {
+        return false;
+    }
+    let dur = ts[n - 1] - ts[k];
+    let flat_s = ts[n - 1] - ts[ri];
+    if dur <= 0.0 || flat_s < PLATEAU_TAIL_SHARE * dur {
+        return false;
+    }
+    let mut last_rise = ts[k];
+    let mut longest_pause = 0.0f64;
+    for i in k + 1..=ri {
+        if kept[i] > kept[i - 1] + onset_tol {
+            longest_pause = longest_pause.max(ts[i] - last_rise);
+            last_rise = ts[i];
+        }
+    }
+    if flat_s < 2.0 * longest_pause {
+        return false;
+    }
+    let slope = theil_sen(&ts[ri..], &vs[ri..]).max(0.0);
+    slope * flat_s < c.min_total_growth.max(onset_tol) && slope < 0.1 * rise / dur
 }
 
 fn stable(score: f64, growth: f64, reason: String) -> Judgement {

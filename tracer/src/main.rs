@@ -5,6 +5,7 @@ mod build_report;
 mod cli;
 mod collector;
 mod elf;
+mod holders;
 mod error;
 mod export;
 mod launch;
@@ -86,6 +87,14 @@ fn run_record(args: RecordArgs) -> Result<ExitCode> {
         criteria,
         python_malloc: args.python_malloc,
         progress: !args.quiet,
+        holders: if args.holders_only {
+            record::HoldersMode::Only
+        } else if args.no_holders {
+            record::HoldersMode::Off
+        } else {
+            record::HoldersMode::On
+        },
+        holder_budget: python::heap::ScanBudget { max_objects: args.holders_budget as usize, ..Default::default() },
     };
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     let report = runtime.block_on(async {

@@ -10,6 +10,8 @@ use tokio::io::Interest;
 use tokio::signal::unix::{signal, SignalKind};
 
 use crate::collector::{monotonic_ns, Collector};
+use crate::holders::Holders;
+use crate::python::heap::ScanBudget;
 use crate::error::user_error;
 use crate::launch::{self, Launched};
 use crate::leaks::Criteria;
@@ -31,6 +33,18 @@ pub struct RecordConfig {
     pub criteria: Criteria,
     pub python_malloc: bool,
     pub progress: bool,
+    pub holders: HoldersMode,
+    pub holder_budget: ScanBudget,
+}
+
+/// Whether the containers of the target are scanned (the holders view), and whether the
+/// allocation probes are attached at all.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HoldersMode {
+    Off,
+    On,
+    /// No probes: only the containers are read. The cheapest first look.
+    Only,
 }
 
 /// Why the recording ended; becomes `final_view` in the report.
@@ -105,9 +119,12 @@ pub fn layout_for(target: &Target) -> Result<Layout> {
 
 pub struct Session {
     pub target: Target,
-    pub probes: Probes,
-    pub collector: Collector,
+    /// Absent in `--holders-only` mode.
+    pub probes: Option<Probes>,
+    pub collector: Option<Collector>,
+    pub holders: Option<Holders>,
     pub launched: Option<Launched>,
+    pub started: Instant,
 }
 
 /// Attaches to a running process or launches the command, and starts collecting.
@@ -122,7 +139,7 @@ pub fn start(config: &RecordConfig) -> Result<Session> {
     };
     let result = attach(pid, config);
     match (result, launched) {
-        (Ok((target, probes, collector)), launched) => {
+        (Ok((target, probes, collector, holders)), launched) => {
             if let Some(l) = &launched {
                 l.release()?;
             }
@@ -136,7 +153,7 @@ pub fn start(config: &RecordConfig) -> Result<Session> {
                     None => "Ctrl-C to stop".to_string(),
                 }
             );
-            Ok(Session { target, probes, collector, launched })
+            Ok(Session { target, probes, collector, holders, launched, started: Instant::now() })
         }
         (Err(e), Some(l)) => {
             // The command still runs, untraced, as if started without the tracer.
@@ -147,8 +164,23 @@ pub fn start(config: &RecordConfig) -> Result<Session> {
     }
 }
 
-fn attach(pid: u32, config: &RecordConfig) -> Result<(Target, Probes, Collector)> {
+type Attached = (Target, Option<Probes>, Option<Collector>, Option<Holders>);
+
+fn attach(pid: u32, config: &RecordConfig) -> Result<Attached> {
     let target = target::inspect(pid)?;
+    let holders = match config.holders {
+        HoldersMode::Off => None,
+        _ => {
+            let h = Holders::new(&target, config.holder_budget);
+            if h.is_none() {
+                log::warn!("the containers of CPython {} cannot be read: no holders view", target.version);
+            }
+            h
+        }
+    };
+    if config.holders == HoldersMode::Only {
+        return Ok((target, None, None, holders));
+    }
     let layout = layout_for(&target)?;
     let runtime = target.python.runtime_addr("_PyRuntime").context("_PyRuntime")?;
     let fsbase = btf::fsbase_offset().context("reading the kernel's BTF for task_struct.thread.fsbase")?;
@@ -164,7 +196,7 @@ fn attach(pid: u32, config: &RecordConfig) -> Result<(Target, Probes, Collector)
         target.version,
         probes.attach_time.as_secs_f64() * 1e3
     );
-    Ok((target, probes, collector))
+    Ok((target, Some(probes), Some(collector), holders))
 }
 
 fn alive(session: &mut Session) -> bool {
@@ -192,17 +224,25 @@ pub async fn run(session: &mut Session, config: &RecordConfig) -> Result<EndReas
     let mut housekeeping = tokio::time::interval(HOUSEKEEPING);
     let progress = config.progress && std::io::stderr().is_terminal();
     let started = Instant::now();
-    let events = AsyncFd::with_interest(BorrowedFd(session.collector.events_fd()), Interest::READABLE)?;
+    // Without probes nothing is announced: wait on a pipe nobody writes to.
+    let quiet = nix::unistd::pipe()?;
+    let events_fd = session.collector.as_ref().map(|c| c.events_fd()).unwrap_or_else(|| {
+        use std::os::fd::AsRawFd;
+        quiet.0.as_raw_fd()
+    });
+    let events = AsyncFd::with_interest(BorrowedFd(events_fd), Interest::READABLE)?;
     let reason = loop {
         tokio::select! {
             ready = events.readable() => {
                 // Resolve new stacks while their code objects are certainly alive.
-                session.collector.drain_events();
+                if let Some(c) = session.collector.as_mut() {
+                    c.drain_events();
+                    if c.finalizing {
+                        break EndReason::Finalization;
+                    }
+                }
                 if let Ok(mut guard) = ready {
                     guard.clear_ready();
-                }
-                if session.collector.finalizing {
-                    break EndReason::Finalization;
                 }
             }
             _ = sigint.recv() => break EndReason::Interrupted,
@@ -210,15 +250,17 @@ pub async fn run(session: &mut Session, config: &RecordConfig) -> Result<EndReas
             _ = sighup.recv() => break EndReason::Interrupted,
             _ = sleep_until(deadline) => break EndReason::Duration,
             _ = sample_tick.tick() => {
-                session.collector.sample();
+                sample(session);
                 if progress {
                     print_progress(session, started.elapsed());
                 }
             }
             _ = housekeeping.tick() => {
-                session.collector.drain_events();
-                if session.collector.finalizing {
-                    break EndReason::Finalization;
+                if let Some(c) = session.collector.as_mut() {
+                    c.drain_events();
+                    if c.finalizing {
+                        break EndReason::Finalization;
+                    }
                 }
                 if !alive(session) {
                     break EndReason::TargetExited;
@@ -229,8 +271,19 @@ pub async fn run(session: &mut Session, config: &RecordConfig) -> Result<EndReas
     if progress {
         eprintln!();
     }
-    session.collector.sample();
+    sample(session);
     Ok(reason)
+}
+
+/// One point of every time series: stacks' outstanding memory, containers' lengths.
+fn sample(session: &mut Session) {
+    let t = session.started.elapsed().as_secs_f64();
+    if let Some(c) = session.collector.as_mut() {
+        c.sample(t);
+    }
+    if let Some(h) = session.holders.as_mut() {
+        h.scan(t);
+    }
 }
 
 async fn sleep_until(deadline: Option<tokio::time::Instant>) {
@@ -241,10 +294,13 @@ async fn sleep_until(deadline: Option<tokio::time::Instant>) {
 }
 
 fn print_progress(session: &Session, elapsed: Duration) {
-    let c = session.collector.counters();
-    let outstanding: i64 = session.collector.records.iter().map(|r| r.stats.outstanding_bytes.max(0)).sum();
-    let top = session
-        .collector
+    let Some(collector) = session.collector.as_ref() else {
+        eprint!("\r\x1b[2K[{:>6.1}s] scanning containers", elapsed.as_secs_f64());
+        return;
+    };
+    let c = collector.counters();
+    let outstanding: i64 = collector.records.iter().map(|r| r.stats.outstanding_bytes.max(0)).sum();
+    let top = collector
         .records
         .iter()
         .max_by_key(|r| r.stats.outstanding_bytes)
@@ -266,6 +322,6 @@ fn print_progress(session: &Session, elapsed: Duration) {
 pub fn finish(mut session: Session, reason: EndReason, config: &RecordConfig) -> Report {
     let end_ns = monotonic_ns();
     let report = build_report::build(&mut session, reason, &config.criteria, end_ns);
-    drop(session.probes);
+    drop(session.probes.take());
     report
 }

@@ -22,6 +22,9 @@ pub struct Report {
     pub suspects: Vec<Suspect>,
     #[serde(default)]
     pub holders: Vec<Holder>,
+    /// What reading the containers cost the target, per scan (absent without the holders view).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub holders_scan: Option<ScanSummary>,
     pub timeline: Vec<TimelinePoint>,
     /// Allocation-sampling period in bytes (0 = every allocation recorded). When non-zero, byte
     /// and count figures are estimates scaled back from the samples.
@@ -140,6 +143,16 @@ pub struct Holder {
     pub score: f64,
     #[serde(default)]
     pub reason: String,
+}
+
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq)]
+pub struct ScanSummary {
+    pub scans: u64,
+    pub objects_per_scan: u64,
+    pub bytes_read_per_scan: u64,
+    pub mean_scan_s: f64,
+    pub max_scan_s: f64,
+    pub torn_reads_retried: u64,
 }
 
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq)]

@@ -193,6 +193,7 @@ fn report() -> Report {
             },
         ],
         sample_bytes: 0,
+        holders_scan: None,
     }
 }
 
@@ -224,6 +225,7 @@ fn empty_report() -> Report {
         holders: vec![],
         timeline: vec![],
         sample_bytes: 0,
+        holders_scan: None,
     }
 }
 

@@ -1,0 +1,69 @@
+//! The holders view over time: scans the target's containers at every interval and keeps each
+//! one's length as a bounded series, keyed by the path a person would type.
+
+use std::collections::HashMap;
+
+use crate::leaks::Series;
+use crate::python::heap::{ContainerSample, HeapLayout, HeapScanner, ScanBudget, ScanStats, TypeAddrs};
+use crate::remote::ProcessMemory;
+use crate::target::Target;
+
+pub struct HolderTrack {
+    pub last: ContainerSample,
+    pub series: Series,
+}
+
+/// Totals over all scans, for the report.
+#[derive(Debug, Clone, Default)]
+pub struct ScanTotals {
+    pub scans: u64,
+    pub objects_visited: u64,
+    pub bytes_read: u64,
+    pub duration_s: f64,
+    pub max_duration_s: f64,
+    pub torn_retried: u64,
+    pub dropped: u64,
+    pub cut_by_budget: u64,
+}
+
+impl ScanTotals {
+    fn add(&mut self, s: &ScanStats) {
+        self.scans += 1;
+        self.objects_visited += s.objects_visited;
+        self.bytes_read += s.bytes_read;
+        self.duration_s += s.duration_s;
+        self.max_duration_s = self.max_duration_s.max(s.duration_s);
+        self.torn_retried += s.torn_retried;
+        self.dropped += s.dropped;
+        self.cut_by_budget += s.cut_by_budget as u64;
+    }
+}
+
+pub struct Holders {
+    scanner: HeapScanner,
+    budget: ScanBudget,
+    pub tracks: HashMap<(String, String), HolderTrack>,
+    pub totals: ScanTotals,
+}
+
+impl Holders {
+    /// `None` when this interpreter's containers cannot be read (its types are not exported).
+    pub fn new(target: &Target, budget: ScanBudget) -> Option<Self> {
+        let layout = HeapLayout::for_version(target.version.major, target.version.minor)?;
+        let types = TypeAddrs::from_lookup(|name| target.python.runtime_addr(name))?;
+        let runtime = target.python.runtime_addr("_PyRuntime")?;
+        let scanner = HeapScanner::new(ProcessMemory::new(target.pid), layout, types, runtime);
+        Some(Self { scanner, budget, tracks: HashMap::new(), totals: ScanTotals::default() })
+    }
+
+    pub fn scan(&mut self, t_s: f64) {
+        let (samples, stats) = self.scanner.scan(&self.budget);
+        self.totals.add(&stats);
+        for sample in samples {
+            let key = (sample.path.clone(), sample.type_name.clone());
+            let track = self.tracks.entry(key).or_insert_with(|| HolderTrack { last: sample.clone(), series: Series::new() });
+            track.series.push(t_s, sample.len as f64);
+            track.last = sample;
+        }
+    }
+}
