@@ -233,11 +233,18 @@ fn check_sites(report: &Value, python: &Python) -> Vec<String> {
             failures.push(format!("{} / {}: {p}", python.label, site.label));
         }
     }
+    // Every loss on the allocation path must be zero. The holders view's own counters (reads of
+    // containers that changed while being read) say nothing about allocation stacks: shown only.
     for (name, value) in report["totals"]["lost"].as_object().cloned().unwrap_or_default() {
-        if value.as_u64() != Some(0) {
+        if name.starts_with("holders_") {
+            if value.as_u64() != Some(0) {
+                println!("note: {}: {name} = {value} (holders view, not asserted here)", python.label);
+            }
+        } else if value.as_u64() != Some(0) {
             failures.push(format!("{}: lost {name} = {value}", python.label));
         }
     }
+    assert!(report["totals"]["lost"].as_object().is_some_and(|m| m.keys().any(|k| !k.starts_with("holders_"))), "{}: no loss counters in the report", python.label);
     failures
 }
 
