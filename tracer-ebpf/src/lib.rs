@@ -203,9 +203,12 @@ unsafe impl aya::Pod for AllocKey {}
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default)]
 pub struct AllocInfo {
+    /// Bytes this record stands for (the size, or the sampling period when sampled).
     pub size: u64,
     pub stack_id: u64,
     pub ts_ns: u64,
+    /// Allocations this record stands for (1, or period/size when sampled).
+    pub count: u64,
 }
 
 #[cfg(feature = "user")]

@@ -3,7 +3,8 @@ use core::intrinsics::{atomic_xadd, AtomicOrdering};
 use aya_ebpf::{
     bindings::{BPF_ANY, BPF_NOEXIST},
     helpers::{
-        bpf_get_current_pid_tgid, bpf_get_current_task, bpf_ktime_get_ns, bpf_probe_read_kernel,
+        bpf_get_current_pid_tgid, bpf_get_current_task, bpf_get_prandom_u32, bpf_ktime_get_ns,
+        bpf_probe_read_kernel,
         bpf_probe_read_user, bpf_probe_read_user_buf,
     },
     macros::{map, uprobe, uretprobe},
@@ -103,6 +104,29 @@ fn mix(h: u64, x: u64) -> u64 {
 
 // ---- entry and return shims -------------------------------------------------------------
 
+/// Sampling by bytes: an allocation of `size` is recorded with probability min(1, size / N)
+/// and then stands for N bytes (see `weights`), so the expected totals are the true ones.
+#[inline(always)]
+fn sampled(size: u64) -> bool {
+    let period = global(&SAMPLE_BYTES);
+    if period == 0 || size >= period {
+        return true;
+    }
+    let r = (unsafe { bpf_get_prandom_u32() } as u64 * period) >> 32;
+    r < size
+}
+
+/// (bytes, count) one recorded allocation of `size` stands for.
+#[inline(always)]
+fn weights(size: u64) -> (u64, u64) {
+    let period = global(&SAMPLE_BYTES);
+    if period == 0 || size >= period {
+        (size, 1)
+    } else {
+        (period, period / size.max(1))
+    }
+}
+
 #[inline(always)]
 fn enter(kind: AllocKind, size: u64, arg: u64) {
     count(counter::ALLOC_CALLS);
@@ -117,6 +141,14 @@ fn enter(kind: AllocKind, size: u64, arg: u64) {
         }
         count(counter::LOST_MISSED_RETURN);
     }
+    if !sampled(size) {
+        count(counter::UNSAMPLED);
+        if matches!(kind, AllocKind::Realloc | AllocKind::Reallocarray) && arg != 0 {
+            // The old block is (almost always) released by this call; it may have been sampled.
+            release((id >> 32) as u32, arg);
+        }
+        return;
+    }
     let pending = Pending { kind: kind as u32, _pad: 0, ts_ns: now, size, arg };
     let _ = PENDING.insert(&id, &pending, BPF_ANY as u64);
 }
@@ -129,7 +161,8 @@ fn take_pending(kind: AllocKind) -> Option<Pending> {
     let pending = match unsafe { PENDING.get(&id) } {
         Some(p) => *p,
         None => {
-            if kind != AllocKind::Mmap {
+            // Unsampled calls and file mappings leave no entry record on purpose.
+            if kind != AllocKind::Mmap && global(&SAMPLE_BYTES) == 0 {
                 count(counter::LOST_MISSED_RETURN);
             }
             return None;
@@ -190,7 +223,8 @@ fn exit_alloc(ctx: &RetProbeContext, kind: AllocKind) {
 #[inline(always)]
 fn record(tgid: u32, cfg: &TargetConfig, kind: AllocKind, addr: u64, size: u64, native_ip: u64) {
     let stack_id = stack_id(tgid, cfg, kind, native_ip);
-    let info = AllocInfo { size, stack_id, ts_ns: unsafe { bpf_ktime_get_ns() } };
+    let (bytes, blocks) = weights(size);
+    let info = AllocInfo { size: bytes, stack_id, ts_ns: unsafe { bpf_ktime_get_ns() }, count: blocks };
     let key = AllocKey { tgid, _pad: 0, addr };
     match ALLOCS.insert(&key, &info, BPF_NOEXIST as u64) {
         Ok(()) => {}
@@ -198,7 +232,7 @@ fn record(tgid: u32, cfg: &TargetConfig, kind: AllocKind, addr: u64, size: u64, 
             // The block's free was not seen (e.g. freed through a path we do not probe).
             if let Some(old) = unsafe { ALLOCS.get(&key) } {
                 let old = *old;
-                stats_release(old.stack_id, old.size);
+                stats_release(old.stack_id, old.size, old.count);
             }
             count(counter::LOST_FREE_MISSED);
             if ALLOCS.insert(&key, &info, BPF_ANY as u64).is_err() {
@@ -211,7 +245,7 @@ fn record(tgid: u32, cfg: &TargetConfig, kind: AllocKind, addr: u64, size: u64, 
             return;
         }
     }
-    stats_add(stack_id, size);
+    stats_add(stack_id, bytes, blocks);
     count(counter::ALLOCS_RECORDED);
 }
 
@@ -223,41 +257,41 @@ fn release(tgid: u32, addr: u64) {
         return;
     };
     if ALLOCS.remove(&key).is_ok() {
-        stats_release(info.stack_id, info.size);
+        stats_release(info.stack_id, info.size, info.count);
         count(counter::FREES_MATCHED);
     }
 }
 
 #[inline(always)]
-fn stats_add(stack_id: u64, size: u64) {
+fn stats_add(stack_id: u64, size: u64, blocks: u64) {
     if let Some(s) = STACK_STATS.get_ptr_mut(&stack_id) {
-        add_stats(s, size);
+        add_stats(s, size, blocks);
         return;
     }
     let fresh = StackStats {
-        allocs: 1,
+        allocs: blocks,
         alloc_bytes: size,
         frees: 0,
         outstanding_bytes: size as i64,
-        outstanding_count: 1,
+        outstanding_count: blocks as i64,
     };
     if STACK_STATS.insert(&stack_id, &fresh, BPF_NOEXIST as u64).is_ok() {
         return;
     }
     // Another CPU inserted it first, or the map is full.
     match STACK_STATS.get_ptr_mut(&stack_id) {
-        Some(s) => add_stats(s, size),
+        Some(s) => add_stats(s, size, blocks),
         None => count(counter::LOST_STATS_MAP_FULL),
     }
 }
 
 #[inline(always)]
-fn add_stats(s: *mut StackStats, size: u64) {
+fn add_stats(s: *mut StackStats, size: u64, blocks: u64) {
     unsafe {
-        add(&raw mut (*s).allocs, 1);
+        add(&raw mut (*s).allocs, blocks);
         add(&raw mut (*s).alloc_bytes, size);
         add_signed(&raw mut (*s).outstanding_bytes, size as i64);
-        add_signed(&raw mut (*s).outstanding_count, 1);
+        add_signed(&raw mut (*s).outstanding_count, blocks as i64);
     }
 }
 
@@ -273,12 +307,12 @@ unsafe fn add_signed(dst: *mut i64, v: i64) {
 }
 
 #[inline(always)]
-fn stats_release(stack_id: u64, size: u64) {
+fn stats_release(stack_id: u64, size: u64, blocks: u64) {
     if let Some(s) = STACK_STATS.get_ptr_mut(&stack_id) {
         unsafe {
-            add(&raw mut (*s).frees, 1);
+            add(&raw mut (*s).frees, blocks);
             add_signed(&raw mut (*s).outstanding_bytes, (size as i64).wrapping_neg());
-            add_signed(&raw mut (*s).outstanding_count, -1);
+            add_signed(&raw mut (*s).outstanding_count, (blocks as i64).wrapping_neg());
         }
     }
 }

@@ -23,6 +23,9 @@ pub enum Command {
     Record(RecordArgs),
     /// Re-render a saved JSON report into another format.
     Report(ReportArgs),
+    /// Trace a running process continuously and serve its live report over HTTP
+    /// (/debug/pprof/heap, /flamegraph.svg, /report.json, /metrics).
+    Serve(ServeArgs),
 }
 
 #[derive(Args, Debug, Clone)]
@@ -64,6 +67,11 @@ pub struct RecordArgs {
     /// A leak must grow by at least this many bytes per second.
     #[arg(long, value_name = "BYTES_PER_S")]
     pub min_growth: Option<f64>,
+    /// Sample allocations by bytes: each allocation of S bytes is recorded with probability
+    /// S/N (always when S >= N) and counted as N bytes, so totals are unbiased estimates. 0
+    /// records every allocation.
+    #[arg(long, value_name = "N", default_value_t = 0, value_parser = clap::value_parser!(u64).range(0..=(1 << 40)))]
+    pub sample_bytes: u64,
     /// Capacity of the outstanding-allocation table.
     #[arg(long, default_value_t = 1 << 20, value_parser = clap::value_parser!(u32).range(16..=(1 << 26)))]
     pub max_allocs: u32,
@@ -98,6 +106,50 @@ pub struct ReportArgs {
     pub input: PathBuf,
     #[command(flatten)]
     pub output: OutputArgs,
+}
+
+#[derive(Args, Debug)]
+pub struct ServeArgs {
+    /// PID of the CPython process to trace.
+    #[arg(short, long, allow_negative_numbers = true)]
+    pub pid: i64,
+    /// Address to serve on. Loopback by default: another address only when given here.
+    #[arg(long, value_name = "ADDR", default_value = crate::serve::DEFAULT_LISTEN)]
+    pub listen: std::net::SocketAddr,
+    /// Sampling interval: the live report is rebuilt (and pushed) this often.
+    #[arg(short, long, default_value = "10s", value_parser = parse_duration)]
+    pub interval: Duration,
+    /// Also POST the pprof profile to this Pyroscope-compatible server at every interval
+    /// (http://HOST:PORT; `/ingest` is appended).
+    #[arg(long, value_name = "URL")]
+    pub push: Option<String>,
+    /// Suspects shown in detail in /report.txt, and stacks drawn when nothing leaks.
+    #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..=100_000))]
+    pub top: u64,
+    /// /flamegraph.svg: every live stack, not only the leaking and growing ones.
+    #[arg(long)]
+    pub all_stacks: bool,
+    /// A leak must have at least this many outstanding bytes.
+    #[arg(long, value_name = "BYTES")]
+    pub min_leak_bytes: Option<f64>,
+    /// A leak must grow by at least this many bytes per second.
+    #[arg(long, value_name = "BYTES_PER_S")]
+    pub min_growth: Option<f64>,
+    /// Sample allocations by bytes (see `record --sample-bytes`); 0 records every allocation.
+    #[arg(long, value_name = "N", default_value_t = 0, value_parser = clap::value_parser!(u64).range(0..=(1 << 40)))]
+    pub sample_bytes: u64,
+    /// Capacity of the outstanding-allocation table.
+    #[arg(long, default_value_t = 1 << 20, value_parser = clap::value_parser!(u32).range(16..=(1 << 26)))]
+    pub max_allocs: u32,
+    /// Capacity of the distinct-stack table.
+    #[arg(long, default_value_t = 16384, value_parser = clap::value_parser!(u32).range(16..=(1 << 22)))]
+    pub max_stacks: u32,
+    /// Do not read the target's containers.
+    #[arg(long)]
+    pub no_holders: bool,
+    /// Most objects one container scan may visit.
+    #[arg(long, default_value_t = 200_000, value_parser = clap::value_parser!(u64).range(100..=50_000_000))]
+    pub holders_budget: u64,
 }
 
 fn parse_format(s: &str) -> Result<Format, String> {

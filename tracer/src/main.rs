@@ -17,6 +17,7 @@ mod python;
 mod record;
 mod remote;
 mod report;
+mod serve;
 mod symbolize;
 mod target;
 
@@ -44,6 +45,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Record(args) => run_record(args),
         Command::Report(args) => run_report(args),
+        Command::Serve(args) => serve::main(args),
     };
     match result {
         Ok(code) => code,
@@ -86,6 +88,7 @@ fn run_record(args: RecordArgs) -> Result<ExitCode> {
         sizes: probes::MapSizes { max_allocs: args.max_allocs, max_stacks: args.max_stacks },
         criteria,
         python_malloc: args.python_malloc,
+        sample_bytes: args.sample_bytes,
         progress: !args.quiet,
         holders: if args.holders_only {
             record::HoldersMode::Only
@@ -103,9 +106,17 @@ fn run_record(args: RecordArgs) -> Result<ExitCode> {
         anyhow::Ok(record::finish(session, reason, &config))
     })?;
     output::write_report(&report, &args.output)?;
-    let leaked = report.suspects.iter().any(|s| s.verdict == report::Verdict::Leak);
-    if args.fail_on_leak && leaked {
-        eprintln!("tracer: leaks found ({} suspects with verdict leak)", report.suspects.iter().filter(|s| s.verdict == report::Verdict::Leak).count());
+    let leaking_stacks = report.suspects.iter().filter(|s| s.verdict == report::Verdict::Leak).count();
+    let leaking_holders = report.holders.iter().filter(|h| h.verdict == report::Verdict::Leak).count();
+    if args.fail_on_leak && leaking_stacks + leaking_holders > 0 {
+        eprintln!("tracer: leaks found: {leaking_stacks} allocation stacks and {leaking_holders} containers with verdict leak");
+        for s in report.suspects.iter().filter(|s| s.verdict == report::Verdict::Leak) {
+            let site = s.stack.iter().find(|f| matches!(f, report::Frame::Python { .. })).or(s.stack.first());
+            eprintln!("  leak: {} ({})", site.map(|f| f.label()).unwrap_or_default(), s.reason);
+        }
+        for h in report.holders.iter().filter(|h| h.verdict == report::Verdict::Leak) {
+            eprintln!("  leak: {} {} ({})", h.path, h.type_name, h.reason);
+        }
         return Ok(ExitCode::from(EXIT_LEAK_FOUND));
     }
     Ok(ExitCode::SUCCESS)

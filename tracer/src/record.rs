@@ -32,6 +32,7 @@ pub struct RecordConfig {
     pub sizes: MapSizes,
     pub criteria: Criteria,
     pub python_malloc: bool,
+    pub sample_bytes: u64,
     pub progress: bool,
     pub holders: HoldersMode,
     pub holder_budget: ScanBudget,
@@ -184,7 +185,7 @@ fn attach(pid: u32, config: &RecordConfig) -> Result<Attached> {
     let layout = layout_for(&target)?;
     let runtime = target.python.runtime_addr("_PyRuntime").context("_PyRuntime")?;
     let fsbase = btf::fsbase_offset().context("reading the kernel's BTF for task_struct.thread.fsbase")?;
-    let mut probes = Probes::load(fsbase, 0, config.sizes)?;
+    let mut probes = Probes::load(fsbase, config.sample_bytes, config.sizes)?;
     probes.add_target(&target, layout.target_config(runtime))?;
     let code_type = target.python.runtime_addr("PyCode_Type").context("PyCode_Type")?;
     let resolver = CodeResolver::new(ProcessMemory::new(pid), layout, code_type, target.python.start..target.python.end);
@@ -199,7 +200,8 @@ fn attach(pid: u32, config: &RecordConfig) -> Result<Attached> {
     Ok((target, Some(probes), Some(collector), holders))
 }
 
-fn alive(session: &mut Session) -> bool {
+/// Whether the target still runs (not exited, not a zombie). Also used by `serve`.
+pub fn alive(session: &mut Session) -> bool {
     match &mut session.launched {
         Some(l) => matches!(l.child.try_wait(), Ok(None)),
         None => std::path::Path::new(&format!("/proc/{}/stat", session.target.pid)).exists()
@@ -275,8 +277,9 @@ pub async fn run(session: &mut Session, config: &RecordConfig) -> Result<EndReas
     Ok(reason)
 }
 
-/// One point of every time series: stacks' outstanding memory, containers' lengths.
-fn sample(session: &mut Session) {
+/// One point of every time series: stacks' outstanding memory, containers' lengths. Also used
+/// by `serve` at every interval.
+pub fn sample(session: &mut Session) {
     let t = session.started.elapsed().as_secs_f64();
     if let Some(c) = session.collector.as_mut() {
         c.sample(t);
@@ -321,7 +324,8 @@ fn print_progress(session: &Session, elapsed: Duration) {
 /// Ends the session: builds the report from the final state, then detaches.
 pub fn finish(mut session: Session, reason: EndReason, config: &RecordConfig) -> Report {
     let end_ns = monotonic_ns();
-    let report = build_report::build(&mut session, reason, &config.criteria, end_ns);
+    let mut report = build_report::build(&mut session, reason, &config.criteria, end_ns);
+    report.sample_bytes = config.sample_bytes;
     drop(session.probes.take());
     report
 }
