@@ -1,0 +1,588 @@
+//! `tracer serve`, end to end with real eBPF (root): a leaking CPython process, the daemon on a
+//! free loopback port, every endpoint fetched by a real client (`go tool pprof` for the profile,
+//! a plain TcpStream for the rest), the HTTP limits (405, oversized heads), SIGTERM with every
+//! probe released, stopping by itself when the target exits, and `--push` to a Pyroscope-style
+//! `/ingest` listener run by the test.
+
+mod common;
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use common::*;
+use serde_json::Value;
+
+const FIXTURE: &str = "two_leaks.py";
+
+fn require_root() -> bool {
+    if !is_root() {
+        println!("skipped: not root (real eBPF tests need root)");
+    }
+    is_root()
+}
+
+/// The first CPython 3.11 of the machine (pyenv's first), or None with a "skipped" line.
+fn python() -> Option<Python> {
+    pythons_of(11).into_iter().next()
+}
+
+/// `two_leaks.py SECONDS`, started directly (it leaks from its first tick, no trigger).
+struct Target(Child);
+
+impl Target {
+    fn start(python: &Python, seconds: u32) -> Target {
+        let mut child = Command::new(&python.path)
+            .arg(fixture(FIXTURE))
+            .arg(seconds.to_string())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("start fixture");
+        let mut line = String::new();
+        BufReader::new(child.stdout.as_mut().unwrap()).read_line(&mut line).unwrap();
+        assert_eq!(line.trim(), "ready", "fixture did not start");
+        Target(child)
+    }
+
+    fn pid(&self) -> u32 {
+        self.0.id()
+    }
+}
+
+impl Drop for Target {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// A running `tracer serve`; its stderr is collected by a thread. Killed if still running at
+/// drop (a failed assertion must not leave a tracer behind).
+struct Daemon {
+    child: Child,
+    stderr: Arc<Mutex<String>>,
+    reader: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Daemon {
+    fn start(args: &[&str]) -> Daemon {
+        let mut child = Command::new(tracer_bin())
+            .arg("serve")
+            .args(args)
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start tracer serve");
+        let stderr = Arc::new(Mutex::new(String::new()));
+        let pipe = child.stderr.take().unwrap();
+        let sink = Arc::clone(&stderr);
+        let reader = std::thread::spawn(move || {
+            for line in BufReader::new(pipe).lines().map_while(Result::ok) {
+                let mut s = sink.lock().unwrap();
+                s.push_str(&line);
+                s.push('\n');
+            }
+        });
+        Daemon { child, stderr, reader: Some(reader) }
+    }
+
+    fn stderr(&self) -> String {
+        self.stderr.lock().unwrap().clone()
+    }
+
+    /// Waits until `/metrics` answers 200; panics with the daemon's stderr otherwise.
+    fn wait_answering(&mut self, port: u16) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                panic!("tracer serve exited ({status}) before answering: {}", self.stderr());
+            }
+            if let Ok((200, _, _)) = try_get(port, "/metrics") {
+                return;
+            }
+            assert!(Instant::now() < deadline, "tracer serve never answered: {}", self.stderr());
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// Waits for the exit (at most `limit`); returns the exit code and the whole stderr.
+    fn wait_exit(&mut self, limit: Duration) -> (i32, String) {
+        let deadline = Instant::now() + limit;
+        let status = loop {
+            if let Some(s) = self.child.try_wait().unwrap() {
+                break s;
+            }
+            assert!(Instant::now() < deadline, "tracer serve did not exit within {limit:?}: {}", self.stderr());
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        if let Some(r) = self.reader.take() {
+            let _ = r.join();
+        }
+        (status.code().unwrap_or(-1), self.stderr())
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// Sends raw bytes as one request; returns (status, head, body).
+fn raw_request(port: u16, request: &[u8]) -> std::io::Result<(u16, String, Vec<u8>)> {
+    let mut stream = TcpStream::connect(("127.0.0.1", port))?;
+    stream.set_read_timeout(Some(Duration::from_secs(20)))?;
+    stream.write_all(request)?;
+    let mut bytes = Vec::new();
+    stream.read_to_end(&mut bytes)?;
+    let split = bytes.windows(4).position(|w| w == b"\r\n\r\n").ok_or_else(|| std::io::Error::other("no response head"))?;
+    let head = String::from_utf8_lossy(&bytes[..split]).into_owned();
+    let status = head.split(' ').nth(1).and_then(|s| s.parse().ok()).ok_or_else(|| std::io::Error::other("no status"))?;
+    Ok((status, head, bytes[split + 4..].to_vec()))
+}
+
+fn try_get(port: u16, path: &str) -> std::io::Result<(u16, String, Vec<u8>)> {
+    raw_request(port, format!("GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nConnection: close\r\n\r\n").as_bytes())
+}
+
+fn get(port: u16, path: &str) -> (String, Vec<u8>) {
+    let (status, head, body) = try_get(port, path).unwrap_or_else(|e| panic!("GET {path}: {e}"));
+    assert_eq!(status, 200, "GET {path}: {head}");
+    (head, body)
+}
+
+/// `go tool pprof -top SOURCE` (a URL or a file), with its downloads kept in a temporary dir.
+fn pprof_top(source: &str) -> String {
+    let dir = tempfile::tempdir().unwrap();
+    let out = Command::new("go")
+        .args(["tool", "pprof", "-top", source])
+        .env("PPROF_TMPDIR", dir.path())
+        .env("HOME", dir.path())
+        .output()
+        .expect("go tool pprof (apt-get install golang-go)");
+    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success(), "go tool pprof -top {source} failed:\n{text}");
+    text
+}
+
+/// One sample of the Prometheus text format: `name{label="value",...} value`.
+#[derive(Debug)]
+struct PromSample {
+    name: String,
+    labels: Vec<(String, String)>,
+    value: f64,
+}
+
+/// Parses the text exposition format strictly enough to catch a malformed line: metric and label
+/// names, quoted and escaped label values, a float value; `# HELP`/`# TYPE` comments.
+fn parse_prometheus(text: &str) -> Vec<PromSample> {
+    let is_name = |s: &str, colon: bool| {
+        !s.is_empty()
+            && s.chars().enumerate().all(|(i, c)| c == '_' || (colon && c == ':') || c.is_ascii_alphabetic() || (i > 0 && c.is_ascii_digit()))
+    };
+    let mut samples = Vec::new();
+    let mut typed = std::collections::HashSet::new();
+    for line in text.lines() {
+        if line.is_empty() {
+            continue;
+        }
+        if let Some(rest) = line.strip_prefix("# ") {
+            let mut parts = rest.splitn(3, ' ');
+            let kind = parts.next().unwrap();
+            let name = parts.next().unwrap_or("");
+            assert!(kind == "HELP" || kind == "TYPE", "unknown comment: {line}");
+            assert!(is_name(name, true), "bad metric name in {line}");
+            if kind == "TYPE" {
+                let t = parts.next().unwrap_or("");
+                assert!(["counter", "gauge", "histogram", "summary", "untyped"].contains(&t), "bad type in {line}");
+                assert!(typed.insert(name.to_string()), "TYPE twice for {name}");
+            }
+            continue;
+        }
+        let name_end = line.find(['{', ' ']).unwrap_or_else(|| panic!("no value: {line}"));
+        let name = &line[..name_end];
+        assert!(is_name(name, true), "bad metric name: {line}");
+        let mut labels = Vec::new();
+        let mut rest = &line[name_end..];
+        if let Some(r) = rest.strip_prefix('{') {
+            rest = r;
+            loop {
+                if let Some(r) = rest.strip_prefix('}') {
+                    rest = r;
+                    break;
+                }
+                let eq = rest.find('=').unwrap_or_else(|| panic!("bad label in {line}"));
+                let key = &rest[..eq];
+                assert!(is_name(key, false), "bad label name {key:?} in {line}");
+                rest = rest[eq + 1..].strip_prefix('"').unwrap_or_else(|| panic!("unquoted label value in {line}"));
+                let mut value = String::new();
+                let mut chars = rest.char_indices();
+                let end = loop {
+                    let (i, c) = chars.next().unwrap_or_else(|| panic!("unterminated label value in {line}"));
+                    match c {
+                        '\\' => match chars.next().map(|(_, c)| c) {
+                            Some('\\') => value.push('\\'),
+                            Some('"') => value.push('"'),
+                            Some('n') => value.push('\n'),
+                            other => panic!("bad escape {other:?} in {line}"),
+                        },
+                        '"' => break i,
+                        c => value.push(c),
+                    }
+                };
+                labels.push((key.to_string(), value));
+                rest = &rest[end + 1..];
+                rest = rest.strip_prefix(',').unwrap_or(rest);
+            }
+        }
+        let value_text = rest.strip_prefix(' ').unwrap_or_else(|| panic!("no space before the value: {line}"));
+        let value_text = value_text.split(' ').next().unwrap();
+        let value = match value_text {
+            "NaN" => f64::NAN,
+            "+Inf" => f64::INFINITY,
+            "-Inf" => f64::NEG_INFINITY,
+            v => v.parse().unwrap_or_else(|_| panic!("bad value {v:?} in {line}")),
+        };
+        samples.push(PromSample { name: name.to_string(), labels, value });
+    }
+    samples
+}
+
+impl PromSample {
+    fn label(&self, key: &str) -> Option<&str> {
+        self.labels.iter().find(|(k, _)| k == key).map(|(_, v)| v.as_str())
+    }
+}
+
+/// The BPF program and link IDs a process holds open (from /proc/PID/fdinfo).
+fn bpf_ids_held_by(pid: u32) -> Vec<(String, u64)> {
+    let mut ids = Vec::new();
+    let Ok(dir) = std::fs::read_dir(format!("/proc/{pid}/fdinfo")) else { return ids };
+    for entry in dir.filter_map(|e| e.ok()) {
+        let Ok(text) = std::fs::read_to_string(entry.path()) else { continue };
+        for line in text.lines() {
+            for key in ["prog_id", "link_id"] {
+                if let Some(v) = line.strip_prefix(key).and_then(|r| r.strip_prefix(':')).and_then(|v| v.trim().parse().ok()) {
+                    ids.push((key.to_string(), v));
+                }
+            }
+        }
+    }
+    ids.sort();
+    ids.dedup();
+    ids
+}
+
+fn bpftool_ids(args: &[&str]) -> Vec<u64> {
+    let Ok(out) = Command::new("bpftool").args(args).output() else { return Vec::new() };
+    serde_json::from_slice::<Value>(&out.stdout).ok().and_then(|v| v.as_array().cloned()).unwrap_or_default().iter().filter_map(|e| e["id"].as_u64()).collect()
+}
+
+/// Other `tracer` processes on the machine (engineers working in parallel).
+fn other_tracers() -> Vec<u32> {
+    let me = std::process::id();
+    std::fs::read_dir("/proc")
+        .map(|d| {
+            d.filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
+                .filter(|&p| p != me && std::fs::read_to_string(format!("/proc/{p}/comm")).is_ok_and(|c| c.trim() == "tracer"))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// None of the programs and links the finished daemon held exists any more; and when no other
+/// tracer runs on the machine, no probe of ours is attached anywhere.
+fn assert_released(held: &[(String, u64)]) {
+    assert!(held.iter().any(|(k, _)| k == "prog_id"), "saw no BPF programs held by tracer serve");
+    let progs = bpftool_ids(&["-j", "prog", "show"]);
+    let links = bpftool_ids(&["-j", "link", "list"]);
+    let left: Vec<_> = held.iter().filter(|(k, id)| if k == "prog_id" { progs.contains(id) } else { links.contains(id) }).collect();
+    assert!(left.is_empty(), "BPF objects of the stopped daemon still exist: {left:?}");
+    let others = other_tracers();
+    if others.is_empty() {
+        assert_no_leftover_probes();
+    } else {
+        println!("note: other tracer processes {others:?} are running; checked only the daemon's own programs and links");
+    }
+}
+
+#[test]
+fn default_listen_address_is_loopback_6060() {
+    let (code, out, err) = run_tracer(&["serve", "--help"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("--listen <ADDR>") && out.contains("[default: 127.0.0.1:6060]"), "{out}");
+    for flag in ["--push <URL>", "--interval <INTERVAL>", "--pid <PID>"] {
+        assert!(out.contains(flag), "{flag} in:\n{out}");
+    }
+}
+
+#[test]
+fn serves_every_endpoint_and_stops_on_sigterm() {
+    if !require_root() {
+        return;
+    }
+    let _g = serial();
+    let Some(python) = python() else { return };
+    let target = Target::start(&python, 120);
+    let pid = target.pid().to_string();
+    let port = free_port();
+    let listen = format!("127.0.0.1:{port}");
+    let mut daemon = Daemon::start(&["-p", &pid, "--listen", &listen, "-i", "1s"]);
+    daemon.wait_answering(port);
+    let held = bpf_ids_held_by(daemon.child.id());
+    std::thread::sleep(Duration::from_secs(10));
+    let small_line = line_of(FIXTURE, "KEPT_SMALL.append");
+
+    // The pprof convention, read by the real client.
+    let top = pprof_top(&format!("http://{listen}/debug/pprof/heap"));
+    println!("go tool pprof -top http://{listen}/debug/pprof/heap:\n{top}");
+    assert!(top.contains("Type: inuse_space"), "{top}");
+    assert!(top.contains("leak_small") && top.contains("leak_big"), "{top}");
+
+    let (head, svg) = get(port, "/flamegraph.svg");
+    assert!(head.contains("Content-Type: image/svg+xml"), "{head}");
+    let svg = String::from_utf8(svg).unwrap();
+    assert!(svg.contains("<svg") && svg.contains("leak_small"), "flame graph without leak_small");
+
+    let (head, json) = get(port, "/report.json");
+    assert!(head.contains("Content-Type: application/json"), "{head}");
+    let report: Value = serde_json::from_slice(&json).expect("report.json is JSON");
+    assert_eq!(report["schema"], 1);
+    assert_eq!(report["final_view"], "live");
+    assert_eq!(report["target"]["pid"].as_u64(), Some(target.pid() as u64));
+    let small = suspects_at(&report, "leak_small", FIXTURE, small_line);
+    assert!(!small.is_empty(), "leak_small not among the suspects: {report:#}");
+    assert!(
+        small.iter().any(|s| s["verdict"] == "leak" || s["verdict"] == "growing"),
+        "leak_small is neither leak nor growing after 10 s: {:#?}",
+        small
+    );
+    assert!(report["duration_s"].as_f64().unwrap() >= 9.0, "live report keeps growing its window");
+
+    let (head, text) = get(port, "/metrics");
+    assert!(head.contains("Content-Type: text/plain; version=0.0.4"), "{head}");
+    let text = String::from_utf8(text).unwrap();
+    let samples = parse_prometheus(&text);
+    let one = |name: &str| samples.iter().find(|s| s.name == name && s.labels.is_empty()).unwrap_or_else(|| panic!("no {name}:\n{text}"));
+    assert!(one("tracer_outstanding_bytes").value > 100_000.0, "{text}");
+    assert!(samples.iter().any(|s| s.name == "tracer_events_total" && s.label("kind") == Some("alloc") && s.value > 0.0), "{text}");
+    assert!(samples.iter().any(|s| s.name == "tracer_lost_total" && s.label("counter") == Some("stack_truncated")), "{text}");
+    let growth = samples
+        .iter()
+        .find(|s| {
+            s.name == "tracer_suspect_growth_bytes_per_second"
+                && s.label("function") == Some("leak_small")
+                && s.label("line") == Some(small_line.to_string().as_str())
+                && matches!(s.label("verdict"), Some("leak" | "growing"))
+        })
+        .unwrap_or_else(|| panic!("no growth series for leak_small:\n{text}"));
+    assert!(growth.value > 10_000.0, "leak_small grows ~100 KB/s: {growth:?}");
+    assert!(growth.label("file").is_some_and(|f| f.ends_with(FIXTURE)), "{growth:?}");
+    let holder = samples
+        .iter()
+        .find(|s| s.name == "tracer_holder_length" && s.label("path") == Some("__main__.KEPT_SMALL"))
+        .unwrap_or_else(|| panic!("no holder series for __main__.KEPT_SMALL:\n{text}"));
+    assert!(holder.value > 500.0, "{holder:?}");
+
+    let (head, index) = get(port, "/");
+    assert!(head.contains("Content-Type: text/html"), "{head}");
+    let index = String::from_utf8(index).unwrap();
+    for href in ["/debug/pprof/heap", "/flamegraph.svg", "/report.json", "/metrics"] {
+        assert!(index.contains(&format!("href=\"{href}\"")), "index links {href}:\n{index}");
+    }
+
+    // Only GET and HEAD; unknown paths 404; heads are bounded.
+    let (status, head, _) = raw_request(port, b"POST /metrics HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\nhello").unwrap();
+    assert_eq!(status, 405, "{head}");
+    assert!(head.contains("Allow: GET, HEAD"), "{head}");
+    let (status, head, _) = raw_request(port, b"PUT /report.json HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+    assert_eq!(status, 405, "{head}");
+    let (status, head, body) = raw_request(port, b"HEAD /report.json HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+    assert_eq!((status, body.len()), (200, 0), "{head}");
+    assert_eq!(try_get(port, "/etc/passwd").unwrap().0, 404);
+    assert_eq!(try_get(port, "/debug/pprof/../../report.json").unwrap().0, 404);
+    let mut big = b"GET / HTTP/1.1\r\nHost: x\r\n".to_vec();
+    for i in 0..200 {
+        big.extend_from_slice(format!("X-Filler-{i}: {}\r\n", "a".repeat(90)).as_bytes());
+    }
+    big.extend_from_slice(b"\r\n");
+    assert!(big.len() > 20_000);
+    match raw_request(port, &big) {
+        Ok((status, head, _)) => assert_eq!(status, 431, "a 20 KB request head: {head}"),
+        Err(e) => println!("a 20 KB request head: connection ended without an answer ({e})"),
+    }
+    // Still serving after all that.
+    get(port, "/metrics");
+
+    unsafe { libc::kill(daemon.child.id() as i32, libc::SIGTERM) };
+    let (code, stderr) = daemon.wait_exit(Duration::from_secs(5));
+    assert_eq!(code, 0, "exit status after SIGTERM: {stderr}");
+    assert!(stderr.contains("all probes detached"), "{stderr}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    assert!(TcpStream::connect(("127.0.0.1", port)).is_err(), "still listening after exit");
+    assert_released(&held);
+    drop(target);
+}
+
+#[test]
+fn stops_by_itself_when_the_target_exits_and_logs_push_failures_once() {
+    if !require_root() {
+        return;
+    }
+    let _g = serial();
+    let Some(python) = python() else { return };
+    let target = Target::start(&python, 6);
+    let pid = target.pid().to_string();
+    let port = free_port();
+    // Nothing listens here: every push fails; the daemon says so once.
+    let dead = format!("http://127.0.0.1:{}", free_port());
+    let mut daemon = Daemon::start(&["-p", &pid, "--listen", &format!("127.0.0.1:{port}"), "-i", "500ms", "--push", &dead]);
+    daemon.wait_answering(port);
+    let held = bpf_ids_held_by(daemon.child.id());
+    let (code, stderr) = daemon.wait_exit(Duration::from_secs(30));
+    assert_eq!(code, 0, "{stderr}");
+    assert!(
+        stderr.contains("stopped (finalization)") || stderr.contains("stopped (target_exited)"),
+        "stopped because the target ended: {stderr}"
+    );
+    assert!(stderr.contains("all probes detached"), "{stderr}");
+    assert_eq!(stderr.matches("failed").count(), 1, "push failures logged once: {stderr}");
+    assert_released(&held);
+    drop(target);
+}
+
+/// One request the fake Pyroscope received.
+#[derive(Debug, Clone)]
+struct Ingested {
+    request_line: String,
+    head: String,
+    body: Vec<u8>,
+}
+
+/// A tiny HTTP listener that records every request and answers 200.
+fn fake_pyroscope() -> (u16, Arc<Mutex<Vec<Ingested>>>) {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let sink = Arc::clone(&seen);
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { continue };
+            stream.set_read_timeout(Some(Duration::from_secs(5))).ok();
+            let mut bytes = Vec::new();
+            let mut chunk = [0u8; 8192];
+            let head_end = loop {
+                if let Some(i) = bytes.windows(4).position(|w| w == b"\r\n\r\n") {
+                    break Some(i + 4);
+                }
+                match stream.read(&mut chunk) {
+                    Ok(n) if n > 0 => bytes.extend_from_slice(&chunk[..n]),
+                    _ => break None,
+                }
+            };
+            let Some(head_end) = head_end else { continue };
+            let head = String::from_utf8_lossy(&bytes[..head_end]).into_owned();
+            let length: usize = head
+                .lines()
+                .find_map(|l| l.to_ascii_lowercase().strip_prefix("content-length:").map(|v| v.trim().parse().unwrap_or(0)))
+                .unwrap_or(0);
+            while bytes.len() < head_end + length {
+                match stream.read(&mut chunk) {
+                    Ok(n) if n > 0 => bytes.extend_from_slice(&chunk[..n]),
+                    _ => break,
+                }
+            }
+            let _ = stream.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
+            sink.lock().unwrap().push(Ingested {
+                request_line: head.lines().next().unwrap_or("").to_string(),
+                head: head.clone(),
+                body: bytes[head_end..].to_vec(),
+            });
+        }
+    });
+    (port, seen)
+}
+
+#[test]
+fn pushes_the_profile_to_a_pyroscope_ingest_endpoint() {
+    if !require_root() {
+        return;
+    }
+    let _g = serial();
+    let Some(python) = python() else { return };
+    let target = Target::start(&python, 120);
+    let pid = target.pid();
+    let (ingest_port, seen) = fake_pyroscope();
+    let port = free_port();
+    let push = format!("http://127.0.0.1:{ingest_port}");
+    let mut daemon = Daemon::start(&["-p", &pid.to_string(), "--listen", &format!("127.0.0.1:{port}"), "-i", "1s", "--push", &push]);
+    daemon.wait_answering(port);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while seen.lock().unwrap().len() < 4 {
+        assert!(Instant::now() < deadline, "fewer than 4 pushes in 30 s: {}", daemon.stderr());
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    unsafe { libc::kill(daemon.child.id() as i32, libc::SIGINT) };
+    let (code, stderr) = daemon.wait_exit(Duration::from_secs(5));
+    assert_eq!(code, 0, "{stderr}");
+    let pushes = seen.lock().unwrap().clone();
+    let want = format!("POST /ingest?name=tracer.python%7Bpid%3D{pid}%7D&from=");
+    let mut last_until = 0u64;
+    for p in &pushes {
+        assert!(p.request_line.starts_with(&want), "{}", p.request_line);
+        assert!(p.request_line.contains("&format=pprof") && p.request_line.ends_with(" HTTP/1.1"), "{}", p.request_line);
+        assert!(p.head.to_ascii_lowercase().contains("content-type: application/octet-stream"), "{}", p.head);
+        let query = p.request_line.split(['?', ' ']).nth(2).unwrap();
+        let param = |k: &str| -> u64 { query.split('&').find_map(|kv| kv.strip_prefix(k)?.strip_prefix('=')?.parse().ok()).unwrap() };
+        let (from, until) = (param("from"), param("until"));
+        assert!(from < until && from >= last_until.saturating_sub(1), "from {from} until {until} (previous until {last_until})");
+        last_until = until;
+        assert_eq!(&p.body[..2], &[0x1f, 0x8b], "body is a gzipped profile");
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let file: PathBuf = dir.path().join("pushed.pb.gz");
+    std::fs::write(&file, &pushes.last().unwrap().body).unwrap();
+    let top = pprof_top(file.to_str().unwrap());
+    println!("go tool pprof -top of the last push:\n{top}");
+    assert!(top.contains("leak_small"), "{top}");
+    drop(target);
+}
+
+#[test]
+fn clear_errors_before_attaching() {
+    if !require_root() {
+        return;
+    }
+    let _g = serial();
+    let Some(python) = python() else { return };
+    let target = Target::start(&python, 60);
+    let pid = target.pid().to_string();
+    let taken = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = taken.local_addr().unwrap().to_string();
+    let cases: [(&[&str], &str); 4] = [
+        (&["serve", "-p", &pid, "--listen", &addr], "cannot listen on"),
+        (&["serve", "-p", &pid, "--listen", "127.0.0.1:0", "--push", "https://pyroscope:4040"], "only http:// URLs"),
+        (&["serve", "-p", "0", "--listen", "127.0.0.1:0"], "not a valid PID"),
+        (&["serve", "-p", "999999999", "--listen", "127.0.0.1:0"], ""),
+    ];
+    for (args, message) in cases {
+        let (code, _out, err) = run_tracer(args);
+        assert_eq!(code, 1, "{args:?}: {err}");
+        assert!(err.lines().any(|l| l.starts_with("error: ") && l.contains(message)), "{args:?}: {err}");
+        assert!(err.lines().any(|l| l.starts_with("hint: ")), "{args:?}: {err}");
+        assert!(!err.contains("panicked"), "{args:?}: {err}");
+    }
+    drop(taken);
+    drop(target);
+}
