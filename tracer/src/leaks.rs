@@ -44,7 +44,19 @@
 //! 6. **Plateau.** The growing part is cut into thirds by time. If the median of the last third
 //!    is less than 10% of the rise above the median of the middle third [plateau_share 0.1],
 //!    and the Theil-Sen slope of the last third is under half the average rate, growth has
-//!    stopped: *bounded* ("grew to ... in ..., then flat for ..."). If the whole rise
+//!    stopped: *bounded* ("grew to ... in ..., then flat for ..."). Not when the last third
+//!    still rose by more than the minimum total growth (and the noise) at least half as fast
+//!    as the middle third: that is a steady leak under a start-up surge, where a cache nearing
+//!    its size slows down. Growth has also stopped when the series has a **flat tail**: since
+//!    the kept level came within max(noise, 10% of the rise) of the end level, it lasted at
+//!    least a quarter of the growing part [PLATEAU_TAIL_SHARE 0.25] and three intervals, at
+//!    least twice the longest pause between earlier rises of the kept level, and rose from its
+//!    start to its end by less than the minimum total growth (and the noise); the tolerance
+//!    must be at most a quarter of the rise. This catches a bounded cache whose fill
+//!    ends after the middle third: when `record -p` attaches to a full LRU, only entries made
+//!    in the window are tracked, so its stack rises until the cache has turned over once, then
+//!    stays flat. (Until then it cannot be told from a leak: record longer than the caches
+//!    take to turn over.) If the whole rise
 //!    happened within the first sampling interval of the recording (start-up imports,
 //!    allocations made before the window; sample times count from the start of the recording),
 //!    it is *stable* ("allocated at start"). A steady leak
@@ -480,10 +492,16 @@ pub fn judge(series: &Series, evidence: Option<&Evidence>, criteria: &Criteria, 
     let fell_back = peak - lvl_end > c.drop_share * (peak - lvl_start);
     let tail_start = n - end3.len().max(1);
     let tail_slope = theil_sen(&ts[tail_start..], &vs[tail_start..]).max(0.0);
+    // A steady leak under a start-up surge grows little against the surge, but as fast in the
+    // last third as in the middle one; a cache approaching its size slows down.
+    let mid_start = n - (mid.len() + end3.len()).max(1);
+    let mid_slope = theil_sen(&ts[mid_start..tail_start.max(mid_start + 1)], &vs[mid_start..tail_start.max(mid_start + 1)]);
+    let still_growing = thirds[2] - thirds[1] >= c.min_total_growth.max(tol) && tail_slope >= 0.5 * mid_slope && tail_slope > 0.0;
     let plateau = !mid.is_empty()
         && !end3.is_empty()
         && thirds[2] - thirds[1] < c.plateau_share * rise
-        && tail_slope < 0.5 * rise / dur;
+        && tail_slope < 0.5 * rise / dur
+        && !still_growing;
     // 6b. Or growth visibly stopped: a flat tail since the kept level reached its end level.
     // When did the kept level reach the plateau?
     let reach_tol = tol.max(0.1 * rise);
@@ -609,9 +627,10 @@ const PLATEAU_TAIL_SHARE: f64 = 0.25;
 /// `reach_tol`) and the series stayed flat since. The flat tail must be clean (`reach_tol` at
 /// most a quarter of the rise), last at least three intervals and a quarter of the growing part
 /// [PLATEAU_TAIL_SHARE], be at least twice as long as the longest pause between rises of the
-/// kept level before it (so a leak that grows in steps is not cut at its last step), and grow
-/// over its length (Theil-Sen) by less than the minimum total growth (or the noise tolerance,
-/// if larger) and at under a tenth of the average rate.
+/// kept level before it (so a leak that grows in steps is not cut at its last step), and rise
+/// from its start to its end (medians of a few samples) by less than the minimum total growth
+/// (or the noise tolerance, if larger). A steady leak cannot pass: its kept level comes within
+/// 10% of the end level only in the last tenth of the growing part.
 #[allow(clippy::too_many_arguments)]
 fn growth_stopped(
     ts: &[f64],
@@ -644,8 +663,11 @@ fn growth_stopped(
     if flat_s < 2.0 * longest_pause {
         return false;
     }
-    let slope = theil_sen(&ts[ri..], &vs[ri..]).max(0.0);
-    slope * flat_s < c.min_total_growth.max(onset_tol) && slope < 0.1 * rise / dur
+    // Medians of a few samples at each end: robust to noise, blind to the shape in between (a
+    // cache nearing its size slows down inside the tolerance; a step in the tail counts).
+    let q = ((n - ri) / 3).clamp(1, 5);
+    let tail_rise = median(&vs[n - q..]) - median(&vs[ri..ri + q]);
+    tail_rise < c.min_total_growth.max(onset_tol)
 }
 
 fn stable(score: f64, growth: f64, reason: String) -> Judgement {
@@ -1048,6 +1070,80 @@ mod tests {
     fn cache_filling_later_in_the_window_is_bounded() {
         let s = series(60.0, 2.0, |t| if t < 20.0 { 0.0 } else { 8.0 * MIB * ((t - 20.0) / 10.0).min(1.0) });
         check(&bytes(&s), Verdict::Bounded);
+    }
+
+    /// What `record -p` sees of a full LRU cache that keeps evicting entries made before the
+    /// recording: only the replacements are tracked, so the stack's outstanding memory rises
+    /// until the whole cache has turned over, then stays flat.
+    fn lru_turnover(window_s: f64, turnover_s: f64, seed: u64) -> Series {
+        let mut r = Rng::new(seed);
+        let per_s = 200.0 / turnover_s;
+        let mut inserted = 0.0f64;
+        series(window_s, 1.0, |t| {
+            if t > 0.0 {
+                inserted += (per_s * (1.0 + 0.3 * r.sym())).round();
+            }
+            4_033.0 * inserted.min(200.0) + 6_000.0
+        })
+    }
+
+    #[test]
+    fn cache_turning_over_past_the_middle_of_the_window_is_bounded() {
+        // The thirds test needs the fill to end before the middle third; a flat tail of a
+        // quarter of the growing part is enough when nothing paused like that before.
+        for seed in 0..20 {
+            for (window, turnover) in [(20.0, 9.5), (20.0, 13.0), (30.0, 20.0), (15.0, 8.0)] {
+                let j = bytes(&lru_turnover(window, turnover, seed));
+                assert_eq!(j.verdict, Verdict::Bounded, "{seed} {window} {turnover}: {j:?}");
+                check(&j, Verdict::Bounded);
+                assert!(j.reason.starts_with("grew to 794 KiB in"), "{seed} {window} {turnover}: {}", j.reason);
+            }
+        }
+    }
+
+    #[test]
+    fn cache_nearing_its_size_after_the_middle_is_bounded() {
+        // Simulated from tornado_app.py's LRU under loadgen.py's steady mix (21 lookups/s,
+        // some hits on entries made before the recording): tracked entries per second.
+        let entries = [0, 16, 31, 44, 62, 79, 101, 122, 143, 165, 176, 183, 188, 195, 200, 200, 200, 200, 200, 200];
+        let mut s = Series::new();
+        for (i, e) in entries.iter().enumerate() {
+            s.push(i as f64, 4_033.0 * *e as f64 + 6_000.0);
+        }
+        let j = bytes(&s);
+        check(&j, Verdict::Bounded);
+        assert!(j.reason.starts_with("grew to 794 KiB in 11 s, then flat for 8 s"), "{}", j.reason);
+    }
+
+    #[test]
+    fn cache_still_turning_over_at_the_end_is_not_cleared() {
+        // Until the cache has turned over, it grows like a leak: no tail, no plateau.
+        for seed in 0..10 {
+            let j = bytes(&lru_turnover(12.0, 11.0, seed));
+            assert!(matches!(j.verdict, Verdict::Leak | Verdict::Growing), "{seed}: {j:?}");
+        }
+    }
+
+    #[test]
+    fn step_leak_is_not_cut_at_its_last_step() {
+        // 1 MiB every 8 s: after the last step the tail is flat for 10 s (over a quarter of the
+        // growing part), but the series paused that long before and grew again.
+        let s = series(34.0, 1.0, |t| 4.0 * MIB + MIB * (t / 8.0).floor());
+        let j = bytes(&s);
+        assert!(matches!(j.verdict, Verdict::Leak | Verdict::Growing), "{j:?}");
+        // Every 3 s, sampled every second, stopping 6 s before the end: still a pause of at
+        // most 3 s before a 6 s tail, and a leak over the 30 s before.
+        let s = series(40.0, 1.0, |t| 4.0 * MIB + MIB * (t.min(33.0) / 3.0).floor());
+        let j = bytes(&s);
+        check(&j, Verdict::Leak);
+    }
+
+    #[test]
+    fn fast_then_slow_growth_is_still_leak() {
+        // 10 MB in the first 5 s, then +100 KB/s to the end: growth never stopped.
+        let s = series(30.0, 1.0, |t| if t < 5.0 { 2e6 * t } else { 10e6 + 100e3 * (t - 5.0) });
+        let j = bytes(&s);
+        check(&j, Verdict::Leak);
     }
 
     #[test]
