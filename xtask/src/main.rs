@@ -6,7 +6,9 @@
 //!   build   cargo build --release (tracer/build.rs builds the BPF object via aya-build)
 //!   demo    setup + build, then `tracer record -d 12s -i 1s -- python3.11 examples/leaky_service.py`
 //!   test    setup + build, then `cargo test --release --workspace [-- ARGS]`
-//!   bench, dist   not implemented yet
+//!   bench   the tracer's cost vs untraced, memray and bcc memleak; Tornado throughput;
+//!           writes BENCHMARKS.md (see xtask/src/bench.rs)
+//!   dist    not implemented yet
 //!
 //! Environment variables `cargo xtask test` sets for the tests (tracer/tests/):
 //!
@@ -80,12 +82,9 @@ enum Cmd {
         #[arg(last = true)]
         cargo_args: Vec<String>,
     },
-    /// Benchmarks (not implemented yet)
-    Bench {
-        /// A shorter run
-        #[arg(long)]
-        quick: bool,
-    },
+    /// Measure the tracer's cost side by side with memray and bcc memleak (needs root);
+    /// writes BENCHMARKS.md
+    Bench(bench::BenchArgs),
     /// Release artifacts (not implemented yet)
     Dist,
 }
@@ -113,7 +112,7 @@ fn main() -> ExitCode {
             skip_setup,
             cargo_args,
         }),
-        Cmd::Bench { quick } => bench::bench(quick).map(|_| 0),
+        Cmd::Bench(args) => bench::bench(args),
         Cmd::Dist => bench::dist().map(|_| 0),
     };
     match result {

@@ -238,6 +238,15 @@ fn apt_tool(apt: &mut Apt, exe: &str, package: &str, extra: &[&str]) -> Result<(
     Ok(())
 }
 
+/// Install Debian packages that only `cargo xtask bench` needs (bcc, kernel headers).
+pub fn apt_install(packages: &[&str]) -> Result<()> {
+    let mut apt = Apt::default();
+    for package in packages {
+        apt.install(package)?;
+    }
+    Ok(())
+}
+
 /// apt-get, with `apt-get update` run at most once per setup.
 #[derive(Default)]
 struct Apt {

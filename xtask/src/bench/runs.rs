@@ -1,0 +1,434 @@
+//! One measured run: start the workload (or the Tornado server), attach a tool, let it work,
+//! stop the tool, and collect what the run cost and what the tool saw.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+
+use super::json::Json;
+use super::proc::{self, PeakRss, Proc, Stream};
+
+/// What measures a configuration.
+#[derive(Clone, Debug)]
+pub enum Tool {
+    /// No tool: the baseline.
+    None,
+    /// `tracer record -p PID -f json -o report.json -q` plus these arguments.
+    Tracer(Vec<String>),
+    /// `memray run` running the workload itself (in-process).
+    Memray,
+    /// bcc's `memleak-bpfcc -p PID`.
+    Bcc,
+}
+
+#[derive(Clone, Debug)]
+pub struct Config {
+    /// Short stable name (used in tables and targets).
+    pub key: &'static str,
+    /// What a reader sees, e.g. the command line.
+    pub label: String,
+    pub tool: Tool,
+}
+
+/// Everything one run measured. `value` is what the ratio is taken on: the workload's own
+/// elapsed seconds, or for Tornado the seconds per request (1 / requests per second).
+#[derive(Clone, Debug, Default)]
+pub struct Run {
+    pub value: f64,
+    pub rps: Option<f64>,
+    pub attach_s: Option<f64>,
+    /// SIGINT -> the tool holds no probe fd any more.
+    pub probes_off_s: Option<f64>,
+    /// SIGINT -> the tool exited (report written).
+    pub exit_s: Option<f64>,
+    pub rss_kb: Option<u64>,
+    /// (memlock bytes, number of maps)
+    pub maps: Option<(u64, usize)>,
+    pub events: Option<u64>,
+    pub events_per_s: Option<f64>,
+    pub lost: Option<u64>,
+    pub lost_detail: Vec<(String, u64)>,
+    /// What became of the planted leak in the report: text, and whether it was called a leak.
+    pub leak: Option<(String, bool)>,
+    /// Allocations by allocator (from the report's stacks).
+    pub allocators: Vec<(String, u64)>,
+    pub note: Option<String>,
+}
+
+pub struct Ctx {
+    pub repo: PathBuf,
+    pub python: PathBuf,
+    pub memray: Option<PathBuf>,
+    pub tracer: PathBuf,
+    pub bcc: Option<Bcc>,
+    /// A directory holding a private byte-identical copy of libc.so.6 (LD_LIBRARY_PATH).
+    pub libc_dir: Option<PathBuf>,
+    pub tmp: PathBuf,
+    pub iterations: u64,
+    pub tornado_seconds: f64,
+    pub tornado_threads: u32,
+    pub counter: std::cell::Cell<u32>,
+}
+
+#[derive(Clone, Debug)]
+pub struct Bcc {
+    pub memleak: PathBuf,
+    pub kernel_source: PathBuf,
+}
+
+impl Ctx {
+    fn fresh_dir(&self) -> Result<PathBuf> {
+        let n = self.counter.get() + 1;
+        self.counter.set(n);
+        let dir = self.tmp.join(format!("run-{n:03}"));
+        if dir.exists() {
+            fs::remove_dir_all(&dir)?;
+        }
+        fs::create_dir_all(&dir)?;
+        Ok(dir)
+    }
+
+    fn python_cmd(&self, program: &Path) -> Command {
+        let mut cmd = Command::new(program);
+        if let Some(dir) = &self.libc_dir {
+            cmd.env("LD_LIBRARY_PATH", dir);
+        }
+        cmd.current_dir(&self.repo);
+        cmd
+    }
+}
+
+const READY: Duration = Duration::from_secs(60);
+const ATTACH: Duration = Duration::from_secs(120);
+const WORK: Duration = Duration::from_secs(1800);
+const STOP: Duration = Duration::from_secs(300);
+
+/// An attached tool.
+struct Attached {
+    proc: Proc,
+    attach_s: f64,
+    peak: Option<PeakRss>,
+    maps: Option<(u64, usize)>,
+    report: Option<PathBuf>,
+}
+
+/// The allocation-heavy workload under one configuration.
+pub fn workload(ctx: &Ctx, cfg: &Config) -> Result<Run> {
+    let dir = ctx.fresh_dir()?;
+    let (go, hold) = (dir.join("go"), dir.join("hold"));
+    let script = ctx.repo.join("bench/workload.py");
+    let mut cmd = match &cfg.tool {
+        Tool::Memray => {
+            let memray = ctx.memray.as_ref().context("memray is not installed")?;
+            let mut c = ctx.python_cmd(memray);
+            c.args(["run", "-q", "-f", "-o"]).arg(dir.join("memray.bin"));
+            c
+        }
+        _ => ctx.python_cmd(&ctx.python),
+    };
+    cmd.arg(&script)
+        .arg("--iterations")
+        .arg(ctx.iterations.to_string())
+        .arg("--go")
+        .arg(&go)
+        .arg("--hold")
+        .arg(&hold);
+    let mut wl = Proc::spawn("workload", &mut cmd)?;
+    let (_, ready) = wl.wait_line("`ready` line", READY, |s, l| {
+        s == Stream::Out && l.starts_with("ready ")
+    })?;
+    let pid: u32 = ready[6..].trim().parse().context("workload's ready line")?;
+
+    let mut attached = attach(ctx, &cfg.tool, pid, &dir)?;
+
+    fs::write(&go, b"")?;
+    let (_, result) = wl.wait_line("result line", WORK, |s, l| {
+        s == Stream::Out && l.starts_with('{')
+    })?;
+    let result = Json::parse(&result).context("workload's result line")?;
+    let mut run = Run {
+        value: result
+            .get("elapsed_s")
+            .and_then(Json::num)
+            .context("no elapsed_s in the workload's result")?,
+        ..Run::default()
+    };
+    let leak_site = result
+        .get("leak_site")
+        .and_then(Json::str)
+        .unwrap_or("")
+        .to_string();
+
+    if let Some(att) = attached.as_mut() {
+        stop(att, &mut run)?;
+    }
+    fs::write(&hold, b"")?;
+    wl.wait(Duration::from_secs(60))?;
+
+    if let Some(report) = attached.as_ref().and_then(|a| a.report.clone()) {
+        // --holders-only has no allocation stacks: nothing to find the leak in
+        let probes = !matches!(&cfg.tool, Tool::Tracer(a) if a.iter().any(|a| a == "--holders-only"));
+        read_report(&report, if probes { &leak_site } else { "" }, run.value, &mut run)?;
+    }
+    if matches!(cfg.tool, Tool::Memray) {
+        let bin = dir.join("memray.bin");
+        if let Ok(meta) = fs::metadata(&bin) {
+            run.note = Some(format!("capture {:.0} MiB", meta.len() as f64 / 1048576.0));
+        }
+    }
+    drop(attached);
+    let _ = fs::remove_dir_all(&dir);
+    Ok(run)
+}
+
+/// The Tornado server under one configuration, loaded by the bounded generator.
+pub fn tornado(ctx: &Ctx, cfg: &Config) -> Result<Run> {
+    let dir = ctx.fresh_dir()?;
+    let script = ctx.repo.join("bench/tornado_bench.py");
+    let mut server = Proc::spawn(
+        "tornado server",
+        ctx.python_cmd(&ctx.python).arg(&script).arg("serve"),
+    )?;
+    let (_, ready) = server.wait_line("`ready` line", READY, |s, l| {
+        s == Stream::Out && l.starts_with("ready ")
+    })?;
+    let mut parts = ready.split_whitespace().skip(1);
+    let port: u16 = parts.next().unwrap_or("").parse().context("server's port")?;
+    let pid: u32 = parts.next().unwrap_or("").parse().context("server's pid")?;
+
+    let mut attached = attach(ctx, &cfg.tool, pid, &dir)?;
+
+    let mut load = Proc::spawn(
+        "load generator",
+        Command::new(&ctx.python)
+            .arg(&script)
+            .args(["load", "--port", &port.to_string()])
+            .args(["--seconds", &ctx.tornado_seconds.to_string()])
+            .args(["--threads", &ctx.tornado_threads.to_string()])
+            .current_dir(&ctx.repo),
+    )?;
+    let (_, result) = load.wait_line(
+        "result line",
+        Duration::from_secs_f64(ctx.tornado_seconds + 120.0),
+        |s, l| s == Stream::Out && l.starts_with('{'),
+    )?;
+    load.wait(Duration::from_secs(30))?;
+    let result = Json::parse(&result).context("load generator's result")?;
+    let rps = result.get("rps").and_then(Json::num).unwrap_or(0.0);
+    let errors = result.get("errors").and_then(Json::num).unwrap_or(0.0);
+    if rps <= 0.0 {
+        bail!("the load generator completed no request ({errors} errors)");
+    }
+    let mut run = Run {
+        value: 1.0 / rps,
+        rps: Some(rps),
+        ..Run::default()
+    };
+    if errors > 0.0 {
+        run.note = Some(format!("{errors} request errors"));
+    }
+    if let Some(att) = attached.as_mut() {
+        stop(att, &mut run)?;
+    }
+    server.signal("TERM")?;
+    server.wait(Duration::from_secs(30))?;
+    if let Some(report) = attached.as_ref().and_then(|a| a.report.clone()) {
+        read_report(&report, "", ctx.tornado_seconds, &mut run)?;
+    }
+    drop(attached);
+    let _ = fs::remove_dir_all(&dir);
+    Ok(run)
+}
+
+fn attach(ctx: &Ctx, tool: &Tool, pid: u32, dir: &Path) -> Result<Option<Attached>> {
+    match tool {
+        Tool::None | Tool::Memray => Ok(None),
+        Tool::Tracer(extra) => {
+            let report = dir.join("report.json");
+            let mut cmd = Command::new(&ctx.tracer);
+            cmd.args(["record", "-q", "-f", "json", "-p", &pid.to_string(), "-o"])
+                .arg(&report)
+                .args(extra);
+            let mut proc = Proc::spawn("tracer", &mut cmd)?;
+            let (at, _) = proc.wait_line("`tracer: tracing pid` line", ATTACH, |s, l| {
+                s == Stream::Err && l.starts_with("tracer: tracing pid")
+            })?;
+            let attach_s = (at - proc.started).as_secs_f64();
+            let maps = proc::bpf_map_memlock(proc.pid);
+            let peak = Some(PeakRss::start(proc.pid));
+            Ok(Some(Attached {
+                proc,
+                attach_s,
+                peak,
+                maps,
+                report: Some(report),
+            }))
+        }
+        Tool::Bcc => {
+            let bcc = ctx.bcc.as_ref().context("bcc is not available")?;
+            let mut cmd = Command::new(&bcc.memleak);
+            cmd.args(["-p", &pid.to_string()])
+                .env("BCC_KERNEL_SOURCE", &bcc.kernel_source)
+                .env("PYTHONUNBUFFERED", "1");
+            let mut proc = Proc::spawn("memleak-bpfcc", &mut cmd)?;
+            proc.wait_line("`Attaching to pid` line", ATTACH, |s, l| {
+                s == Stream::Out && l.starts_with("Attaching to pid")
+            })?;
+            // bcc prints that line before it attaches: wait until its probe count settles.
+            let attached_at = settle_probes(&mut proc)?;
+            let attach_s = (attached_at - proc.started).as_secs_f64();
+            let maps = proc::bpf_map_memlock(proc.pid);
+            let peak = Some(PeakRss::start(proc.pid));
+            Ok(Some(Attached {
+                proc,
+                attach_s,
+                peak,
+                maps,
+                report: None,
+            }))
+        }
+    }
+}
+
+/// The time at which a process's probe fd count became non-zero and then stayed the same for
+/// 300 ms.
+fn settle_probes(proc: &mut Proc) -> Result<Instant> {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let (mut last, mut since) = (0usize, Instant::now());
+    loop {
+        if proc.try_exited().is_some() {
+            let tail = proc.tail(8);
+            bail!("{} exited while attaching\n{tail}", proc.name);
+        }
+        let n = proc::probe_fds(proc.pid).unwrap_or(0);
+        let now = Instant::now();
+        if n != last {
+            last = n;
+            since = now;
+        } else if n > 0 && now - since >= Duration::from_millis(300) {
+            return Ok(since);
+        }
+        if now > deadline {
+            let tail = proc.tail(8);
+            bail!("{} attached no probe within 30 s\n{tail}", proc.name);
+        }
+        thread::sleep(Duration::from_millis(5));
+    }
+}
+
+/// SIGINT, then watch the probe fds disappear and the process exit.
+fn stop(att: &mut Attached, run: &mut Run) -> Result<()> {
+    let pid = att.proc.pid;
+    if let Some(p) = &att.peak {
+        p.poke(pid);
+    }
+    if att.maps.is_none() {
+        att.maps = proc::bpf_map_memlock(pid);
+    }
+    let t0 = Instant::now();
+    att.proc.signal("INT")?;
+    let mut probes_off = None;
+    loop {
+        if att.proc.try_exited().is_some() {
+            break;
+        }
+        let now = Instant::now();
+        if probes_off.is_none() && proc::probe_fds(pid) == Some(0) {
+            probes_off = Some((now - t0).as_secs_f64());
+        }
+        if now - t0 > STOP {
+            bail!(
+                "{} did not exit within {:.0} s of SIGINT (killed)",
+                att.proc.name,
+                STOP.as_secs_f64()
+            );
+        }
+        thread::sleep(Duration::from_millis(1));
+    }
+    let exit_s = (att.proc.exit_time().unwrap_or_else(Instant::now) - t0).as_secs_f64();
+    run.attach_s = Some(att.attach_s);
+    run.exit_s = Some(exit_s);
+    run.probes_off_s = probes_off.or(Some(exit_s));
+    run.maps = att.maps;
+    run.rss_kb = att.peak.take().and_then(PeakRss::finish);
+    let status = att.proc.wait(Duration::from_secs(1))?;
+    if !status.success() && !matches!(status.code(), Some(3)) {
+        // bcc exits through KeyboardInterrupt with status 0; the tracer with 0 (3 = leaks found).
+        let tail = att.proc.tail(8);
+        bail!("{} exited with {status}\n{tail}", att.proc.name);
+    }
+    Ok(())
+}
+
+/// Totals, lost events and the planted leak from the tracer's JSON report.
+fn read_report(path: &Path, leak_site: &str, seconds: f64, run: &mut Run) -> Result<()> {
+    let text = fs::read_to_string(path)
+        .with_context(|| format!("the tracer wrote no report at {}", path.display()))?;
+    let report = Json::parse(&text).context("parsing the tracer's JSON report")?;
+    let totals = report.get("totals").context("report without totals")?;
+    let num = |k: &str| totals.get(k).and_then(Json::num).unwrap_or(0.0) as u64;
+    let events = num("allocs") + num("frees");
+    run.events = Some(events);
+    run.events_per_s = Some(events as f64 / seconds.max(1e-9));
+    let mut lost = 0;
+    for (name, v) in totals.get("lost").map(Json::members).unwrap_or(&[]) {
+        let n = v.num().unwrap_or(0.0) as u64;
+        // holders_* count container-scan cuts, not lost allocation events
+        if n > 0 {
+            run.lost_detail.push((name.clone(), n));
+        }
+        if !name.starts_with("holders_") {
+            lost += n;
+        }
+    }
+    run.lost = Some(lost);
+
+    let suspects = report.get("suspects").map(Json::arr).unwrap_or(&[]);
+    let mut by_alloc: Vec<(String, u64)> = Vec::new();
+    for s in suspects {
+        let a = s.get("allocator").and_then(Json::str).unwrap_or("?").to_string();
+        let n = s.get("allocs").and_then(Json::num).unwrap_or(0.0) as u64;
+        match by_alloc.iter_mut().find(|(k, _)| *k == a) {
+            Some((_, v)) => *v += n,
+            None => by_alloc.push((a, n)),
+        }
+    }
+    by_alloc.sort_by(|a, b| b.1.cmp(&a.1));
+    run.allocators = by_alloc;
+
+    if !leak_site.is_empty() {
+        let found = suspects.iter().find(|s| {
+            s.get("stack")
+                .map(Json::arr)
+                .unwrap_or(&[])
+                .iter()
+                .find(|f| f.get("kind").and_then(Json::str) == Some("python"))
+                .is_some_and(|f| {
+                    let file = f.get("file").and_then(Json::str).unwrap_or("");
+                    let line = f.get("line").and_then(Json::num).unwrap_or(-1.0);
+                    format!("{file}:{line}") == leak_site
+                })
+        });
+        let short = leak_site.rsplit('/').next().unwrap_or(leak_site);
+        run.leak = Some(match found {
+            Some(s) => {
+                let verdict = s.get("verdict").and_then(Json::str).unwrap_or("?");
+                let rank = s.get("rank").and_then(Json::num).unwrap_or(0.0);
+                let bytes = s.get("outstanding_bytes").and_then(Json::num).unwrap_or(0.0);
+                (
+                    format!(
+                        "{short} {verdict}, rank {rank}, {:.1} MiB",
+                        bytes / 1048576.0
+                    ),
+                    verdict == "leak",
+                )
+            }
+            None => (format!("{short} not in the report"), false),
+        });
+    }
+    Ok(())
+}
