@@ -62,35 +62,64 @@ pub fn build(session: &mut Session, reason: EndReason, criteria: &Criteria, end_
 
 fn judge_stacks(collector: &mut Collector, criteria: &Criteria, window_s: f64, end_ns: u64) -> Vec<Suspect> {
     let ages = collector.oldest_ages(end_ns);
-    let mut judged: Vec<Suspect> = Vec::new();
-    for (i, record) in collector.records.iter().enumerate() {
-        let s = record.stats;
-        if s.allocs == 0 && s.outstanding_count <= 0 {
-            continue;
-        }
-        let evidence = Evidence {
+    let evidence_of = |i: usize| {
+        let s = collector.records[i].stats;
+        Evidence {
             allocs: s.allocs,
             live_count: s.outstanding_count.max(0) as u64,
             oldest_age_s: ages.get(i).copied().unwrap_or(0.0),
             window_s,
-        };
-        let j = leaks::judge(&record.series, Some(&evidence), criteria, Unit::Bytes);
-        judged.push(Suspect {
-            rank: 0,
-            verdict: j.verdict,
-            score: j.score,
-            outstanding_bytes: s.outstanding_bytes.max(0) as u64,
-            outstanding_count: s.outstanding_count.max(0) as u64,
-            allocs: s.allocs,
-            alloc_bytes: s.alloc_bytes,
-            live_fraction: if s.allocs > 0 { evidence.live_count as f64 / s.allocs as f64 } else { 0.0 },
-            growth_bytes_per_s: j.growth_per_s,
-            oldest_age_s: evidence.oldest_age_s,
-            allocator: record.key.allocator.to_string(),
-            reason: j.reason,
-            stack: record.key.frames.clone(),
-        });
+        }
+    };
+    let mut judged: Vec<Option<Suspect>> = collector
+        .records
+        .iter()
+        .enumerate()
+        .map(|(i, record)| {
+            let s = record.stats;
+            if s.allocs == 0 && s.outstanding_count <= 0 {
+                return None;
+            }
+            let evidence = evidence_of(i);
+            let j = leaks::judge(&record.series, Some(&evidence), criteria, Unit::Bytes);
+            Some(suspect(record.key.allocator, record.key.frames.clone(), s, &evidence, j))
+        })
+        .collect();
+
+    // One leaking line reached through many call paths (each test of a suite, each route) leaks
+    // a little per path: judge every allocating line as a whole too.
+    for site in &collector.sites {
+        let members: Vec<usize> = site.records.iter().copied().filter(|&i| judged[i].is_some()).collect();
+        if members.len() < 2 {
+            continue;
+        }
+        let best_member = members.iter().filter_map(|&i| judged[i].as_ref()).map(|s| s.verdict).min().unwrap_or(Verdict::Stable);
+        let mut stats = tracer_ebpf::StackStats::default();
+        let mut oldest = 0.0f64;
+        for &i in &members {
+            let s = collector.records[i].stats;
+            stats.allocs += s.allocs;
+            stats.alloc_bytes += s.alloc_bytes;
+            stats.frees += s.frees;
+            stats.outstanding_bytes += s.outstanding_bytes.max(0);
+            stats.outstanding_count += s.outstanding_count.max(0);
+            oldest = oldest.max(ages.get(i).copied().unwrap_or(0.0));
+        }
+        let evidence = Evidence { allocs: stats.allocs, live_count: stats.outstanding_count as u64, oldest_age_s: oldest, window_s };
+        let mut j = leaks::judge(&site.series, Some(&evidence), criteria, Unit::Bytes);
+        if j.verdict >= best_member || !matches!(j.verdict, Verdict::Leak | Verdict::Growing) {
+            continue;
+        }
+        let largest = *members.iter().max_by_key(|&&i| collector.records[i].stats.outstanding_bytes).unwrap_or(&members[0]);
+        j.reason = format!("{}; across {} call paths (the largest shown)", j.reason, members.len());
+        let record = &collector.records[largest];
+        let merged = suspect(record.key.allocator, record.key.frames.clone(), stats, &evidence, j);
+        for &i in &members {
+            judged[i] = None;
+        }
+        judged[largest] = Some(merged);
     }
+    let judged: Vec<Suspect> = judged.into_iter().flatten().collect();
     let order = leaks::rank(&judged.iter().map(|s| (s.verdict, s.score, s.outstanding_bytes as f64)).collect::<Vec<_>>());
     let mut suspects: Vec<Suspect> = Vec::new();
     let mut cleared = 0usize;
@@ -107,6 +136,24 @@ fn judge_stacks(collector: &mut Collector, criteria: &Criteria, window_s: f64, e
         suspects.push(s);
     }
     suspects
+}
+
+fn suspect(allocator: &str, stack: Vec<crate::report::Frame>, s: tracer_ebpf::StackStats, evidence: &Evidence, j: leaks::Judgement) -> Suspect {
+    Suspect {
+        rank: 0,
+        verdict: j.verdict,
+        score: j.score,
+        outstanding_bytes: s.outstanding_bytes.max(0) as u64,
+        outstanding_count: s.outstanding_count.max(0) as u64,
+        allocs: s.allocs,
+        alloc_bytes: s.alloc_bytes,
+        live_fraction: if s.allocs > 0 { evidence.live_count as f64 / s.allocs as f64 } else { 0.0 },
+        growth_bytes_per_s: j.growth_per_s,
+        oldest_age_s: evidence.oldest_age_s,
+        allocator: allocator.to_string(),
+        reason: j.reason,
+        stack,
+    }
 }
 
 fn stack_totals(collector: &Collector) -> Totals {

@@ -26,9 +26,21 @@ pub struct StackKey {
     pub frames: Vec<Frame>,
 }
 
+/// The line that allocates: the innermost Python frame of a stack. One leaking line reached
+/// through many call paths (every test of a suite, every route of a router) is one site.
+pub type Site = Frame;
+
+/// Outstanding memory of all stacks that share an allocating line.
+pub struct SiteRecord {
+    pub series: Series,
+    /// Indexes into `Collector::records`.
+    pub records: Vec<usize>,
+}
+
 /// What is known about one logical stack.
 pub struct StackRecord {
     pub key: StackKey,
+    pub site: Option<usize>,
     pub truncated: bool,
     pub series: Series,
     pub stats: StackStats,
@@ -57,6 +69,8 @@ pub struct Collector {
     by_id: HashMap<u64, usize>,
     by_key: HashMap<StackKey, usize>,
     pub records: Vec<StackRecord>,
+    pub sites: Vec<SiteRecord>,
+    site_index: HashMap<Site, usize>,
     pub timeline: Series,
     pub finalizing: bool,
     pub stacks_resolved: u64,
@@ -82,6 +96,8 @@ impl Collector {
             by_id: HashMap::new(),
             by_key: HashMap::new(),
             records: Vec::new(),
+            sites: Vec::new(),
+            site_index: HashMap::new(),
             timeline: Series::new(),
             finalizing: false,
             stacks_resolved: 0,
@@ -163,8 +179,17 @@ impl Collector {
             Some(&i) => i,
             None => {
                 let i = self.records.len();
+                let site = key.frames.iter().find(|f| matches!(f, Frame::Python { .. })).cloned().map(|frame| {
+                    let next = self.sites.len();
+                    let s = *self.site_index.entry(frame).or_insert(next);
+                    if s == next {
+                        self.sites.push(SiteRecord { series: Series::new(), records: Vec::new() });
+                    }
+                    self.sites[s].records.push(i);
+                    s
+                });
                 self.by_key.insert(key.clone(), i);
-                self.records.push(StackRecord { key, truncated, series: Series::new(), stats: StackStats::default() });
+                self.records.push(StackRecord { key, site, truncated, series: Series::new(), stats: StackStats::default() });
                 i
             }
         };
@@ -199,10 +224,17 @@ impl Collector {
             acc.outstanding_count += s.outstanding_count;
         }
         let mut outstanding = 0i64;
+        let mut by_site = vec![0i64; self.sites.len()];
         for (record, s) in self.records.iter_mut().zip(totals) {
             record.stats = s;
             record.series.push(t, s.outstanding_bytes.max(0) as f64);
             outstanding += s.outstanding_bytes.max(0);
+            if let Some(site) = record.site {
+                by_site[site] += s.outstanding_bytes.max(0);
+            }
+        }
+        for (site, bytes) in self.sites.iter_mut().zip(by_site) {
+            site.series.push(t, bytes as f64);
         }
         self.timeline.push(t, outstanding as f64);
     }

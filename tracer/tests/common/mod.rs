@@ -265,7 +265,14 @@ pub fn leftover_probes() -> Vec<String> {
     left
 }
 
+/// Checks the whole machine for probes of ours; skipped while another tracer process runs
+/// (developers share this machine; CI runs one tracer at a time).
 pub fn assert_no_leftover_probes() {
+    let others = Command::new("pgrep").args(["-x", "tracer"]).output().map(|o| !o.stdout.is_empty()).unwrap_or(false);
+    if others {
+        println!("leftover-probe check skipped: another tracer process is running");
+        return;
+    }
     let left = leftover_probes();
     assert!(left.is_empty(), "probes of ours still attached: {left:?}");
 }

@@ -1,0 +1,112 @@
+//! Programs that end: the final view is taken when the interpreter starts finalizing (before
+//! module teardown frees everything), and `--fail-on-leak` turns a leak into a failing step.
+
+mod common;
+
+use std::process::{Command, Stdio};
+
+use common::*;
+use serde_json::Value;
+
+fn venv_python() -> Option<String> {
+    let p = std::env::var("TRACER_VENV_PYTHON").unwrap_or_else(|_| format!("{}/../target/pyenv-venv/bin/python", env!("CARGO_MANIFEST_DIR")));
+    let ok = Command::new(&p).args(["-c", "import pytest"]).stdout(Stdio::null()).stderr(Stdio::null()).status().is_ok_and(|s| s.success());
+    if !ok {
+        println!("skipped: no venv with pytest (run `cargo xtask setup`)");
+    }
+    ok.then_some(p)
+}
+
+fn read_report(path: &std::path::Path) -> Value {
+    serde_json::from_str(&std::fs::read_to_string(path).expect("report written")).expect("JSON")
+}
+
+fn kept_count(stdout: &str) -> u64 {
+    stdout.lines().find_map(|l| l.strip_prefix("kept ")).and_then(|n| n.trim().parse().ok()).expect("fixture printed its count")
+}
+
+fn assert_exit_leak_found(report: &Value, kept: u64, label: &str) {
+    assert_eq!(report["final_view"], "finalization", "{label}: the view before module teardown");
+    let line = line_of("exit_leak.py", "KEPT[COUNT] = bytearray(4096)");
+    let at = suspects_at(report, "remember", "exit_leak.py", line);
+    assert_eq!(sum(&at, "outstanding_bytes"), kept * 4097, "{label}: bytes kept at exit; {report:#}");
+    assert!(at.iter().any(|s| s["verdict"] == "leak"), "{label}: verdict leak: {:#}", at.first().map(|s| &s["reason"]).unwrap_or(&Value::Null));
+}
+
+#[test]
+fn leak_in_a_script_that_exits_normally_is_reported() {
+    if !is_root() {
+        println!("skipped: not root");
+        return;
+    }
+    let _g = serial();
+    for python in pythons_of(11).into_iter().chain(pythons_of(13)).chain(pythons_of(14)) {
+        let dir = tempfile::tempdir().unwrap();
+        let out = dir.path().join("r.json");
+        let script = fixture("exit_leak.py");
+        let (code, stdout, stderr) = run_tracer(&[
+            "record", "-i", "500ms", "-q", "-o", out.to_str().unwrap(), "--", python.path.to_str().unwrap(), script.to_str().unwrap(), "10",
+        ]);
+        assert_eq!(code, 0, "{}: {stderr}", python.label);
+        assert_exit_leak_found(&read_report(&out), kept_count(&stdout), &python.label);
+    }
+    assert_no_leftover_probes();
+}
+
+#[test]
+fn attached_target_that_exits_normally_keeps_its_final_view() {
+    if !is_root() {
+        println!("skipped: not root");
+        return;
+    }
+    let _g = serial();
+    for python in pythons_of(11).into_iter().take(1) {
+        let child = Command::new(&python.path).arg(fixture("exit_leak.py")).arg("10").stdout(Stdio::piped()).spawn().unwrap();
+        let pid = child.id().to_string();
+        let mut tracer = Tracer::start(&["-p", &pid, "-i", "500ms", "-q"]);
+        tracer.wait_attached();
+        let out = child.wait_with_output().unwrap();
+        let (code, report) = tracer.finish();
+        assert_eq!(code, 0);
+        let kept = kept_count(&String::from_utf8_lossy(&out.stdout));
+        // Attached after the start: the first blocks may predate the probes.
+        let line = line_of("exit_leak.py", "KEPT[COUNT] = bytearray(4096)");
+        let at = suspects_at(&report, "remember", "exit_leak.py", line);
+        assert_eq!(report["final_view"], "finalization");
+        let seen = sum(&at, "outstanding_count");
+        assert!(seen * 10 >= kept * 8 && seen <= kept, "{}: saw {seen} of {kept}", python.label);
+        assert_eq!(sum(&at, "outstanding_bytes"), seen * 4097);
+    }
+    assert_no_leftover_probes();
+}
+
+#[test]
+fn fail_on_leak_gates_a_pytest_suite() {
+    if !is_root() {
+        println!("skipped: not root");
+        return;
+    }
+    let Some(python) = venv_python() else { return };
+    let _g = serial();
+    let run = |suite: &str| {
+        let dir = tempfile::tempdir().unwrap();
+        let out = dir.path().join("r.json");
+        let path = fixture(suite);
+        let (code, _stdout, stderr) = run_tracer(&[
+            "record", "--fail-on-leak", "-i", "500ms", "-q", "-o", out.to_str().unwrap(), "--", &python, "-m", "pytest", "-q", "-p", "no:cacheprovider",
+            path.to_str().unwrap(),
+        ]);
+        (code, stderr, read_report(&out))
+    };
+    let (code, stderr, report) = run("pytest_leaky");
+    assert_eq!(code, 3, "a leaking suite fails the gate: {stderr}");
+    assert!(stderr.contains("leak: run_case"), "the gate names the line: {stderr}");
+    let line = line_of("pytest_leaky/test_leaky.py", "CACHE.append(bytearray(200_000))");
+    let at = suspects_at(&report, "run_case", "test_leaky.py", line);
+    assert_eq!(at.len(), 1, "the 20 call paths are one suspect");
+    assert_eq!(at[0]["verdict"], "leak");
+    assert_eq!(at[0]["outstanding_bytes"].as_u64(), Some(20 * 200_001));
+    let (code, stderr, _) = run("pytest_clean");
+    assert_eq!(code, 0, "a clean suite passes the gate: {stderr}");
+    assert_no_leftover_probes();
+}
