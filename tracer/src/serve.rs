@@ -230,10 +230,13 @@ fn live_snapshot(session: &mut Session, config: &RecordConfig, samples: u64) -> 
     report.sample_bytes = config.sample_bytes;
     let build_s = started.elapsed().as_secs_f64();
     log::debug!("live report #{samples}: {} suspects, built in {:.1} ms", report.suspects.len(), build_s * 1e3);
-    if build_s > config.interval.as_secs_f64() / 2.0 {
+    static WARNED: AtomicBool = AtomicBool::new(false);
+    if build_s > config.interval.as_secs_f64() / 2.0 && !WARNED.swap(true, Ordering::Relaxed) {
         log::warn!(
-            "building the live report took {:.0} ms, more than half the interval; consider a longer -i",
-            build_s * 1e3
+            "building the live report took {:.0} ms, more than half the interval (-i {:.1}s); consider a longer -i \
+             (its cost grows with the outstanding allocations: /metrics tracer_report_build_seconds)",
+            build_s * 1e3,
+            config.interval.as_secs_f64()
         );
     }
     Snapshot { report, built_unix_s: unix_now(), build_s, samples }

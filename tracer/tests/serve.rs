@@ -425,8 +425,10 @@ fn serves_every_endpoint_and_stops_on_sigterm() {
     // Still serving after all that.
     get(port, "/metrics");
 
+    let stopping = Instant::now();
     unsafe { libc::kill(daemon.child.id() as i32, libc::SIGTERM) };
-    let (code, stderr) = daemon.wait_exit(Duration::from_secs(5));
+    let (code, stderr) = daemon.wait_exit(Duration::from_secs(8));
+    println!("tracer serve exited {:.2} s after SIGTERM (detaching the probes is most of it)", stopping.elapsed().as_secs_f64());
     assert_eq!(code, 0, "exit status after SIGTERM: {stderr}");
     assert!(stderr.contains("all probes detached"), "{stderr}");
     assert!(!stderr.contains("panicked"), "{stderr}");
