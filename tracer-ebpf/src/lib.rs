@@ -33,6 +33,12 @@ pub mod globals {
     pub const FSBASE_OFFSET: &str = "FSBASE_OFFSET";
     /// Sampling period in bytes; 0 records every allocation.
     pub const SAMPLE_BYTES: &str = "SAMPLE_BYTES";
+    /// Byte offset of `tgid` in the kernel's `task_struct` (from vmlinux BTF).
+    pub const TGID_OFFSET: &str = "TGID_OFFSET";
+    /// 1: a traced process's children (fork) are traced too.
+    pub const FOLLOW_FORKS: &str = "FOLLOW_FORKS";
+    /// 1: announce every exec on the host (host mode discovers new Python processes).
+    pub const WATCH_EXECS: &str = "WATCH_EXECS";
 }
 
 /// Which libc (or kernel) entry point made an allocation.
@@ -239,6 +245,10 @@ pub mod event {
     pub const NEW_STACK: u32 = 1;
     /// The interpreter started finalizing: the final view is frozen from here on.
     pub const FINALIZING: u32 = 2;
+    /// A traced process forked: `tgid` is the child (already registered), `value` the parent.
+    pub const FORKED: u32 = 3;
+    /// `tgid` called exec: if it was traced it no longer is (its registration is gone).
+    pub const EXEC: u32 = 4;
 }
 
 #[repr(C)]

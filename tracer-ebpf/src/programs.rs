@@ -7,9 +7,9 @@ use aya_ebpf::{
         bpf_probe_read_kernel,
         bpf_probe_read_user, bpf_probe_read_user_buf,
     },
-    macros::{map, uprobe, uretprobe},
+    macros::{map, raw_tracepoint, uprobe, uretprobe},
     maps::{HashMap, LruHashMap, PerCpuArray, RingBuf},
-    programs::{ProbeContext, RetProbeContext},
+    programs::{ProbeContext, RawTracePointContext, RetProbeContext},
 };
 use tracer_ebpf::{
     counter, event, AllocInfo, AllocKey, AllocKind, Event, Pending, RawFrame, StackStats,
@@ -27,6 +27,12 @@ const SKIPPED_FRAMES_ALLOWANCE: usize = 16;
 static FSBASE_OFFSET: u64 = 0;
 #[no_mangle]
 static SAMPLE_BYTES: u64 = 0;
+#[no_mangle]
+static TGID_OFFSET: u64 = 0;
+#[no_mangle]
+static FOLLOW_FORKS: u64 = 0;
+#[no_mangle]
+static WATCH_EXECS: u64 = 0;
 
 #[map]
 static TARGETS: HashMap<u32, TargetConfig> = HashMap::with_max_entries(1024, 0);
@@ -664,6 +670,47 @@ pub fn py_finalize(_ctx: ProbeContext) -> u32 {
                 notify(event::FINALIZING, tgid, now);
             }
         }
+    }
+    0
+}
+
+/// A traced process forks: with --follow-forks the child is registered right away (its
+/// allocations count from the moment its probes are attached) and announced.
+#[raw_tracepoint(tracepoint = "sched_process_fork")]
+pub fn on_fork(ctx: RawTracePointContext) -> i32 {
+    if global(&FOLLOW_FORKS) == 0 {
+        return 0;
+    }
+    let parent = (bpf_get_current_pid_tgid() >> 32) as u32;
+    let Some(cfg) = (unsafe { TARGETS.get(&parent) }).copied() else { return 0 };
+    let child_task: u64 = ctx.arg(1);
+    let offset = global(&TGID_OFFSET);
+    if child_task == 0 || offset == 0 {
+        return 0;
+    }
+    let Ok(child) = (unsafe { bpf_probe_read_kernel((child_task + offset) as *const i32) }) else { return 0 };
+    let child = child as u32;
+    if child == parent || child == 0 {
+        return 0; // a new thread, not a new process
+    }
+    let fresh = TargetConfig { finalizing_since_ns: 0, ..cfg };
+    if TARGETS.insert(&child, &fresh, BPF_NOEXIST as u64).is_ok() {
+        notify(event::FORKED, child, parent as u64);
+    }
+    0
+}
+
+/// A traced process replaced its program: its layout no longer applies, so it stops being
+/// traced at once. In host mode every exec is announced, to find new Python processes.
+#[raw_tracepoint(tracepoint = "sched_process_exec")]
+pub fn on_exec(_ctx: RawTracePointContext) -> i32 {
+    let tgid = (bpf_get_current_pid_tgid() >> 32) as u32;
+    let traced = unsafe { TARGETS.get(&tgid) }.is_some();
+    if traced {
+        let _ = TARGETS.remove(&tgid);
+    }
+    if traced || global(&WATCH_EXECS) != 0 {
+        notify(event::EXEC, tgid, traced as u64);
     }
     0
 }

@@ -17,14 +17,42 @@ const MAX_CLEARED_STACKS: usize = 200;
 /// Stable containers listed (largest first) besides the leaking, growing and bounded ones.
 const MAX_STABLE_HOLDERS: usize = 20;
 
+/// The main target's report.
 pub fn build(session: &mut Session, reason: EndReason, criteria: &Criteria, end_ns: u64) -> Report {
+    let pid = session.target.pid;
+    let info = target_info(&session.target);
+    build_for(session, pid, info, reason.as_str(), criteria, end_ns)
+}
+
+/// A followed child's report (its own section).
+pub fn build_child(session: &mut Session, pid: u32, info: TargetInfo, criteria: &Criteria, end_ns: u64) -> Report {
+    let view = match session.collector.as_ref() {
+        Some(c) if c.process_finalizing(pid) => "finalization",
+        _ if std::path::Path::new(&format!("/proc/{pid}")).exists() => "live",
+        _ => "target_exited",
+    };
+    build_for(session, pid, info, view, criteria, end_ns)
+}
+
+pub fn target_info(target: &crate::target::Target) -> TargetInfo {
+    TargetInfo {
+        pid: target.pid,
+        exe: target.exe.clone(),
+        python: target.version.to_string(),
+        libc: target.libc.path.clone(),
+        cmdline: target.cmdline.clone(),
+    }
+}
+
+fn build_for(session: &mut Session, pid: u32, target: TargetInfo, final_view: &str, criteria: &Criteria, end_ns: u64) -> Report {
     let window_s = session.started.elapsed().as_secs_f64();
+    let main = pid == session.target.pid;
     let mut totals = Totals::default();
     let mut suspects = Vec::new();
     let mut timeline = Vec::new();
     if let Some(collector) = session.collector.as_mut() {
-        suspects = judge_stacks(collector, criteria, window_s, end_ns);
-        totals = stack_totals(collector);
+        suspects = judge_stacks(collector, pid, criteria, window_s, end_ns);
+        totals = stack_totals(collector, pid);
         timeline = collector
             .timeline
             .points()
@@ -33,34 +61,27 @@ pub fn build(session: &mut Session, reason: EndReason, criteria: &Criteria, end_
             .collect();
     }
     let mut holders = Vec::new();
-    if let Some(h) = session.holders.as_ref() {
+    if let Some(h) = session.holders.as_ref().filter(|_| main) {
         holders = judge_holders(h);
         let t = &h.totals;
         totals.lost.insert("holders_torn_dropped".into(), t.dropped);
         totals.lost.insert("holders_scans_cut_by_budget".into(), t.cut_by_budget);
     }
-    let target = &session.target;
     Report {
         schema: SCHEMA,
-        target: TargetInfo {
-            pid: target.pid,
-            exe: target.exe.clone(),
-            python: target.version.to_string(),
-            libc: target.libc.path.clone(),
-            cmdline: target.cmdline.clone(),
-        },
+        target,
         duration_s: window_s,
-        final_view: reason.as_str().to_string(),
+        final_view: final_view.to_string(),
         totals,
         suspects,
         holders,
-        holders_scan: session.holders.as_ref().map(|h| scan_summary(h)),
+        holders_scan: session.holders.as_ref().filter(|_| main).map(scan_summary),
         timeline,
         sample_bytes: 0,
     }
 }
 
-fn judge_stacks(collector: &mut Collector, criteria: &Criteria, window_s: f64, end_ns: u64) -> Vec<Suspect> {
+fn judge_stacks(collector: &mut Collector, pid: u32, criteria: &Criteria, window_s: f64, end_ns: u64) -> Vec<Suspect> {
     let ages = collector.oldest_ages(end_ns);
     let evidence_of = |i: usize| {
         let s = collector.records[i].stats;
@@ -77,7 +98,7 @@ fn judge_stacks(collector: &mut Collector, criteria: &Criteria, window_s: f64, e
         .enumerate()
         .map(|(i, record)| {
             let s = record.stats;
-            if s.allocs == 0 && s.outstanding_count <= 0 {
+            if record.key.pid != pid || s.allocs == 0 && s.outstanding_count <= 0 {
                 return None;
             }
             let evidence = evidence_of(i);
@@ -156,11 +177,13 @@ fn suspect(allocator: &str, stack: Vec<crate::report::Frame>, s: tracer_ebpf::St
     }
 }
 
-fn stack_totals(collector: &Collector) -> Totals {
+/// Counters are kept for all traced processes together; outstanding memory per process.
+fn stack_totals(collector: &Collector, pid: u32) -> Totals {
     let counters = collector.counters();
     let lost: BTreeMap<String, u64> = LOST_COUNTERS.iter().map(|(i, name)| (name.to_string(), counters.get(*i))).collect();
-    let outstanding_bytes: i64 = collector.records.iter().map(|r| r.stats.outstanding_bytes.max(0)).sum();
-    let outstanding_count: i64 = collector.records.iter().map(|r| r.stats.outstanding_count.max(0)).sum();
+    let mine = || collector.records.iter().filter(|r| r.key.pid == pid);
+    let outstanding_bytes: i64 = mine().map(|r| r.stats.outstanding_bytes.max(0)).sum();
+    let outstanding_count: i64 = mine().map(|r| r.stats.outstanding_count.max(0)).sum();
     Totals {
         allocs: counters.get(counter::ALLOCS_RECORDED),
         frees: counters.get(counter::FREES_MATCHED),

@@ -78,6 +78,10 @@ pub struct RecordArgs {
     /// Capacity of the distinct-stack table.
     #[arg(long, default_value_t = 16384, value_parser = clap::value_parser!(u32).range(16..=(1 << 22)))]
     pub max_stacks: u32,
+    /// Also trace processes the target forks (multiprocessing workers), each in its own report
+    /// section.
+    #[arg(long)]
+    pub follow_forks: bool,
     /// Launch mode: start the command with PYTHONMALLOC=malloc so objects of 512 bytes or less
     /// are tracked by stack too (slower; see README).
     #[arg(long, requires = "command")]

@@ -21,6 +21,7 @@ use crate::symbolize::NativeSymbols;
 /// A stack as a person reads it; raw stacks that resolve to the same frames are one stack.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct StackKey {
+    pub pid: u32,
     pub allocator: &'static str,
     /// Innermost first: the native caller of the allocator, then Python frames.
     pub frames: Vec<Frame>,
@@ -62,18 +63,29 @@ pub struct Collector {
     allocs: BpfHashMap<MapData, AllocKey, AllocInfo>,
     counters: PerCpuArray<MapData, u64>,
     events: RingBuf<MapData>,
-    pid: u32,
-    code: CodeResolver<ProcessMemory>,
-    native: NativeSymbols,
+    /// Per traced process: how to read its code objects and name its native frames.
+    processes: HashMap<u32, ProcessView>,
+    /// Processes the BPF side saw fork from a traced one: (child, parent), to attach.
+    pub forked: Vec<(u32, u32)>,
+    /// Traced processes that called exec (they are no longer traced).
+    pub execed: Vec<u32>,
     /// Raw stack id -> index into `records`.
     by_id: HashMap<u64, usize>,
     by_key: HashMap<StackKey, usize>,
     pub records: Vec<StackRecord>,
     pub sites: Vec<SiteRecord>,
-    site_index: HashMap<Site, usize>,
+    site_index: HashMap<(u32, Site), usize>,
     pub timeline: Series,
+    /// The main target started finalizing.
     pub finalizing: bool,
     pub stacks_resolved: u64,
+    main_pid: u32,
+}
+
+pub struct ProcessView {
+    code: CodeResolver<ProcessMemory>,
+    native: NativeSymbols,
+    pub finalizing: bool,
 }
 
 pub fn monotonic_ns() -> u64 {
@@ -90,9 +102,10 @@ impl Collector {
             allocs: BpfHashMap::try_from(probes.take_map(maps::ALLOCS)?)?,
             counters: PerCpuArray::try_from(probes.take_map(maps::COUNTERS)?)?,
             events: RingBuf::try_from(probes.take_map(maps::EVENTS)?)?,
-            pid,
-            code,
-            native: NativeSymbols::warmed_up(pid),
+            processes: HashMap::from([(pid, ProcessView { code, native: NativeSymbols::warmed_up(pid), finalizing: false })]),
+            forked: Vec::new(),
+            execed: Vec::new(),
+            main_pid: pid,
             by_id: HashMap::new(),
             by_key: HashMap::new(),
             records: Vec::new(),
@@ -102,6 +115,23 @@ impl Collector {
             finalizing: false,
             stacks_resolved: 0,
         })
+    }
+
+    /// Starts reading a forked child's stacks (its probes are attached by the caller).
+    pub fn add_process(&mut self, pid: u32, code: CodeResolver<ProcessMemory>) {
+        self.processes.insert(pid, ProcessView { code, native: NativeSymbols::new(pid), finalizing: false });
+    }
+
+    pub fn process_finalizing(&self, pid: u32) -> bool {
+        self.processes.get(&pid).is_some_and(|p| p.finalizing)
+    }
+
+    /// Traced processes, the main target first.
+    pub fn pids(&self) -> Vec<u32> {
+        let mut pids: Vec<u32> = self.processes.keys().copied().filter(|&p| p != self.main_pid).collect();
+        pids.sort_unstable();
+        pids.insert(0, self.main_pid);
+        pids
     }
 
     /// The ring buffer's descriptor, to wake up as soon as the BPF side announces something.
@@ -118,15 +148,19 @@ impl Collector {
                 continue;
             }
             let ev: Event = unsafe { std::ptr::read_unaligned(item.as_ptr() as *const Event) };
-            if ev.tgid != self.pid {
-                continue;
-            }
             match ev.kind {
                 event::NEW_STACK => {
                     log::trace!("new stack {:x} announced {} us ago", ev.value, monotonic_ns().saturating_sub(ev.ts_ns) / 1000);
                     new_ids.push(ev.value)
                 }
-                event::FINALIZING => self.finalizing = true,
+                event::FINALIZING => {
+                    if let Some(p) = self.processes.get_mut(&ev.tgid) {
+                        p.finalizing = true;
+                    }
+                    self.finalizing |= ev.tgid == self.main_pid;
+                }
+                event::FORKED => self.forked.push((ev.tgid, ev.value as u32)),
+                event::EXEC => self.execed.push(ev.tgid),
                 _ => {}
             }
         }
@@ -144,12 +178,13 @@ impl Collector {
             let trace = if id == UNKNOWN_STACK { None } else { self.stacks.get(&id, 0).ok() };
             let python: Vec<Frame> = trace
                 .as_ref()
-                .map(|t| {
+                .and_then(|t| {
+                    let process = self.processes.get_mut(&t.tgid)?;
                     let depth = (t.depth as usize).min(t.frames.len());
                     if log::log_enabled!(log::Level::Trace) {
                         log::trace!("stack {id:x}: {:x?}", &t.frames[..depth]);
                     }
-                    t.frames[..depth].iter().filter_map(|raw| self.code.resolve(*raw)).collect()
+                    Some(t.frames[..depth].iter().filter_map(|raw| process.code.resolve(*raw)).collect())
                 })
                 .unwrap_or_default();
             pending.push((id, trace, python));
@@ -159,14 +194,18 @@ impl Collector {
                 Some(t) => {
                     let allocator = ALLOC_KIND_NAMES.get(t.kind as usize).copied().unwrap_or("unknown");
                     let mut frames = Vec::with_capacity(python.len() + 1);
-                    frames.push(self.native.frame(t.native_ip));
+                    let native = match self.processes.get_mut(&t.tgid) {
+                        Some(p) => p.native.frame(t.native_ip),
+                        None => Frame::Native { function: format!("[unknown] 0x{:x}", t.native_ip), module: "?".into() },
+                    };
+                    frames.push(native);
                     frames.extend(python);
-                    (StackKey { allocator, frames }, t.truncated != 0)
+                    (StackKey { pid: t.tgid, allocator, frames }, t.truncated != 0)
                 }
                 None => {
                     let what = if id == UNKNOWN_STACK { "[stack not recorded: stack table full]" } else { "[stack not readable]" };
                     let frames = vec![Frame::Native { function: what.into(), module: "tracer".into() }];
-                    (StackKey { allocator: "unknown", frames }, false)
+                    (StackKey { pid: self.main_pid, allocator: "unknown", frames }, false)
                 }
             };
             self.intern(id, key, truncated);
@@ -181,7 +220,7 @@ impl Collector {
                 let i = self.records.len();
                 let site = key.frames.iter().find(|f| matches!(f, Frame::Python { .. })).cloned().map(|frame| {
                     let next = self.sites.len();
-                    let s = *self.site_index.entry(frame).or_insert(next);
+                    let s = *self.site_index.entry((key.pid, frame)).or_insert(next);
                     if s == next {
                         self.sites.push(SiteRecord { series: Series::new(), records: Vec::new() });
                     }
@@ -254,7 +293,7 @@ impl Collector {
     pub fn oldest_ages(&mut self, end_ns: u64) -> Vec<f64> {
         let mut oldest: HashMap<u64, u64> = HashMap::new();
         for (key, info) in self.allocs.iter().filter_map(|r| r.ok()) {
-            if key.tgid != self.pid {
+            if !self.processes.contains_key(&key.tgid) {
                 continue;
             }
             let e = oldest.entry(info.stack_id).or_insert(info.ts_ns);

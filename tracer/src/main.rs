@@ -89,6 +89,7 @@ fn run_record(args: RecordArgs) -> Result<ExitCode> {
         criteria,
         python_malloc: args.python_malloc,
         sample_bytes: args.sample_bytes,
+        follow_forks: args.follow_forks,
         progress: !args.quiet,
         holders: if args.holders_only {
             record::HoldersMode::Only
@@ -100,22 +101,31 @@ fn run_record(args: RecordArgs) -> Result<ExitCode> {
         holder_budget: python::heap::ScanBudget { max_objects: args.holders_budget as usize, ..Default::default() },
     };
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
-    let report = runtime.block_on(async {
+    let report: Vec<report::Report> = runtime.block_on(async {
         let mut session = record::start(&config)?;
         let reason = record::run(&mut session, &config).await?;
         anyhow::Ok(record::finish(session, reason, &config))
     })?;
-    output::write_report(&report, &args.output)?;
-    let leaking_stacks = report.suspects.iter().filter(|s| s.verdict == report::Verdict::Leak).count();
-    let leaking_holders = report.holders.iter().filter(|h| h.verdict == report::Verdict::Leak).count();
-    if args.fail_on_leak && leaking_stacks + leaking_holders > 0 {
-        eprintln!("tracer: leaks found: {leaking_stacks} allocation stacks and {leaking_holders} containers with verdict leak");
-        for s in report.suspects.iter().filter(|s| s.verdict == report::Verdict::Leak) {
-            let site = s.stack.iter().find(|f| matches!(f, report::Frame::Python { .. })).or(s.stack.first());
-            eprintln!("  leak: {} ({})", site.map(|f| f.label()).unwrap_or_default(), s.reason);
-        }
-        for h in report.holders.iter().filter(|h| h.verdict == report::Verdict::Leak) {
-            eprintln!("  leak: {} {} ({})", h.path, h.type_name, h.reason);
+    let reports = report;
+    match reports.as_slice() {
+        [one] => output::write_report(one, &args.output)?,
+        _ => output::write_saved(&output::Saved::Many(report::MultiReport { schema: report::SCHEMA, processes: reports.clone() }), &args.output)?,
+    }
+    let leaking: Vec<String> = reports
+        .iter()
+        .flat_map(|r| {
+            let stacks = r.suspects.iter().filter(|s| s.verdict == report::Verdict::Leak).map(move |s| {
+                let site = s.stack.iter().find(|f| matches!(f, report::Frame::Python { .. })).or(s.stack.first());
+                format!("pid {}: {} ({})", r.target.pid, site.map(|f| f.label()).unwrap_or_default(), s.reason)
+            });
+            let holders = r.holders.iter().filter(|h| h.verdict == report::Verdict::Leak).map(move |h| format!("pid {}: {} {} ({})", r.target.pid, h.path, h.type_name, h.reason));
+            stacks.chain(holders)
+        })
+        .collect();
+    if args.fail_on_leak && !leaking.is_empty() {
+        eprintln!("tracer: {} leaks found", leaking.len());
+        for l in &leaking {
+            eprintln!("  leak: {l}");
         }
         return Ok(ExitCode::from(EXIT_LEAK_FOUND));
     }

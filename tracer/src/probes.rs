@@ -2,13 +2,14 @@
 //! detaches everything (and the kernel does the same if the tracer is killed: the links live
 //! only as long as our file descriptors).
 
+use std::collections::HashMap;
 use std::num::NonZeroU32;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 use aya::maps::{HashMap as BpfHashMap, MapData};
-use aya::programs::uprobe::{UProbeAttachLocation, UProbeScope};
-use aya::programs::UProbe;
+use aya::programs::uprobe::{UProbeAttachLocation, UProbeLinkId, UProbeScope};
+use aya::programs::{RawTracePoint, UProbe};
 use aya::{Ebpf, EbpfLoader};
 use tracer_ebpf::{globals, maps, TargetConfig};
 
@@ -105,20 +106,41 @@ pub fn cheap_probe_offset(code: &[u8]) -> u64 {
     }
 }
 
+/// Everything fixed at load time.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct LoadOptions {
+    pub fsbase_offset: u64,
+    pub tgid_offset: u64,
+    pub sample_bytes: u64,
+    pub follow_forks: bool,
+    pub watch_execs: bool,
+    pub sizes: MapSizes,
+}
+
+/// Programs on kernel tracepoints (not uprobes): process lifecycle.
+const PROCESS_EVENTS: [(&str, &str); 2] = [("on_fork", "sched_process_fork"), ("on_exec", "sched_process_exec")];
+
 pub struct Probes {
     ebpf: Ebpf,
     pub attach_time: Duration,
     pub attached: usize,
+    /// Uprobe links per traced process, to detach one process without touching the others.
+    links: HashMap<u32, Vec<(&'static str, UProbeLinkId)>>,
 }
 
 impl Probes {
-    pub fn load(fsbase_offset: u64, sample_bytes: u64, sizes: MapSizes) -> Result<Self> {
+    pub fn load(options: LoadOptions) -> Result<Self> {
+        let follow = options.follow_forks as u64;
+        let watch = options.watch_execs as u64;
         let ebpf = EbpfLoader::new()
-            .override_global(globals::FSBASE_OFFSET, &fsbase_offset, true)
-            .override_global(globals::SAMPLE_BYTES, &sample_bytes, true)
-            .map_max_entries(maps::ALLOCS, sizes.max_allocs)
-            .map_max_entries(maps::STACKS, sizes.max_stacks)
-            .map_max_entries(maps::STACK_STATS, sizes.max_stacks)
+            .override_global(globals::FSBASE_OFFSET, &options.fsbase_offset, true)
+            .override_global(globals::TGID_OFFSET, &options.tgid_offset, true)
+            .override_global(globals::SAMPLE_BYTES, &options.sample_bytes, true)
+            .override_global(globals::FOLLOW_FORKS, &follow, true)
+            .override_global(globals::WATCH_EXECS, &watch, true)
+            .map_max_entries(maps::ALLOCS, options.sizes.max_allocs)
+            .map_max_entries(maps::STACKS, options.sizes.max_stacks)
+            .map_max_entries(maps::STACK_STATS, options.sizes.max_stacks)
             .load(BPF_OBJECT)
             .map_err(|e| match e {
                 aya::EbpfError::MapError(m) => user_error(
@@ -127,9 +149,16 @@ impl Probes {
                 ),
                 other => anyhow::Error::new(other).context("loading the BPF programs"),
             })?;
-        let mut probes = Self { ebpf, attach_time: Duration::ZERO, attached: 0 };
+        let mut probes = Self { ebpf, attach_time: Duration::ZERO, attached: 0, links: HashMap::new() };
         let names: Vec<String> = probes.ebpf.programs().map(|(n, _)| n.to_string()).collect();
         for name in names {
+            if PROCESS_EVENTS.iter().any(|(p, _)| *p == name) {
+                let program: &mut RawTracePoint = probes.ebpf.program_mut(&name).context("program")?.try_into()?;
+                program.load().with_context(|| format!("verifying BPF program {name}"))?;
+                program.attach(PROCESS_EVENTS.iter().find(|(p, _)| *p == name).map(|(_, tp)| *tp).unwrap_or_default())
+                    .with_context(|| format!("attaching {name} to its tracepoint"))?;
+                continue;
+            }
             let program: &mut UProbe = probes.program(&name)?;
             program.load().with_context(|| format!("verifying BPF program {name}"))?;
         }
@@ -148,7 +177,33 @@ impl Probes {
         let mut targets: BpfHashMap<&mut MapData, u32, TargetConfig> =
             BpfHashMap::try_from(self.ebpf.map_mut(maps::TARGETS).context("TARGETS map")?)?;
         targets.insert(target.pid, config, 0).context("registering the target")?;
+        let result = self.attach_all(target);
+        if result.is_err() {
+            self.remove_target(target.pid);
+        }
+        self.attach_time += started.elapsed();
+        result
+    }
 
+    /// Detaches one process's probes and forgets its registration (it exited or exec'd).
+    pub fn remove_target(&mut self, pid: u32) {
+        if let Some(map) = self.ebpf.map_mut(maps::TARGETS) {
+            if let Ok(mut targets) = BpfHashMap::<&mut MapData, u32, TargetConfig>::try_from(map) {
+                let _ = targets.remove(&pid);
+            }
+        }
+        for (program, link) in self.links.remove(&pid).unwrap_or_default() {
+            if let Ok(p) = self.program(program) {
+                let _ = p.detach(link);
+            }
+        }
+    }
+
+    pub fn traced_pids(&self) -> Vec<u32> {
+        self.links.keys().copied().collect()
+    }
+
+    fn attach_all(&mut self, target: &Target) -> Result<()> {
         let pid = NonZeroU32::new(target.pid).context("PID 0")?;
         for spec in LIBC_PROBES {
             self.attach_symbol(spec, &target.libc.elf, target.pid, pid)?;
@@ -157,7 +212,6 @@ impl Probes {
         if let Err(e) = self.attach_symbol(&finalize, &target.python.elf, target.pid, pid) {
             log::warn!("no finalization probe ({e:#}): leaks are read when the process exits");
         }
-        self.attach_time += started.elapsed();
         Ok(())
     }
 
@@ -173,9 +227,10 @@ impl Probes {
         }
         let path = elf.path.clone();
         let program = self.program(spec.program)?;
-        program
+        let link = program
             .attach(UProbeAttachLocation::AbsoluteOffset(offset), &path, UProbeScope::OneProcess(pid))
             .map_err(|e| attach_error(e, spec.symbol, &path, pid_raw))?;
+        self.links.entry(pid_raw).or_default().push((spec.program, link));
         self.attached += 1;
         Ok(())
     }

@@ -15,7 +15,7 @@ use crate::python::heap::ScanBudget;
 use crate::error::user_error;
 use crate::launch::{self, Launched};
 use crate::leaks::Criteria;
-use crate::probes::{MapSizes, Probes};
+use crate::probes::{LoadOptions, MapSizes, Probes};
 use crate::python::code::CodeResolver;
 use crate::python::{debug_offsets, Layout};
 use crate::remote::{Memory, ProcessMemory};
@@ -33,6 +33,7 @@ pub struct RecordConfig {
     pub criteria: Criteria,
     pub python_malloc: bool,
     pub sample_bytes: u64,
+    pub follow_forks: bool,
     pub progress: bool,
     pub holders: HoldersMode,
     pub holder_budget: ScanBudget,
@@ -126,6 +127,8 @@ pub struct Session {
     pub holders: Option<Holders>,
     pub launched: Option<Launched>,
     pub started: Instant,
+    /// Forked children traced with --follow-forks.
+    pub children: Vec<Target>,
 }
 
 /// Attaches to a running process or launches the command, and starts collecting.
@@ -154,7 +157,7 @@ pub fn start(config: &RecordConfig) -> Result<Session> {
                     None => "Ctrl-C to stop".to_string(),
                 }
             );
-            Ok(Session { target, probes, collector, holders, launched, started: Instant::now() })
+            Ok(Session { target, probes, collector, holders, launched, started: Instant::now(), children: Vec::new() })
         }
         (Err(e), Some(l)) => {
             // The command still runs, untraced, as if started without the tracer.
@@ -184,8 +187,15 @@ fn attach(pid: u32, config: &RecordConfig) -> Result<Attached> {
     }
     let layout = layout_for(&target)?;
     let runtime = target.python.runtime_addr("_PyRuntime").context("_PyRuntime")?;
-    let fsbase = btf::fsbase_offset().context("reading the kernel's BTF for task_struct.thread.fsbase")?;
-    let mut probes = Probes::load(fsbase, config.sample_bytes, config.sizes)?;
+    let kernel = btf::Btf::from_kernel().context("reading the kernel's BTF (/sys/kernel/btf/vmlinux)")?;
+    let mut probes = Probes::load(LoadOptions {
+        fsbase_offset: kernel.offset_of("task_struct", &["thread", "fsbase"])?,
+        tgid_offset: kernel.offset_of("task_struct", &["tgid"])?,
+        sample_bytes: config.sample_bytes,
+        follow_forks: config.follow_forks,
+        watch_execs: false,
+        sizes: config.sizes,
+    })?;
     probes.add_target(&target, layout.target_config(runtime))?;
     let code_type = target.python.runtime_addr("PyCode_Type").context("PyCode_Type")?;
     let resolver = CodeResolver::new(ProcessMemory::new(pid), layout, code_type, target.python.start..target.python.end);
@@ -243,6 +253,9 @@ pub async fn run(session: &mut Session, config: &RecordConfig) -> Result<EndReas
                         break EndReason::Finalization;
                     }
                 }
+                if follow_process_events(session) {
+                    break EndReason::TargetExited;
+                }
                 if let Ok(mut guard) = ready {
                     guard.clear_ready();
                 }
@@ -264,6 +277,9 @@ pub async fn run(session: &mut Session, config: &RecordConfig) -> Result<EndReas
                         break EndReason::Finalization;
                     }
                 }
+                if follow_process_events(session) {
+                    break EndReason::TargetExited;
+                }
                 if !alive(session) {
                     break EndReason::TargetExited;
                 }
@@ -275,6 +291,40 @@ pub async fn run(session: &mut Session, config: &RecordConfig) -> Result<EndReas
     }
     sample(session);
     Ok(reason)
+}
+
+/// Attaches to children the BPF side saw fork (--follow-forks) and lets go of processes that
+/// exec'd. True when the main target itself exec'd: what it was is over.
+pub fn follow_process_events(session: &mut Session) -> bool {
+    let (Some(collector), Some(probes)) = (session.collector.as_mut(), session.probes.as_mut()) else {
+        return false;
+    };
+    let mut main_execed = false;
+    for pid in std::mem::take(&mut collector.execed) {
+        probes.remove_target(pid);
+        main_execed |= pid == session.target.pid;
+    }
+    for (child, parent) in std::mem::take(&mut collector.forked) {
+        let attached = target::inspect(child).and_then(|t| {
+            let layout = layout_for(&t)?;
+            let runtime = t.python.runtime_addr("_PyRuntime").context("_PyRuntime")?;
+            probes.add_target(&t, layout.target_config(runtime))?;
+            let code_type = t.python.runtime_addr("PyCode_Type").context("PyCode_Type")?;
+            collector.add_process(child, CodeResolver::new(ProcessMemory::new(child), layout, code_type, t.python.start..t.python.end));
+            Ok(t)
+        });
+        match attached {
+            Ok(t) => {
+                eprintln!("tracer: following pid {child} (forked from {parent})");
+                session.children.push(t);
+            }
+            Err(e) => {
+                probes.remove_target(child);
+                log::warn!("not following pid {child} (forked from {parent}): {e:#}");
+            }
+        }
+    }
+    main_execed
 }
 
 /// One point of every time series: stacks' outstanding memory, containers' lengths. Also used
@@ -321,11 +371,18 @@ fn print_progress(session: &Session, elapsed: Duration) {
     );
 }
 
-/// Ends the session: builds the report from the final state, then detaches.
-pub fn finish(mut session: Session, reason: EndReason, config: &RecordConfig) -> Report {
+/// Ends the session: builds the reports (the main target first, then followed children) from
+/// the final state, then detaches.
+pub fn finish(mut session: Session, reason: EndReason, config: &RecordConfig) -> Vec<Report> {
     let end_ns = monotonic_ns();
-    let mut report = build_report::build(&mut session, reason, &config.criteria, end_ns);
-    report.sample_bytes = config.sample_bytes;
+    let mut reports = vec![build_report::build(&mut session, reason, &config.criteria, end_ns)];
+    let children: Vec<(u32, crate::report::TargetInfo)> = session.children.iter().map(|t| (t.pid, build_report::target_info(t))).collect();
+    for (pid, info) in children {
+        reports.push(build_report::build_child(&mut session, pid, info, &config.criteria, end_ns));
+    }
+    for r in &mut reports {
+        r.sample_bytes = config.sample_bytes;
+    }
     drop(session.probes.take());
-    report
+    reports
 }

@@ -100,7 +100,7 @@ fn fail_on_leak_gates_a_pytest_suite() {
     };
     let (code, stderr, report) = run("pytest_leaky");
     assert_eq!(code, 3, "a leaking suite fails the gate: {stderr}");
-    assert!(stderr.contains("leak: run_case"), "the gate names the line: {stderr}");
+    assert!(stderr.contains("leak: pid ") && stderr.contains("run_case ("), "the gate names the line: {stderr}");
     let line = line_of("pytest_leaky/test_leaky.py", "CACHE.append(bytearray(200_000))");
     let at = suspects_at(&report, "run_case", "test_leaky.py", line);
     assert_eq!(at.len(), 1, "the 20 call paths are one suspect");
@@ -108,5 +108,56 @@ fn fail_on_leak_gates_a_pytest_suite() {
     assert_eq!(at[0]["outstanding_bytes"].as_u64(), Some(20 * 200_001));
     let (code, stderr, _) = run("pytest_clean");
     assert_eq!(code, 0, "a clean suite passes the gate: {stderr}");
+    assert_no_leftover_probes();
+}
+
+#[test]
+fn follow_forks_traces_a_multiprocessing_worker_in_its_own_section() {
+    if !is_root() {
+        println!("skipped: not root");
+        return;
+    }
+    let _g = serial();
+    for python in pythons_of(11).into_iter().take(1).chain(pythons_of(13)) {
+        let dir = tempfile::tempdir().unwrap();
+        let out = dir.path().join("r.json");
+        let script = fixture("mp_leak.py");
+        let (code, stdout, stderr) = run_tracer(&[
+            "record", "--follow-forks", "-i", "500ms", "-q", "-o", out.to_str().unwrap(), "--", python.path.to_str().unwrap(), script.to_str().unwrap(),
+        ]);
+        assert_eq!(code, 0, "{}: {stderr}", python.label);
+        assert!(stdout.contains("worker kept 100"), "{stdout}");
+        let multi = read_report(&out);
+        let processes = multi["processes"].as_array().unwrap_or_else(|| panic!("{}: a section per process: {multi:#}", python.label));
+        assert_eq!(processes.len(), 2, "{}: parent and worker", python.label);
+        let line = line_of("mp_leak.py", "KEPT[i] = bytearray(6000)");
+        let parent = &processes[0];
+        let worker = &processes[1];
+        assert_ne!(parent["target"]["pid"], worker["target"]["pid"]);
+        assert_eq!(sum(&suspects_at(parent, "worker", "mp_leak.py", line), "outstanding_bytes"), 0, "{}: the parent does not leak", python.label);
+        // Only the blocks: on 3.13 a pymalloc arena (mmap) is also made on that line.
+        let at: Vec<&Value> = suspects_at(worker, "worker", "mp_leak.py", line).into_iter().filter(|s| s["allocator"] != "mmap").collect();
+        assert_eq!(sum(&at, "outstanding_bytes"), 100 * 6001, "{}: the worker's leak: {worker:#}", python.label);
+    }
+    assert_no_leftover_probes();
+}
+
+#[test]
+fn a_target_that_execs_ends_the_recording_cleanly() {
+    if !is_root() {
+        println!("skipped: not root");
+        return;
+    }
+    let _g = serial();
+    let Some(python) = pythons_of(11).into_iter().next() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("r.json");
+    let code_text = "import os, time\nkeep = [bytearray(3000) for _ in range(50)]\ntime.sleep(1)\nos.execv('/bin/sleep', ['sleep', '1'])\n";
+    let (code, _stdout, stderr) = run_tracer(&["record", "-i", "500ms", "-q", "-o", out.to_str().unwrap(), "--", python.path.to_str().unwrap(), "-c", code_text]);
+    assert_eq!(code, 0, "{stderr}");
+    let report = read_report(&out);
+    assert_eq!(report["final_view"], "target_exited", "exec ends what was traced");
+    let kept: u64 = report["suspects"].as_array().unwrap().iter().filter(|s| innermost_python(s).is_some_and(|(f, _, l)| f == "<listcomp>" || (f == "<module>" && l == 2))).map(|s| s["outstanding_count"].as_u64().unwrap()).sum();
+    assert!(kept >= 50, "the allocations made before exec are reported: {report:#}");
     assert_no_leftover_probes();
 }
