@@ -70,6 +70,10 @@ pub struct BenchArgs {
     /// Leave out the Tornado benchmark
     #[arg(long)]
     pub no_tornado: bool,
+    /// Run only these workload configurations (comma-separated keys: full, sampled, memray,
+    /// bcc, holders), e.g. to debug one of them
+    #[arg(long, value_delimiter = ',')]
+    pub only: Vec<String>,
     /// Do not install anything (use what target/ and the machine already have)
     #[arg(long)]
     pub skip_setup: bool,
@@ -139,11 +143,12 @@ pub fn bench(args: BenchArgs) -> Result<i32> {
 
     // The configurations; those that cannot run here are listed with the reason.
     let sample = args.sample_bytes.to_string();
-    let mut configs = vec![Config {
+    let full = Config {
         key: "full",
         label: "tracer record -p PID".into(),
         tool: Tool::Tracer(vec![]),
-    }];
+    };
+    let mut configs = vec![full.clone()];
     let mut unavailable: Vec<(Config, String)> = Vec::new();
     let sampled = Config {
         key: "sampled",
@@ -180,6 +185,12 @@ pub fn bench(args: BenchArgs) -> Result<i32> {
         label: "tracer record -p PID --holders-only".into(),
         tool: Tool::Tracer(vec!["--holders-only".into()]),
     });
+    if !args.only.is_empty() {
+        for (cfg, why) in configs.iter().filter(|c| !args.only.iter().any(|k| k == c.key)).map(|c| (c.clone(), "left out (--only)".to_string())).collect::<Vec<_>>() {
+            unavailable.push((cfg, why));
+        }
+        configs.retain(|c| args.only.iter().any(|k| k == c.key));
+    }
     let base = Config {
         key: "untraced",
         label: "untraced".into(),
@@ -196,7 +207,7 @@ pub fn bench(args: BenchArgs) -> Result<i32> {
     let tornado = if args.no_tornado {
         None
     } else {
-        let mut tc = vec![configs[0].clone()];
+        let mut tc = vec![full.clone()];
         if has_sampling {
             tc.push(sampled.clone());
         }
