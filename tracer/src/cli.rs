@@ -48,8 +48,21 @@ pub struct OutputArgs {
 #[derive(Args, Debug)]
 pub struct RecordArgs {
     /// PID of the CPython process to trace.
-    #[arg(short, long, conflicts_with = "command", allow_negative_numbers = true)]
+    #[arg(short, long, conflicts_with_all = ["command", "all"], allow_negative_numbers = true)]
     pub pid: Option<i64>,
+    /// Host mode: every CPython process on the host, including those started later, each in
+    /// its own report section. Processes that are not CPython never get a probe.
+    #[arg(long, conflicts_with = "command")]
+    pub all: bool,
+    /// Host mode: only processes whose command line matches this regular expression.
+    #[arg(long = "match", value_name = "REGEX", value_parser = parse_regex)]
+    pub matching: Option<regex::Regex>,
+    /// Host mode: never trace this process (repeatable).
+    #[arg(long, value_name = "PID")]
+    pub exclude_pid: Vec<u32>,
+    /// Host mode: trace at most this many processes.
+    #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u64).range(1..=4096))]
+    pub max_processes: u64,
     /// Stop after this long (30, 30s, 500ms, 5m, 1h). Default: until Ctrl-C or the target exits.
     #[arg(short, long, value_parser = parse_duration)]
     pub duration: Option<Duration>,
@@ -154,6 +167,10 @@ pub struct ServeArgs {
     /// Most objects one container scan may visit.
     #[arg(long, default_value_t = 200_000, value_parser = clap::value_parser!(u64).range(100..=50_000_000))]
     pub holders_budget: u64,
+}
+
+fn parse_regex(s: &str) -> Result<regex::Regex, String> {
+    regex::Regex::new(s).map_err(|e| format!("not a regular expression: {e}"))
 }
 
 fn parse_format(s: &str) -> Result<Format, String> {

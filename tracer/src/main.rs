@@ -6,6 +6,7 @@ mod cli;
 mod collector;
 mod elf;
 mod holders;
+mod host;
 mod error;
 mod export;
 mod launch;
@@ -64,7 +65,7 @@ fn main() -> ExitCode {
 
 fn run_record(args: RecordArgs) -> Result<ExitCode> {
     let pid = match args.pid {
-        None if args.command.is_empty() => {
+        None if args.command.is_empty() && !args.all => {
             return Err(user_error("nothing to trace", "give a PID (tracer record -p PID) or a command (tracer record -- python3 app.py)"))
         }
         None => None,
@@ -73,6 +74,9 @@ fn run_record(args: RecordArgs) -> Result<ExitCode> {
         }
         Some(p) => Some(p as u32),
     };
+    if args.matching.is_some() && !args.all {
+        return Err(user_error("--match selects processes in host mode", "add --all: tracer record --all --match REGEX"));
+    }
     let mut criteria = leaks::Criteria::for_bytes();
     if let Some(b) = args.min_leak_bytes {
         criteria.min_total_growth = b;
@@ -90,6 +94,11 @@ fn run_record(args: RecordArgs) -> Result<ExitCode> {
         python_malloc: args.python_malloc,
         sample_bytes: args.sample_bytes,
         follow_forks: args.follow_forks,
+        host: args.all.then(|| host::HostFilter {
+            matching: args.matching.clone(),
+            exclude: args.exclude_pid.clone(),
+            max_processes: args.max_processes as usize,
+        }),
         progress: !args.quiet,
         holders: if args.holders_only {
             record::HoldersMode::Only
@@ -101,15 +110,18 @@ fn run_record(args: RecordArgs) -> Result<ExitCode> {
         holder_budget: python::heap::ScanBudget { max_objects: args.holders_budget as usize, ..Default::default() },
     };
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
-    let report: Vec<report::Report> = runtime.block_on(async {
+    let finished = runtime.block_on(async {
         let mut session = record::start(&config)?;
         let reason = record::run(&mut session, &config).await?;
         anyhow::Ok(record::finish(session, reason, &config))
     })?;
-    let reports = report;
-    match reports.as_slice() {
-        [one] => output::write_report(one, &args.output)?,
-        _ => output::write_saved(&output::Saved::Many(report::MultiReport { schema: report::SCHEMA, processes: reports.clone() }), &args.output)?,
+    let record::Finished { reports, skipped } = finished;
+    match (reports.as_slice(), &skipped) {
+        ([one], None) => output::write_report(one, &args.output)?,
+        _ => output::write_saved(
+            &output::Saved::Many(report::MultiReport { schema: report::SCHEMA, processes: reports.clone(), skipped: skipped.unwrap_or_default() }),
+            &args.output,
+        )?,
     }
     let leaking: Vec<String> = reports
         .iter()

@@ -11,6 +11,7 @@ use tokio::signal::unix::{signal, SignalKind};
 
 use crate::collector::{monotonic_ns, Collector};
 use crate::holders::Holders;
+use crate::host::{self, HostFilter, Newcomers, Skipped};
 use crate::python::heap::ScanBudget;
 use crate::error::user_error;
 use crate::launch::{self, Launched};
@@ -34,6 +35,8 @@ pub struct RecordConfig {
     pub python_malloc: bool,
     pub sample_bytes: u64,
     pub follow_forks: bool,
+    /// Host mode: every CPython process on the host that passes this filter.
+    pub host: Option<HostFilter>,
     pub progress: bool,
     pub holders: HoldersMode,
     pub holder_budget: ScanBudget,
@@ -127,13 +130,25 @@ pub struct Session {
     pub holders: Option<Holders>,
     pub launched: Option<Launched>,
     pub started: Instant,
-    /// Forked children traced with --follow-forks.
+    /// Other traced processes: forked children (--follow-forks), or in host mode every
+    /// CPython process besides the first.
     pub children: Vec<Target>,
+    pub host: Option<HostState>,
+}
+
+/// Host mode's bookkeeping: what to trace, who is waiting to be inspected, who was skipped.
+pub struct HostState {
+    pub filter: HostFilter,
+    pub newcomers: Newcomers,
+    pub skipped: Vec<Skipped>,
 }
 
 /// Attaches to a running process or launches the command, and starts collecting.
 pub fn start(config: &RecordConfig) -> Result<Session> {
     require_root()?;
+    if let Some(filter) = &config.host {
+        return start_host(config, filter.clone());
+    }
     let (pid, launched) = match config.pid {
         Some(pid) => (pid, None),
         None => {
@@ -157,7 +172,7 @@ pub fn start(config: &RecordConfig) -> Result<Session> {
                     None => "Ctrl-C to stop".to_string(),
                 }
             );
-            Ok(Session { target, probes, collector, holders, launched, started: Instant::now(), children: Vec::new() })
+            Ok(Session { target, probes, collector, holders, launched, started: Instant::now(), children: Vec::new(), host: None })
         }
         (Err(e), Some(l)) => {
             // The command still runs, untraced, as if started without the tracer.
@@ -168,11 +183,68 @@ pub fn start(config: &RecordConfig) -> Result<Session> {
     }
 }
 
+/// Host mode: attaches to every CPython process found now; more are added as they start.
+fn start_host(config: &RecordConfig, filter: HostFilter) -> Result<Session> {
+    let (mut found, skipped) = host::discover(&filter);
+    for s in &skipped {
+        eprintln!("tracer: skipping pid {} ({}): {}", s.pid, s.cmdline, s.reason);
+    }
+    if found.is_empty() {
+        return Err(user_error(
+            "no CPython 3.10+ process to trace on this host (with these filters)",
+            "start the service first, or loosen --match / --exclude-pid",
+        ));
+    }
+    let first = found.remove(0);
+    let (target, probes, collector, _) = attach(first.pid, config)?;
+    eprintln!("tracer: tracing pid {} (found on the host): {}", target.pid, target.cmdline);
+    let mut session = Session {
+        target,
+        probes,
+        collector,
+        holders: None,
+        launched: None,
+        started: Instant::now(),
+        children: Vec::new(),
+        host: Some(HostState { filter, newcomers: Newcomers::default(), skipped }),
+    };
+    for t in found {
+        add_process(&mut session, t, "found on the host");
+    }
+    eprintln!("tracer: tracing {} CPython processes on this host; new ones are added as they start", session.children.len() + 1);
+    Ok(session)
+}
+
+/// Traces one more process in this session (a forked child or a host-mode newcomer).
+fn add_process(session: &mut Session, t: Target, why: &str) {
+    let (Some(collector), Some(probes)) = (session.collector.as_mut(), session.probes.as_mut()) else { return };
+    let pid = t.pid;
+    let attached = (|| -> Result<()> {
+        let layout = layout_for(&t)?;
+        let runtime = t.python.runtime_addr("_PyRuntime").context("_PyRuntime")?;
+        probes.add_target(&t, layout.target_config(runtime))?;
+        let code_type = t.python.runtime_addr("PyCode_Type").context("PyCode_Type")?;
+        collector.add_process(pid, CodeResolver::new(ProcessMemory::new(pid), layout, code_type, t.python.start..t.python.end));
+        Ok(())
+    })();
+    match attached {
+        Ok(()) => {
+            eprintln!("tracer: tracing pid {pid} ({why}): {}", t.cmdline);
+            session.children.push(t);
+        }
+        Err(e) => {
+            probes.remove_target(pid);
+            log::warn!("not tracing pid {pid} ({why}): {e:#}");
+        }
+    }
+}
+
 type Attached = (Target, Option<Probes>, Option<Collector>, Option<Holders>);
 
 fn attach(pid: u32, config: &RecordConfig) -> Result<Attached> {
     let target = target::inspect(pid)?;
     let holders = match config.holders {
+        _ if config.host.is_some() => None,
         HoldersMode::Off => None,
         _ => {
             let h = Holders::new(&target, config.holder_budget);
@@ -193,7 +265,7 @@ fn attach(pid: u32, config: &RecordConfig) -> Result<Attached> {
         tgid_offset: kernel.offset_of("task_struct", &["tgid"])?,
         sample_bytes: config.sample_bytes,
         follow_forks: config.follow_forks,
-        watch_execs: false,
+        watch_execs: config.host.is_some(),
         sizes: config.sizes,
     })?;
     probes.add_target(&target, layout.target_config(runtime))?;
@@ -212,6 +284,9 @@ fn attach(pid: u32, config: &RecordConfig) -> Result<Attached> {
 
 /// Whether the target still runs (not exited, not a zombie). Also used by `serve`.
 pub fn alive(session: &mut Session) -> bool {
+    if session.host.is_some() {
+        return true; // host mode ends at the duration or a signal, not with any one process
+    }
     match &mut session.launched {
         Some(l) => matches!(l.child.try_wait(), Ok(None)),
         None => std::path::Path::new(&format!("/proc/{}/stat", session.target.pid)).exists()
@@ -236,6 +311,8 @@ pub async fn run(session: &mut Session, config: &RecordConfig) -> Result<EndReas
     let mut housekeeping = tokio::time::interval(HOUSEKEEPING);
     let progress = config.progress && std::io::stderr().is_terminal();
     let started = Instant::now();
+    // In host mode no single process's shutdown ends the recording.
+    let ends_with_main = session.host.is_none();
     // Without probes nothing is announced: wait on a pipe nobody writes to.
     let quiet = nix::unistd::pipe()?;
     let events_fd = session.collector.as_ref().map(|c| c.events_fd()).unwrap_or_else(|| {
@@ -249,7 +326,7 @@ pub async fn run(session: &mut Session, config: &RecordConfig) -> Result<EndReas
                 // Resolve new stacks while their code objects are certainly alive.
                 if let Some(c) = session.collector.as_mut() {
                     c.drain_events();
-                    if c.finalizing {
+                    if c.finalizing && ends_with_main {
                         break EndReason::Finalization;
                     }
                 }
@@ -273,7 +350,7 @@ pub async fn run(session: &mut Session, config: &RecordConfig) -> Result<EndReas
             _ = housekeeping.tick() => {
                 if let Some(c) = session.collector.as_mut() {
                     c.drain_events();
-                    if c.finalizing {
+                    if c.finalizing && ends_with_main {
                         break EndReason::Finalization;
                     }
                 }
@@ -293,36 +370,48 @@ pub async fn run(session: &mut Session, config: &RecordConfig) -> Result<EndReas
     Ok(reason)
 }
 
-/// Attaches to children the BPF side saw fork (--follow-forks) and lets go of processes that
-/// exec'd. True when the main target itself exec'd: what it was is over.
+/// Attaches to children the BPF side saw fork (--follow-forks) and to new CPython processes
+/// (host mode), and lets go of processes that exec'd. True when the main target itself exec'd
+/// outside host mode: what it was is over.
 pub fn follow_process_events(session: &mut Session) -> bool {
-    let (Some(collector), Some(probes)) = (session.collector.as_mut(), session.probes.as_mut()) else {
-        return false;
-    };
+    let Some(collector) = session.collector.as_mut() else { return false };
+    let execed = std::mem::take(&mut collector.execed);
+    let forked = std::mem::take(&mut collector.forked);
+    let traced: Vec<u32> = session.probes.as_ref().map(|p| p.traced_pids()).unwrap_or_default();
     let mut main_execed = false;
-    for pid in std::mem::take(&mut collector.execed) {
-        probes.remove_target(pid);
-        main_execed |= pid == session.target.pid;
-    }
-    for (child, parent) in std::mem::take(&mut collector.forked) {
-        let attached = target::inspect(child).and_then(|t| {
-            let layout = layout_for(&t)?;
-            let runtime = t.python.runtime_addr("_PyRuntime").context("_PyRuntime")?;
-            probes.add_target(&t, layout.target_config(runtime))?;
-            let code_type = t.python.runtime_addr("PyCode_Type").context("PyCode_Type")?;
-            collector.add_process(child, CodeResolver::new(ProcessMemory::new(child), layout, code_type, t.python.start..t.python.end));
-            Ok(t)
-        });
-        match attached {
-            Ok(t) => {
-                eprintln!("tracer: following pid {child} (forked from {parent})");
-                session.children.push(t);
+    for pid in execed {
+        if traced.contains(&pid) {
+            if let Some(p) = session.probes.as_mut() {
+                p.remove_target(pid);
             }
+            main_execed |= pid == session.target.pid;
+        }
+        if let Some(h) = session.host.as_mut() {
+            h.newcomers.add(pid);
+        }
+    }
+    for (child, parent) in forked {
+        match target::inspect(child) {
+            Ok(t) => add_process(session, t, &format!("forked from {parent}")),
             Err(e) => {
-                probes.remove_target(child);
+                if let Some(p) = session.probes.as_mut() {
+                    p.remove_target(child);
+                }
                 log::warn!("not following pid {child} (forked from {parent}): {e:#}");
             }
         }
+    }
+    if let Some(h) = session.host.as_mut() {
+        let ready = h.newcomers.poll(&h.filter, &mut h.skipped);
+        let cap = h.filter.max_processes;
+        for t in ready {
+            if session.children.len() + 1 >= cap {
+                eprintln!("tracer: not tracing pid {}: the --max-processes cap of {cap} is reached", t.pid);
+                continue;
+            }
+            add_process(session, t, "started after the tracer");
+        }
+        return false;
     }
     main_execed
 }
@@ -371,9 +460,16 @@ fn print_progress(session: &Session, elapsed: Duration) {
     );
 }
 
-/// Ends the session: builds the reports (the main target first, then followed children) from
-/// the final state, then detaches.
-pub fn finish(mut session: Session, reason: EndReason, config: &RecordConfig) -> Vec<Report> {
+/// What a recording produced: one report per traced process (the main target first) and, in
+/// host mode, the processes that were looked at and not traced.
+pub struct Finished {
+    pub reports: Vec<Report>,
+    pub skipped: Option<Vec<Skipped>>,
+}
+
+/// Ends the session: builds the reports (the main target first, then the other traced
+/// processes) from the final state, then detaches.
+pub fn finish(mut session: Session, reason: EndReason, config: &RecordConfig) -> Finished {
     let end_ns = monotonic_ns();
     let mut reports = vec![build_report::build(&mut session, reason, &config.criteria, end_ns)];
     let children: Vec<(u32, crate::report::TargetInfo)> = session.children.iter().map(|t| (t.pid, build_report::target_info(t))).collect();
@@ -384,5 +480,5 @@ pub fn finish(mut session: Session, reason: EndReason, config: &RecordConfig) ->
         r.sample_bytes = config.sample_bytes;
     }
     drop(session.probes.take());
-    reports
+    Finished { reports, skipped: session.host.take().map(|h| h.skipped) }
 }

@@ -37,6 +37,9 @@ pub struct Report {
 pub struct MultiReport {
     pub schema: u32,
     pub processes: Vec<Report>,
+    /// Host mode: processes looked at and not traced, with the reason.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub skipped: Vec<crate::host::Skipped>,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]

@@ -110,6 +110,7 @@ fn config_from(args: ServeArgs) -> Result<ServeConfig> {
             python_malloc: false,
             sample_bytes: args.sample_bytes,
             follow_forks: false,
+            host: None,
             progress: false,
             holders: if args.no_holders { HoldersMode::Off } else { HoldersMode::On },
             holder_budget: ScanBudget { max_objects: args.holders_budget as usize, ..Default::default() },
