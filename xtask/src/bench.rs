@@ -58,6 +58,9 @@ pub struct BenchArgs {
     /// Write the results to BENCHMARKS.md (the default without --quick)
     #[arg(long)]
     pub write: bool,
+    /// A remark printed at the top of BENCHMARKS.md (e.g. about the machine's state)
+    #[arg(long)]
+    pub note: Option<String>,
     /// Where to write the results
     #[arg(long, default_value = "BENCHMARKS.md")]
     pub output: PathBuf,
@@ -236,6 +239,7 @@ pub fn bench(args: BenchArgs) -> Result<i32> {
         tornado,
         end_loadavg: tools::loadavg(),
         minutes: start.elapsed().as_secs_f64() / 60.0,
+        note: args.note.clone(),
     };
     let text = render::markdown(&results);
     println!("\n{}", render::terminal(&results));
