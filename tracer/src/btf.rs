@@ -155,11 +155,6 @@ impl Btf {
     }
 }
 
-/// Offset of the x86-64 fs base (= pthread_self() in glibc) inside `task_struct`.
-pub fn fsbase_offset() -> Result<u64> {
-    Btf::from_kernel()?.offset_of("task_struct", &["thread", "fsbase"])
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -126,14 +126,6 @@ impl Collector {
         self.processes.get(&pid).is_some_and(|p| p.finalizing)
     }
 
-    /// Traced processes, the main target first.
-    pub fn pids(&self) -> Vec<u32> {
-        let mut pids: Vec<u32> = self.processes.keys().copied().filter(|&p| p != self.main_pid).collect();
-        pids.sort_unstable();
-        pids.insert(0, self.main_pid);
-        pids
-    }
-
     /// The ring buffer's descriptor, to wake up as soon as the BPF side announces something.
     pub fn events_fd(&self) -> std::os::fd::RawFd {
         use std::os::fd::AsRawFd;

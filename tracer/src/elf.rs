@@ -4,7 +4,7 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
-use object::{Object, ObjectSection, ObjectSegment, ObjectSymbol};
+use object::{Object, ObjectSegment, ObjectSymbol};
 
 #[derive(Debug, Clone, Copy)]
 struct Segment {
@@ -21,7 +21,6 @@ pub struct ElfImage {
     /// Defined symbols from .dynsym and .symtab (dynsym wins), name -> virtual address.
     symbols: HashMap<String, u64>,
     segments: Vec<Segment>,
-    sections: HashMap<String, (u64, u64)>,
 }
 
 impl ElfImage {
@@ -31,7 +30,7 @@ impl ElfImage {
     }
 
     pub fn parse(path: PathBuf, data: Vec<u8>) -> Result<Self> {
-        let (symbols, segments, sections) = {
+        let (symbols, segments) = {
             let file = object::File::parse(&*data)
                 .with_context(|| format!("{} is not an ELF file", path.display()))?;
             let mut symbols = HashMap::new();
@@ -52,21 +51,13 @@ impl ElfImage {
                     Segment { vaddr: s.address(), memsz: s.size(), offset, filesz }
                 })
                 .collect();
-            let sections = file
-                .sections()
-                .filter_map(|s| Some((s.name().ok()?.to_string(), (s.address(), s.size()))))
-                .collect();
-            (symbols, segments, sections)
+            (symbols, segments)
         };
-        Ok(Self { path, data, symbols, segments, sections })
+        Ok(Self { path, data, symbols, segments })
     }
 
     pub fn symbol(&self, name: &str) -> Option<u64> {
         self.symbols.get(name).copied()
-    }
-
-    pub fn section(&self, name: &str) -> Option<(u64, u64)> {
-        self.sections.get(name).copied()
     }
 
     /// File offset of a virtual address (what a uprobe is attached at).
@@ -89,11 +80,6 @@ impl ElfImage {
     pub fn bytes_at(&self, vaddr: u64, len: usize) -> Option<&[u8]> {
         let off = self.file_offset(vaddr)? as usize;
         self.data.get(off..off.checked_add(len)?)
-    }
-
-    pub fn section_bytes(&self, name: &str) -> Option<&[u8]> {
-        let (addr, size) = self.section(name)?;
-        self.bytes_at(addr, size as usize)
     }
 
     /// Bytes of the function at `vaddr`, for decoding its prologue.

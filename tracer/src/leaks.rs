@@ -207,19 +207,23 @@ impl Series {
         &self.points
     }
 
+    #[cfg(test)]
     pub fn last(&self) -> Option<(f64, f64)> {
         self.points.last().copied()
     }
 
+    #[cfg(test)]
     pub fn len(&self) -> usize {
         self.points.len()
     }
 
+    #[cfg(test)]
     pub fn is_empty(&self) -> bool {
         self.points.is_empty()
     }
 
     /// The most points this series keeps.
+    #[cfg(test)]
     pub fn capacity(&self) -> usize {
         self.cap
     }

@@ -99,6 +99,18 @@ pub fn require_root() -> Result<()> {
 pub fn layout_for(target: &Target) -> Result<Layout> {
     let minor = target.version.minor;
     let builtin = Layout::for_minor(minor).with_context(|| format!("no layout for 3.{minor}"))?;
+    let layout = layout_from_target(target, builtin)?;
+    if !layout.fits_bpf_buffers() {
+        return Err(user_error(
+            format!("CPython {} keeps its frames at offsets this build of tracer cannot read", target.version),
+            "please report this interpreter build",
+        ));
+    }
+    Ok(layout)
+}
+
+fn layout_from_target(target: &Target, builtin: Layout) -> Result<Layout> {
+    let minor = target.version.minor;
     if minor < 13 {
         return Ok(builtin);
     }
@@ -273,11 +285,12 @@ fn attach(pid: u32, config: &RecordConfig) -> Result<Attached> {
     let resolver = CodeResolver::new(ProcessMemory::new(pid), layout, code_type, target.python.start..target.python.end);
     let collector = Collector::new(&mut probes, pid, resolver)?;
     log::info!(
-        "attached {} probes to pid {pid} ({} {}) in {:.0} ms",
+        "attached {} probes to pid {pid} ({} {}) in {:.0} ms; BPF maps hold {} of kernel memory",
         probes.attached,
         target.python.path,
         target.version,
-        probes.attach_time.as_secs_f64() * 1e3
+        probes.attach_time.as_secs_f64() * 1e3,
+        crate::leaks::human_bytes(probes.map_memory() as f64)
     );
     Ok((target, Some(probes), Some(collector), holders))
 }
@@ -319,7 +332,8 @@ pub async fn run(session: &mut Session, config: &RecordConfig) -> Result<EndReas
         use std::os::fd::AsRawFd;
         quiet.0.as_raw_fd()
     });
-    let events = AsyncFd::with_interest(BorrowedFd(events_fd), Interest::READABLE)?;
+    // SAFETY: both descriptors (the ring buffer map's, the pipe's) outlive `events`.
+    let events = unsafe { AsyncFd::register_with_interest(BorrowedFd(events_fd), Interest::READABLE) }.map_err(|e| e.into_parts().1)?;
     let reason = loop {
         tokio::select! {
             ready = events.readable() => {
@@ -467,10 +481,12 @@ pub struct Finished {
     pub skipped: Option<Vec<Skipped>>,
 }
 
-/// Ends the session: builds the reports (the main target first, then the other traced
-/// processes) from the final state, then detaches.
+/// Ends the session: detaches every probe first (the targets stop paying for them at once;
+/// the maps stay readable), then builds the reports (the main target first, then the other
+/// traced processes) from the final state.
 pub fn finish(mut session: Session, reason: EndReason, config: &RecordConfig) -> Finished {
     let end_ns = monotonic_ns();
+    drop(session.probes.take());
     let mut reports = vec![build_report::build(&mut session, reason, &config.criteria, end_ns)];
     let children: Vec<(u32, crate::report::TargetInfo)> = session.children.iter().map(|t| (t.pid, build_report::target_info(t))).collect();
     for (pid, info) in children {
@@ -479,6 +495,5 @@ pub fn finish(mut session: Session, reason: EndReason, config: &RecordConfig) ->
     for r in &mut reports {
         r.sample_bytes = config.sample_bytes;
     }
-    drop(session.probes.take());
     Finished { reports, skipped: session.host.take().map(|h| h.skipped) }
 }

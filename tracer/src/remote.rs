@@ -17,12 +17,6 @@ pub trait Memory {
         Ok(u64::from_le_bytes(b))
     }
 
-    fn read_u32(&self, addr: u64) -> std::io::Result<u32> {
-        let mut b = [0u8; 4];
-        self.read(addr, &mut b)?;
-        Ok(u32::from_le_bytes(b))
-    }
-
     fn read_vec(&self, addr: u64, len: usize) -> std::io::Result<Vec<u8>> {
         let mut v = vec![0u8; len];
         self.read(addr, &mut v)?;

@@ -2,7 +2,6 @@
 //! and its interpreter, which version. Everything is read through /proc/PID/root so that a
 //! process in another mount namespace (a container) is inspected the same way.
 
-use std::path::PathBuf;
 
 use anyhow::Result;
 
@@ -15,8 +14,6 @@ use crate::python::PyVersion;
 pub struct MappedObject {
     /// Path inside the target's mount namespace, as /proc/PID/maps shows it.
     pub path: String,
-    /// The same file reached from our namespace.
-    pub host_path: PathBuf,
     /// Load bias: runtime address = ELF virtual address + bias.
     pub bias: u64,
     pub start: u64,
@@ -27,10 +24,6 @@ pub struct MappedObject {
 impl MappedObject {
     pub fn runtime_addr(&self, symbol: &str) -> Option<u64> {
         self.elf.symbol(symbol).map(|v| v + self.bias)
-    }
-
-    pub fn contains(&self, addr: u64) -> bool {
-        addr >= self.start && addr < self.end
     }
 }
 
@@ -63,18 +56,13 @@ fn open_mapped(pid: u32, path: &str, entries: &[&MapEntry]) -> Result<MappedObje
     // directory, so /proc/PID/root + path can miss (or name a different file). map_files needs
     // CAP_SYS_ADMIN; without it, fall back to the path under the target's root.
     let mapped = procfs::map_file(pid, first.start, first.end);
-    let (host_path, elf) = match ElfImage::open(&mapped) {
-        Ok(elf) => (mapped, elf),
-        Err(_) => {
-            let host_path = procfs::in_root(pid, path);
-            let elf = ElfImage::open(&host_path)?;
-            (host_path, elf)
-        }
+    let elf = match ElfImage::open(&mapped) {
+        Ok(elf) => elf,
+        Err(_) => ElfImage::open(&procfs::in_root(pid, path))?,
     };
     let vaddr = elf.vaddr_of_offset(first.offset).unwrap_or(0) & !0xfff;
     Ok(MappedObject {
         path: path.to_string(),
-        host_path,
         bias: first.start.wrapping_sub(vaddr),
         start: entries.iter().map(|e| e.start).min().unwrap_or(0),
         end: entries.iter().map(|e| e.end).max().unwrap_or(0),

@@ -57,7 +57,9 @@
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::time::Instant;
 
-use crate::remote::{Memory, ProcessMemory};
+#[cfg(test)]
+use crate::remote::Memory;
+use crate::remote::ProcessMemory;
 
 /// How many times a torn multi-read structure is read again before it is dropped.
 pub const MAX_RETRIES: u32 = 3;
@@ -89,8 +91,10 @@ impl BatchRead for ProcessMemory {
 }
 
 /// Adapts any [`Memory`] (e.g. a memory image in tests) by reading regions one at a time.
+#[cfg(test)]
 pub struct Unbatched<M>(pub M);
 
+#[cfg(test)]
 impl<M: Memory> BatchRead for Unbatched<M> {
     fn read_batch(&self, regions: &[(u64, usize)]) -> Vec<Option<Vec<u8>>> {
         regions.iter().map(|&(a, l)| self.0.read_vec(a, l).ok()).collect()
@@ -592,10 +596,6 @@ impl HeapScanner {
             budget: ScanBudget::default(),
             str_cache: HashMap::new(),
         }
-    }
-
-    pub fn layout(&self) -> &HeapLayout {
-        &self.layout
     }
 
     /// One scan of every container reachable from `sys.modules` (see the module docs).
