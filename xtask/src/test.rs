@@ -27,9 +27,11 @@ pub fn run(args: TestArgs) -> Result<i32> {
     print_interpreters(&outcome);
 
     let mut cmd = util::cargo();
-    cmd.args(["test", "--release", "--workspace"])
-        .args(&args.cargo_args)
-        .current_dir(util::repo_root());
+    cmd.args(["test", "--release", "--workspace"]).args(&args.cargo_args).current_dir(util::repo_root());
+    // Show what passing tests printed too: "skipped: no CPython 3.X" must be seen, not buried.
+    if !args.cargo_args.iter().any(|a| a == "--") {
+        cmd.args(["--", "--show-output"]);
+    }
     for (key, value) in test_env(&tracer, &outcome) {
         println!("test: {}={}", key, value.to_string_lossy());
         cmd.env(key, value);
