@@ -45,7 +45,7 @@ pub fn target_info(target: &crate::target::Target) -> TargetInfo {
 }
 
 fn build_for(session: &mut Session, pid: u32, target: TargetInfo, final_view: &str, criteria: &Criteria, end_ns: u64) -> Report {
-    let window_s = session.started.elapsed().as_secs_f64();
+    let window_s = session.window.unwrap_or_else(|| session.started.elapsed()).as_secs_f64();
     let main = pid == session.target.pid;
     let mut totals = Totals::default();
     let mut suspects = Vec::new();
@@ -66,6 +66,9 @@ fn build_for(session: &mut Session, pid: u32, target: TargetInfo, final_view: &s
         let t = &h.totals;
         totals.lost.insert("holders_torn_dropped".into(), t.dropped);
         totals.lost.insert("holders_scans_cut_by_budget".into(), t.cut_by_budget);
+    }
+    if main {
+        crate::pairing::link(pid, &mut suspects, &mut holders);
     }
     Report {
         schema: SCHEMA,

@@ -142,6 +142,8 @@ pub struct Session {
     pub holders: Option<Holders>,
     pub launched: Option<Launched>,
     pub started: Instant,
+    /// Set when the recording ends: the window the report covers.
+    pub window: Option<Duration>,
     /// Other traced processes: forked children (--follow-forks), or in host mode every
     /// CPython process besides the first.
     pub children: Vec<Target>,
@@ -184,7 +186,7 @@ pub fn start(config: &RecordConfig) -> Result<Session> {
                     None => "Ctrl-C to stop".to_string(),
                 }
             );
-            Ok(Session { target, probes, collector, holders, launched, started: Instant::now(), children: Vec::new(), host: None })
+            Ok(Session { target, probes, collector, holders, launched, started: Instant::now(), window: None, children: Vec::new(), host: None })
         }
         (Err(e), Some(l)) => {
             // The command still runs, untraced, as if started without the tracer.
@@ -217,6 +219,7 @@ fn start_host(config: &RecordConfig, filter: HostFilter) -> Result<Session> {
         holders: None,
         launched: None,
         started: Instant::now(),
+        window: None,
         children: Vec::new(),
         host: Some(HostState { filter, newcomers: Newcomers::default(), skipped }),
     };
@@ -290,7 +293,7 @@ fn attach(pid: u32, config: &RecordConfig) -> Result<Attached> {
         target.python.path,
         target.version,
         probes.attach_time.as_secs_f64() * 1e3,
-        crate::leaks::human_bytes(probes.map_memory() as f64)
+        crate::leaks::human_bytes(probes.map_memory as f64)
     );
     Ok((target, Some(probes), Some(collector), holders))
 }
@@ -486,7 +489,13 @@ pub struct Finished {
 /// traced processes) from the final state.
 pub fn finish(mut session: Session, reason: EndReason, config: &RecordConfig) -> Finished {
     let end_ns = monotonic_ns();
-    drop(session.probes.take());
+    session.window = Some(session.started.elapsed());
+    if let Some(mut probes) = session.probes.take() {
+        let t = Instant::now();
+        probes.detach_all();
+        drop(probes);
+        log::info!("probes detached in {:.0} ms", t.elapsed().as_secs_f64() * 1e3);
+    }
     let mut reports = vec![build_report::build(&mut session, reason, &config.criteria, end_ns)];
     let children: Vec<(u32, crate::report::TargetInfo)> = session.children.iter().map(|t| (t.pid, build_report::target_info(t))).collect();
     for (pid, info) in children {
