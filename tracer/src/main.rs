@@ -12,6 +12,7 @@ mod export;
 mod launch;
 mod leaks;
 mod output;
+mod pairing;
 mod probes;
 mod procfs;
 mod python;
