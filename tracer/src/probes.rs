@@ -122,6 +122,8 @@ const PROCESS_EVENTS: [(&str, &str); 2] = [("on_fork", "sched_process_fork"), ("
 
 pub struct Probes {
     ebpf: Ebpf,
+    /// Kernel memory held by all our maps right after loading (bytes).
+    pub map_memory: u64,
     pub attach_time: Duration,
     pub attached: usize,
     /// Uprobe links per traced process, to detach one process without touching the others.
@@ -149,7 +151,8 @@ impl Probes {
                 ),
                 other => anyhow::Error::new(other).context("loading the BPF programs"),
             })?;
-        let mut probes = Self { ebpf, attach_time: Duration::ZERO, attached: 0, links: HashMap::new() };
+        let map_memory = ebpf.maps().filter_map(|(_, m)| map_memlock(m)).sum();
+        let mut probes = Self { ebpf, map_memory, attach_time: Duration::ZERO, attached: 0, links: HashMap::new() };
         let names: Vec<String> = probes.ebpf.programs().map(|(n, _)| n.to_string()).collect();
         for name in names {
             if PROCESS_EVENTS.iter().any(|(p, _)| *p == name) {
@@ -199,6 +202,15 @@ impl Probes {
         }
     }
 
+    /// Detaches every probe. The kernel waits for a grace period per uprobe (~0.1 s here, one
+    /// after the other), so the targets are unregistered first: until its breakpoint is gone,
+    /// a probe hit returns at once.
+    pub fn detach_all(&mut self) {
+        for pid in self.traced_pids() {
+            self.remove_target(pid);
+        }
+    }
+
     pub fn traced_pids(&self) -> Vec<u32> {
         self.links.keys().copied().collect()
     }
@@ -211,6 +223,12 @@ impl Probes {
         let finalize = ProbeSpec { program: "py_finalize", symbol: "Py_FinalizeEx", kind: Kind::Entry };
         if let Err(e) = self.attach_symbol(&finalize, &target.python.elf, target.pid, pid) {
             log::warn!("no finalization probe ({e:#}): leaks are read when the process exits");
+        }
+        // `sys.exit()` in the main module ends in Py_Exit, which on 3.13+ finalizes through the
+        // internal _Py_Finalize without passing Py_FinalizeEx. The program reports once.
+        let exit = ProbeSpec { program: "py_finalize", symbol: "Py_Exit", kind: Kind::Entry };
+        if let Err(e) = self.attach_symbol(&exit, &target.python.elf, target.pid, pid) {
+            log::warn!("no probe on Py_Exit ({e:#}): a sys.exit() is seen when the process exits");
         }
         Ok(())
     }
@@ -238,13 +256,9 @@ impl Probes {
     pub fn take_map(&mut self, name: &str) -> Result<aya::maps::Map> {
         self.ebpf.take_map(name).with_context(|| format!("no BPF map {name}"))
     }
-
-    /// Kernel memory held by our maps (bytes), from the kernel's own accounting.
-    pub fn map_memory(&self) -> u64 {
-        self.ebpf.maps().filter_map(|(_, m)| map_memlock(m)).sum()
-    }
 }
 
+/// Kernel memory of one map (bytes), from the kernel's own accounting.
 fn map_memlock(map: &aya::maps::Map) -> Option<u64> {
     use std::os::fd::{AsFd, AsRawFd};
     let data: &MapData = match map {
