@@ -26,6 +26,14 @@ pub enum Command {
     /// Trace a running process continuously and serve its live report over HTTP
     /// (/debug/pprof/heap, /flamegraph.svg, /report.json, /metrics).
     Serve(ServeArgs),
+    /// Print a shell completion script (bash, zsh, fish, elvish, powershell) to stdout.
+    #[command(hide = true)]
+    Completions {
+        shell: clap_complete::Shell,
+    },
+    /// Print the man page (roff) to stdout.
+    #[command(hide = true)]
+    Man,
 }
 
 #[derive(Args, Debug, Clone)]

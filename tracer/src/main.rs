@@ -48,6 +48,8 @@ fn main() -> ExitCode {
         Command::Record(args) => run_record(args),
         Command::Report(args) => run_report(args),
         Command::Serve(args) => serve::main(args),
+        Command::Completions { shell } => print_completions(shell),
+        Command::Man => print_man(),
     };
     match result {
         Ok(code) => code,
@@ -142,6 +144,22 @@ fn run_record(args: RecordArgs) -> Result<ExitCode> {
         }
         return Ok(ExitCode::from(EXIT_LEAK_FOUND));
     }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `tracer completions SHELL` (hidden): the completion script, generated from the clap definitions.
+fn print_completions(shell: clap_complete::Shell) -> Result<ExitCode> {
+    use clap::CommandFactory;
+    clap_complete::generate(shell, &mut Cli::command(), "tracer", &mut std::io::stdout());
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `tracer man` (hidden): the man page (roff), generated from the clap definitions.
+fn print_man() -> Result<ExitCode> {
+    use clap::CommandFactory;
+    let mut out = Vec::new();
+    clap_mangen::Man::new(Cli::command()).render(&mut out)?;
+    std::io::Write::write_all(&mut std::io::stdout(), &out)?;
     Ok(ExitCode::SUCCESS)
 }
 
