@@ -80,6 +80,7 @@ pub struct Collector {
     pub finalizing: bool,
     pub stacks_resolved: u64,
     main_pid: u32,
+    frozen_counters: Option<Counters>,
 }
 
 pub struct ProcessView {
@@ -106,6 +107,7 @@ impl Collector {
             forked: Vec::new(),
             execed: Vec::new(),
             main_pid: pid,
+            frozen_counters: None,
             by_id: HashMap::new(),
             by_key: HashMap::new(),
             records: Vec::new(),
@@ -270,7 +272,11 @@ impl Collector {
         self.timeline.push(t, outstanding as f64);
     }
 
+    /// The BPF counters, or their values when the recording ended (see `freeze_counters`).
     pub fn counters(&self) -> Counters {
+        if let Some(c) = &self.frozen_counters {
+            return c.clone();
+        }
         let mut c = Counters::default();
         for (i, slot) in c.0.iter_mut().enumerate() {
             if let Ok(values) = self.counters.get(&(i as u32), 0) {
@@ -278,6 +284,12 @@ impl Collector {
             }
         }
         c
+    }
+
+    /// Keeps the counters as they are now: detaching takes a while, and a return probe still
+    /// attached after its entry probe is gone would count returns without entries.
+    pub fn freeze_counters(&mut self) {
+        self.frozen_counters = Some(self.counters());
     }
 
     /// Age in seconds, at `end_ns` (monotonic), of the oldest outstanding allocation of each

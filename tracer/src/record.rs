@@ -490,6 +490,9 @@ pub struct Finished {
 pub fn finish(mut session: Session, reason: EndReason, config: &RecordConfig) -> Finished {
     let end_ns = monotonic_ns();
     session.window = Some(session.started.elapsed());
+    if let Some(c) = session.collector.as_mut() {
+        c.freeze_counters();
+    }
     if let Some(mut probes) = session.probes.take() {
         let t = Instant::now();
         probes.detach_all();
