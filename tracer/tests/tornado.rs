@@ -311,6 +311,21 @@ fn assert_three_leaks_and_controls(python: &PathBuf, report: &Value) {
 }
 
 /// The text report has one "why:" line per listed suspect, with the reason from the JSON.
+/// The holders view: the module-level registries of kept exceptions, callbacks and uploads are
+/// `leak` containers by path; the LRU behind /cached is not.
+fn assert_leaking_registries(report: &Value) {
+    let holders = report["holders"].as_array().expect("holders");
+    let find = |path: &str| holders.iter().find(|h| h["path"] == path).unwrap_or_else(|| panic!("holder {path} not found: {holders:#?}"));
+    for path in ["__main__.FAILED", "__main__.CALLBACKS", "__main__.UPLOADS"] {
+        let h = find(path);
+        assert_eq!(h["verdict"], "leak", "{path}: {h:#}");
+        println!("  holder {path}: {} len {} ({})", h["verdict"], h["len"], h["reason"]);
+    }
+    let lru = find("__main__.CACHE.data");
+    assert!(!matches!(lru["verdict"].as_str(), Some("leak") | Some("growing")), "the LRU is not a leak: {lru:#}");
+    assert!(lru["len"].as_u64().unwrap() <= 200, "LRU capacity");
+}
+
 fn assert_text_reasons(report: &Value) {
     let dir = tempfile::tempdir().unwrap();
     let json = dir.path().join("report.json");
@@ -366,6 +381,7 @@ fn tornado_service_leaks_are_found_and_controls_cleared() {
     println!("loaded run ({n} requests):");
     assert_three_leaks_and_controls(&python, &report);
     assert_text_reasons(&report);
+    assert_leaking_registries(&report);
     assert_no_probes_left_by(&tracer_pids);
 
     // Steady state: only the non-leaking endpoints. The LRU is full by now and keeps evicting
