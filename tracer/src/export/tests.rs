@@ -233,6 +233,7 @@ fn multi() -> MultiReport {
     MultiReport {
         schema: SCHEMA,
         processes: vec![report(), quiet_report()],
+        skipped: vec![],
     }
 }
 
@@ -657,6 +658,7 @@ fn empty_reports_never_panic() {
     let empty_multi = MultiReport {
         schema: SCHEMA,
         processes: vec![],
+        skipped: vec![],
     };
     let zero_top = ExportOptions {
         all_stacks: false,
@@ -672,6 +674,7 @@ fn empty_reports_never_panic() {
                 &MultiReport {
                     schema: SCHEMA,
                     processes: vec![empty_report(), no_frames.clone()],
+                    skipped: vec![],
                 },
                 &opts,
             );
