@@ -84,6 +84,32 @@ impl std::os::fd::AsRawFd for BorrowedFd {
     }
 }
 
+/// Wakes up when the BPF side announces something (new stacks, finalization, forks, execs).
+/// Without probes nothing is announced: it then waits on a pipe nobody writes to.
+pub struct Announcements {
+    events: AsyncFd<BorrowedFd>,
+    _quiet: (std::os::fd::OwnedFd, std::os::fd::OwnedFd),
+}
+
+impl Announcements {
+    pub fn new(session: &Session) -> Result<Self> {
+        use std::os::fd::AsRawFd;
+        let quiet = nix::unistd::pipe()?;
+        let fd = session.collector.as_ref().map(|c| c.events_fd()).unwrap_or_else(|| quiet.0.as_raw_fd());
+        // SAFETY: the descriptor (the collector's ring buffer, or `quiet`) outlives `events`:
+        // the session outlives this value, and `quiet` is dropped with it.
+        let events = unsafe { AsyncFd::register_with_interest(BorrowedFd(fd), Interest::READABLE) }.map_err(|e| e.into_parts().1)?;
+        Ok(Self { events, _quiet: quiet })
+    }
+
+    /// Waits for an announcement; the caller then drains them (see `handle_events`).
+    pub async fn wait(&self) {
+        if let Ok(mut guard) = self.events.readable().await {
+            guard.clear_ready();
+        }
+    }
+}
+
 pub fn require_root() -> Result<()> {
     if unsafe { libc::geteuid() } != 0 {
         return Err(user_error(
@@ -329,29 +355,13 @@ pub async fn run(session: &mut Session, config: &RecordConfig) -> Result<EndReas
     let started = Instant::now();
     // In host mode no single process's shutdown ends the recording.
     let ends_with_main = session.host.is_none();
-    // Without probes nothing is announced: wait on a pipe nobody writes to.
-    let quiet = nix::unistd::pipe()?;
-    let events_fd = session.collector.as_ref().map(|c| c.events_fd()).unwrap_or_else(|| {
-        use std::os::fd::AsRawFd;
-        quiet.0.as_raw_fd()
-    });
-    // SAFETY: both descriptors (the ring buffer map's, the pipe's) outlive `events`.
-    let events = unsafe { AsyncFd::register_with_interest(BorrowedFd(events_fd), Interest::READABLE) }.map_err(|e| e.into_parts().1)?;
+    let events = Announcements::new(session)?;
     let reason = loop {
         tokio::select! {
-            ready = events.readable() => {
+            _ = events.wait() => {
                 // Resolve new stacks while their code objects are certainly alive.
-                if let Some(c) = session.collector.as_mut() {
-                    c.drain_events();
-                    if c.finalizing && ends_with_main {
-                        break EndReason::Finalization;
-                    }
-                }
-                if follow_process_events(session) {
-                    break EndReason::TargetExited;
-                }
-                if let Ok(mut guard) = ready {
-                    guard.clear_ready();
+                if let Some(reason) = handle_events(session, ends_with_main) {
+                    break reason;
                 }
             }
             _ = sigint.recv() => break EndReason::Interrupted,
@@ -365,14 +375,8 @@ pub async fn run(session: &mut Session, config: &RecordConfig) -> Result<EndReas
                 }
             }
             _ = housekeeping.tick() => {
-                if let Some(c) = session.collector.as_mut() {
-                    c.drain_events();
-                    if c.finalizing && ends_with_main {
-                        break EndReason::Finalization;
-                    }
-                }
-                if follow_process_events(session) {
-                    break EndReason::TargetExited;
+                if let Some(reason) = handle_events(session, ends_with_main) {
+                    break reason;
                 }
                 if !alive(session) {
                     break EndReason::TargetExited;
@@ -443,6 +447,18 @@ pub fn sample(session: &mut Session) {
     if let Some(h) = session.holders.as_mut() {
         h.scan(t);
     }
+}
+
+/// Handles what the BPF side announced; `Some` when that ends the recording (the main target
+/// finalizing, unless `ends_with_main` is false, or exec'ing).
+pub fn handle_events(session: &mut Session, ends_with_main: bool) -> Option<EndReason> {
+    if let Some(c) = session.collector.as_mut() {
+        c.drain_events();
+        if c.finalizing && ends_with_main {
+            return Some(EndReason::Finalization);
+        }
+    }
+    follow_process_events(session).then_some(EndReason::TargetExited)
 }
 
 async fn sleep_until(deadline: Option<tokio::time::Instant>) {

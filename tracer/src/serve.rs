@@ -24,8 +24,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context, Result};
-use tokio::io::unix::AsyncFd;
-use tokio::io::{AsyncReadExt, AsyncWriteExt, Interest};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::signal::unix::{signal, SignalKind};
 use tokio::sync::{watch, Semaphore};
@@ -151,15 +150,6 @@ async fn serve(config: ServeConfig) -> Result<()> {
     Ok(())
 }
 
-/// A descriptor owned by the collector (the ring buffer map), registered with tokio.
-struct BorrowedFd(std::os::fd::RawFd);
-
-impl std::os::fd::AsRawFd for BorrowedFd {
-    fn as_raw_fd(&self) -> std::os::fd::RawFd {
-        self.0
-    }
-}
-
 /// Samples and rebuilds the live report at every interval until a signal arrives, the
 /// interpreter finalizes or the target exits.
 async fn trace_loop(
@@ -174,26 +164,13 @@ async fn trace_loop(
     let mut sample_tick = tokio::time::interval(config.interval);
     sample_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut housekeeping = tokio::time::interval(HOUSEKEEPING);
-    let quiet = nix::unistd::pipe()?;
-    let events_fd = session.collector.as_ref().map(|c| c.events_fd()).unwrap_or_else(|| {
-        use std::os::fd::AsRawFd;
-        quiet.0.as_raw_fd()
-    });
-    // SAFETY: the descriptor (the collector's ring buffer, or `quiet`) stays open until after
-    // `events` is dropped at the end of this function.
-    let events = unsafe { AsyncFd::register_with_interest(BorrowedFd(events_fd), Interest::READABLE) }.map_err(|e| e.into_parts().1)?;
+    let events = record::Announcements::new(session)?;
     let mut samples = 0u64;
     let reason = loop {
         tokio::select! {
-            ready = events.readable() => {
-                if let Some(c) = session.collector.as_mut() {
-                    c.drain_events();
-                    if c.finalizing {
-                        break EndReason::Finalization;
-                    }
-                }
-                if let Ok(mut guard) = ready {
-                    guard.clear_ready();
+            _ = events.wait() => {
+                if let Some(reason) = record::handle_events(session, true) {
+                    break reason;
                 }
             }
             _ = sigint.recv() => break EndReason::Interrupted,
@@ -208,11 +185,8 @@ async fn trace_loop(
                 tx.send_replace(Some(snapshot));
             }
             _ = housekeeping.tick() => {
-                if let Some(c) = session.collector.as_mut() {
-                    c.drain_events();
-                    if c.finalizing {
-                        break EndReason::Finalization;
-                    }
+                if let Some(reason) = record::handle_events(session, true) {
+                    break reason;
                 }
                 if !record::alive(session) {
                     break EndReason::TargetExited;
