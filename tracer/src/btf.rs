@@ -13,6 +13,9 @@ const KIND_CONST: u32 = 10;
 const KIND_RESTRICT: u32 = 11;
 const KIND_TYPE_TAG: u32 = 18;
 
+/// Member records one lookup may visit (task_struct and what it nests: a few hundred).
+const MEMBER_BUDGET: u32 = 1 << 16;
+
 struct Type {
     name_off: u32,
     kind: u32,
@@ -116,12 +119,15 @@ impl Btf {
 
     /// (byte offset, member type id) of `member` in struct/union `id`, looking through
     /// anonymous struct/union members.
-    fn member(&self, id: u32, member: &str, depth: u32) -> Option<(u64, u32)> {
+    /// `budget` bounds the member records visited in all: anonymous members nest, and in a
+    /// corrupt blob they can nest into themselves, many times per level.
+    fn member(&self, id: u32, member: &str, depth: u32, budget: &mut u32) -> Option<(u64, u32)> {
         let t = self.types.get(id as usize)?;
         if depth > 8 || t.members.is_empty() {
             return None;
         }
         for rec in t.members.clone().step_by(12) {
+            *budget = budget.checked_sub(1)?;
             let name_off = u32_at(&self.data, rec).ok()?;
             let type_id = u32_at(&self.data, rec + 4).ok()?;
             let raw_offset = u32_at(&self.data, rec + 8).ok()?;
@@ -132,7 +138,7 @@ impl Btf {
             }
             if name.is_empty() {
                 let inner = self.strip_modifiers(type_id);
-                if let Some((off, ty)) = self.member(inner, member, depth + 1) {
+                if let Some((off, ty)) = self.member(inner, member, depth + 1, budget) {
                     return Some((bit_offset as u64 / 8 + off, ty));
                 }
             }
@@ -145,8 +151,9 @@ impl Btf {
         let mut id = self.struct_named(root).ok_or_else(|| anyhow!("struct {root} not in BTF"))?;
         let mut total = 0;
         for field in path {
+            let mut budget = MEMBER_BUDGET;
             let (off, ty) = self
-                .member(id, field, 0)
+                .member(id, field, 0, &mut budget)
                 .ok_or_else(|| anyhow!("no member {field} in the BTF of struct {root}"))?;
             total += off;
             id = ty;

@@ -62,18 +62,19 @@ impl ElfImage {
 
     /// File offset of a virtual address (what a uprobe is attached at).
     pub fn file_offset(&self, vaddr: u64) -> Option<u64> {
+        // Differences, not sums: a corrupt segment can end past 2^64.
         self.segments
             .iter()
-            .find(|s| vaddr >= s.vaddr && vaddr < s.vaddr + s.filesz.min(s.memsz))
-            .map(|s| vaddr - s.vaddr + s.offset)
+            .find(|s| vaddr >= s.vaddr && vaddr - s.vaddr < s.filesz.min(s.memsz))
+            .and_then(|s| (vaddr - s.vaddr).checked_add(s.offset))
     }
 
     /// Virtual address that file offset `offset` is loaded at (before the load bias).
     pub fn vaddr_of_offset(&self, offset: u64) -> Option<u64> {
         self.segments
             .iter()
-            .find(|s| s.filesz > 0 && offset >= s.offset && offset < s.offset + s.filesz)
-            .map(|s| s.vaddr + (offset - s.offset))
+            .find(|s| s.filesz > 0 && offset >= s.offset && offset - s.offset < s.filesz)
+            .and_then(|s| s.vaddr.checked_add(offset - s.offset))
     }
 
     /// Initialised bytes at a virtual address, straight from the file (constants in .rodata).

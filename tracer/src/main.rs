@@ -23,6 +23,9 @@ mod serve;
 mod symbolize;
 mod target;
 
+#[cfg(test)]
+mod fuzz_tests;
+
 use std::process::ExitCode;
 
 use anyhow::Result;

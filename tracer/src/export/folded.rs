@@ -20,7 +20,8 @@ pub(super) fn lines(selection: &Selection<'_>) -> Vec<String> {
             .iter()
             .map(|l| frame_name(l))
             .collect();
-        *stacks.entry(labels.join(";")).or_default() += bytes;
+        let total = stacks.entry(labels.join(";")).or_default();
+        *total = total.saturating_add(bytes);
     }
     stacks
         .into_iter()

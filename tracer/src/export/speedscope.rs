@@ -140,7 +140,7 @@ pub(super) fn write(
             name: name.clone(),
             unit: "bytes",
             start_value: 0,
-            end_value: weights.iter().sum(),
+            end_value: weights.iter().fold(0, |sum: u64, w| sum.saturating_add(*w)),
             samples,
             weights,
         }],

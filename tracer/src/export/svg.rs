@@ -17,7 +17,7 @@ pub(super) fn write(
     out: &mut dyn Write,
 ) -> anyhow::Result<()> {
     let subtitle = subtitle(reports, selection);
-    let lines = folded::lines(selection);
+    let lines = fit_total(folded::lines(selection));
     if lines.is_empty() {
         // inferno refuses an empty graph; say plainly that there is nothing to draw.
         return write_empty(&subtitle, out);
@@ -32,6 +32,28 @@ pub(super) fn write(
     opts.hash = true;
     flamegraph::from_lines(&mut opts, lines.iter().map(String::as_str), out)?;
     Ok(())
+}
+
+/// inferno adds up every stack's weight in a usize: the absurd byte counts of a damaged saved
+/// report would overflow it. Such weights are scaled down together (the picture keeps its
+/// proportions); real ones are left alone.
+fn fit_total(lines: Vec<String>) -> Vec<String> {
+    let weight = |l: &str| l.rsplit_once(' ').and_then(|(_, w)| w.parse::<u64>().ok()).unwrap_or(0);
+    let mut shift = 0;
+    while lines.iter().try_fold(0u64, |sum, l| sum.checked_add(weight(l) >> shift)).is_none() {
+        shift += 1;
+    }
+    if shift == 0 {
+        return lines;
+    }
+    lines
+        .into_iter()
+        .filter_map(|l| {
+            let (stack, w) = l.rsplit_once(' ')?;
+            let w = w.parse::<u64>().ok()? >> shift;
+            (w > 0).then(|| format!("{stack} {w}"))
+        })
+        .collect()
 }
 
 fn subtitle(reports: &[Report], selection: &Selection<'_>) -> String {
