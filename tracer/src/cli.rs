@@ -82,23 +82,8 @@ pub struct RecordArgs {
     /// Exit with status 3 when at least one suspect is a leak.
     #[arg(long)]
     pub fail_on_leak: bool,
-    /// A leak must have at least this many outstanding bytes.
-    #[arg(long, value_name = "BYTES")]
-    pub min_leak_bytes: Option<f64>,
-    /// A leak must grow by at least this many bytes per second.
-    #[arg(long, value_name = "BYTES_PER_S")]
-    pub min_growth: Option<f64>,
-    /// Sample allocations by bytes: each allocation of S bytes is recorded with probability
-    /// S/N (always when S >= N) and counted as N bytes, so totals are unbiased estimates. 0
-    /// records every allocation.
-    #[arg(long, value_name = "N", default_value_t = 0, value_parser = clap::value_parser!(u64).range(0..=(1 << 40)))]
-    pub sample_bytes: u64,
-    /// Capacity of the outstanding-allocation table.
-    #[arg(long, default_value_t = 1 << 20, value_parser = clap::value_parser!(u32).range(16..=(1 << 26)))]
-    pub max_allocs: u32,
-    /// Capacity of the distinct-stack table.
-    #[arg(long, default_value_t = 16384, value_parser = clap::value_parser!(u32).range(16..=(1 << 22)))]
-    pub max_stacks: u32,
+    #[command(flatten)]
+    pub tracing: TracingArgs,
     /// Also trace processes the target forks (multiprocessing workers), each in its own report
     /// section.
     #[arg(long)]
@@ -114,9 +99,6 @@ pub struct RecordArgs {
     /// Do not read the target's containers.
     #[arg(long)]
     pub no_holders: bool,
-    /// Most objects one container scan may visit.
-    #[arg(long, default_value_t = 200_000, value_parser = clap::value_parser!(u64).range(100..=50_000_000))]
-    pub holders_budget: u64,
     /// No progress line on stderr.
     #[arg(short, long)]
     pub quiet: bool,
@@ -154,13 +136,25 @@ pub struct ServeArgs {
     /// /flamegraph.svg: every live stack, not only the leaking and growing ones.
     #[arg(long)]
     pub all_stacks: bool,
+    #[command(flatten)]
+    pub tracing: TracingArgs,
+    /// Do not read the target's containers.
+    #[arg(long)]
+    pub no_holders: bool,
+}
+
+/// What `record` and `serve` both take: leak thresholds, sampling, table sizes, scan budget.
+#[derive(Args, Debug, Clone)]
+pub struct TracingArgs {
     /// A leak must have at least this many outstanding bytes.
     #[arg(long, value_name = "BYTES")]
     pub min_leak_bytes: Option<f64>,
     /// A leak must grow by at least this many bytes per second.
     #[arg(long, value_name = "BYTES_PER_S")]
     pub min_growth: Option<f64>,
-    /// Sample allocations by bytes (see `record --sample-bytes`); 0 records every allocation.
+    /// Sample allocations by bytes: each allocation of S bytes is recorded with probability
+    /// S/N (always when S >= N) and counted as N bytes, so totals are unbiased estimates. 0
+    /// records every allocation.
     #[arg(long, value_name = "N", default_value_t = 0, value_parser = clap::value_parser!(u64).range(0..=(1 << 40)))]
     pub sample_bytes: u64,
     /// Capacity of the outstanding-allocation table.
@@ -169,12 +163,30 @@ pub struct ServeArgs {
     /// Capacity of the distinct-stack table.
     #[arg(long, default_value_t = 16384, value_parser = clap::value_parser!(u32).range(16..=(1 << 22)))]
     pub max_stacks: u32,
-    /// Do not read the target's containers.
-    #[arg(long)]
-    pub no_holders: bool,
     /// Most objects one container scan may visit.
     #[arg(long, default_value_t = 200_000, value_parser = clap::value_parser!(u64).range(100..=50_000_000))]
     pub holders_budget: u64,
+}
+
+impl TracingArgs {
+    pub fn criteria(&self) -> crate::leaks::Criteria {
+        let mut criteria = crate::leaks::Criteria::for_bytes();
+        if let Some(b) = self.min_leak_bytes {
+            criteria.min_total_growth = b;
+        }
+        if let Some(g) = self.min_growth {
+            criteria.min_growth_per_s = g;
+        }
+        criteria
+    }
+
+    pub fn sizes(&self) -> crate::probes::MapSizes {
+        crate::probes::MapSizes { max_allocs: self.max_allocs, max_stacks: self.max_stacks }
+    }
+
+    pub fn holder_budget(&self) -> crate::python::heap::ScanBudget {
+        crate::python::heap::ScanBudget { max_objects: self.holders_budget as usize, ..Default::default() }
+    }
 }
 
 fn parse_regex(s: &str) -> Result<regex::Regex, String> {

@@ -83,22 +83,16 @@ fn run_record(args: RecordArgs) -> Result<ExitCode> {
     if args.matching.is_some() && !args.all {
         return Err(user_error("--match selects processes in host mode", "add --all: tracer record --all --match REGEX"));
     }
-    let mut criteria = leaks::Criteria::for_bytes();
-    if let Some(b) = args.min_leak_bytes {
-        criteria.min_total_growth = b;
-    }
-    if let Some(g) = args.min_growth {
-        criteria.min_growth_per_s = g;
-    }
+    let criteria = args.tracing.criteria();
     let config = record::RecordConfig {
         pid,
         command: args.command.clone(),
         duration: args.duration,
         interval: args.interval,
-        sizes: probes::MapSizes { max_allocs: args.max_allocs, max_stacks: args.max_stacks },
+        sizes: args.tracing.sizes(),
         criteria,
         python_malloc: args.python_malloc,
-        sample_bytes: args.sample_bytes,
+        sample_bytes: args.tracing.sample_bytes,
         follow_forks: args.follow_forks,
         host: args.all.then(|| host::HostFilter {
             matching: args.matching.clone(),
@@ -113,7 +107,7 @@ fn run_record(args: RecordArgs) -> Result<ExitCode> {
         } else {
             record::HoldersMode::On
         },
-        holder_budget: python::heap::ScanBudget { max_objects: args.holders_budget as usize, ..Default::default() },
+        holder_budget: args.tracing.holder_budget(),
     };
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     let finished = runtime.block_on(async {

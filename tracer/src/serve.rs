@@ -33,9 +33,6 @@ use crate::cli::ServeArgs;
 use crate::collector::monotonic_ns;
 use crate::error::user_error;
 use crate::export::{self, ExportOptions, Format};
-use crate::leaks::Criteria;
-use crate::probes::MapSizes;
-use crate::python::heap::ScanBudget;
 use crate::record::{self, EndReason, HoldersMode, RecordConfig, Session};
 use crate::report::{Frame, Report};
 
@@ -90,13 +87,7 @@ fn config_from(args: ServeArgs) -> Result<ServeConfig> {
         }
         p => p as u32,
     };
-    let mut criteria = Criteria::for_bytes();
-    if let Some(b) = args.min_leak_bytes {
-        criteria.min_total_growth = b;
-    }
-    if let Some(g) = args.min_growth {
-        criteria.min_growth_per_s = g;
-    }
+    let criteria = args.tracing.criteria();
     let push = args.push.as_deref().map(PushTarget::parse).transpose()?;
     Ok(ServeConfig {
         record: RecordConfig {
@@ -104,15 +95,15 @@ fn config_from(args: ServeArgs) -> Result<ServeConfig> {
             command: Vec::new(),
             duration: None,
             interval: args.interval,
-            sizes: MapSizes { max_allocs: args.max_allocs, max_stacks: args.max_stacks },
+            sizes: args.tracing.sizes(),
             criteria,
             python_malloc: false,
-            sample_bytes: args.sample_bytes,
+            sample_bytes: args.tracing.sample_bytes,
             follow_forks: false,
             host: None,
             progress: false,
             holders: if args.no_holders { HoldersMode::Off } else { HoldersMode::On },
-            holder_budget: ScanBudget { max_objects: args.holders_budget as usize, ..Default::default() },
+            holder_budget: args.tracing.holder_budget(),
         },
         listen: args.listen,
         push,
