@@ -505,3 +505,68 @@ fn a_statically_linked_binary_is_a_clear_error() {
     assert_clean_error(&["record", "-d", "2s", "--", bin.to_str().unwrap()], "not a CPython process", true);
     assert_no_leftover_probes();
 }
+
+/// The `.deb` from `cargo xtask dist` (built here when TRACER_DEB does not name one), unpacked
+/// into a scratch tree with `dpkg -x` (nothing installed on the machine): the binary runs, the
+/// man page and completions are where Debian looks, and it records a real fixture.
+#[test]
+fn the_deb_installs_into_a_clean_tree_and_records() {
+    if !is_root() || python311().is_none() {
+        println!("skipped: not root or no CPython 3.11");
+        return;
+    }
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf();
+    let deb = match std::env::var_os("TRACER_DEB") {
+        Some(p) => PathBuf::from(p),
+        None => {
+            let mut child = Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()))
+                .args(["run", "--quiet", "--package", "xtask", "--", "dist"])
+                .current_dir(&root)
+                .stdout(Stdio::piped())
+                .spawn()
+                .unwrap();
+            let mut out = String::new();
+            child.stdout.take().unwrap().read_to_string(&mut out).unwrap();
+            let status = wait_timeout(&mut child, Duration::from_secs(600));
+            assert!(status.success(), "cargo xtask dist: {out}");
+            let line = out.lines().rev().find(|l| l.starts_with("dist: ") && l.contains(".deb")).unwrap_or_else(|| panic!("{out}"));
+            PathBuf::from(line.trim_start_matches("dist: ").split(" (").next().unwrap())
+        }
+    };
+    let tree = tempfile::tempdir().unwrap();
+    let ok = Command::new("dpkg").arg("-x").arg(&deb).arg(tree.path()).status().unwrap();
+    assert!(ok.success(), "dpkg -x {}", deb.display());
+    let info = Command::new("dpkg-deb").args(["-f"]).arg(&deb).args(["Package", "Depends"]).output().unwrap();
+    let info = String::from_utf8_lossy(&info.stdout);
+    assert!(info.contains("Package: tracer") && info.contains("Depends: libc6 (>= 2."), "{info}");
+    for path in [
+        "usr/share/man/man1/tracer.1.gz",
+        "usr/share/bash-completion/completions/tracer",
+        "usr/share/zsh/vendor-completions/_tracer",
+        "usr/share/fish/vendor_completions.d/tracer.fish",
+    ] {
+        let meta = std::fs::metadata(tree.path().join(path)).unwrap_or_else(|e| panic!("{path}: {e}"));
+        assert!(meta.len() > 100, "{path} is not empty");
+    }
+    let bash = std::fs::read_to_string(tree.path().join("usr/share/bash-completion/completions/tracer")).unwrap();
+    assert!(bash.contains("--max-allocs") && bash.contains("record"), "bash completion knows the flags");
+    let bin = tree.path().join("usr/bin/tracer");
+    let out = Command::new(&bin).arg("--version").output().unwrap();
+    assert!(out.status.success() && String::from_utf8_lossy(&out.stdout).starts_with("tracer "), "{out:?}");
+
+    let _g = serial();
+    let python = python311().unwrap();
+    let target = Target::start(&python);
+    let report = tree.path().join("r.json");
+    let out = Command::new(&bin)
+        .args(["record", "-p", &target.pid().to_string(), "-d", "2s", "-i", "500ms", "-q", "-o"])
+        .arg(&report)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let report: Value = serde_json::from_str(&std::fs::read_to_string(&report).unwrap()).unwrap();
+    let line = line_of("safety_target.py", "KEPT.append(bytearray(2000))");
+    assert!(sum(&suspects_at(&report, "keep", "safety_target.py", line), "outstanding_count") > 10, "{report:#}");
+    assert_eq!(probed_functions_patched(target.pid()), Vec::<String>::new());
+    target.stop_cleanly("deb");
+}

@@ -354,6 +354,3 @@ fn interleave(
     (baseline, series)
 }
 
-pub fn dist() -> Result<()> {
-    bail!("dist: not implemented yet")
-}

@@ -8,7 +8,8 @@
 //!   test    setup + build, then `cargo test --release --workspace [-- ARGS]`
 //!   bench   the tracer's cost vs untraced, memray and bcc memleak; Tornado throughput;
 //!           writes BENCHMARKS.md (see xtask/src/bench.rs)
-//!   dist    not implemented yet
+//!   dist    the stripped release binary (glibc only, checked with ldd), shell completions and
+//!           a man page from its clap definitions, packed as target/dist/tracer_<v>_<arch>.deb
 //!
 //! Environment variables `cargo xtask test` sets for the tests (tracer/tests/):
 //!
@@ -32,6 +33,7 @@
 mod bench;
 mod build;
 mod demo;
+mod dist;
 mod pythons;
 mod setup;
 mod sid;
@@ -85,7 +87,7 @@ enum Cmd {
     /// Measure the tracer's cost side by side with memray and bcc memleak (needs root);
     /// writes BENCHMARKS.md
     Bench(bench::BenchArgs),
-    /// Release artifacts (not implemented yet)
+    /// Build the release .deb (stripped binary, completions, man page) under target/dist/
     Dist,
 }
 
@@ -113,7 +115,7 @@ fn main() -> ExitCode {
             cargo_args,
         }),
         Cmd::Bench(args) => bench::bench(args),
-        Cmd::Dist => bench::dist().map(|_| 0),
+        Cmd::Dist => dist::run_dist().map(|_| 0),
     };
     match result {
         Ok(0) => ExitCode::SUCCESS,
