@@ -31,9 +31,11 @@ pub enum Command {
     Completions {
         shell: clap_complete::Shell,
     },
-    /// Print the man page (roff) to stdout.
+    /// Print the man page (roff) to stdout: tracer(1), or tracer-SUBCOMMAND(1).
     #[command(hide = true)]
-    Man,
+    Man {
+        subcommand: Option<String>,
+    },
 }
 
 #[derive(Args, Debug, Clone)]

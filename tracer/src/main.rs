@@ -52,7 +52,7 @@ fn main() -> ExitCode {
         Command::Report(args) => run_report(args),
         Command::Serve(args) => serve::main(args),
         Command::Completions { shell } => print_completions(shell),
-        Command::Man => print_man(),
+        Command::Man { subcommand } => print_man(subcommand.as_deref()),
     };
     match result {
         Ok(code) => code,
@@ -151,11 +151,25 @@ fn print_completions(shell: clap_complete::Shell) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// `tracer man` (hidden): the man page (roff), generated from the clap definitions.
-fn print_man() -> Result<ExitCode> {
+/// `tracer man [SUBCOMMAND]` (hidden): tracer(1) or tracer-SUBCOMMAND(1) (roff), generated
+/// from the clap definitions.
+fn print_man(subcommand: Option<&str>) -> Result<ExitCode> {
     use clap::CommandFactory;
+    let mut cli = Cli::command();
+    cli.build();
+    let page = match subcommand {
+        None => cli,
+        Some(name) => {
+            let sub = cli.find_subcommand(name).filter(|s| !s.is_hide_set()).cloned().ok_or_else(|| {
+                user_error(format!("no subcommand {name}"), "one of: record, report, serve")
+            })?;
+            // A one-shot process: the page's name may live until exit.
+            let full: &'static str = Box::leak(format!("tracer-{name}").into_boxed_str());
+            sub.name(full).version(env!("CARGO_PKG_VERSION"))
+        }
+    };
     let mut out = Vec::new();
-    clap_mangen::Man::new(Cli::command()).render(&mut out)?;
+    clap_mangen::Man::new(page).render(&mut out)?;
     std::io::Write::write_all(&mut std::io::stdout(), &out)?;
     Ok(ExitCode::SUCCESS)
 }

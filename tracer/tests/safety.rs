@@ -394,18 +394,22 @@ fn a_thread_storm_is_survived_and_counted() {
         return;
     }
     let _g = serial();
-    let (stdout, report) = launch_traced(&[], "safety_storm.py", &["400"]);
-    assert!(stdout.contains("storm done 400"), "{stdout}");
+    let (stdout, report) = launch_traced(&[], "safety_storm.py", &["400", "300"]);
+    assert!(stdout.contains("storm done 400 300"), "{stdout}");
     assert_eq!(report["final_view"], "finalization");
     let allocs = report["totals"]["allocs"].as_u64().unwrap();
     let (thread_limit, read_fault) = (lost(&report, "thread_limit"), lost(&report, "read_fault"));
     println!("storm: allocs {allocs} thread_limit {thread_limit} read_fault {read_fault}");
-    // 400 threads x 21 allocations; each lost event is one of them at most.
+    // 400 threads x 21 allocations and 300 more; each lost event is one of them at most.
     assert!(allocs >= 400 * 20, "{:#}", report["totals"]);
     assert!(thread_limit + read_fault <= allocs, "{:#}", report["totals"]);
     let line = line_of("safety_storm.py", "KEPT.append(bytearray(4000))");
     let kept: u64 = sum(&suspects_at(&report, "worker", "safety_storm.py", line), "outstanding_count");
     assert!(kept + thread_limit + read_fault >= 400 && kept >= 300, "the kept blocks are attributed on their threads: {kept}");
+    // 300 threads alive at once, more than the 256 thread states the BPF side searches.
+    let line = line_of("safety_storm.py", "CROWD.append(bytearray(5000))");
+    let crowd: u64 = sum(&suspects_at(&report, "crowd_member", "safety_storm.py", line), "outstanding_count");
+    assert!(crowd + thread_limit + read_fault >= 300 && crowd >= 200, "the crowd's blocks: {crowd}");
     assert_no_leftover_probes();
 }
 
@@ -541,6 +545,7 @@ fn the_deb_installs_into_a_clean_tree_and_records() {
     assert!(info.contains("Package: tracer") && info.contains("Depends: libc6 (>= 2."), "{info}");
     for path in [
         "usr/share/man/man1/tracer.1.gz",
+        "usr/share/man/man1/tracer-record.1.gz",
         "usr/share/bash-completion/completions/tracer",
         "usr/share/zsh/vendor-completions/_tracer",
         "usr/share/fish/vendor_completions.d/tracer.fish",

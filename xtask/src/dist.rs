@@ -5,7 +5,7 @@
 //!
 //!   target/dist/tracer_<version>_<arch>.deb
 //!     /usr/bin/tracer
-//!     /usr/share/man/man1/tracer.1.gz
+//!     /usr/share/man/man1/tracer.1.gz, tracer-record.1.gz, tracer-report.1.gz, tracer-serve.1.gz
 //!     /usr/share/bash-completion/completions/tracer
 //!     /usr/share/zsh/vendor-completions/_tracer
 //!     /usr/share/fish/vendor_completions.d/tracer.fish
@@ -61,10 +61,13 @@ pub fn run_dist() -> Result<PathBuf> {
         let out = run_quiet(Command::new(&bin).args(["completions", shell]))?;
         write(&stage.join(path), &out.stdout)?;
     }
-    let man = run_quiet(Command::new(&bin).arg("man"))?;
-    let man_path = stage.join("usr/share/man/man1/tracer.1");
-    write(&man_path, &man.stdout)?;
-    run_quiet(Command::new("gzip").args(["-9", "-n", "-f"]).arg(&man_path)).context("gzip")?;
+    for sub in [None, Some("record"), Some("report"), Some("serve")] {
+        let man = run_quiet(Command::new(&bin).arg("man").args(sub))?;
+        let name = sub.map_or("tracer".to_string(), |s| format!("tracer-{s}"));
+        let man_path = stage.join(format!("usr/share/man/man1/{name}.1"));
+        write(&man_path, &man.stdout)?;
+        run_quiet(Command::new("gzip").args(["-9", "-n", "-f"]).arg(&man_path)).context("gzip")?;
+    }
     write(
         &stage.join("usr/share/doc/tracer/copyright"),
         format!("tracer {}\nLicense: {}\n", env!("CARGO_PKG_VERSION"), env!("CARGO_PKG_LICENSE")).as_bytes(),
