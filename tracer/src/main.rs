@@ -174,8 +174,22 @@ fn print_man(subcommand: Option<&str>) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// A saved report larger than this is not one of ours (and an endless input must not exhaust
+/// memory).
+const MAX_REPORT_BYTES: u64 = 256 << 20;
+
+fn read_limited(path: &std::path::Path, limit: u64) -> std::io::Result<String> {
+    use std::io::Read;
+    let mut text = String::new();
+    std::fs::File::open(path)?.take(limit + 1).read_to_string(&mut text)?;
+    if text.len() as u64 > limit {
+        return Err(std::io::Error::new(std::io::ErrorKind::InvalidData, format!("larger than {limit} bytes")));
+    }
+    Ok(text)
+}
+
 fn run_report(args: ReportArgs) -> Result<ExitCode> {
-    let text = std::fs::read_to_string(&args.input).map_err(|e| {
+    let text = read_limited(&args.input, MAX_REPORT_BYTES).map_err(|e| {
         user_error(format!("cannot read {}: {e}", args.input.display()), "pass a JSON report written by `tracer record -f json -o FILE`")
     })?;
     let saved = output::parse_saved(&text).map_err(|e| {

@@ -379,7 +379,8 @@ pub async fn run(session: &mut Session, config: &RecordConfig) -> Result<EndReas
                     break reason;
                 }
                 if !alive(session) {
-                    break EndReason::TargetExited;
+                    // It may have announced its finalization just before exiting.
+                    break handle_events(session, ends_with_main).unwrap_or(EndReason::TargetExited);
                 }
             }
         }
