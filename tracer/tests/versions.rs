@@ -107,61 +107,6 @@ fn by_size(report: &Value, size: u64) -> Vec<String> {
         .unwrap_or_default()
 }
 
-/// The BPF program and link IDs a process holds open (from /proc/PID/fdinfo).
-fn bpf_ids_held_by(pid: u32) -> Vec<(String, u64)> {
-    let mut ids = Vec::new();
-    let Ok(dir) = std::fs::read_dir(format!("/proc/{pid}/fdinfo")) else { return ids };
-    for entry in dir.filter_map(|e| e.ok()) {
-        let Ok(text) = std::fs::read_to_string(entry.path()) else { continue };
-        for line in text.lines() {
-            for key in ["prog_id", "link_id"] {
-                if let Some(v) = line.strip_prefix(key).and_then(|r| r.strip_prefix(':')).and_then(|v| v.trim().parse().ok()) {
-                    ids.push((key.to_string(), v));
-                }
-            }
-        }
-    }
-    ids.sort();
-    ids.dedup();
-    ids
-}
-
-fn bpftool_ids(args: &[&str]) -> Vec<u64> {
-    let Ok(out) = std::process::Command::new("bpftool").args(args).output() else { return Vec::new() };
-    serde_json::from_slice::<Value>(&out.stdout).ok().and_then(|v| v.as_array().cloned()).unwrap_or_default().iter().filter_map(|e| e["id"].as_u64()).collect()
-}
-
-/// Other `tracer` processes alive on the machine (engineers working in parallel).
-fn other_tracers() -> Vec<u32> {
-    let me = std::process::id();
-    std::fs::read_dir("/proc")
-        .map(|d| {
-            d.filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
-                .filter(|&p| p != me && std::fs::read_to_string(format!("/proc/{p}/comm")).is_ok_and(|c| c.trim() == "tracer"))
-                .collect()
-        })
-        .unwrap_or_default()
-}
-
-/// After our tracer exited: none of the programs or links it held exists any more, and when no
-/// other tracer runs on the machine, no probe of ours is attached anywhere.
-fn assert_released(held: &[(String, u64)], label: &str) {
-    assert!(held.iter().any(|(k, _)| k == "prog_id"), "{label}: saw no BPF programs held by the tracer");
-    let progs = bpftool_ids(&["-j", "prog", "show"]);
-    let links = bpftool_ids(&["-j", "link", "list"]);
-    let left: Vec<&(String, u64)> = held
-        .iter()
-        .filter(|(k, id)| if k == "prog_id" { progs.contains(id) } else { links.contains(id) })
-        .collect();
-    assert!(left.is_empty(), "{label}: BPF objects of the finished tracer still exist: {left:?}");
-    let others = other_tracers();
-    if others.is_empty() {
-        assert_no_leftover_probes();
-    } else {
-        println!("note: other tracer processes {others:?} are running; checked only this tracer's own programs and links");
-    }
-}
-
 /// Attaches with -p to the fixture, triggers it, waits for "done", stops the tracer with SIGINT;
 /// checks that the tracer left nothing attached.
 fn trace_fixture(python: &Python) -> Value {
