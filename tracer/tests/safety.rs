@@ -101,47 +101,6 @@ fn probed_functions_patched(pid: u32) -> Vec<String> {
     patched
 }
 
-/// The BPF program and link ids a process holds open (its /proc/PID/fdinfo).
-fn bpf_ids_held_by(pid: u32) -> Vec<(&'static str, u64)> {
-    let mut ids = Vec::new();
-    let Ok(dir) = std::fs::read_dir(format!("/proc/{pid}/fdinfo")) else { return ids };
-    for entry in dir.filter_map(|e| e.ok()) {
-        let Ok(text) = std::fs::read_to_string(entry.path()) else { continue };
-        for line in text.lines() {
-            for key in ["prog_id", "link_id"] {
-                if let Some(v) = line.strip_prefix(key).and_then(|r| r.strip_prefix(':')).and_then(|v| v.trim().parse().ok()) {
-                    ids.push((key, v));
-                }
-            }
-        }
-    }
-    ids.sort();
-    ids.dedup();
-    ids
-}
-
-/// Ids the kernel still lists (`bpftool -j link list` / `prog list`).
-fn kernel_ids(kind: &str) -> Vec<u64> {
-    let out = Command::new("bpftool").args(["-j", kind, "list"]).output().expect("bpftool");
-    serde_json::from_slice::<Value>(&out.stdout).ok().and_then(|v| v.as_array().cloned()).unwrap_or_default().iter().filter_map(|e| e["id"].as_u64()).collect()
-}
-
-/// Waits (briefly: the kernel frees programs after an RCU grace period) until none of `ids`
-/// is listed by the kernel any more.
-fn assert_ids_released(ids: &[(&'static str, u64)], label: &str) {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let links = kernel_ids("link");
-        let progs = kernel_ids("prog");
-        let left: Vec<&(&str, u64)> = ids.iter().filter(|(k, id)| if *k == "link_id" { links.contains(id) } else { progs.contains(id) }).collect();
-        if left.is_empty() {
-            return;
-        }
-        assert!(Instant::now() < deadline, "{label}: BPF objects of the dead tracer still in the kernel: {left:?}");
-        std::thread::sleep(Duration::from_millis(100));
-    }
-}
-
 /// safety_target.py, running until its stop file exists.
 struct Target {
     proc_: Proc,
@@ -237,7 +196,7 @@ fn detach_on(end: End) {
         let kept = suspects_at(&report, "keep", "safety_target.py", line);
         assert!(sum(&kept, "outstanding_count") > 20, "{label}: the report names what it saw: {report:#}");
     }
-    assert_ids_released(&ids, &label);
+    assert_released(&ids, &label);
     if let Some(target) = target {
         assert_eq!(probed_functions_patched(target.pid()), Vec::<String>::new(), "{label}: no breakpoint left in the running target");
         target.stop_cleanly(&label);
