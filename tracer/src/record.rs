@@ -256,18 +256,21 @@ fn start_host(config: &RecordConfig, filter: HostFilter) -> Result<Session> {
     Ok(session)
 }
 
+/// Attaches one process's probes with its interpreter's layout; returns the reader of its code
+/// objects.
+fn trace_target(probes: &mut Probes, target: &Target) -> Result<CodeResolver<ProcessMemory>> {
+    let layout = layout_for(target)?;
+    let runtime = target.python.runtime_addr("_PyRuntime").context("_PyRuntime")?;
+    probes.add_target(target, layout.target_config(runtime))?;
+    let code_type = target.python.runtime_addr("PyCode_Type").context("PyCode_Type")?;
+    Ok(CodeResolver::new(ProcessMemory::new(target.pid), layout, code_type, target.python.start..target.python.end))
+}
+
 /// Traces one more process in this session (a forked child or a host-mode newcomer).
 fn add_process(session: &mut Session, t: Target, why: &str) {
     let (Some(collector), Some(probes)) = (session.collector.as_mut(), session.probes.as_mut()) else { return };
     let pid = t.pid;
-    let attached = (|| -> Result<()> {
-        let layout = layout_for(&t)?;
-        let runtime = t.python.runtime_addr("_PyRuntime").context("_PyRuntime")?;
-        probes.add_target(&t, layout.target_config(runtime))?;
-        let code_type = t.python.runtime_addr("PyCode_Type").context("PyCode_Type")?;
-        collector.add_process(pid, CodeResolver::new(ProcessMemory::new(pid), layout, code_type, t.python.start..t.python.end));
-        Ok(())
-    })();
+    let attached = trace_target(probes, &t).map(|resolver| collector.add_process(pid, resolver));
     match attached {
         Ok(()) => {
             eprintln!("tracer: tracing pid {pid} ({why}): {}", t.cmdline);
@@ -298,8 +301,6 @@ fn attach(pid: u32, config: &RecordConfig) -> Result<Attached> {
     if config.holders == HoldersMode::Only {
         return Ok((target, None, None, holders));
     }
-    let layout = layout_for(&target)?;
-    let runtime = target.python.runtime_addr("_PyRuntime").context("_PyRuntime")?;
     let kernel = btf::Btf::from_kernel().context("reading the kernel's BTF (/sys/kernel/btf/vmlinux)")?;
     let mut probes = Probes::load(LoadOptions {
         fsbase_offset: kernel.offset_of("task_struct", &["thread", "fsbase"])?,
@@ -309,9 +310,7 @@ fn attach(pid: u32, config: &RecordConfig) -> Result<Attached> {
         watch_execs: config.host.is_some(),
         sizes: config.sizes,
     })?;
-    probes.add_target(&target, layout.target_config(runtime))?;
-    let code_type = target.python.runtime_addr("PyCode_Type").context("PyCode_Type")?;
-    let resolver = CodeResolver::new(ProcessMemory::new(pid), layout, code_type, target.python.start..target.python.end);
+    let resolver = trace_target(&mut probes, &target)?;
     let collector = Collector::new(&mut probes, pid, resolver)?;
     log::info!(
         "attached {} probes to pid {pid} ({} {}) in {:.0} ms; BPF maps hold {} of kernel memory",

@@ -30,7 +30,6 @@ use std::time::Instant;
 use anyhow::{bail, Result};
 
 use crate::build;
-use crate::setup::{self, Options};
 use crate::util::{self, elapsed};
 use runs::{Config, Ctx, Run, Tool};
 
@@ -90,14 +89,7 @@ pub fn bench(args: BenchArgs) -> Result<i32> {
     if !util::is_root() {
         bail!("the benchmark attaches eBPF probes and needs root.\nhint: run it as root (sudo -E cargo xtask bench)");
     }
-    if !args.skip_setup {
-        setup::run(Options { test_tools: false })?;
-    }
-    let tracer = if args.skip_build {
-        build::tracer_bin()?
-    } else {
-        build::run_build()?
-    };
+    let tracer = build::prepare(args.skip_setup, args.skip_build)?;
     let python = tools::bench_venv(!args.skip_setup)?;
     let memray = python.with_file_name("memray");
     let memray = util::is_executable(&memray).then_some(memray);

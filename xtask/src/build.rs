@@ -25,3 +25,16 @@ pub fn tracer_bin() -> Result<PathBuf> {
     }
     Ok(bin)
 }
+
+/// Set-up (unless skipped; never the test-only tools), then the release build (unless skipped):
+/// the tracer binary to run.
+pub fn prepare(skip_setup: bool, skip_build: bool) -> Result<PathBuf> {
+    if !skip_setup {
+        crate::setup::run(crate::setup::Options { test_tools: false })?;
+    }
+    if skip_build {
+        tracer_bin()
+    } else {
+        run_build()
+    }
+}

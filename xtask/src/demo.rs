@@ -7,7 +7,6 @@ use anyhow::{bail, Context, Result};
 
 use crate::build;
 use crate::pythons;
-use crate::setup::{self, Options};
 use crate::util::{self, describe};
 
 pub struct DemoArgs {
@@ -16,14 +15,7 @@ pub struct DemoArgs {
 }
 
 pub fn run(args: DemoArgs) -> Result<()> {
-    if !args.skip_setup {
-        setup::run(Options { test_tools: false })?;
-    }
-    let tracer = if args.skip_build {
-        build::tracer_bin()?
-    } else {
-        build::run_build()?
-    };
+    let tracer = build::prepare(args.skip_setup, args.skip_build)?;
     let python = pythons::base_python()?;
     let script = util::repo_root().join("examples/leaky_service.py");
     if !script.exists() {
