@@ -133,19 +133,26 @@ fn weights(size: u64) -> (u64, u64) {
     }
 }
 
+/// An allocation call starts. This thread's entry record is reused in place (a record with
+/// `ts_ns == 0` is free): a map update or delete takes a lock, a lookup does not.
 #[inline(always)]
 fn enter(kind: AllocKind, size: u64, arg: u64) {
     count(counter::ALLOC_CALLS);
     let id = bpf_get_current_pid_tgid();
     let now = unsafe { bpf_ktime_get_ns() };
-    if let Some(p) = unsafe { PENDING.get(&id) } {
-        if now.wrapping_sub(p.ts_ns) < PENDING_STALE_NS {
-            // glibc calls its public entry points internally (realloc(NULL, n) -> malloc,
-            // malloc -> mmap): the outer call owns this allocation.
-            count(counter::NESTED_CALLS);
-            return;
+    let slot = PENDING.get_ptr_mut(&id);
+    if let Some(p) = slot {
+        let started = unsafe { (*p).ts_ns };
+        if started != 0 {
+            if now.wrapping_sub(started) < PENDING_STALE_NS {
+                // glibc calls its public entry points internally (realloc(NULL, n) -> malloc,
+                // malloc -> mmap): the outer call owns this allocation.
+                count(counter::NESTED_CALLS);
+                return;
+            }
+            count(counter::LOST_MISSED_RETURN);
+            unsafe { (*p).ts_ns = 0 };
         }
-        count(counter::LOST_MISSED_RETURN);
     }
     if !sampled(size) {
         count(counter::UNSAMPLED);
@@ -156,7 +163,12 @@ fn enter(kind: AllocKind, size: u64, arg: u64) {
         return;
     }
     let pending = Pending { kind: kind as u32, _pad: 0, ts_ns: now, size, arg };
-    let _ = PENDING.insert(&id, &pending, BPF_ANY as u64);
+    match slot {
+        Some(p) => unsafe { *p = pending },
+        None => {
+            let _ = PENDING.insert(&id, &pending, BPF_ANY as u64);
+        }
+    }
 }
 
 /// Takes this thread's entry record if it belongs to `kind`; a record of another kind means
@@ -164,9 +176,10 @@ fn enter(kind: AllocKind, size: u64, arg: u64) {
 #[inline(always)]
 fn take_pending(kind: AllocKind) -> Option<Pending> {
     let id = bpf_get_current_pid_tgid();
-    let pending = match unsafe { PENDING.get(&id) } {
-        Some(p) => *p,
-        None => {
+    let slot = PENDING.get_ptr_mut(&id);
+    let pending = match slot {
+        Some(p) if unsafe { (*p).ts_ns } != 0 => unsafe { *p },
+        _ => {
             // Unsampled calls and file mappings leave no entry record on purpose.
             if kind != AllocKind::Mmap && global(&SAMPLE_BYTES) == 0 {
                 count(counter::LOST_MISSED_RETURN);
@@ -177,7 +190,9 @@ fn take_pending(kind: AllocKind) -> Option<Pending> {
     if pending.kind != kind as u32 {
         return None;
     }
-    let _ = PENDING.remove(&id);
+    if let Some(p) = slot {
+        unsafe { (*p).ts_ns = 0 };
+    }
     Some(pending)
 }
 
@@ -223,14 +238,18 @@ fn exit_alloc(ctx: &RetProbeContext, kind: AllocKind) {
         return;
     }
     let native_ip = unsafe { (*ctx.regs).rip };
-    record(tgid, cfg, kind, addr, pending.size, native_ip);
+    record(tgid, cfg, kind, addr, pending.size, native_ip, pending.ts_ns);
 }
 
 #[inline(always)]
-fn record(tgid: u32, cfg: &TargetConfig, kind: AllocKind, addr: u64, size: u64, native_ip: u64) {
-    let stack_id = stack_id(tgid, cfg, kind, native_ip);
+fn record(tgid: u32, cfg: &TargetConfig, kind: AllocKind, addr: u64, size: u64, native_ip: u64, ts_ns: u64) {
+    let hash = walk_stack(tgid, cfg, kind, native_ip);
+    // A stack seen before has its totals already: one lookup finds them, and its trace (stored
+    // when first seen) need not be looked at.
+    let known = STACK_STATS.get_ptr_mut(&hash);
+    let stack_id = if known.is_some() { hash } else { store_stack(tgid, hash) };
     let (bytes, blocks) = weights(size);
-    let info = AllocInfo { size: bytes, stack_id, ts_ns: unsafe { bpf_ktime_get_ns() }, count: blocks };
+    let info = AllocInfo { size: bytes, stack_id, ts_ns, count: blocks };
     let key = AllocKey { tgid, _pad: 0, addr };
     match ALLOCS.insert(&key, &info, BPF_NOEXIST as u64) {
         Ok(()) => {}
@@ -251,7 +270,10 @@ fn record(tgid: u32, cfg: &TargetConfig, kind: AllocKind, addr: u64, size: u64, 
             return;
         }
     }
-    stats_add(stack_id, bytes, blocks);
+    match known {
+        Some(s) => add_stats(s, bytes, blocks),
+        None => stats_add(stack_id, bytes, blocks),
+    }
     count(counter::ALLOCS_RECORDED);
 }
 
@@ -325,10 +347,10 @@ fn stats_release(stack_id: u64, size: u64, blocks: u64) {
 
 // ---- the Python stack -------------------------------------------------------------------
 
-/// Walks the calling thread's Python frames into the per-CPU trace, stores the trace the
-/// first time it is seen and returns its id (a hash of everything recorded).
+/// Walks the calling thread's Python frames into the per-CPU trace and returns the stack's id
+/// (a hash of everything recorded).
 #[inline(always)]
-fn stack_id(tgid: u32, cfg: &TargetConfig, kind: AllocKind, native_ip: u64) -> u64 {
+fn walk_stack(tgid: u32, cfg: &TargetConfig, kind: AllocKind, native_ip: u64) -> u64 {
     let Some(scratch) = SCRATCH.get_ptr_mut(0) else { return UNKNOWN_STACK };
     let scratch = unsafe { &mut *scratch };
     let trace = &mut scratch.trace;
@@ -343,13 +365,23 @@ fn stack_id(tgid: u32, cfg: &TargetConfig, kind: AllocKind, native_ip: u64) -> u
             walk_frames(cfg, top, trace, &mut scratch.buf, &mut scratch.hash);
         }
     }
-    let mut h = unsafe { core::ptr::read_volatile(&scratch.hash) };
+    let h = unsafe { core::ptr::read_volatile(&scratch.hash) };
     if h == UNKNOWN_STACK {
-        h = 1;
+        1
+    } else {
+        h
     }
-    if unsafe { STACKS.get(&h) }.is_none() {
-        match STACKS.insert(&h, &*trace, BPF_NOEXIST as u64) {
-            Ok(()) => notify(event::NEW_STACK, tgid, h),
+}
+
+/// Stores the per-CPU trace just walked under `hash` the first time that stack is seen and
+/// announces it; returns the id to record the allocation under.
+#[inline(always)]
+fn store_stack(tgid: u32, hash: u64) -> u64 {
+    let Some(scratch) = SCRATCH.get_ptr_mut(0) else { return UNKNOWN_STACK };
+    let trace = unsafe { &(*scratch).trace };
+    if unsafe { STACKS.get(&hash) }.is_none() {
+        match STACKS.insert(&hash, trace, BPF_NOEXIST as u64) {
+            Ok(()) => notify(event::NEW_STACK, tgid, hash),
             Err(EEXIST) => {}
             Err(_) => {
                 count(counter::LOST_STACKS_MAP_FULL);
@@ -357,7 +389,7 @@ fn stack_id(tgid: u32, cfg: &TargetConfig, kind: AllocKind, native_ip: u64) -> u
             }
         }
     }
-    h
+    hash
 }
 
 /// The loop keeps its carried state (depth, hash) in map memory through volatile accesses:
@@ -372,6 +404,10 @@ fn walk_frames(
     hash: &mut u64,
 ) {
     let depth_slot = &raw mut trace.depth;
+    let read_len = match cfg.frame_read_len as usize {
+        n @ 8..=FRAME_READ => n,
+        _ => FRAME_READ,
+    };
     let mut frame = top;
     for _ in 0..(MAX_FRAMES + SKIPPED_FRAMES_ALLOWANCE) {
         if frame == 0 {
@@ -383,7 +419,7 @@ fn walk_frames(
             count(counter::LOST_STACK_TRUNCATED);
             break;
         }
-        if !read_into(buf, frame, FRAME_READ) {
+        if !read_into(buf, frame, read_len) {
             count(counter::LOST_READ_FAULT);
             break;
         }
@@ -712,6 +748,20 @@ pub fn on_exec(_ctx: RawTracePointContext) -> i32 {
     if traced || global(&WATCH_EXECS) != 0 {
         notify(event::EXEC, tgid, traced as u64);
     }
+    0
+}
+
+// ---- benchmark baseline ----------------------------------------------------------------
+
+/// Empty programs attached where the real ones are (`TRACER_PROBE_VARIANT=bare`): what the
+/// probes cost before any of our work, the baseline the benchmark measures our work against.
+#[uprobe]
+pub fn bare_enter(_ctx: ProbeContext) -> u32 {
+    0
+}
+
+#[uretprobe]
+pub fn bare_exit(_ctx: RetProbeContext) -> u32 {
     0
 }
 

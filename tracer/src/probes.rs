@@ -106,6 +106,47 @@ pub fn cheap_probe_offset(code: &[u8]) -> u64 {
     }
 }
 
+/// What is attached, for the benchmark's before/after figures (`TRACER_PROBE_VARIANT`; not a
+/// user feature, so not a flag). Every variant probes the same functions of the same process.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ProbeVariant {
+    /// The tracer as shipped.
+    #[default]
+    Standard,
+    /// Empty programs at the same attach points: the bare cost of the probes.
+    Bare,
+    /// Every probe at its function's first instruction, without decoding the prologue.
+    EntryOffsets,
+    /// The real programs without the Python stack walk (allocations keyed by native caller).
+    NoPythonStack,
+}
+
+impl ProbeVariant {
+    pub const ENV: &'static str = "TRACER_PROBE_VARIANT";
+
+    pub fn from_env() -> Result<Self> {
+        match std::env::var(Self::ENV).as_deref() {
+            Err(_) | Ok("") | Ok("standard") => Ok(Self::Standard),
+            Ok("bare") => Ok(Self::Bare),
+            Ok("entry-offsets") => Ok(Self::EntryOffsets),
+            Ok("no-python-stack") => Ok(Self::NoPythonStack),
+            Ok(other) => Err(user_error(
+                format!("{}={other} is not a probe variant", Self::ENV),
+                "use standard, bare, entry-offsets or no-python-stack (benchmarks only), or unset it",
+            )),
+        }
+    }
+
+    /// The program attached in place of `program`.
+    fn program(self, program: &'static str, kind: Kind) -> &'static str {
+        match (self, kind) {
+            (Self::Bare, Kind::Entry) => "bare_enter",
+            (Self::Bare, Kind::Return) => "bare_exit",
+            _ => program,
+        }
+    }
+}
+
 /// Everything fixed at load time.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct LoadOptions {
@@ -115,6 +156,7 @@ pub struct LoadOptions {
     pub follow_forks: bool,
     pub watch_execs: bool,
     pub sizes: MapSizes,
+    pub variant: ProbeVariant,
 }
 
 /// Programs on kernel tracepoints (not uprobes): process lifecycle.
@@ -126,6 +168,7 @@ pub struct Probes {
     pub map_memory: u64,
     pub attach_time: Duration,
     pub attached: usize,
+    variant: ProbeVariant,
     /// Uprobe links per traced process, to detach one process without touching the others.
     links: HashMap<u32, Vec<(&'static str, UProbeLinkId)>>,
 }
@@ -152,7 +195,7 @@ impl Probes {
                 other => anyhow::Error::new(other).context("loading the BPF programs"),
             })?;
         let map_memory = ebpf.maps().filter_map(|(_, m)| map_memlock(m)).sum();
-        let mut probes = Self { ebpf, map_memory, attach_time: Duration::ZERO, attached: 0, links: HashMap::new() };
+        let mut probes = Self { ebpf, map_memory, attach_time: Duration::ZERO, attached: 0, variant: options.variant, links: HashMap::new() };
         let names: Vec<String> = probes.ebpf.programs().map(|(n, _)| n.to_string()).collect();
         for name in names {
             if PROCESS_EVENTS.iter().any(|(p, _)| *p == name) {
@@ -175,7 +218,10 @@ impl Probes {
 
     /// Registers a target's interpreter layout, then attaches every probe to its libc and
     /// interpreter, scoped to that process.
-    pub fn add_target(&mut self, target: &Target, config: TargetConfig) -> Result<()> {
+    pub fn add_target(&mut self, target: &Target, mut config: TargetConfig) -> Result<()> {
+        if self.variant == ProbeVariant::NoPythonStack {
+            config.runtime_addr = 0;
+        }
         let started = Instant::now();
         let mut targets: BpfHashMap<&mut MapData, u32, TargetConfig> =
             BpfHashMap::try_from(self.ebpf.map_mut(maps::TARGETS).context("TARGETS map")?)?;
@@ -240,15 +286,19 @@ impl Probes {
             return Ok(());
         };
         let mut offset = elf.file_offset(vaddr).with_context(|| format!("{} has no file offset", spec.symbol))?;
-        if spec.kind == Kind::Entry && !spec.program.ends_with("_enter") || spec.program == "free_enter" || spec.program == "munmap_enter" {
+        let entry_only = spec.kind == Kind::Entry && !spec.program.ends_with("_enter")
+            || spec.program == "free_enter"
+            || spec.program == "munmap_enter";
+        if entry_only && self.variant != ProbeVariant::EntryOffsets {
             offset += elf.code_at(vaddr, 16).map(cheap_probe_offset).unwrap_or(0);
         }
         let path = elf.path.clone();
-        let program = self.program(spec.program)?;
+        let program_name = self.variant.program(spec.program, spec.kind);
+        let program = self.program(program_name)?;
         let link = program
             .attach(UProbeAttachLocation::AbsoluteOffset(offset), &path, UProbeScope::OneProcess(pid))
             .map_err(|e| attach_error(e, spec.symbol, &path, pid_raw))?;
-        self.links.entry(pid_raw).or_default().push((spec.program, link));
+        self.links.entry(pid_raw).or_default().push((program_name, link));
         self.attached += 1;
         Ok(())
     }

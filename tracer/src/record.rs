@@ -16,7 +16,7 @@ use crate::python::heap::ScanBudget;
 use crate::error::user_error;
 use crate::launch::{self, Launched};
 use crate::leaks::Criteria;
-use crate::probes::{LoadOptions, MapSizes, Probes};
+use crate::probes::{LoadOptions, MapSizes, ProbeVariant, Probes};
 use crate::python::code::CodeResolver;
 use crate::python::{debug_offsets, Layout};
 use crate::remote::{Memory, ProcessMemory};
@@ -309,6 +309,7 @@ fn attach(pid: u32, config: &RecordConfig) -> Result<Attached> {
         follow_forks: config.follow_forks,
         watch_execs: config.host.is_some(),
         sizes: config.sizes,
+        variant: ProbeVariant::from_env()?,
     })?;
     let resolver = trace_target(&mut probes, &target)?;
     let collector = Collector::new(&mut probes, pid, resolver)?;

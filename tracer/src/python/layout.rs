@@ -171,8 +171,17 @@ impl Layout {
             owner_skip_from: OWNED_BY_CSTACK,
             code_mask: !self.code_tag_bits,
             instr_is_index: self.instr_is_index as u64,
+            frame_read_len: self.frame_read_len(),
             finalizing_since_ns: 0,
         }
+    }
+
+    /// The BPF side reads whole 8-byte words: a frame read ends with the last word a field
+    /// lies in.
+    fn frame_read_len(&self) -> u64 {
+        let fields = [Some(self.frame_previous), Some(self.frame_code), Some(self.frame_instr), self.frame_owner];
+        let end = fields.iter().flatten().map(|&o| (o & !7) + 8).max().unwrap_or(0);
+        end.min(tracer_ebpf::FRAME_READ as u64)
     }
 
     /// Every offset the BPF side indexes its read buffers with must fit them.
@@ -206,5 +215,15 @@ mod tests {
         assert_eq!(c.instr_is_index, 1);
         let c = Layout::for_minor(14).unwrap().target_config(0x1000);
         assert_eq!(c.code_mask, !7);
+    }
+
+    #[test]
+    fn frame_reads_end_at_the_last_field() {
+        // 3.11: previous 48, code 32, prev_instr 56, owner byte 69 (in the word at 64).
+        assert_eq!(Layout::for_minor(11).unwrap().target_config(1).frame_read_len, 72);
+        for minor in 10..=14 {
+            let c = Layout::for_minor(minor).unwrap().target_config(1);
+            assert!(c.frame_read_len >= 8 && c.frame_read_len <= tracer_ebpf::FRAME_READ as u64, "3.{minor}");
+        }
     }
 }
