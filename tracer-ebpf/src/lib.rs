@@ -146,9 +146,13 @@ pub struct TargetConfig {
     pub code_mask: u64,
     /// 1 when `frame_instr` is a 32-bit index rather than a pointer.
     pub instr_is_index: u64,
-    /// Bytes of a frame to read: up to the end of the last word a field is in (at most
-    /// FRAME_READ). A read's cost grows with its size.
+    /// The part of a frame read at each step: from the first word a field is in to the end
+    /// of the last (at most FRAME_READ bytes). A read's cost grows with its size.
+    pub frame_read_start: u64,
     pub frame_read_len: u64,
+    /// The same for a known thread state: the words of `tstate_frame` and `tstate_thread_id`.
+    pub tstate_read_start: u64,
+    pub tstate_read_len: u64,
     /// Set by the BPF side when the interpreter starts finalizing: from then on nothing changes,
     /// so the final view is the program's state before module teardown.
     pub finalizing_since_ns: u64,

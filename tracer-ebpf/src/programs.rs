@@ -50,8 +50,19 @@ static TSTATES: LruHashMap<u32, ThreadCache> = LruHashMap::with_max_entries(1638
 static COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(counter::COUNT, 0);
 #[map]
 static EVENTS: RingBuf = RingBuf::with_byte_size(1 << 20, 0);
+/// The thread that last allocated on this CPU and its thread state: most calls come from the
+/// same thread as the one before, and an array lookup costs less than a hash lookup.
+#[map]
+static LAST_THREAD: PerCpuArray<LastThread> = PerCpuArray::with_max_entries(1, 0);
 #[map]
 static SCRATCH: PerCpuArray<Scratch> = PerCpuArray::with_max_entries(1, 0);
+
+#[repr(C)]
+struct LastThread {
+    tid: u32,
+    _pad: u32,
+    tstate: u64,
+}
 
 /// Per-CPU working memory: the stack being built and a buffer for one struct read from the
 /// target. The buffer is 8-byte aligned and 8 bytes longer than any masked offset.
@@ -404,9 +415,9 @@ fn walk_frames(
     hash: &mut u64,
 ) {
     let depth_slot = &raw mut trace.depth;
-    let read_len = match cfg.frame_read_len as usize {
-        n @ 8..=FRAME_READ => n,
-        _ => FRAME_READ,
+    let (start, read_len) = match cfg.frame_read_len as usize {
+        n @ 8..=FRAME_READ => (cfg.frame_read_start, n),
+        _ => (0, FRAME_READ),
     };
     let mut frame = top;
     for _ in 0..(MAX_FRAMES + SKIPPED_FRAMES_ALLOWANCE) {
@@ -419,19 +430,19 @@ fn walk_frames(
             count(counter::LOST_STACK_TRUNCATED);
             break;
         }
-        if !read_into(buf, frame, read_len) {
+        if !read_into(buf, frame + start, read_len) {
             count(counter::LOST_READ_FAULT);
             break;
         }
-        let previous = buf_u64(buf, cfg.frame_previous);
-        let code = buf_u64(buf, cfg.frame_code) & cfg.code_mask;
+        let previous = buf_u64(buf, cfg.frame_previous - start);
+        let code = buf_u64(buf, cfg.frame_code - start) & cfg.code_mask;
         let instr = if cfg.instr_is_index != 0 {
-            buf_u32(buf, cfg.frame_instr) as u64
+            buf_u32(buf, cfg.frame_instr - start) as u64
         } else {
-            buf_u64(buf, cfg.frame_instr)
+            buf_u64(buf, cfg.frame_instr - start)
         };
         let internal = cfg.frame_owner != NO_FIELD
-            && buf_u8(buf, cfg.frame_owner) as u64 >= cfg.owner_skip_from;
+            && buf_u8(buf, cfg.frame_owner - start) as u64 >= cfg.owner_skip_from;
         let keep = (!internal && code != 0) as u64;
         trace.frames[depth & (MAX_FRAMES - 1)] = RawFrame { code, instr };
         unsafe {
@@ -443,38 +454,48 @@ fn walk_frames(
     }
 }
 
-/// The calling thread's innermost Python frame, through a per-thread cache of its
-/// `PyThreadState` that is revalidated on every use (thread ids are reused).
+/// The calling thread's innermost Python frame. Its `PyThreadState` comes from this CPU's last
+/// thread, else a per-thread cache, else a search of the interpreter's thread list; a cached
+/// one is checked to still be this thread's on every use (thread ids are reused).
 #[inline(always)]
 fn current_frame(cfg: &TargetConfig, buf: &mut [u64; 33]) -> Option<u64> {
     let tid = bpf_get_current_pid_tgid() as u32;
     let fsbase = current_fsbase()?;
-    let now = unsafe { bpf_ktime_get_ns() };
-    let mut tstate = 0u64;
-    if let Some(cached) = unsafe { TSTATES.get(&tid) } {
-        let cached = *cached;
-        if cached.tstate == 0 && now.wrapping_sub(cached.checked_ns) < NO_TSTATE_RECHECK_NS {
-            count(counter::NO_PYTHON_THREAD);
-            return None;
-        }
-        if cached.tstate != 0
-            && read_into(buf, cached.tstate, TSTATE_READ)
-            && buf_u64(buf, cfg.tstate_thread_id) == fsbase
-        {
+    let last = LAST_THREAD.get_ptr_mut(0)?;
+    let mut tstate = unsafe { if (*last).tid == tid { (*last).tstate } else { 0 } };
+    if tstate == 0 {
+        if let Some(cached) = unsafe { TSTATES.get(&tid) } {
+            let cached = *cached;
+            let now = unsafe { bpf_ktime_get_ns() };
+            if cached.tstate == 0 && now.wrapping_sub(cached.checked_ns) < NO_TSTATE_RECHECK_NS {
+                count(counter::NO_PYTHON_THREAD);
+                return None;
+            }
             tstate = cached.tstate;
         }
     }
-    if tstate == 0 {
+    let (start, len) = match cfg.tstate_read_len as usize {
+        n @ 8..=TSTATE_READ => (cfg.tstate_read_start, n),
+        _ => (0, TSTATE_READ),
+    };
+    let mut frame;
+    if tstate != 0 && read_into(buf, tstate + start, len) && buf_u64(buf, cfg.tstate_thread_id - start) == fsbase {
+        frame = buf_u64(buf, cfg.tstate_frame - start);
+    } else {
         tstate = find_tstate(cfg, fsbase, buf);
-        let entry = ThreadCache { tstate, checked_ns: now };
+        let entry = ThreadCache { tstate, checked_ns: unsafe { bpf_ktime_get_ns() } };
         let _ = TSTATES.insert(&tid, &entry, BPF_ANY as u64);
         if tstate == 0 {
             count(counter::NO_PYTHON_THREAD);
             return None;
         }
+        // `buf` holds the whole thread state found.
+        frame = buf_u64(buf, cfg.tstate_frame);
     }
-    // `buf` holds the thread state now.
-    let mut frame = buf_u64(buf, cfg.tstate_frame);
+    unsafe {
+        (*last).tid = tid;
+        (*last).tstate = tstate;
+    }
     if cfg.cframe_current_frame != NO_FIELD && frame != 0 {
         frame = read_user_u64(frame + cfg.cframe_current_frame)?;
     }

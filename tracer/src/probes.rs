@@ -106,43 +106,57 @@ pub fn cheap_probe_offset(code: &[u8]) -> u64 {
     }
 }
 
-/// What is attached, for the benchmark's before/after figures (`TRACER_PROBE_VARIANT`; not a
-/// user feature, so not a flag). Every variant probes the same functions of the same process.
+/// What is attached, for the benchmark's before/after figures: `TRACER_PROBE_VARIANT`, a
+/// comma-separated list of the switches below (not a user feature, so not a flag). Every
+/// variant probes the same functions of the same process.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum ProbeVariant {
-    /// The tracer as shipped.
-    #[default]
-    Standard,
-    /// Empty programs at the same attach points: the bare cost of the probes.
-    Bare,
-    /// Every probe at its function's first instruction, without decoding the prologue.
-    EntryOffsets,
-    /// The real programs without the Python stack walk (allocations keyed by native caller).
-    NoPythonStack,
+pub struct ProbeVariant {
+    /// `bare`: empty programs at the same attach points, the bare cost of the probes.
+    pub bare: bool,
+    /// `entry-offsets`: every probe at its function's first instruction, without decoding the
+    /// prologue.
+    pub entry_offsets: bool,
+    /// `no-python-stack`: the programs without the Python stack walk.
+    pub no_python_stack: bool,
+    /// `no-returns`: no return probes (allocations are then never recorded): what the traps
+    /// cost if no call needed its return value.
+    pub no_returns: bool,
 }
 
 impl ProbeVariant {
     pub const ENV: &'static str = "TRACER_PROBE_VARIANT";
 
     pub fn from_env() -> Result<Self> {
-        match std::env::var(Self::ENV).as_deref() {
-            Err(_) | Ok("") | Ok("standard") => Ok(Self::Standard),
-            Ok("bare") => Ok(Self::Bare),
-            Ok("entry-offsets") => Ok(Self::EntryOffsets),
-            Ok("no-python-stack") => Ok(Self::NoPythonStack),
-            Ok(other) => Err(user_error(
-                format!("{}={other} is not a probe variant", Self::ENV),
-                "use standard, bare, entry-offsets or no-python-stack (benchmarks only), or unset it",
-            )),
+        let text = std::env::var(Self::ENV).unwrap_or_default();
+        let mut variant = Self::default();
+        for word in text.split(',').map(str::trim).filter(|w| !w.is_empty()) {
+            match word {
+                "standard" => {}
+                "bare" => variant.bare = true,
+                "entry-offsets" => variant.entry_offsets = true,
+                "no-python-stack" => variant.no_python_stack = true,
+                "no-returns" => variant.no_returns = true,
+                other => {
+                    return Err(user_error(
+                        format!("{}: `{other}` is not a probe variant", Self::ENV),
+                        "use a comma-separated list of bare, entry-offsets, no-python-stack, no-returns (benchmarks only), or unset it",
+                    ))
+                }
+            }
         }
+        if variant != Self::default() {
+            log::warn!("{}={text}: a benchmark variant, not the tracer as shipped", Self::ENV);
+        }
+        Ok(variant)
     }
 
-    /// The program attached in place of `program`.
-    fn program(self, program: &'static str, kind: Kind) -> &'static str {
-        match (self, kind) {
-            (Self::Bare, Kind::Entry) => "bare_enter",
-            (Self::Bare, Kind::Return) => "bare_exit",
-            _ => program,
+    /// The program attached in place of `program`, if any.
+    fn program(self, program: &'static str, kind: Kind) -> Option<&'static str> {
+        match (kind, self.bare) {
+            (Kind::Return, _) if self.no_returns => None,
+            (Kind::Entry, true) => Some("bare_enter"),
+            (Kind::Return, true) => Some("bare_exit"),
+            _ => Some(program),
         }
     }
 }
@@ -219,7 +233,7 @@ impl Probes {
     /// Registers a target's interpreter layout, then attaches every probe to its libc and
     /// interpreter, scoped to that process.
     pub fn add_target(&mut self, target: &Target, mut config: TargetConfig) -> Result<()> {
-        if self.variant == ProbeVariant::NoPythonStack {
+        if self.variant.no_python_stack {
             config.runtime_addr = 0;
         }
         let started = Instant::now();
@@ -289,11 +303,11 @@ impl Probes {
         let entry_only = spec.kind == Kind::Entry && !spec.program.ends_with("_enter")
             || spec.program == "free_enter"
             || spec.program == "munmap_enter";
-        if entry_only && self.variant != ProbeVariant::EntryOffsets {
+        if entry_only && !self.variant.entry_offsets {
             offset += elf.code_at(vaddr, 16).map(cheap_probe_offset).unwrap_or(0);
         }
         let path = elf.path.clone();
-        let program_name = self.variant.program(spec.program, spec.kind);
+        let Some(program_name) = self.variant.program(spec.program, spec.kind) else { return Ok(()) };
         let program = self.program(program_name)?;
         let link = program
             .attach(UProbeAttachLocation::AbsoluteOffset(offset), &path, UProbeScope::OneProcess(pid))

@@ -18,6 +18,7 @@
 //! touch them. bcc runs only while no `tracer` process exists on the machine.
 
 mod json;
+mod levers;
 mod proc;
 mod render;
 mod runs;
@@ -72,6 +73,10 @@ pub struct BenchArgs {
     /// Leave out the Tornado benchmark
     #[arg(long)]
     pub no_tornado: bool,
+    /// Leave out the levers (the tracer's design choices measured before/after, and empty
+    /// programs at the same probes)
+    #[arg(long)]
+    pub no_levers: bool,
     /// Run only these workload configurations (comma-separated keys: full, sampled, memray,
     /// bcc, holders), e.g. to debug one of them
     #[arg(long, value_delimiter = ',')]
@@ -199,6 +204,18 @@ pub fn bench(args: BenchArgs) -> Result<i32> {
     );
     let workload = interleave(&ctx, &base, &configs, rounds, runs::workload, "workload");
 
+    let levers_iterations = if quick { levers::QUICK_ITERATIONS } else { levers::ITERATIONS };
+    let levers = (!args.no_levers && args.only.is_empty()).then(|| {
+        let mut lctx = ctx.clone();
+        lctx.iterations = levers_iterations;
+        let configs = levers::configs(args.sample_bytes);
+        println!(
+            "bench: {rounds} round(s) of the levers (bench/workload.py --iterations {levers_iterations}): {}",
+            configs.iter().map(|c| c.key).collect::<Vec<_>>().join(", ")
+        );
+        interleave(&lctx, &base, &configs, rounds, runs::workload, "levers")
+    });
+
     let tornado = if args.no_tornado {
         None
     } else {
@@ -229,6 +246,8 @@ pub fn bench(args: BenchArgs) -> Result<i32> {
         workload,
         unavailable,
         tornado,
+        levers,
+        levers_iterations,
         end_loadavg: tools::loadavg(),
         minutes: start.elapsed().as_secs_f64() / 60.0,
         note: args.note.clone(),

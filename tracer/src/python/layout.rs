@@ -171,17 +171,25 @@ impl Layout {
             owner_skip_from: OWNED_BY_CSTACK,
             code_mask: !self.code_tag_bits,
             instr_is_index: self.instr_is_index as u64,
-            frame_read_len: self.frame_read_len(),
+            frame_read_start: self.frame_window().0,
+            frame_read_len: self.frame_window().1,
+            tstate_read_start: self.tstate_window().0,
+            tstate_read_len: self.tstate_window().1,
             finalizing_since_ns: 0,
         }
     }
 
-    /// The BPF side reads whole 8-byte words: a frame read ends with the last word a field
-    /// lies in.
-    fn frame_read_len(&self) -> u64 {
+    /// The BPF side reads whole 8-byte words: a frame read spans (start, length) from the
+    /// first word a field lies in to the end of the last.
+    fn frame_window(&self) -> (u64, u64) {
         let fields = [Some(self.frame_previous), Some(self.frame_code), Some(self.frame_instr), self.frame_owner];
-        let end = fields.iter().flatten().map(|&o| (o & !7) + 8).max().unwrap_or(0);
-        end.min(tracer_ebpf::FRAME_READ as u64)
+        word_window(fields.iter().flatten().copied(), tracer_ebpf::FRAME_READ as u64)
+    }
+
+    /// What a known thread state is read for: its top frame, and its owner to check it is
+    /// still this thread's.
+    fn tstate_window(&self) -> (u64, u64) {
+        word_window([self.tstate_frame, self.tstate_thread_id].into_iter(), tracer_ebpf::TSTATE_READ as u64)
     }
 
     /// Every offset the BPF side indexes its read buffers with must fit them.
@@ -192,6 +200,16 @@ impl Layout {
         frame_fields.iter().flatten().all(|&o| o + 8 <= FRAME_READ as u64)
             && tstate_fields.iter().all(|&o| o + 8 <= TSTATE_READ as u64)
     }
+}
+
+/// (start, length) of the smallest run of whole 8-byte words holding every offset, at most
+/// `max` bytes long.
+fn word_window(offsets: impl Iterator<Item = u64>, max: u64) -> (u64, u64) {
+    let (lo, hi) = offsets.fold((u64::MAX, 0), |(lo, hi), o| (lo.min(o & !7), hi.max((o & !7) + 8)));
+    if lo == u64::MAX {
+        return (0, max);
+    }
+    (lo, (hi - lo).min(max))
 }
 
 #[cfg(test)]
@@ -218,12 +236,24 @@ mod tests {
     }
 
     #[test]
-    fn frame_reads_end_at_the_last_field() {
-        // 3.11: previous 48, code 32, prev_instr 56, owner byte 69 (in the word at 64).
-        assert_eq!(Layout::for_minor(11).unwrap().target_config(1).frame_read_len, 72);
+    fn reads_span_only_the_fields_used() {
+        // 3.11: code 32, previous 48, prev_instr 56, owner byte 69 (in the word at 64).
+        let c = Layout::for_minor(11).unwrap().target_config(1);
+        assert_eq!((c.frame_read_start, c.frame_read_len), (32, 40));
+        // 3.11: cframe 56, thread_id 152.
+        assert_eq!((c.tstate_read_start, c.tstate_read_len), (56, 104));
         for minor in 10..=14 {
-            let c = Layout::for_minor(minor).unwrap().target_config(1);
-            assert!(c.frame_read_len >= 8 && c.frame_read_len <= tracer_ebpf::FRAME_READ as u64, "3.{minor}");
+            let l = Layout::for_minor(minor).unwrap();
+            let c = l.target_config(1);
+            let frame_fields = [Some(l.frame_previous), Some(l.frame_code), Some(l.frame_instr), l.frame_owner];
+            for o in frame_fields.into_iter().flatten() {
+                assert!(o >= c.frame_read_start && o + 1 <= c.frame_read_start + c.frame_read_len, "3.{minor}: {o}");
+            }
+            for o in [l.tstate_frame, l.tstate_thread_id] {
+                assert!(o >= c.tstate_read_start && o + 8 <= c.tstate_read_start + c.tstate_read_len, "3.{minor}: {o}");
+            }
+            assert!(c.frame_read_len <= tracer_ebpf::FRAME_READ as u64 && c.tstate_read_len <= tracer_ebpf::TSTATE_READ as u64);
         }
+        assert_eq!(word_window([].into_iter(), 64), (0, 64));
     }
 }

@@ -17,6 +17,8 @@ pub struct Results {
     pub workload: (Series, Vec<Series>),
     pub unavailable: Vec<(Config, String)>,
     pub tornado: Option<(Series, Vec<Series>)>,
+    pub levers: Option<(Series, Vec<Series>)>,
+    pub levers_iterations: u64,
     pub end_loadavg: String,
     pub minutes: f64,
     pub note: Option<String>,
@@ -41,7 +43,7 @@ pub fn ratio_text(what: &str, x: f64) -> String {
     }
 }
 
-fn median(mut v: Vec<f64>) -> Option<f64> {
+pub fn median(mut v: Vec<f64>) -> Option<f64> {
     if v.is_empty() {
         return None;
     }
@@ -89,14 +91,14 @@ fn count(n: f64) -> String {
 }
 
 fn is_tracer(s: &Series) -> bool {
-    matches!(s.cfg.tool, Tool::Tracer(_))
+    matches!(s.cfg.tool, Tool::Tracer(_) | Tool::TracerVariant { .. })
 }
 
 fn find<'a>(list: &'a [Series], key: &str) -> Option<&'a Series> {
     list.iter().find(|s| s.cfg.key == key)
 }
 
-fn slowdown(s: &Series) -> Option<f64> {
+pub fn slowdown(s: &Series) -> Option<f64> {
     median(s.ratios.clone())
 }
 
@@ -312,6 +314,9 @@ fn targets(r: &Results) -> Vec<(String, String, Option<bool>)> {
         opt(holders, |h| format!("{:+.1}%", (h - 1.0) * 100.0)),
         holders.map(|h| h <= 1.02),
     ));
+    if let Some((_, levers)) = &r.levers {
+        out.extend(super::levers::targets(levers));
+    }
     out
 }
 
@@ -354,6 +359,10 @@ pub fn terminal(r: &Results) -> String {
         );
         t.push_str(&tt);
     }
+    if let Some(levers) = &r.levers {
+        t.push_str("\nLevers:\n\n");
+        t.push_str(&super::levers::table(levers, r.levers_iterations));
+    }
     t.push('\n');
     t.push_str(&targets_table(r));
     let errors = errors_text(r);
@@ -368,7 +377,7 @@ fn errors_text(r: &Results) -> String {
     let mut t = String::new();
     let mut all: Vec<&Series> = vec![&r.workload.0];
     all.extend(r.workload.1.iter());
-    if let Some((b, s)) = &r.tornado {
+    for (b, s) in r.tornado.iter().chain(r.levers.iter()) {
         all.push(b);
         all.extend(s.iter());
     }
@@ -443,6 +452,10 @@ pub fn markdown(r: &Results) -> String {
         );
         t.push_str(&tt);
     }
+    if let Some(levers) = &r.levers {
+        t.push_str("\n## Levers: each design choice before and after\n\n");
+        t.push_str(&super::levers::table(levers, r.levers_iterations));
+    }
     t.push_str("\n## Targets\n\n");
     t.push_str(&targets_table(r));
     t.push_str("\n## Runs\n\n");
@@ -482,6 +495,11 @@ const METHOD: &str = r#"
   of `memlock:` over the tracer's map fds in /proc/PID/fdinfo.
 - **planted leak**: the report's suspect whose innermost Python frame is the `# LEAK-SITE` line,
   with its verdict and rank.
+- **Levers.** The same workload (fewer iterations) under variants of the tracer that differ by one
+  design choice, selected with `TRACER_PROBE_VARIANT` (a comma-separated list: `bare` = empty
+  programs at the same attach points, `entry-offsets` = every probe at its function's entry,
+  `no-python-stack` = no frame walk, `no-returns` = no return probes; benchmarks only), or by one
+  flag. The empty-program rows are the floor: what the probe traps cost before any of our work.
 - **Isolation.** The measured processes run against a private, byte-identical copy of libc
   (`LD_LIBRARY_PATH`, its own inode), so probes elsewhere on the machine cannot slow them and
   bcc's reference-counted uprobes cannot conflict with another tracer on the system libc. bcc is

@@ -19,6 +19,8 @@ pub enum Tool {
     None,
     /// `tracer record -p PID -f json -o report.json -q` plus these arguments.
     Tracer(Vec<String>),
+    /// The same with `TRACER_PROBE_VARIANT` set: a before/after figure of one design lever.
+    TracerVariant { variant: &'static str, args: Vec<String> },
     /// `memray run` running the workload itself (in-process).
     Memray,
     /// bcc's `memleak-bpfcc -p PID`.
@@ -59,6 +61,7 @@ pub struct Run {
     pub note: Option<String>,
 }
 
+#[derive(Clone)]
 pub struct Ctx {
     pub repo: PathBuf,
     pub python: PathBuf,
@@ -247,12 +250,18 @@ pub fn tornado(ctx: &Ctx, cfg: &Config) -> Result<Run> {
 fn attach(ctx: &Ctx, tool: &Tool, pid: u32, dir: &Path) -> Result<Option<Attached>> {
     match tool {
         Tool::None | Tool::Memray => Ok(None),
-        Tool::Tracer(extra) => {
+        Tool::Tracer(_) | Tool::TracerVariant { .. } => {
+            let (variant, extra) = match tool {
+                Tool::TracerVariant { variant, args } => (*variant, args.as_slice()),
+                Tool::Tracer(args) => ("", args.as_slice()),
+                _ => unreachable!(),
+            };
             let report = dir.join("report.json");
             let mut cmd = Command::new(&ctx.tracer);
             cmd.args(["record", "-q", "-f", "json", "-p", &pid.to_string(), "-o"])
                 .arg(&report)
-                .args(extra);
+                .args(extra)
+                .env("TRACER_PROBE_VARIANT", variant);
             let mut proc = Proc::spawn("tracer", &mut cmd)?;
             let (at, _) = proc.wait_line("`tracer: tracing pid` line", ATTACH, |s, l| {
                 s == Stream::Err && l.starts_with("tracer: tracing pid")
