@@ -116,13 +116,15 @@ fn run_record(args: RecordArgs) -> Result<ExitCode> {
         anyhow::Ok(record::finish(session, reason, &config))
     })?;
     let record::Finished { reports, skipped } = finished;
-    match (reports.as_slice(), &skipped) {
-        ([one], None) => output::write_report(one, &args.output)?,
+    // An unwritable -o still prints the report (on stdout); its error is returned last, so
+    // that --fail-on-leak's list is printed too and the exit status is the error's.
+    let written = match (reports.as_slice(), &skipped) {
+        ([one], None) => output::write_report(one, &args.output),
         _ => output::write_saved(
             &output::Saved::Many(report::MultiReport { schema: report::SCHEMA, processes: reports.clone(), skipped: skipped.unwrap_or_default() }),
             &args.output,
-        )?,
-    }
+        ),
+    };
     let leaking: Vec<String> = reports
         .iter()
         .flat_map(|r| {
@@ -139,8 +141,10 @@ fn run_record(args: RecordArgs) -> Result<ExitCode> {
         for l in &leaking {
             eprintln!("  leak: {l}");
         }
+        written?;
         return Ok(ExitCode::from(EXIT_LEAK_FOUND));
     }
+    written?;
     Ok(ExitCode::SUCCESS)
 }
 
