@@ -4,6 +4,7 @@ mod btf;
 mod build_report;
 mod cli;
 mod collector;
+mod crash;
 mod elf;
 mod holders;
 mod host;
@@ -38,6 +39,7 @@ use error::{user_error, UserError};
 pub const EXIT_LEAK_FOUND: u8 = 3;
 
 fn main() -> ExitCode {
+    crash::install_hook();
     let cli = Cli::parse();
     let level = match cli.verbose {
         0 => "warn",

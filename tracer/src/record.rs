@@ -355,8 +355,10 @@ pub async fn run(session: &mut Session, config: &RecordConfig) -> Result<EndReas
     // In host mode no single process's shutdown ends the recording.
     let ends_with_main = session.host.is_none();
     let events = Announcements::new(session)?;
+    let test_panic = crate::crash::panic_after_attach().map(|d| tokio::time::Instant::now() + d);
     let reason = loop {
         tokio::select! {
+            _ = sleep_until(test_panic) => panic!("{} is set (safety test hook)", crate::crash::PANIC_AFTER_ATTACH_ENV),
             _ = events.wait() => {
                 // Resolve new stacks while their code objects are certainly alive.
                 if let Some(reason) = handle_events(session, ends_with_main) {

@@ -238,6 +238,62 @@ fn the_kernel_detaches_a_killed_tracer() {
     detach_on(End::TracerKilled);
 }
 
+/// The tracer panicking (a bug) while attached. The release profile unwinds (Cargo.toml sets
+/// no `panic = "abort"`), so the session is dropped and its probes detached on the way out;
+/// under abort, the kernel closes the links' descriptors at exit, as the SIGKILL test shows.
+/// The panic comes from the hidden test hook TRACER_TEST_PANIC_AFTER_ATTACH (seconds).
+#[test]
+fn a_panicking_tracer_detaches() {
+    if !is_root() {
+        println!("skipped: not root");
+        return;
+    }
+    let Some(python) = python311() else { return };
+    let _g = serial();
+    let target = Target::start(&python);
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("r.json");
+    let mut child = Command::new(tracer_bin())
+        .args(["record", "-p", &target.pid().to_string(), "-i", "500ms", "-q", "-o"])
+        .arg(&out)
+        .env("TRACER_TEST_PANIC_AFTER_ATTACH", "2")
+        .env_remove("RUST_BACKTRACE")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stderr = BufReader::new(child.stderr.take().unwrap());
+    let mut said = String::new();
+    loop {
+        let mut line = String::new();
+        let n = stderr.read_line(&mut line).unwrap_or(0);
+        said.push_str(&line);
+        assert!(n > 0, "tracer ended before attaching: {said}");
+        if line.starts_with("tracer: tracing pid") {
+            break;
+        }
+    }
+    std::thread::sleep(Duration::from_millis(800));
+    let ids = bpf_ids_held_by(child.id());
+    assert!(ids.iter().any(|(k, _)| *k == "link_id") && ids.iter().any(|(k, _)| *k == "prog_id"), "the tracer holds links and programs: {ids:?}");
+    let patched = probed_functions_patched(target.pid());
+    assert!(patched.iter().any(|n| n == "malloc"), "probes are in the target's libc before the panic: {patched:?}");
+    let started = Instant::now();
+    let status = wait_timeout(&mut child, Duration::from_secs(30));
+    let mut rest = String::new();
+    stderr.read_to_string(&mut rest).unwrap();
+    said.push_str(&rest);
+    println!("panicking tracer: {status} after {:.1} s; stderr:\n{said}", started.elapsed().as_secs_f64());
+    assert!(!status.success(), "a panic is a failure exit: {status}");
+    assert!(said.lines().any(|l| l.starts_with("error: tracer failed:") && l.contains("TRACER_TEST_PANIC_AFTER_ATTACH")), "a readable error line: {said}");
+    assert!(said.lines().any(|l| l.starts_with("hint: ") && l.contains("bug")), "a hint: {said}");
+    assert!(!said.contains("thread 'main' panicked"), "no raw Rust panic text without RUST_BACKTRACE: {said}");
+    assert_released(&ids, "panic");
+    assert_eq!(probed_functions_patched(target.pid()), Vec::<String>::new(), "panic: no breakpoint left in the running target");
+    target.stop_cleanly("panic");
+}
+
 /// Runs safety_harmless.py; with a trigger file, waits for it (and for its "waiting" line).
 fn harmless_untraced(python: &Python) -> (Option<i32>, String) {
     let out = Command::new(&python.path).arg(fixture("safety_harmless.py")).output().unwrap();
