@@ -590,3 +590,44 @@ fn the_deb_installs_into_a_clean_tree_and_records() {
     assert_eq!(probed_functions_patched(target.pid()), Vec::<String>::new());
     target.stop_cleanly("deb");
 }
+
+/// PID reuse under --follow-forks: child A exits and child B is forked with A's PID. Each gets
+/// its own section, B's blocks are not attributed to A (nor do they free A's stale records:
+/// B, a copy of the same parent, gets the very addresses A got), and nothing crashes.
+#[test]
+fn a_reused_pid_is_a_new_process_in_its_own_section() {
+    if !is_root() || python311().is_none() {
+        println!("skipped: not root or no CPython 3.11");
+        return;
+    }
+    let _g = serial();
+    let (stdout, report) = launch_traced(&["--follow-forks"], "safety_pidreuse.py", &["200", "300"]);
+    println!("fixture: {stdout}");
+    let pid_of = |tag: &str| -> u64 {
+        stdout.lines().find_map(|l| l.strip_prefix(tag)).and_then(|v| v.trim().parse().ok()).unwrap_or_else(|| panic!("no {tag:?} in {stdout}"))
+    };
+    let (a, b) = (pid_of("A "), pid_of("B "));
+    if a != b {
+        println!("skipped: PID {a} could not be reused (ns_last_pid raced with other processes): {stdout}");
+        return;
+    }
+    let sections = report["processes"].as_array().unwrap_or_else(|| panic!("one section per process: {report:#}"));
+    let file = "safety_pidreuse.py";
+    let (line_a, line_b) = (line_of(file, "kept.append(bytearray(3000))"), line_of(file, "kept.append(bytearray(7000))"));
+    let kept = |s: &Value, f: &str, l: u64| sum(&suspects_at(s, f, file, l), "outstanding_count");
+    let with_pid: Vec<&Value> = sections.iter().filter(|s| s["target"]["pid"].as_u64() == Some(a)).collect();
+    for s in &with_pid {
+        println!("section pid {a} ({}): keep_a {} blocks, keep_b {} blocks", s["final_view"], kept(s, "keep_a", line_a), kept(s, "keep_b", line_b));
+    }
+    assert_eq!(with_pid.len(), 2, "two processes had PID {a}: two sections: {sections:#?}");
+    let first = with_pid.iter().find(|s| kept(s, "keep_a", line_a) > 0).unwrap_or_else(|| panic!("A's section: {sections:#?}"));
+    let second = with_pid.iter().find(|s| kept(s, "keep_b", line_b) > 0).unwrap_or_else(|| panic!("B's section: {sections:#?}"));
+    assert!(kept(first, "keep_a", line_a) >= 200, "A kept its 200 blocks to the end (B's allocations at the same addresses did not free them)");
+    assert_eq!(kept(first, "keep_b", line_b), 0, "nothing of B in A's section");
+    assert!(kept(second, "keep_b", line_b) >= 300, "B's 300 blocks are in B's section");
+    assert_eq!(kept(second, "keep_a", line_a), 0, "nothing of A in B's section");
+    for s in sections.iter().filter(|s| s["target"]["pid"].as_u64() != Some(a)) {
+        assert_eq!(kept(s, "keep_a", line_a) + kept(s, "keep_b", line_b), 0, "nothing of A or B in pid {}", s["target"]["pid"]);
+    }
+    assert_no_leftover_probes();
+}

@@ -172,6 +172,7 @@ impl Layout {
             code_mask: !self.code_tag_bits,
             instr_is_index: self.instr_is_index as u64,
             finalizing_since_ns: 0,
+            instance: 0,
         }
     }
 
