@@ -61,11 +61,11 @@ def churn(i):
     return len(pairs) + len(names) + len(zeros) + len(buf) + len(grow)
 
 
-def work(iterations):
+def work(iterations, leak_every=LEAK_EVERY):
     total = 0
     for i in range(iterations):
         total += churn(i)
-        if i % LEAK_EVERY == 0:
+        if i % leak_every == 0:
             plant_leak(i)
     return total
 
@@ -84,6 +84,7 @@ def main():
     ap.add_argument("--iterations", type=int, default=1_000_000)
     ap.add_argument("--go", help="wait for this file to exist before starting the work loop")
     ap.add_argument("--hold", help="after the work, wait for this file to exist before exiting")
+    ap.add_argument("--leak-every", type=int, default=LEAK_EVERY, help="iterations per planted leak block (the soak slows it down)")
     args = ap.parse_args()
 
     print("ready %d" % os.getpid(), flush=True)
@@ -91,7 +92,7 @@ def main():
         wait_for(args.go)
     t0 = time.perf_counter()
     cpu0 = time.process_time()
-    total = work(args.iterations)
+    total = work(args.iterations, max(1, args.leak_every))
     elapsed = time.perf_counter() - t0
     cpu = time.process_time() - cpu0
     print(

@@ -156,6 +156,10 @@ pub struct TargetConfig {
     /// Set by the BPF side when the interpreter starts finalizing: from then on nothing changes,
     /// so the final view is the program's state before module teardown.
     pub finalizing_since_ns: u64,
+    /// Which process this is, assigned by userspace when it attaches (a PID can be reused by a
+    /// later process): mixed into stack ids and kept in each stack, so that two processes that
+    /// had the same PID never share a stack.
+    pub instance: u64,
 }
 
 #[cfg(feature = "user")]
@@ -182,6 +186,8 @@ pub struct StackTrace {
     pub truncated: u32,
     /// Return address in the caller of the allocator (the innermost native frame).
     pub native_ip: u64,
+    /// `TargetConfig::instance` of the process.
+    pub instance: u64,
     pub frames: [RawFrame; MAX_FRAMES],
 }
 

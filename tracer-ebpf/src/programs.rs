@@ -370,7 +370,8 @@ fn walk_stack(tgid: u32, cfg: &TargetConfig, kind: AllocKind, native_ip: u64) ->
     trace.depth = 0;
     trace.truncated = 0;
     trace.native_ip = native_ip;
-    scratch.hash = mix(mix(0xcbf2_9ce4_8422_2325, ((kind as u64) << 32) | tgid as u64), native_ip);
+    trace.instance = cfg.instance;
+    scratch.hash = mix(mix(mix(0xcbf2_9ce4_8422_2325, ((kind as u64) << 32) | tgid as u64), cfg.instance), native_ip);
     if cfg.runtime_addr != 0 {
         if let Some(top) = current_frame(cfg, &mut scratch.buf) {
             walk_frames(cfg, top, trace, &mut scratch.buf, &mut scratch.hash);
@@ -750,8 +751,10 @@ pub fn on_fork(ctx: RawTracePointContext) -> i32 {
     if child == parent || child == 0 {
         return 0; // a new thread, not a new process
     }
-    let fresh = TargetConfig { finalizing_since_ns: 0, ..cfg };
-    if TARGETS.insert(&child, &fresh, BPF_NOEXIST as u64).is_ok() {
+    // A PID that was traced before belongs to a process that has exited (a new process never
+    // gets a live PID): its entry is stale and replaced. Userspace assigns the instance.
+    let fresh = TargetConfig { finalizing_since_ns: 0, instance: 0, ..cfg };
+    if TARGETS.insert(&child, &fresh, BPF_ANY as u64).is_ok() {
         notify(event::FORKED, child, parent as u64);
     }
     0

@@ -19,19 +19,22 @@ const MAX_STABLE_HOLDERS: usize = 20;
 
 /// The main target's report.
 pub fn build(session: &mut Session, reason: EndReason, criteria: &Criteria, end_ns: u64) -> Report {
-    let pid = session.target.pid;
+    let instance = session.target.instance;
     let info = target_info(&session.target);
-    build_for(session, pid, info, reason.as_str(), criteria, end_ns)
+    build_for(session, instance, info, reason.as_str(), criteria, end_ns)
 }
 
-/// A followed child's report (its own section).
-pub fn build_child(session: &mut Session, pid: u32, info: TargetInfo, criteria: &Criteria, end_ns: u64) -> Report {
+/// A followed child's report (its own section), `instance` naming the process (its PID may
+/// have been reused).
+pub fn build_child(session: &mut Session, instance: u64, info: TargetInfo, criteria: &Criteria, end_ns: u64) -> Report {
+    let pid = info.pid;
     let view = match session.collector.as_ref() {
-        Some(c) if c.process_finalizing(pid) => "finalization",
-        _ if std::path::Path::new(&format!("/proc/{pid}")).exists() => "live",
+        Some(c) if c.process_finalizing(pid, instance) => "finalization",
+        Some(c) if c.is_retired(instance) => "target_exited",
+        _ if session.children.iter().any(|t| t.instance == instance && t.still_runs()) => "live",
         _ => "target_exited",
     };
-    build_for(session, pid, info, view, criteria, end_ns)
+    build_for(session, instance, info, view, criteria, end_ns)
 }
 
 pub fn target_info(target: &crate::target::Target) -> TargetInfo {
@@ -44,15 +47,16 @@ pub fn target_info(target: &crate::target::Target) -> TargetInfo {
     }
 }
 
-fn build_for(session: &mut Session, pid: u32, target: TargetInfo, final_view: &str, criteria: &Criteria, end_ns: u64) -> Report {
+fn build_for(session: &mut Session, instance: u64, target: TargetInfo, final_view: &str, criteria: &Criteria, end_ns: u64) -> Report {
     let window_s = session.window.unwrap_or_else(|| session.started.elapsed()).as_secs_f64();
-    let main = pid == session.target.pid;
+    let main = instance == session.target.instance;
+    let pid = target.pid;
     let mut totals = Totals::default();
     let mut suspects = Vec::new();
     let mut timeline = Vec::new();
     if let Some(collector) = session.collector.as_mut() {
-        suspects = judge_stacks(collector, pid, criteria, window_s, end_ns);
-        totals = stack_totals(collector, pid);
+        suspects = judge_stacks(collector, instance, criteria, window_s, end_ns);
+        totals = stack_totals(collector, instance);
         timeline = collector
             .timeline
             .points()
@@ -84,7 +88,7 @@ fn build_for(session: &mut Session, pid: u32, target: TargetInfo, final_view: &s
     }
 }
 
-fn judge_stacks(collector: &mut Collector, pid: u32, criteria: &Criteria, window_s: f64, end_ns: u64) -> Vec<Suspect> {
+fn judge_stacks(collector: &mut Collector, instance: u64, criteria: &Criteria, window_s: f64, end_ns: u64) -> Vec<Suspect> {
     let ages = collector.oldest_ages(end_ns);
     let evidence_of = |i: usize| {
         let s = collector.records[i].stats;
@@ -101,7 +105,7 @@ fn judge_stacks(collector: &mut Collector, pid: u32, criteria: &Criteria, window
         .enumerate()
         .map(|(i, record)| {
             let s = record.stats;
-            if record.key.pid != pid || s.allocs == 0 && s.outstanding_count <= 0 {
+            if record.key.instance != instance || s.allocs == 0 && s.outstanding_count <= 0 {
                 return None;
             }
             let evidence = evidence_of(i);
@@ -181,10 +185,10 @@ fn suspect(allocator: &str, stack: Vec<crate::report::Frame>, s: tracer_ebpf::St
 }
 
 /// Counters are kept for all traced processes together; outstanding memory per process.
-fn stack_totals(collector: &Collector, pid: u32) -> Totals {
+fn stack_totals(collector: &Collector, instance: u64) -> Totals {
     let counters = collector.counters();
     let lost: BTreeMap<String, u64> = LOST_COUNTERS.iter().map(|(i, name)| (name.to_string(), counters.get(*i))).collect();
-    let mine = || collector.records.iter().filter(|r| r.key.pid == pid);
+    let mine = || collector.records.iter().filter(|r| r.key.instance == instance);
     let outstanding_bytes: i64 = mine().map(|r| r.stats.outstanding_bytes.max(0)).sum();
     let outstanding_count: i64 = mine().map(|r| r.stats.outstanding_count.max(0)).sum();
     Totals {

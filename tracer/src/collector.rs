@@ -22,6 +22,8 @@ use crate::symbolize::NativeSymbols;
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct StackKey {
     pub pid: u32,
+    /// Which process had `pid` (see `TargetConfig::instance`).
+    pub instance: u64,
     pub allocator: &'static str,
     /// Innermost first: the native caller of the allocator, then Python frames.
     pub frames: Vec<Frame>,
@@ -45,6 +47,8 @@ pub struct StackRecord {
     pub truncated: bool,
     pub series: Series,
     pub stats: StackStats,
+    /// Its process ended: `stats` are final and its entries are gone from the BPF maps.
+    pub retired: bool,
 }
 
 /// Counters summed over CPUs.
@@ -74,19 +78,25 @@ pub struct Collector {
     by_key: HashMap<StackKey, usize>,
     pub records: Vec<StackRecord>,
     pub sites: Vec<SiteRecord>,
-    site_index: HashMap<(u32, Site), usize>,
+    site_index: HashMap<(u64, Site), usize>,
     pub timeline: Series,
     /// The main target started finalizing.
     pub finalizing: bool,
     pub stacks_resolved: u64,
     main_pid: u32,
+    main_instance: u64,
     frozen_counters: Option<Counters>,
+    /// Ended processes: instance -> the oldest allocation still live at its end, per record.
+    retired: HashMap<u64, HashMap<usize, u64>>,
+    /// Ended processes that had started finalizing.
+    retired_finalizing: Vec<u64>,
 }
 
 pub struct ProcessView {
     code: CodeResolver<ProcessMemory>,
     native: NativeSymbols,
     pub finalizing: bool,
+    instance: u64,
 }
 
 pub fn monotonic_ns() -> u64 {
@@ -96,18 +106,21 @@ pub fn monotonic_ns() -> u64 {
 }
 
 impl Collector {
-    pub fn new(probes: &mut Probes, pid: u32, code: CodeResolver<ProcessMemory>) -> Result<Self> {
+    pub fn new(probes: &mut Probes, pid: u32, instance: u64, code: CodeResolver<ProcessMemory>) -> Result<Self> {
         Ok(Self {
             stats: BpfHashMap::try_from(probes.take_map(maps::STACK_STATS)?)?,
             stacks: BpfHashMap::try_from(probes.take_map(maps::STACKS)?)?,
             allocs: BpfHashMap::try_from(probes.take_map(maps::ALLOCS)?)?,
             counters: PerCpuArray::try_from(probes.take_map(maps::COUNTERS)?)?,
             events: RingBuf::try_from(probes.take_map(maps::EVENTS)?)?,
-            processes: HashMap::from([(pid, ProcessView { code, native: NativeSymbols::warmed_up(pid), finalizing: false })]),
+            processes: HashMap::from([(pid, ProcessView { code, native: NativeSymbols::warmed_up(pid), finalizing: false, instance })]),
             forked: Vec::new(),
             execed: Vec::new(),
             main_pid: pid,
+            main_instance: instance,
             frozen_counters: None,
+            retired: HashMap::new(),
+            retired_finalizing: Vec::new(),
             by_id: HashMap::new(),
             by_key: HashMap::new(),
             records: Vec::new(),
@@ -120,12 +133,16 @@ impl Collector {
     }
 
     /// Starts reading a forked child's stacks (its probes are attached by the caller).
-    pub fn add_process(&mut self, pid: u32, code: CodeResolver<ProcessMemory>) {
-        self.processes.insert(pid, ProcessView { code, native: NativeSymbols::new(pid), finalizing: false });
+    pub fn add_process(&mut self, pid: u32, instance: u64, code: CodeResolver<ProcessMemory>) {
+        self.processes.insert(pid, ProcessView { code, native: NativeSymbols::new(pid), finalizing: false, instance });
     }
 
-    pub fn process_finalizing(&self, pid: u32) -> bool {
-        self.processes.get(&pid).is_some_and(|p| p.finalizing)
+    pub fn is_retired(&self, instance: u64) -> bool {
+        self.retired.contains_key(&instance)
+    }
+
+    pub fn process_finalizing(&self, pid: u32, instance: u64) -> bool {
+        self.processes.get(&pid).is_some_and(|p| p.finalizing && p.instance == instance) || self.retired_finalizing.contains(&instance)
     }
 
     /// The ring buffer's descriptor, to wake up as soon as the BPF side announces something.
@@ -173,7 +190,7 @@ impl Collector {
             let python: Vec<Frame> = trace
                 .as_ref()
                 .and_then(|t| {
-                    let process = self.processes.get_mut(&t.tgid)?;
+                    let process = self.processes.get_mut(&t.tgid).filter(|p| p.instance == t.instance)?;
                     let depth = (t.depth as usize).min(t.frames.len());
                     if log::log_enabled!(log::Level::Trace) {
                         log::trace!("stack {id:x}: {:x?}", &t.frames[..depth]);
@@ -188,18 +205,18 @@ impl Collector {
                 Some(t) => {
                     let allocator = ALLOC_KIND_NAMES.get(t.kind as usize).copied().unwrap_or("unknown");
                     let mut frames = Vec::with_capacity(python.len() + 1);
-                    let native = match self.processes.get_mut(&t.tgid) {
+                    let native = match self.processes.get_mut(&t.tgid).filter(|p| p.instance == t.instance) {
                         Some(p) => p.native.frame(t.native_ip),
                         None => Frame::Native { function: format!("[unknown] 0x{:x}", t.native_ip), module: "?".into() },
                     };
                     frames.push(native);
                     frames.extend(python);
-                    (StackKey { pid: t.tgid, allocator, frames }, t.truncated != 0)
+                    (StackKey { pid: t.tgid, instance: t.instance, allocator, frames }, t.truncated != 0)
                 }
                 None => {
                     let what = if id == UNKNOWN_STACK { "[stack not recorded: stack table full]" } else { "[stack not readable]" };
                     let frames = vec![Frame::Native { function: what.into(), module: "tracer".into() }];
-                    (StackKey { pid: self.main_pid, allocator: "unknown", frames }, false)
+                    (StackKey { pid: self.main_pid, instance: self.main_instance, allocator: "unknown", frames }, false)
                 }
             };
             self.intern(id, key, truncated);
@@ -214,7 +231,7 @@ impl Collector {
                 let i = self.records.len();
                 let site = key.frames.iter().find(|f| matches!(f, Frame::Python { .. })).cloned().map(|frame| {
                     let next = self.sites.len();
-                    let s = *self.site_index.entry((key.pid, frame)).or_insert(next);
+                    let s = *self.site_index.entry((key.instance, frame)).or_insert(next);
                     if s == next {
                         self.sites.push(SiteRecord { series: Series::new(), records: Vec::new() });
                     }
@@ -222,7 +239,7 @@ impl Collector {
                     s
                 });
                 self.by_key.insert(key.clone(), i);
-                self.records.push(StackRecord { key, site, truncated, series: Series::new(), stats: StackStats::default() });
+                self.records.push(StackRecord { key, site, truncated, series: Series::new(), stats: StackStats::default(), retired: false });
                 i
             }
         };
@@ -242,10 +259,13 @@ impl Collector {
     /// Reads every stack's current totals and appends one point to each series.
     pub fn sample(&mut self, t: f64) {
         self.drain_events();
-        let mut totals: Vec<StackStats> = vec![StackStats::default(); self.records.len()];
+        let mut totals: Vec<StackStats> = self.records.iter().map(|r| if r.retired { r.stats } else { StackStats::default() }).collect();
         let entries: Vec<(u64, StackStats)> = self.stats.iter().filter_map(|r| r.ok()).collect();
         for (id, s) in entries {
             let i = self.resolve(id);
+            if self.records[i].retired {
+                continue;
+            }
             if i >= totals.len() {
                 totals.resize(i + 1, StackStats::default());
             }
@@ -304,12 +324,67 @@ impl Collector {
             *e = (*e).min(info.ts_ns);
         }
         let mut ages = vec![0.0f64; self.records.len()];
+        let age = |ts: u64| end_ns.saturating_sub(ts) as f64 / 1e9;
         for (id, ts) in oldest {
             if let Some(&i) = self.by_id.get(&id) {
-                let age = end_ns.saturating_sub(ts) as f64 / 1e9;
-                ages[i] = ages[i].max(age);
+                ages[i] = ages[i].max(age(ts));
             }
         }
+        for (&i, &ts) in self.retired.values().flatten() {
+            ages[i] = ages[i].max(age(ts));
+        }
         ages
+    }
+
+    /// A traced process ended (exited, exec'd, or its PID was taken by a new process): its
+    /// stacks keep their totals as they are now, and its entries leave the BPF maps (its
+    /// allocations, stacks and per-stack totals). A later process with the same PID then
+    /// starts clean, and the maps do not fill with the dead. Its probes are the caller's.
+    pub fn retire(&mut self, pid: u32) {
+        self.drain_events();
+        let Some(view) = self.processes.remove(&pid) else { return };
+        let instance = view.instance;
+        let ids: Vec<(u64, usize)> =
+            self.by_id.iter().filter(|&(&id, &i)| id != UNKNOWN_STACK && self.records[i].key.instance == instance).map(|(&id, &i)| (id, i)).collect();
+        let mut final_stats: HashMap<usize, StackStats> = HashMap::new();
+        for &(id, i) in &ids {
+            let acc = final_stats.entry(i).or_default();
+            if let Ok(s) = self.stats.get(&id, 0) {
+                acc.allocs += s.allocs;
+                acc.alloc_bytes += s.alloc_bytes;
+                acc.frees += s.frees;
+                acc.outstanding_bytes += s.outstanding_bytes;
+                acc.outstanding_count += s.outstanding_count;
+            }
+        }
+        for (i, s) in final_stats {
+            self.records[i].stats = s;
+            self.records[i].retired = true;
+        }
+        let mut oldest: HashMap<usize, u64> = HashMap::new();
+        let mut dead: Vec<AllocKey> = Vec::new();
+        for (key, info) in self.allocs.iter().filter_map(|r| r.ok()) {
+            if key.tgid != pid {
+                continue;
+            }
+            dead.push(key);
+            if let Some(&i) = self.by_id.get(&info.stack_id).filter(|&&i| self.records[i].key.instance == instance) {
+                let e = oldest.entry(i).or_insert(info.ts_ns);
+                *e = (*e).min(info.ts_ns);
+            }
+        }
+        for key in &dead {
+            let _ = self.allocs.remove(key);
+        }
+        for &(id, _) in &ids {
+            let _ = self.stats.remove(&id);
+            let _ = self.stacks.remove(&id);
+            self.by_id.remove(&id);
+        }
+        log::info!("pid {pid} ended: {} stacks kept as they were, {} allocation records dropped from the BPF map", ids.len(), dead.len());
+        self.retired.insert(instance, oldest);
+        if view.finalizing {
+            self.retired_finalizing.push(instance);
+        }
     }
 }

@@ -4,6 +4,7 @@ mod btf;
 mod build_report;
 mod cli;
 mod collector;
+mod crash;
 mod elf;
 mod holders;
 mod host;
@@ -38,6 +39,7 @@ use error::{user_error, UserError};
 pub const EXIT_LEAK_FOUND: u8 = 3;
 
 fn main() -> ExitCode {
+    crash::install_hook();
     let cli = Cli::parse();
     let level = match cli.verbose {
         0 => "warn",
@@ -116,13 +118,15 @@ fn run_record(args: RecordArgs) -> Result<ExitCode> {
         anyhow::Ok(record::finish(session, reason, &config))
     })?;
     let record::Finished { reports, skipped } = finished;
-    match (reports.as_slice(), &skipped) {
-        ([one], None) => output::write_report(one, &args.output)?,
+    // An unwritable -o still prints the report (on stdout); its error is returned last, so
+    // that --fail-on-leak's list is printed too and the exit status is the error's.
+    let written = match (reports.as_slice(), &skipped) {
+        ([one], None) => output::write_report(one, &args.output),
         _ => output::write_saved(
             &output::Saved::Many(report::MultiReport { schema: report::SCHEMA, processes: reports.clone(), skipped: skipped.unwrap_or_default() }),
             &args.output,
-        )?,
-    }
+        ),
+    };
     let leaking: Vec<String> = reports
         .iter()
         .flat_map(|r| {
@@ -139,8 +143,10 @@ fn run_record(args: RecordArgs) -> Result<ExitCode> {
         for l in &leaking {
             eprintln!("  leak: {l}");
         }
+        written?;
         return Ok(ExitCode::from(EXIT_LEAK_FOUND));
     }
+    written?;
     Ok(ExitCode::SUCCESS)
 }
 

@@ -5,6 +5,7 @@ use std::io::Write;
 use anyhow::Result;
 
 use crate::cli::OutputArgs;
+use crate::error::user_error;
 use crate::export;
 use crate::report::{MultiReport, Report};
 
@@ -39,25 +40,27 @@ pub fn write_saved(saved: &Saved, out: &OutputArgs) -> Result<()> {
 }
 
 /// Renders into memory first, so that a file that cannot be written costs nothing: the
-/// report then goes to stdout with an error on stderr.
+/// report then goes to stdout, and the error (with its hint) makes the exit status non-zero
+/// so that a script notices the file is missing.
 fn write_with(out: &OutputArgs, render: impl Fn(&mut dyn Write) -> Result<()>) -> Result<()> {
     let mut buf = Vec::new();
     render(&mut buf)?;
-    if let Some(path) = &out.output {
-        match std::fs::write(path, &buf) {
+    let failed = match &out.output {
+        None => None,
+        Some(path) => match std::fs::write(path, &buf) {
             Ok(()) => {
                 eprintln!("tracer: report written to {}", path.display());
                 return Ok(());
             }
-            Err(e) => {
-                eprintln!("error: cannot write {}: {e}", path.display());
-                eprintln!("hint: the report follows on stdout instead");
-            }
-        }
-    }
+            Err(e) => Some(user_error(
+                format!("cannot write {}: {e}", path.display()),
+                "the report was printed on stdout instead; pass -o a path in a writable directory",
+            )),
+        },
+    };
     let stdout = std::io::stdout();
     let mut lock = stdout.lock();
     lock.write_all(&buf)?;
     lock.flush()?;
-    Ok(())
+    failed.map_or(Ok(()), Err)
 }

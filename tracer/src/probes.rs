@@ -185,6 +185,10 @@ pub struct Probes {
     variant: ProbeVariant,
     /// Uprobe links per traced process, to detach one process without touching the others.
     links: HashMap<u32, Vec<(&'static str, UProbeLinkId)>>,
+    /// The last `TargetConfig::instance` handed out (0 is never one).
+    last_instance: u64,
+    /// Threads detaching the probes of processes that ended (see `release_target`).
+    releasing: Vec<std::thread::JoinHandle<()>>,
 }
 
 impl Probes {
@@ -209,7 +213,16 @@ impl Probes {
                 other => anyhow::Error::new(other).context("loading the BPF programs"),
             })?;
         let map_memory = ebpf.maps().filter_map(|(_, m)| map_memlock(m)).sum();
-        let mut probes = Self { ebpf, map_memory, attach_time: Duration::ZERO, attached: 0, variant: options.variant, links: HashMap::new() };
+        let mut probes = Self {
+            ebpf,
+            map_memory,
+            attach_time: Duration::ZERO,
+            attached: 0,
+            variant: options.variant,
+            links: HashMap::new(),
+            last_instance: 0,
+            releasing: Vec::new(),
+        };
         let names: Vec<String> = probes.ebpf.programs().map(|(n, _)| n.to_string()).collect();
         for name in names {
             if PROCESS_EVENTS.iter().any(|(p, _)| *p == name) {
@@ -230,13 +243,16 @@ impl Probes {
         Ok(p.try_into()?)
     }
 
-    /// Registers a target's interpreter layout, then attaches every probe to its libc and
+    /// Registers a target's interpreter layout under a new instance number (returned; a later
+    /// process with the same PID gets another), then attaches every probe to its libc and
     /// interpreter, scoped to that process.
-    pub fn add_target(&mut self, target: &Target, mut config: TargetConfig) -> Result<()> {
+    pub fn add_target(&mut self, target: &Target, mut config: TargetConfig) -> Result<u64> {
         if self.variant.no_python_stack {
             config.runtime_addr = 0;
         }
         let started = Instant::now();
+        self.last_instance += 1;
+        config.instance = self.last_instance;
         let mut targets: BpfHashMap<&mut MapData, u32, TargetConfig> =
             BpfHashMap::try_from(self.ebpf.map_mut(maps::TARGETS).context("TARGETS map")?)?;
         targets.insert(target.pid, config, 0).context("registering the target")?;
@@ -245,7 +261,7 @@ impl Probes {
             self.remove_target(target.pid);
         }
         self.attach_time += started.elapsed();
-        result
+        result.map(|()| config.instance)
     }
 
     /// Detaches one process's probes and forgets its registration (it exited or exec'd).
@@ -262,12 +278,54 @@ impl Probes {
         }
     }
 
-    /// Detaches every probe. The kernel waits for a grace period per uprobe (~0.1 s here, one
-    /// after the other), so the targets are unregistered first: until its breakpoint is gone,
-    /// a probe hit returns at once.
+    /// Like `remove_target` without waiting: the process is unregistered at once (a probe hit
+    /// returns at once), and its links are dropped on a helper thread, since the kernel takes a
+    /// grace period per uprobe (~0.1 s each) and recording must go on meanwhile (a new process
+    /// may need attaching). For processes that ended or exec'd.
+    pub fn release_target(&mut self, pid: u32) {
+        self.unregister(pid);
+        let owned = self.take_links(pid);
+        self.releasing.retain(|h| !h.is_finished());
+        self.releasing.push(std::thread::spawn(move || drop(owned)));
+    }
+
+    fn unregister(&mut self, pid: u32) {
+        if let Some(map) = self.ebpf.map_mut(maps::TARGETS) {
+            if let Ok(mut targets) = BpfHashMap::<&mut MapData, u32, TargetConfig>::try_from(map) {
+                let _ = targets.remove(&pid);
+            }
+        }
+    }
+
+    /// A process's links, owned: dropping one detaches it.
+    fn take_links(&mut self, pid: u32) -> Vec<aya::programs::uprobe::UProbeLink> {
+        let mut owned = Vec::new();
+        for (program, link) in self.links.remove(&pid).unwrap_or_default() {
+            if let Ok(link) = self.program(program).and_then(|p| Ok(p.take_link(link)?)) {
+                owned.push(link);
+            }
+        }
+        owned
+    }
+
+    /// Detaches every probe. The targets are unregistered first (until its breakpoint is gone,
+    /// a probe hit returns at once); then the links are dropped on several threads at once:
+    /// the kernel waits for a grace period per uprobe, and concurrent waits overlap instead
+    /// of adding up (~0.1 s each, more on a busy machine).
     pub fn detach_all(&mut self) {
-        for pid in self.traced_pids() {
-            self.remove_target(pid);
+        const THREADS: usize = 8;
+        let pids = self.traced_pids();
+        for &pid in &pids {
+            self.unregister(pid);
+        }
+        let mut links: Vec<_> = pids.into_iter().flat_map(|pid| self.take_links(pid)).collect();
+        let per = links.len().div_ceil(THREADS).max(1);
+        while !links.is_empty() {
+            let chunk: Vec<_> = links.drain(..per.min(links.len())).collect();
+            self.releasing.push(std::thread::spawn(move || drop(chunk)));
+        }
+        for h in self.releasing.drain(..) {
+            let _ = h.join();
         }
     }
 

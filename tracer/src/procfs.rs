@@ -65,6 +65,19 @@ pub fn parse_status(text: &str) -> Status {
     s
 }
 
+/// `starttime` of /proc/PID/stat (field 22, clock ticks after boot): with the PID, it names one
+/// process even after the PID is reused. The command name (field 2) may hold spaces and
+/// parentheses, so fields are counted after its last `)`.
+pub fn parse_stat_start_time(text: &str) -> Option<u64> {
+    let rest = &text[text.rfind(')')? + 1..];
+    rest.split_whitespace().nth(19)?.parse().ok()
+}
+
+/// The start time of the process `pid` now has; None when there is no such process.
+pub fn start_time(pid: u32) -> Option<u64> {
+    parse_stat_start_time(&std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?)
+}
+
 /// /proc/PID/cmdline as one line, arguments separated by spaces.
 pub fn parse_cmdline(raw: &[u8]) -> String {
     raw.split(|&b| b == 0)
@@ -88,6 +101,16 @@ pub fn map_file(pid: u32, start: u64, end: u64) -> PathBuf {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn stat_start_time() {
+        let stat = "32037 (cat) R 31993 31993 23020 0 -1 4194304 100 0 0 0 0 0 0 0 20 0 1 0 1093740 3133440 394";
+        assert_eq!(parse_stat_start_time(stat), Some(1093740));
+        let odd = "7 (a) b) (c) S 1 7 7 0 -1 4194560 9 0 0 0 0 0 0 0 20 0 1 0 55 0 0";
+        assert_eq!(parse_stat_start_time(odd), Some(55));
+        assert_eq!(parse_stat_start_time("7 (x) S 1 2"), None);
+        assert_eq!(parse_stat_start_time(""), None);
+    }
 
     #[test]
     fn maps_lines() {

@@ -256,21 +256,21 @@ fn start_host(config: &RecordConfig, filter: HostFilter) -> Result<Session> {
     Ok(session)
 }
 
-/// Attaches one process's probes with its interpreter's layout; returns the reader of its code
-/// objects.
-fn trace_target(probes: &mut Probes, target: &Target) -> Result<CodeResolver<ProcessMemory>> {
+/// Attaches one process's probes with its interpreter's layout (setting its instance); returns
+/// the reader of its code objects.
+fn trace_target(probes: &mut Probes, target: &mut Target) -> Result<CodeResolver<ProcessMemory>> {
     let layout = layout_for(target)?;
     let runtime = target.python.runtime_addr("_PyRuntime").context("_PyRuntime")?;
-    probes.add_target(target, layout.target_config(runtime))?;
+    target.instance = probes.add_target(target, layout.target_config(runtime))?;
     let code_type = target.python.runtime_addr("PyCode_Type").context("PyCode_Type")?;
     Ok(CodeResolver::new(ProcessMemory::new(target.pid), layout, code_type, target.python.start..target.python.end))
 }
 
 /// Traces one more process in this session (a forked child or a host-mode newcomer).
-fn add_process(session: &mut Session, t: Target, why: &str) {
+fn add_process(session: &mut Session, mut t: Target, why: &str) {
     let (Some(collector), Some(probes)) = (session.collector.as_mut(), session.probes.as_mut()) else { return };
     let pid = t.pid;
-    let attached = trace_target(probes, &t).map(|resolver| collector.add_process(pid, resolver));
+    let attached = trace_target(probes, &mut t).map(|resolver| collector.add_process(pid, t.instance, resolver));
     match attached {
         Ok(()) => {
             eprintln!("tracer: tracing pid {pid} ({why}): {}", t.cmdline);
@@ -286,7 +286,7 @@ fn add_process(session: &mut Session, t: Target, why: &str) {
 type Attached = (Target, Option<Probes>, Option<Collector>, Option<Holders>);
 
 fn attach(pid: u32, config: &RecordConfig) -> Result<Attached> {
-    let target = target::inspect(pid)?;
+    let mut target = target::inspect(pid)?;
     let holders = match config.holders {
         _ if config.host.is_some() => None,
         HoldersMode::Off => None,
@@ -311,8 +311,8 @@ fn attach(pid: u32, config: &RecordConfig) -> Result<Attached> {
         sizes: config.sizes,
         variant: ProbeVariant::from_env()?,
     })?;
-    let resolver = trace_target(&mut probes, &target)?;
-    let collector = Collector::new(&mut probes, pid, resolver)?;
+    let resolver = trace_target(&mut probes, &mut target)?;
+    let collector = Collector::new(&mut probes, pid, target.instance, resolver)?;
     log::info!(
         "attached {} probes to pid {pid} ({} {}) in {:.0} ms; BPF maps hold {} of kernel memory",
         probes.attached,
@@ -356,8 +356,10 @@ pub async fn run(session: &mut Session, config: &RecordConfig) -> Result<EndReas
     // In host mode no single process's shutdown ends the recording.
     let ends_with_main = session.host.is_none();
     let events = Announcements::new(session)?;
+    let test_panic = crate::crash::panic_after_attach().map(|d| tokio::time::Instant::now() + d);
     let reason = loop {
         tokio::select! {
+            _ = sleep_until(test_panic) => panic!("{} is set (safety test hook)", crate::crash::PANIC_AFTER_ATTACH_ENV),
             _ = events.wait() => {
                 // Resolve new stacks while their code objects are certainly alive.
                 if let Some(reason) = handle_events(session, ends_with_main) {
@@ -403,9 +405,7 @@ pub fn follow_process_events(session: &mut Session) -> bool {
     let mut main_execed = false;
     for pid in execed {
         if traced.contains(&pid) {
-            if let Some(p) = session.probes.as_mut() {
-                p.remove_target(pid);
-            }
+            retire(session, pid);
             main_execed |= pid == session.target.pid;
         }
         if let Some(h) = session.host.as_mut() {
@@ -413,6 +413,10 @@ pub fn follow_process_events(session: &mut Session) -> bool {
         }
     }
     for (child, parent) in forked {
+        // A new process never gets a live PID: a traced one with this PID has ended.
+        if traced.contains(&child) {
+            retire(session, child);
+        }
         match target::inspect(child) {
             Ok(t) => add_process(session, t, &format!("forked from {parent}")),
             Err(e) => {
@@ -438,9 +442,36 @@ pub fn follow_process_events(session: &mut Session) -> bool {
     main_execed
 }
 
+/// Lets go of a traced process that ended: its probes are detached, its stacks keep their last
+/// totals, its entries leave the BPF maps (a later process with its PID starts clean).
+fn retire(session: &mut Session, pid: u32) {
+    if let Some(p) = session.probes.as_mut() {
+        p.release_target(pid);
+    }
+    if let Some(c) = session.collector.as_mut() {
+        c.retire(pid);
+    }
+}
+
+/// Retires the traced processes that are gone (exited, or their PID names another process
+/// now). The main target ends the recording instead, except in host mode.
+fn retire_ended(session: &mut Session) {
+    let Some(collector) = session.collector.as_ref() else { return };
+    let main = std::iter::once(&session.target).filter(|_| session.host.is_some());
+    let ended: Vec<u32> = main
+        .chain(&session.children)
+        .filter(|t| !collector.is_retired(t.instance) && !t.still_runs())
+        .map(|t| t.pid)
+        .collect();
+    for pid in ended {
+        retire(session, pid);
+    }
+}
+
 /// One point of every time series: stacks' outstanding memory, containers' lengths. Also used
 /// by `serve` at every interval.
 pub fn sample(session: &mut Session) {
+    retire_ended(session);
     let t = session.started.elapsed().as_secs_f64();
     if let Some(c) = session.collector.as_mut() {
         c.sample(t);
@@ -517,9 +548,9 @@ pub fn finish(mut session: Session, reason: EndReason, config: &RecordConfig) ->
         log::info!("probes detached in {:.0} ms", t.elapsed().as_secs_f64() * 1e3);
     }
     let mut reports = vec![build_report::build(&mut session, reason, &config.criteria, end_ns)];
-    let children: Vec<(u32, crate::report::TargetInfo)> = session.children.iter().map(|t| (t.pid, build_report::target_info(t))).collect();
-    for (pid, info) in children {
-        reports.push(build_report::build_child(&mut session, pid, info, &config.criteria, end_ns));
+    let children: Vec<(u64, crate::report::TargetInfo)> = session.children.iter().map(|t| (t.instance, build_report::target_info(t))).collect();
+    for (instance, info) in children {
+        reports.push(build_report::build_child(&mut session, instance, info, &config.criteria, end_ns));
     }
     for r in &mut reports {
         r.sample_bytes = config.sample_bytes;

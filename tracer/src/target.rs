@@ -34,6 +34,10 @@ pub struct Target {
     pub libc: MappedObject,
     pub python: MappedObject,
     pub version: PyVersion,
+    /// `starttime` from /proc/PID/stat: tells this process from a later one with the same PID.
+    pub start_time: Option<u64>,
+    /// Set when probes are attached (`Probes::add_target`): this process's stacks carry it.
+    pub instance: u64,
 }
 
 /// Files mapped by the target: path -> its mappings, in address order.
@@ -125,6 +129,14 @@ pub fn check_process(pid: u32) -> Result<Vec<MapEntry>> {
     Ok(maps)
 }
 
+impl Target {
+    /// Whether the process inspected still runs: same PID, same start time, not a zombie.
+    pub fn still_runs(&self) -> bool {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid)).map(|t| procfs::parse_status(&t));
+        status.is_ok_and(|s| s.state != 'Z' && s.state != 'X') && procfs::start_time(self.pid) == self.start_time
+    }
+}
+
 /// Finds the libc and the CPython runtime of `pid`, or explains why not.
 pub fn inspect(pid: u32) -> Result<Target> {
     let maps = check_process(pid)?;
@@ -152,7 +164,8 @@ pub fn inspect(pid: u32) -> Result<Target> {
             ))
         }
     };
-    Ok(Target { pid, exe, cmdline, libc, python, version })
+    let start_time = procfs::start_time(pid);
+    Ok(Target { pid, exe, cmdline, libc, python, version, start_time, instance: 0 })
 }
 
 /// The mapped ELF that holds the CPython runtime (`_PyRuntime`): the executable itself

@@ -227,7 +227,9 @@ fn unwritable_output_goes_to_stdout_instead() {
     let original: Value = serde_json::from_str(&std::fs::read_to_string(json).unwrap()).unwrap();
     let (code, out, err) = report(json, &["-o", "/nonexistent/dir/x.json"]);
     println!("report -o /nonexistent/dir/x.json: exit {code}; stderr: {err}");
+    assert_eq!(code, 1, "a report that could not be written where asked is an error: {err}");
     assert!(err.lines().any(|l| l.starts_with("error: ") && l.contains("/nonexistent/dir/x.json")), "{err}");
+    assert!(err.lines().any(|l| l.starts_with("hint: ") && l.contains("stdout")), "{err}");
     assert!(!err.contains("panicked"), "{err}");
     let printed: Value = serde_json::from_slice(&out).expect("the JSON report on stdout");
     assert_eq!(printed, original, "the report on stdout is the whole report");
@@ -256,7 +258,10 @@ fn record_with_unwritable_output_prints_the_report() {
         "2",
     ]);
     println!("record -o /nonexistent/dir/x.json: exit {code}; stderr: {err}");
+    assert_eq!(code, 1, "a report that could not be written where asked is an error: {err}");
     assert!(err.lines().any(|l| l.starts_with("error: ") && l.contains("/nonexistent/dir/x.json")), "{err}");
+    assert!(err.lines().any(|l| l.starts_with("hint: ") && l.contains("stdout")), "{err}");
+    assert!(!err.contains("panicked"), "{err}");
     // The launched fixture shares stdout (it prints "ready" and its counts): the report is the
     // pretty-printed JSON object that starts with its schema.
     let start = out.find("{\n  \"schema\"").unwrap_or_else(|| panic!("no JSON report on stdout: {out}"));

@@ -17,12 +17,12 @@
 //! against a private copy of libc (their own inode), so probes elsewhere on the machine do not
 //! touch them. bcc runs only while no `tracer` process exists on the machine.
 
-mod json;
+pub mod json;
 mod levers;
-mod proc;
+pub mod proc;
 mod render;
 mod runs;
-mod tools;
+pub mod tools;
 
 use std::fs;
 use std::path::PathBuf;
@@ -259,6 +259,12 @@ pub fn bench(args: BenchArgs) -> Result<i32> {
             args.output.clone()
         } else {
             util::repo_root().join(&args.output)
+        };
+        // The soak's section is `cargo xtask soak`'s: kept as it was.
+        let old = fs::read_to_string(&path).unwrap_or_default();
+        let text = match crate::soak::section_of(&old) {
+            Some(soak) => crate::soak::replace_section(&text, soak),
+            None => text,
         };
         fs::write(&path, text)?;
         println!("bench: wrote {}", path.display());

@@ -37,6 +37,7 @@ mod dist;
 mod pythons;
 mod setup;
 mod sid;
+mod soak;
 mod test;
 mod util;
 
@@ -89,6 +90,9 @@ enum Cmd {
     Bench(bench::BenchArgs),
     /// Build the release .deb (stripped binary, completions, man page) under target/dist/
     Dist,
+    /// Run bench/workload.py under `tracer record` for --minutes (default 10), sample the
+    /// tracer's RSS every 10 s and write the Soak section of BENCHMARKS.md (needs root)
+    Soak(soak::SoakArgs),
 }
 
 fn main() -> ExitCode {
@@ -116,6 +120,7 @@ fn main() -> ExitCode {
         }),
         Cmd::Bench(args) => bench::bench(args),
         Cmd::Dist => dist::run_dist().map(|_| 0),
+        Cmd::Soak(args) => soak::run(args),
     };
     match result {
         Ok(0) => ExitCode::SUCCESS,

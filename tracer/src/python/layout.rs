@@ -176,6 +176,7 @@ impl Layout {
             tstate_read_start: self.tstate_window().0,
             tstate_read_len: self.tstate_window().1,
             finalizing_since_ns: 0,
+            instance: 0,
         }
     }
 
