@@ -3,10 +3,11 @@ use core::intrinsics::{atomic_xadd, AtomicOrdering};
 use aya_ebpf::{
     bindings::{BPF_ANY, BPF_NOEXIST},
     helpers::{
-        bpf_get_current_pid_tgid, bpf_get_current_task, bpf_get_prandom_u32, bpf_ktime_get_ns,
+        bpf_get_current_pid_tgid, bpf_get_current_task, bpf_get_func_ip, bpf_get_prandom_u32, bpf_ktime_get_ns,
         bpf_probe_read_kernel,
         bpf_probe_read_user, bpf_probe_read_user_buf,
     },
+    bindings::pt_regs,
     macros::{map, raw_tracepoint, uprobe, uretprobe},
     maps::{HashMap, LruHashMap, PerCpuArray, RingBuf},
     programs::{ProbeContext, RawTracePointContext, RetProbeContext},
@@ -144,10 +145,10 @@ fn weights(size: u64) -> (u64, u64) {
     }
 }
 
-/// An allocation call starts. This thread's entry record is reused in place (a record with
+/// An allocation call starts; returns whether its return must be seen (it is recorded). This thread's entry record is reused in place (a record with
 /// `ts_ns == 0` is free): a map update or delete takes a lock, a lookup does not.
 #[inline(always)]
-fn enter(kind: AllocKind, size: u64, arg: u64) {
+fn enter(kind: AllocKind, size: u64, arg: u64) -> bool {
     count(counter::ALLOC_CALLS);
     let id = bpf_get_current_pid_tgid();
     let now = unsafe { bpf_ktime_get_ns() };
@@ -159,7 +160,7 @@ fn enter(kind: AllocKind, size: u64, arg: u64) {
                 // glibc calls its public entry points internally (realloc(NULL, n) -> malloc,
                 // malloc -> mmap): the outer call owns this allocation.
                 count(counter::NESTED_CALLS);
-                return;
+                return false;
             }
             count(counter::LOST_MISSED_RETURN);
             unsafe { (*p).ts_ns = 0 };
@@ -171,7 +172,7 @@ fn enter(kind: AllocKind, size: u64, arg: u64) {
             // The old block is (almost always) released by this call; it may have been sampled.
             release((id >> 32) as u32, arg);
         }
-        return;
+        return false;
     }
     let pending = Pending { kind: kind as u32, _pad: 0, ts_ns: now, size, arg };
     match slot {
@@ -180,6 +181,7 @@ fn enter(kind: AllocKind, size: u64, arg: u64) {
             let _ = PENDING.insert(&id, &pending, BPF_ANY as u64);
         }
     }
+    true
 }
 
 /// Takes this thread's entry record if it belongs to `kind`; a record of another kind means
@@ -218,11 +220,11 @@ fn target(tgid: u32) -> Option<&'static TargetConfig> {
 }
 
 #[inline(always)]
-fn exit_alloc(ctx: &RetProbeContext, kind: AllocKind) {
+fn exit_alloc(regs: *const pt_regs, kind: AllocKind) {
     let Some(pending) = take_pending(kind) else { return };
     let tgid = (bpf_get_current_pid_tgid() >> 32) as u32;
     let Some(cfg) = target(tgid) else { return };
-    let ret: u64 = ctx.ret();
+    let ret: u64 = unsafe { (*regs).rax };
     let addr = match kind {
         AllocKind::Realloc | AllocKind::Reallocarray => {
             // Success (or realloc(p, 0), which frees p) releases the old block.
@@ -248,7 +250,7 @@ fn exit_alloc(ctx: &RetProbeContext, kind: AllocKind) {
     if addr == 0 {
         return;
     }
-    let native_ip = unsafe { (*ctx.regs).rip };
+    let native_ip = unsafe { (*regs).rip };
     record(tgid, cfg, kind, addr, pending.size, native_ip, pending.ts_ns);
 }
 
@@ -553,13 +555,13 @@ fn notify(kind: u32, tgid: u32, value: u64) {
 
 #[uprobe]
 pub fn malloc_enter(ctx: ProbeContext) -> u32 {
-    enter(AllocKind::Malloc, ctx.arg::<u64>(0).unwrap_or(0), 0);
+    let _ = enter(AllocKind::Malloc, ctx.arg::<u64>(0).unwrap_or(0), 0);
     0
 }
 
 #[uretprobe]
 pub fn malloc_exit(ctx: RetProbeContext) -> u32 {
-    exit_alloc(&ctx, AllocKind::Malloc);
+    exit_alloc(ctx.regs, AllocKind::Malloc);
     0
 }
 
@@ -567,13 +569,13 @@ pub fn malloc_exit(ctx: RetProbeContext) -> u32 {
 pub fn calloc_enter(ctx: ProbeContext) -> u32 {
     let n = ctx.arg::<u64>(0).unwrap_or(0);
     let size = ctx.arg::<u64>(1).unwrap_or(0);
-    enter(AllocKind::Calloc, n.wrapping_mul(size), 0);
+    let _ = enter(AllocKind::Calloc, n.wrapping_mul(size), 0);
     0
 }
 
 #[uretprobe]
 pub fn calloc_exit(ctx: RetProbeContext) -> u32 {
-    exit_alloc(&ctx, AllocKind::Calloc);
+    exit_alloc(ctx.regs, AllocKind::Calloc);
     0
 }
 
@@ -581,13 +583,13 @@ pub fn calloc_exit(ctx: RetProbeContext) -> u32 {
 pub fn realloc_enter(ctx: ProbeContext) -> u32 {
     let old = ctx.arg::<u64>(0).unwrap_or(0);
     let size = ctx.arg::<u64>(1).unwrap_or(0);
-    enter(AllocKind::Realloc, size, old);
+    let _ = enter(AllocKind::Realloc, size, old);
     0
 }
 
 #[uretprobe]
 pub fn realloc_exit(ctx: RetProbeContext) -> u32 {
-    exit_alloc(&ctx, AllocKind::Realloc);
+    exit_alloc(ctx.regs, AllocKind::Realloc);
     0
 }
 
@@ -596,13 +598,13 @@ pub fn reallocarray_enter(ctx: ProbeContext) -> u32 {
     let old = ctx.arg::<u64>(0).unwrap_or(0);
     let n = ctx.arg::<u64>(1).unwrap_or(0);
     let size = ctx.arg::<u64>(2).unwrap_or(0);
-    enter(AllocKind::Reallocarray, n.wrapping_mul(size), old);
+    let _ = enter(AllocKind::Reallocarray, n.wrapping_mul(size), old);
     0
 }
 
 #[uretprobe]
 pub fn reallocarray_exit(ctx: RetProbeContext) -> u32 {
-    exit_alloc(&ctx, AllocKind::Reallocarray);
+    exit_alloc(ctx.regs, AllocKind::Reallocarray);
     0
 }
 
@@ -610,61 +612,61 @@ pub fn reallocarray_exit(ctx: RetProbeContext) -> u32 {
 pub fn posix_memalign_enter(ctx: ProbeContext) -> u32 {
     let memptr = ctx.arg::<u64>(0).unwrap_or(0);
     let size = ctx.arg::<u64>(2).unwrap_or(0);
-    enter(AllocKind::PosixMemalign, size, memptr);
+    let _ = enter(AllocKind::PosixMemalign, size, memptr);
     0
 }
 
 #[uretprobe]
 pub fn posix_memalign_exit(ctx: RetProbeContext) -> u32 {
-    exit_alloc(&ctx, AllocKind::PosixMemalign);
+    exit_alloc(ctx.regs, AllocKind::PosixMemalign);
     0
 }
 
 #[uprobe]
 pub fn aligned_alloc_enter(ctx: ProbeContext) -> u32 {
-    enter(AllocKind::AlignedAlloc, ctx.arg::<u64>(1).unwrap_or(0), 0);
+    let _ = enter(AllocKind::AlignedAlloc, ctx.arg::<u64>(1).unwrap_or(0), 0);
     0
 }
 
 #[uretprobe]
 pub fn aligned_alloc_exit(ctx: RetProbeContext) -> u32 {
-    exit_alloc(&ctx, AllocKind::AlignedAlloc);
+    exit_alloc(ctx.regs, AllocKind::AlignedAlloc);
     0
 }
 
 #[uprobe]
 pub fn memalign_enter(ctx: ProbeContext) -> u32 {
-    enter(AllocKind::Memalign, ctx.arg::<u64>(1).unwrap_or(0), 0);
+    let _ = enter(AllocKind::Memalign, ctx.arg::<u64>(1).unwrap_or(0), 0);
     0
 }
 
 #[uretprobe]
 pub fn memalign_exit(ctx: RetProbeContext) -> u32 {
-    exit_alloc(&ctx, AllocKind::Memalign);
+    exit_alloc(ctx.regs, AllocKind::Memalign);
     0
 }
 
 #[uprobe]
 pub fn valloc_enter(ctx: ProbeContext) -> u32 {
-    enter(AllocKind::Valloc, ctx.arg::<u64>(0).unwrap_or(0), 0);
+    let _ = enter(AllocKind::Valloc, ctx.arg::<u64>(0).unwrap_or(0), 0);
     0
 }
 
 #[uretprobe]
 pub fn valloc_exit(ctx: RetProbeContext) -> u32 {
-    exit_alloc(&ctx, AllocKind::Valloc);
+    exit_alloc(ctx.regs, AllocKind::Valloc);
     0
 }
 
 #[uprobe]
 pub fn pvalloc_enter(ctx: ProbeContext) -> u32 {
-    enter(AllocKind::Pvalloc, ctx.arg::<u64>(0).unwrap_or(0), 0);
+    let _ = enter(AllocKind::Pvalloc, ctx.arg::<u64>(0).unwrap_or(0), 0);
     0
 }
 
 #[uretprobe]
 pub fn pvalloc_exit(ctx: RetProbeContext) -> u32 {
-    exit_alloc(&ctx, AllocKind::Pvalloc);
+    exit_alloc(ctx.regs, AllocKind::Pvalloc);
     0
 }
 
@@ -683,7 +685,7 @@ pub fn mmap_enter(ctx: ProbeContext) -> u32 {
 
 #[uretprobe]
 pub fn mmap_exit(ctx: RetProbeContext) -> u32 {
-    exit_alloc(&ctx, AllocKind::Mmap);
+    exit_alloc(ctx.regs, AllocKind::Mmap);
     0
 }
 
@@ -774,6 +776,97 @@ pub fn on_exec(_ctx: RawTracePointContext) -> i32 {
     }
     0
 }
+
+// ---- session uprobes (sampled mode) -----------------------------------------------------
+
+/// One program at a function's entry and, only when the entry returns 0, at its return
+/// (BPF_TRACE_UPROBE_SESSION, loaded and attached by tracer/src/session.rs): an unsampled
+/// call costs one trap instead of two. At the return the instruction pointer is back in the
+/// caller; at the entry it is the probed address itself.
+/// The session programs are written without `#[uprobe]`, whose wrapper always returns 0: here
+/// the return value is the decision.
+macro_rules! session_program {
+    ($name:ident, |$ctx:ident| $body:block) => {
+        #[unsafe(no_mangle)]
+        #[unsafe(link_section = "uprobe")]
+        pub extern "C" fn $name(raw: *mut core::ffi::c_void) -> u32 {
+            let $ctx = ProbeContext::new(raw);
+            $body
+        }
+    };
+}
+
+#[inline(always)]
+fn session(ctx: &ProbeContext, kind: AllocKind, size: u64, arg: u64) -> u32 {
+    let ip = unsafe { (*ctx.regs).rip };
+    let entry_ip = unsafe { bpf_get_func_ip(ctx.regs as *mut _) };
+    if ip != entry_ip {
+        exit_alloc(ctx.regs, kind);
+        return 0;
+    }
+    if enter(kind, size, arg) {
+        0
+    } else {
+        1
+    }
+}
+
+session_program! { malloc_session, |ctx| {
+    session(&ctx, AllocKind::Malloc, ctx.arg::<u64>(0).unwrap_or(0), 0)
+}}
+
+session_program! { calloc_session, |ctx| {
+    let n = ctx.arg::<u64>(0).unwrap_or(0);
+    session(&ctx, AllocKind::Calloc, n.wrapping_mul(ctx.arg::<u64>(1).unwrap_or(0)), 0)
+}}
+
+session_program! { realloc_session, |ctx| {
+    let old = ctx.arg::<u64>(0).unwrap_or(0);
+    session(&ctx, AllocKind::Realloc, ctx.arg::<u64>(1).unwrap_or(0), old)
+}}
+
+session_program! { reallocarray_session, |ctx| {
+    let old = ctx.arg::<u64>(0).unwrap_or(0);
+    let n = ctx.arg::<u64>(1).unwrap_or(0);
+    session(&ctx, AllocKind::Reallocarray, n.wrapping_mul(ctx.arg::<u64>(2).unwrap_or(0)), old)
+}}
+
+session_program! { posix_memalign_session, |ctx| {
+    let memptr = ctx.arg::<u64>(0).unwrap_or(0);
+    session(&ctx, AllocKind::PosixMemalign, ctx.arg::<u64>(2).unwrap_or(0), memptr)
+}}
+
+session_program! { aligned_alloc_session, |ctx| {
+    session(&ctx, AllocKind::AlignedAlloc, ctx.arg::<u64>(1).unwrap_or(0), 0)
+}}
+
+session_program! { memalign_session, |ctx| {
+    session(&ctx, AllocKind::Memalign, ctx.arg::<u64>(1).unwrap_or(0), 0)
+}}
+
+session_program! { valloc_session, |ctx| {
+    session(&ctx, AllocKind::Valloc, ctx.arg::<u64>(0).unwrap_or(0), 0)
+}}
+
+session_program! { pvalloc_session, |ctx| {
+    session(&ctx, AllocKind::Pvalloc, ctx.arg::<u64>(0).unwrap_or(0), 0)
+}}
+
+session_program! { mmap_session, |ctx| {
+    let len = ctx.arg::<u64>(1).unwrap_or(0);
+    let prot = ctx.arg::<u64>(2).unwrap_or(0);
+    let flags = ctx.arg::<u64>(3).unwrap_or(0);
+    if flags & MAP_ANONYMOUS != 0 && prot & PROT_WRITE != 0 {
+        return session(&ctx, AllocKind::Mmap, len, 0);
+    }
+    // A return of a recorded call lands here too only if its entry asked for it.
+    let ip = unsafe { (*ctx.regs).rip };
+    if ip != unsafe { bpf_get_func_ip(ctx.regs as *mut _) } {
+        exit_alloc(ctx.regs, AllocKind::Mmap);
+        return 0;
+    }
+    1
+}}
 
 // ---- benchmark baseline ----------------------------------------------------------------
 

@@ -21,6 +21,7 @@ mod record;
 mod remote;
 mod report;
 mod serve;
+mod session;
 mod symbolize;
 mod target;
 

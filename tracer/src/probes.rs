@@ -13,7 +13,10 @@ use aya::programs::{RawTracePoint, UProbe};
 use aya::{Ebpf, EbpfLoader};
 use tracer_ebpf::{globals, maps, TargetConfig};
 
+use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
+
 use crate::elf::ElfImage;
+use crate::session::{Mode, SessionPrograms};
 use crate::error::user_error;
 use crate::target::Target;
 
@@ -118,6 +121,8 @@ pub struct ProbeVariant {
     pub entry_offsets: bool,
     /// `no-python-stack`: the programs without the Python stack walk.
     pub no_python_stack: bool,
+    /// `classic-returns`: return probes even where session uprobes could skip them.
+    pub classic_returns: bool,
     /// `no-returns`: no return probes (allocations are then never recorded): what the traps
     /// cost if no call needed its return value.
     pub no_returns: bool,
@@ -136,10 +141,11 @@ impl ProbeVariant {
                 "entry-offsets" => variant.entry_offsets = true,
                 "no-python-stack" => variant.no_python_stack = true,
                 "no-returns" => variant.no_returns = true,
+                "classic-returns" => variant.classic_returns = true,
                 other => {
                     return Err(user_error(
                         format!("{}: `{other}` is not a probe variant", Self::ENV),
-                        "use a comma-separated list of bare, entry-offsets, no-python-stack, no-returns (benchmarks only), or unset it",
+                        "use a comma-separated list of bare, entry-offsets, no-python-stack, no-returns, classic-returns (benchmarks only), or unset it",
                     ))
                 }
             }
@@ -185,6 +191,9 @@ pub struct Probes {
     variant: ProbeVariant,
     /// Uprobe links per traced process, to detach one process without touching the others.
     links: HashMap<u32, Vec<(&'static str, UProbeLinkId)>>,
+    /// Session programs (sampled mode on kernels that have them) and their links per process.
+    sessions: Option<SessionPrograms>,
+    session_links: HashMap<u32, Vec<OwnedFd>>,
     /// The last `TargetConfig::instance` handed out (0 is never one).
     last_instance: u64,
     /// Threads detaching the probes of processes that ended (see `release_target`).
@@ -220,6 +229,8 @@ impl Probes {
             attached: 0,
             variant: options.variant,
             links: HashMap::new(),
+            sessions: None,
+            session_links: HashMap::new(),
             last_instance: 0,
             releasing: Vec::new(),
         };
@@ -232,10 +243,27 @@ impl Probes {
                     .with_context(|| format!("attaching {name} to its tracepoint"))?;
                 continue;
             }
+            if name.ends_with("_session") {
+                continue; // loaded below, or never
+            }
             let program: &mut UProbe = probes.program(&name)?;
             program.load().with_context(|| format!("verifying BPF program {name}"))?;
         }
+        if !options.variant.bare && !options.variant.classic_returns {
+            match probes.load_sessions() {
+                Ok(sessions) => probes.sessions = Some(sessions),
+                Err(e) => log::info!("no session uprobes ({e:#}); unsampled calls keep their return probe"),
+            }
+        }
         Ok(probes)
+    }
+
+    fn load_sessions(&self) -> Result<SessionPrograms> {
+        let fds: HashMap<String, RawFd> =
+            self.ebpf.maps().filter_map(|(name, map)| map_data(map).map(|d| (name.to_string(), d.fd().as_fd().as_raw_fd()))).collect();
+        let mut names: Vec<(&str, Mode)> = LIBC_PROBES.iter().filter_map(|s| session_program(s.program)).map(|n| (n, Mode::Session)).collect();
+        names.extend(ENTRY_ONLY.iter().map(|n| (*n, Mode::Entry)));
+        SessionPrograms::load(BPF_OBJECT, &fds, &names)
     }
 
     fn program(&mut self, name: &str) -> Result<&mut UProbe> {
@@ -276,6 +304,7 @@ impl Probes {
                 let _ = p.detach(link);
             }
         }
+        self.session_links.remove(&pid);
     }
 
     /// Like `remove_target` without waiting: the process is unregistered at once (a probe hit
@@ -298,13 +327,14 @@ impl Probes {
     }
 
     /// A process's links, owned: dropping one detaches it.
-    fn take_links(&mut self, pid: u32) -> Vec<aya::programs::uprobe::UProbeLink> {
+    fn take_links(&mut self, pid: u32) -> Vec<OwnedLink> {
         let mut owned = Vec::new();
         for (program, link) in self.links.remove(&pid).unwrap_or_default() {
             if let Ok(link) = self.program(program).and_then(|p| Ok(p.take_link(link)?)) {
-                owned.push(link);
+                owned.push(OwnedLink::Aya(link));
             }
         }
+        owned.extend(self.session_links.remove(&pid).unwrap_or_default().into_iter().map(OwnedLink::Session));
         owned
     }
 
@@ -335,7 +365,25 @@ impl Probes {
 
     fn attach_all(&mut self, target: &Target) -> Result<()> {
         let pid = NonZeroU32::new(target.pid).context("PID 0")?;
-        for spec in LIBC_PROBES {
+        // Return probes first: an entry seen without its return would leave an entry record
+        // that makes the thread's next calls look nested (and go unrecorded) for a while.
+        let returns_first = LIBC_PROBES.iter().filter(|s| s.kind == Kind::Return).chain(LIBC_PROBES.iter().filter(|s| s.kind == Kind::Entry));
+        let mut by_multi = Vec::new();
+        if self.sessions.is_some() {
+            for spec in LIBC_PROBES.iter().filter(|s| s.kind == Kind::Entry) {
+                let (program, at_entry) = match session_program(spec.program) {
+                    Some(session) => (session, true),
+                    None if ENTRY_ONLY.contains(&spec.program) => (spec.program, false),
+                    None => continue,
+                };
+                match self.attach_multi(program, spec.symbol, &target.libc.elf, target.pid, at_entry) {
+                    Ok(true) => by_multi.push(spec.symbol),
+                    Ok(false) => {}
+                    Err(e) => log::warn!("{e:#}; {} keeps a perf-event uprobe", spec.symbol),
+                }
+            }
+        }
+        for spec in returns_first.filter(|s| !by_multi.contains(&s.symbol)) {
             self.attach_symbol(spec, &target.libc.elf, target.pid, pid)?;
         }
         let finalize = ProbeSpec { program: "py_finalize", symbol: "Py_FinalizeEx", kind: Kind::Entry };
@@ -349,6 +397,22 @@ impl Probes {
             log::warn!("no probe on Py_Exit ({e:#}): a sys.exit() is seen when the process exits");
         }
         Ok(())
+    }
+
+    /// A uprobe_multi link for `program` on `symbol`: at its entry (a session program: where a
+    /// return probe sits) or on the first cheap instruction of its prologue; false when the
+    /// library has no such symbol.
+    fn attach_multi(&mut self, program: &str, symbol: &str, elf: &ElfImage, pid: u32, at_entry: bool) -> Result<bool> {
+        let Some(vaddr) = elf.symbol(symbol) else { return Ok(false) };
+        let mut offset = elf.file_offset(vaddr).with_context(|| format!("{symbol} has no file offset"))?;
+        if !at_entry && !self.variant.entry_offsets {
+            offset += elf.code_at(vaddr, 16).map(cheap_probe_offset).unwrap_or(0);
+        }
+        let sessions = self.sessions.as_ref().context("no session programs")?;
+        let link = sessions.attach(program, &elf.path, offset, pid)?;
+        self.session_links.entry(pid).or_default().push(link);
+        self.attached += 1;
+        Ok(true)
     }
 
     fn attach_symbol(&mut self, spec: &ProbeSpec, elf: &ElfImage, pid_raw: u32, pid: NonZeroU32) -> Result<()> {
@@ -380,13 +444,45 @@ impl Probes {
     }
 }
 
+/// A link that detaches when dropped (held only to be dropped).
+#[allow(dead_code)]
+enum OwnedLink {
+    Aya(aya::programs::uprobe::UProbeLink),
+    Session(OwnedFd),
+}
+
+/// Entry-only libc probes, attached through uprobe_multi links when the kernel has them.
+const ENTRY_ONLY: [&str; 2] = ["free_enter", "munmap_enter"];
+
+/// The session program standing for an entry program with a return probe (`malloc_enter` ->
+/// `malloc_session`); free and munmap have no return to see.
+fn session_program(entry: &str) -> Option<&'static str> {
+    const SESSIONS: &[(&str, &str)] = &[
+        ("malloc_enter", "malloc_session"),
+        ("calloc_enter", "calloc_session"),
+        ("realloc_enter", "realloc_session"),
+        ("reallocarray_enter", "reallocarray_session"),
+        ("posix_memalign_enter", "posix_memalign_session"),
+        ("aligned_alloc_enter", "aligned_alloc_session"),
+        ("memalign_enter", "memalign_session"),
+        ("valloc_enter", "valloc_session"),
+        ("pvalloc_enter", "pvalloc_session"),
+        ("mmap_enter", "mmap_session"),
+    ];
+    SESSIONS.iter().find(|(e, _)| *e == entry).map(|(_, s)| *s)
+}
+
+fn map_data(map: &aya::maps::Map) -> Option<&MapData> {
+    use aya::maps::Map;
+    match map {
+        Map::Array(d) | Map::HashMap(d) | Map::LruHashMap(d) | Map::PerCpuArray(d) | Map::RingBuf(d) | Map::PerCpuHashMap(d) => Some(d),
+        _ => None,
+    }
+}
+
 /// Kernel memory of one map (bytes), from the kernel's own accounting.
 fn map_memlock(map: &aya::maps::Map) -> Option<u64> {
-    use std::os::fd::{AsFd, AsRawFd};
-    let data: &MapData = match map {
-        aya::maps::Map::HashMap(d) | aya::maps::Map::LruHashMap(d) | aya::maps::Map::PerCpuArray(d) | aya::maps::Map::RingBuf(d) => d,
-        _ => return None,
-    };
+    let data = map_data(map)?;
     let fd = data.fd().as_fd().as_raw_fd();
     let text = std::fs::read_to_string(format!("/proc/self/fdinfo/{fd}")).ok()?;
     text.lines().find_map(|l| l.strip_prefix("memlock:")).and_then(|v| v.trim().parse().ok())

@@ -28,6 +28,7 @@ pub fn configs(sample_bytes: u64) -> Vec<Config> {
         variant("bare-at-0", "empty programs, every probe at its function's entry", "bare,entry-offsets", &[]),
         variant("bare-no-ret", "empty programs, entry probes only (no return probes)", "bare,no-returns", &[]),
         variant("full", "tracer record -p PID", "", &[]),
+        variant("full-classic", "tracer record -p PID, perf-event uprobes and uretprobes", "classic-returns", &[]),
         variant("full-at-0", "tracer record -p PID, every probe at its function's entry", "entry-offsets", &[]),
         variant("no-walk", "tracer record -p PID without the Python stack walk", "no-python-stack", &[]),
         variant(
@@ -37,6 +38,12 @@ pub fn configs(sample_bytes: u64) -> Vec<Config> {
             &["--max-allocs", "65536", "--max-stacks", "4096"],
         ),
         variant("sampled", &format!("tracer record -p PID --sample-bytes {sample}"), "", &["--sample-bytes", &sample]),
+        variant(
+            "sampled-classic",
+            &format!("tracer record -p PID --sample-bytes {sample}, perf-event uprobes and uretprobes"),
+            "classic-returns",
+            &["--sample-bytes", &sample],
+        ),
     ]
 }
 
@@ -86,10 +93,19 @@ pub fn table(levers: &(Series, Vec<Series>), iterations: u64) -> String {
             String::new(),
         ),
         (
-            "return probes only where a return value is needed (session uprobes)",
-            format!("every call's return probed: {}", x(of(s, "bare"))),
-            format!("bound, no return probe at all: {}", x(of(s, "bare-no-ret"))),
-            "not pulled: aya 0.14 loads uprobe programs without the expected attach type a session link needs; the row bounds what it could save (unsampled calls only)".to_string(),
+            "return probes only where a return value is needed: session uprobes (uprobe_multi links, loaded with bpf(2) since aya 0.14 cannot), sampled mode",
+            format!("uretprobe on every call: {}", x(of(s, "sampled-classic"))),
+            format!("session, return only for sampled calls: {}", x(of(s, "sampled"))),
+            format!(
+                "an unsampled call takes one trap instead of two; floor with no return probe at all (empty programs): {}",
+                x(of(s, "bare-no-ret"))
+            ),
+        ),
+        (
+            "the same links at full fidelity (every return is needed; one consumer per function, a lock-free per-hit filter)",
+            format!("perf-event uprobe + uretprobe: {}", x(of(s, "full-classic"))),
+            format!("session: {}", x(of(s, "full"))),
+            String::new(),
         ),
         (
             "Python stack walked in BPF (thread state cached per thread, one read per frame sized to the version)",
