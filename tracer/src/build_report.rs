@@ -34,6 +34,19 @@ pub fn build_child(session: &mut Session, pid: u32, info: TargetInfo, criteria: 
     build_for(session, pid, info, view, criteria, end_ns)
 }
 
+/// The report of one traced process of the session (the first target or an added one) as seen
+/// now, with the given `final_view`; a PID the session does not trace gets an empty target.
+pub fn build_process(session: &mut Session, pid: u32, view: &str, criteria: &Criteria, end_ns: u64) -> Report {
+    let main_ended = session.host.as_ref().is_some_and(|h| h.ended.main_ended);
+    let target = if pid == session.target.pid && !main_ended {
+        Some(&session.target)
+    } else {
+        session.children.iter().find(|t| t.pid == pid)
+    };
+    let info = target.map(target_info).unwrap_or(TargetInfo { pid, ..TargetInfo::default() });
+    build_for(session, pid, info, view, criteria, end_ns)
+}
+
 pub fn target_info(target: &crate::target::Target) -> TargetInfo {
     TargetInfo {
         pid: target.pid,
