@@ -23,8 +23,8 @@ pub enum Command {
     Record(RecordArgs),
     /// Re-render a saved JSON report into another format.
     Report(ReportArgs),
-    /// Trace a running process continuously and serve its live report over HTTP
-    /// (/debug/pprof/heap, /flamegraph.svg, /report.json, /metrics).
+    /// Trace a running process (or with --all every CPython process) continuously and serve the
+    /// live report over HTTP (/debug/pprof/heap, /flamegraph.svg, /report.json, /metrics).
     Serve(ServeArgs),
     /// Print a shell completion script (bash, zsh, fish, elvish, powershell) to stdout.
     #[command(hide = true)]

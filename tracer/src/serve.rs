@@ -8,6 +8,11 @@
 //! - `/metrics`: Prometheus text exposition (format 0.0.4);
 //! - `/`: a small HTML index linking them.
 //!
+//! With `--all` (host mode) the session traces every matching CPython process and the snapshot is
+//! one report per process (`{"schema":1,"processes":[...]}`): pprof samples carry `pid` and
+//! `cmdline` labels, per-process `/metrics` series a `pid` label, and a process that ended keeps
+//! the report taken when it ended (`ended.rs`).
+//!
 //! Nothing here decides what leaks: handlers only format the last report. The HTTP side is a
 //! small HTTP/1.1 responder that never executes anything on request: one request per
 //! connection, `GET`/`HEAD` only (405 otherwise), request heads bounded to [`MAX_HEAD`] bytes
@@ -611,6 +616,12 @@ fn innermost(stack: &[Frame]) -> (String, String, u32) {
     })
 }
 
+/// A series' labels, and a suspect line's sums: (outstanding bytes, growth per s, best score).
+type Labels = Vec<(&'static str, String)>;
+type LineSums = (f64, f64, f64);
+/// A suspect's innermost Python line and verdict: (function, file, line, verdict).
+type LineKey<'a> = (String, String, u32, &'a str);
+
 fn metrics(snap: &Snapshot) -> String {
     let (reports, multi) = (snap.reports(), snap.multi());
     // With --all every per-process series carries the process's `pid` label; one process alone
@@ -686,7 +697,7 @@ fn metrics(snap: &Snapshot) -> String {
     family(&mut out, "tracer_lost_total", "counter", "Events that could not be recorded, by cause.", &lost);
 
     let mut verdicts = Vec::new();
-    let mut suspect_series: Vec<(Vec<(&'static str, String)>, (f64, f64, f64))> = Vec::new();
+    let mut suspect_series: Vec<(Labels, LineSums)> = Vec::new();
     for r in reports {
         let mut by_verdict = std::collections::BTreeMap::<&str, f64>::new();
         for v in ["leak", "growing", "bounded", "stable"] {
@@ -694,7 +705,7 @@ fn metrics(snap: &Snapshot) -> String {
         }
         // Per suspect, keyed by the innermost Python frame (and verdict): several stacks can end
         // in the same line (different callers), and one series per label set is the rule.
-        let mut per_frame: Vec<((String, String, u32, &str), (f64, f64, f64))> = Vec::new();
+        let mut per_frame: Vec<(LineKey, LineSums)> = Vec::new();
         for s in &r.suspects {
             *by_verdict.entry(s.verdict.as_str()).or_default() += 1.0;
             let (function, file, line) = innermost(&s.stack);
