@@ -85,6 +85,7 @@ def main():
     ap.add_argument("--go", help="wait for this file to exist before starting the work loop")
     ap.add_argument("--hold", help="after the work, wait for this file to exist before exiting")
     ap.add_argument("--leak-every", type=int, default=LEAK_EVERY, help="iterations per planted leak block (the soak slows it down)")
+    ap.add_argument("--tag", help="ignored: a word for `tracer record --all --match` to find this process by")
     args = ap.parse_args()
 
     print("ready %d" % os.getpid(), flush=True)

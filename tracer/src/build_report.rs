@@ -37,6 +37,21 @@ pub fn build_child(session: &mut Session, instance: u64, info: TargetInfo, crite
     build_for(session, instance, info, view, criteria, end_ns)
 }
 
+/// The report of one traced process of the session (the first target or an added one) as seen
+/// now, with the given `final_view`; a PID the session does not trace gets an empty target.
+pub fn build_process(session: &mut Session, pid: u32, view: &str, criteria: &Criteria, end_ns: u64) -> Report {
+    let main_ended = session.host.as_ref().is_some_and(|h| h.ended.main_ended);
+    let target = if pid == session.target.pid && !main_ended {
+        Some(&session.target)
+    } else {
+        session.children.iter().rev().find(|t| t.pid == pid)
+    };
+    let info = target.map(target_info).unwrap_or(TargetInfo { pid, ..TargetInfo::default() });
+    // 0 is never an instance: a PID the session does not trace gets an empty report.
+    let instance = target.map(|t| t.instance).unwrap_or(0);
+    build_for(session, instance, info, view, criteria, end_ns)
+}
+
 pub fn target_info(target: &crate::target::Target) -> TargetInfo {
     TargetInfo {
         pid: target.pid,

@@ -23,8 +23,8 @@ pub enum Command {
     Record(RecordArgs),
     /// Re-render a saved JSON report into another format.
     Report(ReportArgs),
-    /// Trace a running process continuously and serve its live report over HTTP
-    /// (/debug/pprof/heap, /flamegraph.svg, /report.json, /metrics).
+    /// Trace a running process (or with --all every CPython process) continuously and serve the
+    /// live report over HTTP (/debug/pprof/heap, /flamegraph.svg, /report.json, /metrics).
     Serve(ServeArgs),
     /// Print a shell completion script (bash, zsh, fish, elvish, powershell) to stdout.
     #[command(hide = true)]
@@ -64,15 +64,8 @@ pub struct RecordArgs {
     /// its own report section. Processes that are not CPython never get a probe.
     #[arg(long, conflicts_with = "command")]
     pub all: bool,
-    /// Host mode: only processes whose command line matches this regular expression.
-    #[arg(long = "match", value_name = "REGEX", value_parser = parse_regex)]
-    pub matching: Option<regex::Regex>,
-    /// Host mode: never trace this process (repeatable).
-    #[arg(long, value_name = "PID")]
-    pub exclude_pid: Vec<u32>,
-    /// Host mode: trace at most this many processes.
-    #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u64).range(1..=4096))]
-    pub max_processes: u64,
+    #[command(flatten)]
+    pub host: HostArgs,
     /// Stop after this long (30, 30s, 500ms, 5m, 1h). Default: until Ctrl-C or the target exits.
     #[arg(short, long, value_parser = parse_duration)]
     pub duration: Option<Duration>,
@@ -109,6 +102,37 @@ pub struct RecordArgs {
     pub command: Vec<String>,
 }
 
+/// Host mode's filters, the same for `record --all` and `serve --all`.
+#[derive(Args, Debug, Clone)]
+pub struct HostArgs {
+    /// Host mode: only processes whose command line matches this regular expression.
+    #[arg(long = "match", value_name = "REGEX", value_parser = parse_regex)]
+    pub matching: Option<regex::Regex>,
+    /// Host mode: never trace this process (repeatable).
+    #[arg(long, value_name = "PID")]
+    pub exclude_pid: Vec<u32>,
+    /// Host mode: trace at most this many processes.
+    #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u64).range(1..=4096))]
+    pub max_processes: u64,
+}
+
+impl HostArgs {
+    /// The filter when `--all` was given; `--match` without `--all` is an error a person can fix.
+    pub fn filter(&self, all: bool, command: &str) -> anyhow::Result<Option<crate::host::HostFilter>> {
+        if self.matching.is_some() && !all {
+            return Err(crate::error::user_error(
+                "--match selects processes in host mode",
+                format!("add --all: tracer {command} --all --match REGEX"),
+            ));
+        }
+        Ok(all.then(|| crate::host::HostFilter {
+            matching: self.matching.clone(),
+            exclude: self.exclude_pid.clone(),
+            max_processes: self.max_processes as usize,
+        }))
+    }
+}
+
 #[derive(Args, Debug)]
 pub struct ReportArgs {
     /// A report written by `tracer record -f json`.
@@ -120,8 +144,14 @@ pub struct ReportArgs {
 #[derive(Args, Debug)]
 pub struct ServeArgs {
     /// PID of the CPython process to trace.
-    #[arg(short, long, allow_negative_numbers = true)]
-    pub pid: i64,
+    #[arg(short, long, allow_negative_numbers = true, required_unless_present = "all", conflicts_with = "all")]
+    pub pid: Option<i64>,
+    /// Host mode: every CPython process on the host, including those started later; each is
+    /// served as its own profile (pprof label `pid`, `/metrics` label `pid`).
+    #[arg(long)]
+    pub all: bool,
+    #[command(flatten)]
+    pub host: HostArgs,
     /// Address to serve on. Loopback by default: another address only when given here.
     #[arg(long, value_name = "ADDR", default_value = crate::serve::DEFAULT_LISTEN)]
     pub listen: std::net::SocketAddr,

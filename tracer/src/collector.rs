@@ -69,6 +69,8 @@ pub struct Collector {
     events: RingBuf<MapData>,
     /// Per traced process: how to read its code objects and name its native frames.
     processes: HashMap<u32, ProcessView>,
+    /// Shared by every process's `NativeSymbols` (see `symbolize`).
+    symbolizer: blazesym::symbolize::Symbolizer,
     /// Processes the BPF side saw fork from a traced one: (child, parent), to attach.
     pub forked: Vec<(u32, u32)>,
     /// Traced processes that called exec (they are no longer traced).
@@ -107,13 +109,16 @@ pub fn monotonic_ns() -> u64 {
 
 impl Collector {
     pub fn new(probes: &mut Probes, pid: u32, instance: u64, code: CodeResolver<ProcessMemory>) -> Result<Self> {
+        let symbolizer = blazesym::symbolize::Symbolizer::new();
+        let native = NativeSymbols::warmed_up(pid, &symbolizer);
         Ok(Self {
             stats: BpfHashMap::try_from(probes.take_map(maps::STACK_STATS)?)?,
             stacks: BpfHashMap::try_from(probes.take_map(maps::STACKS)?)?,
             allocs: BpfHashMap::try_from(probes.take_map(maps::ALLOCS)?)?,
             counters: PerCpuArray::try_from(probes.take_map(maps::COUNTERS)?)?,
             events: RingBuf::try_from(probes.take_map(maps::EVENTS)?)?,
-            processes: HashMap::from([(pid, ProcessView { code, native: NativeSymbols::warmed_up(pid), finalizing: false, instance })]),
+            processes: HashMap::from([(pid, ProcessView { code, native, finalizing: false, instance })]),
+            symbolizer,
             forked: Vec::new(),
             execed: Vec::new(),
             main_pid: pid,
@@ -206,7 +211,7 @@ impl Collector {
                     let allocator = ALLOC_KIND_NAMES.get(t.kind as usize).copied().unwrap_or("unknown");
                     let mut frames = Vec::with_capacity(python.len() + 1);
                     let native = match self.processes.get_mut(&t.tgid).filter(|p| p.instance == t.instance) {
-                        Some(p) => p.native.frame(t.native_ip),
+                        Some(p) => p.native.frame(&self.symbolizer, t.native_ip),
                         None => Frame::Native { function: format!("[unknown] 0x{:x}", t.native_ip), module: "?".into() },
                     };
                     frames.push(native);

@@ -1,7 +1,9 @@
 //! ELF images of the target's libc and interpreter: symbols, file offsets, static data.
 
 use std::collections::HashMap;
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, Weak};
 
 use anyhow::{Context, Result};
 use object::{Object, ObjectSegment, ObjectSymbol};
@@ -16,17 +18,38 @@ struct Segment {
 
 /// The parts of an ELF file the tracer uses, parsed once.
 pub struct ElfImage {
+    /// How this process's copy was opened (uprobes are attached through it).
     pub path: PathBuf,
+    parsed: Arc<Parsed>,
+}
+
+struct Parsed {
     data: Vec<u8>,
     /// Defined symbols from .dynsym and .symtab (dynsym wins), name -> virtual address.
     symbols: HashMap<String, u64>,
     segments: Vec<Segment>,
 }
 
+/// (device, inode, size, mtime): the same file, whichever path or process it is seen through.
+type FileKey = (u64, u64, u64, i64, i64);
+
+/// Files parsed and still held by some `ElfImage`. In host mode twenty processes of one
+/// interpreter share one copy of its libpython (about 25 MiB) instead of holding twenty.
+static PARSED: Mutex<Vec<(FileKey, Weak<Parsed>)>> = Mutex::new(Vec::new());
+
 impl ElfImage {
     pub fn open(path: &Path) -> Result<Self> {
+        let meta = std::fs::metadata(path).with_context(|| format!("reading {}", path.display()))?;
+        let key: FileKey = (meta.dev(), meta.ino(), meta.size(), meta.mtime(), meta.mtime_nsec());
+        let mut cache = PARSED.lock().unwrap_or_else(|e| e.into_inner());
+        cache.retain(|(_, w)| w.strong_count() > 0);
+        if let Some(parsed) = cache.iter().find(|(k, _)| *k == key).and_then(|(_, w)| w.upgrade()) {
+            return Ok(Self { path: path.to_path_buf(), parsed });
+        }
         let data = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
-        Self::parse(path.to_path_buf(), data)
+        let image = Self::parse(path.to_path_buf(), data)?;
+        cache.push((key, Arc::downgrade(&image.parsed)));
+        Ok(image)
     }
 
     pub fn parse(path: PathBuf, data: Vec<u8>) -> Result<Self> {
@@ -53,17 +76,18 @@ impl ElfImage {
                 .collect();
             (symbols, segments)
         };
-        Ok(Self { path, data, symbols, segments })
+        Ok(Self { path, parsed: Arc::new(Parsed { data, symbols, segments }) })
     }
 
     pub fn symbol(&self, name: &str) -> Option<u64> {
-        self.symbols.get(name).copied()
+        self.parsed.symbols.get(name).copied()
     }
 
     /// File offset of a virtual address (what a uprobe is attached at).
     pub fn file_offset(&self, vaddr: u64) -> Option<u64> {
         // Differences, not sums: a corrupt segment can end past 2^64.
-        self.segments
+        self.parsed
+            .segments
             .iter()
             .find(|s| vaddr >= s.vaddr && vaddr - s.vaddr < s.filesz.min(s.memsz))
             .and_then(|s| (vaddr - s.vaddr).checked_add(s.offset))
@@ -71,7 +95,8 @@ impl ElfImage {
 
     /// Virtual address that file offset `offset` is loaded at (before the load bias).
     pub fn vaddr_of_offset(&self, offset: u64) -> Option<u64> {
-        self.segments
+        self.parsed
+            .segments
             .iter()
             .find(|s| s.filesz > 0 && offset >= s.offset && offset - s.offset < s.filesz)
             .and_then(|s| s.vaddr.checked_add(offset - s.offset))
@@ -80,7 +105,7 @@ impl ElfImage {
     /// Initialised bytes at a virtual address, straight from the file (constants in .rodata).
     pub fn bytes_at(&self, vaddr: u64, len: usize) -> Option<&[u8]> {
         let off = self.file_offset(vaddr)? as usize;
-        self.data.get(off..off.checked_add(len)?)
+        self.parsed.data.get(off..off.checked_add(len)?)
     }
 
     /// Bytes of the function at `vaddr`, for decoding its prologue.

@@ -6,6 +6,7 @@ mod cli;
 mod collector;
 mod crash;
 mod elf;
+mod ended;
 mod holders;
 mod host;
 mod error;
@@ -83,9 +84,7 @@ fn run_record(args: RecordArgs) -> Result<ExitCode> {
         }
         Some(p) => Some(p as u32),
     };
-    if args.matching.is_some() && !args.all {
-        return Err(user_error("--match selects processes in host mode", "add --all: tracer record --all --match REGEX"));
-    }
+    let host = args.host.filter(args.all, "record")?;
     let criteria = args.tracing.criteria();
     let config = record::RecordConfig {
         pid,
@@ -97,11 +96,7 @@ fn run_record(args: RecordArgs) -> Result<ExitCode> {
         python_malloc: args.python_malloc,
         sample_bytes: args.tracing.sample_bytes,
         follow_forks: args.follow_forks,
-        host: args.all.then(|| host::HostFilter {
-            matching: args.matching.clone(),
-            exclude: args.exclude_pid.clone(),
-            max_processes: args.max_processes as usize,
-        }),
+        host,
         progress: !args.quiet,
         holders: if args.holders_only {
             record::HoldersMode::Only

@@ -10,6 +10,9 @@ use crate::export;
 use crate::report::{MultiReport, Report};
 
 /// A saved JSON report: one process or several.
+// One value at a time (per program run, or per interval in `serve`): the size difference of the
+// variants does not matter.
+#[allow(clippy::large_enum_variant)]
 pub enum Saved {
     One(Report),
     Many(MultiReport),

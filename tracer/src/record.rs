@@ -176,11 +176,13 @@ pub struct Session {
     pub host: Option<HostState>,
 }
 
-/// Host mode's bookkeeping: what to trace, who is waiting to be inspected, who was skipped.
+/// Host mode's bookkeeping: what to trace, who is waiting to be inspected, who was skipped,
+/// who ended.
 pub struct HostState {
     pub filter: HostFilter,
     pub newcomers: Newcomers,
     pub skipped: Vec<Skipped>,
+    pub ended: crate::ended::Ended,
 }
 
 /// Attaches to a running process or launches the command, and starts collecting.
@@ -247,7 +249,12 @@ fn start_host(config: &RecordConfig, filter: HostFilter) -> Result<Session> {
         started: Instant::now(),
         window: None,
         children: Vec::new(),
-        host: Some(HostState { filter, newcomers: Newcomers::default(), skipped }),
+        host: Some(HostState {
+            filter,
+            newcomers: Newcomers::default(),
+            skipped,
+            ended: crate::ended::Ended::new(config.criteria.clone(), config.sample_bytes),
+        }),
     };
     for t in found {
         add_process(&mut session, t, "found on the host");
@@ -331,9 +338,13 @@ pub fn alive(session: &mut Session) -> bool {
     }
     match &mut session.launched {
         Some(l) => matches!(l.child.try_wait(), Ok(None)),
-        None => std::path::Path::new(&format!("/proc/{}/stat", session.target.pid)).exists()
-            && !is_zombie(session.target.pid),
+        None => running(session.target.pid),
     }
+}
+
+/// Whether the process exists and is not a zombie.
+pub fn running(pid: u32) -> bool {
+    std::path::Path::new(&format!("/proc/{pid}/stat")).exists() && !is_zombie(pid)
 }
 
 fn is_zombie(pid: u32) -> bool {
@@ -403,10 +414,12 @@ pub fn follow_process_events(session: &mut Session) -> bool {
     let forked = std::mem::take(&mut collector.forked);
     let traced: Vec<u32> = session.probes.as_ref().map(|p| p.traced_pids()).unwrap_or_default();
     let mut main_execed = false;
+    let mut execed_traced = Vec::new();
     for pid in execed {
         if traced.contains(&pid) {
             retire(session, pid);
             main_execed |= pid == session.target.pid;
+            execed_traced.push(pid);
         }
         if let Some(h) = session.host.as_mut() {
             h.newcomers.add(pid);
@@ -427,15 +440,23 @@ pub fn follow_process_events(session: &mut Session) -> bool {
             }
         }
     }
+    if session.host.is_some() {
+        // Before any newcomer is added: an exec'd process may come back under the same PID.
+        crate::ended::retire(session, &execed_traced);
+    }
+    let traced_now = crate::ended::live_pids(session).len();
     if let Some(h) = session.host.as_mut() {
         let ready = h.newcomers.poll(&h.filter, &mut h.skipped);
         let cap = h.filter.max_processes;
+        let mut added = 0;
         for t in ready {
-            if session.children.len() + 1 >= cap {
+            if traced_now + added >= cap {
                 eprintln!("tracer: not tracing pid {}: the --max-processes cap of {cap} is reached", t.pid);
                 continue;
             }
+            let before = session.children.len();
             add_process(session, t, "started after the tracer");
+            added += session.children.len() - before;
         }
         return false;
     }
@@ -444,7 +465,7 @@ pub fn follow_process_events(session: &mut Session) -> bool {
 
 /// Lets go of a traced process that ended: its probes are detached, its stacks keep their last
 /// totals, its entries leave the BPF maps (a later process with its PID starts clean).
-fn retire(session: &mut Session, pid: u32) {
+pub fn retire(session: &mut Session, pid: u32) {
     if let Some(p) = session.probes.as_mut() {
         p.release_target(pid);
     }
@@ -547,13 +568,29 @@ pub fn finish(mut session: Session, reason: EndReason, config: &RecordConfig) ->
         drop(probes);
         log::info!("probes detached in {:.0} ms", t.elapsed().as_secs_f64() * 1e3);
     }
-    let mut reports = vec![build_report::build(&mut session, reason, &config.criteria, end_ns)];
+    let reports = reports(&mut session, reason.as_str(), &config.criteria, end_ns, config.sample_bytes);
+    Finished { reports, skipped: session.host.take().map(|h| h.skipped) }
+}
+
+/// Every traced process's report as of now: the main target's (with `main_view` as its final
+/// view), then the added processes' (each with its own view: live, finalization or exited),
+/// then, in host mode, the reports of the processes that ended, as they were when they ended.
+pub fn reports(session: &mut Session, main_view: &str, criteria: &Criteria, end_ns: u64, sample_bytes: u64) -> Vec<Report> {
+    let main_ended = session.host.as_ref().is_some_and(|h| h.ended.main_ended);
+    let mut reports = Vec::new();
+    if !main_ended {
+        let pid = session.target.pid;
+        reports.push(build_report::build_process(session, pid, main_view, criteria, end_ns));
+    }
     let children: Vec<(u64, crate::report::TargetInfo)> = session.children.iter().map(|t| (t.instance, build_report::target_info(t))).collect();
     for (instance, info) in children {
-        reports.push(build_report::build_child(&mut session, instance, info, &config.criteria, end_ns));
+        reports.push(build_report::build_child(session, instance, info, criteria, end_ns));
     }
     for r in &mut reports {
-        r.sample_bytes = config.sample_bytes;
+        r.sample_bytes = sample_bytes;
     }
-    Finished { reports, skipped: session.host.take().map(|h| h.skipped) }
+    if let Some(h) = session.host.as_ref() {
+        reports.extend(h.ended.reports.iter().cloned());
+    }
+    reports
 }

@@ -8,6 +8,11 @@
 //! - `/metrics`: Prometheus text exposition (format 0.0.4);
 //! - `/`: a small HTML index linking them.
 //!
+//! With `--all` (host mode) the session traces every matching CPython process and the snapshot is
+//! one report per process (`{"schema":1,"processes":[...]}`): pprof samples carry `pid` and
+//! `cmdline` labels, per-process `/metrics` series a `pid` label, and a process that ended keeps
+//! the report taken when it ended (`ended.rs`).
+//!
 //! Nothing here decides what leaks: handlers only format the last report. The HTTP side is a
 //! small HTTP/1.1 responder that never executes anything on request: one request per
 //! connection, `GET`/`HEAD` only (405 otherwise), request heads bounded to [`MAX_HEAD`] bytes
@@ -33,8 +38,9 @@ use crate::cli::ServeArgs;
 use crate::collector::monotonic_ns;
 use crate::error::user_error;
 use crate::export::{self, ExportOptions, Format};
+use crate::output::Saved;
 use crate::record::{self, EndReason, HoldersMode, RecordConfig, Session};
-use crate::report::{Frame, Report};
+use crate::report::{Frame, MultiReport, Report, SCHEMA};
 
 /// The default `--listen`: loopback only; another address must be asked for.
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:6060";
@@ -61,13 +67,36 @@ pub struct ServeConfig {
 
 /// The last live report, with what it cost to build.
 pub struct Snapshot {
-    pub report: Report,
+    /// One report (`-p`), or with `--all` one per traced process (`{"schema":1,"processes":[...]}`).
+    pub view: Saved,
     /// Wall-clock time it was built (seconds since the epoch).
     pub built_unix_s: f64,
     /// Seconds spent sampling and building it.
     pub build_s: f64,
     /// Intervals sampled so far.
     pub samples: u64,
+}
+
+impl Snapshot {
+    pub fn reports(&self) -> &[Report] {
+        match &self.view {
+            Saved::One(r) => std::slice::from_ref(r),
+            Saved::Many(m) => &m.processes,
+        }
+    }
+
+    /// Host mode: several processes, each labelled by its PID.
+    pub fn multi(&self) -> bool {
+        matches!(self.view, Saved::Many(_))
+    }
+
+    /// Renders the served view in `format` (one report, or one section per process).
+    fn render(&self, format: Format, opts: &ExportOptions, out: &mut dyn std::io::Write) -> Result<()> {
+        match &self.view {
+            Saved::One(r) => export::write(format, r, opts, out),
+            Saved::Many(m) => export::write_multi(format, m, opts, out),
+        }
+    }
 }
 
 type Shared = watch::Receiver<Option<Arc<Snapshot>>>;
@@ -82,16 +111,19 @@ pub fn main(args: ServeArgs) -> Result<ExitCode> {
 
 fn config_from(args: ServeArgs) -> Result<ServeConfig> {
     let pid = match args.pid {
-        p if p <= 0 || p > u32::MAX as i64 => {
+        Some(p) if p <= 0 || p > u32::MAX as i64 => {
             return Err(user_error(format!("{p} is not a valid PID"), "PIDs are positive numbers; find yours with `pgrep -f app.py`"))
         }
-        p => p as u32,
+        Some(p) => Some(p as u32),
+        None if args.all => None,
+        None => return Err(user_error("nothing to serve", "give a PID (tracer serve -p PID) or --all for every CPython process")),
     };
+    let host = args.host.filter(args.all, "serve")?;
     let criteria = args.tracing.criteria();
     let push = args.push.as_deref().map(PushTarget::parse).transpose()?;
     Ok(ServeConfig {
         record: RecordConfig {
-            pid: Some(pid),
+            pid,
             command: Vec::new(),
             duration: None,
             interval: args.interval,
@@ -100,7 +132,7 @@ fn config_from(args: ServeArgs) -> Result<ServeConfig> {
             python_malloc: false,
             sample_bytes: args.tracing.sample_bytes,
             follow_forks: false,
-            host: None,
+            host,
             progress: false,
             holders: if args.no_holders { HoldersMode::Off } else { HoldersMode::On },
             holder_budget: args.tracing.holder_budget(),
@@ -130,7 +162,8 @@ async fn serve(config: ServeConfig) -> Result<()> {
     let (tx, rx) = watch::channel::<Option<Arc<Snapshot>>>(None);
     let acceptor = tokio::spawn(accept_loop(listener, rx, config.export));
     eprintln!("tracer: serving on http://{}/ (/debug/pprof/heap /flamegraph.svg /report.json /metrics)", config.listen);
-    let pusher = config.push.map(|t| Arc::new(Pusher::new(t, session.target.pid)));
+    let pushed_as = if session.host.is_some() { "mode=host".to_string() } else { format!("pid={}", session.target.pid) };
+    let pusher = config.push.map(|t| Arc::new(Pusher::new(t, pushed_as)));
     let result = trace_loop(&mut session, &config.record, &tx, pusher.as_ref()).await;
     // Stop answering, then detach: dropping the session drops the probes.
     acceptor.abort();
@@ -157,10 +190,12 @@ async fn trace_loop(
     let mut housekeeping = tokio::time::interval(HOUSEKEEPING);
     let events = record::Announcements::new(session)?;
     let mut samples = 0u64;
+    // In host mode no single process's end stops the daemon; each ended one keeps its report.
+    let ends_with_main = session.host.is_none();
     let reason = loop {
         tokio::select! {
             _ = events.wait() => {
-                if let Some(reason) = record::handle_events(session, true) {
+                if let Some(reason) = record::handle_events(session, ends_with_main) {
                     break reason;
                 }
             }
@@ -171,12 +206,12 @@ async fn trace_loop(
                 samples += 1;
                 let snapshot = Arc::new(live_snapshot(session, config, samples));
                 if let Some(p) = pusher {
-                    p.push(&snapshot.report);
+                    p.push(&snapshot);
                 }
                 tx.send_replace(Some(snapshot));
             }
             _ = housekeeping.tick() => {
-                if let Some(reason) = record::handle_events(session, true) {
+                if let Some(reason) = record::handle_events(session, ends_with_main) {
                     break reason;
                 }
                 if !record::alive(session) {
@@ -192,11 +227,22 @@ async fn trace_loop(
 fn live_snapshot(session: &mut Session, config: &RecordConfig, samples: u64) -> Snapshot {
     let started = Instant::now();
     record::sample(session);
-    let mut report = crate::build_report::build(session, EndReason::Interrupted, &config.criteria, monotonic_ns());
-    report.final_view = "live".to_string();
-    report.sample_bytes = config.sample_bytes;
+    let view = if session.host.is_some() {
+        let processes = record::reports(session, "live", &config.criteria, monotonic_ns(), config.sample_bytes);
+        let skipped = session.host.as_ref().map(|h| h.skipped.clone()).unwrap_or_default();
+        Saved::Many(MultiReport { schema: SCHEMA, processes, skipped })
+    } else {
+        let mut report = crate::build_report::build(session, EndReason::Interrupted, &config.criteria, monotonic_ns());
+        report.final_view = "live".to_string();
+        report.sample_bytes = config.sample_bytes;
+        Saved::One(report)
+    };
     let build_s = started.elapsed().as_secs_f64();
-    log::debug!("live report #{samples}: {} suspects, built in {:.1} ms", report.suspects.len(), build_s * 1e3);
+    let suspects: usize = match &view {
+        Saved::One(r) => r.suspects.len(),
+        Saved::Many(m) => m.processes.iter().map(|r| r.suspects.len()).sum(),
+    };
+    log::debug!("live report #{samples}: {suspects} suspects, built in {:.1} ms", build_s * 1e3);
     static WARNED: AtomicBool = AtomicBool::new(false);
     if build_s > config.interval.as_secs_f64() / 2.0 && !WARNED.swap(true, Ordering::Relaxed) {
         log::warn!(
@@ -206,7 +252,7 @@ fn live_snapshot(session: &mut Session, config: &RecordConfig, samples: u64) -> 
             config.interval.as_secs_f64()
         );
     }
-    Snapshot { report, built_unix_s: unix_now(), build_s, samples }
+    Snapshot { view, built_unix_s: unix_now(), build_s, samples }
 }
 
 fn unix_now() -> f64 {
@@ -417,10 +463,9 @@ fn route(path: &str, snapshot: Option<&Snapshot>, opts: &ExportOptions) -> Respo
     let Some(snap) = snapshot else {
         return Response::text(503, "no sample yet; try again after the first interval\n").header("Retry-After", "1");
     };
-    let report = &snap.report;
     let render = |format: Format| -> Result<Vec<u8>> {
         let mut out = Vec::new();
-        export::write(format, report, opts, &mut out)?;
+        snap.render(format, opts, &mut out)?;
         Ok(out)
     };
     let rendered = match path {
@@ -459,8 +504,6 @@ fn html_escape(s: &str) -> String {
 }
 
 fn index_html(snap: &Snapshot) -> String {
-    let r = &snap.report;
-    let leaks = r.suspects.iter().filter(|s| s.verdict == crate::report::Verdict::Leak).count();
     let links = [
         ("/debug/pprof/heap", "pprof heap profile (go tool pprof, Parca, Pyroscope)"),
         ("/flamegraph.svg", "flame graph of outstanding memory"),
@@ -469,17 +512,40 @@ fn index_html(snap: &Snapshot) -> String {
         ("/metrics", "Prometheus metrics"),
     ];
     let mut html = String::from("<!doctype html>\n<html><head><meta charset=\"utf-8\"><title>tracer</title>\n<style>body{font-family:sans-serif;margin:2em}code{background:#eee}</style></head><body>\n");
-    let _ = write!(
-        html,
-        "<h1>tracer: pid {}</h1>\n<p><code>{}</code> (CPython {})</p>\n<p>traced for {:.0} s, {} samples; {} outstanding bytes; {} leaking stacks</p>\n<ul>\n",
-        r.target.pid,
-        html_escape(if r.target.cmdline.is_empty() { &r.target.exe } else { &r.target.cmdline }),
-        html_escape(&r.target.python),
-        r.duration_s,
-        snap.samples,
-        r.totals.outstanding_bytes,
-        leaks
-    );
+    let leaks = |r: &Report| r.suspects.iter().filter(|s| s.verdict == crate::report::Verdict::Leak).count();
+    let command = |r: &Report| html_escape(if r.target.cmdline.is_empty() { &r.target.exe } else { &r.target.cmdline });
+    match &snap.view {
+        Saved::One(r) => {
+            let _ = write!(
+                html,
+                "<h1>tracer: pid {}</h1>\n<p><code>{}</code> (CPython {})</p>\n<p>traced for {:.0} s, {} samples; {} outstanding bytes; {} leaking stacks</p>\n",
+                r.target.pid,
+                command(r),
+                html_escape(&r.target.python),
+                r.duration_s,
+                snap.samples,
+                r.totals.outstanding_bytes,
+                leaks(r)
+            );
+        }
+        Saved::Many(m) => {
+            let _ = writeln!(html, "<h1>tracer: {} CPython processes (host mode)</h1>\n<p>{} samples</p>\n<ul>", m.processes.len(), snap.samples);
+            for r in &m.processes {
+                let _ = writeln!(
+                    html,
+                    "<li>pid {} <code>{}</code> (CPython {}, {}): {} outstanding bytes; {} leaking stacks</li>",
+                    r.target.pid,
+                    command(r),
+                    html_escape(&r.target.python),
+                    html_escape(&r.final_view),
+                    r.totals.outstanding_bytes,
+                    leaks(r)
+                );
+            }
+            html.push_str("</ul>\n");
+        }
+    }
+    html.push_str("<ul>\n");
     for (href, what) in links {
         let _ = writeln!(html, "<li><a href=\"{href}\">{href}</a>: {what}</li>");
     }
@@ -550,17 +616,55 @@ fn innermost(stack: &[Frame]) -> (String, String, u32) {
     })
 }
 
+/// A series' labels, and a suspect line's sums: (outstanding bytes, growth per s, best score).
+type Labels = Vec<(&'static str, String)>;
+type LineSums = (f64, f64, f64);
+/// A suspect's innermost Python line and verdict: (function, file, line, verdict).
+type LineKey<'a> = (String, String, u32, &'a str);
+
 fn metrics(snap: &Snapshot) -> String {
-    let r = &snap.report;
+    let (reports, multi) = (snap.reports(), snap.multi());
+    // With --all every per-process series carries the process's `pid` label; one process alone
+    // keeps the label-free series it always had.
+    let pid_of = |r: &Report| -> Vec<(&'static str, String)> {
+        if multi {
+            vec![("pid", r.target.pid.to_string())]
+        } else {
+            vec![]
+        }
+    };
+    let with = |r: &Report, more: Vec<(&'static str, String)>| -> Vec<(&'static str, String)> {
+        let mut labels = pid_of(r);
+        labels.extend(more);
+        labels
+    };
+    let per_process = |f: &dyn Fn(&Report) -> f64| -> Vec<(Vec<(&'static str, String)>, f64)> { reports.iter().map(|r| (pid_of(r), f(r))).collect() };
     let mut out = String::new();
-    let info = vec![
-        ("pid", r.target.pid.to_string()),
-        ("python", r.target.python.clone()),
-        ("exe", r.target.exe.clone()),
-        ("libc", r.target.libc.clone()),
-    ];
-    family(&mut out, "tracer_target_info", "gauge", "The traced process (always 1).", &[(info, 1.0)]);
-    family(&mut out, "tracer_traced_seconds", "gauge", "Seconds since the tracer attached.", &[(vec![], r.duration_s)]);
+    let info: Vec<_> = reports
+        .iter()
+        .map(|r| {
+            let mut labels = vec![
+                ("pid", r.target.pid.to_string()),
+                ("python", r.target.python.clone()),
+                ("exe", r.target.exe.clone()),
+                ("libc", r.target.libc.clone()),
+            ];
+            if multi {
+                labels.push(("cmdline", r.target.cmdline.clone()));
+                labels.push(("final_view", r.final_view.clone()));
+            }
+            (labels, 1.0)
+        })
+        .collect();
+    let help = if multi { "A traced process (always 1; final_view is live while it runs)." } else { "The traced process (always 1)." };
+    family(&mut out, "tracer_target_info", "gauge", help, &info);
+    if multi {
+        let ended = reports.iter().filter(|r| r.final_view != "live").count() as f64;
+        let states = [(vec![("state", "live".to_string())], reports.len() as f64 - ended), (vec![("state", "ended".to_string())], ended)];
+        family(&mut out, "tracer_processes", "gauge", "Processes traced, by state (ended ones keep their last report).", &states);
+    }
+    let duration_s = reports.iter().map(|r| r.duration_s).fold(0.0, f64::max);
+    family(&mut out, "tracer_traced_seconds", "gauge", "Seconds since the tracer attached.", &[(vec![], duration_s)]);
     family(&mut out, "tracer_samples_total", "counter", "Intervals sampled.", &[(vec![], snap.samples as f64)]);
     family(&mut out, "tracer_report_build_seconds", "gauge", "Time the last interval's sampling and report took.", &[(vec![], snap.build_s)]);
     family(&mut out, "tracer_report_timestamp_seconds", "gauge", "When the served report was built (Unix time).", &[(vec![], snap.built_unix_s)]);
@@ -569,52 +673,61 @@ fn metrics(snap: &Snapshot) -> String {
         "tracer_outstanding_bytes",
         "gauge",
         "Bytes allocated since the tracer attached and not freed.",
-        &[(vec![], r.totals.outstanding_bytes as f64)],
+        &per_process(&|r| r.totals.outstanding_bytes as f64),
     );
     family(
         &mut out,
         "tracer_outstanding_allocations",
         "gauge",
         "Allocations made since the tracer attached and not freed.",
-        &[(vec![], r.totals.outstanding_count as f64)],
+        &per_process(&|r| r.totals.outstanding_count as f64),
     );
+    // The BPF counters are kept for all traced processes together: one series each, never
+    // repeated per process (the highest value: ended processes carry an older copy).
+    let counter = |f: &dyn Fn(&Report) -> u64| reports.iter().map(f).max().unwrap_or(0) as f64;
     family(
         &mut out,
         "tracer_events_total",
         "counter",
-        "Allocation and free events recorded.",
-        &[(vec![("kind", "alloc".into())], r.totals.allocs as f64), (vec![("kind", "free".into())], r.totals.frees as f64)],
+        "Allocation and free events recorded (all traced processes together).",
+        &[(vec![("kind", "alloc".into())], counter(&|r| r.totals.allocs)), (vec![("kind", "free".into())], counter(&|r| r.totals.frees))],
     );
-    let lost: Vec<_> = r.totals.lost.iter().map(|(name, v)| (vec![("counter", name.clone())], *v as f64)).collect();
+    let names: std::collections::BTreeSet<&String> = reports.iter().flat_map(|r| r.totals.lost.keys()).collect();
+    let lost: Vec<_> = names.into_iter().map(|name| (vec![("counter", name.clone())], counter(&|r| r.totals.lost.get(name).copied().unwrap_or(0)))).collect();
     family(&mut out, "tracer_lost_total", "counter", "Events that could not be recorded, by cause.", &lost);
 
-    let mut by_verdict = std::collections::BTreeMap::<&str, f64>::new();
-    for v in ["leak", "growing", "bounded", "stable"] {
-        by_verdict.insert(v, 0.0);
-    }
-    // Per suspect, keyed by the innermost Python frame (and verdict): several stacks can end in
-    // the same line (different callers), and one series per label set is the rule.
-    let mut per_frame: Vec<((String, String, u32, &str), (f64, f64, f64))> = Vec::new();
-    for s in &r.suspects {
-        *by_verdict.entry(s.verdict.as_str()).or_default() += 1.0;
-        let (function, file, line) = innermost(&s.stack);
-        let key = (function, file, line, s.verdict.as_str());
-        let add = (s.outstanding_bytes as f64, s.growth_bytes_per_s, s.score);
-        match per_frame.iter_mut().find(|(k, _)| *k == key) {
-            Some((_, v)) => {
-                v.0 += add.0;
-                v.1 += add.1;
-                v.2 = v.2.max(add.2);
+    let mut verdicts = Vec::new();
+    let mut suspect_series: Vec<(Labels, LineSums)> = Vec::new();
+    for r in reports {
+        let mut by_verdict = std::collections::BTreeMap::<&str, f64>::new();
+        for v in ["leak", "growing", "bounded", "stable"] {
+            by_verdict.insert(v, 0.0);
+        }
+        // Per suspect, keyed by the innermost Python frame (and verdict): several stacks can end
+        // in the same line (different callers), and one series per label set is the rule.
+        let mut per_frame: Vec<(LineKey, LineSums)> = Vec::new();
+        for s in &r.suspects {
+            *by_verdict.entry(s.verdict.as_str()).or_default() += 1.0;
+            let (function, file, line) = innermost(&s.stack);
+            let key = (function, file, line, s.verdict.as_str());
+            let add = (s.outstanding_bytes as f64, s.growth_bytes_per_s, s.score);
+            match per_frame.iter_mut().find(|(k, _)| *k == key) {
+                Some((_, v)) => {
+                    v.0 += add.0;
+                    v.1 += add.1;
+                    v.2 = v.2.max(add.2);
+                }
+                None => per_frame.push((key, add)),
             }
-            None => per_frame.push((key, add)),
+        }
+        verdicts.extend(by_verdict.iter().map(|(v, n)| (with(r, vec![("verdict", v.to_string())]), *n)));
+        for ((function, file, line, verdict), v) in per_frame {
+            let labels = with(r, vec![("function", function), ("file", file), ("line", line.to_string()), ("verdict", verdict.to_string())]);
+            suspect_series.push((labels, v));
         }
     }
-    let verdicts: Vec<_> = by_verdict.iter().map(|(v, n)| (vec![("verdict", v.to_string())], *n)).collect();
     family(&mut out, "tracer_suspects", "gauge", "Stacks in the report, by verdict.", &verdicts);
-    let labels = |(function, file, line, verdict): &(String, String, u32, &str)| {
-        vec![("function", function.clone()), ("file", file.clone()), ("line", line.to_string()), ("verdict", verdict.to_string())]
-    };
-    let pick = |f: fn(&(f64, f64, f64)) -> f64| -> Vec<_> { per_frame.iter().map(|(k, v)| (labels(k), f(v))).collect() };
+    let pick = |f: fn(&(f64, f64, f64)) -> f64| -> Vec<_> { suspect_series.iter().map(|(l, v)| (l.clone(), f(v))).collect() };
     family(
         &mut out,
         "tracer_suspect_outstanding_bytes",
@@ -631,10 +744,13 @@ fn metrics(snap: &Snapshot) -> String {
     );
     family(&mut out, "tracer_suspect_score", "gauge", "Leak evidence in [0, 1] (highest of the stacks ending in this line).", &pick(|v| v.2));
 
-    let mut seen = std::collections::HashSet::new();
-    let holders: Vec<_> = r.holders.iter().filter(|h| seen.insert((h.path.as_str(), h.type_name.as_str()))).collect();
-    let holder_labels = |h: &crate::report::Holder| vec![("path", h.path.clone()), ("type", h.type_name.clone()), ("verdict", h.verdict.as_str().to_string())];
-    let hs = |f: fn(&crate::report::Holder) -> f64| -> Vec<_> { holders.iter().map(|h| (holder_labels(h), f(h))).collect() };
+    let mut holders: Vec<(&Report, &crate::report::Holder)> = Vec::new();
+    for r in reports {
+        let mut seen = std::collections::HashSet::new();
+        holders.extend(r.holders.iter().filter(|h| seen.insert((h.path.as_str(), h.type_name.as_str()))).map(|h| (r, h)));
+    }
+    let holder_labels = |r: &Report, h: &crate::report::Holder| with(r, vec![("path", h.path.clone()), ("type", h.type_name.clone()), ("verdict", h.verdict.as_str().to_string())]);
+    let hs = |f: fn(&crate::report::Holder) -> f64| -> Vec<_> { holders.iter().map(|(r, h)| (holder_labels(r, h), f(h))).collect() };
     family(&mut out, "tracer_holder_length", "gauge", "Items in a container of the target, by path.", &hs(|h| h.len as f64));
     family(&mut out, "tracer_holder_growth_per_second", "gauge", "Items added per second to a container of the target.", &hs(|h| h.growth_per_s));
     family(
@@ -701,27 +817,29 @@ fn query_escape(s: &str) -> String {
 
 struct Pusher {
     target: PushTarget,
-    pid: u32,
+    /// The label of the pushed application name: `pid=N`, or `mode=host` with --all (the
+    /// profile's samples then carry a `pid` label each).
+    label: String,
     in_flight: AtomicBool,
     failing: AtomicBool,
     last_until: std::sync::Mutex<u64>,
 }
 
 impl Pusher {
-    fn new(target: PushTarget, pid: u32) -> Pusher {
+    fn new(target: PushTarget, label: String) -> Pusher {
         let now = unix_now() as u64;
-        Pusher { target, pid, in_flight: AtomicBool::new(false), failing: AtomicBool::new(false), last_until: std::sync::Mutex::new(now) }
+        Pusher { target, label, in_flight: AtomicBool::new(false), failing: AtomicBool::new(false), last_until: std::sync::Mutex::new(now) }
     }
 
     /// Renders the profile now and sends it in the background; skipped while the previous push
     /// is still in flight.
-    fn push(self: &Arc<Self>, report: &Report) {
+    fn push(self: &Arc<Self>, snapshot: &Snapshot) {
         if self.in_flight.swap(true, Ordering::AcqRel) {
             log::debug!("push: the previous one is still in flight; skipping this interval");
             return;
         }
         let mut body = Vec::new();
-        if let Err(e) = export::write(Format::Pprof, report, &ExportOptions::default(), &mut body) {
+        if let Err(e) = snapshot.render(Format::Pprof, &ExportOptions::default(), &mut body) {
             log::warn!("push: rendering the profile: {e:#}");
             self.in_flight.store(false, Ordering::Release);
             return;
@@ -760,7 +878,7 @@ impl Pusher {
     }
 
     async fn send(&self, body: Vec<u8>, from: u64, until: u64) -> Result<()> {
-        let name = format!("tracer.python{{pid={}}}", self.pid);
+        let name = format!("tracer.python{{{}}}", self.label);
         let path = format!(
             "{}/ingest?name={}&from={from}&until={until}&format=pprof&spyName=tracer",
             self.target.prefix,
@@ -844,7 +962,7 @@ mod tests {
     }
 
     fn snapshot() -> Snapshot {
-        Snapshot { report: report(), built_unix_s: 1.7e9, build_s: 0.01, samples: 3 }
+        Snapshot { view: Saved::One(report()), built_unix_s: 1.7e9, build_s: 0.01, samples: 3 }
     }
 
     #[test]
@@ -925,6 +1043,36 @@ mod tests {
         }
         assert_eq!(sample_value(f64::INFINITY), "+Inf");
         assert_eq!(label_value("a\nb"), "a\\nb");
+    }
+
+    #[test]
+    fn host_mode_metrics_label_every_process_series_with_its_pid() {
+        let mut other = report();
+        other.target.pid = 43;
+        other.final_view = "finalization".into();
+        let view = Saved::Many(MultiReport { schema: SCHEMA, processes: vec![report(), other], skipped: vec![] });
+        let snap = Snapshot { view, built_unix_s: 1.7e9, build_s: 0.01, samples: 3 };
+        let text = metrics(&snap);
+        for pid in ["42", "43"] {
+            let line = format!(r#"tracer_suspect_outstanding_bytes{{pid="{pid}",function="leak \"x\"",file="/srv/a\\b.py",line="7",verdict="leak"}} 300"#);
+            assert!(text.lines().any(|l| l == line), "{line} in:\n{text}");
+            assert!(text.contains(&format!("tracer_outstanding_bytes{{pid=\"{pid}\"}} 300")), "{text}");
+            assert!(text.contains(&format!(r#"tracer_holder_length{{pid="{pid}",path="__main__.KEPT",type="list",verdict="leak"}} 10"#)), "{text}");
+        }
+        assert!(text.contains(r#"tracer_processes{state="ended"} 1"#), "{text}");
+        // Shared counters are one series, not one per process.
+        assert_eq!(text.lines().filter(|l| l.starts_with("tracer_lost_total{")).count(), 1, "{text}");
+        let per_process = ["tracer_outstanding_bytes", "tracer_outstanding_allocations", "tracer_suspects", "tracer_suspect_", "tracer_holder_", "tracer_target_info"];
+        for l in text.lines().filter(|l| !l.starts_with('#')) {
+            if per_process.iter().any(|p| l.starts_with(p)) {
+                assert!(l.contains("pid=\""), "per-process series without pid: {l}");
+            }
+        }
+        let json: serde_json::Value = serde_json::from_slice(&route("/report.json", Some(&snap), &ExportOptions::default()).body).unwrap();
+        assert_eq!(json["processes"].as_array().map(|p| p.len()), Some(2));
+        let txt = String::from_utf8(route("/report.txt", Some(&snap), &ExportOptions::default()).body).unwrap();
+        assert!(txt.contains("== PID 42:") && txt.contains("== PID 43:"), "{txt}");
+        assert!(index_html(&snap).contains("pid 43"));
     }
 
     #[test]

@@ -176,7 +176,9 @@ fn find_python(pid: u32, files: &[(String, Vec<&MapEntry>)], exe: &str, cmdline:
     let ordered = files.iter().filter(|(p, _)| likely(p)).chain(files.iter().filter(|(p, _)| !likely(p)));
     let mut saw_old_python = None;
     for (path, entries) in ordered {
-        if path.ends_with(".pyc") || path.contains("/locale/") {
+        // A runtime that is not mapped executable is not running: another tool (a profiler, a
+        // second tracer symbolizing its own target) can map libpython read-only to read it.
+        if path.ends_with(".pyc") || path.contains("/locale/") || !entries.iter().any(|e| e.perms.contains('x')) {
             continue;
         }
         let Ok(obj) = open_mapped(pid, path, entries) else { continue };

@@ -536,3 +536,167 @@ fn clear_errors_before_attaching() {
     drop(taken);
     drop(target);
 }
+
+/// A child process killed (and reaped) when dropped.
+struct Spawned(Child);
+
+impl Drop for Spawned {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// The section of `pid` in a host-mode report (`{"schema":1,"processes":[...]}`).
+fn section(report: &Value, pid: u32) -> Option<&Value> {
+    report["processes"].as_array()?.iter().find(|p| p["target"]["pid"].as_u64() == Some(pid as u64))
+}
+
+/// `go tool pprof -top -tagfocus=pid=^PID$ URL`: the profile narrowed to one process by its label
+/// (anchored: a bare number would be read as a numeric range).
+fn pprof_top_of_pid(url: &str, pid: u32) -> String {
+    let dir = tempfile::tempdir().unwrap();
+    let out = Command::new("go")
+        .args(["tool", "pprof", "-top", &format!("-tagfocus=pid=^{pid}$"), url])
+        .env("PPROF_TMPDIR", dir.path())
+        .env("HOME", dir.path())
+        .output()
+        .expect("go tool pprof");
+    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success(), "go tool pprof -tagfocus=pid={pid} failed:\n{text}");
+    text
+}
+
+/// `serve --all --match MARKER`: a CPython process started before the daemon and one started
+/// after it (which then exits normally) are served as separate profiles, each leak under its own
+/// PID with its file:line and block size; the exited one keeps its last report; a non-Python
+/// process carrying the marker gets no probe.
+#[test]
+fn serve_all_serves_each_process_under_its_own_pid() {
+    if !require_root() {
+        return;
+    }
+    let _g = serial();
+    let all = pythons();
+    let Some(first) = all.iter().find(|p| p.minor == 11).cloned() else {
+        println!("skipped: no CPython 3.11");
+        return;
+    };
+    let later = all.iter().find(|p| p.minor == 12).or_else(|| all.iter().find(|p| p.minor == 13)).cloned().unwrap_or_else(|| first.clone());
+    let marker = format!("tracer-serve-all-{}", std::process::id());
+    // Extra arguments are ignored by the fixtures: they only make the command lines unique.
+    let mut before = Command::new(&first.path).arg(fixture(FIXTURE)).args(["120", &marker]).stdout(Stdio::piped()).spawn().unwrap();
+    let mut line = String::new();
+    BufReader::new(before.stdout.as_mut().unwrap()).read_line(&mut line).unwrap();
+    assert_eq!(line.trim(), "ready");
+    let before = Spawned(before);
+    let native = Spawned(
+        Command::new("perl")
+            .args(["-e", "my $end = time + 60; while (time < $end) { my $x = 'a' x 100000; }", &marker])
+            .spawn()
+            .unwrap(),
+    );
+    let port = free_port();
+    let listen = format!("127.0.0.1:{port}");
+    let mut daemon = Daemon::start(&["--all", "--match", &marker, "--listen", &listen, "-i", "1s"]);
+    daemon.wait_answering(port);
+    let held = bpf_ids_held_by(daemon.child.id());
+    std::thread::sleep(Duration::from_secs(1));
+    // Started after the daemon; leaks for 12 s, then exits normally (finalization).
+    let mut after = Command::new(&later.path).arg(fixture("exit_leak.py")).args(["12", &marker]).stdout(Stdio::null()).spawn().unwrap();
+    let after_pid = after.id();
+    let deadline = Instant::now() + Duration::from_secs(40);
+    while after.try_wait().unwrap().is_none() {
+        assert!(Instant::now() < deadline, "exit_leak.py did not exit");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    // Retired at its finalization; one interval later the served report has it.
+    std::thread::sleep(Duration::from_secs(2));
+
+    assert_eq!(malloc_first_byte(native.0.id()), malloc_first_byte(std::process::id()), "the non-Python process has no probe in its malloc");
+    assert_eq!(malloc_first_byte(before.0.id()), 0xcc, "the traced process has its probe");
+
+    let (head, json) = get(port, "/report.json");
+    assert!(head.contains("Content-Type: application/json"), "{head}");
+    let report: Value = serde_json::from_slice(&json).expect("report.json is JSON");
+    assert_eq!(report["schema"], 1);
+    assert!(section(&report, native.0.id()).is_none(), "the non-Python process is not traced: {report:#}");
+    let small_line = line_of(FIXTURE, "KEPT_SMALL.append");
+    let exit_line = line_of("exit_leak.py", "KEPT[COUNT] = bytearray(4096)");
+
+    let a = section(&report, before.0.id()).unwrap_or_else(|| panic!("pid {} (started before) has a section: {report:#}", before.0.id()));
+    assert_eq!(a["final_view"], "live");
+    assert!(a["target"]["cmdline"].as_str().unwrap().contains(&marker));
+    let small: Vec<&Value> = suspects_at(a, "leak_small", FIXTURE, small_line).into_iter().filter(|s| s["allocator"] == "malloc").collect();
+    assert!(sum(&small, "outstanding_count") > 500, "leak_small under pid {}: {a:#}", before.0.id());
+    assert!(small.iter().all(|s| s["outstanding_bytes"].as_u64().unwrap() % 1001 == 0), "1001-byte blocks: {small:#?}");
+    assert!(small.iter().any(|s| s["verdict"] == "leak"), "leak_small is a leak: {small:#?}");
+    assert!(suspects_at(a, "remember", "exit_leak.py", exit_line).is_empty(), "the other process's leak is not in this one's report");
+
+    let b = section(&report, after_pid).unwrap_or_else(|| panic!("pid {after_pid} (started after, exited) keeps a section: {report:#}"));
+    assert!(b["final_view"] == "finalization" || b["final_view"] == "target_exited", "{}", b["final_view"]);
+    assert_eq!(b["target"]["python"].as_str().unwrap().split('.').nth(1).unwrap(), later.minor.to_string());
+    let kept: Vec<&Value> = suspects_at(b, "remember", "exit_leak.py", exit_line).into_iter().filter(|s| s["allocator"] == "malloc").collect();
+    assert!(sum(&kept, "outstanding_count") > 300, "remember() under pid {after_pid}: {b:#}");
+    assert!(kept.iter().all(|s| s["outstanding_bytes"].as_u64().unwrap() % 4097 == 0), "4097-byte blocks: {kept:#?}");
+    assert!(kept.iter().any(|s| matches!(s["verdict"].as_str(), Some("leak" | "growing"))), "remember() grows: {kept:#?}");
+    assert!(suspects_at(b, "leak_small", FIXTURE, small_line).is_empty(), "the first process's leak is not in this one's report");
+    println!(
+        "pid {} leak_small: {} bytes in {} blocks ({}); exited pid {after_pid} remember: {} bytes in {} blocks ({}, final view {})",
+        before.0.id(),
+        sum(&small, "outstanding_bytes"),
+        sum(&small, "outstanding_count"),
+        small[0]["verdict"],
+        sum(&kept, "outstanding_bytes"),
+        sum(&kept, "outstanding_count"),
+        kept[0]["verdict"],
+        b["final_view"]
+    );
+
+    // Later intervals do not touch the report of the process that ended.
+    std::thread::sleep(Duration::from_secs(3));
+    let again: Value = serde_json::from_slice(&get(port, "/report.json").1).unwrap();
+    assert_eq!(section(&again, after_pid), Some(b), "the exited process's report is kept as it was");
+    let a2 = section(&again, before.0.id()).unwrap();
+    assert!(a2["duration_s"].as_f64() > a["duration_s"].as_f64(), "the live one moves on");
+
+    let text = String::from_utf8(get(port, "/metrics").1).unwrap();
+    let samples = parse_prometheus(&text);
+    for (pid, function, line) in [(before.0.id(), "leak_small", small_line), (after_pid, "remember", exit_line)] {
+        let pid_s = pid.to_string();
+        let s = samples
+            .iter()
+            .find(|s| {
+                s.name == "tracer_suspect_outstanding_bytes"
+                    && s.label("pid") == Some(pid_s.as_str())
+                    && s.label("function") == Some(function)
+                    && s.label("line") == Some(line.to_string().as_str())
+            })
+            .unwrap_or_else(|| panic!("no series for {function} under pid {pid}:\n{text}"));
+        assert!(s.value > 100_000.0, "{s:?}");
+        assert!(samples.iter().any(|s| s.name == "tracer_outstanding_bytes" && s.label("pid") == Some(pid_s.as_str()) && s.value > 100_000.0), "{text}");
+    }
+    for s in samples.iter().filter(|s| s.name.starts_with("tracer_suspect") || s.name.starts_with("tracer_holder") || s.name.starts_with("tracer_outstanding")) {
+        assert!(s.label("pid").is_some(), "per-process series without a pid label: {s:?}");
+    }
+
+    let url = format!("http://{listen}/debug/pprof/heap");
+    let top_a = pprof_top_of_pid(&url, before.0.id());
+    assert!(top_a.contains("leak_small") && !top_a.contains("remember"), "pprof, pid {}:\n{top_a}", before.0.id());
+    let top_b = pprof_top_of_pid(&url, after_pid);
+    assert!(top_b.contains("remember") && !top_b.contains("leak_small"), "pprof, pid {after_pid}:\n{top_b}");
+    println!("go tool pprof -top -tagfocus=pid={after_pid} {url}:\n{top_b}");
+
+    let txt = String::from_utf8(get(port, "/report.txt").1).unwrap();
+    assert!(txt.contains(&format!("== PID {}:", before.0.id())) && txt.contains(&format!("== PID {after_pid}:")), "{txt}");
+    let svg = String::from_utf8(get(port, "/flamegraph.svg").1).unwrap();
+    assert!(svg.contains(&format!("pid {}", before.0.id())) && svg.contains(&format!("pid {after_pid}")), "flame graph roots per process");
+
+    unsafe { libc::kill(daemon.child.id() as i32, libc::SIGTERM) };
+    let (code, stderr) = daemon.wait_exit(Duration::from_secs(10));
+    assert_eq!(code, 0, "{stderr}");
+    assert!(stderr.contains(&format!("pid {after_pid} ended")), "{stderr}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    assert_released(&held, "tracer serve --all");
+    drop((before, native));
+}

@@ -11,12 +11,15 @@
 //!   for a trigger file, so start-up and attaching are not measured).
 //! - bench/tornado_bench.py: a Tornado app saturated by a bounded loopback load generator,
 //!   untraced vs traced: requests per second.
+//! - host mode: the same workload traced alone (`record -p PID`) vs traced by `record --all
+//!   --match TAG` beside 20 idle CPython processes that are traced too (see `host.rs`).
 //!
 //! It prints a table (median over rounds) with pass/fail against the project's targets and,
 //! unless `--quick` (then only with `--write`), writes BENCHMARKS.md. The measured processes run
 //! against a private copy of libc (their own inode), so probes elsewhere on the machine do not
 //! touch them. bcc runs only while no `tracer` process exists on the machine.
 
+mod host;
 pub mod json;
 mod levers;
 pub mod proc;
@@ -77,8 +80,11 @@ pub struct BenchArgs {
     /// programs at the same probes)
     #[arg(long)]
     pub no_levers: bool,
+    /// Leave out the host-mode comparison (busy process alone vs beside 20 traced idle ones)
+    #[arg(long)]
+    pub no_host: bool,
     /// Run only these workload configurations (comma-separated keys: full, sampled, memray,
-    /// bcc, holders), e.g. to debug one of them
+    /// bcc, holders; host for the host-mode section), e.g. to debug one of them
     #[arg(long, value_delimiter = ',')]
     pub only: Vec<String>,
     /// Do not install anything (use what target/ and the machine already have)
@@ -138,6 +144,7 @@ pub fn bench(args: BenchArgs) -> Result<i32> {
         tornado_seconds,
         tornado_threads: args.tornado_threads,
         counter: Default::default(),
+        tag: format!("tracer-bench-{}", std::process::id()),
     };
     let machine = tools::machine(&python, memray.as_deref());
 
@@ -229,6 +236,21 @@ pub fn bench(args: BenchArgs) -> Result<i32> {
         );
         Some(interleave(&ctx, &base, &tc, rounds, runs::tornado, "tornado"))
     };
+    let host = if args.no_host || (!args.only.is_empty() && !args.only.iter().any(|k| k == host::HOST)) {
+        None
+    } else {
+        println!(
+            "bench: {rounds} round(s) of bench/workload.py traced alone vs with --all beside {} idle CPython processes",
+            host::IDLE
+        );
+        match host::run(&ctx, &base, rounds) {
+            Ok(h) => Some(h),
+            Err(e) => {
+                println!("bench: host mode: could not run: {e:#}");
+                None
+            }
+        }
+    };
     let _ = fs::remove_dir_all(&tmp);
 
     let command = format!(
@@ -248,6 +270,7 @@ pub fn bench(args: BenchArgs) -> Result<i32> {
         tornado,
         levers,
         levers_iterations,
+        host,
         end_loadavg: tools::loadavg(),
         minutes: start.elapsed().as_secs_f64() / 60.0,
         note: args.note.clone(),

@@ -301,6 +301,10 @@ pub(crate) fn profile(reports: &[Report], multi: bool) -> Profile {
             let mut label = vec![b.label("verdict", suspect.verdict.as_str())];
             if multi {
                 label.push(b.label("pid", &r.target.pid.to_string()));
+                // Interned once in the string table, however many samples carry it.
+                if !r.target.cmdline.is_empty() {
+                    label.push(b.label("cmdline", &r.target.cmdline));
+                }
             }
             b.profile.sample.push(Sample {
                 location_id,

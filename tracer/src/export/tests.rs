@@ -615,6 +615,14 @@ fn pprof_multi_labels_pid() {
         })
         .collect();
     assert_eq!(pids, ["4242", "4242", "4242", "4242", "4343", "4343"]);
+    let cmdlines: std::collections::BTreeSet<&str> = p
+        .sample
+        .iter()
+        .flat_map(|x| x.label.iter().filter(|l| s(l.key) == "cmdline").map(|l| s(l.str)))
+        .collect();
+    let m = multi();
+    let want: std::collections::BTreeSet<&str> = m.processes.iter().map(|r| r.target.cmdline.as_str()).filter(|c| !c.is_empty()).collect();
+    assert_eq!(cmdlines.len(), want.len(), "one cmdline label value per process with a command line");
 }
 
 #[test]

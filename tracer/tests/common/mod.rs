@@ -339,3 +339,29 @@ pub fn assert_released(held: &[(String, u64)], label: &str) {
         println!("note: other tracer processes {others:?} are running; checked only this tracer's own programs and links");
     }
 }
+
+/// The first byte of `malloc` in the process's own libc, read from its memory: 0xCC (int3)
+/// while a uprobe is installed in that process.
+pub fn malloc_first_byte(pid: u32) -> u8 {
+    let maps = std::fs::read_to_string(format!("/proc/{pid}/maps")).unwrap();
+    let libc = maps.lines().filter_map(|l| l.split_whitespace().nth(5)).find(|p| p.contains("/libc.so")).expect("libc mapped").to_string();
+    let data = std::fs::read(format!("/proc/{pid}/root{libc}")).unwrap();
+    use object::{Object, ObjectSegment, ObjectSymbol};
+    let file = object::File::parse(&*data).unwrap();
+    let vaddr = file.dynamic_symbols().find(|s| s.name() == Ok("malloc")).unwrap().address();
+    let seg = file.segments().find(|s| vaddr >= s.address() && vaddr < s.address() + s.size()).unwrap();
+    let file_off = vaddr - seg.address() + seg.file_range().0;
+    for line in maps.lines().filter(|l| l.ends_with(&libc)) {
+        let f: Vec<&str> = line.split_whitespace().collect();
+        let (start, end) = f[0].split_once('-').unwrap();
+        let (start, end) = (u64::from_str_radix(start, 16).unwrap(), u64::from_str_radix(end, 16).unwrap());
+        let off = u64::from_str_radix(f[2], 16).unwrap();
+        if file_off >= off && file_off < off + (end - start) {
+            let mut b = [0u8; 1];
+            let mem = std::fs::File::open(format!("/proc/{pid}/mem")).unwrap();
+            std::os::unix::fs::FileExt::read_exact_at(&mem, &mut b, start + file_off - off).unwrap();
+            return b[0];
+        }
+    }
+    panic!("malloc not mapped in {pid}");
+}

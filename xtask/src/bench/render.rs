@@ -19,6 +19,8 @@ pub struct Results {
     pub tornado: Option<(Series, Vec<Series>)>,
     pub levers: Option<(Series, Vec<Series>)>,
     pub levers_iterations: u64,
+    /// Host mode: untraced, traced alone, traced with `--all` beside the idle processes.
+    pub host: Option<(Series, Vec<Series>)>,
     pub end_loadavg: String,
     pub minutes: f64,
     pub note: Option<String>,
@@ -91,7 +93,7 @@ fn count(n: f64) -> String {
 }
 
 fn is_tracer(s: &Series) -> bool {
-    matches!(s.cfg.tool, Tool::Tracer(_) | Tool::TracerVariant { .. })
+    matches!(s.cfg.tool, Tool::Tracer(_) | Tool::TracerVariant { .. } | Tool::Host { .. })
 }
 
 fn find<'a>(list: &'a [Series], key: &str) -> Option<&'a Series> {
@@ -225,6 +227,44 @@ fn tornado_table(r: &Results) -> Option<String> {
     Some(t)
 }
 
+/// The host-mode comparison: one row per configuration, all beside the same idle processes.
+fn host_table(r: &Results) -> Option<String> {
+    let (base, series) = r.host.as_ref()?;
+    let mut t = String::new();
+    t.push_str("| configuration | slowdown (median) | per round | events/s | attach | peak RSS | BPF maps | planted leak |\n");
+    t.push_str("|---|---|---|---|---|---|---|---|\n");
+    let _ = writeln!(
+        t,
+        "| untraced | 1.00x ({} work loop) | {} | | | | | |",
+        opt(med_of(&base.runs, |r| Some(r.value)), secs),
+        base.runs.iter().map(|r| format!("{:.2} s", r.value)).collect::<Vec<_>>().join(", ")
+    );
+    for s in series {
+        let runs = &s.runs;
+        let _ = writeln!(
+            t,
+            "| `{}` | {} | {} | {} | {} | {} | {} | {} |",
+            s.cfg.label,
+            match slowdown(s) {
+                Some(x) => format!("**{x:.2}x**"),
+                None if !s.errors.is_empty() => first_error(s),
+                None => "–".into(),
+            },
+            s.ratios.iter().map(|x| format!("{x:.2}x")).collect::<Vec<_>>().join(", "),
+            opt(med_of(runs, |r| r.events_per_s), count),
+            opt(med_of(runs, |r| r.attach_s), secs),
+            opt(max_of(runs, |r| r.rss_kb.map(|k| k as f64)), mib),
+            opt(max_of(runs, |r| r.maps.map(|(b, _)| b as f64)), |b| mib(b / 1024.0)),
+            leak_text(s),
+        );
+    }
+    Some(t)
+}
+
+/// How much more the busy process may pay when the idle ones are traced too: run-to-run noise
+/// of single rounds on this 2-core machine is a few percent.
+const HOST_TOLERANCE: f64 = 1.10;
+
 /// (target, measured, pass) with pass None when it could not be measured.
 fn targets(r: &Results) -> Vec<(String, String, Option<bool>)> {
     let series = &r.workload.1;
@@ -317,6 +357,21 @@ fn targets(r: &Results) -> Vec<(String, String, Option<bool>)> {
     if let Some((_, levers)) = &r.levers {
         out.extend(super::levers::targets(levers));
     }
+    if let Some((_, hs)) = &r.host {
+        let alone = find(hs, super::host::ALONE).and_then(slowdown);
+        let host = find(hs, super::host::HOST).and_then(slowdown);
+        out.push((
+            format!(
+                "host mode: busy + {} idle traced ≤ {HOST_TOLERANCE:.2} × busy traced alone",
+                super::host::IDLE
+            ),
+            match (host, alone) {
+                (Some(h), Some(a)) => format!("{h:.2}x vs {a:.2}x alone (× {:.3})", h / a),
+                _ => format!("{} vs alone {}", x(host), x(alone)),
+            },
+            host.zip(alone).map(|(h, a)| h <= a * HOST_TOLERANCE),
+        ));
+    }
     out
 }
 
@@ -363,6 +418,10 @@ pub fn terminal(r: &Results) -> String {
         t.push_str("\nLevers:\n\n");
         t.push_str(&super::levers::table(levers, r.levers_iterations));
     }
+    if let Some(ht) = host_table(r) {
+        let _ = writeln!(t, "\nHost mode (the workload beside {} idle CPython processes):\n", super::host::IDLE);
+        t.push_str(&ht);
+    }
     t.push('\n');
     t.push_str(&targets_table(r));
     let errors = errors_text(r);
@@ -381,6 +440,10 @@ fn errors_text(r: &Results) -> String {
         all.push(b);
         all.extend(s.iter());
     }
+    if let Some((b, s)) = &r.host {
+        all.push(b);
+        all.extend(s.iter());
+    }
     for s in all {
         for e in &s.errors {
             let _ = writeln!(t, "- `{}`: {}", s.cfg.label, e.replace('\n', "\n  "));
@@ -396,6 +459,10 @@ fn raw_runs(r: &Results) -> String {
     if let Some((b, s)) = &r.tornado {
         all.push(("tornado", b));
         all.extend(s.iter().map(|s| ("tornado", s)));
+    }
+    if let Some((b, s)) = &r.host {
+        all.push(("host", b));
+        all.extend(s.iter().map(|s| ("host", s)));
     }
     t.push_str("| benchmark | configuration | runs | allocations by allocator (report) | notes |\n|---|---|---|---|---|\n");
     for (what, s) in all {
@@ -455,6 +522,15 @@ pub fn markdown(r: &Results) -> String {
     if let Some(levers) = &r.levers {
         t.push_str("\n## Levers: each design choice before and after\n\n");
         t.push_str(&super::levers::table(levers, r.levers_iterations));
+    }
+    if let Some(ht) = host_table(r) {
+        let _ = writeln!(
+            t,
+            "\n## Host mode\n\nThe same workload (carrying a tag on its command line) beside {} idle CPython processes\n(`bench/idle.py`: ten wake-ups a second, one 1 KiB malloc/free each) carrying the tag too; the idle\nprocesses run during every run of this section. `alone` traces only the workload; `--all --match TAG`\ntraces all {} processes with one tracer. Interleaved like the sections above.\n",
+            super::host::IDLE,
+            super::host::IDLE + 1
+        );
+        t.push_str(&ht);
     }
     t.push_str("\n## Targets\n\n");
     t.push_str(&targets_table(r));

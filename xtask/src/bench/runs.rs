@@ -21,6 +21,9 @@ pub enum Tool {
     Tracer(Vec<String>),
     /// The same with `TRACER_PROBE_VARIANT` set: a before/after figure of one design lever.
     TracerVariant { variant: &'static str, args: Vec<String> },
+    /// Host mode: `tracer record --all --match TAG -f json -o report.json -q`, which must find
+    /// this many processes (the workload and the idle ones carrying `Ctx::tag`).
+    Host { processes: usize },
     /// `memray run` running the workload itself (in-process).
     Memray,
     /// bcc's `memleak-bpfcc -p PID`.
@@ -75,6 +78,8 @@ pub struct Ctx {
     pub tornado_seconds: f64,
     pub tornado_threads: u32,
     pub counter: std::cell::Cell<u32>,
+    /// On the command line of the workload and of the idle processes, for `--all --match`.
+    pub tag: String,
 }
 
 #[derive(Clone, Debug)]
@@ -95,7 +100,7 @@ impl Ctx {
         Ok(dir)
     }
 
-    fn python_cmd(&self, program: &Path) -> Command {
+    pub fn python_cmd(&self, program: &Path) -> Command {
         let mut cmd = Command::new(program);
         if let Some(dir) = &self.libc_dir {
             cmd.env("LD_LIBRARY_PATH", dir);
@@ -139,7 +144,9 @@ pub fn workload(ctx: &Ctx, cfg: &Config) -> Result<Run> {
         .arg("--go")
         .arg(&go)
         .arg("--hold")
-        .arg(&hold);
+        .arg(&hold)
+        .arg("--tag")
+        .arg(&ctx.tag);
     let mut wl = Proc::spawn("workload", &mut cmd)?;
     let (_, ready) = wl.wait_line("`ready` line", READY, |s, l| {
         s == Stream::Out && l.starts_with("ready ")
@@ -175,7 +182,7 @@ pub fn workload(ctx: &Ctx, cfg: &Config) -> Result<Run> {
     if let Some(report) = attached.as_ref().and_then(|a| a.report.clone()) {
         // --holders-only has no allocation stacks: nothing to find the leak in
         let probes = !matches!(&cfg.tool, Tool::Tracer(a) if a.iter().any(|a| a == "--holders-only"));
-        read_report(&report, if probes { &leak_site } else { "" }, run.value, &mut run)?;
+        read_report(&report, pid, if probes { &leak_site } else { "" }, run.value, &mut run)?;
     }
     if matches!(cfg.tool, Tool::Memray) {
         let bin = dir.join("memray.bin");
@@ -240,7 +247,7 @@ pub fn tornado(ctx: &Ctx, cfg: &Config) -> Result<Run> {
     server.signal("TERM")?;
     server.wait(Duration::from_secs(30))?;
     if let Some(report) = attached.as_ref().and_then(|a| a.report.clone()) {
-        read_report(&report, "", ctx.tornado_seconds, &mut run)?;
+        read_report(&report, pid, "", ctx.tornado_seconds, &mut run)?;
     }
     drop(attached);
     let _ = fs::remove_dir_all(&dir);
@@ -276,6 +283,25 @@ fn attach(ctx: &Ctx, tool: &Tool, pid: u32, dir: &Path) -> Result<Option<Attache
                 maps,
                 report: Some(report),
             }))
+        }
+        Tool::Host { processes } => {
+            let report = dir.join("report.json");
+            let mut cmd = Command::new(&ctx.tracer);
+            cmd.args(["record", "-q", "-f", "json", "--all", "--match", &ctx.tag, "-o"]).arg(&report);
+            let mut proc = Proc::spawn("tracer --all", &mut cmd)?;
+            // Printed once every process found at the start is attached.
+            let (at, line) = proc.wait_line("`tracer: tracing N CPython processes` line", ATTACH, |s, l| {
+                s == Stream::Err && l.starts_with("tracer: tracing ") && l.contains("CPython processes on this host")
+            })?;
+            let found: usize = line.split_whitespace().nth(2).and_then(|n| n.parse().ok()).unwrap_or(0);
+            if found != *processes {
+                let tail = proc.tail(8);
+                bail!("tracer --all traces {found} processes, expected {processes} (the workload and the idle ones)\n{tail}");
+            }
+            let attach_s = (at - proc.started).as_secs_f64();
+            let maps = proc::bpf_map_memlock(proc.pid);
+            let peak = Some(PeakRss::start(proc.pid));
+            Ok(Some(Attached { proc, attach_s, peak, maps, report: Some(report) }))
         }
         Tool::Bcc => {
             let bcc = ctx.bcc.as_ref().context("bcc is not available")?;
@@ -373,11 +399,20 @@ fn stop(att: &mut Attached, run: &mut Run) -> Result<()> {
     Ok(())
 }
 
-/// Totals, lost events and the planted leak from the tracer's JSON report.
-fn read_report(path: &Path, leak_site: &str, seconds: f64, run: &mut Run) -> Result<()> {
+/// Totals, lost events and the planted leak from the tracer's JSON report (in host mode, the
+/// section of the measured process `pid`).
+fn read_report(path: &Path, pid: u32, leak_site: &str, seconds: f64, run: &mut Run) -> Result<()> {
     let text = fs::read_to_string(path)
         .with_context(|| format!("the tracer wrote no report at {}", path.display()))?;
-    let report = Json::parse(&text).context("parsing the tracer's JSON report")?;
+    let whole = Json::parse(&text).context("parsing the tracer's JSON report")?;
+    let report = match whole.get("processes") {
+        Some(processes) => processes
+            .arr()
+            .iter()
+            .find(|p| p.at(&["target", "pid"]).and_then(Json::num) == Some(pid as f64))
+            .with_context(|| format!("the host-mode report has no section for the workload (pid {pid})"))?,
+        None => &whole,
+    };
     let totals = report.get("totals").context("report without totals")?;
     let num = |k: &str| totals.get(k).and_then(Json::num).unwrap_or(0.0) as u64;
     let events = num("allocs") + num("frees");
