@@ -9,7 +9,7 @@ use aya_ebpf::{
     },
     bindings::pt_regs,
     macros::{map, raw_tracepoint, uprobe, uretprobe},
-    maps::{HashMap, LruHashMap, PerCpuArray, RingBuf},
+    maps::{Array, HashMap, LruHashMap, PerCpuArray, RingBuf},
     programs::{ProbeContext, RawTracePointContext, RetProbeContext},
 };
 use tracer_ebpf::{
@@ -51,6 +51,10 @@ static TSTATES: LruHashMap<u32, ThreadCache> = LruHashMap::with_max_entries(1638
 static COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(counter::COUNT, 0);
 #[map]
 static EVENTS: RingBuf = RingBuf::with_byte_size(1 << 20, 0);
+/// Set once any traced process starts finalizing: until then a free need not look its process
+/// up (an array lookup is inlined by the verifier; a hash lookup is a helper call).
+#[map]
+static ANY_FINALIZING: Array<u64> = Array::with_max_entries(1, 0);
 /// The thread that last allocated on this CPU and its thread state: most calls come from the
 /// same thread as the one before, and an array lookup costs less than a hash lookup.
 #[map]
@@ -62,6 +66,10 @@ static SCRATCH: PerCpuArray<Scratch> = PerCpuArray::with_max_entries(1, 0);
 struct LastThread {
     tid: u32,
     _pad: u32,
+    /// The thread's `task_struct` and fs base: a thread's fs base is fixed at its creation, so
+    /// the same task on the same CPU needs no kernel read for it.
+    task: u64,
+    fsbase: u64,
     tstate: u64,
 }
 
@@ -463,9 +471,11 @@ fn walk_frames(
 #[inline(always)]
 fn current_frame(cfg: &TargetConfig, buf: &mut [u64; 33]) -> Option<u64> {
     let tid = bpf_get_current_pid_tgid() as u32;
-    let fsbase = current_fsbase()?;
+    let task = unsafe { bpf_get_current_task() };
     let last = LAST_THREAD.get_ptr_mut(0)?;
-    let mut tstate = unsafe { if (*last).tid == tid { (*last).tstate } else { 0 } };
+    let same_thread = unsafe { (*last).tid == tid && (*last).task == task && (*last).fsbase != 0 };
+    let fsbase = if same_thread { unsafe { (*last).fsbase } } else { current_fsbase(task)? };
+    let mut tstate = if same_thread { unsafe { (*last).tstate } } else { 0 };
     if tstate == 0 {
         if let Some(cached) = unsafe { TSTATES.get(&tid) } {
             let cached = *cached;
@@ -497,6 +507,8 @@ fn current_frame(cfg: &TargetConfig, buf: &mut [u64; 33]) -> Option<u64> {
     }
     unsafe {
         (*last).tid = tid;
+        (*last).task = task;
+        (*last).fsbase = fsbase;
         (*last).tstate = tstate;
     }
     if cfg.cframe_current_frame != NO_FIELD && frame != 0 {
@@ -536,8 +548,7 @@ fn find_tstate(cfg: &TargetConfig, fsbase: u64, buf: &mut [u64; 33]) -> u64 {
 }
 
 #[inline(always)]
-fn current_fsbase() -> Option<u64> {
-    let task = unsafe { bpf_get_current_task() };
+fn current_fsbase(task: u64) -> Option<u64> {
     let offset = global(&FSBASE_OFFSET);
     if task == 0 || offset == 0 {
         return None;
@@ -697,7 +708,8 @@ pub fn free_enter(ctx: ProbeContext) -> u32 {
         return 0;
     }
     let tgid = (bpf_get_current_pid_tgid() >> 32) as u32;
-    if target(tgid).is_some() {
+    let finalizing_somewhere = ANY_FINALIZING.get(0).is_none_or(|v| *v != 0);
+    if !finalizing_somewhere || target(tgid).is_some() {
         release(tgid, addr);
     }
     0
@@ -727,6 +739,9 @@ pub fn py_finalize(_ctx: ProbeContext) -> u32 {
         unsafe {
             if (*cfg).finalizing_since_ns == 0 {
                 (*cfg).finalizing_since_ns = now;
+                if let Some(any) = ANY_FINALIZING.get_ptr_mut(0) {
+                    *any = 1;
+                }
                 notify(event::FINALIZING, tgid, now);
             }
         }

@@ -234,6 +234,12 @@ impl Probes {
             last_instance: 0,
             releasing: Vec::new(),
         };
+        if !options.variant.bare && !options.variant.classic_returns {
+            match probes.load_sessions() {
+                Ok(sessions) => probes.sessions = Some(sessions),
+                Err(e) => log::info!("no session uprobes ({e:#}); unsampled calls keep their return probe"),
+            }
+        }
         let names: Vec<String> = probes.ebpf.programs().map(|(n, _)| n.to_string()).collect();
         for name in names {
             if PROCESS_EVENTS.iter().any(|(p, _)| *p == name) {
@@ -243,19 +249,23 @@ impl Probes {
                     .with_context(|| format!("attaching {name} to its tracepoint"))?;
                 continue;
             }
-            if name.ends_with("_session") {
-                continue; // loaded below, or never
-            }
-            let program: &mut UProbe = probes.program(&name)?;
-            program.load().with_context(|| format!("verifying BPF program {name}"))?;
-        }
-        if !options.variant.bare && !options.variant.classic_returns {
-            match probes.load_sessions() {
-                Ok(sessions) => probes.sessions = Some(sessions),
-                Err(e) => log::info!("no session uprobes ({e:#}); unsampled calls keep their return probe"),
+            // Verifying a program that walks stacks takes ~50-150 ms: the classic programs the
+            // session ones stand for are loaded only if a session link cannot be made.
+            let replaced = name.ends_with("_session")
+                || probes.sessions.is_some() && LIBC_PROBES.iter().any(|s| s.program == name);
+            if !replaced {
+                probes.ensure_loaded(&name)?;
             }
         }
         Ok(probes)
+    }
+
+    fn ensure_loaded(&mut self, name: &str) -> Result<()> {
+        let program = self.program(name)?;
+        if program.fd().is_err() {
+            program.load().with_context(|| format!("verifying BPF program {name}"))?;
+        }
+        Ok(())
     }
 
     fn load_sessions(&self) -> Result<SessionPrograms> {
@@ -430,6 +440,7 @@ impl Probes {
         }
         let path = elf.path.clone();
         let Some(program_name) = self.variant.program(spec.program, spec.kind) else { return Ok(()) };
+        self.ensure_loaded(program_name)?;
         let program = self.program(program_name)?;
         let link = program
             .attach(UProbeAttachLocation::AbsoluteOffset(offset), &path, UProbeScope::OneProcess(pid))

@@ -105,12 +105,36 @@ impl SessionPrograms {
         }
         obj.relocate_maps(relocations.into_iter(), &text_sections).context("relocating map references")?;
         obj.relocate_calls(&text_sections).context("relocating calls")?;
-        let mut programs = HashMap::new();
+        let mut code = Vec::new();
         for &(name, mode) in names {
             let program = obj.programs.get(name).with_context(|| format!("no BPF program {name}"))?;
             let function = obj.functions.get(&program.function_key()).with_context(|| format!("no code for {name}"))?;
-            let fd = load_program(name, &function.instructions, &program.license, mode)?;
-            programs.insert(name.to_string(), (fd, mode));
+            code.push((name, mode, &function.instructions, &program.license));
+        }
+        // The verifier takes ~50-150 ms per program that walks stacks: verify on every CPU.
+        let threads = std::thread::available_parallelism().map_or(2, |n| n.get()).min(code.len().max(1));
+        let loaded: Vec<Result<(String, OwnedFd, Mode)>> = std::thread::scope(|scope| {
+            let chunks: Vec<_> = code.chunks(code.len().div_ceil(threads).max(1)).collect();
+            let handles: Vec<_> = chunks
+                .into_iter()
+                .map(|chunk| {
+                    scope.spawn(move || {
+                        chunk
+                            .iter()
+                            .map(|(name, mode, insns, license)| Ok((name.to_string(), load_program(name, insns, license, *mode)?, *mode)))
+                            .collect::<Vec<_>>()
+                    })
+                })
+                .collect();
+            handles.into_iter().flat_map(|h| h.join().unwrap_or_default()).collect()
+        });
+        let mut programs = HashMap::new();
+        for result in loaded {
+            let (name, fd, mode) = result?;
+            programs.insert(name, (fd, mode));
+        }
+        if programs.len() != names.len() {
+            bail!("a program loading thread failed");
         }
         Ok(Self { programs })
     }
