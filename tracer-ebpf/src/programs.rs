@@ -562,11 +562,42 @@ fn notify(kind: u32, tgid: u32, value: u64) {
     let _ = EVENTS.output::<Event>(&Event { kind, tgid, value, ts_ns }, 0);
 }
 
+/// An allocation call's (size, argument) from its registers at the entry: the argument is the
+/// block realloc/reallocarray release, or posix_memalign's result slot. None for a mapping
+/// that is not heap: only writable anonymous mappings are (pymalloc arenas, big buffers, thread
+/// stacks); file mappings and PROT_NONE address-space reservations (glibc's arena heaps) are not.
+#[inline(always)]
+fn alloc_call(ctx: &ProbeContext, kind: AllocKind) -> Option<(u64, u64)> {
+    let arg = |i| ctx.arg::<u64>(i).unwrap_or(0);
+    Some(match kind {
+        AllocKind::Malloc | AllocKind::Valloc | AllocKind::Pvalloc => (arg(0), 0),
+        AllocKind::Calloc => (arg(0).wrapping_mul(arg(1)), 0),
+        AllocKind::Realloc => (arg(1), arg(0)),
+        AllocKind::Reallocarray => (arg(1).wrapping_mul(arg(2)), arg(0)),
+        AllocKind::PosixMemalign => (arg(2), arg(0)),
+        AllocKind::AlignedAlloc | AllocKind::Memalign => (arg(1), 0),
+        AllocKind::Mmap => {
+            if arg(3) & MAP_ANONYMOUS == 0 || arg(2) & PROT_WRITE == 0 {
+                return None;
+            }
+            (arg(1), 0)
+        }
+    })
+}
+
+/// The entry of a classic uprobe/uretprobe pair: the return probe traps whatever it decides.
+#[inline(always)]
+fn classic_enter(ctx: &ProbeContext, kind: AllocKind) {
+    if let Some((size, arg)) = alloc_call(ctx, kind) {
+        let _ = enter(kind, size, arg);
+    }
+}
+
 // ---- probes -------------------------------------------------------------------------------
 
 #[uprobe]
 pub fn malloc_enter(ctx: ProbeContext) -> u32 {
-    let _ = enter(AllocKind::Malloc, ctx.arg::<u64>(0).unwrap_or(0), 0);
+    classic_enter(&ctx, AllocKind::Malloc);
     0
 }
 
@@ -578,9 +609,7 @@ pub fn malloc_exit(ctx: RetProbeContext) -> u32 {
 
 #[uprobe]
 pub fn calloc_enter(ctx: ProbeContext) -> u32 {
-    let n = ctx.arg::<u64>(0).unwrap_or(0);
-    let size = ctx.arg::<u64>(1).unwrap_or(0);
-    let _ = enter(AllocKind::Calloc, n.wrapping_mul(size), 0);
+    classic_enter(&ctx, AllocKind::Calloc);
     0
 }
 
@@ -592,9 +621,7 @@ pub fn calloc_exit(ctx: RetProbeContext) -> u32 {
 
 #[uprobe]
 pub fn realloc_enter(ctx: ProbeContext) -> u32 {
-    let old = ctx.arg::<u64>(0).unwrap_or(0);
-    let size = ctx.arg::<u64>(1).unwrap_or(0);
-    let _ = enter(AllocKind::Realloc, size, old);
+    classic_enter(&ctx, AllocKind::Realloc);
     0
 }
 
@@ -606,10 +633,7 @@ pub fn realloc_exit(ctx: RetProbeContext) -> u32 {
 
 #[uprobe]
 pub fn reallocarray_enter(ctx: ProbeContext) -> u32 {
-    let old = ctx.arg::<u64>(0).unwrap_or(0);
-    let n = ctx.arg::<u64>(1).unwrap_or(0);
-    let size = ctx.arg::<u64>(2).unwrap_or(0);
-    let _ = enter(AllocKind::Reallocarray, n.wrapping_mul(size), old);
+    classic_enter(&ctx, AllocKind::Reallocarray);
     0
 }
 
@@ -621,9 +645,7 @@ pub fn reallocarray_exit(ctx: RetProbeContext) -> u32 {
 
 #[uprobe]
 pub fn posix_memalign_enter(ctx: ProbeContext) -> u32 {
-    let memptr = ctx.arg::<u64>(0).unwrap_or(0);
-    let size = ctx.arg::<u64>(2).unwrap_or(0);
-    let _ = enter(AllocKind::PosixMemalign, size, memptr);
+    classic_enter(&ctx, AllocKind::PosixMemalign);
     0
 }
 
@@ -635,7 +657,7 @@ pub fn posix_memalign_exit(ctx: RetProbeContext) -> u32 {
 
 #[uprobe]
 pub fn aligned_alloc_enter(ctx: ProbeContext) -> u32 {
-    let _ = enter(AllocKind::AlignedAlloc, ctx.arg::<u64>(1).unwrap_or(0), 0);
+    classic_enter(&ctx, AllocKind::AlignedAlloc);
     0
 }
 
@@ -647,7 +669,7 @@ pub fn aligned_alloc_exit(ctx: RetProbeContext) -> u32 {
 
 #[uprobe]
 pub fn memalign_enter(ctx: ProbeContext) -> u32 {
-    let _ = enter(AllocKind::Memalign, ctx.arg::<u64>(1).unwrap_or(0), 0);
+    classic_enter(&ctx, AllocKind::Memalign);
     0
 }
 
@@ -659,7 +681,7 @@ pub fn memalign_exit(ctx: RetProbeContext) -> u32 {
 
 #[uprobe]
 pub fn valloc_enter(ctx: ProbeContext) -> u32 {
-    let _ = enter(AllocKind::Valloc, ctx.arg::<u64>(0).unwrap_or(0), 0);
+    classic_enter(&ctx, AllocKind::Valloc);
     0
 }
 
@@ -671,7 +693,7 @@ pub fn valloc_exit(ctx: RetProbeContext) -> u32 {
 
 #[uprobe]
 pub fn pvalloc_enter(ctx: ProbeContext) -> u32 {
-    let _ = enter(AllocKind::Pvalloc, ctx.arg::<u64>(0).unwrap_or(0), 0);
+    classic_enter(&ctx, AllocKind::Pvalloc);
     0
 }
 
@@ -683,14 +705,7 @@ pub fn pvalloc_exit(ctx: RetProbeContext) -> u32 {
 
 #[uprobe]
 pub fn mmap_enter(ctx: ProbeContext) -> u32 {
-    let len = ctx.arg::<u64>(1).unwrap_or(0);
-    let prot = ctx.arg::<u64>(2).unwrap_or(0);
-    let flags = ctx.arg::<u64>(3).unwrap_or(0);
-    // Only writable anonymous mappings are heap (pymalloc arenas, big buffers, thread stacks);
-    // file mappings and PROT_NONE address-space reservations (glibc's arena heaps) are not.
-    if flags & MAP_ANONYMOUS != 0 && prot & PROT_WRITE != 0 {
-        enter(AllocKind::Mmap, len, 0);
-    }
+    classic_enter(&ctx, AllocKind::Mmap);
     0
 }
 
@@ -796,92 +811,48 @@ pub fn on_exec(_ctx: RawTracePointContext) -> i32 {
 
 /// One program at a function's entry and, only when the entry returns 0, at its return
 /// (BPF_TRACE_UPROBE_SESSION, loaded and attached by tracer/src/session.rs): an unsampled
-/// call costs one trap instead of two. At the return the instruction pointer is back in the
-/// caller; at the entry it is the probed address itself.
-/// The session programs are written without `#[uprobe]`, whose wrapper always returns 0: here
-/// the return value is the decision.
+/// call costs one trap instead of two. They are written without `#[uprobe]`, whose wrapper
+/// always returns 0: here the return value is the decision.
 macro_rules! session_program {
-    ($name:ident, |$ctx:ident| $body:block) => {
+    ($name:ident, $kind:ident) => {
         #[unsafe(no_mangle)]
         #[unsafe(link_section = "uprobe")]
         pub extern "C" fn $name(raw: *mut core::ffi::c_void) -> u32 {
-            let $ctx = ProbeContext::new(raw);
-            $body
+            session(&ProbeContext::new(raw), AllocKind::$kind)
         }
     };
 }
 
+/// At the return the instruction pointer is back in the caller; at the entry it is the probed
+/// address itself.
 #[inline(always)]
-fn session(ctx: &ProbeContext, kind: AllocKind, size: u64, arg: u64) -> u32 {
-    let ip = unsafe { (*ctx.regs).rip };
-    let entry_ip = unsafe { bpf_get_func_ip(ctx.regs as *mut _) };
-    if ip != entry_ip {
+fn is_return(ctx: &ProbeContext) -> bool {
+    unsafe { (*ctx.regs).rip != bpf_get_func_ip(ctx.regs as *mut _) }
+}
+
+/// Returns 0 to see this call's return (it is recorded), 1 to let it return untrapped.
+#[inline(always)]
+fn session(ctx: &ProbeContext, kind: AllocKind) -> u32 {
+    if is_return(ctx) {
         exit_alloc(ctx.regs, kind);
         return 0;
     }
-    if enter(kind, size, arg) {
-        0
-    } else {
-        1
+    match alloc_call(ctx, kind) {
+        Some((size, arg)) if enter(kind, size, arg) => 0,
+        _ => 1,
     }
 }
 
-session_program! { malloc_session, |ctx| {
-    session(&ctx, AllocKind::Malloc, ctx.arg::<u64>(0).unwrap_or(0), 0)
-}}
-
-session_program! { calloc_session, |ctx| {
-    let n = ctx.arg::<u64>(0).unwrap_or(0);
-    session(&ctx, AllocKind::Calloc, n.wrapping_mul(ctx.arg::<u64>(1).unwrap_or(0)), 0)
-}}
-
-session_program! { realloc_session, |ctx| {
-    let old = ctx.arg::<u64>(0).unwrap_or(0);
-    session(&ctx, AllocKind::Realloc, ctx.arg::<u64>(1).unwrap_or(0), old)
-}}
-
-session_program! { reallocarray_session, |ctx| {
-    let old = ctx.arg::<u64>(0).unwrap_or(0);
-    let n = ctx.arg::<u64>(1).unwrap_or(0);
-    session(&ctx, AllocKind::Reallocarray, n.wrapping_mul(ctx.arg::<u64>(2).unwrap_or(0)), old)
-}}
-
-session_program! { posix_memalign_session, |ctx| {
-    let memptr = ctx.arg::<u64>(0).unwrap_or(0);
-    session(&ctx, AllocKind::PosixMemalign, ctx.arg::<u64>(2).unwrap_or(0), memptr)
-}}
-
-session_program! { aligned_alloc_session, |ctx| {
-    session(&ctx, AllocKind::AlignedAlloc, ctx.arg::<u64>(1).unwrap_or(0), 0)
-}}
-
-session_program! { memalign_session, |ctx| {
-    session(&ctx, AllocKind::Memalign, ctx.arg::<u64>(1).unwrap_or(0), 0)
-}}
-
-session_program! { valloc_session, |ctx| {
-    session(&ctx, AllocKind::Valloc, ctx.arg::<u64>(0).unwrap_or(0), 0)
-}}
-
-session_program! { pvalloc_session, |ctx| {
-    session(&ctx, AllocKind::Pvalloc, ctx.arg::<u64>(0).unwrap_or(0), 0)
-}}
-
-session_program! { mmap_session, |ctx| {
-    let len = ctx.arg::<u64>(1).unwrap_or(0);
-    let prot = ctx.arg::<u64>(2).unwrap_or(0);
-    let flags = ctx.arg::<u64>(3).unwrap_or(0);
-    if flags & MAP_ANONYMOUS != 0 && prot & PROT_WRITE != 0 {
-        return session(&ctx, AllocKind::Mmap, len, 0);
-    }
-    // A return of a recorded call lands here too only if its entry asked for it.
-    let ip = unsafe { (*ctx.regs).rip };
-    if ip != unsafe { bpf_get_func_ip(ctx.regs as *mut _) } {
-        exit_alloc(ctx.regs, AllocKind::Mmap);
-        return 0;
-    }
-    1
-}}
+session_program!(malloc_session, Malloc);
+session_program!(calloc_session, Calloc);
+session_program!(realloc_session, Realloc);
+session_program!(reallocarray_session, Reallocarray);
+session_program!(posix_memalign_session, PosixMemalign);
+session_program!(aligned_alloc_session, AlignedAlloc);
+session_program!(memalign_session, Memalign);
+session_program!(valloc_session, Valloc);
+session_program!(pvalloc_session, Pvalloc);
+session_program!(mmap_session, Mmap);
 
 // ---- benchmark baseline ----------------------------------------------------------------
 

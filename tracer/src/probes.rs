@@ -4,6 +4,7 @@
 
 use std::collections::HashMap;
 use std::num::NonZeroU32;
+use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
@@ -13,11 +14,9 @@ use aya::programs::{RawTracePoint, UProbe};
 use aya::{Ebpf, EbpfLoader};
 use tracer_ebpf::{globals, maps, TargetConfig};
 
-use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
-
 use crate::elf::ElfImage;
-use crate::session::{Mode, SessionPrograms};
 use crate::error::user_error;
+use crate::session::{Mode, SessionPrograms};
 use crate::target::Target;
 
 static BPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/tracer-bpf"));
@@ -304,17 +303,8 @@ impl Probes {
 
     /// Detaches one process's probes and forgets its registration (it exited or exec'd).
     pub fn remove_target(&mut self, pid: u32) {
-        if let Some(map) = self.ebpf.map_mut(maps::TARGETS) {
-            if let Ok(mut targets) = BpfHashMap::<&mut MapData, u32, TargetConfig>::try_from(map) {
-                let _ = targets.remove(&pid);
-            }
-        }
-        for (program, link) in self.links.remove(&pid).unwrap_or_default() {
-            if let Ok(p) = self.program(program) {
-                let _ = p.detach(link);
-            }
-        }
-        self.session_links.remove(&pid);
+        self.unregister(pid);
+        drop(self.take_links(pid));
     }
 
     /// Like `remove_target` without waiting: the process is unregistered at once (a probe hit
@@ -413,11 +403,7 @@ impl Probes {
     /// return probe sits) or on the first cheap instruction of its prologue; false when the
     /// library has no such symbol.
     fn attach_multi(&mut self, program: &str, symbol: &str, elf: &ElfImage, pid: u32, at_entry: bool) -> Result<bool> {
-        let Some(vaddr) = elf.symbol(symbol) else { return Ok(false) };
-        let mut offset = elf.file_offset(vaddr).with_context(|| format!("{symbol} has no file offset"))?;
-        if !at_entry && !self.variant.entry_offsets {
-            offset += elf.code_at(vaddr, 16).map(cheap_probe_offset).unwrap_or(0);
-        }
+        let Some(offset) = self.probe_offset(symbol, elf, !at_entry)? else { return Ok(false) };
         let sessions = self.sessions.as_ref().context("no session programs")?;
         let link = sessions.attach(program, &elf.path, offset, pid)?;
         self.session_links.entry(pid).or_default().push(link);
@@ -425,19 +411,24 @@ impl Probes {
         Ok(true)
     }
 
-    fn attach_symbol(&mut self, spec: &ProbeSpec, elf: &ElfImage, pid_raw: u32, pid: NonZeroU32) -> Result<()> {
-        let Some(vaddr) = elf.symbol(spec.symbol) else {
-            // Older glibc lacks reallocarray; that is fine.
-            log::debug!("{} not in {}", spec.symbol, elf.path.display());
-            return Ok(());
+    /// The file offset to probe `symbol` at: on the first instruction of its prologue the kernel
+    /// emulates when `entry_only` (a return probe must sit at the entry); None when the library
+    /// has no such symbol (older glibc lacks reallocarray; that is fine).
+    fn probe_offset(&self, symbol: &str, elf: &ElfImage, entry_only: bool) -> Result<Option<u64>> {
+        let Some(vaddr) = elf.symbol(symbol) else {
+            log::debug!("{symbol} not in {}", elf.path.display());
+            return Ok(None);
         };
-        let mut offset = elf.file_offset(vaddr).with_context(|| format!("{} has no file offset", spec.symbol))?;
-        let entry_only = spec.kind == Kind::Entry && !spec.program.ends_with("_enter")
-            || spec.program == "free_enter"
-            || spec.program == "munmap_enter";
+        let mut offset = elf.file_offset(vaddr).with_context(|| format!("{symbol} has no file offset"))?;
         if entry_only && !self.variant.entry_offsets {
             offset += elf.code_at(vaddr, 16).map(cheap_probe_offset).unwrap_or(0);
         }
+        Ok(Some(offset))
+    }
+
+    fn attach_symbol(&mut self, spec: &ProbeSpec, elf: &ElfImage, pid_raw: u32, pid: NonZeroU32) -> Result<()> {
+        let entry_only = spec.kind == Kind::Entry && !spec.program.ends_with("_enter") || ENTRY_ONLY.contains(&spec.program);
+        let Some(offset) = self.probe_offset(spec.symbol, elf, entry_only)? else { return Ok(()) };
         let path = elf.path.clone();
         let Some(program_name) = self.variant.program(spec.program, spec.kind) else { return Ok(()) };
         self.ensure_loaded(program_name)?;
