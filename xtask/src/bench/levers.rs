@@ -5,7 +5,7 @@
 
 use std::fmt::Write;
 
-use super::render::{median, slowdown};
+use super::render::{median, slowdown, times as x};
 use super::runs::{Config, Tool};
 use super::Series;
 
@@ -49,10 +49,6 @@ pub fn configs(sample_bytes: u64) -> Vec<Config> {
 
 fn of<'a>(series: &'a [Series], key: &str) -> Option<f64> {
     series.iter().find(|s| s.cfg.key == key).and_then(slowdown)
-}
-
-fn x(v: Option<f64>) -> String {
-    v.map(|v| format!("{v:.2}x")).unwrap_or_else(|| "–".into())
 }
 
 /// Cost over the untraced run, as a share of another configuration's cost.

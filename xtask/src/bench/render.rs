@@ -66,6 +66,11 @@ fn max_of(runs: &[Run], f: impl Fn(&Run) -> Option<f64>) -> Option<f64> {
     runs.iter().filter_map(f).reduce(f64::max)
 }
 
+/// A slowdown as the tables print it ("7.25x", or "–" when not measured).
+pub fn times(v: Option<f64>) -> String {
+    opt(v, |v| format!("{v:.2}x"))
+}
+
 fn opt(v: Option<f64>, f: impl Fn(f64) -> String) -> String {
     v.map(f).unwrap_or_else(|| "–".into())
 }
@@ -273,7 +278,7 @@ fn targets(r: &Results) -> Vec<(String, String, Option<bool>)> {
     let memray = find(series, "memray").and_then(slowdown);
     let bcc = find(series, "bcc").and_then(slowdown);
     let holders = find(series, "holders").and_then(slowdown);
-    let x = |v: Option<f64>| opt(v, |v| format!("{v:.2}x"));
+    let x = times;
     let mut out = Vec::new();
     out.push(("full fidelity ≤ 3.0x".into(), x(full), full.map(|f| f <= 3.0)));
     out.push((
