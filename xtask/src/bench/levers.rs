@@ -47,7 +47,7 @@ pub fn configs(sample_bytes: u64) -> Vec<Config> {
     ]
 }
 
-fn of<'a>(series: &'a [Series], key: &str) -> Option<f64> {
+fn of(series: &[Series], key: &str) -> Option<f64> {
     series.iter().find(|s| s.cfg.key == key).and_then(slowdown)
 }
 
