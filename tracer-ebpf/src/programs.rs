@@ -1,21 +1,20 @@
 use core::intrinsics::{atomic_xadd, AtomicOrdering};
 
 use aya_ebpf::{
+    bindings::pt_regs,
     bindings::{BPF_ANY, BPF_NOEXIST},
     helpers::{
         bpf_get_current_pid_tgid, bpf_get_current_task, bpf_get_func_ip, bpf_get_prandom_u32, bpf_ktime_get_ns,
-        bpf_probe_read_kernel,
-        bpf_probe_read_user, bpf_probe_read_user_buf,
+        bpf_probe_read_kernel, bpf_probe_read_user, bpf_probe_read_user_buf,
     },
-    bindings::pt_regs,
     macros::{map, raw_tracepoint, uprobe, uretprobe},
     maps::{Array, HashMap, LruHashMap, PerCpuArray, RingBuf},
     programs::{ProbeContext, RawTracePointContext, RetProbeContext},
 };
 use tracer_ebpf::{
-    counter, event, AllocInfo, AllocKey, AllocKind, Event, Pending, RawFrame, StackStats,
-    StackTrace, TargetConfig, ThreadCache, FRAME_READ, MAX_FRAMES, MAX_THREADS, NO_FIELD,
-    NO_TSTATE_RECHECK_NS, PENDING_STALE_NS, TSTATE_READ, UNKNOWN_STACK,
+    counter, event, AllocInfo, AllocKey, AllocKind, Event, Pending, RawFrame, StackStats, StackTrace, TargetConfig,
+    ThreadCache, FRAME_READ, MAX_FRAMES, MAX_THREADS, NO_FIELD, NO_TSTATE_RECHECK_NS, PENDING_STALE_NS, TSTATE_READ,
+    UNKNOWN_STACK,
 };
 
 const EEXIST: i32 = -17;
@@ -418,13 +417,7 @@ fn store_stack(tgid: u32, hash: u64) -> u64 {
 /// the verifier does not track values stored there, so the two outcomes of each frame (kept
 /// or skipped) converge instead of doubling the states to verify at every iteration.
 #[inline(always)]
-fn walk_frames(
-    cfg: &TargetConfig,
-    top: u64,
-    trace: &mut StackTrace,
-    buf: &mut [u64; 33],
-    hash: &mut u64,
-) {
+fn walk_frames(cfg: &TargetConfig, top: u64, trace: &mut StackTrace, buf: &mut [u64; 33], hash: &mut u64) {
     let depth_slot = &raw mut trace.depth;
     let (start, read_len) = match cfg.frame_read_len as usize {
         n @ 8..=FRAME_READ => (cfg.frame_read_start, n),
@@ -452,8 +445,8 @@ fn walk_frames(
         } else {
             buf_u64(buf, cfg.frame_instr - start)
         };
-        let internal = cfg.frame_owner != NO_FIELD
-            && buf_u8(buf, cfg.frame_owner - start) as u64 >= cfg.owner_skip_from;
+        let internal =
+            cfg.frame_owner != NO_FIELD && buf_u8(buf, cfg.frame_owner - start) as u64 >= cfg.owner_skip_from;
         let keep = (!internal && code != 0) as u64;
         trace.frames[depth & (MAX_FRAMES - 1)] = RawFrame { code, instr };
         unsafe {

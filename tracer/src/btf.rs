@@ -70,10 +70,10 @@ impl Btf {
             let vlen = (info & 0xffff) as usize;
             at += 12;
             let extra = match kind {
-                1 | 14 | 17 => 4,        // INT, VAR, DECL_TAG
-                3 => 12,                  // ARRAY
+                1 | 14 | 17 => 4,             // INT, VAR, DECL_TAG
+                3 => 12,                      // ARRAY
                 4 | 5 | 15 | 19 => 12 * vlen, // STRUCT, UNION, DATASEC, ENUM64
-                6 | 13 => 8 * vlen,       // ENUM, FUNC_PROTO
+                6 | 13 => 8 * vlen,           // ENUM, FUNC_PROTO
                 _ => 0,
             };
             let members = if kind == KIND_STRUCT || kind == KIND_UNION { at..at + extra } else { 0..0 };
@@ -97,10 +97,7 @@ impl Btf {
         for _ in 0..32 {
             match self.types.get(id as usize) {
                 Some(t)
-                    if matches!(
-                        t.kind,
-                        KIND_TYPEDEF | KIND_VOLATILE | KIND_CONST | KIND_RESTRICT | KIND_TYPE_TAG
-                    ) =>
+                    if matches!(t.kind, KIND_TYPEDEF | KIND_VOLATILE | KIND_CONST | KIND_RESTRICT | KIND_TYPE_TAG) =>
                 {
                     id = t.type_ref
                 }
@@ -111,10 +108,7 @@ impl Btf {
     }
 
     fn struct_named(&self, name: &str) -> Option<u32> {
-        self.types
-            .iter()
-            .position(|t| t.kind == KIND_STRUCT && self.name(t.name_off) == name)
-            .map(|i| i as u32)
+        self.types.iter().position(|t| t.kind == KIND_STRUCT && self.name(t.name_off) == name).map(|i| i as u32)
     }
 
     /// (byte offset, member type id) of `member` in struct/union `id`, looking through

@@ -62,7 +62,14 @@ pub fn target_info(target: &crate::target::Target) -> TargetInfo {
     }
 }
 
-fn build_for(session: &mut Session, instance: u64, target: TargetInfo, final_view: &str, criteria: &Criteria, end_ns: u64) -> Report {
+fn build_for(
+    session: &mut Session,
+    instance: u64,
+    target: TargetInfo,
+    final_view: &str,
+    criteria: &Criteria,
+    end_ns: u64,
+) -> Report {
     let window_s = session.window.unwrap_or_else(|| session.started.elapsed()).as_secs_f64();
     let main = instance == session.target.instance;
     let pid = target.pid;
@@ -103,7 +110,13 @@ fn build_for(session: &mut Session, instance: u64, target: TargetInfo, final_vie
     }
 }
 
-fn judge_stacks(collector: &mut Collector, instance: u64, criteria: &Criteria, window_s: f64, end_ns: u64) -> Vec<Suspect> {
+fn judge_stacks(
+    collector: &mut Collector,
+    instance: u64,
+    criteria: &Criteria,
+    window_s: f64,
+    end_ns: u64,
+) -> Vec<Suspect> {
     let ages = collector.oldest_ages(end_ns);
     let evidence_of = |i: usize| {
         let s = collector.records[i].stats;
@@ -136,7 +149,8 @@ fn judge_stacks(collector: &mut Collector, instance: u64, criteria: &Criteria, w
         if members.len() < 2 {
             continue;
         }
-        let best_member = members.iter().filter_map(|&i| judged[i].as_ref()).map(|s| s.verdict).min().unwrap_or(Verdict::Stable);
+        let best_member =
+            members.iter().filter_map(|&i| judged[i].as_ref()).map(|s| s.verdict).min().unwrap_or(Verdict::Stable);
         let mut stats = tracer_ebpf::StackStats::default();
         let mut oldest = 0.0f64;
         for &i in &members {
@@ -148,12 +162,18 @@ fn judge_stacks(collector: &mut Collector, instance: u64, criteria: &Criteria, w
             stats.outstanding_count += s.outstanding_count.max(0);
             oldest = oldest.max(ages.get(i).copied().unwrap_or(0.0));
         }
-        let evidence = Evidence { allocs: stats.allocs, live_count: stats.outstanding_count as u64, oldest_age_s: oldest, window_s };
+        let evidence = Evidence {
+            allocs: stats.allocs,
+            live_count: stats.outstanding_count as u64,
+            oldest_age_s: oldest,
+            window_s,
+        };
         let mut j = leaks::judge(&site.series, Some(&evidence), criteria, Unit::Bytes);
         if j.verdict >= best_member || !matches!(j.verdict, Verdict::Leak | Verdict::Growing) {
             continue;
         }
-        let largest = *members.iter().max_by_key(|&&i| collector.records[i].stats.outstanding_bytes).unwrap_or(&members[0]);
+        let largest =
+            *members.iter().max_by_key(|&&i| collector.records[i].stats.outstanding_bytes).unwrap_or(&members[0]);
         j.reason = format!("{}; across {} call paths (the largest shown)", j.reason, members.len());
         let record = &collector.records[largest];
         let merged = suspect(record.key.allocator, record.key.frames.clone(), stats, &evidence, j);
@@ -163,7 +183,8 @@ fn judge_stacks(collector: &mut Collector, instance: u64, criteria: &Criteria, w
         judged[largest] = Some(merged);
     }
     let judged: Vec<Suspect> = judged.into_iter().flatten().collect();
-    let order = leaks::rank(&judged.iter().map(|s| (s.verdict, s.score, s.outstanding_bytes as f64)).collect::<Vec<_>>());
+    let order =
+        leaks::rank(&judged.iter().map(|s| (s.verdict, s.score, s.outstanding_bytes as f64)).collect::<Vec<_>>());
     let mut suspects: Vec<Suspect> = Vec::new();
     let mut cleared = 0usize;
     for i in order {
@@ -181,7 +202,13 @@ fn judge_stacks(collector: &mut Collector, instance: u64, criteria: &Criteria, w
     suspects
 }
 
-fn suspect(allocator: &str, stack: Vec<crate::report::Frame>, s: tracer_ebpf::StackStats, evidence: &Evidence, j: leaks::Judgement) -> Suspect {
+fn suspect(
+    allocator: &str,
+    stack: Vec<crate::report::Frame>,
+    s: tracer_ebpf::StackStats,
+    evidence: &Evidence,
+    j: leaks::Judgement,
+) -> Suspect {
     Suspect {
         rank: 0,
         verdict: j.verdict,
@@ -202,7 +229,8 @@ fn suspect(allocator: &str, stack: Vec<crate::report::Frame>, s: tracer_ebpf::St
 /// Counters are kept for all traced processes together; outstanding memory per process.
 fn stack_totals(collector: &Collector, instance: u64) -> Totals {
     let counters = collector.counters();
-    let lost: BTreeMap<String, u64> = LOST_COUNTERS.iter().map(|(i, name)| (name.to_string(), counters.get(*i))).collect();
+    let lost: BTreeMap<String, u64> =
+        LOST_COUNTERS.iter().map(|(i, name)| (name.to_string(), counters.get(*i))).collect();
     let mine = || collector.records.iter().filter(|r| r.key.instance == instance);
     let outstanding_bytes: i64 = mine().map(|r| r.stats.outstanding_bytes.max(0)).sum();
     let outstanding_count: i64 = mine().map(|r| r.stats.outstanding_count.max(0)).sum();

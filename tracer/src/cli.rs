@@ -8,7 +8,11 @@ use clap::{Args, Parser, Subcommand};
 use crate::export::{ExportOptions, Format};
 
 #[derive(Parser, Debug)]
-#[command(name = "tracer", version, about = "Find the Python lines that leak memory in a running CPython process (eBPF, no restart)")]
+#[command(
+    name = "tracer",
+    version,
+    about = "Find the Python lines that leak memory in a running CPython process (eBPF, no restart)"
+)]
 pub struct Cli {
     /// More detail on stderr (-v, -vv).
     #[arg(short, long, action = clap::ArgAction::Count, global = true)]
@@ -28,14 +32,10 @@ pub enum Command {
     Serve(ServeArgs),
     /// Print a shell completion script (bash, zsh, fish, elvish, powershell) to stdout.
     #[command(hide = true)]
-    Completions {
-        shell: clap_complete::Shell,
-    },
+    Completions { shell: clap_complete::Shell },
     /// Print the man page (roff) to stdout: tracer(1), or tracer-SUBCOMMAND(1).
     #[command(hide = true)]
-    Man {
-        subcommand: Option<String>,
-    },
+    Man { subcommand: Option<String> },
 }
 
 #[derive(Args, Debug, Clone)]
@@ -251,9 +251,7 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
 
 impl OutputArgs {
     pub fn format(&self) -> Format {
-        self.format
-            .or_else(|| self.output.as_deref().and_then(Format::from_path))
-            .unwrap_or(Format::Text)
+        self.format.or_else(|| self.output.as_deref().and_then(Format::from_path)).unwrap_or(Format::Text)
     }
 
     pub fn export_options(&self) -> ExportOptions {
@@ -280,7 +278,8 @@ mod tests {
 
     #[test]
     fn format_follows_extension() {
-        let args = |o: &str, f: Option<Format>| OutputArgs { output: Some(o.into()), format: f, top: 10, all_stacks: false };
+        let args =
+            |o: &str, f: Option<Format>| OutputArgs { output: Some(o.into()), format: f, top: 10, all_stacks: false };
         assert_eq!(args("leaks.svg", None).format(), Format::Svg);
         assert_eq!(args("x.pb.gz", None).format(), Format::Pprof);
         assert_eq!(args("x.speedscope.json", None).format(), Format::Speedscope);

@@ -7,8 +7,7 @@ use std::collections::HashMap;
 use anyhow::Result;
 use aya::maps::{HashMap as BpfHashMap, MapData, PerCpuArray, RingBuf};
 use tracer_ebpf::{
-    counter, event, maps, AllocInfo, AllocKey, Event, StackStats, StackTrace, ALLOC_KIND_NAMES,
-    UNKNOWN_STACK,
+    counter, event, maps, AllocInfo, AllocKey, Event, StackStats, StackTrace, ALLOC_KIND_NAMES, UNKNOWN_STACK,
 };
 
 use crate::leaks::Series;
@@ -147,7 +146,8 @@ impl Collector {
     }
 
     pub fn process_finalizing(&self, pid: u32, instance: u64) -> bool {
-        self.processes.get(&pid).is_some_and(|p| p.finalizing && p.instance == instance) || self.retired_finalizing.contains(&instance)
+        self.processes.get(&pid).is_some_and(|p| p.finalizing && p.instance == instance)
+            || self.retired_finalizing.contains(&instance)
     }
 
     /// The ring buffer's descriptor, to wake up as soon as the BPF side announces something.
@@ -166,7 +166,11 @@ impl Collector {
             let ev: Event = unsafe { std::ptr::read_unaligned(item.as_ptr() as *const Event) };
             match ev.kind {
                 event::NEW_STACK => {
-                    log::trace!("new stack {:x} announced {} us ago", ev.value, monotonic_ns().saturating_sub(ev.ts_ns) / 1000);
+                    log::trace!(
+                        "new stack {:x} announced {} us ago",
+                        ev.value,
+                        monotonic_ns().saturating_sub(ev.ts_ns) / 1000
+                    );
                     new_ids.push(ev.value)
                 }
                 event::FINALIZING => {
@@ -212,14 +216,20 @@ impl Collector {
                     let mut frames = Vec::with_capacity(python.len() + 1);
                     let native = match self.processes.get_mut(&t.tgid).filter(|p| p.instance == t.instance) {
                         Some(p) => p.native.frame(&self.symbolizer, t.native_ip),
-                        None => Frame::Native { function: format!("[unknown] 0x{:x}", t.native_ip), module: "?".into() },
+                        None => {
+                            Frame::Native { function: format!("[unknown] 0x{:x}", t.native_ip), module: "?".into() }
+                        }
                     };
                     frames.push(native);
                     frames.extend(python);
                     (StackKey { pid: t.tgid, instance: t.instance, allocator, frames }, t.truncated != 0)
                 }
                 None => {
-                    let what = if id == UNKNOWN_STACK { "[stack not recorded: stack table full]" } else { "[stack not readable]" };
+                    let what = if id == UNKNOWN_STACK {
+                        "[stack not recorded: stack table full]"
+                    } else {
+                        "[stack not readable]"
+                    };
                     let frames = vec![Frame::Native { function: what.into(), module: "tracer".into() }];
                     (StackKey { pid: self.main_pid, instance: self.main_instance, allocator: "unknown", frames }, false)
                 }
@@ -244,7 +254,14 @@ impl Collector {
                     s
                 });
                 self.by_key.insert(key.clone(), i);
-                self.records.push(StackRecord { key, site, truncated, series: Series::new(), stats: StackStats::default(), retired: false });
+                self.records.push(StackRecord {
+                    key,
+                    site,
+                    truncated,
+                    series: Series::new(),
+                    stats: StackStats::default(),
+                    retired: false,
+                });
                 i
             }
         };
@@ -264,7 +281,8 @@ impl Collector {
     /// Reads every stack's current totals and appends one point to each series.
     pub fn sample(&mut self, t: f64) {
         self.drain_events();
-        let mut totals: Vec<StackStats> = self.records.iter().map(|r| if r.retired { r.stats } else { StackStats::default() }).collect();
+        let mut totals: Vec<StackStats> =
+            self.records.iter().map(|r| if r.retired { r.stats } else { StackStats::default() }).collect();
         let entries: Vec<(u64, StackStats)> = self.stats.iter().filter_map(|r| r.ok()).collect();
         for (id, s) in entries {
             let i = self.resolve(id);
@@ -349,8 +367,12 @@ impl Collector {
         self.drain_events();
         let Some(view) = self.processes.remove(&pid) else { return };
         let instance = view.instance;
-        let ids: Vec<(u64, usize)> =
-            self.by_id.iter().filter(|&(&id, &i)| id != UNKNOWN_STACK && self.records[i].key.instance == instance).map(|(&id, &i)| (id, i)).collect();
+        let ids: Vec<(u64, usize)> = self
+            .by_id
+            .iter()
+            .filter(|&(&id, &i)| id != UNKNOWN_STACK && self.records[i].key.instance == instance)
+            .map(|(&id, &i)| (id, i))
+            .collect();
         let mut final_stats: HashMap<usize, StackStats> = HashMap::new();
         for &(id, i) in &ids {
             let acc = final_stats.entry(i).or_default();
@@ -386,7 +408,11 @@ impl Collector {
             let _ = self.stacks.remove(&id);
             self.by_id.remove(&id);
         }
-        log::info!("pid {pid} ended: {} stacks kept as they were, {} allocation records dropped from the BPF map", ids.len(), dead.len());
+        log::info!(
+            "pid {pid} ended: {} stacks kept as they were, {} allocation records dropped from the BPF map",
+            ids.len(),
+            dead.len()
+        );
         self.retired.insert(instance, oldest);
         if view.finalizing {
             self.retired_finalizing.push(instance);

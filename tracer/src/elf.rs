@@ -54,8 +54,7 @@ impl ElfImage {
 
     pub fn parse(path: PathBuf, data: Vec<u8>) -> Result<Self> {
         let (symbols, segments) = {
-            let file = object::File::parse(&*data)
-                .with_context(|| format!("{} is not an ELF file", path.display()))?;
+            let file = object::File::parse(&*data).with_context(|| format!("{} is not an ELF file", path.display()))?;
             let mut symbols = HashMap::new();
             for sym in file.symbols().chain(file.dynamic_symbols()) {
                 if sym.is_undefined() || sym.address() == 0 {

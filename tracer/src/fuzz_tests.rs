@@ -52,7 +52,9 @@ impl Rng {
             match self.below(6) {
                 0 if !data.is_empty() => data[at] ^= 1 << self.below(8),
                 1 if !data.is_empty() => data[at] = self.next() as u8,
-                2 if !data.is_empty() => data[at] = *self.pick(&[0u8, 0xff, 0x7f, 0x80, b'\n', b' ', b'-', b':', b'"', b'{', b'}']),
+                2 if !data.is_empty() => {
+                    data[at] = *self.pick(&[0u8, 0xff, 0x7f, 0x80, b'\n', b' ', b'-', b':', b'"', b'{', b'}'])
+                }
                 3 => data.insert(at.min(data.len()), self.next() as u8),
                 4 if !data.is_empty() => {
                     data.remove(at);
@@ -240,7 +242,8 @@ fn elf_parser_takes_truncated_and_corrupted_images() {
     });
 }
 
-const FORMATS: [Format; 6] = [Format::Text, Format::Json, Format::Folded, Format::Svg, Format::Pprof, Format::Speedscope];
+const FORMATS: [Format; 6] =
+    [Format::Text, Format::Json, Format::Folded, Format::Svg, Format::Pprof, Format::Speedscope];
 
 /// Parses a saved report; when it parses, renders it in every format (as `tracer report`
 /// does) with and without every stack.
@@ -286,11 +289,37 @@ fn mutate_json(v: &mut Value, rng: &mut Rng, depth: u32) {
         }
         // Mostly the same type with an odd value, so that the mutant is often still a report.
         Value::Number(_) if rng.below(5) != 0 => {
-            let numbers = [serde_json::json!(0), serde_json::json!(u64::MAX), serde_json::json!(u32::MAX), serde_json::json!(1u64 << 53), serde_json::json!(1e308), serde_json::json!(-1e308), serde_json::json!(-0.0), serde_json::json!(5e-324), serde_json::json!(-1)];
+            let numbers = [
+                serde_json::json!(0),
+                serde_json::json!(u64::MAX),
+                serde_json::json!(u32::MAX),
+                serde_json::json!(1u64 << 53),
+                serde_json::json!(1e308),
+                serde_json::json!(-1e308),
+                serde_json::json!(-0.0),
+                serde_json::json!(5e-324),
+                serde_json::json!(-1),
+            ];
             *v = rng.pick(&numbers).clone();
         }
         Value::String(_) if rng.below(5) != 0 => {
-            let strings = ["", ";", " ", "\n", "<svg>&amp;\"'", "\u{0}", "\u{202e}é日本", "leak", "growing", "bounded", "stable", "python", "native", "json", "[native] x"];
+            let strings = [
+                "",
+                ";",
+                " ",
+                "\n",
+                "<svg>&amp;\"'",
+                "\u{0}",
+                "\u{202e}é日本",
+                "leak",
+                "growing",
+                "bounded",
+                "stable",
+                "python",
+                "native",
+                "json",
+                "[native] x",
+            ];
             *v = Value::String(rng.pick(&strings).to_string());
         }
         _ => {
@@ -330,10 +359,12 @@ fn saved_reports_parse_or_fail_cleanly_and_render() {
                 assert!(parsed, "{name} is a valid report");
             }
         }
-        let one = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/export/report.json")).unwrap();
+        let one = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/export/report.json"))
+            .unwrap();
         assert!(report_roundtrip(&one));
         let one_value: Value = serde_json::from_str(&one).unwrap();
-        let multi_value = serde_json::json!({"schema": 1, "processes": [one_value.clone(), one_value.clone()], "skipped": []});
+        let multi_value =
+            serde_json::json!({"schema": 1, "processes": [one_value.clone(), one_value.clone()], "skipped": []});
         let multi = multi_value.to_string();
         assert!(report_roundtrip(&multi));
         let mut parsed = 0;

@@ -61,7 +61,8 @@ impl Holders {
         self.totals.add(&stats);
         for sample in samples {
             let key = (sample.path.clone(), sample.type_name.clone());
-            let track = self.tracks.entry(key).or_insert_with(|| HolderTrack { last: sample.clone(), series: Series::new() });
+            let track =
+                self.tracks.entry(key).or_insert_with(|| HolderTrack { last: sample.clone(), series: Series::new() });
             track.series.push(t_s, sample.len as f64);
             track.last = sample;
         }

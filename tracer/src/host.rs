@@ -60,7 +60,11 @@ pub fn discover(filter: &HostFilter) -> (Vec<Target>, Vec<Skipped>) {
         }
         match inspect(pid) {
             Ok(t) if traced.len() < filter.max_processes => traced.push(t),
-            Ok(_) => skipped.push(Skipped { pid, cmdline: cmd, reason: format!("over the --max-processes cap of {}", filter.max_processes) }),
+            Ok(_) => skipped.push(Skipped {
+                pid,
+                cmdline: cmd,
+                reason: format!("over the --max-processes cap of {}", filter.max_processes),
+            }),
             Err(reason) => skipped.push(Skipped { pid, cmdline: cmd, reason }),
         }
     }
@@ -95,7 +99,8 @@ impl Newcomers {
         let mut done = Vec::new();
         for (&pid, &since) in &self.waiting {
             let cmd = cmdline(pid);
-            if !std::path::Path::new(&format!("/proc/{pid}")).exists() || (!cmd.is_empty() && !filter.wants(pid, &cmd)) {
+            if !std::path::Path::new(&format!("/proc/{pid}")).exists() || (!cmd.is_empty() && !filter.wants(pid, &cmd))
+            {
                 done.push(pid);
                 continue;
             }

@@ -68,7 +68,8 @@ fn wait_until_mapped(pid: Pid) -> Result<()> {
     for _ in 0..MAX_STARTUP_STOPS {
         let maps = procfs::parse_maps(&std::fs::read_to_string(format!("/proc/{pid}/maps")).unwrap_or_default());
         let has = |prefix: &str| {
-            maps.iter().any(|m| m.path.as_deref().is_some_and(|p| p.rsplit('/').next().unwrap_or(p).starts_with(prefix)))
+            maps.iter()
+                .any(|m| m.path.as_deref().is_some_and(|p| p.rsplit('/').next().unwrap_or(p).starts_with(prefix)))
         };
         let libc = has("libc.so") || has("libc-");
         if libc && (exe_has_runtime || has("libpython")) {

@@ -433,8 +433,7 @@ pub fn judge(series: &Series, evidence: Option<&Evidence>, criteria: &Criteria, 
         let prior_high = vs[..e].iter().copied().fold(f64::NEG_INFINITY, f64::max);
         let beyond = lvl_end - prior_high.max(vs[k]);
         let floor = c.min_total_growth.max(tol);
-        let new_ground =
-            (kept_rise >= floor && kept_rise >= 0.25 * rise) || (beyond >= floor && beyond >= 0.5 * rise);
+        let new_ground = (kept_rise >= floor && kept_rise >= 0.25 * rise) || (beyond >= floor && beyond >= 0.5 * rise);
         if rise < sig || !new_ground {
             return Err(shrank_or_updown(lvl_end));
         }
@@ -499,8 +498,10 @@ pub fn judge(series: &Series, evidence: Option<&Evidence>, criteria: &Criteria, 
     // A steady leak under a start-up surge grows little against the surge, but as fast in the
     // last third as in the middle one; a cache approaching its size slows down.
     let mid_start = n - (mid.len() + end3.len()).max(1);
-    let mid_slope = theil_sen(&ts[mid_start..tail_start.max(mid_start + 1)], &vs[mid_start..tail_start.max(mid_start + 1)]);
-    let still_growing = thirds[2] - thirds[1] >= c.min_total_growth.max(tol) && tail_slope >= 0.5 * mid_slope && tail_slope > 0.0;
+    let mid_slope =
+        theil_sen(&ts[mid_start..tail_start.max(mid_start + 1)], &vs[mid_start..tail_start.max(mid_start + 1)]);
+    let still_growing =
+        thirds[2] - thirds[1] >= c.min_total_growth.max(tol) && tail_slope >= 0.5 * mid_slope && tail_slope > 0.0;
     let plateau = !mid.is_empty()
         && !end3.is_empty()
         && thirds[2] - thirds[1] < c.plateau_share * rise
@@ -559,7 +560,12 @@ pub fn judge(series: &Series, evidence: Option<&Evidence>, criteria: &Criteria, 
         return stable(
             0.05,
             rate,
-            format!("{} for {}, below the minimum growth of {}", signed_rate(rate, unit), human_duration(dur), signed_rate(c.min_growth_per_s, unit).trim_start_matches('+')),
+            format!(
+                "{} for {}, below the minimum growth of {}",
+                signed_rate(rate, unit),
+                human_duration(dur),
+                signed_rate(c.min_growth_per_s, unit).trim_start_matches('+')
+            ),
         );
     }
 
@@ -605,11 +611,7 @@ pub fn judge(series: &Series, evidence: Option<&Evidence>, criteria: &Criteria, 
     let mut reason = format!("{} for {}", signed_rate(rate, unit), human_duration(dur));
     if let Some(e) = evidence {
         if let Some(lf) = live {
-            reason.push_str(&format!(
-                ", {} of {} allocations still live",
-                percent(lf),
-                human_count(e.allocs as f64)
-            ));
+            reason.push_str(&format!(", {} of {} allocations still live", percent(lf), human_count(e.allocs as f64)));
         }
         if e.live_count > 0 && e.oldest_age_s.is_finite() && e.oldest_age_s > 0.0 {
             reason.push_str(&format!(", oldest {}", human_duration(e.oldest_age_s)));
@@ -675,12 +677,7 @@ fn growth_stopped(
 }
 
 fn stable(score: f64, growth: f64, reason: String) -> Judgement {
-    Judgement {
-        verdict: Verdict::Stable,
-        score,
-        growth_per_s: if growth.is_finite() { growth } else { 0.0 },
-        reason,
-    }
+    Judgement { verdict: Verdict::Stable, score, growth_per_s: if growth.is_finite() { growth } else { 0.0 }, reason }
 }
 
 /// Orders judged items for the report: by verdict class (leak, growing, bounded, stable), then
@@ -1401,7 +1398,11 @@ mod tests {
         // A queue that fills and drains: triangle waves of 500 items, period 20 s.
         let s = series(60.0, 1.0, |t| {
             let p = t % 20.0;
-            if p < 10.0 { 50.0 * p } else { 50.0 * (20.0 - p) }
+            if p < 10.0 {
+                50.0 * p
+            } else {
+                50.0 * (20.0 - p)
+            }
         });
         let j = items(&s);
         check(&j, Verdict::Stable);

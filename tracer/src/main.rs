@@ -7,10 +7,10 @@ mod collector;
 mod crash;
 mod elf;
 mod ended;
-mod holders;
-mod host;
 mod error;
 mod export;
+mod holders;
+mod host;
 mod launch;
 mod leaks;
 mod output;
@@ -48,9 +48,7 @@ fn main() -> ExitCode {
         1 => "info",
         _ => "debug",
     };
-    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or(level))
-        .format_timestamp(None)
-        .init();
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or(level)).format_timestamp(None).init();
     let result = match cli.command {
         Command::Record(args) => run_record(args),
         Command::Report(args) => run_report(args),
@@ -76,11 +74,17 @@ fn main() -> ExitCode {
 fn run_record(args: RecordArgs) -> Result<ExitCode> {
     let pid = match args.pid {
         None if args.command.is_empty() && !args.all => {
-            return Err(user_error("nothing to trace", "give a PID (tracer record -p PID) or a command (tracer record -- python3 app.py)"))
+            return Err(user_error(
+                "nothing to trace",
+                "give a PID (tracer record -p PID) or a command (tracer record -- python3 app.py)",
+            ))
         }
         None => None,
         Some(p) if p <= 0 || p > u32::MAX as i64 => {
-            return Err(user_error(format!("{p} is not a valid PID"), "PIDs are positive numbers; find yours with `pgrep -f app.py`"))
+            return Err(user_error(
+                format!("{p} is not a valid PID"),
+                "PIDs are positive numbers; find yours with `pgrep -f app.py`",
+            ))
         }
         Some(p) => Some(p as u32),
     };
@@ -119,7 +123,11 @@ fn run_record(args: RecordArgs) -> Result<ExitCode> {
     let written = match (reports.as_slice(), &skipped) {
         ([one], None) => output::write_report(one, &args.output),
         _ => output::write_saved(
-            &output::Saved::Many(report::MultiReport { schema: report::SCHEMA, processes: reports.clone(), skipped: skipped.unwrap_or_default() }),
+            &output::Saved::Many(report::MultiReport {
+                schema: report::SCHEMA,
+                processes: reports.clone(),
+                skipped: skipped.unwrap_or_default(),
+            }),
             &args.output,
         ),
     };
@@ -130,7 +138,11 @@ fn run_record(args: RecordArgs) -> Result<ExitCode> {
                 let site = s.stack.iter().find(|f| matches!(f, report::Frame::Python { .. })).or(s.stack.first());
                 format!("pid {}: {} ({})", r.target.pid, site.map(|f| f.label()).unwrap_or_default(), s.reason)
             });
-            let holders = r.holders.iter().filter(|h| h.verdict == report::Verdict::Leak).map(move |h| format!("pid {}: {} {} ({})", r.target.pid, h.path, h.type_name, h.reason));
+            let holders = r
+                .holders
+                .iter()
+                .filter(|h| h.verdict == report::Verdict::Leak)
+                .map(move |h| format!("pid {}: {} {} ({})", r.target.pid, h.path, h.type_name, h.reason));
             stacks.chain(holders)
         })
         .collect();
@@ -162,9 +174,11 @@ fn print_man(subcommand: Option<&str>) -> Result<ExitCode> {
     let page = match subcommand {
         None => cli,
         Some(name) => {
-            let sub = cli.find_subcommand(name).filter(|s| !s.is_hide_set()).cloned().ok_or_else(|| {
-                user_error(format!("no subcommand {name}"), "one of: record, report, serve")
-            })?;
+            let sub = cli
+                .find_subcommand(name)
+                .filter(|s| !s.is_hide_set())
+                .cloned()
+                .ok_or_else(|| user_error(format!("no subcommand {name}"), "one of: record, report, serve"))?;
             // A one-shot process: the page's name may live until exit.
             let full: &'static str = Box::leak(format!("tracer-{name}").into_boxed_str());
             sub.name(full).version(env!("CARGO_PKG_VERSION"))
@@ -192,10 +206,16 @@ fn read_limited(path: &std::path::Path, limit: u64) -> std::io::Result<String> {
 
 fn run_report(args: ReportArgs) -> Result<ExitCode> {
     let text = read_limited(&args.input, MAX_REPORT_BYTES).map_err(|e| {
-        user_error(format!("cannot read {}: {e}", args.input.display()), "pass a JSON report written by `tracer record -f json -o FILE`")
+        user_error(
+            format!("cannot read {}: {e}", args.input.display()),
+            "pass a JSON report written by `tracer record -f json -o FILE`",
+        )
     })?;
     let saved = output::parse_saved(&text).map_err(|e| {
-        user_error(format!("{} is not a tracer JSON report: {e}", args.input.display()), "pass a file written by `tracer record -f json -o FILE`")
+        user_error(
+            format!("{} is not a tracer JSON report: {e}", args.input.display()),
+            "pass a file written by `tracer record -f json -o FILE`",
+        )
     })?;
     output::write_saved(&saved, &args.output)?;
     Ok(ExitCode::SUCCESS)

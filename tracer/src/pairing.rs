@@ -54,12 +54,16 @@ pub fn link(pid: u32, suspects: &mut [Suspect], holders: &mut [Holder]) {
         let Some(name) = container_name(&holder.path) else { continue };
         let mut filled_at = Vec::new();
         for suspect in suspects.iter_mut().filter(|s| growing(s.verdict)) {
-            let Some(Frame::Python { function, file, line }) = suspect.stack.iter().find(|f| matches!(f, Frame::Python { .. })) else {
+            let Some(Frame::Python { function, file, line }) =
+                suspect.stack.iter().find(|f| matches!(f, Frame::Python { .. }))
+            else {
                 continue;
             };
             let site = format!("{function} ({file}:{line})");
             if sources.line(file, *line).is_some_and(|text| names(text, name)) {
-                suspect.reason.push_str(&format!("; kept alive by {} ({} of {})", holder.path, holder.type_name, holder.len));
+                suspect
+                    .reason
+                    .push_str(&format!("; kept alive by {} ({} of {})", holder.path, holder.type_name, holder.len));
                 filled_at.push(site);
             }
         }

@@ -244,7 +244,8 @@ impl Probes {
             if PROCESS_EVENTS.iter().any(|(p, _)| *p == name) {
                 let program: &mut RawTracePoint = probes.ebpf.program_mut(&name).context("program")?.try_into()?;
                 program.load().with_context(|| format!("verifying BPF program {name}"))?;
-                program.attach(PROCESS_EVENTS.iter().find(|(p, _)| *p == name).map(|(_, tp)| *tp).unwrap_or_default())
+                program
+                    .attach(PROCESS_EVENTS.iter().find(|(p, _)| *p == name).map(|(_, tp)| *tp).unwrap_or_default())
                     .with_context(|| format!("attaching {name} to its tracepoint"))?;
                 continue;
             }
@@ -268,9 +269,13 @@ impl Probes {
     }
 
     fn load_sessions(&self) -> Result<SessionPrograms> {
-        let fds: HashMap<String, RawFd> =
-            self.ebpf.maps().filter_map(|(name, map)| map_data(map).map(|d| (name.to_string(), d.fd().as_fd().as_raw_fd()))).collect();
-        let mut names: Vec<(&str, Mode)> = LIBC_PROBES.iter().filter_map(|s| session_program(s.program)).map(|n| (n, Mode::Session)).collect();
+        let fds: HashMap<String, RawFd> = self
+            .ebpf
+            .maps()
+            .filter_map(|(name, map)| map_data(map).map(|d| (name.to_string(), d.fd().as_fd().as_raw_fd())))
+            .collect();
+        let mut names: Vec<(&str, Mode)> =
+            LIBC_PROBES.iter().filter_map(|s| session_program(s.program)).map(|n| (n, Mode::Session)).collect();
         names.extend(ENTRY_ONLY.iter().map(|n| (*n, Mode::Entry)));
         SessionPrograms::load(BPF_OBJECT, &fds, &names)
     }
@@ -367,7 +372,10 @@ impl Probes {
         let pid = NonZeroU32::new(target.pid).context("PID 0")?;
         // Return probes first: an entry seen without its return would leave an entry record
         // that makes the thread's next calls look nested (and go unrecorded) for a while.
-        let returns_first = LIBC_PROBES.iter().filter(|s| s.kind == Kind::Return).chain(LIBC_PROBES.iter().filter(|s| s.kind == Kind::Entry));
+        let returns_first = LIBC_PROBES
+            .iter()
+            .filter(|s| s.kind == Kind::Return)
+            .chain(LIBC_PROBES.iter().filter(|s| s.kind == Kind::Entry));
         let mut by_multi = Vec::new();
         if self.sessions.is_some() {
             for spec in LIBC_PROBES.iter().filter(|s| s.kind == Kind::Entry) {
@@ -427,7 +435,8 @@ impl Probes {
     }
 
     fn attach_symbol(&mut self, spec: &ProbeSpec, elf: &ElfImage, pid_raw: u32, pid: NonZeroU32) -> Result<()> {
-        let entry_only = spec.kind == Kind::Entry && !spec.program.ends_with("_enter") || ENTRY_ONLY.contains(&spec.program);
+        let entry_only =
+            spec.kind == Kind::Entry && !spec.program.ends_with("_enter") || ENTRY_ONLY.contains(&spec.program);
         let Some(offset) = self.probe_offset(spec.symbol, elf, entry_only)? else { return Ok(()) };
         let path = elf.path.clone();
         let Some(program_name) = self.variant.program(spec.program, spec.kind) else { return Ok(()) };
@@ -477,7 +486,12 @@ fn session_program(entry: &str) -> Option<&'static str> {
 fn map_data(map: &aya::maps::Map) -> Option<&MapData> {
     use aya::maps::Map;
     match map {
-        Map::Array(d) | Map::HashMap(d) | Map::LruHashMap(d) | Map::PerCpuArray(d) | Map::RingBuf(d) | Map::PerCpuHashMap(d) => Some(d),
+        Map::Array(d)
+        | Map::HashMap(d)
+        | Map::LruHashMap(d)
+        | Map::PerCpuArray(d)
+        | Map::RingBuf(d)
+        | Map::PerCpuHashMap(d) => Some(d),
         _ => None,
     }
 }
@@ -495,7 +509,10 @@ fn attach_error(e: aya::programs::ProgramError, symbol: &str, path: &std::path::
     let source = std::error::Error::source(&e).map(|s| s.to_string()).unwrap_or_default();
     if text.contains("EINVAL") || source.contains("Invalid argument") {
         return user_error(
-            format!("cannot attach to {symbol} in {} of process {pid}: another tracer holds a conflicting probe there", path.display()),
+            format!(
+                "cannot attach to {symbol} in {} of process {pid}: another tracer holds a conflicting probe there",
+                path.display()
+            ),
             "stop other uprobe tracers on this libc first (bcc's memleak, bpftrace); `bpftool perf list` shows them",
         );
     }

@@ -10,14 +10,14 @@ use tokio::io::Interest;
 use tokio::signal::unix::{signal, SignalKind};
 
 use crate::collector::{monotonic_ns, Collector};
+use crate::error::user_error;
 use crate::holders::Holders;
 use crate::host::{self, HostFilter, Newcomers, Skipped};
-use crate::python::heap::ScanBudget;
-use crate::error::user_error;
 use crate::launch::{self, Launched};
 use crate::leaks::Criteria;
 use crate::probes::{LoadOptions, MapSizes, ProbeVariant, Probes};
 use crate::python::code::CodeResolver;
+use crate::python::heap::ScanBudget;
 use crate::python::{debug_offsets, Layout};
 use crate::remote::{Memory, ProcessMemory};
 use crate::report::Report;
@@ -98,7 +98,8 @@ impl Announcements {
         let fd = session.collector.as_ref().map(|c| c.events_fd()).unwrap_or_else(|| quiet.0.as_raw_fd());
         // SAFETY: the descriptor (the collector's ring buffer, or `quiet`) outlives `events`:
         // the session outlives this value, and `quiet` is dropped with it.
-        let events = unsafe { AsyncFd::register_with_interest(BorrowedFd(fd), Interest::READABLE) }.map_err(|e| e.into_parts().1)?;
+        let events = unsafe { AsyncFd::register_with_interest(BorrowedFd(fd), Interest::READABLE) }
+            .map_err(|e| e.into_parts().1)?;
         Ok(Self { events, _quiet: quiet })
     }
 
@@ -142,8 +143,16 @@ fn layout_from_target(target: &Target, builtin: Layout) -> Result<Layout> {
     }
     let runtime = target.python.runtime_addr("_PyRuntime").context("_PyRuntime")?;
     let from_memory = ProcessMemory::new(target.pid).read_vec(runtime, debug_offsets::TABLE_BYTES).ok();
-    let from_file = target.python.elf.symbol("_PyRuntime").and_then(|v| target.python.elf.bytes_at(v, debug_offsets::TABLE_BYTES)).map(<[u8]>::to_vec);
-    let parsed = from_memory.as_deref().and_then(debug_offsets::parse).or_else(|| from_file.as_deref().and_then(debug_offsets::parse));
+    let from_file = target
+        .python
+        .elf
+        .symbol("_PyRuntime")
+        .and_then(|v| target.python.elf.bytes_at(v, debug_offsets::TABLE_BYTES))
+        .map(<[u8]>::to_vec);
+    let parsed = from_memory
+        .as_deref()
+        .and_then(debug_offsets::parse)
+        .or_else(|| from_file.as_deref().and_then(debug_offsets::parse));
     match parsed {
         Some((_, layout, debug_offsets::Check::Match)) => {
             log::info!("_Py_DebugOffsets of the target match the built-in 3.{minor} layout");
@@ -214,7 +223,17 @@ pub fn start(config: &RecordConfig) -> Result<Session> {
                     None => "Ctrl-C to stop".to_string(),
                 }
             );
-            Ok(Session { target, probes, collector, holders, launched, started: Instant::now(), window: None, children: Vec::new(), host: None })
+            Ok(Session {
+                target,
+                probes,
+                collector,
+                holders,
+                launched,
+                started: Instant::now(),
+                window: None,
+                children: Vec::new(),
+                host: None,
+            })
         }
         (Err(e), Some(l)) => {
             // The command still runs, untraced, as if started without the tracer.
@@ -259,7 +278,10 @@ fn start_host(config: &RecordConfig, filter: HostFilter) -> Result<Session> {
     for t in found {
         add_process(&mut session, t, "found on the host");
     }
-    eprintln!("tracer: tracing {} CPython processes on this host; new ones are added as they start", session.children.len() + 1);
+    eprintln!(
+        "tracer: tracing {} CPython processes on this host; new ones are added as they start",
+        session.children.len() + 1
+    );
     Ok(session)
 }
 
@@ -575,14 +597,21 @@ pub fn finish(mut session: Session, reason: EndReason, config: &RecordConfig) ->
 /// Every traced process's report as of now: the main target's (with `main_view` as its final
 /// view), then the added processes' (each with its own view: live, finalization or exited),
 /// then, in host mode, the reports of the processes that ended, as they were when they ended.
-pub fn reports(session: &mut Session, main_view: &str, criteria: &Criteria, end_ns: u64, sample_bytes: u64) -> Vec<Report> {
+pub fn reports(
+    session: &mut Session,
+    main_view: &str,
+    criteria: &Criteria,
+    end_ns: u64,
+    sample_bytes: u64,
+) -> Vec<Report> {
     let main_ended = session.host.as_ref().is_some_and(|h| h.ended.main_ended);
     let mut reports = Vec::new();
     if !main_ended {
         let pid = session.target.pid;
         reports.push(build_report::build_process(session, pid, main_view, criteria, end_ns));
     }
-    let children: Vec<(u64, crate::report::TargetInfo)> = session.children.iter().map(|t| (t.instance, build_report::target_info(t))).collect();
+    let children: Vec<(u64, crate::report::TargetInfo)> =
+        session.children.iter().map(|t| (t.instance, build_report::target_info(t))).collect();
     for (instance, info) in children {
         reports.push(build_report::build_child(session, instance, info, criteria, end_ns));
     }

@@ -44,10 +44,8 @@ impl ProcessMemory {
         for (chunk_idx, chunk) in regions.chunks(IOV_MAX).enumerate() {
             let base = chunk_idx * IOV_MAX;
             let mut bufs: Vec<Vec<u8>> = chunk.iter().map(|&(_, len)| vec![0u8; len]).collect();
-            let remote: Vec<RemoteIoVec> = chunk
-                .iter()
-                .map(|&(addr, len)| RemoteIoVec { base: addr as usize, len })
-                .collect();
+            let remote: Vec<RemoteIoVec> =
+                chunk.iter().map(|&(addr, len)| RemoteIoVec { base: addr as usize, len }).collect();
             let got = {
                 let mut local: Vec<IoSliceMut> = bufs.iter_mut().map(|b| IoSliceMut::new(b)).collect();
                 process_vm_readv(Pid::from_raw(self.pid as i32), &mut local, &remote).unwrap_or(0)
@@ -78,8 +76,7 @@ impl Memory for ProcessMemory {
         let len = buf.len();
         let remote = [RemoteIoVec { base: addr as usize, len }];
         let mut local = [IoSliceMut::new(buf)];
-        let n = process_vm_readv(Pid::from_raw(self.pid as i32), &mut local, &remote)
-            .map_err(std::io::Error::from)?;
+        let n = process_vm_readv(Pid::from_raw(self.pid as i32), &mut local, &remote).map_err(std::io::Error::from)?;
         if n == len {
             Ok(())
         } else {

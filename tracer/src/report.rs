@@ -110,15 +110,8 @@ pub struct Suspect {
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq, Hash, PartialOrd, Ord)]
 #[serde(tag = "kind", rename_all = "lowercase")]
 pub enum Frame {
-    Python {
-        function: String,
-        file: String,
-        line: u32,
-    },
-    Native {
-        function: String,
-        module: String,
-    },
+    Python { function: String, file: String, line: u32 },
+    Native { function: String, module: String },
 }
 
 impl Frame {

@@ -112,11 +112,19 @@ pub fn main(args: ServeArgs) -> Result<ExitCode> {
 fn config_from(args: ServeArgs) -> Result<ServeConfig> {
     let pid = match args.pid {
         Some(p) if p <= 0 || p > u32::MAX as i64 => {
-            return Err(user_error(format!("{p} is not a valid PID"), "PIDs are positive numbers; find yours with `pgrep -f app.py`"))
+            return Err(user_error(
+                format!("{p} is not a valid PID"),
+                "PIDs are positive numbers; find yours with `pgrep -f app.py`",
+            ))
         }
         Some(p) => Some(p as u32),
         None if args.all => None,
-        None => return Err(user_error("nothing to serve", "give a PID (tracer serve -p PID) or --all for every CPython process")),
+        None => {
+            return Err(user_error(
+                "nothing to serve",
+                "give a PID (tracer serve -p PID) or --all for every CPython process",
+            ))
+        }
     };
     let host = args.host.filter(args.all, "serve")?;
     let criteria = args.tracing.criteria();
@@ -162,7 +170,8 @@ async fn serve(config: ServeConfig) -> Result<()> {
     let (tx, rx) = watch::channel::<Option<Arc<Snapshot>>>(None);
     let acceptor = tokio::spawn(accept_loop(listener, rx, config.export));
     eprintln!("tracer: serving on http://{}/ (/debug/pprof/heap /flamegraph.svg /report.json /metrics)", config.listen);
-    let pushed_as = if session.host.is_some() { "mode=host".to_string() } else { format!("pid={}", session.target.pid) };
+    let pushed_as =
+        if session.host.is_some() { "mode=host".to_string() } else { format!("pid={}", session.target.pid) };
     let pusher = config.push.map(|t| Arc::new(Pusher::new(t, pushed_as)));
     let result = trace_loop(&mut session, &config.record, &tx, pusher.as_ref()).await;
     // Stop answering, then detach: dropping the session drops the probes.
@@ -365,7 +374,8 @@ fn parse_request(head: &[u8]) -> Result<Request<'_>, u16> {
     let line_end = head.iter().position(|&b| b == b'\n').unwrap_or(head.len());
     let line = std::str::from_utf8(&head[..line_end]).map_err(|_| 400u16)?.trim_end_matches('\r');
     let mut parts = line.split(' ');
-    let (Some(method), Some(target), Some(version), None) = (parts.next(), parts.next(), parts.next(), parts.next()) else {
+    let (Some(method), Some(target), Some(version), None) = (parts.next(), parts.next(), parts.next(), parts.next())
+    else {
         return Err(400);
     };
     if !version.starts_with("HTTP/1.") {
@@ -456,7 +466,16 @@ fn respond(head: &[u8], snapshot: Option<&Snapshot>, opts: &ExportOptions) -> Re
 }
 
 fn route(path: &str, snapshot: Option<&Snapshot>, opts: &ExportOptions) -> Response {
-    let known = ["/", "/index.html", "/debug/pprof/heap", "/debug/pprof/allocs", "/flamegraph.svg", "/report.json", "/report.txt", "/metrics"];
+    let known = [
+        "/",
+        "/index.html",
+        "/debug/pprof/heap",
+        "/debug/pprof/allocs",
+        "/flamegraph.svg",
+        "/report.json",
+        "/report.txt",
+        "/metrics",
+    ];
     if !known.contains(&path) {
         return Response::text(404, "not found; see / for the endpoints\n");
     }
@@ -473,9 +492,12 @@ fn route(path: &str, snapshot: Option<&Snapshot>, opts: &ExportOptions) -> Respo
             return Response::new(200, "text/html; charset=utf-8", index_html(snap).into_bytes())
                 .header("Content-Security-Policy", "default-src 'none'; style-src 'unsafe-inline'")
         }
-        "/metrics" => return Response::new(200, "text/plain; version=0.0.4; charset=utf-8", metrics(snap).into_bytes()),
+        "/metrics" => {
+            return Response::new(200, "text/plain; version=0.0.4; charset=utf-8", metrics(snap).into_bytes())
+        }
         "/debug/pprof/heap" | "/debug/pprof/allocs" => render(Format::Pprof).map(|b| {
-            Response::new(200, "application/octet-stream", b).header("Content-Disposition", "attachment; filename=\"heap.pb.gz\"")
+            Response::new(200, "application/octet-stream", b)
+                .header("Content-Disposition", "attachment; filename=\"heap.pb.gz\"")
         }),
         "/flamegraph.svg" => render(Format::Svg).map(|b| Response::new(200, "image/svg+xml", b)),
         "/report.json" => render(Format::Json).map(|b| Response::new(200, "application/json", b)),
@@ -529,7 +551,12 @@ fn index_html(snap: &Snapshot) -> String {
             );
         }
         Saved::Many(m) => {
-            let _ = writeln!(html, "<h1>tracer: {} CPython processes (host mode)</h1>\n<p>{} samples</p>\n<ul>", m.processes.len(), snap.samples);
+            let _ = writeln!(
+                html,
+                "<h1>tracer: {} CPython processes (host mode)</h1>\n<p>{} samples</p>\n<ul>",
+                m.processes.len(),
+                snap.samples
+            );
             for r in &m.processes {
                 let _ = writeln!(
                     html,
@@ -638,7 +665,9 @@ fn metrics(snap: &Snapshot) -> String {
         labels.extend(more);
         labels
     };
-    let per_process = |f: &dyn Fn(&Report) -> f64| -> Vec<(Vec<(&'static str, String)>, f64)> { reports.iter().map(|r| (pid_of(r), f(r))).collect() };
+    let per_process = |f: &dyn Fn(&Report) -> f64| -> Vec<(Vec<(&'static str, String)>, f64)> {
+        reports.iter().map(|r| (pid_of(r), f(r))).collect()
+    };
     let mut out = String::new();
     let info: Vec<_> = reports
         .iter()
@@ -656,18 +685,43 @@ fn metrics(snap: &Snapshot) -> String {
             (labels, 1.0)
         })
         .collect();
-    let help = if multi { "A traced process (always 1; final_view is live while it runs)." } else { "The traced process (always 1)." };
+    let help = if multi {
+        "A traced process (always 1; final_view is live while it runs)."
+    } else {
+        "The traced process (always 1)."
+    };
     family(&mut out, "tracer_target_info", "gauge", help, &info);
     if multi {
         let ended = reports.iter().filter(|r| r.final_view != "live").count() as f64;
-        let states = [(vec![("state", "live".to_string())], reports.len() as f64 - ended), (vec![("state", "ended".to_string())], ended)];
-        family(&mut out, "tracer_processes", "gauge", "Processes traced, by state (ended ones keep their last report).", &states);
+        let states = [
+            (vec![("state", "live".to_string())], reports.len() as f64 - ended),
+            (vec![("state", "ended".to_string())], ended),
+        ];
+        family(
+            &mut out,
+            "tracer_processes",
+            "gauge",
+            "Processes traced, by state (ended ones keep their last report).",
+            &states,
+        );
     }
     let duration_s = reports.iter().map(|r| r.duration_s).fold(0.0, f64::max);
     family(&mut out, "tracer_traced_seconds", "gauge", "Seconds since the tracer attached.", &[(vec![], duration_s)]);
     family(&mut out, "tracer_samples_total", "counter", "Intervals sampled.", &[(vec![], snap.samples as f64)]);
-    family(&mut out, "tracer_report_build_seconds", "gauge", "Time the last interval's sampling and report took.", &[(vec![], snap.build_s)]);
-    family(&mut out, "tracer_report_timestamp_seconds", "gauge", "When the served report was built (Unix time).", &[(vec![], snap.built_unix_s)]);
+    family(
+        &mut out,
+        "tracer_report_build_seconds",
+        "gauge",
+        "Time the last interval's sampling and report took.",
+        &[(vec![], snap.build_s)],
+    );
+    family(
+        &mut out,
+        "tracer_report_timestamp_seconds",
+        "gauge",
+        "When the served report was built (Unix time).",
+        &[(vec![], snap.built_unix_s)],
+    );
     family(
         &mut out,
         "tracer_outstanding_bytes",
@@ -690,10 +744,16 @@ fn metrics(snap: &Snapshot) -> String {
         "tracer_events_total",
         "counter",
         "Allocation and free events recorded (all traced processes together).",
-        &[(vec![("kind", "alloc".into())], counter(&|r| r.totals.allocs)), (vec![("kind", "free".into())], counter(&|r| r.totals.frees))],
+        &[
+            (vec![("kind", "alloc".into())], counter(&|r| r.totals.allocs)),
+            (vec![("kind", "free".into())], counter(&|r| r.totals.frees)),
+        ],
     );
     let names: std::collections::BTreeSet<&String> = reports.iter().flat_map(|r| r.totals.lost.keys()).collect();
-    let lost: Vec<_> = names.into_iter().map(|name| (vec![("counter", name.clone())], counter(&|r| r.totals.lost.get(name).copied().unwrap_or(0)))).collect();
+    let lost: Vec<_> = names
+        .into_iter()
+        .map(|name| (vec![("counter", name.clone())], counter(&|r| r.totals.lost.get(name).copied().unwrap_or(0))))
+        .collect();
     family(&mut out, "tracer_lost_total", "counter", "Events that could not be recorded, by cause.", &lost);
 
     let mut verdicts = Vec::new();
@@ -722,12 +782,21 @@ fn metrics(snap: &Snapshot) -> String {
         }
         verdicts.extend(by_verdict.iter().map(|(v, n)| (with(r, vec![("verdict", v.to_string())]), *n)));
         for ((function, file, line, verdict), v) in per_frame {
-            let labels = with(r, vec![("function", function), ("file", file), ("line", line.to_string()), ("verdict", verdict.to_string())]);
+            let labels = with(
+                r,
+                vec![
+                    ("function", function),
+                    ("file", file),
+                    ("line", line.to_string()),
+                    ("verdict", verdict.to_string()),
+                ],
+            );
             suspect_series.push((labels, v));
         }
     }
     family(&mut out, "tracer_suspects", "gauge", "Stacks in the report, by verdict.", &verdicts);
-    let pick = |f: fn(&(f64, f64, f64)) -> f64| -> Vec<_> { suspect_series.iter().map(|(l, v)| (l.clone(), f(v))).collect() };
+    let pick =
+        |f: fn(&(f64, f64, f64)) -> f64| -> Vec<_> { suspect_series.iter().map(|(l, v)| (l.clone(), f(v))).collect() };
     family(
         &mut out,
         "tracer_suspect_outstanding_bytes",
@@ -742,17 +811,43 @@ fn metrics(snap: &Snapshot) -> String {
         "Growth of the outstanding bytes of the stacks ending in this Python line, by verdict.",
         &pick(|v| v.1),
     );
-    family(&mut out, "tracer_suspect_score", "gauge", "Leak evidence in [0, 1] (highest of the stacks ending in this line).", &pick(|v| v.2));
+    family(
+        &mut out,
+        "tracer_suspect_score",
+        "gauge",
+        "Leak evidence in [0, 1] (highest of the stacks ending in this line).",
+        &pick(|v| v.2),
+    );
 
     let mut holders: Vec<(&Report, &crate::report::Holder)> = Vec::new();
     for r in reports {
         let mut seen = std::collections::HashSet::new();
-        holders.extend(r.holders.iter().filter(|h| seen.insert((h.path.as_str(), h.type_name.as_str()))).map(|h| (r, h)));
+        holders
+            .extend(r.holders.iter().filter(|h| seen.insert((h.path.as_str(), h.type_name.as_str()))).map(|h| (r, h)));
     }
-    let holder_labels = |r: &Report, h: &crate::report::Holder| with(r, vec![("path", h.path.clone()), ("type", h.type_name.clone()), ("verdict", h.verdict.as_str().to_string())]);
-    let hs = |f: fn(&crate::report::Holder) -> f64| -> Vec<_> { holders.iter().map(|(r, h)| (holder_labels(r, h), f(h))).collect() };
-    family(&mut out, "tracer_holder_length", "gauge", "Items in a container of the target, by path.", &hs(|h| h.len as f64));
-    family(&mut out, "tracer_holder_growth_per_second", "gauge", "Items added per second to a container of the target.", &hs(|h| h.growth_per_s));
+    let holder_labels = |r: &Report, h: &crate::report::Holder| {
+        with(
+            r,
+            vec![("path", h.path.clone()), ("type", h.type_name.clone()), ("verdict", h.verdict.as_str().to_string())],
+        )
+    };
+    let hs = |f: fn(&crate::report::Holder) -> f64| -> Vec<_> {
+        holders.iter().map(|(r, h)| (holder_labels(r, h), f(h))).collect()
+    };
+    family(
+        &mut out,
+        "tracer_holder_length",
+        "gauge",
+        "Items in a container of the target, by path.",
+        &hs(|h| h.len as f64),
+    );
+    family(
+        &mut out,
+        "tracer_holder_growth_per_second",
+        "gauge",
+        "Items added per second to a container of the target.",
+        &hs(|h| h.growth_per_s),
+    );
     family(
         &mut out,
         "tracer_holder_retained_bytes_estimate",
@@ -828,7 +923,13 @@ struct Pusher {
 impl Pusher {
     fn new(target: PushTarget, label: String) -> Pusher {
         let now = unix_now() as u64;
-        Pusher { target, label, in_flight: AtomicBool::new(false), failing: AtomicBool::new(false), last_until: std::sync::Mutex::new(now) }
+        Pusher {
+            target,
+            label,
+            in_flight: AtomicBool::new(false),
+            failing: AtomicBool::new(false),
+            last_until: std::sync::Mutex::new(now),
+        }
     }
 
     /// Renders the profile now and sends it in the background; skipped while the previous push
@@ -854,11 +955,16 @@ impl Pusher {
         let this = Arc::clone(self);
         tokio::spawn(async move {
             let result = tokio::time::timeout(PUSH_TIMEOUT, this.send(body, from, until)).await;
-            let result = result.unwrap_or_else(|_| Err(anyhow::anyhow!("timed out after {} s", PUSH_TIMEOUT.as_secs())));
+            let result =
+                result.unwrap_or_else(|_| Err(anyhow::anyhow!("timed out after {} s", PUSH_TIMEOUT.as_secs())));
             match result {
                 Ok(()) => {
                     if this.failing.swap(false, Ordering::AcqRel) {
-                        log::warn!("push to http://{}{}/ingest works again", this.target.host_header, this.target.prefix);
+                        log::warn!(
+                            "push to http://{}{}/ingest works again",
+                            this.target.host_header,
+                            this.target.prefix
+                        );
                     }
                 }
                 Err(e) => {
@@ -890,7 +996,9 @@ impl Pusher {
             env!("CARGO_PKG_VERSION"),
             body.len()
         );
-        let mut stream = TcpStream::connect(&self.target.authority).await.with_context(|| format!("connecting to {}", self.target.authority))?;
+        let mut stream = TcpStream::connect(&self.target.authority)
+            .await
+            .with_context(|| format!("connecting to {}", self.target.authority))?;
         stream.write_all(head.as_bytes()).await?;
         stream.write_all(&body).await?;
         // The status line is all we need; read a bounded amount.
@@ -903,8 +1011,14 @@ impl Pusher {
             }
             buf.extend_from_slice(&chunk[..n]);
         }
-        let line = String::from_utf8_lossy(&buf[..buf.iter().position(|&b| b == b'\n').unwrap_or(buf.len())]).trim().to_string();
-        let status: u16 = line.split(' ').nth(1).and_then(|s| s.parse().ok()).with_context(|| format!("no HTTP status in {line:?}"))?;
+        let line = String::from_utf8_lossy(&buf[..buf.iter().position(|&b| b == b'\n').unwrap_or(buf.len())])
+            .trim()
+            .to_string();
+        let status: u16 = line
+            .split(' ')
+            .nth(1)
+            .and_then(|s| s.parse().ok())
+            .with_context(|| format!("no HTTP status in {line:?}"))?;
         if !(200..300).contains(&status) {
             anyhow::bail!("server answered {line:?}");
         }
@@ -939,11 +1053,27 @@ mod tests {
         };
         Report {
             schema: SCHEMA,
-            target: TargetInfo { pid: 42, exe: "/usr/bin/python3".into(), python: "3.11.2".into(), libc: "libc.so.6".into(), cmdline: "python3 <app>.py".into() },
+            target: TargetInfo {
+                pid: 42,
+                exe: "/usr/bin/python3".into(),
+                python: "3.11.2".into(),
+                libc: "libc.so.6".into(),
+                cmdline: "python3 <app>.py".into(),
+            },
             duration_s: 12.0,
             final_view: "live".into(),
-            totals: Totals { allocs: 5, frees: 2, outstanding_bytes: 300, outstanding_count: 3, lost: [("map_full".to_string(), 0)].into() },
-            suspects: vec![suspect(Verdict::Leak, 100, 7), suspect(Verdict::Leak, 200, 7), suspect(Verdict::Stable, 0, 9)],
+            totals: Totals {
+                allocs: 5,
+                frees: 2,
+                outstanding_bytes: 300,
+                outstanding_count: 3,
+                lost: [("map_full".to_string(), 0)].into(),
+            },
+            suspects: vec![
+                suspect(Verdict::Leak, 100, 7),
+                suspect(Verdict::Leak, 200, 7),
+                suspect(Verdict::Stable, 0, 9),
+            ],
             holders: vec![Holder {
                 path: "__main__.KEPT".into(),
                 type_name: "list".into(),
@@ -967,8 +1097,14 @@ mod tests {
 
     #[test]
     fn request_lines() {
-        assert_eq!(parse_request(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n"), Ok(Request { head_only: false, path: "/metrics" }));
-        assert_eq!(parse_request(b"HEAD /debug/pprof/heap?seconds=5 HTTP/1.0\r\n\r\n"), Ok(Request { head_only: true, path: "/debug/pprof/heap" }));
+        assert_eq!(
+            parse_request(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n"),
+            Ok(Request { head_only: false, path: "/metrics" })
+        );
+        assert_eq!(
+            parse_request(b"HEAD /debug/pprof/heap?seconds=5 HTTP/1.0\r\n\r\n"),
+            Ok(Request { head_only: true, path: "/debug/pprof/heap" })
+        );
         assert_eq!(parse_request(b"POST / HTTP/1.1\r\n\r\n"), Err(405));
         assert_eq!(parse_request(b"DELETE /metrics HTTP/1.1\r\n\r\n"), Err(405));
         assert_eq!(parse_request(b"GET /metrics\r\n\r\n"), Err(400));
@@ -1054,21 +1190,36 @@ mod tests {
         let snap = Snapshot { view, built_unix_s: 1.7e9, build_s: 0.01, samples: 3 };
         let text = metrics(&snap);
         for pid in ["42", "43"] {
-            let line = format!(r#"tracer_suspect_outstanding_bytes{{pid="{pid}",function="leak \"x\"",file="/srv/a\\b.py",line="7",verdict="leak"}} 300"#);
+            let line = format!(
+                r#"tracer_suspect_outstanding_bytes{{pid="{pid}",function="leak \"x\"",file="/srv/a\\b.py",line="7",verdict="leak"}} 300"#
+            );
             assert!(text.lines().any(|l| l == line), "{line} in:\n{text}");
             assert!(text.contains(&format!("tracer_outstanding_bytes{{pid=\"{pid}\"}} 300")), "{text}");
-            assert!(text.contains(&format!(r#"tracer_holder_length{{pid="{pid}",path="__main__.KEPT",type="list",verdict="leak"}} 10"#)), "{text}");
+            assert!(
+                text.contains(&format!(
+                    r#"tracer_holder_length{{pid="{pid}",path="__main__.KEPT",type="list",verdict="leak"}} 10"#
+                )),
+                "{text}"
+            );
         }
         assert!(text.contains(r#"tracer_processes{state="ended"} 1"#), "{text}");
         // Shared counters are one series, not one per process.
         assert_eq!(text.lines().filter(|l| l.starts_with("tracer_lost_total{")).count(), 1, "{text}");
-        let per_process = ["tracer_outstanding_bytes", "tracer_outstanding_allocations", "tracer_suspects", "tracer_suspect_", "tracer_holder_", "tracer_target_info"];
+        let per_process = [
+            "tracer_outstanding_bytes",
+            "tracer_outstanding_allocations",
+            "tracer_suspects",
+            "tracer_suspect_",
+            "tracer_holder_",
+            "tracer_target_info",
+        ];
         for l in text.lines().filter(|l| !l.starts_with('#')) {
             if per_process.iter().any(|p| l.starts_with(p)) {
                 assert!(l.contains("pid=\""), "per-process series without pid: {l}");
             }
         }
-        let json: serde_json::Value = serde_json::from_slice(&route("/report.json", Some(&snap), &ExportOptions::default()).body).unwrap();
+        let json: serde_json::Value =
+            serde_json::from_slice(&route("/report.json", Some(&snap), &ExportOptions::default()).body).unwrap();
         assert_eq!(json["processes"].as_array().map(|p| p.len()), Some(2));
         let txt = String::from_utf8(route("/report.txt", Some(&snap), &ExportOptions::default()).body).unwrap();
         assert!(txt.contains("== PID 42:") && txt.contains("== PID 43:"), "{txt}");
@@ -1078,7 +1229,10 @@ mod tests {
     #[test]
     fn push_urls() {
         let t = PushTarget::parse("http://pyroscope:4040").unwrap();
-        assert_eq!((t.authority.as_str(), t.host_header.as_str(), t.prefix.as_str()), ("pyroscope:4040", "pyroscope:4040", ""));
+        assert_eq!(
+            (t.authority.as_str(), t.host_header.as_str(), t.prefix.as_str()),
+            ("pyroscope:4040", "pyroscope:4040", "")
+        );
         let t = PushTarget::parse("http://example.com/base/").unwrap();
         assert_eq!((t.authority.as_str(), t.prefix.as_str()), ("example.com:80", "/base"));
         let t = PushTarget::parse("http://[::1]:4040").unwrap();

@@ -121,7 +121,9 @@ impl SessionPrograms {
                     scope.spawn(move || {
                         chunk
                             .iter()
-                            .map(|(name, mode, insns, license)| Ok((name.to_string(), load_program(name, insns, license, *mode)?, *mode)))
+                            .map(|(name, mode, insns, license)| {
+                                Ok((name.to_string(), load_program(name, insns, license, *mode)?, *mode))
+                            })
                             .collect::<Vec<_>>()
                     })
                 })
@@ -154,7 +156,8 @@ impl SessionPrograms {
             pid,
             ..Default::default()
         };
-        bpf(BPF_LINK_CREATE, &mut attr).with_context(|| format!("creating a session uprobe link for {program} on {}", path.display()))
+        bpf(BPF_LINK_CREATE, &mut attr)
+            .with_context(|| format!("creating a session uprobe link for {program} on {}", path.display()))
     }
 }
 
@@ -183,7 +186,10 @@ fn load_program(name: &str, insns: &[aya_obj::generated::bpf_insn], license: &CS
             let _ = bpf(BPF_PROG_LOAD, &mut attr);
             let text = String::from_utf8_lossy(&log);
             let tail: Vec<&str> = text.trim_end_matches('\0').lines().rev().take(4).collect();
-            bail!("loading {name} as a {mode:?} uprobe_multi program: {first} ({})", tail.into_iter().rev().collect::<Vec<_>>().join(" / "))
+            bail!(
+                "loading {name} as a {mode:?} uprobe_multi program: {first} ({})",
+                tail.into_iter().rev().collect::<Vec<_>>().join(" / ")
+            )
         }
     }
 }

@@ -7,7 +7,10 @@
 
 use std::collections::HashMap;
 
-use blazesym::symbolize::{source::{Process, Source}, Input, Symbolized, Symbolizer};
+use blazesym::symbolize::{
+    source::{Process, Source},
+    Input, Symbolized, Symbolizer,
+};
 
 use crate::procfs::MapEntry;
 use crate::report::Frame;
@@ -34,7 +37,8 @@ impl NativeSymbols {
     /// parsed before the target runs (launch mode) rather than while new stacks wait.
     pub fn warmed_up(pid: u32, symbolizer: &Symbolizer) -> Self {
         let mut s = Self::new(pid);
-        let starts: Vec<u64> = s.maps.iter().filter(|m| m.perms.contains('x') && m.path.is_some()).map(|m| m.start).collect();
+        let starts: Vec<u64> =
+            s.maps.iter().filter(|m| m.perms.contains('x') && m.path.is_some()).map(|m| m.start).collect();
         for start in starts {
             s.lookup(symbolizer, start + 1);
         }
@@ -64,7 +68,8 @@ impl NativeSymbols {
 
     fn lookup(&mut self, symbolizer: &Symbolizer, ip: u64) -> Frame {
         let mapping = self.mapping(ip);
-        let module = mapping.as_ref().and_then(|m| m.path.as_deref()).map(module_name).unwrap_or_else(|| "[anon]".into());
+        let module =
+            mapping.as_ref().and_then(|m| m.path.as_deref()).map(module_name).unwrap_or_else(|| "[anon]".into());
         let mut process = Process::new(self.pid.into());
         process.debug_syms = false;
         process.perf_map = false;

@@ -2,7 +2,6 @@
 //! and its interpreter, which version. Everything is read through /proc/PID/root so that a
 //! process in another mount namespace (a container) is inspected the same way.
 
-
 use anyhow::Result;
 
 use crate::elf::ElfImage;
@@ -86,7 +85,10 @@ fn is_musl(path: &str) -> bool {
 /// Checks that `pid` names a live, traceable user process and returns its maps.
 pub fn check_process(pid: u32) -> Result<Vec<MapEntry>> {
     if pid == 0 {
-        return Err(user_error("PID 0 is not a process", "pass the PID of a running Python process, e.g. from `pgrep -f app.py`"));
+        return Err(user_error(
+            "PID 0 is not a process",
+            "pass the PID of a running Python process, e.g. from `pgrep -f app.py`",
+        ));
     }
     if pid == std::process::id() {
         return Err(user_error("refusing to trace the tracer itself", "pass the PID of the Python process to trace"));
@@ -140,9 +142,7 @@ impl Target {
 /// Finds the libc and the CPython runtime of `pid`, or explains why not.
 pub fn inspect(pid: u32) -> Result<Target> {
     let maps = check_process(pid)?;
-    let exe = std::fs::read_link(format!("/proc/{pid}/exe"))
-        .map(|p| p.display().to_string())
-        .unwrap_or_default();
+    let exe = std::fs::read_link(format!("/proc/{pid}/exe")).map(|p| p.display().to_string()).unwrap_or_default();
     let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).map(|r| procfs::parse_cmdline(&r)).unwrap_or_default();
     let files = mapped_files(&maps);
 

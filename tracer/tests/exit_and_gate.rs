@@ -9,8 +9,14 @@ use common::*;
 use serde_json::Value;
 
 fn venv_python() -> Option<String> {
-    let p = std::env::var("TRACER_VENV_PYTHON").unwrap_or_else(|_| format!("{}/../target/pyenv-venv/bin/python", env!("CARGO_MANIFEST_DIR")));
-    let ok = Command::new(&p).args(["-c", "import pytest"]).stdout(Stdio::null()).stderr(Stdio::null()).status().is_ok_and(|s| s.success());
+    let p = std::env::var("TRACER_VENV_PYTHON")
+        .unwrap_or_else(|_| format!("{}/../target/pyenv-venv/bin/python", env!("CARGO_MANIFEST_DIR")));
+    let ok = Command::new(&p)
+        .args(["-c", "import pytest"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
     if !ok {
         println!("skipped: no venv with pytest (run `cargo xtask setup`)");
     }
@@ -22,7 +28,11 @@ fn read_report(path: &std::path::Path) -> Value {
 }
 
 fn kept_count(stdout: &str) -> u64 {
-    stdout.lines().find_map(|l| l.strip_prefix("kept ")).and_then(|n| n.trim().parse().ok()).expect("fixture printed its count")
+    stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("kept "))
+        .and_then(|n| n.trim().parse().ok())
+        .expect("fixture printed its count")
 }
 
 fn assert_exit_leak_found(report: &Value, kept: u64, label: &str) {
@@ -30,7 +40,11 @@ fn assert_exit_leak_found(report: &Value, kept: u64, label: &str) {
     let line = line_of("exit_leak.py", "KEPT[COUNT] = bytearray(4096)");
     let at = suspects_at(report, "remember", "exit_leak.py", line);
     assert_eq!(sum(&at, "outstanding_bytes"), kept * 4097, "{label}: bytes kept at exit; {report:#}");
-    assert!(at.iter().any(|s| s["verdict"] == "leak"), "{label}: verdict leak: {:#}", at.first().map(|s| &s["reason"]).unwrap_or(&Value::Null));
+    assert!(
+        at.iter().any(|s| s["verdict"] == "leak"),
+        "{label}: verdict leak: {:#}",
+        at.first().map(|s| &s["reason"]).unwrap_or(&Value::Null)
+    );
 }
 
 #[test]
@@ -45,7 +59,16 @@ fn leak_in_a_script_that_exits_normally_is_reported() {
         let out = dir.path().join("r.json");
         let script = fixture("exit_leak.py");
         let (code, stdout, stderr) = run_tracer(&[
-            "record", "-i", "500ms", "-q", "-o", out.to_str().unwrap(), "--", python.path.to_str().unwrap(), script.to_str().unwrap(), "10",
+            "record",
+            "-i",
+            "500ms",
+            "-q",
+            "-o",
+            out.to_str().unwrap(),
+            "--",
+            python.path.to_str().unwrap(),
+            script.to_str().unwrap(),
+            "10",
         ]);
         assert_eq!(code, 0, "{}: {stderr}", python.label);
         assert_exit_leak_found(&read_report(&out), kept_count(&stdout), &python.label);
@@ -61,7 +84,8 @@ fn attached_target_that_exits_normally_keeps_its_final_view() {
     }
     let _g = serial();
     for python in pythons_of(11).into_iter().take(1) {
-        let child = Command::new(&python.path).arg(fixture("exit_leak.py")).arg("10").stdout(Stdio::piped()).spawn().unwrap();
+        let child =
+            Command::new(&python.path).arg(fixture("exit_leak.py")).arg("10").stdout(Stdio::piped()).spawn().unwrap();
         let pid = child.id().to_string();
         let mut tracer = Tracer::start(&["-p", &pid, "-i", "500ms", "-q"]);
         tracer.wait_attached();
@@ -93,7 +117,20 @@ fn fail_on_leak_gates_a_pytest_suite() {
         let out = dir.path().join("r.json");
         let path = fixture(suite);
         let (code, _stdout, stderr) = run_tracer(&[
-            "record", "--fail-on-leak", "-i", "500ms", "-q", "-o", out.to_str().unwrap(), "--", &python, "-m", "pytest", "-q", "-p", "no:cacheprovider",
+            "record",
+            "--fail-on-leak",
+            "-i",
+            "500ms",
+            "-q",
+            "-o",
+            out.to_str().unwrap(),
+            "--",
+            &python,
+            "-m",
+            "pytest",
+            "-q",
+            "-p",
+            "no:cacheprovider",
             path.to_str().unwrap(),
         ]);
         (code, stderr, read_report(&out))
@@ -123,20 +160,39 @@ fn follow_forks_traces_a_multiprocessing_worker_in_its_own_section() {
         let out = dir.path().join("r.json");
         let script = fixture("mp_leak.py");
         let (code, stdout, stderr) = run_tracer(&[
-            "record", "--follow-forks", "-i", "500ms", "-q", "-o", out.to_str().unwrap(), "--", python.path.to_str().unwrap(), script.to_str().unwrap(),
+            "record",
+            "--follow-forks",
+            "-i",
+            "500ms",
+            "-q",
+            "-o",
+            out.to_str().unwrap(),
+            "--",
+            python.path.to_str().unwrap(),
+            script.to_str().unwrap(),
         ]);
         assert_eq!(code, 0, "{}: {stderr}", python.label);
         assert!(stdout.contains("worker kept 100"), "{stdout}");
         let multi = read_report(&out);
-        let processes = multi["processes"].as_array().unwrap_or_else(|| panic!("{}: a section per process: {multi:#}", python.label));
+        let processes = multi["processes"]
+            .as_array()
+            .unwrap_or_else(|| panic!("{}: a section per process: {multi:#}", python.label));
         assert_eq!(processes.len(), 2, "{}: parent and worker", python.label);
         let line = line_of("mp_leak.py", "KEPT[i] = bytearray(6000)");
         let parent = &processes[0];
         let worker = &processes[1];
         assert_ne!(parent["target"]["pid"], worker["target"]["pid"]);
-        assert_eq!(sum(&suspects_at(parent, "worker", "mp_leak.py", line), "outstanding_bytes"), 0, "{}: the parent does not leak", python.label);
+        assert_eq!(
+            sum(&suspects_at(parent, "worker", "mp_leak.py", line), "outstanding_bytes"),
+            0,
+            "{}: the parent does not leak",
+            python.label
+        );
         // Only the blocks: on 3.13 a pymalloc arena (mmap) is also made on that line.
-        let at: Vec<&Value> = suspects_at(worker, "worker", "mp_leak.py", line).into_iter().filter(|s| s["allocator"] != "mmap").collect();
+        let at: Vec<&Value> = suspects_at(worker, "worker", "mp_leak.py", line)
+            .into_iter()
+            .filter(|s| s["allocator"] != "mmap")
+            .collect();
         assert_eq!(sum(&at, "outstanding_bytes"), 100 * 6001, "{}: the worker's leak: {worker:#}", python.label);
     }
     assert_no_leftover_probes();
@@ -153,11 +209,28 @@ fn a_target_that_execs_ends_the_recording_cleanly() {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("r.json");
     let code_text = "import os, time\nkeep = [bytearray(3000) for _ in range(50)]\ntime.sleep(1)\nos.execv('/bin/sleep', ['sleep', '1'])\n";
-    let (code, _stdout, stderr) = run_tracer(&["record", "-i", "500ms", "-q", "-o", out.to_str().unwrap(), "--", python.path.to_str().unwrap(), "-c", code_text]);
+    let (code, _stdout, stderr) = run_tracer(&[
+        "record",
+        "-i",
+        "500ms",
+        "-q",
+        "-o",
+        out.to_str().unwrap(),
+        "--",
+        python.path.to_str().unwrap(),
+        "-c",
+        code_text,
+    ]);
     assert_eq!(code, 0, "{stderr}");
     let report = read_report(&out);
     assert_eq!(report["final_view"], "target_exited", "exec ends what was traced");
-    let kept: u64 = report["suspects"].as_array().unwrap().iter().filter(|s| innermost_python(s).is_some_and(|(f, _, l)| f == "<listcomp>" || (f == "<module>" && l == 2))).map(|s| s["outstanding_count"].as_u64().unwrap()).sum();
+    let kept: u64 = report["suspects"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|s| innermost_python(s).is_some_and(|(f, _, l)| f == "<listcomp>" || (f == "<module>" && l == 2)))
+        .map(|s| s["outstanding_count"].as_u64().unwrap())
+        .sum();
     assert!(kept >= 50, "the allocations made before exec are reported: {report:#}");
     assert_no_leftover_probes();
 }

@@ -145,7 +145,10 @@ fn check_json(original: &Value, bytes: &[u8]) {
 fn every_format_from_a_saved_capture() {
     let Some((_keep, json)) = capture() else { return };
     let original: Value = serde_json::from_str(&std::fs::read_to_string(json).unwrap()).unwrap();
-    assert!(!suspects_at(&original, "leak_small", FIXTURE, leak_line()).is_empty(), "capture has the leak: {original:#}");
+    assert!(
+        !suspects_at(&original, "leak_small", FIXTURE, leak_line()).is_empty(),
+        "capture has the leak: {original:#}"
+    );
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
     // -f wins over the extension (all written to `.out`).
@@ -265,6 +268,7 @@ fn record_with_unwritable_output_prints_the_report() {
     // The launched fixture shares stdout (it prints "ready" and its counts): the report is the
     // pretty-printed JSON object that starts with its schema.
     let start = out.find("{\n  \"schema\"").unwrap_or_else(|| panic!("no JSON report on stdout: {out}"));
-    let printed: Value = serde_json::from_str(&out[start..]).unwrap_or_else(|e| panic!("no JSON report on stdout ({e}): {out}"));
+    let printed: Value =
+        serde_json::from_str(&out[start..]).unwrap_or_else(|e| panic!("no JSON report on stdout ({e}): {out}"));
     assert!(!suspects_at(&printed, "leak_small", FIXTURE, leak_line()).is_empty(), "the report on stdout has the leak");
 }

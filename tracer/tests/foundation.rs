@@ -45,7 +45,13 @@ fn assert_exact_leaks(report: &Value, label: &str) {
     assert_eq!(sum(&churn, "outstanding_bytes"), 0, "{label}: churn frees everything");
     assert!(sum(&churn, "allocs") >= 200, "{label}: churn allocations were seen");
     // The stack continues outwards: leak_small is called from main.
-    let frames: Vec<&str> = small[0]["stack"].as_array().unwrap().iter().filter(|f| f["kind"] == "python").map(|f| f["function"].as_str().unwrap()).collect();
+    let frames: Vec<&str> = small[0]["stack"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|f| f["kind"] == "python")
+        .map(|f| f["function"].as_str().unwrap())
+        .collect();
     assert_eq!(&frames[..3], &["leak_small", "main", "<module>"], "{label}");
     assert_eq!(small[0]["stack"][0]["kind"], "native", "{label}: innermost is the native caller");
     for (name, value) in report["totals"]["lost"].as_object().unwrap() {
@@ -93,7 +99,11 @@ fn pythonmalloc_malloc_counts_small_objects() {
         let count = sum(&small, "outstanding_count");
         assert!(count >= 300, "{}: 300 small strings kept, saw {count}", python.label);
         let bytes = sum(&small, "outstanding_bytes");
-        assert!(bytes >= 300 * 140 && bytes <= 300 * 400, "{}: {bytes} bytes for 300 strings of 100 chars", python.label);
+        assert!(
+            bytes >= 300 * 140 && bytes <= 300 * 400,
+            "{}: {bytes} bytes for 300 strings of 100 chars",
+            python.label
+        );
         // Under pymalloc the same strings never reach libc.
         let report = trace_known_leaks(&python, &[]);
         let small = suspects_at(&report, "keep_small", "known_leaks.py", line);
@@ -146,7 +156,8 @@ fn launch_mode_sees_startup_and_ends_with_the_child() {
     let _g = serial();
     for python in pythons_of(11).into_iter().take(1) {
         let script = fixture("two_leaks.py");
-        let mut tracer = Tracer::start(&["-i", "500ms", "-q", "--", python.path.to_str().unwrap(), script.to_str().unwrap(), "3"]);
+        let mut tracer =
+            Tracer::start(&["-i", "500ms", "-q", "--", python.path.to_str().unwrap(), script.to_str().unwrap(), "3"]);
         tracer.wait_attached();
         let (code, report) = tracer.finish();
         assert_eq!(code, 0, "{}", tracer_stderr_hint());
@@ -155,9 +166,11 @@ fn launch_mode_sees_startup_and_ends_with_the_child() {
         let small = suspects_at(&report, "leak_small", "two_leaks.py", line_of("two_leaks.py", "KEPT_SMALL.append"));
         assert!(sum(&small, "outstanding_count") >= 200, "{}: leak_small in launch mode: {report:#}", python.label);
         // Start-up (imports) was seen: something was allocated under <module> before main ran.
-        let startup = report["suspects"].as_array().unwrap().iter().any(|s| {
-            innermost_python(s).is_some_and(|(f, file, _)| file != "two_leaks.py" || f == "<module>")
-        });
+        let startup = report["suspects"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|s| innermost_python(s).is_some_and(|(f, file, _)| file != "two_leaks.py" || f == "<module>"));
         assert!(startup, "start-up allocations recorded");
     }
     assert_no_leftover_probes();
@@ -171,7 +184,10 @@ fn assert_user_error(args: &[&str], message: &str) {
     let (code, _out, err) = run_tracer(args);
     assert_ne!(code, 0, "{args:?} must fail");
     let lines: Vec<&str> = err.lines().collect();
-    assert!(lines.iter().any(|l| l.starts_with("error: ") && l.contains(message)), "{args:?}: want error containing {message:?}, got:\n{err}");
+    assert!(
+        lines.iter().any(|l| l.starts_with("error: ") && l.contains(message)),
+        "{args:?}: want error containing {message:?}, got:\n{err}"
+    );
     assert!(lines.iter().any(|l| l.starts_with("hint: ")), "{args:?}: no hint line:\n{err}");
     assert!(!err.contains("panicked"), "{args:?} panicked:\n{err}");
 }
@@ -196,13 +212,18 @@ fn clear_errors_for_bad_targets() {
     // Unsupported versions present on this machine.
     for (version, needle) in [("2.7", "not support"), ("3.9", "3.9 or older"), ("3.6", "not support")] {
         let dir = std::fs::read_dir("/root/.pyenv/versions").ok().and_then(|d| {
-            d.filter_map(|e| e.ok()).map(|e| e.path()).find(|p| p.file_name().is_some_and(|n| n.to_string_lossy().starts_with(&format!("{version}."))))
+            d.filter_map(|e| e.ok())
+                .map(|e| e.path())
+                .find(|p| p.file_name().is_some_and(|n| n.to_string_lossy().starts_with(&format!("{version}."))))
         });
         let Some(dir) = dir else {
             println!("skipped: no CPython {version}");
             continue;
         };
-        let mut old = std::process::Command::new(dir.join("bin/python")).args(["-c", "import time; time.sleep(30)"]).spawn().unwrap();
+        let mut old = std::process::Command::new(dir.join("bin/python"))
+            .args(["-c", "import time; time.sleep(30)"])
+            .spawn()
+            .unwrap();
         std::thread::sleep(std::time::Duration::from_millis(300));
         assert_user_error(&["record", "-p", &old.id().to_string()], needle);
         let _ = old.kill();

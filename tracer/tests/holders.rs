@@ -41,8 +41,13 @@ fn run_fixture(python: &Python, env: &[(&str, &str)], extra: &[&str]) -> Value {
 
 fn check(python: &Python, report: &Value, label: &str) {
     let name = format!("{} {label}", python.label);
-    for (path, item) in [("__main__.FAILED", "ValueError"), ("__main__.CALLBACKS", "function"), ("__main__.DISPATCHER.pending", "tuple")] {
-        let h = holder(report, path).unwrap_or_else(|| panic!("{name}: {path} not found; holders: {:#}", report["holders"]));
+    for (path, item) in [
+        ("__main__.FAILED", "ValueError"),
+        ("__main__.CALLBACKS", "function"),
+        ("__main__.DISPATCHER.pending", "tuple"),
+    ] {
+        let h = holder(report, path)
+            .unwrap_or_else(|| panic!("{name}: {path} not found; holders: {:#}", report["holders"]));
         assert_eq!(h["verdict"], "leak", "{name}: {path}: {h:#}");
         let growth = h["growth_per_s"].as_f64().unwrap();
         assert!((60.0..=140.0).contains(&growth), "{name}: {path} grows ~100/s, saw {growth}");
@@ -53,7 +58,13 @@ fn check(python: &Python, report: &Value, label: &str) {
     assert_ne!(cache["verdict"], "leak", "{name}: the capped cache is not a leak");
     assert_ne!(cache["verdict"], "growing", "{name}: the capped cache is not growing");
     assert_eq!(cache["len"].as_u64(), Some(500), "{name}: CACHE len");
-    let leaks: Vec<&str> = report["holders"].as_array().unwrap().iter().filter(|h| h["verdict"] == "leak").map(|h| h["path"].as_str().unwrap()).collect();
+    let leaks: Vec<&str> = report["holders"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|h| h["verdict"] == "leak")
+        .map(|h| h["path"].as_str().unwrap())
+        .collect();
     assert!(leaks.iter().all(|p| p.starts_with("__main__.")), "{name}: unexpected leaking holders {leaks:?}");
     let scan = &report["holders_scan"];
     assert!(scan["scans"].as_u64().unwrap() >= 9, "{name}: scans {scan}");

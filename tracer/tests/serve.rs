@@ -146,9 +146,11 @@ fn raw_request(port: u16, request: &[u8]) -> std::io::Result<(u16, String, Vec<u
     stream.write_all(request)?;
     let mut bytes = Vec::new();
     stream.read_to_end(&mut bytes)?;
-    let split = bytes.windows(4).position(|w| w == b"\r\n\r\n").ok_or_else(|| std::io::Error::other("no response head"))?;
+    let split =
+        bytes.windows(4).position(|w| w == b"\r\n\r\n").ok_or_else(|| std::io::Error::other("no response head"))?;
     let head = String::from_utf8_lossy(&bytes[..split]).into_owned();
-    let status = head.split(' ').nth(1).and_then(|s| s.parse().ok()).ok_or_else(|| std::io::Error::other("no status"))?;
+    let status =
+        head.split(' ').nth(1).and_then(|s| s.parse().ok()).ok_or_else(|| std::io::Error::other("no status"))?;
     Ok((status, head, bytes[split + 4..].to_vec()))
 }
 
@@ -189,7 +191,9 @@ struct PromSample {
 fn parse_prometheus(text: &str) -> Vec<PromSample> {
     let is_name = |s: &str, colon: bool| {
         !s.is_empty()
-            && s.chars().enumerate().all(|(i, c)| c == '_' || (colon && c == ':') || c.is_ascii_alphabetic() || (i > 0 && c.is_ascii_digit()))
+            && s.chars().enumerate().all(|(i, c)| {
+                c == '_' || (colon && c == ':') || c.is_ascii_alphabetic() || (i > 0 && c.is_ascii_digit())
+            })
     };
     let mut samples = Vec::new();
     let mut typed = std::collections::HashSet::new();
@@ -322,10 +326,18 @@ fn serves_every_endpoint_and_stops_on_sigterm() {
     assert!(head.contains("Content-Type: text/plain; version=0.0.4"), "{head}");
     let text = String::from_utf8(text).unwrap();
     let samples = parse_prometheus(&text);
-    let one = |name: &str| samples.iter().find(|s| s.name == name && s.labels.is_empty()).unwrap_or_else(|| panic!("no {name}:\n{text}"));
+    let one = |name: &str| {
+        samples.iter().find(|s| s.name == name && s.labels.is_empty()).unwrap_or_else(|| panic!("no {name}:\n{text}"))
+    };
     assert!(one("tracer_outstanding_bytes").value > 100_000.0, "{text}");
-    assert!(samples.iter().any(|s| s.name == "tracer_events_total" && s.label("kind") == Some("alloc") && s.value > 0.0), "{text}");
-    assert!(samples.iter().any(|s| s.name == "tracer_lost_total" && s.label("counter") == Some("stack_truncated")), "{text}");
+    assert!(
+        samples.iter().any(|s| s.name == "tracer_events_total" && s.label("kind") == Some("alloc") && s.value > 0.0),
+        "{text}"
+    );
+    assert!(
+        samples.iter().any(|s| s.name == "tracer_lost_total" && s.label("counter") == Some("stack_truncated")),
+        "{text}"
+    );
     let growth = samples
         .iter()
         .find(|s| {
@@ -351,7 +363,8 @@ fn serves_every_endpoint_and_stops_on_sigterm() {
     }
 
     // Only GET and HEAD; unknown paths 404; heads are bounded.
-    let (status, head, _) = raw_request(port, b"POST /metrics HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\nhello").unwrap();
+    let (status, head, _) =
+        raw_request(port, b"POST /metrics HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\nhello").unwrap();
     assert_eq!(status, 405, "{head}");
     assert!(head.contains("Allow: GET, HEAD"), "{head}");
     let (status, head, _) = raw_request(port, b"PUT /report.json HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
@@ -376,7 +389,10 @@ fn serves_every_endpoint_and_stops_on_sigterm() {
     let stopping = Instant::now();
     unsafe { libc::kill(daemon.child.id() as i32, libc::SIGTERM) };
     let (code, stderr) = daemon.wait_exit(Duration::from_secs(8));
-    println!("tracer serve exited {:.2} s after SIGTERM (detaching the probes is most of it)", stopping.elapsed().as_secs_f64());
+    println!(
+        "tracer serve exited {:.2} s after SIGTERM (detaching the probes is most of it)",
+        stopping.elapsed().as_secs_f64()
+    );
     assert_eq!(code, 0, "exit status after SIGTERM: {stderr}");
     assert!(stderr.contains("all probes detached"), "{stderr}");
     assert!(!stderr.contains("panicked"), "{stderr}");
@@ -397,7 +413,8 @@ fn stops_by_itself_when_the_target_exits_and_logs_push_failures_once() {
     let port = free_port();
     // Nothing listens here: every push fails; the daemon says so once.
     let dead = format!("http://127.0.0.1:{}", free_port());
-    let mut daemon = Daemon::start(&["-p", &pid, "--listen", &format!("127.0.0.1:{port}"), "-i", "500ms", "--push", &dead]);
+    let mut daemon =
+        Daemon::start(&["-p", &pid, "--listen", &format!("127.0.0.1:{port}"), "-i", "500ms", "--push", &dead]);
     daemon.wait_answering(port);
     let held = bpf_ids_held_by(daemon.child.id());
     let (code, stderr) = daemon.wait_exit(Duration::from_secs(30));
@@ -445,7 +462,9 @@ fn fake_pyroscope() -> (u16, Arc<Mutex<Vec<Ingested>>>) {
             let head = String::from_utf8_lossy(&bytes[..head_end]).into_owned();
             let length: usize = head
                 .lines()
-                .find_map(|l| l.to_ascii_lowercase().strip_prefix("content-length:").map(|v| v.trim().parse().unwrap_or(0)))
+                .find_map(|l| {
+                    l.to_ascii_lowercase().strip_prefix("content-length:").map(|v| v.trim().parse().unwrap_or(0))
+                })
                 .unwrap_or(0);
             while bytes.len() < head_end + length {
                 match stream.read(&mut chunk) {
@@ -476,7 +495,8 @@ fn pushes_the_profile_to_a_pyroscope_ingest_endpoint() {
     let (ingest_port, seen) = fake_pyroscope();
     let port = free_port();
     let push = format!("http://127.0.0.1:{ingest_port}");
-    let mut daemon = Daemon::start(&["-p", &pid.to_string(), "--listen", &format!("127.0.0.1:{port}"), "-i", "1s", "--push", &push]);
+    let mut daemon =
+        Daemon::start(&["-p", &pid.to_string(), "--listen", &format!("127.0.0.1:{port}"), "-i", "1s", "--push", &push]);
     daemon.wait_answering(port);
     let deadline = Instant::now() + Duration::from_secs(30);
     while seen.lock().unwrap().len() < 4 {
@@ -491,12 +511,21 @@ fn pushes_the_profile_to_a_pyroscope_ingest_endpoint() {
     let mut last_until = 0u64;
     for p in &pushes {
         assert!(p.request_line.starts_with(&want), "{}", p.request_line);
-        assert!(p.request_line.contains("&format=pprof") && p.request_line.ends_with(" HTTP/1.1"), "{}", p.request_line);
+        assert!(
+            p.request_line.contains("&format=pprof") && p.request_line.ends_with(" HTTP/1.1"),
+            "{}",
+            p.request_line
+        );
         assert!(p.head.to_ascii_lowercase().contains("content-type: application/octet-stream"), "{}", p.head);
         let query = p.request_line.split(['?', ' ']).nth(2).unwrap();
-        let param = |k: &str| -> u64 { query.split('&').find_map(|kv| kv.strip_prefix(k)?.strip_prefix('=')?.parse().ok()).unwrap() };
+        let param = |k: &str| -> u64 {
+            query.split('&').find_map(|kv| kv.strip_prefix(k)?.strip_prefix('=')?.parse().ok()).unwrap()
+        };
         let (from, until) = (param("from"), param("until"));
-        assert!(from < until && from >= last_until.saturating_sub(1), "from {from} until {until} (previous until {last_until})");
+        assert!(
+            from < until && from >= last_until.saturating_sub(1),
+            "from {from} until {until} (previous until {last_until})"
+        );
         last_until = until;
         assert_eq!(&p.body[..2], &[0x1f, 0x8b], "body is a gzipped profile");
     }
@@ -582,10 +611,16 @@ fn serve_all_serves_each_process_under_its_own_pid() {
         println!("skipped: no CPython 3.11");
         return;
     };
-    let later = all.iter().find(|p| p.minor == 12).or_else(|| all.iter().find(|p| p.minor == 13)).cloned().unwrap_or_else(|| first.clone());
+    let later = all
+        .iter()
+        .find(|p| p.minor == 12)
+        .or_else(|| all.iter().find(|p| p.minor == 13))
+        .cloned()
+        .unwrap_or_else(|| first.clone());
     let marker = format!("tracer-serve-all-{}", std::process::id());
     // Extra arguments are ignored by the fixtures: they only make the command lines unique.
-    let mut before = Command::new(&first.path).arg(fixture(FIXTURE)).args(["120", &marker]).stdout(Stdio::piped()).spawn().unwrap();
+    let mut before =
+        Command::new(&first.path).arg(fixture(FIXTURE)).args(["120", &marker]).stdout(Stdio::piped()).spawn().unwrap();
     let mut line = String::new();
     BufReader::new(before.stdout.as_mut().unwrap()).read_line(&mut line).unwrap();
     assert_eq!(line.trim(), "ready");
@@ -603,7 +638,12 @@ fn serve_all_serves_each_process_under_its_own_pid() {
     let held = bpf_ids_held_by(daemon.child.id());
     std::thread::sleep(Duration::from_secs(1));
     // Started after the daemon; leaks for 12 s, then exits normally (finalization).
-    let mut after = Command::new(&later.path).arg(fixture("exit_leak.py")).args(["12", &marker]).stdout(Stdio::null()).spawn().unwrap();
+    let mut after = Command::new(&later.path)
+        .arg(fixture("exit_leak.py"))
+        .args(["12", &marker])
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
     let after_pid = after.id();
     let deadline = Instant::now() + Duration::from_secs(40);
     while after.try_wait().unwrap().is_none() {
@@ -613,7 +653,11 @@ fn serve_all_serves_each_process_under_its_own_pid() {
     // Retired at its finalization; one interval later the served report has it.
     std::thread::sleep(Duration::from_secs(2));
 
-    assert_eq!(malloc_first_byte(native.0.id()), malloc_first_byte(std::process::id()), "the non-Python process has no probe in its malloc");
+    assert_eq!(
+        malloc_first_byte(native.0.id()),
+        malloc_first_byte(std::process::id()),
+        "the non-Python process has no probe in its malloc"
+    );
     assert_eq!(malloc_first_byte(before.0.id()), 0xcc, "the traced process has its probe");
 
     let (head, json) = get(port, "/report.json");
@@ -624,23 +668,38 @@ fn serve_all_serves_each_process_under_its_own_pid() {
     let small_line = line_of(FIXTURE, "KEPT_SMALL.append");
     let exit_line = line_of("exit_leak.py", "KEPT[COUNT] = bytearray(4096)");
 
-    let a = section(&report, before.0.id()).unwrap_or_else(|| panic!("pid {} (started before) has a section: {report:#}", before.0.id()));
+    let a = section(&report, before.0.id())
+        .unwrap_or_else(|| panic!("pid {} (started before) has a section: {report:#}", before.0.id()));
     assert_eq!(a["final_view"], "live");
     assert!(a["target"]["cmdline"].as_str().unwrap().contains(&marker));
-    let small: Vec<&Value> = suspects_at(a, "leak_small", FIXTURE, small_line).into_iter().filter(|s| s["allocator"] == "malloc").collect();
+    let small: Vec<&Value> =
+        suspects_at(a, "leak_small", FIXTURE, small_line).into_iter().filter(|s| s["allocator"] == "malloc").collect();
     assert!(sum(&small, "outstanding_count") > 500, "leak_small under pid {}: {a:#}", before.0.id());
     assert!(small.iter().all(|s| s["outstanding_bytes"].as_u64().unwrap() % 1001 == 0), "1001-byte blocks: {small:#?}");
     assert!(small.iter().any(|s| s["verdict"] == "leak"), "leak_small is a leak: {small:#?}");
-    assert!(suspects_at(a, "remember", "exit_leak.py", exit_line).is_empty(), "the other process's leak is not in this one's report");
+    assert!(
+        suspects_at(a, "remember", "exit_leak.py", exit_line).is_empty(),
+        "the other process's leak is not in this one's report"
+    );
 
-    let b = section(&report, after_pid).unwrap_or_else(|| panic!("pid {after_pid} (started after, exited) keeps a section: {report:#}"));
+    let b = section(&report, after_pid)
+        .unwrap_or_else(|| panic!("pid {after_pid} (started after, exited) keeps a section: {report:#}"));
     assert!(b["final_view"] == "finalization" || b["final_view"] == "target_exited", "{}", b["final_view"]);
     assert_eq!(b["target"]["python"].as_str().unwrap().split('.').nth(1).unwrap(), later.minor.to_string());
-    let kept: Vec<&Value> = suspects_at(b, "remember", "exit_leak.py", exit_line).into_iter().filter(|s| s["allocator"] == "malloc").collect();
+    let kept: Vec<&Value> = suspects_at(b, "remember", "exit_leak.py", exit_line)
+        .into_iter()
+        .filter(|s| s["allocator"] == "malloc")
+        .collect();
     assert!(sum(&kept, "outstanding_count") > 300, "remember() under pid {after_pid}: {b:#}");
     assert!(kept.iter().all(|s| s["outstanding_bytes"].as_u64().unwrap() % 4097 == 0), "4097-byte blocks: {kept:#?}");
-    assert!(kept.iter().any(|s| matches!(s["verdict"].as_str(), Some("leak" | "growing"))), "remember() grows: {kept:#?}");
-    assert!(suspects_at(b, "leak_small", FIXTURE, small_line).is_empty(), "the first process's leak is not in this one's report");
+    assert!(
+        kept.iter().any(|s| matches!(s["verdict"].as_str(), Some("leak" | "growing"))),
+        "remember() grows: {kept:#?}"
+    );
+    assert!(
+        suspects_at(b, "leak_small", FIXTURE, small_line).is_empty(),
+        "the first process's leak is not in this one's report"
+    );
     println!(
         "pid {} leak_small: {} bytes in {} blocks ({}); exited pid {after_pid} remember: {} bytes in {} blocks ({}, final view {})",
         before.0.id(),
@@ -674,9 +733,18 @@ fn serve_all_serves_each_process_under_its_own_pid() {
             })
             .unwrap_or_else(|| panic!("no series for {function} under pid {pid}:\n{text}"));
         assert!(s.value > 100_000.0, "{s:?}");
-        assert!(samples.iter().any(|s| s.name == "tracer_outstanding_bytes" && s.label("pid") == Some(pid_s.as_str()) && s.value > 100_000.0), "{text}");
+        assert!(
+            samples.iter().any(|s| s.name == "tracer_outstanding_bytes"
+                && s.label("pid") == Some(pid_s.as_str())
+                && s.value > 100_000.0),
+            "{text}"
+        );
     }
-    for s in samples.iter().filter(|s| s.name.starts_with("tracer_suspect") || s.name.starts_with("tracer_holder") || s.name.starts_with("tracer_outstanding")) {
+    for s in samples.iter().filter(|s| {
+        s.name.starts_with("tracer_suspect")
+            || s.name.starts_with("tracer_holder")
+            || s.name.starts_with("tracer_outstanding")
+    }) {
         assert!(s.label("pid").is_some(), "per-process series without a pid label: {s:?}");
     }
 
@@ -688,9 +756,15 @@ fn serve_all_serves_each_process_under_its_own_pid() {
     println!("go tool pprof -top -tagfocus=pid={after_pid} {url}:\n{top_b}");
 
     let txt = String::from_utf8(get(port, "/report.txt").1).unwrap();
-    assert!(txt.contains(&format!("== PID {}:", before.0.id())) && txt.contains(&format!("== PID {after_pid}:")), "{txt}");
+    assert!(
+        txt.contains(&format!("== PID {}:", before.0.id())) && txt.contains(&format!("== PID {after_pid}:")),
+        "{txt}"
+    );
     let svg = String::from_utf8(get(port, "/flamegraph.svg").1).unwrap();
-    assert!(svg.contains(&format!("pid {}", before.0.id())) && svg.contains(&format!("pid {after_pid}")), "flame graph roots per process");
+    assert!(
+        svg.contains(&format!("pid {}", before.0.id())) && svg.contains(&format!("pid {after_pid}")),
+        "flame graph roots per process"
+    );
 
     unsafe { libc::kill(daemon.child.id() as i32, libc::SIGTERM) };
     let (code, stderr) = daemon.wait_exit(Duration::from_secs(10));

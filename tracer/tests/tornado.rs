@@ -143,7 +143,9 @@ fn assert_no_probes_left_by(ours: &[u32]) {
             let Ok(fds) = std::fs::read_dir(proc_entry.path().join("fdinfo")) else { continue };
             for fd in fds.filter_map(|e| e.ok()) {
                 let Ok(info) = std::fs::read_to_string(fd.path()) else { continue };
-                if let Some(id) = info.lines().find_map(|l| l.strip_prefix("link_id:")).and_then(|v| v.trim().parse().ok()) {
+                if let Some(id) =
+                    info.lines().find_map(|l| l.strip_prefix("link_id:")).and_then(|v| v.trim().parse().ok())
+                {
                     holders.insert(id, pid);
                 }
             }
@@ -153,12 +155,18 @@ fn assert_no_probes_left_by(ours: &[u32]) {
             println!("skipped probe check: no bpftool");
             return;
         };
-        let links: Vec<Value> = serde_json::from_slice::<Value>(&out.stdout).ok().and_then(|v| v.as_array().cloned()).unwrap_or_default();
+        let links: Vec<Value> =
+            serde_json::from_slice::<Value>(&out.stdout).ok().and_then(|v| v.as_array().cloned()).unwrap_or_default();
         let mut left = Vec::new();
         for link in links {
             let (Some(id), Some(prog)) = (link["id"].as_u64(), link["prog_id"].as_u64()) else { continue };
-            let Ok(p) = Command::new("bpftool").args(["-j", "prog", "show", "id", &prog.to_string()]).output() else { continue };
-            let name = serde_json::from_slice::<Value>(&p.stdout).ok().and_then(|v| v["name"].as_str().map(String::from)).unwrap_or_default();
+            let Ok(p) = Command::new("bpftool").args(["-j", "prog", "show", "id", &prog.to_string()]).output() else {
+                continue;
+            };
+            let name = serde_json::from_slice::<Value>(&p.stdout)
+                .ok()
+                .and_then(|v| v["name"].as_str().map(String::from))
+                .unwrap_or_default();
             if !OURS.iter().any(|o| name.starts_with(&o[..o.len().min(15)])) {
                 continue;
             }
@@ -183,12 +191,20 @@ fn python_frames(suspect: &Value) -> Vec<&Value> {
 fn summary(s: &Value) -> String {
     let site = python_frames(s)
         .first()
-        .map(|f| format!("{} ({}:{})", f["function"].as_str().unwrap_or("?"), f["file"].as_str().unwrap_or("?"), f["line"]))
+        .map(|f| {
+            format!("{} ({}:{})", f["function"].as_str().unwrap_or("?"), f["file"].as_str().unwrap_or("?"), f["line"])
+        })
         .unwrap_or_else(|| "(no Python frame)".into());
     format!(
         "#{} {} {:.2} {} B in {} blocks, {} allocs: {} -- {}",
-        s["rank"], s["verdict"].as_str().unwrap_or("?"), s["score"].as_f64().unwrap_or(-1.0),
-        s["outstanding_bytes"], s["outstanding_count"], s["allocs"], site, s["reason"].as_str().unwrap_or("")
+        s["rank"],
+        s["verdict"].as_str().unwrap_or("?"),
+        s["score"].as_f64().unwrap_or(-1.0),
+        s["outstanding_bytes"],
+        s["outstanding_count"],
+        s["allocs"],
+        site,
+        s["reason"].as_str().unwrap_or("")
     )
 }
 
@@ -252,7 +268,8 @@ fn assert_three_leaks_and_controls(python: &PathBuf, report: &Value) {
     assert_eq!(outer.get(1).copied(), Some("FailHandler.post"), "(a) called from the handler: {outer:?}");
 
     // (b) closures in a callback registry and call_later handles never cancelled.
-    let _registered = app_leak(report, "RegisterHandler.get", "state = bytearray(8_000)", 8_000, "(b) registered callbacks");
+    let _registered =
+        app_leak(report, "RegisterHandler.get", "state = bytearray(8_000)", 8_000, "(b) registered callbacks");
 
     // (c) uploaded files kept in UPLOADS: the bytes are made inside Tornado, called from the app.
     let post_line = line_of(APP, "tornado.httputil.parse_body_arguments(ctype");
@@ -264,11 +281,12 @@ fn assert_three_leaks_and_controls(python: &PathBuf, report: &Value) {
                 && py.iter().any(|f| f["function"] == "UploadHandler.post" && f["line"].as_u64() == Some(post_line))
         })
         .collect();
-    let upload = uploads
-        .iter()
-        .copied()
-        .find(|s| s["verdict"] == "leak")
-        .unwrap_or_else(|| panic!("(c) no leak inside tornado/ called from UploadHandler.post: {:?}", uploads.iter().map(|s| summary(s)).collect::<Vec<_>>()));
+    let upload = uploads.iter().copied().find(|s| s["verdict"] == "leak").unwrap_or_else(|| {
+        panic!(
+            "(c) no leak inside tornado/ called from UploadHandler.post: {:?}",
+            uploads.iter().map(|s| summary(s)).collect::<Vec<_>>()
+        )
+    });
     let py = python_frames(upload);
     let inner = py[0];
     assert_eq!(inner["function"], "parse_multipart_form_data", "(c) innermost: {}", summary(upload));
@@ -278,7 +296,11 @@ fn assert_three_leaks_and_controls(python: &PathBuf, report: &Value) {
         assert_eq!(inner["line"].as_u64(), Some(line), "(c) the line that copies the file out of the body");
     }
     let app_at = py.iter().position(|f| f["function"] == "UploadHandler.post").unwrap();
-    assert!(app_at > 0 && py[..app_at].iter().all(|f| f["file"].as_str().unwrap().contains("/tornado/")), "(c) Tornado frames innermost, then the app: {}", summary(upload));
+    assert!(
+        app_at > 0 && py[..app_at].iter().all(|f| f["file"].as_str().unwrap().contains("/tornado/")),
+        "(c) Tornado frames innermost, then the app: {}",
+        summary(upload)
+    );
     let count = upload["outstanding_count"].as_u64().unwrap();
     assert!(count >= 50, "(c) uploads kept: {}", summary(upload));
     let each = upload["outstanding_bytes"].as_u64().unwrap() / count;
@@ -315,7 +337,9 @@ fn assert_three_leaks_and_controls(python: &PathBuf, report: &Value) {
 /// `leak` containers by path; the LRU behind /cached is not.
 fn assert_leaking_registries(report: &Value) {
     let holders = report["holders"].as_array().expect("holders");
-    let find = |path: &str| holders.iter().find(|h| h["path"] == path).unwrap_or_else(|| panic!("holder {path} not found: {holders:#?}"));
+    let find = |path: &str| {
+        holders.iter().find(|h| h["path"] == path).unwrap_or_else(|| panic!("holder {path} not found: {holders:#?}"))
+    };
     for path in ["__main__.FAILED", "__main__.CALLBACKS", "__main__.UPLOADS"] {
         let h = find(path);
         assert_eq!(h["verdict"], "leak", "{path}: {h:#}");
@@ -335,7 +359,10 @@ fn assert_text_reasons(report: &Value) {
     for s in all_suspects(report).iter().filter(|s| s["verdict"] == "leak" || s["verdict"] == "bounded") {
         let reason = s["reason"].as_str().unwrap();
         assert!(
-            text.lines().any(|l| l.trim_start().strip_prefix("why: ").is_some_and(|r| r.starts_with(&reason[..reason.len().min(40)]))),
+            text.lines().any(|l| l
+                .trim_start()
+                .strip_prefix("why: ")
+                .is_some_and(|r| r.starts_with(&reason[..reason.len().min(40)]))),
             "text report has no why line for {}:\n{text}",
             summary(s)
         );

@@ -37,15 +37,69 @@ struct Site {
 }
 
 const SITES: [Site; 9] = [
-    Site { label: "function", qualname: "plain_leak", name_310: "plain_leak", needle: "PLAIN[k] = bytearray(1100)", size: 1101 },
-    Site { label: "method", qualname: "Klass.method", name_310: "method", needle: "METHOD[i] = bytearray(1200)", size: 1201 },
-    Site { label: "list comprehension", qualname: "comp_leak.<locals>.<listcomp>", name_310: "<listcomp>", needle: "[bytearray(1300) for", size: 1301 },
-    Site { label: "lambda", qualname: "<lambda>", name_310: "<lambda>", needle: "LAMBDA = lambda: bytearray(1400)", size: 1401 },
-    Site { label: "generator", qualname: "gen_leak", name_310: "gen_leak", needle: "yield bytearray(1500)", size: 1501 },
-    Site { label: "coroutine", qualname: "coro_leak", name_310: "coro_leak", needle: "CORO[i] = bytearray(1600)", size: 1601 },
-    Site { label: "thread", qualname: "thread_leak", name_310: "thread_leak", needle: "THREAD[i] = bytearray(1700)", size: 1701 },
-    Site { label: "executor", qualname: "executor_leak", name_310: "executor_leak", needle: "EXECUTOR[i] = bytearray(1800)", size: 1801 },
-    Site { label: "first body line", qualname: "first_line_leak", name_310: "first_line_leak", needle: "FIRST[i] = bytearray(1900)", size: 1901 },
+    Site {
+        label: "function",
+        qualname: "plain_leak",
+        name_310: "plain_leak",
+        needle: "PLAIN[k] = bytearray(1100)",
+        size: 1101,
+    },
+    Site {
+        label: "method",
+        qualname: "Klass.method",
+        name_310: "method",
+        needle: "METHOD[i] = bytearray(1200)",
+        size: 1201,
+    },
+    Site {
+        label: "list comprehension",
+        qualname: "comp_leak.<locals>.<listcomp>",
+        name_310: "<listcomp>",
+        needle: "[bytearray(1300) for",
+        size: 1301,
+    },
+    Site {
+        label: "lambda",
+        qualname: "<lambda>",
+        name_310: "<lambda>",
+        needle: "LAMBDA = lambda: bytearray(1400)",
+        size: 1401,
+    },
+    Site {
+        label: "generator",
+        qualname: "gen_leak",
+        name_310: "gen_leak",
+        needle: "yield bytearray(1500)",
+        size: 1501,
+    },
+    Site {
+        label: "coroutine",
+        qualname: "coro_leak",
+        name_310: "coro_leak",
+        needle: "CORO[i] = bytearray(1600)",
+        size: 1601,
+    },
+    Site {
+        label: "thread",
+        qualname: "thread_leak",
+        name_310: "thread_leak",
+        needle: "THREAD[i] = bytearray(1700)",
+        size: 1701,
+    },
+    Site {
+        label: "executor",
+        qualname: "executor_leak",
+        name_310: "executor_leak",
+        needle: "EXECUTOR[i] = bytearray(1800)",
+        size: 1801,
+    },
+    Site {
+        label: "first body line",
+        qualname: "first_line_leak",
+        name_310: "first_line_leak",
+        needle: "FIRST[i] = bytearray(1900)",
+        size: 1901,
+    },
 ];
 
 impl Site {
@@ -70,7 +124,13 @@ fn python_frames(suspect: &Value) -> Vec<(String, String, u64)> {
         .map(|v| {
             v.iter()
                 .filter(|f| f["kind"] == "python")
-                .map(|f| (f["function"].as_str().unwrap_or("").to_string(), f["file"].as_str().unwrap_or("").to_string(), f["line"].as_u64().unwrap_or(0)))
+                .map(|f| {
+                    (
+                        f["function"].as_str().unwrap_or("").to_string(),
+                        f["file"].as_str().unwrap_or("").to_string(),
+                        f["line"].as_u64().unwrap_or(0),
+                    )
+                })
                 .collect()
         })
         .unwrap_or_default()
@@ -99,7 +159,11 @@ fn by_size(report: &Value, size: u64) -> Vec<String> {
                     count > 0 && s["outstanding_bytes"].as_u64() == Some(count * size)
                 })
                 .map(|s| {
-                    let frames: Vec<String> = python_frames(s).iter().take(3).map(|(f, file, l)| format!("{f} ({}:{l})", file.rsplit('/').next().unwrap_or(""))).collect();
+                    let frames: Vec<String> = python_frames(s)
+                        .iter()
+                        .take(3)
+                        .map(|(f, file, l)| format!("{f} ({}:{l})", file.rsplit('/').next().unwrap_or("")))
+                        .collect();
                     format!("{} bytes in {}: {}", s["outstanding_bytes"], s["outstanding_count"], frames.join(" <- "))
                 })
                 .collect()
@@ -158,8 +222,12 @@ fn check_sites(report: &Value, python: &Python) -> Vec<String> {
                         && names.iter().any(|f| ends_with(f, "run_until_complete"))
                 }
                 "executor" => names.iter().any(|f| *f == "_worker") && names.iter().any(|f| ends_with(f, "_bootstrap")),
-                "thread" => names.iter().any(|f| ends_with(f, "run")) && names.iter().any(|f| ends_with(f, "_bootstrap")),
-                "list comprehension" if minor < 12 => names.get(1) == Some(&"comp_leak") && names.get(2) == Some(&"main"),
+                "thread" => {
+                    names.iter().any(|f| ends_with(f, "run")) && names.iter().any(|f| ends_with(f, "_bootstrap"))
+                }
+                "list comprehension" if minor < 12 => {
+                    names.get(1) == Some(&"comp_leak") && names.get(2) == Some(&"main")
+                }
                 _ => names.get(1) == Some(&"main") && names.last() == Some(&"<module>"),
             };
             if !outer_ok {
@@ -168,10 +236,17 @@ fn check_sites(report: &Value, python: &Python) -> Vec<String> {
         }
         let verdict = if problems.is_empty() { "pass" } else { "FAIL" };
         let native = found.first().map(|s| s["stack"][0].clone()).unwrap_or(Value::Null);
-        let native = if native["kind"] == "native" { format!("{} [{}]", native["function"].as_str().unwrap_or(""), native["module"].as_str().unwrap_or("")) } else { "(no native frame)".into() };
+        let native = if native["kind"] == "native" {
+            format!("{} [{}]", native["function"].as_str().unwrap_or(""), native["module"].as_str().unwrap_or(""))
+        } else {
+            "(no native frame)".into()
+        };
         println!("{:<24} {:<20} {verdict}  native: {native}", python.label, site.label);
         if let Some(first) = found.first() {
-            let chain: Vec<String> = python_frames(first).iter().map(|(f, file, l)| format!("{f} ({}:{l})", file.rsplit('/').next().unwrap_or(""))).collect();
+            let chain: Vec<String> = python_frames(first)
+                .iter()
+                .map(|(f, file, l)| format!("{f} ({}:{l})", file.rsplit('/').next().unwrap_or("")))
+                .collect();
             println!("    {}", chain.join(" <- "));
         }
         for p in problems {
@@ -189,7 +264,11 @@ fn check_sites(report: &Value, python: &Python) -> Vec<String> {
             failures.push(format!("{}: lost {name} = {value}", python.label));
         }
     }
-    assert!(report["totals"]["lost"].as_object().is_some_and(|m| m.keys().any(|k| !k.starts_with("holders_"))), "{}: no loss counters in the report", python.label);
+    assert!(
+        report["totals"]["lost"].as_object().is_some_and(|m| m.keys().any(|k| !k.starts_with("holders_"))),
+        "{}: no loss counters in the report",
+        python.label
+    );
     failures
 }
 
@@ -298,9 +377,18 @@ exec chroot "$1" /usr/bin/env LD_LIBRARY_PATH=/opt/py/lib /opt/py/bin/python3 "/
         for entry in std::fs::read_dir("/proc").unwrap().filter_map(|e| e.ok()) {
             let Some(pid) = entry.file_name().to_str().and_then(|n| n.parse::<u32>().ok()) else { continue };
             let Ok(status) = std::fs::read_to_string(format!("/proc/{pid}/status")) else { continue };
-            let field = |k: &str| status.lines().find_map(|l| l.strip_prefix(k)).map(|v| v.split_whitespace().map(str::to_string).collect::<Vec<_>>()).unwrap_or_default();
+            let field = |k: &str| {
+                status
+                    .lines()
+                    .find_map(|l| l.strip_prefix(k))
+                    .map(|v| v.split_whitespace().map(str::to_string).collect::<Vec<_>>())
+                    .unwrap_or_default()
+            };
             let ns_pid = field("NSpid:");
-            if field("PPid:").first().map(String::as_str) == Some(&parent.to_string()) && ns_pid.len() == 2 && ns_pid[1] == "1" {
+            if field("PPid:").first().map(String::as_str) == Some(&parent.to_string())
+                && ns_pid.len() == 2
+                && ns_pid[1] == "1"
+            {
                 assert_eq!(ns_pid[0], pid.to_string());
                 return pid;
             }
@@ -377,7 +465,13 @@ fn container_target_by_host_pid() {
     assert_eq!(report["target"]["python"].as_str(), python.label.strip_prefix("pyenv "));
     assert_released(&held, "container");
     // The interpreter knows its files by their in-container paths.
-    let files: Vec<&str> = report["suspects"].as_array().unwrap().iter().flat_map(|s| s["stack"].as_array().unwrap().iter()).filter_map(|f| f["file"].as_str()).collect();
+    let files: Vec<&str> = report["suspects"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|s| s["stack"].as_array().unwrap().iter())
+        .filter_map(|f| f["file"].as_str())
+        .collect();
     assert!(files.contains(&"/app/versions_fixture.py"), "co_filename as the container sees it: {files:?}");
     let label = Python { label: format!("container {}", python.label), ..python.clone() };
     let failures = check_sites(&report, &label);
@@ -393,20 +487,28 @@ fn unsupported_37_and_38_are_clear_errors() {
     let _g = serial();
     for version in ["3.7", "3.8"] {
         let dir = std::fs::read_dir("/root/.pyenv/versions").ok().and_then(|d| {
-            d.filter_map(|e| e.ok()).map(|e| e.path()).find(|p| p.file_name().is_some_and(|n| n.to_string_lossy().starts_with(&format!("{version}."))))
+            d.filter_map(|e| e.ok())
+                .map(|e| e.path())
+                .find(|p| p.file_name().is_some_and(|n| n.to_string_lossy().starts_with(&format!("{version}."))))
         });
         let Some(dir) = dir else {
             println!("skipped: no CPython {version}");
             continue;
         };
-        let mut old = std::process::Command::new(dir.join("bin/python3")).args(["-c", "import time; time.sleep(30)"]).spawn().unwrap();
+        let mut old = std::process::Command::new(dir.join("bin/python3"))
+            .args(["-c", "import time; time.sleep(30)"])
+            .spawn()
+            .unwrap();
         std::thread::sleep(Duration::from_millis(300));
         let (code, _out, err) = run_tracer(&["record", "-p", &old.id().to_string()]);
         let _ = old.kill();
         let _ = old.wait();
         assert_eq!(code, 1, "{version}: {err}");
         let lines: Vec<&str> = err.lines().collect();
-        assert!(lines.iter().any(|l| l.starts_with("error: ") && l.contains("3.9 or older") && l.contains("not support")), "{version}: {err}");
+        assert!(
+            lines.iter().any(|l| l.starts_with("error: ") && l.contains("3.9 or older") && l.contains("not support")),
+            "{version}: {err}"
+        );
         assert!(lines.iter().any(|l| l.starts_with("hint: ") && l.contains("3.10 to 3.14")), "{version}: {err}");
         assert!(!err.contains("panicked"), "{version}: {err}");
     }

@@ -101,6 +101,7 @@ pub fn bench(args: BenchArgs) -> Result<i32> {
         bail!("the benchmark attaches eBPF probes and needs root.\nhint: run it as root (sudo -E cargo xtask bench)");
     }
     let tracer = build::prepare(args.skip_setup, args.skip_build)?;
+    let _machine = util::machine_lock()?;
     let python = tools::bench_venv(!args.skip_setup)?;
     let memray = python.with_file_name("memray");
     let memray = util::is_executable(&memray).then_some(memray);
@@ -123,12 +124,8 @@ pub fn bench(args: BenchArgs) -> Result<i32> {
 
     let quick = args.quick;
     let rounds = args.rounds.unwrap_or(if quick { 1 } else { 3 }).max(1);
-    let iterations = args
-        .iterations
-        .unwrap_or(if quick { 150_000 } else { 1_000_000 });
-    let tornado_seconds = args
-        .tornado_seconds
-        .unwrap_or(if quick { 3.0 } else { 10.0 });
+    let iterations = args.iterations.unwrap_or(if quick { 150_000 } else { 1_000_000 });
+    let tornado_seconds = args.tornado_seconds.unwrap_or(if quick { 3.0 } else { 10.0 });
     let tmp = util::target_dir().join("bench/tmp");
     util::remove_dir(&tmp)?;
     util::mkdirs(&tmp)?;
@@ -150,11 +147,7 @@ pub fn bench(args: BenchArgs) -> Result<i32> {
 
     // The configurations; those that cannot run here are listed with the reason.
     let sample = args.sample_bytes.to_string();
-    let full = Config {
-        key: "full",
-        label: "tracer record -p PID".into(),
-        tool: Tool::Tracer(vec![]),
-    };
+    let full = Config { key: "full", label: "tracer record -p PID".into(), tool: Tool::Tracer(vec![]) };
     let mut configs = vec![full.clone()];
     let mut unavailable: Vec<(Config, String)> = Vec::new();
     let sampled = Config {
@@ -167,21 +160,13 @@ pub fn bench(args: BenchArgs) -> Result<i32> {
     } else {
         unavailable.push((sampled.clone(), "n/a (not built yet: the tracer rejects --sample-bytes)".into()));
     }
-    let memray_cfg = Config {
-        key: "memray",
-        label: "memray run (in-process)".into(),
-        tool: Tool::Memray,
-    };
+    let memray_cfg = Config { key: "memray", label: "memray run (in-process)".into(), tool: Tool::Memray };
     match (&memray, args.no_memray) {
         (_, true) => unavailable.push((memray_cfg, "left out (--no-memray)".into())),
         (None, _) => unavailable.push((memray_cfg, "n/a (memray not installed)".into())),
         (Some(_), false) => configs.push(memray_cfg),
     }
-    let bcc_cfg = Config {
-        key: "bcc",
-        label: "bcc memleak-bpfcc -p PID".into(),
-        tool: Tool::Bcc,
-    };
+    let bcc_cfg = Config { key: "bcc", label: "bcc memleak-bpfcc -p PID".into(), tool: Tool::Bcc };
     match &bcc {
         Ok(_) => configs.push(bcc_cfg),
         Err(why) if args.no_bcc => unavailable.push((bcc_cfg, why.clone())),
@@ -193,16 +178,17 @@ pub fn bench(args: BenchArgs) -> Result<i32> {
         tool: Tool::Tracer(vec!["--holders-only".into()]),
     });
     if !args.only.is_empty() {
-        for (cfg, why) in configs.iter().filter(|c| !args.only.iter().any(|k| k == c.key)).map(|c| (c.clone(), "left out (--only)".to_string())).collect::<Vec<_>>() {
+        for (cfg, why) in configs
+            .iter()
+            .filter(|c| !args.only.iter().any(|k| k == c.key))
+            .map(|c| (c.clone(), "left out (--only)".to_string()))
+            .collect::<Vec<_>>()
+        {
             unavailable.push((cfg, why));
         }
         configs.retain(|c| args.only.iter().any(|k| k == c.key));
     }
-    let base = Config {
-        key: "untraced",
-        label: "untraced".into(),
-        tool: Tool::None,
-    };
+    let base = Config { key: "untraced", label: "untraced".into(), tool: Tool::None };
 
     println!(
         "bench: {rounds} round(s) of bench/workload.py --iterations {iterations} under: untraced, {}; load average {}",
@@ -253,10 +239,7 @@ pub fn bench(args: BenchArgs) -> Result<i32> {
     };
     let _ = fs::remove_dir_all(&tmp);
 
-    let command = format!(
-        "cargo xtask bench{}",
-        if quick { " --quick" } else { "" }
-    );
+    let command = format!("cargo xtask bench{}", if quick { " --quick" } else { "" });
     let results = render::Results {
         command,
         machine,
@@ -278,11 +261,7 @@ pub fn bench(args: BenchArgs) -> Result<i32> {
     let text = render::markdown(&results);
     println!("\n{}", render::terminal(&results));
     if !quick || args.write {
-        let path = if args.output.is_absolute() {
-            args.output.clone()
-        } else {
-            util::repo_root().join(&args.output)
-        };
+        let path = if args.output.is_absolute() { args.output.clone() } else { util::repo_root().join(&args.output) };
         // The soak's section is `cargo xtask soak`'s: kept as it was.
         let old = fs::read_to_string(&path).unwrap_or_default();
         let text = match crate::soak::section_of(&old) {
@@ -314,30 +293,14 @@ fn interleave(
     run: fn(&Ctx, &Config) -> Result<Run>,
     what: &str,
 ) -> (Series, Vec<Series>) {
-    let mut baseline = Series {
-        cfg: base.clone(),
-        runs: vec![],
-        ratios: vec![],
-        errors: vec![],
-    };
-    let mut series: Vec<Series> = configs
-        .iter()
-        .map(|c| Series {
-            cfg: c.clone(),
-            runs: vec![],
-            ratios: vec![],
-            errors: vec![],
-        })
-        .collect();
+    let mut baseline = Series { cfg: base.clone(), runs: vec![], ratios: vec![], errors: vec![] };
+    let mut series: Vec<Series> =
+        configs.iter().map(|c| Series { cfg: c.clone(), runs: vec![], ratios: vec![], errors: vec![] }).collect();
     let k = configs.len();
     let run_base = |baseline: &mut Series, round: u32| -> Option<f64> {
         match run(ctx, base) {
             Ok(r) => {
-                println!(
-                    "bench: {what} round {round}: {:<9} {}",
-                    base.key,
-                    render::value_text(what, r.value)
-                );
+                println!("bench: {what} round {round}: {:<9} {}", base.key, render::value_text(what, r.value));
                 let v = r.value;
                 baseline.runs.push(r);
                 Some(v)
@@ -393,4 +356,3 @@ fn interleave(
     }
     (baseline, series)
 }
-

@@ -10,10 +10,8 @@ use crate::util::{self, run};
 /// Build everything in release mode; returns the absolute path of target/release/tracer.
 pub fn run_build() -> Result<PathBuf> {
     println!("build: cargo build --release");
-    run(util::cargo()
-        .args(["build", "--release"])
-        .current_dir(util::repo_root()))
-    .context("building the workspace (cargo build --release)")?;
+    run(util::cargo().args(["build", "--release"]).current_dir(util::repo_root()))
+        .context("building the workspace (cargo build --release)")?;
     tracer_bin()
 }
 

@@ -22,20 +22,13 @@ pub fn run(args: DemoArgs) -> Result<()> {
         bail!("{} is missing", script.display());
     }
     if !util::is_root() {
-        println!(
-            "demo: note: the tracer loads eBPF programs and needs root; expect an error otherwise"
-        );
+        println!("demo: note: the tracer loads eBPF programs and needs root; expect an error otherwise");
     }
     let mut cmd = Command::new(&tracer);
-    cmd.args(["record", "-d", "12s", "-i", "1s", "--"])
-        .arg(&python)
-        .arg(&script)
-        .current_dir(util::repo_root());
+    cmd.args(["record", "-d", "12s", "-i", "1s", "--"]).arg(&python).arg(&script).current_dir(util::repo_root());
     println!("demo: {}", describe(&cmd));
     // The report goes to our stdout; live progress to stderr.
-    let status = cmd
-        .status()
-        .with_context(|| format!("could not start {}", tracer.display()))?;
+    let status = cmd.status().with_context(|| format!("could not start {}", tracer.display()))?;
     if !status.success() {
         bail!("the tracer failed ({status})");
     }

@@ -93,7 +93,8 @@ pub fn run_dist() -> Result<PathBuf> {
     );
     write(&stage.join("DEBIAN/control"), control.as_bytes())?;
     let deb = dist.join(format!("tracer_{version}_{arch}.deb"));
-    run_quiet(Command::new("dpkg-deb").args(["--root-owner-group", "-Zxz", "--build"]).arg(&stage).arg(&deb)).context("dpkg-deb --build")?;
+    run_quiet(Command::new("dpkg-deb").args(["--root-owner-group", "-Zxz", "--build"]).arg(&stage).arg(&deb))
+        .context("dpkg-deb --build")?;
     let info = stdout_of(Command::new("dpkg-deb").arg("--info").arg(&deb))?;
     if !info.contains("Package: tracer") {
         bail!("{} does not read back: {info}", deb.display());

@@ -46,12 +46,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 #[derive(Parser)]
-#[command(
-    name = "xtask",
-    bin_name = "cargo xtask",
-    about = "Developer and CI tasks for tracer",
-    version
-)]
+#[command(name = "xtask", bin_name = "cargo xtask", about = "Developer and CI tasks for tracer", version)]
 struct Cli {
     #[command(subcommand)]
     command: Cmd,
@@ -98,26 +93,10 @@ enum Cmd {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
-        Cmd::Setup { build_only } => setup::run(setup::Options {
-            test_tools: !build_only,
-        })
-        .map(|_| 0),
+        Cmd::Setup { build_only } => setup::run(setup::Options { test_tools: !build_only }).map(|_| 0),
         Cmd::Build => build::run_build().map(|_| 0),
-        Cmd::Demo {
-            skip_setup,
-            skip_build,
-        } => demo::run(demo::DemoArgs {
-            skip_setup,
-            skip_build,
-        })
-        .map(|_| 0),
-        Cmd::Test {
-            skip_setup,
-            cargo_args,
-        } => test::run(test::TestArgs {
-            skip_setup,
-            cargo_args,
-        }),
+        Cmd::Demo { skip_setup, skip_build } => demo::run(demo::DemoArgs { skip_setup, skip_build }).map(|_| 0),
+        Cmd::Test { skip_setup, cargo_args } => test::run(test::TestArgs { skip_setup, cargo_args }),
         Cmd::Bench(args) => bench::bench(args),
         Cmd::Dist => dist::run_dist().map(|_| 0),
         Cmd::Soak(args) => soak::run(args),

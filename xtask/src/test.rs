@@ -54,12 +54,7 @@ fn print_interpreters(outcome: &Outcome) {
             Some(v) => format!("venv {}", v.display()),
             None => "no venv".to_string(),
         };
-        println!(
-            "test:   {:<20} {:<8} {}  ({venv})",
-            py.label,
-            py.version,
-            py.path.display()
-        );
+        println!("test:   {:<20} {:<8} {}  ({venv})", py.label, py.version, py.path.display());
     }
     if outcome.py314.is_none() {
         println!("test:   no CPython 3.14 (tests needing it report \"skipped: no CPython 3.14\")");

@@ -45,9 +45,7 @@ pub fn describe(cmd: &Command) -> String {
 
 /// Run a command with inherited stdio; error if it cannot start or exits non-zero.
 pub fn run(cmd: &mut Command) -> Result<()> {
-    let status = cmd
-        .status()
-        .with_context(|| format!("could not start `{}`", describe(cmd)))?;
+    let status = cmd.status().with_context(|| format!("could not start `{}`", describe(cmd)))?;
     if !status.success() {
         bail!("`{}` failed ({status})", describe(cmd));
     }
@@ -58,21 +56,14 @@ pub fn run(cmd: &mut Command) -> Result<()> {
 pub fn run_quiet(cmd: &mut Command) -> Result<Output> {
     let out = capture(cmd)?;
     if !out.status.success() {
-        bail!(
-            "`{}` failed ({})\n{}",
-            describe(cmd),
-            out.status,
-            tail(&out, 12)
-        );
+        bail!("`{}` failed ({})\n{}", describe(cmd), out.status, tail(&out, 12));
     }
     Ok(out)
 }
 
 /// Run a command with captured output and no stdin, whatever its exit status.
 pub fn capture(cmd: &mut Command) -> Result<Output> {
-    cmd.stdin(Stdio::null())
-        .output()
-        .with_context(|| format!("could not start `{}`", describe(cmd)))
+    cmd.stdin(Stdio::null()).output().with_context(|| format!("could not start `{}`", describe(cmd)))
 }
 
 /// Stdout of a successful command, trimmed.
@@ -83,57 +74,36 @@ pub fn stdout_of(cmd: &mut Command) -> Result<String> {
 
 /// The last `n` lines of a command's stdout and stderr, indented.
 pub fn tail(out: &Output, n: usize) -> String {
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
     let lines: Vec<&str> = text.lines().collect();
     let start = lines.len().saturating_sub(n);
-    lines[start..]
-        .iter()
-        .map(|l| format!("    | {l}"))
-        .collect::<Vec<_>>()
-        .join("\n")
+    lines[start..].iter().map(|l| format!("    | {l}")).collect::<Vec<_>>().join("\n")
 }
 
 /// Find an executable on PATH, then in the given extra directories.
 pub fn which(name: &str, extra_dirs: &[PathBuf]) -> Option<PathBuf> {
     let path = env::var_os("PATH").unwrap_or_default();
-    env::split_paths(&path)
-        .chain(extra_dirs.iter().cloned())
-        .map(|dir| dir.join(name))
-        .find(|p| is_executable(p))
+    env::split_paths(&path).chain(extra_dirs.iter().cloned()).map(|dir| dir.join(name)).find(|p| is_executable(p))
 }
 
 pub fn is_executable(path: &Path) -> bool {
     use std::os::unix::fs::PermissionsExt;
-    fs::metadata(path)
-        .map(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
-        .unwrap_or(false)
+    fs::metadata(path).map(|m| m.is_file() && m.permissions().mode() & 0o111 != 0).unwrap_or(false)
 }
 
 /// `$HOME/<rel>` (falls back to /root, where this project runs).
 pub fn home_join(rel: &str) -> PathBuf {
-    env::var_os("HOME")
-        .filter(|h| !h.is_empty())
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from("/root"))
-        .join(rel)
+    env::var_os("HOME").filter(|h| !h.is_empty()).map(PathBuf::from).unwrap_or_else(|| PathBuf::from("/root")).join(rel)
 }
 
 /// Does `python -c CODE` succeed?
 pub fn python_ok(python: &Path, code: &str) -> bool {
-    capture(Command::new(python).args(["-c", code]))
-        .map(|o| o.status.success())
-        .unwrap_or(false)
+    capture(Command::new(python).args(["-c", code])).map(|o| o.status.success()).unwrap_or(false)
 }
 
 /// `X.Y.Z` of a Python interpreter.
 pub fn python_version(python: &Path) -> Result<String> {
-    stdout_of(
-        Command::new(python).args(["-c", "import sys; print('%d.%d.%d' % sys.version_info[:3])"]),
-    )
+    stdout_of(Command::new(python).args(["-c", "import sys; print('%d.%d.%d' % sys.version_info[:3])"]))
 }
 
 /// Seconds since `start`, formatted for status lines.
@@ -160,11 +130,7 @@ pub fn files_matching(dir: &Path, prefix: &str, suffix: &str) -> Vec<PathBuf> {
         .flatten()
         .flatten()
         .map(|e| e.path())
-        .filter(|p| {
-            p.file_name()
-                .and_then(OsStr::to_str)
-                .is_some_and(|n| n.starts_with(prefix) && n.ends_with(suffix))
-        })
+        .filter(|p| p.file_name().and_then(OsStr::to_str).is_some_and(|n| n.starts_with(prefix) && n.ends_with(suffix)))
         .collect();
     found.sort();
     found
@@ -176,9 +142,7 @@ pub fn is_root() -> bool {
     fs::read_to_string("/proc/self/status")
         .ok()
         .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("Uid:"))
-                .and_then(|l| l.split_whitespace().nth(2).map(|e| e == "0"))
+            s.lines().find(|l| l.starts_with("Uid:")).and_then(|l| l.split_whitespace().nth(2).map(|e| e == "0"))
         })
         .unwrap_or(false)
 }
@@ -199,4 +163,17 @@ pub fn step<T>(prefix: &str, msg: &str, f: impl FnOnce() -> Result<T>) -> Result
             Err(e)
         }
     }
+}
+
+/// The lock file that tracer's tests, benchmarks and soaks share: one tracer on the machine's
+/// libc at a time (see tracer/tests/common/mod.rs). Held until the returned file is dropped.
+pub fn machine_lock() -> Result<fs::File> {
+    let path = "/tmp/tracer-tests.lock";
+    let file =
+        fs::OpenOptions::new().create(true).append(true).open(path).with_context(|| format!("opening {path}"))?;
+    if file.try_lock().is_err() {
+        println!("waiting for {path}: another tracer test, bench or soak runs on this machine");
+        file.lock().with_context(|| format!("locking {path}"))?;
+    }
+    Ok(file)
 }

@@ -15,18 +15,11 @@ pub(super) fn lines(selection: &Selection<'_>) -> Vec<String> {
         if bytes == 0 {
             continue;
         }
-        let labels: Vec<String> = sample
-            .labels_root_first()
-            .iter()
-            .map(|l| frame_name(l))
-            .collect();
+        let labels: Vec<String> = sample.labels_root_first().iter().map(|l| frame_name(l)).collect();
         let total = stacks.entry(labels.join(";")).or_default();
         *total = total.saturating_add(bytes);
     }
-    stacks
-        .into_iter()
-        .map(|(stack, bytes)| format!("{stack} {bytes}"))
-        .collect()
+    stacks.into_iter().map(|(stack, bytes)| format!("{stack} {bytes}")).collect()
 }
 
 pub(super) fn write(selection: &Selection<'_>, out: &mut dyn Write) -> anyhow::Result<()> {

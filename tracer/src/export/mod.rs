@@ -39,14 +39,8 @@ pub enum Format {
 
 impl Format {
     /// Every format, in the order the command line documents them.
-    pub const ALL: [Format; 6] = [
-        Format::Text,
-        Format::Json,
-        Format::Folded,
-        Format::Svg,
-        Format::Pprof,
-        Format::Speedscope,
-    ];
+    pub const ALL: [Format; 6] =
+        [Format::Text, Format::Json, Format::Folded, Format::Svg, Format::Pprof, Format::Speedscope];
 
     /// The name `-f` accepts.
     pub fn name(self) -> &'static str {
@@ -63,13 +57,10 @@ impl Format {
     /// Parses a `-f` value: `text`, `json`, `folded`, `svg`, `pprof` or `speedscope`.
     pub fn parse(s: &str) -> Result<Format, String> {
         let wanted = s.trim().to_ascii_lowercase();
-        Format::ALL
-            .into_iter()
-            .find(|f| f.name() == wanted)
-            .ok_or_else(|| {
-                let names: Vec<&str> = Format::ALL.iter().map(|f| f.name()).collect();
-                format!("unknown format {s:?}: expected one of {}", names.join(", "))
-            })
+        Format::ALL.into_iter().find(|f| f.name() == wanted).ok_or_else(|| {
+            let names: Vec<&str> = Format::ALL.iter().map(|f| f.name()).collect();
+            format!("unknown format {s:?}: expected one of {}", names.join(", "))
+        })
     }
 
     /// The format an output path asks for by its extension, if it is one we know:
@@ -122,29 +113,19 @@ pub struct ExportOptions {
 
 impl Default for ExportOptions {
     fn default() -> Self {
-        ExportOptions {
-            all_stacks: false,
-            top: 10,
-        }
+        ExportOptions { all_stacks: false, top: 10 }
     }
 }
 
 /// Writes one process's report in `format`.
-pub fn write(
-    format: Format,
-    report: &Report,
-    opts: &ExportOptions,
-    out: &mut dyn Write,
-) -> anyhow::Result<()> {
+pub fn write(format: Format, report: &Report, opts: &ExportOptions, out: &mut dyn Write) -> anyhow::Result<()> {
     let reports = std::slice::from_ref(report);
     match format {
         Format::Text => text::write(report, opts, out),
         Format::Json => json::write(report, out),
         Format::Folded => folded::write(&Selection::new(reports, false, opts), out),
         Format::Svg => svg::write(reports, &Selection::new(reports, false, opts), out),
-        Format::Speedscope => {
-            speedscope::write(reports, &Selection::new(reports, false, opts), out)
-        }
+        Format::Speedscope => speedscope::write(reports, &Selection::new(reports, false, opts), out),
         Format::Pprof => pprof::write(reports, false, out),
     }
 }
@@ -208,33 +189,20 @@ impl<'a> Selection<'a> {
     fn new(reports: &'a [Report], multi: bool, opts: &ExportOptions) -> Selection<'a> {
         let all = reports.iter().flat_map(|r| {
             let pid = multi.then_some(r.target.pid);
-            r.suspects
-                .iter()
-                .map(move |suspect| Sample { pid, suspect })
+            r.suspects.iter().map(move |suspect| Sample { pid, suspect })
         });
         if opts.all_stacks {
-            return Selection {
-                samples: all.collect(),
-                what: "all stacks".into(),
-            };
+            return Selection { samples: all.collect(), what: "all stacks".into() };
         }
-        let growing: Vec<Sample<'a>> = all
-            .clone()
-            .filter(|s| matches!(s.suspect.verdict, Verdict::Leak | Verdict::Growing))
-            .collect();
+        let growing: Vec<Sample<'a>> =
+            all.clone().filter(|s| matches!(s.suspect.verdict, Verdict::Leak | Verdict::Growing)).collect();
         if !growing.is_empty() {
-            return Selection {
-                samples: growing,
-                what: "leak and growing stacks".into(),
-            };
+            return Selection { samples: growing, what: "leak and growing stacks".into() };
         }
         let mut samples: Vec<Sample<'a>> = all.collect();
         // Stable: equal sizes keep the report's rank order.
         samples.sort_by_key(|s| std::cmp::Reverse(s.suspect.outstanding_bytes));
         samples.truncate(opts.top);
-        Selection {
-            samples,
-            what: format!("no leaks; top {} stacks by outstanding bytes", opts.top),
-        }
+        Selection { samples, what: format!("no leaks; top {} stacks by outstanding bytes", opts.top) }
     }
 }

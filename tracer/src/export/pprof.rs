@@ -174,10 +174,7 @@ impl Builder {
     }
 
     fn value_type(&mut self, kind: &str, unit: &str) -> ValueType {
-        ValueType {
-            r#type: self.string(kind),
-            unit: self.string(unit),
-        }
+        ValueType { r#type: self.string(kind), unit: self.string(unit) }
     }
 
     /// `system_name` is set only for native frames: pprof demangles (and, for names that look
@@ -205,25 +202,16 @@ impl Builder {
             return id;
         }
         let (function_id, line) = match frame {
-            Frame::Python {
-                function,
-                file,
-                line,
-            } => (
-                self.function(function, file, i64::from(*line), false),
-                i64::from(*line),
-            ),
+            Frame::Python { function, file, line } => {
+                (self.function(function, file, i64::from(*line), false), i64::from(*line))
+            }
             Frame::Native { function, module } => (self.function(function, module, 0, true), 0),
         };
         let id = self.profile.location.len() as u64 + 1;
         self.profile.location.push(Location {
             id,
             mapping_id: MAPPING_ID,
-            line: vec![Line {
-                function_id,
-                line,
-                column: 0,
-            }],
+            line: vec![Line { function_id, line, column: 0 }],
             ..Location::default()
         });
         self.locations.insert(frame.clone(), id);
@@ -231,11 +219,7 @@ impl Builder {
     }
 
     fn label(&mut self, key: &str, value: &str) -> Label {
-        Label {
-            key: self.string(key),
-            str: self.string(value),
-            ..Label::default()
-        }
+        Label { key: self.string(key), str: self.string(value), ..Label::default() }
     }
 }
 
@@ -275,11 +259,7 @@ pub(crate) fn profile(reports: &[Report], multi: bool) -> Profile {
 
     for r in reports {
         let t = &r.target;
-        let command = if t.cmdline.is_empty() {
-            &t.exe
-        } else {
-            &t.cmdline
-        };
+        let command = if t.cmdline.is_empty() { &t.exe } else { &t.cmdline };
         let mut comment = format!("tracer: pid {} python {} {command}", t.pid, t.python);
         if !r.final_view.is_empty() {
             comment.push_str(&format!(" (final view: {})", r.final_view));
@@ -292,10 +272,7 @@ pub(crate) fn profile(reports: &[Report], multi: bool) -> Profile {
         for suspect in &r.suspects {
             let mut location_id: Vec<u64> = suspect.stack.iter().map(|f| b.location(f)).collect();
             if location_id.is_empty() {
-                let frame = Frame::Native {
-                    function: NO_STACK.to_string(),
-                    module: String::new(),
-                };
+                let frame = Frame::Native { function: NO_STACK.to_string(), module: String::new() };
                 location_id.push(b.location(&frame));
             }
             let mut label = vec![b.label("verdict", suspect.verdict.as_str())];

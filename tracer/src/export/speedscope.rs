@@ -73,37 +73,19 @@ impl Frames {
 
 fn ss_frame(frame: &Frame) -> SsFrame {
     match frame {
-        Frame::Python {
-            function,
-            file,
-            line,
-        } => SsFrame {
-            name: function.clone(),
-            file: Some(file.clone()),
-            line: Some(*line),
-        },
+        Frame::Python { function, file, line } => {
+            SsFrame { name: function.clone(), file: Some(file.clone()), line: Some(*line) }
+        }
         // A module is no source file: keep it in the name, as the other formats do.
-        Frame::Native { .. } => SsFrame {
-            name: frame.label(),
-            file: None,
-            line: None,
-        },
+        Frame::Native { .. } => SsFrame { name: frame.label(), file: None, line: None },
     }
 }
 
 fn named(name: String) -> SsFrame {
-    SsFrame {
-        name,
-        file: None,
-        line: None,
-    }
+    SsFrame { name, file: None, line: None }
 }
 
-pub(super) fn write(
-    reports: &[Report],
-    selection: &Selection<'_>,
-    out: &mut dyn Write,
-) -> anyhow::Result<()> {
+pub(super) fn write(reports: &[Report], selection: &Selection<'_>, out: &mut dyn Write) -> anyhow::Result<()> {
     let mut frames = Frames::default();
     let mut samples = Vec::new();
     let mut weights = Vec::new();
@@ -132,9 +114,7 @@ pub(super) fn write(
     };
     let file = File {
         schema: SCHEMA,
-        shared: Shared {
-            frames: frames.table,
-        },
+        shared: Shared { frames: frames.table },
         profiles: vec![Profile {
             kind: "sampled",
             name: name.clone(),

@@ -11,11 +11,7 @@ use crate::report::Report;
 
 const TITLE: &str = "Outstanding memory by Python stack";
 
-pub(super) fn write(
-    reports: &[Report],
-    selection: &Selection<'_>,
-    out: &mut dyn Write,
-) -> anyhow::Result<()> {
+pub(super) fn write(reports: &[Report], selection: &Selection<'_>, out: &mut dyn Write) -> anyhow::Result<()> {
     let subtitle = subtitle(reports, selection);
     let lines = fit_total(folded::lines(selection));
     if lines.is_empty() {
@@ -60,11 +56,7 @@ fn subtitle(reports: &[Report], selection: &Selection<'_>) -> String {
     let duration = reports.iter().map(|r| r.duration_s).fold(0.0, f64::max);
     match reports {
         [r] => {
-            let command = if r.target.cmdline.is_empty() {
-                &r.target.exe
-            } else {
-                &r.target.cmdline
-            };
+            let command = if r.target.cmdline.is_empty() { &r.target.exe } else { &r.target.cmdline };
             let mut parts = vec![format!("pid {}", r.target.pid)];
             if !r.target.python.is_empty() {
                 parts.push(format!("python {}", r.target.python));
@@ -78,12 +70,7 @@ fn subtitle(reports: &[Report], selection: &Selection<'_>) -> String {
         }
         _ => {
             let pids: Vec<String> = reports.iter().map(|r| r.target.pid.to_string()).collect();
-            format!(
-                "pids {}  {}  ({})",
-                pids.join(", "),
-                seconds(duration),
-                selection.what
-            )
+            format!("pids {}  {}  ({})", pids.join(", "), seconds(duration), selection.what)
         }
     }
 }

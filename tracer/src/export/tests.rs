@@ -12,10 +12,7 @@ use crate::report::{Holder, MultiReport, TargetInfo, TimelinePoint, Totals, SCHE
 
 macro_rules! golden {
     ($name:literal) => {
-        (
-            $name,
-            include_str!(concat!("../../tests/data/export/", $name)),
-        )
+        ($name, include_str!(concat!("../../tests/data/export/", $name)))
     };
 }
 
@@ -23,9 +20,7 @@ fn check(golden: (&str, &str), actual: &[u8]) {
     let (name, expected) = golden;
     let actual = std::str::from_utf8(actual).expect("output is UTF-8");
     if std::env::var_os("UPDATE_GOLDEN").is_some() {
-        let path = Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join("tests/data/export")
-            .join(name);
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/export").join(name);
         std::fs::write(&path, actual).unwrap();
         return;
     }
@@ -36,18 +31,11 @@ fn check(golden: (&str, &str), actual: &[u8]) {
 }
 
 fn py(function: &str, file: &str, line: u32) -> Frame {
-    Frame::Python {
-        function: function.into(),
-        file: file.into(),
-        line,
-    }
+    Frame::Python { function: function.into(), file: file.into(), line }
 }
 
 fn native(function: &str, module: &str) -> Frame {
-    Frame::Native {
-        function: function.into(),
-        module: module.into(),
-    }
+    Frame::Native { function: function.into(), module: module.into() }
 }
 
 fn report() -> Report {
@@ -87,8 +75,7 @@ fn report() -> Report {
                 growth_bytes_per_s: 69_939.2,
                 oldest_age_s: 59.8,
                 allocator: "malloc".into(),
-                reason: "+4.1 MiB over 60 s, 98% of 1,045 allocations still live, oldest 59.8 s"
-                    .into(),
+                reason: "+4.1 MiB over 60 s, 98% of 1,045 allocations still live, oldest 59.8 s".into(),
                 // Innermost first: the native allocating call, then the Python line behind it.
                 stack: vec![
                     native("PyByteArray_Resize", "python3.11"),
@@ -148,10 +135,7 @@ fn report() -> Report {
                 oldest_age_s: 0.0,
                 allocator: "mmap".into(),
                 reason: "allocated 762.9 MiB, all of it freed".into(),
-                stack: vec![
-                    py("read_body", "/srv/app.py", 90),
-                    py("handle", "/srv/app.py", 40),
-                ],
+                stack: vec![py("read_body", "/srv/app.py", 90), py("handle", "/srv/app.py", 40)],
             },
         ],
         holders: vec![
@@ -179,18 +163,9 @@ fn report() -> Report {
             },
         ],
         timeline: vec![
-            TimelinePoint {
-                t: 0.0,
-                outstanding_bytes: 0,
-            },
-            TimelinePoint {
-                t: 30.0,
-                outstanding_bytes: 6_000_000,
-            },
-            TimelinePoint {
-                t: 60.0,
-                outstanding_bytes: 13_002_342,
-            },
+            TimelinePoint { t: 0.0, outstanding_bytes: 0 },
+            TimelinePoint { t: 30.0, outstanding_bytes: 6_000_000 },
+            TimelinePoint { t: 60.0, outstanding_bytes: 13_002_342 },
         ],
         sample_bytes: 0,
         holders_scan: None,
@@ -202,8 +177,7 @@ fn quiet_report() -> Report {
     let mut r = report();
     r.target.pid = 4343;
     r.target.cmdline = "/usr/bin/python3.11 worker.py".into();
-    r.suspects
-        .retain(|s| !matches!(s.verdict, Verdict::Leak | Verdict::Growing));
+    r.suspects.retain(|s| !matches!(s.verdict, Verdict::Leak | Verdict::Growing));
     for (i, s) in r.suspects.iter_mut().enumerate() {
         s.rank = i as u32 + 1;
     }
@@ -214,10 +188,7 @@ fn quiet_report() -> Report {
 fn empty_report() -> Report {
     Report {
         schema: SCHEMA,
-        target: TargetInfo {
-            pid: 1,
-            ..TargetInfo::default()
-        },
+        target: TargetInfo { pid: 1, ..TargetInfo::default() },
         duration_s: 0.0,
         final_view: String::new(),
         totals: Totals::default(),
@@ -230,11 +201,7 @@ fn empty_report() -> Report {
 }
 
 fn multi() -> MultiReport {
-    MultiReport {
-        schema: SCHEMA,
-        processes: vec![report(), quiet_report()],
-        skipped: vec![],
-    }
+    MultiReport { schema: SCHEMA, processes: vec![report(), quiet_report()], skipped: vec![] }
 }
 
 fn render(format: Format, report: &Report, opts: &ExportOptions) -> Vec<u8> {
@@ -249,14 +216,8 @@ fn render_multi(format: Format, multi: &MultiReport, opts: &ExportOptions) -> Ve
     out
 }
 
-const DEFAULT: ExportOptions = ExportOptions {
-    all_stacks: false,
-    top: 10,
-};
-const ALL: ExportOptions = ExportOptions {
-    all_stacks: true,
-    top: 10,
-};
+const DEFAULT: ExportOptions = ExportOptions { all_stacks: false, top: 10 };
+const ALL: ExportOptions = ExportOptions { all_stacks: true, top: 10 };
 
 // ---- formats and paths ----
 
@@ -268,10 +229,7 @@ fn format_names_parse() {
     }
     assert_eq!(Format::parse("SVG"), Ok(Format::Svg));
     let err = Format::parse("flame").unwrap_err();
-    assert!(
-        err.contains("text, json, folded, svg, pprof, speedscope"),
-        "{err}"
-    );
+    assert!(err.contains("text, json, folded, svg, pprof, speedscope"), "{err}");
 }
 
 #[test]
@@ -295,22 +253,13 @@ fn format_follows_the_extension() {
 
 #[test]
 fn text_golden() {
-    check(
-        golden!("report.txt"),
-        &render(Format::Text, &report(), &DEFAULT),
-    );
+    check(golden!("report.txt"), &render(Format::Text, &report(), &DEFAULT));
 }
 
 #[test]
 fn text_top_limits_every_section() {
-    let opts = ExportOptions {
-        all_stacks: false,
-        top: 1,
-    };
-    check(
-        golden!("report_top1.txt"),
-        &render(Format::Text, &report(), &opts),
-    );
+    let opts = ExportOptions { all_stacks: false, top: 1 };
+    check(golden!("report_top1.txt"), &render(Format::Text, &report(), &opts));
 }
 
 #[test]
@@ -318,10 +267,7 @@ fn text_says_plainly_when_nothing_leaks() {
     let mut r = quiet_report();
     r.holders.clear();
     let text = String::from_utf8(render(Format::Text, &r, &DEFAULT)).unwrap();
-    assert!(
-        text.contains("No leaks: nothing grew steadily during the 60.0 s window."),
-        "{text}"
-    );
+    assert!(text.contains("No leaks: nothing grew steadily during the 60.0 s window."), "{text}");
     assert!(!text.contains("LEAKS AND GROWTH"));
     assert!(text.contains("NOT LEAKS"));
 }
@@ -332,10 +278,7 @@ fn text_points_at_holders_when_only_a_holder_leaks() {
     r.holders = report().holders;
     let text = String::from_utf8(render(Format::Text, &r, &DEFAULT)).unwrap();
     assert!(text.contains("No allocation stack grew steadily"), "{text}");
-    assert!(
-        text.contains("   LEAK     __main__.FAILED_REQUESTS  list"),
-        "{text}"
-    );
+    assert!(text.contains("   LEAK     __main__.FAILED_REQUESTS  list"), "{text}");
 }
 
 #[test]
@@ -349,28 +292,19 @@ fn text_fits_100_columns() {
 
 #[test]
 fn text_multi_golden() {
-    check(
-        golden!("multi.txt"),
-        &render_multi(Format::Text, &multi(), &DEFAULT),
-    );
+    check(golden!("multi.txt"), &render_multi(Format::Text, &multi(), &DEFAULT));
 }
 
 #[test]
 fn text_empty_golden() {
-    check(
-        golden!("empty.txt"),
-        &render(Format::Text, &empty_report(), &DEFAULT),
-    );
+    check(golden!("empty.txt"), &render(Format::Text, &empty_report(), &DEFAULT));
 }
 
 // ---- json ----
 
 #[test]
 fn json_golden() {
-    check(
-        golden!("report.json"),
-        &render(Format::Json, &report(), &DEFAULT),
-    );
+    check(golden!("report.json"), &render(Format::Json, &report(), &DEFAULT));
 }
 
 #[test]
@@ -380,8 +314,7 @@ fn json_round_trips() {
     assert_eq!(back, r);
 
     let m = multi();
-    let back: MultiReport =
-        serde_json::from_slice(&render_multi(Format::Json, &m, &DEFAULT)).unwrap();
+    let back: MultiReport = serde_json::from_slice(&render_multi(Format::Json, &m, &DEFAULT)).unwrap();
     assert_eq!(back, m);
 
     let e = empty_report();
@@ -391,8 +324,7 @@ fn json_round_trips() {
 
 #[test]
 fn json_keeps_the_contract_shape() {
-    let v: serde_json::Value =
-        serde_json::from_slice(&render(Format::Json, &report(), &DEFAULT)).unwrap();
+    let v: serde_json::Value = serde_json::from_slice(&render(Format::Json, &report(), &DEFAULT)).unwrap();
     assert_eq!(v["schema"], 1);
     assert_eq!(v["target"]["pid"], 4242);
     assert_eq!(v["suspects"][0]["verdict"], "leak");
@@ -406,42 +338,27 @@ fn json_keeps_the_contract_shape() {
 
 #[test]
 fn folded_golden_leaks_only() {
-    check(
-        golden!("report.folded"),
-        &render(Format::Folded, &report(), &DEFAULT),
-    );
+    check(golden!("report.folded"), &render(Format::Folded, &report(), &DEFAULT));
 }
 
 #[test]
 fn folded_golden_all_stacks() {
     // The stable stack has nothing outstanding: it is left out even with all stacks.
-    check(
-        golden!("report_all.folded"),
-        &render(Format::Folded, &report(), &ALL),
-    );
+    check(golden!("report_all.folded"), &render(Format::Folded, &report(), &ALL));
 }
 
 #[test]
 fn folded_without_leaks_draws_the_largest() {
     let mut r = quiet_report();
     r.suspects[1].outstanding_bytes = 2_000_000; // the stable one, now larger than the cache
-    let opts = ExportOptions {
-        all_stacks: false,
-        top: 1,
-    };
+    let opts = ExportOptions { all_stacks: false, top: 1 };
     let folded = String::from_utf8(render(Format::Folded, &r, &opts)).unwrap();
-    assert_eq!(
-        folded,
-        "handle (/srv/app.py:40);read_body (/srv/app.py:90) 2000000\n"
-    );
+    assert_eq!(folded, "handle (/srv/app.py:40);read_body (/srv/app.py:90) 2000000\n");
 }
 
 #[test]
 fn folded_multi_golden() {
-    check(
-        golden!("multi.folded"),
-        &render_multi(Format::Folded, &multi(), &DEFAULT),
-    );
+    check(golden!("multi.folded"), &render_multi(Format::Folded, &multi(), &DEFAULT));
 }
 
 #[test]
@@ -459,44 +376,28 @@ fn folded_merges_identical_stacks() {
     r.suspects[1].stack = r.suspects[0].stack.clone();
     let folded = String::from_utf8(render(Format::Folded, &r, &DEFAULT)).unwrap();
     assert_eq!(folded.lines().count(), 1);
-    assert!(
-        folded.ends_with(&format!(" {}\n", 4_299_161 + 262_144)),
-        "{folded}"
-    );
+    assert!(folded.ends_with(&format!(" {}\n", 4_299_161 + 262_144)), "{folded}");
 }
 
 // ---- speedscope ----
 
 #[test]
 fn speedscope_golden() {
-    check(
-        golden!("report.speedscope.json"),
-        &render(Format::Speedscope, &report(), &DEFAULT),
-    );
+    check(golden!("report.speedscope.json"), &render(Format::Speedscope, &report(), &DEFAULT));
 }
 
 #[test]
 fn speedscope_multi_has_pid_roots() {
-    let v: serde_json::Value =
-        serde_json::from_slice(&render_multi(Format::Speedscope, &multi(), &ALL)).unwrap();
+    let v: serde_json::Value = serde_json::from_slice(&render_multi(Format::Speedscope, &multi(), &ALL)).unwrap();
     let frames = v["shared"]["frames"].as_array().unwrap();
     let profile = &v["profiles"][0];
     assert_eq!(profile["name"], "outstanding memory (pids 4242, 4343)");
     let samples = profile["samples"].as_array().unwrap();
     let weights = profile["weights"].as_array().unwrap();
     assert_eq!(samples.len(), weights.len());
-    let roots: Vec<&str> = samples
-        .iter()
-        .map(|s| {
-            frames[s[0].as_u64().unwrap() as usize]["name"]
-                .as_str()
-                .unwrap()
-        })
-        .collect();
-    assert!(
-        roots.contains(&"pid 4242") && roots.contains(&"pid 4343"),
-        "{roots:?}"
-    );
+    let roots: Vec<&str> =
+        samples.iter().map(|s| frames[s[0].as_u64().unwrap() as usize]["name"].as_str().unwrap()).collect();
+    assert!(roots.contains(&"pid 4242") && roots.contains(&"pid 4343"), "{roots:?}");
     assert!(roots.iter().all(|r| r.starts_with("pid ")));
     let total: u64 = weights.iter().map(|w| w.as_u64().unwrap()).sum();
     assert_eq!(profile["endValue"].as_u64(), Some(total));
@@ -506,9 +407,7 @@ fn speedscope_multi_has_pid_roots() {
 
 fn decode(gz: &[u8]) -> pprof::Profile {
     let mut raw = Vec::new();
-    flate2::read::GzDecoder::new(gz)
-        .read_to_end(&mut raw)
-        .unwrap();
+    flate2::read::GzDecoder::new(gz).read_to_end(&mut raw).unwrap();
     pprof::Profile::decode(raw.as_slice()).unwrap()
 }
 
@@ -519,19 +418,10 @@ fn pprof_decodes_to_the_report() {
     let s = |i: i64| p.string_table[i as usize].as_str();
 
     assert_eq!(p.string_table[0], "");
-    let types: Vec<(&str, &str)> = p
-        .sample_type
-        .iter()
-        .map(|t| (s(t.r#type), s(t.unit)))
-        .collect();
+    let types: Vec<(&str, &str)> = p.sample_type.iter().map(|t| (s(t.r#type), s(t.unit))).collect();
     assert_eq!(
         types,
-        [
-            ("alloc_objects", "count"),
-            ("alloc_space", "bytes"),
-            ("inuse_objects", "count"),
-            ("inuse_space", "bytes")
-        ]
+        [("alloc_objects", "count"), ("alloc_space", "bytes"), ("inuse_objects", "count"), ("inuse_space", "bytes")]
     );
     assert_eq!(s(p.default_sample_type), "inuse_space");
     assert_eq!(p.duration_nanos, 60_000_000_000);
@@ -564,34 +454,22 @@ fn pprof_decodes_to_the_report() {
             let loc = location(id);
             assert_eq!(loc.line.len(), 1);
             let f = function(loc.line[0].function_id);
-            (
-                s(f.name).to_string(),
-                s(f.filename).to_string(),
-                loc.line[0].line,
-            )
+            (s(f.name).to_string(), s(f.filename).to_string(), loc.line[0].line)
         })
         .collect();
     assert_eq!(
         frames,
         [
-            (
-                "PyByteArray_Resize".to_string(),
-                "python3.11".to_string(),
-                0
-            ),
+            ("PyByteArray_Resize".to_string(), "python3.11".to_string(), 0),
             ("leak_bytes".to_string(), "/srv/app.py".to_string(), 12),
             ("handle".to_string(), "/srv/app.py".to_string(), 40),
             ("<module>".to_string(), "/srv/app.py".to_string(), 55),
         ]
     );
-    assert_eq!(
-        function(location(p.sample[0].location_id[1]).line[0].function_id).start_line,
-        12
-    );
+    assert_eq!(function(location(p.sample[0].location_id[1]).line[0].function_id).start_line, 12);
 
     // One location per distinct frame: `handle (/srv/app.py:40)` is shared by all four stacks.
-    let distinct: std::collections::HashSet<&Frame> =
-        r.suspects.iter().flat_map(|x| &x.stack).collect();
+    let distinct: std::collections::HashSet<&Frame> = r.suspects.iter().flat_map(|x| &x.stack).collect();
     assert_eq!(p.location.len(), distinct.len());
     let ids: std::collections::HashSet<u64> = p.location.iter().map(|l| l.id).collect();
     assert_eq!(ids.len(), p.location.len());
@@ -606,32 +484,23 @@ fn pprof_multi_labels_pid() {
         .sample
         .iter()
         .map(|x| {
-            let l = x
-                .label
-                .iter()
-                .find(|l| s(l.key) == "pid")
-                .expect("pid label");
+            let l = x.label.iter().find(|l| s(l.key) == "pid").expect("pid label");
             s(l.str)
         })
         .collect();
     assert_eq!(pids, ["4242", "4242", "4242", "4242", "4343", "4343"]);
-    let cmdlines: std::collections::BTreeSet<&str> = p
-        .sample
-        .iter()
-        .flat_map(|x| x.label.iter().filter(|l| s(l.key) == "cmdline").map(|l| s(l.str)))
-        .collect();
+    let cmdlines: std::collections::BTreeSet<&str> =
+        p.sample.iter().flat_map(|x| x.label.iter().filter(|l| s(l.key) == "cmdline").map(|l| s(l.str))).collect();
     let m = multi();
-    let want: std::collections::BTreeSet<&str> = m.processes.iter().map(|r| r.target.cmdline.as_str()).filter(|c| !c.is_empty()).collect();
+    let want: std::collections::BTreeSet<&str> =
+        m.processes.iter().map(|r| r.target.cmdline.as_str()).filter(|c| !c.is_empty()).collect();
     assert_eq!(cmdlines.len(), want.len(), "one cmdline label value per process with a command line");
 }
 
 #[test]
 fn pprof_is_deterministic() {
     let r = report();
-    assert_eq!(
-        render(Format::Pprof, &r, &DEFAULT),
-        render(Format::Pprof, &r, &DEFAULT)
-    );
+    assert_eq!(render(Format::Pprof, &r, &DEFAULT), render(Format::Pprof, &r, &DEFAULT));
 }
 
 // ---- svg ----
@@ -663,15 +532,8 @@ fn empty_reports_never_panic() {
     for s in &mut no_frames.suspects {
         s.stack.clear();
     }
-    let empty_multi = MultiReport {
-        schema: SCHEMA,
-        processes: vec![],
-        skipped: vec![],
-    };
-    let zero_top = ExportOptions {
-        all_stacks: false,
-        top: 0,
-    };
+    let empty_multi = MultiReport { schema: SCHEMA, processes: vec![], skipped: vec![] };
+    let zero_top = ExportOptions { all_stacks: false, top: 0 };
     for format in Format::ALL {
         for opts in [DEFAULT, ALL, zero_top] {
             render(format, &empty_report(), &opts);
@@ -679,11 +541,7 @@ fn empty_reports_never_panic() {
             render_multi(format, &empty_multi, &opts);
             render_multi(
                 format,
-                &MultiReport {
-                    schema: SCHEMA,
-                    processes: vec![empty_report(), no_frames.clone()],
-                    skipped: vec![],
-                },
+                &MultiReport { schema: SCHEMA, processes: vec![empty_report(), no_frames.clone()], skipped: vec![] },
                 &opts,
             );
         }
@@ -714,19 +572,7 @@ fn dump_for_manual_checks() {
     ] {
         std::fs::write(dir.join(name), render(format, &report(), &ALL)).unwrap();
     }
-    std::fs::write(
-        dir.join("multi.pb.gz"),
-        render_multi(Format::Pprof, &multi(), &ALL),
-    )
-    .unwrap();
-    std::fs::write(
-        dir.join("empty.pb.gz"),
-        render(Format::Pprof, &empty_report(), &ALL),
-    )
-    .unwrap();
-    std::fs::write(
-        dir.join("empty.svg"),
-        render(Format::Svg, &empty_report(), &ALL),
-    )
-    .unwrap();
+    std::fs::write(dir.join("multi.pb.gz"), render_multi(Format::Pprof, &multi(), &ALL)).unwrap();
+    std::fs::write(dir.join("empty.pb.gz"), render(Format::Pprof, &empty_report(), &ALL)).unwrap();
+    std::fs::write(dir.join("empty.svg"), render(Format::Svg, &empty_report(), &ALL)).unwrap();
 }

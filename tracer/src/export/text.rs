@@ -12,21 +12,13 @@ const WIDTH: usize = 100;
 /// Frames shown per stack, innermost first; deeper stacks end with a count of the rest.
 const MAX_FRAMES: usize = 16;
 
-pub(super) fn write(
-    report: &Report,
-    opts: &ExportOptions,
-    out: &mut dyn Write,
-) -> anyhow::Result<()> {
+pub(super) fn write(report: &Report, opts: &ExportOptions, out: &mut dyn Write) -> anyhow::Result<()> {
     let mut s = String::new();
     render(&mut s, report, opts);
     emit(&s, out)
 }
 
-pub(super) fn write_multi(
-    multi: &MultiReport,
-    opts: &ExportOptions,
-    out: &mut dyn Write,
-) -> anyhow::Result<()> {
+pub(super) fn write_multi(multi: &MultiReport, opts: &ExportOptions, out: &mut dyn Write) -> anyhow::Result<()> {
     let mut s = String::new();
     if multi.processes.is_empty() {
         s.push_str("tracer: no process was traced.\n");
@@ -66,30 +58,16 @@ fn render(s: &mut String, r: &Report, opts: &ExportOptions) {
     header(s, r);
     s.push('\n');
 
-    let growing: Vec<&Suspect> = r
-        .suspects
-        .iter()
-        .filter(|x| is_growing(x.verdict))
-        .collect();
-    let cleared: Vec<&Suspect> = r
-        .suspects
-        .iter()
-        .filter(|x| !is_growing(x.verdict))
-        .collect();
+    let growing: Vec<&Suspect> = r.suspects.iter().filter(|x| is_growing(x.verdict)).collect();
+    let cleared: Vec<&Suspect> = r.suspects.iter().filter(|x| !is_growing(x.verdict)).collect();
     let holders_growing = r.holders.iter().any(|h| is_growing(h.verdict));
 
     if growing.is_empty() {
         let window = seconds(r.duration_s);
         if holders_growing {
-            let _ = writeln!(
-                s,
-                "No allocation stack grew steadily during the {window} window; see HOLDERS below."
-            );
+            let _ = writeln!(s, "No allocation stack grew steadily during the {window} window; see HOLDERS below.");
         } else {
-            let _ = writeln!(
-                s,
-                "No leaks: nothing grew steadily during the {window} window."
-            );
+            let _ = writeln!(s, "No leaks: nothing grew steadily during the {window} window.");
         }
     } else {
         leaks(s, &growing, opts.top);
@@ -139,17 +117,9 @@ fn header(s: &mut String, r: &Report) {
         bytes(tot.outstanding_bytes),
         count(tot.outstanding_count)
     );
-    let lost: Vec<String> = tot
-        .lost
-        .iter()
-        .filter(|(_, &n)| n > 0)
-        .map(|(name, &n)| format!("{} {name}", count(n)))
-        .collect();
-    let lost = if lost.is_empty() {
-        "none".to_string()
-    } else {
-        lost.join(", ")
-    };
+    let lost: Vec<String> =
+        tot.lost.iter().filter(|(_, &n)| n > 0).map(|(name, &n)| format!("{} {name}", count(n))).collect();
+    let lost = if lost.is_empty() { "none".to_string() } else { lost.join(", ") };
     let lost = format!("lost: {lost}");
     if line.len() + 3 + lost.len() <= WIDTH {
         let _ = writeln!(s, "{line}   {lost}");
@@ -177,31 +147,11 @@ fn header(s: &mut String, r: &Report) {
 fn leaks(s: &mut String, growing: &[&Suspect], top: usize) {
     let _ = writeln!(s, "LEAKS AND GROWTH (ranked by leak evidence)");
     let shown = &growing[..growing.len().min(top)];
-    let rank_w = shown
-        .iter()
-        .map(|x| x.rank.to_string().len())
-        .max()
-        .unwrap_or(1);
-    let verdict_w = shown
-        .iter()
-        .map(|x| x.verdict.as_str().len())
-        .max()
-        .unwrap_or(4);
-    let size_w = shown
-        .iter()
-        .map(|x| bytes(x.outstanding_bytes).len())
-        .max()
-        .unwrap_or(0);
-    let count_w = shown
-        .iter()
-        .map(|x| count(x.outstanding_count).len())
-        .max()
-        .unwrap_or(0);
-    let rate_w = shown
-        .iter()
-        .map(|x| rate(x.growth_bytes_per_s).len())
-        .max()
-        .unwrap_or(0);
+    let rank_w = shown.iter().map(|x| x.rank.to_string().len()).max().unwrap_or(1);
+    let verdict_w = shown.iter().map(|x| x.verdict.as_str().len()).max().unwrap_or(4);
+    let size_w = shown.iter().map(|x| bytes(x.outstanding_bytes).len()).max().unwrap_or(0);
+    let count_w = shown.iter().map(|x| count(x.outstanding_count).len()).max().unwrap_or(0);
+    let rate_w = shown.iter().map(|x| rate(x.growth_bytes_per_s).len()).max().unwrap_or(0);
     for (i, x) in shown.iter().enumerate() {
         if i > 0 {
             s.push('\n');
@@ -246,12 +196,7 @@ fn facts(x: &Suspect) -> String {
     } else {
         x.outstanding_count as f64 / x.allocs as f64
     };
-    format!(
-        "{:.0}% of {} allocations still live, oldest {}",
-        live * 100.0,
-        count(x.allocs),
-        seconds(x.oldest_age_s)
-    )
+    format!("{:.0}% of {} allocations still live, oldest {}", live * 100.0, count(x.allocs), seconds(x.oldest_age_s))
 }
 
 fn stack(s: &mut String, frames: &[Frame]) {
@@ -271,12 +216,7 @@ fn stack(s: &mut String, frames: &[Frame]) {
     }
     if frames.len() > MAX_FRAMES {
         let more = frames.len() - MAX_FRAMES;
-        let _ = writeln!(
-            s,
-            "   ... {} more outer {}",
-            count(more as u64),
-            plural(more, "frame", "frames")
-        );
+        let _ = writeln!(s, "   ... {} more outer {}", count(more as u64), plural(more, "frame", "frames"));
     }
 }
 
@@ -342,11 +282,7 @@ fn item_types(h: &Holder) -> String {
     }
     let mut types: Vec<(&String, &u64)> = h.item_types.iter().collect();
     types.sort_by(|a, b| b.1.cmp(a.1).then(a.0.cmp(b.0)));
-    let mut parts: Vec<String> = types
-        .iter()
-        .take(3)
-        .map(|(t, n)| format!("{} {t}", count(**n)))
-        .collect();
+    let mut parts: Vec<String> = types.iter().take(3).map(|(t, n)| format!("{} {t}", count(**n))).collect();
     if types.len() > 3 {
         parts.push(format!("+{} more types", types.len() - 3));
     }
@@ -356,29 +292,13 @@ fn item_types(h: &Holder) -> String {
 fn not_leaks(s: &mut String, cleared: &[&Suspect], top: usize) {
     let _ = writeln!(s, "NOT LEAKS (shown so you can see why they were cleared)");
     let shown = &cleared[..cleared.len().min(top)];
-    let rows: Vec<[String; 3]> = shown
-        .iter()
-        .map(|x| {
-            [
-                x.verdict.as_str().to_string(),
-                bytes(x.outstanding_bytes),
-                where_(x),
-            ]
-        })
-        .collect();
+    let rows: Vec<[String; 3]> =
+        shown.iter().map(|x| [x.verdict.as_str().to_string(), bytes(x.outstanding_bytes), where_(x)]).collect();
     let w = column_widths(&rows);
     let prefix = 3 + w[0] + 2 + w[1] + 2 + w[2] + 2;
-    let one_line = shown
-        .iter()
-        .all(|x| x.reason.is_empty() || prefix + "why: ".len() + x.reason.len() <= WIDTH);
+    let one_line = shown.iter().all(|x| x.reason.is_empty() || prefix + "why: ".len() + x.reason.len() <= WIDTH);
     for (x, row) in shown.iter().zip(&rows) {
-        let mut line = format!(
-            "   {:<w0$}  {:>w1$}  ",
-            row[0],
-            row[1],
-            w0 = w[0],
-            w1 = w[1]
-        );
+        let mut line = format!("   {:<w0$}  {:>w1$}  ", row[0], row[1], w0 = w[0], w1 = w[1]);
         if x.reason.is_empty() {
             let _ = writeln!(s, "{line}{}", row[2]);
         } else if one_line {
@@ -386,12 +306,7 @@ fn not_leaks(s: &mut String, cleared: &[&Suspect], top: usize) {
         } else {
             let _ = writeln!(s, "{line}{}", row[2]);
             line = " ".repeat(3 + w[0] + 2);
-            wrapped(
-                s,
-                &format!("{line}why: "),
-                &format!("{line}     "),
-                &x.reason,
-            );
+            wrapped(s, &format!("{line}why: "), &format!("{line}     "), &x.reason);
         }
     }
     let hidden = cleared.len() - shown.len();

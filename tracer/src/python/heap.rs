@@ -579,12 +579,7 @@ pub struct HeapScanner {
 }
 
 impl HeapScanner {
-    pub fn new(
-        mem: impl BatchRead + Send + 'static,
-        layout: HeapLayout,
-        types: TypeAddrs,
-        runtime_addr: u64,
-    ) -> Self {
+    pub fn new(mem: impl BatchRead + Send + 'static, layout: HeapLayout, types: TypeAddrs, runtime_addr: u64) -> Self {
         HeapScanner {
             mem: Box::new(mem),
             layout,
@@ -626,7 +621,8 @@ impl HeapScanner {
         let mut req = Vec::new();
         let mut total = self.stats.bytes_read as usize;
         for (i, &(a, l)) in regions.iter().enumerate() {
-            if l == 0 || l > MAX_REGION || a < 0x1_0000 || a.checked_add(l as u64).is_none_or(|e| e > 0x7fff_ffff_f000) {
+            if l == 0 || l > MAX_REGION || a < 0x1_0000 || a.checked_add(l as u64).is_none_or(|e| e > 0x7fff_ffff_f000)
+            {
                 continue;
             }
             if total + l > self.budget.max_bytes {
@@ -662,7 +658,8 @@ impl HeapScanner {
     /// Reads `str` objects (exact `PyUnicode_Type`, compact) into Rust strings; `None` if not one.
     fn read_strs(&mut self, ptrs: &[u64]) -> Vec<Option<String>> {
         let l = self.layout.clone();
-        let mut todo: Vec<u64> = ptrs.iter().copied().filter(|p| plausible_ptr(*p) && !self.str_cache.contains_key(p)).collect();
+        let mut todo: Vec<u64> =
+            ptrs.iter().copied().filter(|p| plausible_ptr(*p) && !self.str_cache.contains_key(p)).collect();
         todo.sort_unstable();
         todo.dedup();
         let first = 64usize;
@@ -768,7 +765,8 @@ impl HeapScanner {
     /// Makes sure every address in `addrs` has a `TypeInfo` checked in this scan (valid or not).
     fn resolve_types(&mut self, addrs: &[u64]) {
         let gen = self.generation;
-        let mut want: Vec<u64> = addrs.iter().copied().filter(|a| self.type_cache.get(a).is_none_or(|i| i.checked != gen)).collect();
+        let mut want: Vec<u64> =
+            addrs.iter().copied().filter(|a| self.type_cache.get(a).is_none_or(|i| i.checked != gen)).collect();
         want.sort_unstable();
         want.dedup();
         // address → (info parsed from this read, waiting for name)
@@ -777,7 +775,11 @@ impl HeapScanner {
         let heap_read = (l.ht_cached_keys + 8) as usize;
         for _round in 0..MAX_TYPE_ROUNDS {
             // 1. read structs of wanted types not yet pending
-            let fresh: Vec<u64> = want.iter().copied().filter(|a| !pending.contains_key(a) && self.type_cache.get(a).is_none_or(|i| i.checked != gen)).collect();
+            let fresh: Vec<u64> = want
+                .iter()
+                .copied()
+                .filter(|a| !pending.contains_key(a) && self.type_cache.get(a).is_none_or(|i| i.checked != gen))
+                .collect();
             want.clear();
             if !fresh.is_empty() {
                 // Two regions per type: the fields up to tp_dictoffset, and the heap-type
@@ -865,7 +867,11 @@ impl HeapScanner {
                         }
                     };
                     let base_kind = if info.base == 0 {
-                        if a == self.types.base_object { Some(Some(Kind::Other)) } else { Some(None) }
+                        if a == self.types.base_object {
+                            Some(Some(Kind::Other))
+                        } else {
+                            Some(None)
+                        }
                     } else if info.base == a {
                         Some(None)
                     } else {
@@ -947,7 +953,8 @@ impl HeapScanner {
     /// `__slots__` members (object-typed) of `t` and its heap-type bases; cached per type.
     fn resolve_slots(&mut self, tys: &[u64]) {
         let l = self.layout.clone();
-        let mut need: Vec<u64> = tys.iter().copied().filter(|t| self.type_info(*t).is_some_and(|i| i.slots.is_none())).collect();
+        let mut need: Vec<u64> =
+            tys.iter().copied().filter(|t| self.type_info(*t).is_some_and(|i| i.slots.is_none())).collect();
         need.sort_unstable();
         need.dedup();
         if need.is_empty() {
@@ -974,8 +981,10 @@ impl HeapScanner {
         }
         let all: Vec<u64> = all.into_iter().collect();
         const MAXM: usize = 32;
-        let regions: Vec<(u64, usize)> =
-            all.iter().map(|&t| (self.type_info(t).map(|i| i.members).unwrap_or(0), MAXM * l.member_size as usize)).collect();
+        let regions: Vec<(u64, usize)> = all
+            .iter()
+            .map(|&t| (self.type_info(t).map(|i| i.members).unwrap_or(0), MAXM * l.member_size as usize))
+            .collect();
         let got = self.batch(&regions);
         let mut members: HashMap<u64, Vec<(u64, u64)>> = HashMap::new(); // type → (name ptr, offset)
         let mut name_ptrs = Vec::new();
@@ -993,7 +1002,13 @@ impl HeapScanner {
                 let off = rd64(&b, o + 16);
                 let flags = rd32(&b, o + 24);
                 // T_OBJECT (6) / T_OBJECT_EX (16), not READONLY: what __slots__ creates.
-                if (mtype == 6 || mtype == 16) && flags & 1 == 0 && off >= 16 && off < basic && basic - off >= 8 && off.is_multiple_of(8) {
+                if (mtype == 6 || mtype == 16)
+                    && flags & 1 == 0
+                    && off >= 16
+                    && off < basic
+                    && basic - off >= 8
+                    && off.is_multiple_of(8)
+                {
                     v.push((name, off));
                     name_ptrs.push(name);
                 }
@@ -1025,7 +1040,8 @@ impl HeapScanner {
     /// Reads and checks object headers; returns those whose type is valid.
     fn read_objects(&mut self, nodes: Vec<Node>) -> Vec<Obj> {
         let pre = self.layout.pre_header as usize;
-        let regions: Vec<(u64, usize)> = nodes.iter().map(|n| (n.addr.wrapping_sub(pre as u64), pre + OBJ_READ)).collect();
+        let regions: Vec<(u64, usize)> =
+            nodes.iter().map(|n| (n.addr.wrapping_sub(pre as u64), pre + OBJ_READ)).collect();
         let got = self.batch(&regions);
         self.stats.objects_visited += nodes.len() as u64;
         let mut objs = Vec::new();
@@ -1070,13 +1086,26 @@ impl HeapScanner {
                 }
                 if size == 1 {
                     // Py_EMPTY_KEYS
-                    return (nentries == 0).then_some(KeysInfo { nentries: 0, entries_addr: keys + 48, esize: 24, bytes: 0 });
+                    return (nentries == 0).then_some(KeysInfo {
+                        nentries: 0,
+                        entries_addr: keys + 48,
+                        esize: 24,
+                        bytes: 0,
+                    });
                 }
                 let usable = (size << 1) / 3;
                 if nentries > usable || size < 8 {
                     return None;
                 }
-                let width = if size <= 0xff { 1 } else if size <= 0xffff { 2 } else if size <= 0xffff_ffff { 4 } else { 8 };
+                let width = if size <= 0xff {
+                    1
+                } else if size <= 0xffff {
+                    2
+                } else if size <= 0xffff_ffff {
+                    4
+                } else {
+                    8
+                };
                 let entries_addr = keys + 40 + size * width;
                 Some(KeysInfo { nentries, entries_addr, esize: 24, bytes: 40 + size * width + usable * 24 })
             }
@@ -1091,9 +1120,23 @@ impl HeapScanner {
                 let esize = if kind == 0 { 24 } else { 16 };
                 if log2 == 0 {
                     // shared empty keys (3.14: log2_index_bytes == 3; containers §2.3)
-                    return (nentries == 0 && log2_idx <= 3).then_some(KeysInfo { nentries: 0, entries_addr: keys + 32, esize, bytes: 0 });
+                    return (nentries == 0 && log2_idx <= 3).then_some(KeysInfo {
+                        nentries: 0,
+                        entries_addr: keys + 32,
+                        esize,
+                        bytes: 0,
+                    });
                 }
-                let expect = log2 + if log2 < 8 { 0 } else if log2 < 16 { 1 } else if log2 < 32 { 2 } else { 3 };
+                let expect = log2
+                    + if log2 < 8 {
+                        0
+                    } else if log2 < 16 {
+                        1
+                    } else if log2 < 32 {
+                        2
+                    } else {
+                        3
+                    };
                 if log2_idx != expect || log2 < 3 {
                     return None;
                 }
@@ -1128,7 +1171,11 @@ impl HeapScanner {
         results
     }
 
-    fn read_namespaces_once(&mut self, jobs: &[(NsSource, NsMode)], todo: &[usize]) -> (Vec<(usize, NsResult)>, Vec<usize>) {
+    fn read_namespaces_once(
+        &mut self,
+        jobs: &[(NsSource, NsMode)],
+        todo: &[usize],
+    ) -> (Vec<(usize, NsResult)>, Vec<usize>) {
         let l = self.layout.clone();
         let mut failed = Vec::new();
         // Stage H: dict headers.
@@ -1149,7 +1196,8 @@ impl HeapScanner {
         }
         let mut sts: Vec<St> = Vec::new();
         let dict_idx: Vec<usize> = todo.iter().copied().filter(|&i| matches!(jobs[i].0, NsSource::Dict(_))).collect();
-        let regions: Vec<(u64, usize)> = dict_idx.iter().map(|&i| if let NsSource::Dict(a) = jobs[i].0 { (a, 48) } else { (0, 0) }).collect();
+        let regions: Vec<(u64, usize)> =
+            dict_idx.iter().map(|&i| if let NsSource::Dict(a) = jobs[i].0 { (a, 48) } else { (0, 0) }).collect();
         let got = self.batch(&regions);
         let mut hdr_types = Vec::new();
         let mut hdrs = Vec::new();
@@ -1173,7 +1221,21 @@ impl HeapScanner {
                 failed.push(i);
                 continue;
             }
-            sts.push(St { i, keys, values, values_hdr: values != 0 && l.values_header > 0, used: Some(used), dict: a, hdr_keys_word: (keys, values), recheck: (0, 0), ki: None, cap: u64::MAX, first: 0, entries: vec![], vals: vec![] });
+            sts.push(St {
+                i,
+                keys,
+                values,
+                values_hdr: values != 0 && l.values_header > 0,
+                used: Some(used),
+                dict: a,
+                hdr_keys_word: (keys, values),
+                recheck: (0, 0),
+                ki: None,
+                cap: u64::MAX,
+                first: 0,
+                entries: vec![],
+                vals: vec![],
+            });
         }
         for &i in todo {
             if let NsSource::Values { keys, values, header, recheck } = jobs[i].0 {
@@ -1181,14 +1243,32 @@ impl HeapScanner {
                     failed.push(i);
                     continue;
                 }
-                sts.push(St { i, keys, values, values_hdr: header, used: None, dict: 0, hdr_keys_word: (0, 0), recheck, ki: None, cap: u64::MAX, first: 0, entries: vec![], vals: vec![] });
+                sts.push(St {
+                    i,
+                    keys,
+                    values,
+                    values_hdr: header,
+                    used: None,
+                    dict: 0,
+                    hdr_keys_word: (0, 0),
+                    recheck,
+                    ki: None,
+                    cap: u64::MAX,
+                    first: 0,
+                    entries: vec![],
+                    vals: vec![],
+                });
             }
         }
         // Stage K: keys headers (+ 3.13 values headers).
         let mut regions = Vec::new();
         for s in &sts {
             regions.push((s.keys, 40usize));
-            regions.push(if s.values_hdr { (s.values.wrapping_sub(if matches!(jobs[s.i].0, NsSource::Dict(_)) { 0 } else { 8 }), 8usize) } else { (0, 0) });
+            regions.push(if s.values_hdr {
+                (s.values.wrapping_sub(if matches!(jobs[s.i].0, NsSource::Dict(_)) { 0 } else { 8 }), 8usize)
+            } else {
+                (0, 0)
+            });
         }
         let got = self.batch(&regions);
         let mut it = got.into_iter();
@@ -1242,7 +1322,11 @@ impl HeapScanner {
             let first = if jobs[s.i].1 == NsMode::Tail { n.saturating_sub(2 * SAMPLE_ITEMS as u64) } else { 0 };
             s.first = first;
             let cnt = n - first;
-            regions.push(if cnt > 0 { (ki.entries_addr + first * ki.esize, (cnt * ki.esize) as usize) } else { (0, 0) });
+            regions.push(if cnt > 0 {
+                (ki.entries_addr + first * ki.esize, (cnt * ki.esize) as usize)
+            } else {
+                (0, 0)
+            });
             regions.push(if cnt > 0 && s.values != 0 { (s.values + first * 8, (cnt * 8) as usize) } else { (0, 0) });
             s.cap = n;
         }
@@ -1289,14 +1373,23 @@ impl HeapScanner {
         let mut names_it = names.into_iter();
         let regions: Vec<(u64, usize)> = decoded
             .iter()
-            .map(|(s, _)| if s.dict != 0 { (s.dict, 48) } else if s.recheck.0 != 0 { (s.recheck.0, 8) } else { (0, 0) })
+            .map(|(s, _)| {
+                if s.dict != 0 {
+                    (s.dict, 48)
+                } else if s.recheck.0 != 0 {
+                    (s.recheck.0, 8)
+                } else {
+                    (0, 0)
+                }
+            })
             .collect();
         let rechecks = self.batch(&regions);
         let keys_rechecks = self.batch(&decoded.iter().map(|(s, _)| (s.keys, 40usize)).collect::<Vec<_>>());
         let mut done = Vec::new();
         for (((s, pairs), rb), kb) in decoded.into_iter().zip(rechecks).zip(keys_rechecks) {
             let full = jobs[s.i].1 == NsMode::Full;
-            let names: Vec<Option<String>> = if full { (0..pairs.len()).map(|_| names_it.next().flatten()).collect() } else { vec![] };
+            let names: Vec<Option<String>> =
+                if full { (0..pairs.len()).map(|_| names_it.next().flatten()).collect() } else { vec![] };
             let ki = s.ki.unwrap();
             // Re-checks (containers §5).
             let mut ok = match &kb {
@@ -1352,7 +1445,8 @@ impl HeapScanner {
         let modules = got[0].as_ref().map(|b| rd64(b, 0)).unwrap_or(0);
         let r = self.read_namespaces(&[(NsSource::Dict(modules), NsMode::Full)]);
         let Some(Some(mods)) = r.into_iter().next() else { return };
-        let mut roots: Vec<(String, u64)> = mods.entries.into_iter().filter_map(|(n, v)| n.filter(|n| module_name_ok(n)).map(|n| (n, v))).collect();
+        let mut roots: Vec<(String, u64)> =
+            mods.entries.into_iter().filter_map(|(n, v)| n.filter(|n| module_name_ok(n)).map(|n| (n, v))).collect();
         roots.sort_by(|a, b| (a.0 != "__main__", &a.0).cmp(&(b.0 != "__main__", &b.0)));
         let mut frontier: Vec<Node> = roots
             .into_iter()
@@ -1370,7 +1464,8 @@ impl HeapScanner {
             }
             // Dedup: earlier levels win; within a level the best (rank, len, path).
             frontier.retain(|n| plausible_ptr(n.addr) && !visited.contains(&n.addr));
-            frontier.sort_by(|a, b| (a.addr, a.rank, a.path.len(), &a.path).cmp(&(b.addr, b.rank, b.path.len(), &b.path)));
+            frontier
+                .sort_by(|a, b| (a.addr, a.rank, a.path.len(), &a.path).cmp(&(b.addr, b.rank, b.path.len(), &b.path)));
             frontier.dedup_by_key(|n| n.addr);
             let room = self.budget.max_objects.saturating_sub(self.stats.objects_visited as usize);
             if frontier.len() > room {
@@ -1454,14 +1549,24 @@ impl HeapScanner {
                             ns_jobs.push(child(NsSource::Dict(dict)));
                             ns_owner.push(owner.clone());
                         } else if values != 0 {
-                            ns_jobs.push(child(NsSource::Values { keys: ti.cached_keys, values, header: false, recheck: (o.node.addr - 32, values) }));
+                            ns_jobs.push(child(NsSource::Values {
+                                keys: ti.cached_keys,
+                                values,
+                                header: false,
+                                recheck: (o.node.addr - 32, values),
+                            }));
                             ns_owner.push(owner.clone());
                         }
                     }
                     InstanceLayout::Tagged312 => {
                         let w = o.pre_w(24);
                         if w & 1 == 1 {
-                            ns_jobs.push(child(NsSource::Values { keys: ti.cached_keys, values: w.wrapping_add(1), header: false, recheck: (o.node.addr - 24, w) }));
+                            ns_jobs.push(child(NsSource::Values {
+                                keys: ti.cached_keys,
+                                values: w.wrapping_add(1),
+                                header: false,
+                                recheck: (o.node.addr - 24, w),
+                            }));
                             ns_owner.push(owner.clone());
                         } else if w != 0 {
                             ns_jobs.push(child(NsSource::Dict(w)));
@@ -1475,7 +1580,12 @@ impl HeapScanner {
                             ns_owner.push(owner.clone());
                         } else if ti.flags & TPFLAGS_INLINE_VALUES != 0 {
                             let values = o.node.addr + ti.basicsize + 8;
-                            ns_jobs.push(child(NsSource::Values { keys: ti.cached_keys, values, header: true, recheck: (o.node.addr - 24, 0) }));
+                            ns_jobs.push(child(NsSource::Values {
+                                keys: ti.cached_keys,
+                                values,
+                                header: true,
+                                recheck: (o.node.addr - 24, 0),
+                            }));
                             ns_owner.push(owner.clone());
                         }
                     }
@@ -1566,7 +1676,8 @@ impl HeapScanner {
 
     fn closure_children(&mut self, funcs: &[Obj]) -> Vec<Node> {
         let l = self.layout.clone();
-        let funcs: Vec<&Obj> = funcs.iter().filter(|f| plausible_ptr(f.w(l.func_closure)) && plausible_ptr(f.w(l.func_code))).collect();
+        let funcs: Vec<&Obj> =
+            funcs.iter().filter(|f| plausible_ptr(f.w(l.func_closure)) && plausible_ptr(f.w(l.func_code))).collect();
         if funcs.is_empty() {
             return vec![];
         }
@@ -1585,7 +1696,10 @@ impl HeapScanner {
                 self.stats.dropped += 1;
                 continue;
             };
-            if rd64(&tb, 8) != self.types.tuple || !l.refcnt_plausible(rd64(&tb, 0)) || !l.refcnt_plausible(rd64(&cb, 0)) {
+            if rd64(&tb, 8) != self.types.tuple
+                || !l.refcnt_plausible(rd64(&tb, 0))
+                || !l.refcnt_plausible(rd64(&cb, 0))
+            {
                 self.stats.dropped += 1;
                 continue;
             }
@@ -1632,7 +1746,9 @@ impl HeapScanner {
             let refs: Vec<u64> = cbs
                 .iter()
                 .map(|b| match b {
-                    Some(b) if rd64(b, 8) == self.types.cell && l.refcnt_plausible(rd64(b, 0)) => rd64(b, l.cell_ref as usize),
+                    Some(b) if rd64(b, 8) == self.types.cell && l.refcnt_plausible(rd64(b, 0)) => {
+                        rd64(b, l.cell_ref as usize)
+                    }
                     _ => 0,
                 })
                 .collect();
@@ -1657,7 +1773,13 @@ impl HeapScanner {
                 let name = nit.next().flatten();
                 if let Some(name) = name.filter(|n| is_identifier(n)) {
                     if v != 0 && v != self.types.none {
-                        out.push(Node { addr: v, path: format!("{}<closure>.{name}", f.node.path), depth: f.node.depth + 1, rank: f.node.rank, parent: Parent::Other });
+                        out.push(Node {
+                            addr: v,
+                            path: format!("{}<closure>.{name}", f.node.path),
+                            depth: f.node.depth + 1,
+                            rank: f.node.rank,
+                            parent: Parent::Other,
+                        });
                     }
                 }
             }
@@ -1690,7 +1812,12 @@ impl HeapScanner {
                 Kind::Set => {
                     let (fill, used, mask) = (o.w(l.set_fill), o.w(l.set_used), o.w(l.set_mask));
                     let table = o.w(l.set_table);
-                    let ok = mask < 1 << 34 && (mask + 1).is_power_of_two() && mask >= 7 && used <= fill && fill <= mask + 1 && plausible_ptr(table);
+                    let ok = mask < 1 << 34
+                        && (mask + 1).is_power_of_two()
+                        && mask >= 7
+                        && used <= fill
+                        && fill <= mask + 1
+                        && plausible_ptr(table);
                     let tb = if ok && mask + 1 > 8 { (mask + 1) * 16 } else { 0 };
                     (used, hdr + tb, ok)
                 }
@@ -1744,7 +1871,11 @@ impl HeapScanner {
                     Kind::List => {
                         let n = o.w(l.list_size);
                         let m = n.min(SAMPLE_ITEMS as u64);
-                        if m == 0 { (0, 0) } else { (o.w(l.list_items) + 8 * (n - m), (8 * m) as usize) }
+                        if m == 0 {
+                            (0, 0)
+                        } else {
+                            (o.w(l.list_items) + 8 * (n - m), (8 * m) as usize)
+                        }
                     }
                     Kind::Set => {
                         let slots = (o.w(l.set_mask) + 1).min(512);
@@ -1752,7 +1883,11 @@ impl HeapScanner {
                     }
                     Kind::Deque => {
                         let ri = o.w(l.deque_rightindex);
-                        if o.w(l.deque_len) == 0 { (0, 0) } else { (o.w(l.deque_rightblock) + 8, (8 * (ri + 1)) as usize) }
+                        if o.w(l.deque_len) == 0 {
+                            (0, 0)
+                        } else {
+                            (o.w(l.deque_rightblock) + 8, (8 * (ri + 1)) as usize)
+                        }
                     }
                     _ => (0, 0),
                 };
@@ -1775,25 +1910,47 @@ impl HeapScanner {
                 let same_type = hw(8) == o.ty && l.refcnt_plausible(hw(0));
                 let (stable, items) = match c.kind {
                     Kind::List => {
-                        let st = hw(l.list_items) == o.w(l.list_items) && hw(l.list_allocated) == o.w(l.list_allocated) && hw(l.list_size) <= hw(l.list_allocated);
-                        let items: Vec<u64> = body.as_ref().map(|b| (0..b.len() / 8).map(|i| rd64(b, 8 * i)).collect()).unwrap_or_default();
+                        let st = hw(l.list_items) == o.w(l.list_items)
+                            && hw(l.list_allocated) == o.w(l.list_allocated)
+                            && hw(l.list_size) <= hw(l.list_allocated);
+                        let items: Vec<u64> = body
+                            .as_ref()
+                            .map(|b| (0..b.len() / 8).map(|i| rd64(b, 8 * i)).collect())
+                            .unwrap_or_default();
                         (st && items.iter().all(|&p| p != 0), items)
                     }
                     Kind::Set => {
-                        let st = hw(l.set_table) == o.w(l.set_table) && hw(l.set_mask) == o.w(l.set_mask) && hw(l.set_used) <= hw(l.set_fill);
+                        let st = hw(l.set_table) == o.w(l.set_table)
+                            && hw(l.set_mask) == o.w(l.set_mask)
+                            && hw(l.set_used) <= hw(l.set_fill);
                         let dummy = self.types.set_dummy;
                         let items: Vec<u64> = body
                             .as_ref()
-                            .map(|b| (0..b.len() / 16).map(|i| rd64(b, 16 * i)).filter(|&p| p != 0 && p != dummy).take(SAMPLE_ITEMS).collect())
+                            .map(|b| {
+                                (0..b.len() / 16)
+                                    .map(|i| rd64(b, 16 * i))
+                                    .filter(|&p| p != 0 && p != dummy)
+                                    .take(SAMPLE_ITEMS)
+                                    .collect()
+                            })
                             .unwrap_or_default();
                         // whole table read: non-dummy count must equal `used`
                         let whole = o.w(l.set_mask) < 512;
-                        (st && (!whole || items.len() as u64 == hw(l.set_used).min(SAMPLE_ITEMS as u64) || items.len() == SAMPLE_ITEMS), items)
+                        (
+                            st && (!whole
+                                || items.len() as u64 == hw(l.set_used).min(SAMPLE_ITEMS as u64)
+                                || items.len() == SAMPLE_ITEMS),
+                            items,
+                        )
                     }
                     Kind::Deque => {
-                        let st = hw(l.deque_rightblock) == o.w(l.deque_rightblock) && hw(l.deque_rightindex) == o.w(l.deque_rightindex);
+                        let st = hw(l.deque_rightblock) == o.w(l.deque_rightblock)
+                            && hw(l.deque_rightindex) == o.w(l.deque_rightindex);
                         let n = o.w(l.deque_len).min(SAMPLE_ITEMS as u64) as usize;
-                        let items: Vec<u64> = body.as_ref().map(|b| (0..b.len() / 8).rev().take(n).map(|i| rd64(b, 8 * i)).collect()).unwrap_or_default();
+                        let items: Vec<u64> = body
+                            .as_ref()
+                            .map(|b| (0..b.len() / 8).rev().take(n).map(|i| rd64(b, 8 * i)).collect())
+                            .unwrap_or_default();
                         (st && items.iter().all(|&p| p != 0), items)
                     }
                     _ => (false, vec![]),
@@ -1963,8 +2120,13 @@ enum NameStyle {
 fn decode_str(b: &[u8], kind: u32) -> Option<String> {
     let s: String = match kind {
         1 => b.iter().map(|&c| c as char).collect(),
-        2 => char::decode_utf16(b.chunks_exact(2).map(|c| u16::from_le_bytes([c[0], c[1]]))).collect::<Result<_, _>>().ok()?,
-        4 => b.chunks_exact(4).map(|c| char::from_u32(u32::from_le_bytes(c.try_into().unwrap()))).collect::<Option<_>>()?,
+        2 => char::decode_utf16(b.chunks_exact(2).map(|c| u16::from_le_bytes([c[0], c[1]])))
+            .collect::<Result<_, _>>()
+            .ok()?,
+        4 => b
+            .chunks_exact(4)
+            .map(|c| char::from_u32(u32::from_le_bytes(c.try_into().unwrap())))
+            .collect::<Option<_>>()?,
         _ => return None,
     };
     Some(s)
@@ -2004,7 +2166,9 @@ fn quote(s: &str) -> String {
         match c {
             '"' => o.push_str("\\\""),
             '\\' => o.push_str("\\\\"),
-            c if c.is_control() => o.push_str(&format!("\\x{:02x}", c as u32).replace("\\x", if (c as u32) < 0x100 { "\\x" } else { "\\u" })),
+            c if c.is_control() => o.push_str(
+                &format!("\\x{:02x}", c as u32).replace("\\x", if (c as u32) < 0x100 { "\\x" } else { "\\u" }),
+            ),
             c => o.push(c),
         }
     }
@@ -2054,7 +2218,8 @@ mod tests {
     fn load(name: &str) -> Image {
         let path = format!("{}/tests/data/heap/{name}", env!("CARGO_MANIFEST_DIR"));
         let j: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&path).expect(&path)).unwrap();
-        let layout = HeapLayout::for_version(j["major"].as_u64().unwrap() as u32, j["minor"].as_u64().unwrap() as u32).unwrap();
+        let layout =
+            HeapLayout::for_version(j["major"].as_u64().unwrap() as u32, j["minor"].as_u64().unwrap() as u32).unwrap();
         let types = TypeAddrs::from_lookup(|s| j["types"].get(s).map(hex_u64)).unwrap();
         let mut mem = ImageMemory::default();
         for r in j["regions"].as_array().unwrap() {
@@ -2070,7 +2235,12 @@ mod tests {
                 path: e["path"].as_str().unwrap().to_string(),
                 type_name: e["type"].as_str().unwrap().to_string(),
                 len: e["len"].as_u64().unwrap(),
-                item_types: e["item_types"].as_object().unwrap().iter().map(|(k, v)| (k.clone(), v.as_u64().unwrap())).collect(),
+                item_types: e["item_types"]
+                    .as_object()
+                    .unwrap()
+                    .iter()
+                    .map(|(k, v)| (k.clone(), v.as_u64().unwrap()))
+                    .collect(),
                 retained_bytes_est: e["retained_bytes_est"].as_u64().unwrap(),
             })
             .collect();
@@ -2217,7 +2387,16 @@ mod tests {
                     set_dummy: region_start(0) + 0x3500,
                     none: region_start(0) + 0x3900,
                 };
-                let special = [types.list, types.dict, types.type_, types.unicode, types.module, types.set, types.function, types.base_object];
+                let special = [
+                    types.list,
+                    types.dict,
+                    types.type_,
+                    types.unicode,
+                    types.module,
+                    types.set,
+                    types.function,
+                    types.base_object,
+                ];
                 let mut mem = ImageMemory::default();
                 for k in 0..nreg {
                     let mut v = vec![0u8; size];
@@ -2289,8 +2468,28 @@ mod tests {
             put(mem, a + l.tp_name, np);
             put(mem, a + l.tp_basicsize, 16 + 8 * (rng.next() % 8));
             put(mem, a + l.tp_itemsize, 0);
-            put(mem, a + l.tp_flags, flags | TPFLAGS_READY | if rng.next().is_multiple_of(2) { TPFLAGS_HEAPTYPE | TPFLAGS_MANAGED_DICT | TPFLAGS_INLINE_VALUES } else { 0 });
-            put(mem, a + l.tp_base, if a == t.base_object { 0 } else if a == t.odict { t.dict } else { t.base_object });
+            put(
+                mem,
+                a + l.tp_flags,
+                flags
+                    | TPFLAGS_READY
+                    | if rng.next().is_multiple_of(2) {
+                        TPFLAGS_HEAPTYPE | TPFLAGS_MANAGED_DICT | TPFLAGS_INLINE_VALUES
+                    } else {
+                        0
+                    },
+            );
+            put(
+                mem,
+                a + l.tp_base,
+                if a == t.base_object {
+                    0
+                } else if a == t.odict {
+                    t.dict
+                } else {
+                    t.base_object
+                },
+            );
             put(mem, a + l.tp_dictoffset, if rng.next().is_multiple_of(2) { 16 } else { 0 });
             put(mem, a + l.tp_members, 0);
             put(mem, a + l.tp_dict, 0);
@@ -2314,7 +2513,11 @@ mod tests {
         for _ in 0..4000 {
             let k = keys[1 + (rng.next() % (keys.len() as u64 - 1)) as usize];
             let off = (rng.next() % 0x1_0000) / 8 * 8;
-            let w = if rng.next().is_multiple_of(2) { strs[(rng.next() % 64) as usize] } else { [t.list, t.dict, t.set, t.module, t.type_, t.function][(rng.next() % 6) as usize] };
+            let w = if rng.next().is_multiple_of(2) {
+                strs[(rng.next() % 64) as usize]
+            } else {
+                [t.list, t.dict, t.set, t.module, t.type_, t.function][(rng.next() % 6) as usize]
+            };
             put(mem, k + off, w);
         }
         // runtime (= r1) → interp → sys.modules; 8 planted modules whose globals dicts hold
@@ -2322,7 +2525,8 @@ mod tests {
         let interp = r1 + 0x1000;
         put(mem, r1 + l.runtime_interp_main, interp);
         put(mem, interp + l.interp_modules, r1 + 0x4000);
-        let rand_ptr = |rng: &mut XorShift| keys[(rng.next() % keys.len() as u64) as usize] + (rng.next() % 0xf000) / 16 * 16;
+        let rand_ptr =
+            |rng: &mut XorShift| keys[(rng.next() % keys.len() as u64) as usize] + (rng.next() % 0xf000) / 16 * 16;
         let mut objs = Vec::new();
         for k in 0..24u64 {
             let a = r1 + 0xc000 + 0x100 * k;
@@ -2357,7 +2561,15 @@ mod tests {
             put(mem, m, 1);
             put(mem, m + 8, t.module);
             put(mem, m + l.module_dict, m + 0x80);
-            let vals: Vec<u64> = (0..30).map(|_| if rng.next().is_multiple_of(2) { objs[(rng.next() % objs.len() as u64) as usize] } else { rand_ptr(rng) }).collect();
+            let vals: Vec<u64> = (0..30)
+                .map(|_| {
+                    if rng.next().is_multiple_of(2) {
+                        objs[(rng.next() % objs.len() as u64) as usize]
+                    } else {
+                        rand_ptr(rng)
+                    }
+                })
+                .collect();
             plant_dict(mem, l, t, m + 0x80, r1 + 0x3_0000 + 0x800 * k, &strs[8..38], &vals);
             mods.push(m);
         }
@@ -2366,7 +2578,15 @@ mod tests {
     }
 
     /// A combined dict at `a` with a valid keys object at `keys_obj` (64 slots).
-    fn plant_dict(mem: &mut ImageMemory, l: &HeapLayout, t: &TypeAddrs, a: u64, keys_obj: u64, names: &[u64], vals: &[u64]) {
+    fn plant_dict(
+        mem: &mut ImageMemory,
+        l: &HeapLayout,
+        t: &TypeAddrs,
+        a: u64,
+        keys_obj: u64,
+        names: &[u64],
+        vals: &[u64],
+    ) {
         let n = names.len().min(vals.len()) as u64;
         put(mem, a, 1);
         put(mem, a + 8, t.dict);

@@ -253,7 +253,10 @@ mod tests {
             for o in [l.tstate_frame, l.tstate_thread_id] {
                 assert!(o >= c.tstate_read_start && o + 8 <= c.tstate_read_start + c.tstate_read_len, "3.{minor}: {o}");
             }
-            assert!(c.frame_read_len <= tracer_ebpf::FRAME_READ as u64 && c.tstate_read_len <= tracer_ebpf::TSTATE_READ as u64);
+            assert!(
+                c.frame_read_len <= tracer_ebpf::FRAME_READ as u64
+                    && c.tstate_read_len <= tracer_ebpf::TSTATE_READ as u64
+            );
         }
         assert_eq!(word_window([].into_iter(), 64), (0, 64));
     }

@@ -43,11 +43,7 @@ pub fn line_311(linetable: &[u8], firstlineno: i32, code_unit: u32) -> Option<u3
         line = line.checked_add(delta)?;
         let end = unit + units;
         if target < end {
-            return if has_line {
-                u32::try_from(line).ok()
-            } else {
-                None
-            };
+            return if has_line { u32::try_from(line).ok() } else { None };
         }
         unit = end;
         // Like CPython's `advance()`: the next entry is the next byte with bit 7 set (varint and
@@ -76,11 +72,7 @@ pub fn line_310(linetable: &[u8], firstlineno: i32, byte_offset: u32) -> Option<
         if target < end {
             // Ranges are contiguous from 0 and `target >= start` holds here (we would have returned
             // at an earlier pair otherwise); zero-length ranges never match.
-            return if has_line {
-                u32::try_from(line).ok()
-            } else {
-                None
-            };
+            return if has_line { u32::try_from(line).ok() } else { None };
         }
         start = end;
     }
@@ -112,14 +104,8 @@ pub fn decode_compact_str(state: u32, length: usize, data: &[u8]) -> Option<Stri
             Some(bytes.iter().map(|&b| char::from(b)).collect())
         }
         1 => Some(bytes.iter().map(|&b| char::from(b)).collect()),
-        2 => bytes
-            .chunks_exact(2)
-            .map(|c| code_point(u32::from(u16::from_ne_bytes([c[0], c[1]]))))
-            .collect(),
-        _ => bytes
-            .chunks_exact(4)
-            .map(|c| code_point(u32::from_ne_bytes([c[0], c[1], c[2], c[3]])))
-            .collect(),
+        2 => bytes.chunks_exact(2).map(|c| code_point(u32::from(u16::from_ne_bytes([c[0], c[1]])))).collect(),
+        _ => bytes.chunks_exact(4).map(|c| code_point(u32::from_ne_bytes([c[0], c[1], c[2], c[3]]))).collect(),
     }
 }
 
@@ -175,34 +161,16 @@ mod tests {
 
     /// Ground truth dumped by tests/data/linetable/gen.py from each CPython on the build machine.
     const VERSIONS: &[(&str, &str)] = &[
-        (
-            "3.10.13",
-            include_str!("../../tests/data/linetable/py3.10.13.json"),
-        ),
-        (
-            "3.11.2",
-            include_str!("../../tests/data/linetable/py3.11.2.json"),
-        ),
-        (
-            "3.11.7",
-            include_str!("../../tests/data/linetable/py3.11.7.json"),
-        ),
-        (
-            "3.12.1",
-            include_str!("../../tests/data/linetable/py3.12.1.json"),
-        ),
-        (
-            "3.13.0",
-            include_str!("../../tests/data/linetable/py3.13.0.json"),
-        ),
+        ("3.10.13", include_str!("../../tests/data/linetable/py3.10.13.json")),
+        ("3.11.2", include_str!("../../tests/data/linetable/py3.11.2.json")),
+        ("3.11.7", include_str!("../../tests/data/linetable/py3.11.7.json")),
+        ("3.12.1", include_str!("../../tests/data/linetable/py3.12.1.json")),
+        ("3.13.0", include_str!("../../tests/data/linetable/py3.13.0.json")),
     ];
 
     fn unhex(s: &str) -> Vec<u8> {
         assert!(s.len().is_multiple_of(2), "odd hex length");
-        (0..s.len())
-            .step_by(2)
-            .map(|i| u8::from_str_radix(&s[i..i + 2], 16).expect("hex"))
-            .collect()
+        (0..s.len()).step_by(2).map(|i| u8::from_str_radix(&s[i..i + 2], 16).expect("hex")).collect()
     }
 
     fn load(name: &str, text: &str) -> Value {
@@ -240,16 +208,8 @@ mod tests {
                     checked += 1;
                 }
                 // One past the last instruction, and far out: no line.
-                assert_eq!(
-                    decode(minor, &table, first, lines.len() as u32),
-                    None,
-                    "{name} {cname} end"
-                );
-                assert_eq!(
-                    decode(minor, &table, first, u32::MAX / 2),
-                    None,
-                    "{name} {cname} far"
-                );
+                assert_eq!(decode(minor, &table, first, lines.len() as u32), None, "{name} {cname} end");
+                assert_eq!(decode(minor, &table, first, u32::MAX / 2), None, "{name} {cname} far");
             }
             // The fixture's shapes are all there (3.12+ inlines the list comprehension, PEP 709).
             for want in [
@@ -264,16 +224,9 @@ mod tests {
                 "long_line",
                 "far_jump",
             ] {
-                assert!(
-                    names.iter().any(|n| n.ends_with(want)),
-                    "{name}: no code object {want}"
-                );
+                assert!(names.iter().any(|n| n.ends_with(want)), "{name}: no code object {want}");
             }
-            assert_eq!(
-                names.iter().any(|n| n.ends_with("<listcomp>")),
-                minor <= 11,
-                "{name}"
-            );
+            assert_eq!(names.iter().any(|n| n.ends_with("<listcomp>")), minor <= 11, "{name}");
             assert!(checked > 400, "{name}: only {checked} slots");
         }
     }
@@ -333,8 +286,7 @@ mod tests {
                 let data = unhex(s["data"].as_str().expect("data"));
                 let utf8 = unhex(s["text_hex"].as_str().expect("text_hex"));
                 // The generator stores UTF-8 with surrogatepass; lone surrogates decode lossily.
-                let want =
-                    String::from_utf8_lossy(&utf8).replace("\u{FFFD}\u{FFFD}\u{FFFD}", "\u{FFFD}");
+                let want = String::from_utf8_lossy(&utf8).replace("\u{FFFD}\u{FFFD}\u{FFFD}", "\u{FFFD}");
                 assert_eq!(
                     str_data_offset(minor, state),
                     s["offset"].as_u64().expect("offset"),
@@ -357,49 +309,22 @@ mod tests {
 
     #[test]
     fn decode_by_hand() {
-        assert_eq!(
-            decode_compact_str(ASCII, 7, b"handler").as_deref(),
-            Some("handler")
-        );
+        assert_eq!(decode_compact_str(ASCII, 7, b"handler").as_deref(), Some("handler"));
         // Longer buffer than needed (the reader copies a fixed cap): only `length` chars are used.
-        assert_eq!(
-            decode_compact_str(ASCII, 3, b"app\0junk").as_deref(),
-            Some("app")
-        );
+        assert_eq!(decode_compact_str(ASCII, 3, b"app\0junk").as_deref(), Some("app"));
         assert_eq!(decode_compact_str(ASCII, 0, b"").as_deref(), Some(""));
-        assert_eq!(
-            decode_compact_str(UCS1, 4, b"caf\xe9").as_deref(),
-            Some("café")
-        );
-        let omega: Vec<u8> = [0x03a9u16, b'!' as u16]
-            .iter()
-            .flat_map(|c| c.to_ne_bytes())
-            .collect();
+        assert_eq!(decode_compact_str(UCS1, 4, b"caf\xe9").as_deref(), Some("café"));
+        let omega: Vec<u8> = [0x03a9u16, b'!' as u16].iter().flat_map(|c| c.to_ne_bytes()).collect();
         assert_eq!(decode_compact_str(UCS2, 2, &omega).as_deref(), Some("Ω!"));
-        let clef: Vec<u8> = [0x1d11eu32, b'x' as u32]
-            .iter()
-            .flat_map(|c| c.to_ne_bytes())
-            .collect();
+        let clef: Vec<u8> = [0x1d11eu32, b'x' as u32].iter().flat_map(|c| c.to_ne_bytes()).collect();
         assert_eq!(decode_compact_str(UCS4, 2, &clef).as_deref(), Some("𝄞x"));
         // Lone surrogate (a surrogateescape'd file name byte) -> U+FFFD.
-        let sur: Vec<u8> = [0xdcffu16, b'a' as u16]
-            .iter()
-            .flat_map(|c| c.to_ne_bytes())
-            .collect();
-        assert_eq!(
-            decode_compact_str(UCS2, 2, &sur).as_deref(),
-            Some("\u{FFFD}a")
-        );
+        let sur: Vec<u8> = [0xdcffu16, b'a' as u16].iter().flat_map(|c| c.to_ne_bytes()).collect();
+        assert_eq!(decode_compact_str(UCS2, 2, &sur).as_deref(), Some("\u{FFFD}a"));
         // Garbage in the padding bits of the state word is ignored.
-        assert_eq!(
-            decode_compact_str(UCS2 | 0xdead_0000, 2, &omega).as_deref(),
-            Some("Ω!")
-        );
+        assert_eq!(decode_compact_str(UCS2 | 0xdead_0000, 2, &omega).as_deref(), Some("Ω!"));
         // 3.12+ state (bit 7 = statically_allocated instead of ready) decodes the same.
-        assert_eq!(
-            decode_compact_str(ASCII & !0x80, 1, b"x").as_deref(),
-            Some("x")
-        );
+        assert_eq!(decode_compact_str(ASCII & !0x80, 1, b"x").as_deref(), Some("x"));
     }
 
     #[test]
@@ -410,10 +335,7 @@ mod tests {
         assert_eq!(decode_compact_str(0x20 | (3 << 2), 1, b"xxx"), None); // kind 3
         assert_eq!(decode_compact_str(0x20, 1, b"x"), None); // kind 0
         assert_eq!(decode_compact_str(0x40 | 0x20 | (2 << 2), 1, b"x\0"), None); // ascii + UCS2
-        assert_eq!(
-            decode_compact_str(UCS4, 1, &0x11_0000u32.to_ne_bytes()),
-            None
-        ); // > U+10FFFF
+        assert_eq!(decode_compact_str(UCS4, 1, &0x11_0000u32.to_ne_bytes()), None); // > U+10FFFF
         assert_eq!(decode_compact_str(UCS4, usize::MAX, &[0; 8]), None); // length * kind overflows
         assert_eq!(decode_compact_str(UCS2, usize::MAX / 2 + 1, &[0; 8]), None);
     }
@@ -445,29 +367,14 @@ mod tests {
             0x80 | (14 << 3) | 7, 0x40 | 0x10, 0x06, 0, 1, 1,   // units 7..15, line 209
         ];
         let got: Vec<_> = (0..16).map(|u| line_311(&table, 10, u)).collect();
-        let mut want = vec![
-            Some(10),
-            Some(10),
-            Some(12),
-            Some(9),
-            Some(9),
-            Some(9),
-            None,
-        ];
+        let mut want = vec![Some(10), Some(10), Some(12), Some(9), Some(9), Some(9), None];
         want.extend([Some(209); 8]);
         want.push(None);
         assert_eq!(got, want);
         // Lines that go negative are not lines; a truncated varint ends the table.
         assert_eq!(line_311(&[0x80 | (13 << 3), 7], 1, 0), None);
         assert_eq!(line_311(&[0x80 | (13 << 3), 0x40 | 2], 1, 0), None);
-        assert_eq!(
-            line_311(
-                &[0x80 | (13 << 3), 0x40, 0x40, 0x40, 0x40, 0x40, 0x40, 2],
-                1,
-                0
-            ),
-            None
-        );
+        assert_eq!(line_311(&[0x80 | (13 << 3), 0x40, 0x40, 0x40, 0x40, 0x40, 0x40, 2], 1, 0), None);
         assert_eq!(line_311(&[], 1, 0), None);
         assert_eq!(line_311(&[0x80 | 7], i32::MAX, 0), Some(i32::MAX as u32));
     }
@@ -477,19 +384,7 @@ mod tests {
         // (6 bytes, +1), (0 bytes, +127), (4 bytes, +3), (2 bytes, no line), (2 bytes, -2)
         let table = [6, 1, 0, 127, 4, 3, 2, 0x80, 2, 0xfe];
         let got: Vec<_> = (0..8).map(|i| line_310(&table, 1, 2 * i)).collect();
-        assert_eq!(
-            got,
-            [
-                Some(2),
-                Some(2),
-                Some(2),
-                Some(132),
-                Some(132),
-                None,
-                Some(130),
-                None
-            ]
-        );
+        assert_eq!(got, [Some(2), Some(2), Some(2), Some(132), Some(132), None, Some(130), None]);
         assert_eq!(line_310(&table, 1, 5), Some(2)); // odd offsets fall in their range too
         assert_eq!(line_310(&[2, 0xff], 0, 0), None); // line -1
         assert_eq!(line_310(&[2], 0, 0), None); // half a pair

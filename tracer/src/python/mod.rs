@@ -38,7 +38,11 @@ impl std::fmt::Display for PyVersion {
 impl PyVersion {
     /// From `PY_VERSION_HEX` (0x030B07F0 = 3.11.7 final).
     pub fn from_hex(hex: u64) -> Self {
-        Self { major: ((hex >> 24) & 0xff) as u32, minor: ((hex >> 16) & 0xff) as u32, micro: ((hex >> 8) & 0xff) as u32 }
+        Self {
+            major: ((hex >> 24) & 0xff) as u32,
+            minor: ((hex >> 16) & 0xff) as u32,
+            micro: ((hex >> 8) & 0xff) as u32,
+        }
     }
 
     /// From "3.10.13" (anything after the third number is ignored).
@@ -63,7 +67,13 @@ pub fn detect_version(pid: u32, python: &MappedObject) -> Result<PyVersion> {
     let from_symbol = python
         .runtime_addr("Py_Version")
         .and_then(|a| mem.read_u64(a).ok())
-        .or_else(|| python.elf.symbol("Py_Version").and_then(|v| python.elf.bytes_at(v, 8)).map(|b| u64::from_le_bytes(b.try_into().unwrap_or([0; 8]))))
+        .or_else(|| {
+            python
+                .elf
+                .symbol("Py_Version")
+                .and_then(|v| python.elf.bytes_at(v, 8))
+                .map(|b| u64::from_le_bytes(b.try_into().unwrap_or([0; 8])))
+        })
         .map(PyVersion::from_hex)
         .filter(|v| v.major == 3);
     let version = match from_symbol {

@@ -12,8 +12,26 @@ use serde_json::Value;
 /// One tracer at a time: the machine has two cores and the tests compare timings loosely.
 static SERIAL: Mutex<()> = Mutex::new(());
 
-pub fn serial() -> MutexGuard<'static, ()> {
-    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
+/// Held while a test runs: this process's lock, and a machine-wide `flock` so that test runs
+/// of several checkouts (or a bench) never put two tracers on one libc at once.
+pub struct Serial {
+    _machine: std::fs::File,
+    _local: MutexGuard<'static, ()>,
+}
+
+/// The lock file every tracer test run on this machine shares.
+pub const MACHINE_LOCK: &str = "/tmp/tracer-tests.lock";
+
+pub fn serial() -> Serial {
+    let local = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(MACHINE_LOCK)
+        .expect("open the machine-wide test lock");
+    // Blocks until no other test run on this machine holds it; released when `file` closes.
+    file.lock().expect("lock the machine-wide test lock");
+    Serial { _machine: file, _local: local }
 }
 
 pub fn tracer_bin() -> PathBuf {
@@ -41,10 +59,12 @@ pub struct Python {
 pub fn pythons() -> Vec<Python> {
     let mut found = Vec::new();
     if let Ok(dir) = std::fs::read_dir("/root/.pyenv/versions") {
-        let mut names: Vec<String> = dir.filter_map(|e| e.ok()).map(|e| e.file_name().to_string_lossy().into_owned()).collect();
+        let mut names: Vec<String> =
+            dir.filter_map(|e| e.ok()).map(|e| e.file_name().to_string_lossy().into_owned()).collect();
         names.sort();
         for name in names {
-            let minor: Option<u32> = name.strip_prefix("3.").and_then(|r| r.split('.').next()).and_then(|m| m.parse().ok());
+            let minor: Option<u32> =
+                name.strip_prefix("3.").and_then(|r| r.split('.').next()).and_then(|m| m.parse().ok());
             let path = PathBuf::from(format!("/root/.pyenv/versions/{name}/bin/python3"));
             if let Some(minor) = minor.filter(|m| *m >= 10) {
                 if path.exists() {
@@ -203,7 +223,11 @@ impl Tracer {
 /// Runs the tracer to completion with these arguments; returns (code, stdout, stderr).
 pub fn run_tracer(args: &[&str]) -> (i32, String, String) {
     let out = Command::new(tracer_bin()).args(args).output().expect("run tracer");
-    (out.status.code().unwrap_or(-1), String::from_utf8_lossy(&out.stdout).into_owned(), String::from_utf8_lossy(&out.stderr).into_owned())
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
 }
 
 /// The innermost Python frame of a suspect: (function, file name, line).
@@ -233,7 +257,10 @@ pub fn sum(suspects: &[&Value], field: &str) -> u64 {
 /// The line number of the first line of `file` containing `needle` (so tests survive edits).
 pub fn line_of(file: &str, needle: &str) -> u64 {
     let text = std::fs::read_to_string(fixture(file)).unwrap();
-    text.lines().position(|l| l.contains(needle)).map(|i| i as u64 + 1).unwrap_or_else(|| panic!("{needle} not in {file}"))
+    text.lines()
+        .position(|l| l.contains(needle))
+        .map(|i| i as u64 + 1)
+        .unwrap_or_else(|| panic!("{needle} not in {file}"))
 }
 
 /// Our BPF programs still attached anywhere on the machine (by program name), per bpftool.
@@ -253,7 +280,9 @@ pub fn leftover_probes() -> Vec<String> {
             .filter_map(|e| e["prog_id"].as_u64())
             .collect();
         for id in progs {
-            let Ok(out) = Command::new("bpftool").args(["-j", "prog", "show", "id", &id.to_string()]).output() else { continue };
+            let Ok(out) = Command::new("bpftool").args(["-j", "prog", "show", "id", &id.to_string()]).output() else {
+                continue;
+            };
             let v: Value = serde_json::from_slice(&out.stdout).unwrap_or(Value::Null);
             if let Some(name) = v["name"].as_str() {
                 if OURS.iter().any(|o| name.starts_with(&o[..o.len().min(15)])) {
@@ -285,7 +314,9 @@ pub fn bpf_ids_held_by(pid: u32) -> Vec<(String, u64)> {
         let Ok(text) = std::fs::read_to_string(entry.path()) else { continue };
         for line in text.lines() {
             for key in ["prog_id", "link_id"] {
-                if let Some(v) = line.strip_prefix(key).and_then(|r| r.strip_prefix(':')).and_then(|v| v.trim().parse().ok()) {
+                if let Some(v) =
+                    line.strip_prefix(key).and_then(|r| r.strip_prefix(':')).and_then(|v| v.trim().parse().ok())
+                {
                     ids.push((key.to_string(), v));
                 }
             }
@@ -298,7 +329,13 @@ pub fn bpf_ids_held_by(pid: u32) -> Vec<(String, u64)> {
 
 pub fn bpftool_ids(args: &[&str]) -> Vec<u64> {
     let Ok(out) = std::process::Command::new("bpftool").args(args).output() else { return Vec::new() };
-    serde_json::from_slice::<Value>(&out.stdout).ok().and_then(|v| v.as_array().cloned()).unwrap_or_default().iter().filter_map(|e| e["id"].as_u64()).collect()
+    serde_json::from_slice::<Value>(&out.stdout)
+        .ok()
+        .and_then(|v| v.as_array().cloned())
+        .unwrap_or_default()
+        .iter()
+        .filter_map(|e| e["id"].as_u64())
+        .collect()
 }
 
 /// Other `tracer` processes alive on the machine (engineers working in parallel).
@@ -307,7 +344,9 @@ pub fn other_tracers() -> Vec<u32> {
     std::fs::read_dir("/proc")
         .map(|d| {
             d.filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
-                .filter(|&p| p != me && std::fs::read_to_string(format!("/proc/{p}/comm")).is_ok_and(|c| c.trim() == "tracer"))
+                .filter(|&p| {
+                    p != me && std::fs::read_to_string(format!("/proc/{p}/comm")).is_ok_and(|c| c.trim() == "tracer")
+                })
                 .collect()
         })
         .unwrap_or_default()
@@ -329,14 +368,19 @@ pub fn assert_released(held: &[(String, u64)], label: &str) {
         if left.is_empty() {
             break;
         }
-        assert!(std::time::Instant::now() < deadline, "{label}: BPF objects of the finished tracer still exist: {left:?}");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{label}: BPF objects of the finished tracer still exist: {left:?}"
+        );
         std::thread::sleep(std::time::Duration::from_millis(100));
     }
     let others = other_tracers();
     if others.is_empty() {
         assert_no_leftover_probes();
     } else {
-        println!("note: other tracer processes {others:?} are running; checked only this tracer's own programs and links");
+        println!(
+            "note: other tracer processes {others:?} are running; checked only this tracer's own programs and links"
+        );
     }
 }
 
@@ -344,7 +388,12 @@ pub fn assert_released(held: &[(String, u64)], label: &str) {
 /// while a uprobe is installed in that process.
 pub fn malloc_first_byte(pid: u32) -> u8 {
     let maps = std::fs::read_to_string(format!("/proc/{pid}/maps")).unwrap();
-    let libc = maps.lines().filter_map(|l| l.split_whitespace().nth(5)).find(|p| p.contains("/libc.so")).expect("libc mapped").to_string();
+    let libc = maps
+        .lines()
+        .filter_map(|l| l.split_whitespace().nth(5))
+        .find(|p| p.contains("/libc.so"))
+        .expect("libc mapped")
+        .to_string();
     let data = std::fs::read(format!("/proc/{pid}/root{libc}")).unwrap();
     use object::{Object, ObjectSegment, ObjectSymbol};
     let file = object::File::parse(&*data).unwrap();

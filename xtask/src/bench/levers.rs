@@ -174,7 +174,8 @@ pub fn targets(series: &[Series]) -> Vec<(String, String, Option<bool>)> {
             own.map(|w| w <= 0.25),
         ),
         (
-            "floor: empty programs at the same probes (the 3.0x full-fidelity target is reachable only below it)".into(),
+            "floor: empty programs at the same probes (the 3.0x full-fidelity target is reachable only below it)"
+                .into(),
             x(bare),
             None,
         ),

@@ -35,20 +35,15 @@ pub struct Proc {
 
 impl Proc {
     pub fn spawn(name: &str, cmd: &mut Command) -> Result<Proc> {
-        cmd.stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
+        cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
         let started = Instant::now();
-        let mut child = cmd
-            .spawn()
-            .with_context(|| format!("could not start `{}`", describe(cmd)))?;
+        let mut child = cmd.spawn().with_context(|| format!("could not start `{}`", describe(cmd)))?;
         let (tx, rx) = mpsc::channel();
         let out = child.stdout.take().expect("piped stdout");
         let err = child.stderr.take().expect("piped stderr");
-        for (stream, pipe) in [
-            (Stream::Out, Box::new(out) as Box<dyn std::io::Read + Send>),
-            (Stream::Err, Box::new(err)),
-        ] {
+        for (stream, pipe) in
+            [(Stream::Out, Box::new(out) as Box<dyn std::io::Read + Send>), (Stream::Err, Box::new(err))]
+        {
             let tx = tx.clone();
             thread::spawn(move || {
                 for line in BufReader::new(pipe).lines() {
@@ -91,11 +86,7 @@ impl Proc {
                 }
                 Err(RecvTimeoutError::Timeout) => {
                     let tail = self.tail(8);
-                    bail!(
-                        "{}: no {what} within {:.0} s\n{tail}",
-                        self.name,
-                        timeout.as_secs_f64(),
-                    )
+                    bail!("{}: no {what} within {:.0} s\n{tail}", self.name, timeout.as_secs_f64(),)
                 }
                 Err(RecvTimeoutError::Disconnected) => {
                     let status = self.wait(Duration::from_secs(5)).ok();
@@ -120,11 +111,7 @@ impl Proc {
     pub fn tail(&mut self, n: usize) -> String {
         self.drain();
         let start = self.seen.len().saturating_sub(n);
-        self.seen[start..]
-            .iter()
-            .map(|(_, l)| format!("    | {l}"))
-            .collect::<Vec<_>>()
-            .join("\n")
+        self.seen[start..].iter().map(|(_, l)| format!("    | {l}")).collect::<Vec<_>>().join("\n")
     }
 
     pub fn try_exited(&mut self) -> Option<(ExitStatus, Instant)> {
@@ -146,12 +133,7 @@ impl Proc {
                 return Ok(status);
             }
             if Instant::now() >= deadline {
-                bail!(
-                    "{} (pid {}) did not exit within {:.0} s",
-                    self.name,
-                    self.pid,
-                    timeout.as_secs_f64()
-                );
+                bail!("{} (pid {}) did not exit within {:.0} s", self.name, self.pid, timeout.as_secs_f64());
             }
             thread::sleep(Duration::from_millis(1));
         }
@@ -219,11 +201,7 @@ impl PeakRss {
                 thread::sleep(Duration::from_millis(50));
             }
         });
-        PeakRss {
-            stop,
-            peak,
-            handle: Some(handle),
-        }
+        PeakRss { stop, peak, handle: Some(handle) }
     }
 
     /// One more reading now (e.g. just before the process is asked to stop).
@@ -255,10 +233,8 @@ pub fn bpf_map_memlock(pid: u32) -> Option<(u64, usize)> {
             continue;
         }
         maps += 1;
-        if let Some(v) = text
-            .lines()
-            .find_map(|l| l.strip_prefix("memlock:"))
-            .and_then(|v| v.trim().parse::<u64>().ok())
+        if let Some(v) =
+            text.lines().find_map(|l| l.strip_prefix("memlock:")).and_then(|v| v.trim().parse::<u64>().ok())
         {
             total += v;
         }

@@ -51,11 +51,7 @@ pub fn median(mut v: Vec<f64>) -> Option<f64> {
     }
     v.sort_by(|a, b| a.total_cmp(b));
     let n = v.len();
-    Some(if n % 2 == 1 {
-        v[n / 2]
-    } else {
-        (v[n / 2 - 1] + v[n / 2]) / 2.0
-    })
+    Some(if n % 2 == 1 { v[n / 2] } else { (v[n / 2 - 1] + v[n / 2]) / 2.0 })
 }
 
 fn med_of(runs: &[Run], f: impl Fn(&Run) -> Option<f64>) -> Option<f64> {
@@ -188,7 +184,9 @@ fn lost_text(runs: &[Run]) -> String {
         }
     }
     let (scans, events): (Vec<_>, Vec<_>) = counters.iter().partition(|(n, _)| n.starts_with("holders_"));
-    let list = |v: &[&(String, u64)]| v.iter().map(|(n, c)| format!("{n} {}", count(*c as f64))).collect::<Vec<_>>().join(", ");
+    let list = |v: &[&(String, u64)]| {
+        v.iter().map(|(n, c)| format!("{n} {}", count(*c as f64))).collect::<Vec<_>>().join(", ")
+    };
     let mut text = count(max as f64);
     if !events.is_empty() {
         text.push_str(&format!(" ({})", list(&events)));
@@ -236,7 +234,9 @@ fn tornado_table(r: &Results) -> Option<String> {
 fn host_table(r: &Results) -> Option<String> {
     let (base, series) = r.host.as_ref()?;
     let mut t = String::new();
-    t.push_str("| configuration | slowdown (median) | per round | events/s | attach | peak RSS | BPF maps | planted leak |\n");
+    t.push_str(
+        "| configuration | slowdown (median) | per round | events/s | attach | peak RSS | BPF maps | planted leak |\n",
+    );
     t.push_str("|---|---|---|---|---|---|---|---|\n");
     let _ = writeln!(
         t,
@@ -338,17 +338,9 @@ fn targets(r: &Results) -> Vec<(String, String, Option<bool>)> {
         rss.extend(ts.iter().flat_map(|s| s.runs.iter().filter_map(|r| r.rss_kb.map(|k| k as f64))));
     }
     let peak = rss.into_iter().reduce(f64::max);
-    out.push((
-        "tracer peak RSS < 100 MB (every run)".into(),
-        opt(peak, mib),
-        peak.map(|kb| kb * 1024.0 < 100e6),
-    ));
-    let tornado = r
-        .tornado
-        .as_ref()
-        .and_then(|(_, ts)| find(ts, "full"))
-        .and_then(slowdown)
-        .map(|x| (1.0 - 1.0 / x) * 100.0);
+    out.push(("tracer peak RSS < 100 MB (every run)".into(), opt(peak, mib), peak.map(|kb| kb * 1024.0 < 100e6)));
+    let tornado =
+        r.tornado.as_ref().and_then(|(_, ts)| find(ts, "full")).and_then(slowdown).map(|x| (1.0 - 1.0 / x) * 100.0);
     out.push((
         "Tornado throughput loss ≤ 10% (full fidelity)".into(),
         opt(tornado, |l| format!("{l:.1}%")),
@@ -366,10 +358,7 @@ fn targets(r: &Results) -> Vec<(String, String, Option<bool>)> {
         let alone = find(hs, super::host::ALONE).and_then(slowdown);
         let host = find(hs, super::host::HOST).and_then(slowdown);
         out.push((
-            format!(
-                "host mode: busy + {} idle traced ≤ {HOST_TOLERANCE:.2} × busy traced alone",
-                super::host::IDLE
-            ),
+            format!("host mode: busy + {} idle traced ≤ {HOST_TOLERANCE:.2} × busy traced alone", super::host::IDLE),
             match (host, alone) {
                 (Some(h), Some(a)) => format!("{h:.2}x vs {a:.2}x alone (× {:.3})", h / a),
                 _ => format!("{} vs alone {}", x(host), x(alone)),
@@ -412,11 +401,7 @@ pub fn terminal(r: &Results) -> String {
     );
     t.push_str(&workload_table(r));
     if let Some(tt) = tornado_table(r) {
-        let _ = writeln!(
-            t,
-            "\nTornado ({} s of load, {} threads, loopback):\n",
-            r.tornado_seconds, r.tornado_threads
-        );
+        let _ = writeln!(t, "\nTornado ({} s of load, {} threads, loopback):\n", r.tornado_seconds, r.tornado_threads);
         t.push_str(&tt);
     }
     if let Some(levers) = &r.levers {
@@ -469,31 +454,19 @@ fn raw_runs(r: &Results) -> String {
         all.push(("host", b));
         all.extend(s.iter().map(|s| ("host", s)));
     }
-    t.push_str("| benchmark | configuration | runs | allocations by allocator (report) | notes |\n|---|---|---|---|---|\n");
+    t.push_str(
+        "| benchmark | configuration | runs | allocations by allocator (report) | notes |\n|---|---|---|---|---|\n",
+    );
     for (what, s) in all {
-        let values = s
-            .runs
-            .iter()
-            .map(|r| value_text(what, r.value).trim().to_string())
-            .collect::<Vec<_>>()
-            .join(", ");
+        let values = s.runs.iter().map(|r| value_text(what, r.value).trim().to_string()).collect::<Vec<_>>().join(", ");
         let allocators = s
             .runs
             .last()
             .map(|r| {
-                r.allocators
-                    .iter()
-                    .map(|(a, n)| format!("{a} {}", count(*n as f64)))
-                    .collect::<Vec<_>>()
-                    .join(", ")
+                r.allocators.iter().map(|(a, n)| format!("{a} {}", count(*n as f64))).collect::<Vec<_>>().join(", ")
             })
             .unwrap_or_default();
-        let notes = s
-            .runs
-            .iter()
-            .filter_map(|r| r.note.clone())
-            .collect::<Vec<_>>()
-            .join("; ");
+        let notes = s.runs.iter().filter_map(|r| r.note.clone()).collect::<Vec<_>>().join("; ");
         let _ = writeln!(t, "| {what} | `{}` | {values} | {allocators} | {notes} |", s.cfg.label);
     }
     t

@@ -148,30 +148,19 @@ pub fn workload(ctx: &Ctx, cfg: &Config) -> Result<Run> {
         .arg("--tag")
         .arg(&ctx.tag);
     let mut wl = Proc::spawn("workload", &mut cmd)?;
-    let (_, ready) = wl.wait_line("`ready` line", READY, |s, l| {
-        s == Stream::Out && l.starts_with("ready ")
-    })?;
+    let (_, ready) = wl.wait_line("`ready` line", READY, |s, l| s == Stream::Out && l.starts_with("ready "))?;
     let pid: u32 = ready[6..].trim().parse().context("workload's ready line")?;
 
     let mut attached = attach(ctx, &cfg.tool, pid, &dir)?;
 
     fs::write(&go, b"")?;
-    let (_, result) = wl.wait_line("result line", WORK, |s, l| {
-        s == Stream::Out && l.starts_with('{')
-    })?;
+    let (_, result) = wl.wait_line("result line", WORK, |s, l| s == Stream::Out && l.starts_with('{'))?;
     let result = Json::parse(&result).context("workload's result line")?;
     let mut run = Run {
-        value: result
-            .get("elapsed_s")
-            .and_then(Json::num)
-            .context("no elapsed_s in the workload's result")?,
+        value: result.get("elapsed_s").and_then(Json::num).context("no elapsed_s in the workload's result")?,
         ..Run::default()
     };
-    let leak_site = result
-        .get("leak_site")
-        .and_then(Json::str)
-        .unwrap_or("")
-        .to_string();
+    let leak_site = result.get("leak_site").and_then(Json::str).unwrap_or("").to_string();
 
     if let Some(att) = attached.as_mut() {
         stop(att, &mut run)?;
@@ -199,13 +188,8 @@ pub fn workload(ctx: &Ctx, cfg: &Config) -> Result<Run> {
 pub fn tornado(ctx: &Ctx, cfg: &Config) -> Result<Run> {
     let dir = ctx.fresh_dir()?;
     let script = ctx.repo.join("bench/tornado_bench.py");
-    let mut server = Proc::spawn(
-        "tornado server",
-        ctx.python_cmd(&ctx.python).arg(&script).arg("serve"),
-    )?;
-    let (_, ready) = server.wait_line("`ready` line", READY, |s, l| {
-        s == Stream::Out && l.starts_with("ready ")
-    })?;
+    let mut server = Proc::spawn("tornado server", ctx.python_cmd(&ctx.python).arg(&script).arg("serve"))?;
+    let (_, ready) = server.wait_line("`ready` line", READY, |s, l| s == Stream::Out && l.starts_with("ready "))?;
     let mut parts = ready.split_whitespace().skip(1);
     let port: u16 = parts.next().unwrap_or("").parse().context("server's port")?;
     let pid: u32 = parts.next().unwrap_or("").parse().context("server's pid")?;
@@ -221,11 +205,9 @@ pub fn tornado(ctx: &Ctx, cfg: &Config) -> Result<Run> {
             .args(["--threads", &ctx.tornado_threads.to_string()])
             .current_dir(&ctx.repo),
     )?;
-    let (_, result) = load.wait_line(
-        "result line",
-        Duration::from_secs_f64(ctx.tornado_seconds + 120.0),
-        |s, l| s == Stream::Out && l.starts_with('{'),
-    )?;
+    let (_, result) = load.wait_line("result line", Duration::from_secs_f64(ctx.tornado_seconds + 120.0), |s, l| {
+        s == Stream::Out && l.starts_with('{')
+    })?;
     load.wait(Duration::from_secs(30))?;
     let result = Json::parse(&result).context("load generator's result")?;
     let rps = result.get("rps").and_then(Json::num).unwrap_or(0.0);
@@ -233,11 +215,7 @@ pub fn tornado(ctx: &Ctx, cfg: &Config) -> Result<Run> {
     if rps <= 0.0 {
         bail!("the load generator completed no request ({errors} errors)");
     }
-    let mut run = Run {
-        value: 1.0 / rps,
-        rps: Some(rps),
-        ..Run::default()
-    };
+    let mut run = Run { value: 1.0 / rps, rps: Some(rps), ..Run::default() };
     if errors > 0.0 {
         run.note = Some(format!("{errors} request errors"));
     }
@@ -276,13 +254,7 @@ fn attach(ctx: &Ctx, tool: &Tool, pid: u32, dir: &Path) -> Result<Option<Attache
             let attach_s = (at - proc.started).as_secs_f64();
             let maps = proc::bpf_map_memlock(proc.pid);
             let peak = Some(PeakRss::start(proc.pid));
-            Ok(Some(Attached {
-                proc,
-                attach_s,
-                peak,
-                maps,
-                report: Some(report),
-            }))
+            Ok(Some(Attached { proc, attach_s, peak, maps, report: Some(report) }))
         }
         Tool::Host { processes } => {
             let report = dir.join("report.json");
@@ -318,13 +290,7 @@ fn attach(ctx: &Ctx, tool: &Tool, pid: u32, dir: &Path) -> Result<Option<Attache
             let attach_s = (attached_at - proc.started).as_secs_f64();
             let maps = proc::bpf_map_memlock(proc.pid);
             let peak = Some(PeakRss::start(proc.pid));
-            Ok(Some(Attached {
-                proc,
-                attach_s,
-                peak,
-                maps,
-                report: None,
-            }))
+            Ok(Some(Attached { proc, attach_s, peak, maps, report: None }))
         }
     }
 }
@@ -376,11 +342,7 @@ fn stop(att: &mut Attached, run: &mut Run) -> Result<()> {
             probes_off = Some((now - t0).as_secs_f64());
         }
         if now - t0 > STOP {
-            bail!(
-                "{} did not exit within {:.0} s of SIGINT (killed)",
-                att.proc.name,
-                STOP.as_secs_f64()
-            );
+            bail!("{} did not exit within {:.0} s of SIGINT (killed)", att.proc.name, STOP.as_secs_f64());
         }
         thread::sleep(Duration::from_millis(1));
     }
@@ -402,8 +364,7 @@ fn stop(att: &mut Attached, run: &mut Run) -> Result<()> {
 /// Totals, lost events and the planted leak from the tracer's JSON report (in host mode, the
 /// section of the measured process `pid`).
 fn read_report(path: &Path, pid: u32, leak_site: &str, seconds: f64, run: &mut Run) -> Result<()> {
-    let text = fs::read_to_string(path)
-        .with_context(|| format!("the tracer wrote no report at {}", path.display()))?;
+    let text = fs::read_to_string(path).with_context(|| format!("the tracer wrote no report at {}", path.display()))?;
     let whole = Json::parse(&text).context("parsing the tracer's JSON report")?;
     let report = match whole.get("processes") {
         Some(processes) => processes
@@ -463,13 +424,7 @@ fn read_report(path: &Path, pid: u32, leak_site: &str, seconds: f64, run: &mut R
                 let verdict = s.get("verdict").and_then(Json::str).unwrap_or("?");
                 let rank = s.get("rank").and_then(Json::num).unwrap_or(0.0);
                 let bytes = s.get("outstanding_bytes").and_then(Json::num).unwrap_or(0.0);
-                (
-                    format!(
-                        "{short} {verdict}, rank {rank}, {:.1} MiB",
-                        bytes / 1048576.0
-                    ),
-                    verdict == "leak",
-                )
+                (format!("{short} {verdict}, rank {rank}, {:.1} MiB", bytes / 1048576.0), verdict == "leak")
             }
             None => (format!("{short} not in the report"), false),
         });

@@ -11,7 +11,7 @@ use anyhow::{bail, Context, Result};
 use super::runs::Bcc;
 use crate::pythons;
 use crate::setup;
-use crate::util::{self, run_quiet, step, stdout_of};
+use crate::util::{self, run_quiet, stdout_of, step};
 
 const BENCH_REQUIREMENTS: &[&str] = &["memray", "tornado>=6,<7"];
 
@@ -26,26 +26,19 @@ pub fn bench_venv(install: bool) -> Result<PathBuf> {
         return Ok(python);
     }
     if !install {
-        bail!(
-            "{} has no memray/tornado; run without --skip-setup",
-            venv.display()
-        );
+        bail!("{} has no memray/tornado; run without --skip-setup", venv.display());
     }
     let base = pythons::base_python()?;
-    step(
-        "bench",
-        "making target/bench-venv (memray, tornado)",
-        || -> Result<()> {
-            util::remove_dir(&venv)?;
-            run_quiet(Command::new(&base).args(["-m", "venv"]).arg(&venv))?;
-            run_quiet(
-                Command::new(&python)
-                    .args(["-m", "pip", "install", "--disable-pip-version-check", "-q"])
-                    .args(BENCH_REQUIREMENTS),
-            )?;
-            Ok(())
-        },
-    )?;
+    step("bench", "making target/bench-venv (memray, tornado)", || -> Result<()> {
+        util::remove_dir(&venv)?;
+        run_quiet(Command::new(&base).args(["-m", "venv"]).arg(&venv))?;
+        run_quiet(
+            Command::new(&python)
+                .args(["-m", "pip", "install", "--disable-pip-version-check", "-q"])
+                .args(BENCH_REQUIREMENTS),
+        )?;
+        Ok(())
+    })?;
     if !ok(&python) {
         bail!("{} cannot import memray and tornado", python.display());
     }
@@ -76,10 +69,7 @@ pub fn bcc(install: bool) -> Result<Bcc> {
         util::mkdirs(&merged)?;
         // cp -as: a tree of symlinks; the arch tree wins where both have a file.
         run_quiet(
-            Command::new("cp")
-                .arg("-as")
-                .arg(format!("{}/.", common.display()))
-                .arg(format!("{}/", merged.display())),
+            Command::new("cp").arg("-as").arg(format!("{}/.", common.display())).arg(format!("{}/", merged.display())),
         )?;
         run_quiet(
             Command::new("cp")
@@ -89,10 +79,7 @@ pub fn bcc(install: bool) -> Result<Bcc> {
         )?;
         fs::write(&stamp, want)?;
     }
-    Ok(Bcc {
-        memleak,
-        kernel_source: merged,
-    })
+    Ok(Bcc { memleak, kernel_source: merged })
 }
 
 /// (…-common, …-amd64) header directory pairs in /usr/src, sorted by name.
@@ -113,8 +100,7 @@ fn header_trees() -> Vec<(PathBuf, PathBuf)> {
 /// own inode: probes other people put on the system libc do not slow them, and bcc's probes
 /// (which carry a reference counter) do not conflict with another tracer on the system libc.
 pub fn private_libc() -> Result<PathBuf> {
-    let system = fs::canonicalize("/lib/x86_64-linux-gnu/libc.so.6")
-        .context("no /lib/x86_64-linux-gnu/libc.so.6")?;
+    let system = fs::canonicalize("/lib/x86_64-linux-gnu/libc.so.6").context("no /lib/x86_64-linux-gnu/libc.so.6")?;
     let dir = util::target_dir().join("bench/libc");
     let copy = dir.join("libc.so.6");
     let same = match (fs::read(&system), fs::read(&copy)) {
@@ -159,37 +145,21 @@ pub fn machine(python: &Path, memray: Option<&Path>) -> Machine {
         .map(|v| v.trim_start_matches([' ', '\t', ':']).trim().to_string())
         .unwrap_or_else(|| "?".into());
     let cmd = |c: &mut Command| stdout_of(c).unwrap_or_else(|_| "?".into());
-    let commit = cmd(Command::new("git")
-        .args(["-C"])
-        .arg(util::repo_root())
-        .args(["describe", "--always", "--dirty"]));
+    let commit = cmd(Command::new("git").args(["-C"]).arg(util::repo_root()).args(["describe", "--always", "--dirty"]));
     Machine {
-        nproc: std::thread::available_parallelism()
-            .map(|n| n.to_string())
-            .unwrap_or_else(|_| "?".into()),
+        nproc: std::thread::available_parallelism().map(|n| n.to_string()).unwrap_or_else(|_| "?".into()),
         cpu,
         kernel: read("/proc/sys/kernel/osrelease").trim().to_string(),
         python: util::python_version(python).unwrap_or_else(|_| "?".into()),
-        glibc: cmd(Command::new("ldd").arg("--version"))
-            .lines()
-            .next()
-            .unwrap_or("?")
-            .to_string(),
+        glibc: cmd(Command::new("ldd").arg("--version")).lines().next().unwrap_or("?").to_string(),
         tracer_commit: commit,
         date: cmd(Command::new("date").args(["-u", "+%Y-%m-%d %H:%M UTC"])),
         loadavg: loadavg(),
-        memray: memray
-            .map(|m| cmd(Command::new(m).arg("--version")))
-            .unwrap_or_else(|| "not installed".into()),
+        memray: memray.map(|m| cmd(Command::new(m).arg("--version"))).unwrap_or_else(|| "not installed".into()),
         bcc: cmd(Command::new("dpkg-query").args(["-W", "-f", "${Version}", "bpfcc-tools"])),
     }
 }
 
 pub fn loadavg() -> String {
-    fs::read_to_string("/proc/loadavg")
-        .unwrap_or_default()
-        .split_whitespace()
-        .take(3)
-        .collect::<Vec<_>>()
-        .join(" ")
+    fs::read_to_string("/proc/loadavg").unwrap_or_default().split_whitespace().take(3).collect::<Vec<_>>().join(" ")
 }
