@@ -1,5 +1,6 @@
 //! Assembling the report from a finished session: totals, judged suspects and holders,
-//! timeline. The judging itself is `leaks`'s alone.
+//! timeline. The judging itself, and which judged stacks and holders are listed, is `leaks`'s
+//! alone.
 
 use std::collections::BTreeMap;
 
@@ -7,15 +8,9 @@ use tracer_ebpf::{counter, LOST_COUNTERS};
 
 use crate::collector::Collector;
 use crate::holders::Holders;
-use crate::leaks::{self, Criteria, Evidence, Unit};
+use crate::leaks::{self, CallPath, Criteria, Evidence, ListedStack, Unit};
 use crate::record::{EndReason, Session};
-use crate::report::{Holder, Report, Suspect, TargetInfo, TimelinePoint, Totals, Verdict, SCHEMA};
-
-/// Stacks listed in the report besides leaks and growing ones (largest first), so a reader sees
-/// what was cleared without the report growing with every short-lived stack.
-const MAX_CLEARED_STACKS: usize = 200;
-/// Stable containers listed (largest first) besides the leaking, growing and bounded ones.
-const MAX_STABLE_HOLDERS: usize = 20;
+use crate::report::{Holder, Report, Suspect, TargetInfo, TimelinePoint, Totals, SCHEMA};
 
 /// The main target's report.
 pub fn build(session: &mut Session, reason: EndReason, criteria: &Criteria, end_ns: u64) -> Report {
@@ -146,13 +141,9 @@ fn judge_stacks(
     // a little per path: judge every allocating line as a whole too.
     for site in &collector.sites {
         let members: Vec<usize> = site.records.iter().copied().filter(|&i| judged[i].is_some()).collect();
-        if members.len() < 2 {
-            continue;
-        }
-        let best_member =
-            members.iter().filter_map(|&i| judged[i].as_ref()).map(|s| s.verdict).min().unwrap_or(Verdict::Stable);
+        let paths: Vec<CallPath> = members.iter().filter_map(|&i| judged[i].as_ref()).map(CallPath::from).collect();
+        let Some(merged) = leaks::merge_call_paths(&site.series, &paths, window_s, criteria) else { continue };
         let mut stats = tracer_ebpf::StackStats::default();
-        let mut oldest = 0.0f64;
         for &i in &members {
             let s = collector.records[i].stats;
             stats.allocs += s.allocs;
@@ -160,42 +151,21 @@ fn judge_stacks(
             stats.frees += s.frees;
             stats.outstanding_bytes += s.outstanding_bytes.max(0);
             stats.outstanding_count += s.outstanding_count.max(0);
-            oldest = oldest.max(ages.get(i).copied().unwrap_or(0.0));
         }
-        let evidence = Evidence {
-            allocs: stats.allocs,
-            live_count: stats.outstanding_count as u64,
-            oldest_age_s: oldest,
-            window_s,
-        };
-        let mut j = leaks::judge(&site.series, Some(&evidence), criteria, Unit::Bytes);
-        if j.verdict >= best_member || !matches!(j.verdict, Verdict::Leak | Verdict::Growing) {
-            continue;
-        }
-        let largest =
-            *members.iter().max_by_key(|&&i| collector.records[i].stats.outstanding_bytes).unwrap_or(&members[0]);
-        j.reason = format!("{}; across {} call paths (the largest shown)", j.reason, members.len());
+        let largest = members[merged.shown];
         let record = &collector.records[largest];
-        let merged = suspect(record.key.allocator, record.key.frames.clone(), stats, &evidence, j);
+        let merged =
+            suspect(record.key.allocator, record.key.frames.clone(), stats, &merged.evidence, merged.judgement);
         for &i in &members {
             judged[i] = None;
         }
         judged[largest] = Some(merged);
     }
     let judged: Vec<Suspect> = judged.into_iter().flatten().collect();
-    let order =
-        leaks::rank(&judged.iter().map(|s| (s.verdict, s.score, s.outstanding_bytes as f64)).collect::<Vec<_>>());
+    let listed = leaks::stacks_to_list(&judged.iter().map(ListedStack::from).collect::<Vec<_>>());
     let mut suspects: Vec<Suspect> = Vec::new();
-    let mut cleared = 0usize;
-    for i in order {
-        let s = &judged[i];
-        if !matches!(s.verdict, Verdict::Leak | Verdict::Growing) {
-            if cleared >= MAX_CLEARED_STACKS || s.outstanding_bytes == 0 && s.allocs < 2 {
-                continue;
-            }
-            cleared += 1;
-        }
-        let mut s = s.clone();
+    for i in listed {
+        let mut s = judged[i].clone();
         s.rank = suspects.len() as u32 + 1;
         suspects.push(s);
     }
@@ -263,21 +233,9 @@ fn judge_holders(holders: &Holders) -> Vec<Holder> {
             }
         })
         .collect();
-    let order = leaks::rank(&judged.iter().map(|h| (h.verdict, h.score, h.len as f64)).collect::<Vec<_>>());
+    let listed = leaks::holders_to_list(&judged.iter().map(|h| (h.verdict, h.score, h.len)).collect::<Vec<_>>());
     let mut slots: Vec<Option<Holder>> = judged.into_iter().map(Some).collect();
-    let mut ordered = Vec::new();
-    let mut stable = 0;
-    for i in order {
-        let Some(h) = slots[i].take() else { continue };
-        if h.verdict == Verdict::Stable {
-            if stable >= MAX_STABLE_HOLDERS {
-                continue;
-            }
-            stable += 1;
-        }
-        ordered.push(h);
-    }
-    ordered
+    listed.into_iter().filter_map(|i| slots[i].take()).collect()
 }
 
 fn scan_summary(h: &Holders) -> crate::report::ScanSummary {

@@ -10,11 +10,11 @@ use tracer_ebpf::{
     counter, event, maps, AllocInfo, AllocKey, Event, StackStats, StackTrace, ALLOC_KIND_NAMES, UNKNOWN_STACK,
 };
 
-use crate::leaks::Series;
 use crate::probes::Probes;
 use crate::python::code::CodeResolver;
 use crate::remote::ProcessMemory;
 use crate::report::Frame;
+use crate::series::Series;
 use crate::symbolize::NativeSymbols;
 
 /// A stack as a person reads it; raw stacks that resolve to the same frames are one stack.

@@ -3,9 +3,9 @@
 
 use std::collections::HashMap;
 
-use crate::leaks::Series;
 use crate::python::heap::{ContainerSample, HeapLayout, HeapScanner, ScanBudget, ScanStats, TypeAddrs};
 use crate::remote::ProcessMemory;
+use crate::series::Series;
 use crate::target::Target;
 
 pub struct HolderTrack {

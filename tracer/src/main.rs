@@ -21,10 +21,12 @@ mod python;
 mod record;
 mod remote;
 mod report;
+mod series;
 mod serve;
 mod session;
 mod symbolize;
 mod target;
+mod units;
 
 #[cfg(test)]
 mod fuzz_tests;

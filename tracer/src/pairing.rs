@@ -5,7 +5,8 @@
 use std::collections::HashMap;
 use std::path::PathBuf;
 
-use crate::report::{Frame, Holder, Suspect, Verdict};
+use crate::report::{Frame, Holder, Suspect};
+use crate::units::count;
 
 /// Source lines of the target's files, read through its root and working directory.
 struct Sources {
@@ -49,11 +50,10 @@ fn names(line: &str, name: &str) -> bool {
 /// names it, so that a reader sees both together.
 pub fn link(pid: u32, suspects: &mut [Suspect], holders: &mut [Holder]) {
     let mut sources = Sources { pid, files: HashMap::new() };
-    let growing = |v: Verdict| matches!(v, Verdict::Leak | Verdict::Growing);
-    for holder in holders.iter_mut().filter(|h| growing(h.verdict)) {
+    for holder in holders.iter_mut().filter(|h| h.verdict.is_growing()) {
         let Some(name) = container_name(&holder.path) else { continue };
         let mut filled_at = Vec::new();
-        for suspect in suspects.iter_mut().filter(|s| growing(s.verdict)) {
+        for suspect in suspects.iter_mut().filter(|s| s.verdict.is_growing()) {
             let Some(Frame::Python { function, file, line }) =
                 suspect.stack.iter().find(|f| matches!(f, Frame::Python { .. }))
             else {
@@ -61,9 +61,9 @@ pub fn link(pid: u32, suspects: &mut [Suspect], holders: &mut [Holder]) {
             };
             let site = format!("{function} ({file}:{line})");
             if sources.line(file, *line).is_some_and(|text| names(text, name)) {
-                suspect
-                    .reason
-                    .push_str(&format!("; kept alive by {} ({} of {})", holder.path, holder.type_name, holder.len));
+                let kept_by =
+                    format!("; kept alive by {} ({} of {})", holder.path, holder.type_name, count(holder.len));
+                suspect.reason.push_str(&kept_by);
                 filled_at.push(site);
             }
         }

@@ -1,6 +1,6 @@
 //! Exporters: one file per format behind one `write(format, &Report, opts, out)`.
 //!
-//! They only format. What is a leak is decided elsewhere (`leaks.rs`) and arrives here as each
+//! They only format. What is a leak is decided elsewhere (`leaks`) and arrives here as each
 //! suspect's `verdict`, `score` and `reason`; nothing in this module second-guesses it. The one
 //! choice made here is which stacks a flame format draws (see [`ExportOptions`]), and that choice
 //! is made from the verdicts (and, when nothing leaks or grows, from outstanding bytes).
@@ -8,7 +8,7 @@
 use std::io::Write;
 use std::path::Path;
 
-use crate::report::{Frame, MultiReport, Report, Suspect, Verdict};
+use crate::report::{Frame, MultiReport, Report, Suspect};
 
 mod folded;
 mod json;
@@ -194,8 +194,7 @@ impl<'a> Selection<'a> {
         if opts.all_stacks {
             return Selection { samples: all.collect(), what: "all stacks".into() };
         }
-        let growing: Vec<Sample<'a>> =
-            all.clone().filter(|s| matches!(s.suspect.verdict, Verdict::Leak | Verdict::Growing)).collect();
+        let growing: Vec<Sample<'a>> = all.clone().filter(|s| s.suspect.verdict.is_growing()).collect();
         if !growing.is_empty() {
             return Selection { samples: growing, what: "leak and growing stacks".into() };
         }

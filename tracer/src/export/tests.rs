@@ -8,7 +8,7 @@ use std::path::Path;
 use prost::Message;
 
 use super::*;
-use crate::report::{Holder, MultiReport, TargetInfo, TimelinePoint, Totals, SCHEMA};
+use crate::report::{Holder, MultiReport, TargetInfo, TimelinePoint, Totals, Verdict, SCHEMA};
 
 macro_rules! golden {
     ($name:literal) => {
