@@ -273,6 +273,8 @@ mod tests {
     fn rates_use_one_convention_for_a_unit() {
         // Below 1 MiB/s per minute, so a slow leak reads in whole figures.
         assert_eq!(rate(400.1 * KIB, Unit::Bytes), "+23 MiB/min");
+        // The text report's column said "+68.3 KiB/s" for this one.
+        assert_eq!(rate(69_939.2, Unit::Bytes), "+4.0 MiB/min");
         assert_eq!(rate(-2048.0, Unit::Bytes), "-120 KiB/min");
         assert_eq!(rate(1024.0 * KIB, Unit::Bytes), "+1.0 MiB/s");
         assert_eq!(rate(0.0, Unit::Bytes), "0 B/s");

@@ -267,7 +267,7 @@ fn text_says_plainly_when_nothing_leaks() {
     let mut r = quiet_report();
     r.holders.clear();
     let text = String::from_utf8(render(Format::Text, &r, &DEFAULT)).unwrap();
-    assert!(text.contains("No leaks: nothing grew steadily during the 60.0 s window."), "{text}");
+    assert!(text.contains("No leaks: nothing grew steadily during the 1 min window."), "{text}");
     assert!(!text.contains("LEAKS AND GROWTH"));
     assert!(text.contains("NOT LEAKS"));
 }

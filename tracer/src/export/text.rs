@@ -6,6 +6,11 @@ use std::io::Write;
 
 use super::ExportOptions;
 use crate::report::{Frame, Holder, MultiReport, Report, Suspect, Verdict};
+use crate::units::{self, count, Unit};
+
+// transitional: removed at merge. svg.rs (the `outputs` helper's) names the duration formatter
+// `text::seconds`; it is `units::duration`.
+pub(super) use crate::units::duration as seconds;
 
 /// Lines are wrapped (reasons) or split (the not-leaks table) to stay within this many columns.
 const WIDTH: usize = 100;
@@ -58,12 +63,12 @@ fn render(s: &mut String, r: &Report, opts: &ExportOptions) {
     header(s, r);
     s.push('\n');
 
-    let growing: Vec<&Suspect> = r.suspects.iter().filter(|x| is_growing(x.verdict)).collect();
-    let cleared: Vec<&Suspect> = r.suspects.iter().filter(|x| !is_growing(x.verdict)).collect();
-    let holders_growing = r.holders.iter().any(|h| is_growing(h.verdict));
+    let growing: Vec<&Suspect> = r.suspects.iter().filter(|x| x.verdict.is_growing()).collect();
+    let cleared: Vec<&Suspect> = r.suspects.iter().filter(|x| !x.verdict.is_growing()).collect();
+    let holders_growing = r.holders.iter().any(|h| h.verdict.is_growing());
 
     if growing.is_empty() {
-        let window = seconds(r.duration_s);
+        let window = units::duration(r.duration_s);
         if holders_growing {
             let _ = writeln!(s, "No allocation stack grew steadily during the {window} window; see HOLDERS below.");
         } else {
@@ -83,13 +88,9 @@ fn render(s: &mut String, r: &Report, opts: &ExportOptions) {
     }
 }
 
-fn is_growing(v: Verdict) -> bool {
-    matches!(v, Verdict::Leak | Verdict::Growing)
-}
-
 /// `LEAK`/`GROWING` shout; `bounded`/`stable` do not.
 fn verdict_word(v: Verdict) -> String {
-    if is_growing(v) {
+    if v.is_growing() {
         v.as_str().to_ascii_uppercase()
     } else {
         v.as_str().to_string()
@@ -99,7 +100,7 @@ fn verdict_word(v: Verdict) -> String {
 fn header(s: &mut String, r: &Report) {
     let t = &r.target;
     let python = if t.python.is_empty() { "?" } else { &t.python };
-    let mut when = seconds(r.duration_s);
+    let mut when = units::duration(r.duration_s);
     if !r.final_view.is_empty() {
         let _ = write!(when, ", final view: {}", r.final_view);
     }
@@ -196,7 +197,12 @@ fn facts(x: &Suspect) -> String {
     } else {
         x.outstanding_count as f64 / x.allocs as f64
     };
-    format!("{:.0}% of {} allocations still live, oldest {}", live * 100.0, count(x.allocs), seconds(x.oldest_age_s))
+    format!(
+        "{} of {} allocations still live, oldest {}",
+        units::percent(live),
+        count(x.allocs),
+        units::duration(x.oldest_age_s)
+    )
 }
 
 fn stack(s: &mut String, frames: &[Frame]) {
@@ -235,7 +241,7 @@ fn holders(s: &mut String, all: &[Holder], top: usize) {
                 h.path.clone(),
                 h.type_name.clone(),
                 format!("len {}", count(h.len)),
-                format!("{:+.1}/s", h.growth_per_s),
+                units::rate(h.growth_per_s, Unit::Items),
                 format!("~{}", bytes(h.retained_bytes_est)),
                 item_types(h),
             ]
@@ -369,82 +375,19 @@ fn plural(n: usize, one: &'static str, many: &'static str) -> &'static str {
     }
 }
 
-/// `1,234,567`.
-pub(super) fn count(n: u64) -> String {
-    let digits = n.to_string();
-    let mut out = String::with_capacity(digits.len() + digits.len() / 3);
-    for (i, c) in digits.chars().enumerate() {
-        if i > 0 && (digits.len() - i).is_multiple_of(3) {
-            out.push(',');
-        }
-        out.push(c);
-    }
-    out
+/// A size, through the one formatter.
+fn bytes(n: u64) -> String {
+    units::bytes(n as f64)
 }
 
-/// `512 B`, `68.3 KiB`, `4.1 MiB`, `1.2 GiB`.
-pub(super) fn bytes(n: u64) -> String {
-    human(n as f64)
-}
-
-fn human(n: f64) -> String {
-    const UNITS: [&str; 6] = ["B", "KiB", "MiB", "GiB", "TiB", "PiB"];
-    let mut v = n;
-    let mut unit = 0;
-    // Switch unit before the rounded figure would read 1024.0.
-    while v >= 1023.95 && unit + 1 < UNITS.len() {
-        v /= 1024.0;
-        unit += 1;
-    }
-    if unit == 0 {
-        format!("{v:.0} B")
-    } else {
-        format!("{v:.1} {}", UNITS[unit])
-    }
-}
-
-/// `+68.3 KiB/s`, `-1.0 MiB/s`, `0 B/s`.
-pub(super) fn rate(bytes_per_s: f64) -> String {
-    if bytes_per_s == 0.0 || !bytes_per_s.is_finite() {
-        return format!("{} B/s", if bytes_per_s.is_finite() { "0" } else { "?" });
-    }
-    let sign = if bytes_per_s < 0.0 { '-' } else { '+' };
-    format!("{sign}{}/s", human(bytes_per_s.abs()))
-}
-
-/// `60.0 s`.
-pub(super) fn seconds(s: f64) -> String {
-    format!("{s:.1} s")
+/// A rate of bytes, through the one formatter.
+fn rate(bytes_per_s: f64) -> String {
+    units::rate(bytes_per_s, Unit::Bytes)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn counts_have_thousands_separators() {
-        assert_eq!(count(0), "0");
-        assert_eq!(count(999), "999");
-        assert_eq!(count(1_000), "1,000");
-        assert_eq!(count(120_345), "120,345");
-        assert_eq!(count(1_234_567), "1,234,567");
-        assert_eq!(count(u64::MAX), "18,446,744,073,709,551,615");
-    }
-
-    #[test]
-    fn sizes_in_binary_units() {
-        assert_eq!(bytes(0), "0 B");
-        assert_eq!(bytes(1023), "1023 B");
-        assert_eq!(bytes(1024), "1.0 KiB");
-        assert_eq!(bytes(1_048_575), "1.0 MiB");
-        assert_eq!(bytes(4_299_161), "4.1 MiB");
-        assert_eq!(bytes(3 << 30), "3.0 GiB");
-        assert_eq!(bytes(u64::MAX), "16384.0 PiB");
-        assert_eq!(rate(69_939.2), "+68.3 KiB/s");
-        assert_eq!(rate(-2048.0), "-2.0 KiB/s");
-        assert_eq!(rate(0.0), "0 B/s");
-        assert_eq!(rate(f64::NAN), "? B/s");
-    }
 
     #[test]
     fn reasons_wrap_within_the_width() {
