@@ -216,17 +216,6 @@ impl Series {
     pub fn len(&self) -> usize {
         self.points.len()
     }
-
-    #[cfg(test)]
-    pub fn is_empty(&self) -> bool {
-        self.points.is_empty()
-    }
-
-    /// The most points this series keeps.
-    #[cfg(test)]
-    pub fn capacity(&self) -> usize {
-        self.cap
-    }
 }
 
 // ---------------------------------------------------------------------------------------------
