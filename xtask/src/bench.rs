@@ -20,16 +20,17 @@
 
 //!
 //! The modules, in the order a run flows through them: `tools` (what is installed, the machine),
-//! `runs` (one measured run of one configuration; `proc` watches the processes), `rounds` (the
+//! `runs` (one measured run of one configuration; `proc` watches the processes, `report` reads the
+//! tracer's JSON report), `rounds` (the
 //! interleaving), `levers` and `host` (the sections beyond the workload), `stats` and `format`
 //! (figures), `targets` (PASS/FAIL) and `render` (the tables).
 
 mod format;
 mod host;
-pub mod json;
 mod levers;
 pub mod proc;
 mod render;
+pub mod report;
 mod rounds;
 mod runs;
 mod stats;

@@ -11,8 +11,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Result};
 
-use crate::bench::json::Json;
 use crate::bench::proc::{status_kb, Proc, Stream};
+use crate::bench::report;
 use crate::bench::tools;
 use crate::build;
 use crate::util::{self, elapsed};
@@ -107,15 +107,12 @@ pub fn run(args: SoakArgs) -> Result<i32> {
     rec.signal("INT")?;
     let status = rec.wait(Duration::from_secs(120))?;
     let stop_s = stop.elapsed().as_secs_f64();
+    let pid = workload.pid;
     drop(workload);
     if !status.success() {
         bail!("the tracer failed: {status}\n{}", rec.tail(8));
     }
-    let allocs = fs::read_to_string(&report)
-        .ok()
-        .and_then(|t| Json::parse(&t).ok())
-        .and_then(|v| v.at(&["totals", "allocs"]).and_then(Json::num))
-        .map(|n| n as u64);
+    let allocs = fs::read_to_string(&report).ok().and_then(|t| report::of_pid(&t, pid).ok()).map(|r| r.totals.allocs);
     let verdict = judge(&series);
     let section = render(&args, &series, &verdict, hwm, allocs, stop_s);
     println!("\n{section}");
