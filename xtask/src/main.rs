@@ -5,7 +5,9 @@
 //!           Idempotent; a second run takes seconds.
 //!   build   cargo build --release (tracer/build.rs builds the BPF object via aya-build)
 //!   demo    setup + build, then `tracer record -d 12s -i 1s -- python3.11 examples/leaky_service.py`
-//!   test    setup + build, then `cargo test --release --workspace [-- ARGS]`
+//!   lint    the fmt and clippy gate: `cargo fmt --all --check`, `cargo clippy --workspace
+//!           --all-targets --release -- -D warnings`, and clippy on the BPF programs (see lint.rs)
+//!   test    setup + lint + build, then `cargo test --release --workspace [-- ARGS]`
 //!   bench   the tracer's cost vs untraced, memray and bcc memleak; Tornado throughput;
 //!           writes BENCHMARKS.md (see xtask/src/bench.rs)
 //!   dist    the stripped release binary (glibc only, checked with ldd), shell completions and
@@ -34,6 +36,7 @@ mod bench;
 mod build;
 mod demo;
 mod dist;
+mod lint;
 mod pythons;
 mod setup;
 mod sid;
@@ -71,11 +74,18 @@ enum Cmd {
         #[arg(long)]
         skip_build: bool,
     },
-    /// Set up (with test tools), build, and run the test suite; args after `--` go to cargo test
+    /// The fmt and clippy gate that `test` runs first (no setup, no build)
+    Lint,
+    /// Set up (with test tools), lint, build, and run the test suite; args after `--` go to
+    /// cargo test
     Test {
         /// Do not run setup first (use what target/ already has)
         #[arg(long)]
         skip_setup: bool,
+        /// Do not run the fmt and clippy gate first (a local loop over one test; CI never
+        /// passes it)
+        #[arg(long)]
+        skip_lint: bool,
         /// Extra arguments for `cargo test` (e.g. `-- --test e2e -- --nocapture`)
         #[arg(last = true)]
         cargo_args: Vec<String>,
@@ -96,7 +106,10 @@ fn main() -> ExitCode {
         Cmd::Setup { build_only } => setup::run(setup::Options { test_tools: !build_only }).map(|_| 0),
         Cmd::Build => build::run_build().map(|_| 0),
         Cmd::Demo { skip_setup, skip_build } => demo::run(demo::DemoArgs { skip_setup, skip_build }).map(|_| 0),
-        Cmd::Test { skip_setup, cargo_args } => test::run(test::TestArgs { skip_setup, cargo_args }),
+        Cmd::Lint => lint::run().map(|_| 0),
+        Cmd::Test { skip_setup, skip_lint, cargo_args } => {
+            test::run(test::TestArgs { skip_setup, skip_lint, cargo_args })
+        }
         Cmd::Bench(args) => bench::bench(args),
         Cmd::Dist => dist::run_dist().map(|_| 0),
         Cmd::Soak(args) => soak::run(args),

@@ -1,5 +1,5 @@
-//! `cargo xtask test`: set up (with the test tools), build, then
-//! `cargo test --release --workspace [ARGS]` with the TRACER_* variables set (see main.rs).
+//! `cargo xtask test`: set up (with the test tools), the fmt and clippy gate (lint.rs), build,
+//! then `cargo test --release --workspace [ARGS]` with the TRACER_* variables set (see main.rs).
 
 use std::ffi::OsString;
 use std::path::Path;
@@ -7,11 +7,13 @@ use std::path::Path;
 use anyhow::{Context, Result};
 
 use crate::build;
+use crate::lint;
 use crate::setup::{self, Options, Outcome};
 use crate::util::{self, describe};
 
 pub struct TestArgs {
     pub skip_setup: bool,
+    pub skip_lint: bool,
     pub cargo_args: Vec<String>,
 }
 
@@ -23,6 +25,11 @@ pub fn run(args: TestArgs) -> Result<i32> {
     } else {
         setup::run(Options { test_tools: true })?
     };
+    if args.skip_lint {
+        println!("test: --skip-lint: no fmt and clippy gate (CI always runs it)");
+    } else {
+        lint::run()?;
+    }
     let tracer = build::run_build()?;
     print_interpreters(&outcome);
 
