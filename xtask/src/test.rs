@@ -17,6 +17,18 @@ pub struct TestArgs {
     pub cargo_args: Vec<String>,
 }
 
+/// The arguments after `cargo test --release --workspace`: with a test name, `--test NAME` and
+/// the rest for that test binary (after `--`); without, the rest as given.
+pub fn cargo_test_args(test: Option<String>, rest: Vec<String>) -> Vec<String> {
+    let Some(name) = test else { return rest };
+    let mut args = vec!["--test".to_string(), name];
+    if !rest.is_empty() {
+        args.push("--".into());
+        args.extend(rest);
+    }
+    args
+}
+
 /// Returns the exit code of `cargo test`.
 pub fn run(args: TestArgs) -> Result<i32> {
     let outcome = if args.skip_setup {
@@ -36,8 +48,14 @@ pub fn run(args: TestArgs) -> Result<i32> {
     let mut cmd = util::cargo();
     cmd.args(["test", "--release", "--workspace"]).args(&args.cargo_args).current_dir(util::repo_root());
     // Show what passing tests printed too: "skipped: no CPython 3.X" must be seen, not buried.
-    if !args.cargo_args.iter().any(|a| a == "--") {
-        cmd.args(["--", "--show-output"]);
+    match args.cargo_args.iter().position(|a| a == "--") {
+        None => {
+            cmd.args(["--", "--show-output"]);
+        }
+        Some(i) if !args.cargo_args[i..].iter().any(|a| a == "--show-output" || a == "--nocapture") => {
+            cmd.arg("--show-output");
+        }
+        Some(_) => {}
     }
     for (key, value) in test_env(&tracer, &outcome) {
         println!("test: {}={}", key, value.to_string_lossy());
