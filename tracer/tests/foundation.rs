@@ -100,7 +100,7 @@ fn pythonmalloc_malloc_counts_small_objects() {
         assert!(count >= 300, "{}: 300 small strings kept, saw {count}", python.label);
         let bytes = sum(&small, "outstanding_bytes");
         assert!(
-            bytes >= 300 * 140 && bytes <= 300 * 400,
+            (300 * 140..=300 * 400).contains(&bytes),
             "{}: {bytes} bytes for 300 strings of 100 chars",
             python.label
         );

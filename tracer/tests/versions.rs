@@ -221,7 +221,7 @@ fn check_sites(report: &Value, python: &Python) -> Vec<String> {
                         && names.iter().any(|f| ends_with(f, "_run"))
                         && names.iter().any(|f| ends_with(f, "run_until_complete"))
                 }
-                "executor" => names.iter().any(|f| *f == "_worker") && names.iter().any(|f| ends_with(f, "_bootstrap")),
+                "executor" => names.contains(&"_worker") && names.iter().any(|f| ends_with(f, "_bootstrap")),
                 "thread" => {
                     names.iter().any(|f| ends_with(f, "run")) && names.iter().any(|f| ends_with(f, "_bootstrap"))
                 }

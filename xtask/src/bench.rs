@@ -1,5 +1,4 @@
-//! `cargo xtask bench`: the tracer's cost measured side by side with its peers, and
-//! `cargo xtask dist` (later work).
+//! `cargo xtask bench`: the tracer's cost measured side by side with its peers.
 //!
 //! One invocation runs, interleaved and repeated (each configuration's ratio is taken against the
 //! untraced runs just before and after it, so drift in the machine's speed cancels out):
@@ -19,12 +18,23 @@
 //! against a private copy of libc (their own inode), so probes elsewhere on the machine do not
 //! touch them. bcc runs only while no `tracer` process exists on the machine.
 
+//!
+//! The modules, in the order a run flows through them: `tools` (what is installed, the machine),
+//! `runs` (one measured run of one configuration; `proc` watches the processes, `report` reads the
+//! tracer's JSON report), `rounds` (the
+//! interleaving), `levers` and `host` (the sections beyond the workload), `stats` and `format`
+//! (figures), `targets` (PASS/FAIL) and `render` (the tables).
+
+mod format;
 mod host;
-pub mod json;
 mod levers;
 pub mod proc;
 mod render;
+pub mod report;
+mod rounds;
 mod runs;
+mod stats;
+mod targets;
 pub mod tools;
 
 use std::fs;
@@ -35,7 +45,8 @@ use anyhow::{bail, Result};
 
 use crate::build;
 use crate::util::{self, elapsed};
-use runs::{Config, Ctx, Run, Tool};
+use rounds::{interleave, Section};
+use runs::{Config, Ctx, Tool};
 
 #[derive(clap::Args, Debug, Clone)]
 pub struct BenchArgs {
@@ -102,6 +113,83 @@ pub fn bench(args: BenchArgs) -> Result<i32> {
     }
     let tracer = build::prepare(args.skip_setup, args.skip_build)?;
     let _machine = util::machine_lock()?;
+    let plan = Plan::new(&args);
+    let env = environment(&args, &plan, tracer)?;
+    let machine = tools::machine(&env.ctx.python, env.ctx.memray.as_deref());
+    let base = Config { key: "untraced", label: "untraced".into(), tool: Tool::None };
+
+    let (configs, unavailable) = workload_configs(&args, &env);
+    println!(
+        "bench: {} round(s) of bench/workload.py --iterations {} under: untraced, {}; load average {}",
+        plan.rounds,
+        plan.iterations,
+        configs.iter().map(|c| c.key).collect::<Vec<_>>().join(", "),
+        machine.loadavg
+    );
+    let workload = interleave(&env.ctx, &base, &configs, plan.rounds, runs::workload, "workload");
+    let levers = levers_section(&args, &plan, &env.ctx, &base);
+    let tornado = tornado_section(&args, &plan, &env, &base);
+    let host = host_section(&args, &plan, &env.ctx, &base);
+    let _ = fs::remove_dir_all(&env.ctx.tmp);
+
+    let results = render::Results {
+        command: format!("cargo xtask bench{}", if plan.quick { " --quick" } else { "" }),
+        machine,
+        rounds: plan.rounds,
+        iterations: plan.iterations,
+        sample_bytes: args.sample_bytes,
+        tornado_seconds: plan.tornado_seconds,
+        tornado_threads: args.tornado_threads,
+        workload,
+        unavailable,
+        tornado,
+        levers,
+        levers_iterations: plan.levers_iterations,
+        host,
+        end_loadavg: tools::loadavg(),
+        minutes: start.elapsed().as_secs_f64() / 60.0,
+        note: args.note.clone(),
+    };
+    println!("\n{}", render::terminal(&results));
+    if !plan.quick || args.write {
+        write_markdown(&args, &results)?;
+    }
+    println!("bench: done in {}", elapsed(start));
+    Ok(0)
+}
+
+/// The sizes of this invocation: the full benchmark or `--quick`, with the flags' overrides.
+struct Plan {
+    quick: bool,
+    rounds: u32,
+    iterations: u64,
+    levers_iterations: u64,
+    tornado_seconds: f64,
+}
+
+impl Plan {
+    fn new(args: &BenchArgs) -> Plan {
+        let quick = args.quick;
+        Plan {
+            quick,
+            rounds: args.rounds.unwrap_or(if quick { 1 } else { 3 }).max(1),
+            iterations: args.iterations.unwrap_or(if quick { 150_000 } else { 1_000_000 }),
+            levers_iterations: if quick { levers::QUICK_ITERATIONS } else { levers::ITERATIONS },
+            tornado_seconds: args.tornado_seconds.unwrap_or(if quick { 3.0 } else { 10.0 }),
+        }
+    }
+}
+
+/// What the runs need from this machine, and what it lacks.
+struct Env {
+    ctx: Ctx,
+    /// Why bcc's memleak cannot run, if it cannot.
+    bcc_missing: Option<String>,
+    /// The tracer accepts `--sample-bytes`.
+    has_sampling: bool,
+}
+
+fn environment(args: &BenchArgs, plan: &Plan, tracer: PathBuf) -> Result<Env> {
     let python = tools::bench_venv(!args.skip_setup)?;
     let memray = python.with_file_name("memray");
     let memray = util::is_executable(&memray).then_some(memray);
@@ -121,56 +209,64 @@ pub fn bench(args: BenchArgs) -> Result<i32> {
         }
     };
     let has_sampling = tools::tracer_has_flag(&tracer, "--sample-bytes");
-
-    let quick = args.quick;
-    let rounds = args.rounds.unwrap_or(if quick { 1 } else { 3 }).max(1);
-    let iterations = args.iterations.unwrap_or(if quick { 150_000 } else { 1_000_000 });
-    let tornado_seconds = args.tornado_seconds.unwrap_or(if quick { 3.0 } else { 10.0 });
     let tmp = util::target_dir().join("bench/tmp");
     util::remove_dir(&tmp)?;
     util::mkdirs(&tmp)?;
+    let (bcc, bcc_missing) = match bcc {
+        Ok(b) => (Some(b), None),
+        Err(why) => (None, Some(why)),
+    };
     let ctx = Ctx {
         repo: util::repo_root(),
-        python: python.clone(),
-        memray: memray.clone(),
-        tracer: tracer.clone(),
-        bcc: bcc.clone().ok(),
+        python,
+        memray,
+        tracer,
+        bcc,
         libc_dir,
-        tmp: tmp.clone(),
-        iterations,
-        tornado_seconds,
+        tmp,
+        iterations: plan.iterations,
+        tornado_seconds: plan.tornado_seconds,
         tornado_threads: args.tornado_threads,
         counter: Default::default(),
         tag: format!("tracer-bench-{}", std::process::id()),
     };
-    let machine = tools::machine(&python, memray.as_deref());
+    Ok(Env { ctx, bcc_missing, has_sampling })
+}
 
-    // The configurations; those that cannot run here are listed with the reason.
-    let sample = args.sample_bytes.to_string();
-    let full = Config { key: "full", label: "tracer record -p PID".into(), tool: Tool::Tracer(vec![]) };
-    let mut configs = vec![full.clone()];
-    let mut unavailable: Vec<(Config, String)> = Vec::new();
-    let sampled = Config {
+fn full_config() -> Config {
+    Config { key: "full", label: "tracer record -p PID".into(), tool: Tool::Tracer(vec![]) }
+}
+
+fn sampled_config(sample_bytes: u64) -> Config {
+    let sample = sample_bytes.to_string();
+    Config {
         key: "sampled",
         label: format!("tracer record -p PID --sample-bytes {sample}"),
-        tool: Tool::Tracer(vec!["--sample-bytes".into(), sample.clone()]),
-    };
-    if has_sampling {
-        configs.push(sampled.clone());
+        tool: Tool::Tracer(vec!["--sample-bytes".into(), sample]),
+    }
+}
+
+/// The workload's configurations, and those that cannot run here with the reason.
+fn workload_configs(args: &BenchArgs, env: &Env) -> (Vec<Config>, Vec<(Config, String)>) {
+    let mut configs = vec![full_config()];
+    let mut unavailable: Vec<(Config, String)> = Vec::new();
+    let sampled = sampled_config(args.sample_bytes);
+    if env.has_sampling {
+        configs.push(sampled);
     } else {
-        unavailable.push((sampled.clone(), "n/a (not built yet: the tracer rejects --sample-bytes)".into()));
+        unavailable.push((sampled, "n/a (not built yet: the tracer rejects --sample-bytes)".into()));
     }
-    let memray_cfg = Config { key: "memray", label: "memray run (in-process)".into(), tool: Tool::Memray };
-    match (&memray, args.no_memray) {
-        (_, true) => unavailable.push((memray_cfg, "left out (--no-memray)".into())),
-        (None, _) => unavailable.push((memray_cfg, "n/a (memray not installed)".into())),
-        (Some(_), false) => configs.push(memray_cfg),
+    let memray = Config { key: "memray", label: "memray run (in-process)".into(), tool: Tool::Memray };
+    match (&env.ctx.memray, args.no_memray) {
+        (_, true) => unavailable.push((memray, "left out (--no-memray)".into())),
+        (None, _) => unavailable.push((memray, "n/a (memray not installed)".into())),
+        (Some(_), false) => configs.push(memray),
     }
-    let bcc_cfg = Config { key: "bcc", label: "bcc memleak-bpfcc -p PID".into(), tool: Tool::Bcc };
-    match &bcc {
-        Ok(_) => configs.push(bcc_cfg),
-        Err(why) if args.no_bcc => unavailable.push((bcc_cfg, why.clone())),
-        Err(why) => unavailable.push((bcc_cfg, format!("n/a ({why})"))),
+    let bcc = Config { key: "bcc", label: "bcc memleak-bpfcc -p PID".into(), tool: Tool::Bcc };
+    match &env.bcc_missing {
+        None => configs.push(bcc),
+        Some(why) if args.no_bcc => unavailable.push((bcc, why.clone())),
+        Some(why) => unavailable.push((bcc, format!("n/a ({why})"))),
     }
     configs.push(Config {
         key: "holders",
@@ -178,181 +274,70 @@ pub fn bench(args: BenchArgs) -> Result<i32> {
         tool: Tool::Tracer(vec!["--holders-only".into()]),
     });
     if !args.only.is_empty() {
-        for (cfg, why) in configs
-            .iter()
-            .filter(|c| !args.only.iter().any(|k| k == c.key))
-            .map(|c| (c.clone(), "left out (--only)".to_string()))
-            .collect::<Vec<_>>()
-        {
-            unavailable.push((cfg, why));
-        }
-        configs.retain(|c| args.only.iter().any(|k| k == c.key));
+        let (kept, left): (Vec<Config>, Vec<Config>) =
+            configs.into_iter().partition(|c| args.only.iter().any(|k| k == c.key));
+        unavailable.extend(left.into_iter().map(|c| (c, "left out (--only)".to_string())));
+        configs = kept;
     }
-    let base = Config { key: "untraced", label: "untraced".into(), tool: Tool::None };
+    (configs, unavailable)
+}
 
+/// The levers: the workload, shorter, under variants of the tracer (none with --only).
+fn levers_section(args: &BenchArgs, plan: &Plan, ctx: &Ctx, base: &Config) -> Option<Section> {
+    if args.no_levers || !args.only.is_empty() {
+        return None;
+    }
+    let mut lctx = ctx.clone();
+    lctx.iterations = plan.levers_iterations;
+    let configs = levers::configs(args.sample_bytes);
     println!(
-        "bench: {rounds} round(s) of bench/workload.py --iterations {iterations} under: untraced, {}; load average {}",
-        configs.iter().map(|c| c.key).collect::<Vec<_>>().join(", "),
-        machine.loadavg
+        "bench: {} round(s) of the levers (bench/workload.py --iterations {}): {}",
+        plan.rounds,
+        plan.levers_iterations,
+        configs.iter().map(|c| c.key).collect::<Vec<_>>().join(", ")
     );
-    let workload = interleave(&ctx, &base, &configs, rounds, runs::workload, "workload");
-
-    let levers_iterations = if quick { levers::QUICK_ITERATIONS } else { levers::ITERATIONS };
-    let levers = (!args.no_levers && args.only.is_empty()).then(|| {
-        let mut lctx = ctx.clone();
-        lctx.iterations = levers_iterations;
-        let configs = levers::configs(args.sample_bytes);
-        println!(
-            "bench: {rounds} round(s) of the levers (bench/workload.py --iterations {levers_iterations}): {}",
-            configs.iter().map(|c| c.key).collect::<Vec<_>>().join(", ")
-        );
-        interleave(&lctx, &base, &configs, rounds, runs::workload, "levers")
-    });
-
-    let tornado = if args.no_tornado {
-        None
-    } else {
-        let mut tc = vec![full.clone()];
-        if has_sampling {
-            tc.push(sampled.clone());
-        }
-        println!(
-            "bench: {rounds} round(s) of the Tornado app, {tornado_seconds} s of load each, {} threads",
-            args.tornado_threads
-        );
-        Some(interleave(&ctx, &base, &tc, rounds, runs::tornado, "tornado"))
-    };
-    let host = if args.no_host || (!args.only.is_empty() && !args.only.iter().any(|k| k == host::HOST)) {
-        None
-    } else {
-        println!(
-            "bench: {rounds} round(s) of bench/workload.py traced alone vs with --all beside {} idle CPython processes",
-            host::IDLE
-        );
-        match host::run(&ctx, &base, rounds) {
-            Ok(h) => Some(h),
-            Err(e) => {
-                println!("bench: host mode: could not run: {e:#}");
-                None
-            }
-        }
-    };
-    let _ = fs::remove_dir_all(&tmp);
-
-    let command = format!("cargo xtask bench{}", if quick { " --quick" } else { "" });
-    let results = render::Results {
-        command,
-        machine,
-        rounds,
-        iterations,
-        sample_bytes: args.sample_bytes,
-        tornado_seconds,
-        tornado_threads: args.tornado_threads,
-        workload,
-        unavailable,
-        tornado,
-        levers,
-        levers_iterations,
-        host,
-        end_loadavg: tools::loadavg(),
-        minutes: start.elapsed().as_secs_f64() / 60.0,
-        note: args.note.clone(),
-    };
-    let text = render::markdown(&results);
-    println!("\n{}", render::terminal(&results));
-    if !quick || args.write {
-        let path = if args.output.is_absolute() { args.output.clone() } else { util::repo_root().join(&args.output) };
-        // The soak's section is `cargo xtask soak`'s: kept as it was.
-        let old = fs::read_to_string(&path).unwrap_or_default();
-        let text = match crate::soak::section_of(&old) {
-            Some(soak) => crate::soak::replace_section(&text, soak),
-            None => text,
-        };
-        fs::write(&path, text)?;
-        println!("bench: wrote {}", path.display());
-    }
-    println!("bench: done in {}", elapsed(start));
-    Ok(0)
+    Some(interleave(&lctx, base, &configs, plan.rounds, runs::workload, "levers"))
 }
 
-/// The runs of one configuration over the rounds.
-pub struct Series {
-    pub cfg: Config,
-    pub runs: Vec<Run>,
-    /// value / mean(value of the untraced runs before and after), per round
-    pub ratios: Vec<f64>,
-    pub errors: Vec<String>,
+/// Tornado's throughput, untraced vs the tracer at full fidelity (and sampled).
+fn tornado_section(args: &BenchArgs, plan: &Plan, env: &Env, base: &Config) -> Option<Section> {
+    if args.no_tornado {
+        return None;
+    }
+    let mut configs = vec![full_config()];
+    if env.has_sampling {
+        configs.push(sampled_config(args.sample_bytes));
+    }
+    println!(
+        "bench: {} round(s) of the Tornado app, {} s of load each, {} threads",
+        plan.rounds, plan.tornado_seconds, args.tornado_threads
+    );
+    Some(interleave(&env.ctx, base, &configs, plan.rounds, runs::tornado, "tornado"))
 }
 
-/// Untraced, C1, untraced, C2, untraced, ... per round (the order of the Cs rotates by round).
-fn interleave(
-    ctx: &Ctx,
-    base: &Config,
-    configs: &[Config],
-    rounds: u32,
-    run: fn(&Ctx, &Config) -> Result<Run>,
-    what: &str,
-) -> (Series, Vec<Series>) {
-    let mut baseline = Series { cfg: base.clone(), runs: vec![], ratios: vec![], errors: vec![] };
-    let mut series: Vec<Series> =
-        configs.iter().map(|c| Series { cfg: c.clone(), runs: vec![], ratios: vec![], errors: vec![] }).collect();
-    let k = configs.len();
-    let run_base = |baseline: &mut Series, round: u32| -> Option<f64> {
-        match run(ctx, base) {
-            Ok(r) => {
-                println!("bench: {what} round {round}: {:<9} {}", base.key, render::value_text(what, r.value));
-                let v = r.value;
-                baseline.runs.push(r);
-                Some(v)
-            }
-            Err(e) => {
-                println!("bench: {what} round {round}: untraced failed: {e:#}");
-                baseline.errors.push(format!("{e:#}"));
-                None
-            }
-        }
-    };
-    for round in 1..=rounds {
-        let mut before = run_base(&mut baseline, round);
-        for j in 0..k {
-            let i = (j + round as usize - 1) % k;
-            let s = &mut series[i];
-            if matches!(s.cfg.tool, Tool::Bcc) {
-                let tracers = proc::pids_named("tracer");
-                if !tracers.is_empty() {
-                    let msg = format!(
-                        "skipped: a `tracer` process is running (pid {tracers:?}); bcc never runs beside another uprobe tracer"
-                    );
-                    println!("bench: {what} round {round}: bcc {msg}");
-                    s.errors.push(msg);
-                    continue;
-                }
-            }
-            let result = run(ctx, &s.cfg);
-            let after = run_base(&mut baseline, round);
-            match result {
-                Ok(r) => {
-                    let neighbours: Vec<f64> = before.iter().chain(after.iter()).copied().collect();
-                    let ratio = (!neighbours.is_empty())
-                        .then(|| r.value / (neighbours.iter().sum::<f64>() / neighbours.len() as f64));
-                    println!(
-                        "bench: {what} round {round}: {:<9} {}{}",
-                        s.cfg.key,
-                        render::value_text(what, r.value),
-                        ratio.map(|x| format!("  ({})", render::ratio_text(what, x))).unwrap_or_default()
-                    );
-                    if let Some(x) = ratio {
-                        s.ratios.push(x);
-                    }
-                    s.runs.push(r);
-                }
-                Err(e) => {
-                    println!("bench: {what} round {round}: {} failed: {e:#}", s.cfg.key);
-                    s.errors.push(format!("{e:#}"));
-                }
-            }
-            before = after;
-        }
+/// The workload traced alone vs with `--all` beside idle processes (`--only host` selects it).
+fn host_section(args: &BenchArgs, plan: &Plan, ctx: &Ctx, base: &Config) -> Option<Section> {
+    if args.no_host || (!args.only.is_empty() && !args.only.iter().any(|k| k == host::HOST)) {
+        return None;
     }
-    (baseline, series)
+    println!(
+        "bench: {} round(s) of bench/workload.py traced alone vs with --all beside {} idle CPython processes",
+        plan.rounds,
+        host::IDLE
+    );
+    host::run(ctx, base, plan.rounds).map_err(|e| println!("bench: host mode: could not run: {e:#}")).ok()
+}
+
+/// BENCHMARKS.md (or --output), keeping the Soak section `cargo xtask soak` wrote.
+fn write_markdown(args: &BenchArgs, results: &render::Results) -> Result<()> {
+    let path = if args.output.is_absolute() { args.output.clone() } else { util::repo_root().join(&args.output) };
+    let old = fs::read_to_string(&path).unwrap_or_default();
+    let text = render::markdown(results);
+    let text = match crate::soak::section_of(&old) {
+        Some(soak) => crate::soak::replace_section(&text, soak),
+        None => text,
+    };
+    fs::write(&path, text)?;
+    println!("bench: wrote {}", path.display());
+    Ok(())
 }

@@ -5,7 +5,10 @@
 //!           Idempotent; a second run takes seconds.
 //!   build   cargo build --release (tracer/build.rs builds the BPF object via aya-build)
 //!   demo    setup + build, then `tracer record -d 12s -i 1s -- python3.11 examples/leaky_service.py`
-//!   test    setup + build, then `cargo test --release --workspace [-- ARGS]`
+//!   lint    the fmt and clippy gate: `cargo fmt --all --check`, `cargo clippy --workspace
+//!           --all-targets --release -- -D warnings`, and clippy on the BPF programs (see lint.rs)
+//!   test    setup + lint + build, then `cargo test --release --workspace [-- ARGS]`;
+//!           `--test NAME [-- ARGS]` runs tracer/tests/NAME.rs, ARGS going to that test binary
 //!   bench   the tracer's cost vs untraced, memray and bcc memleak; Tornado throughput;
 //!           writes BENCHMARKS.md (see xtask/src/bench.rs)
 //!   dist    the stripped release binary (glibc only, checked with ldd), shell completions and
@@ -34,6 +37,7 @@ mod bench;
 mod build;
 mod demo;
 mod dist;
+mod lint;
 mod pythons;
 mod setup;
 mod sid;
@@ -71,12 +75,24 @@ enum Cmd {
         #[arg(long)]
         skip_build: bool,
     },
-    /// Set up (with test tools), build, and run the test suite; args after `--` go to cargo test
+    /// The fmt and clippy gate that `test` runs first (no setup, no build)
+    Lint,
+    /// Set up (with test tools), lint, build, and run the test suite; args after `--` go to
+    /// cargo test
     Test {
         /// Do not run setup first (use what target/ already has)
         #[arg(long)]
         skip_setup: bool,
-        /// Extra arguments for `cargo test` (e.g. `-- --test e2e -- --nocapture`)
+        /// Do not run the fmt and clippy gate first (a local loop over one test; CI never
+        /// passes it)
+        #[arg(long)]
+        skip_lint: bool,
+        /// Run only tracer/tests/NAME.rs; the arguments after `--` then go to that test binary
+        /// (e.g. `--test versions -- --nocapture FILTER`)
+        #[arg(long, value_name = "NAME")]
+        test: Option<String>,
+        /// Extra arguments for `cargo test` (e.g. `-- --test e2e -- --nocapture`), or with
+        /// --test for the test binary
         #[arg(last = true)]
         cargo_args: Vec<String>,
     },
@@ -96,7 +112,10 @@ fn main() -> ExitCode {
         Cmd::Setup { build_only } => setup::run(setup::Options { test_tools: !build_only }).map(|_| 0),
         Cmd::Build => build::run_build().map(|_| 0),
         Cmd::Demo { skip_setup, skip_build } => demo::run(demo::DemoArgs { skip_setup, skip_build }).map(|_| 0),
-        Cmd::Test { skip_setup, cargo_args } => test::run(test::TestArgs { skip_setup, cargo_args }),
+        Cmd::Lint => lint::run().map(|_| 0),
+        Cmd::Test { skip_setup, skip_lint, test, cargo_args } => {
+            test::run(test::TestArgs { skip_setup, skip_lint, cargo_args: test::cargo_test_args(test, cargo_args) })
+        }
         Cmd::Bench(args) => bench::bench(args),
         Cmd::Dist => dist::run_dist().map(|_| 0),
         Cmd::Soak(args) => soak::run(args),
@@ -129,6 +148,20 @@ mod tests {
             test_args(&["xtask", "test", "--", "--test", "e2e", "--", "--nocapture"]),
             ["--test", "e2e", "--", "--nocapture"]
         );
+    }
+
+    #[test]
+    fn test_with_a_test_name_passes_the_rest_to_that_test() {
+        let args = |argv: &[&str]| match Cli::try_parse_from(argv).map(|c| c.command) {
+            Ok(Cmd::Test { test, cargo_args, .. }) => test::cargo_test_args(test, cargo_args),
+            _ => panic!("not parsed as `test`: {argv:?}"),
+        };
+        assert_eq!(args(&["xtask", "test", "--skip-setup", "--test", "exports"]), ["--test", "exports"]);
+        assert_eq!(
+            args(&["xtask", "test", "--test", "versions", "--", "--nocapture", "asyncio"]),
+            ["--test", "versions", "--", "--nocapture", "asyncio"]
+        );
+        assert_eq!(args(&["xtask", "test", "--", "--test", "e2e"]), ["--test", "e2e"]);
     }
 
     #[test]

@@ -10,6 +10,8 @@
 //!   - `bpf-linker` (`cargo install bpf-linker --no-default-features --features llvm-22`)
 //!
 //! test tools (`cargo xtask test`, and `cargo xtask setup` unless `--build-only`):
+//!   - `rustfmt` and `clippy` for the toolchain that runs cargo here, and `clippy` for the
+//!     nightly (the lint gate, lint.rs; `rustup component add`, never `rustup update`)
 //!   - `bpftool` and `go` (apt: bpftool, golang-go)
 //!   - the fixtures venv (CPython 3.11.7 + tornado 6 + pytest) at target/pyenv-venv
 //!   - CPython 3.14 (and 3.13 when pyenv has none) from Debian sid, into target/cpython-sid
@@ -58,12 +60,14 @@ pub fn run(opts: Options) -> Result<Outcome> {
     let mut apt = Apt::default();
 
     nightly_llvm()?;
-    rust_src()?;
+    rustup_components(Some("nightly"), &["rust-src"])?;
     llvm_dev(&mut apt)?;
     bpf_linker()?;
 
     let mut outcome = Outcome::default();
     if opts.test_tools {
+        rustup_components(None, &["rustfmt", "clippy"])?;
+        rustup_components(Some("nightly"), &["clippy"])?;
         apt_tool(&mut apt, "bpftool", "bpftool", &["/usr/sbin", "/sbin"])?;
         apt_tool(&mut apt, "go", "golang-go", &["/usr/lib/go/bin"])?;
         outcome = test_pythons()?;
@@ -96,17 +100,38 @@ fn field<'a>(text: &'a str, prefix: &str) -> Option<&'a str> {
     text.lines().find_map(|l| l.strip_prefix(prefix)).map(str::trim)
 }
 
-fn rust_src() -> Result<()> {
-    let installed =
-        stdout_of(Command::new("rustup").args(["component", "list", "--toolchain", "nightly", "--installed"]))
-            .context("listing the nightly's rustup components")?;
-    if installed.lines().any(|l| l.trim().starts_with("rust-src")) {
-        println!("setup: rust-src ok (present)");
+/// `rustup component add` what `toolchain` (None: the one that runs cargo in the repository)
+/// lacks; one line either way.
+fn rustup_components(toolchain: Option<&str>, components: &[&str]) -> Result<()> {
+    let name = toolchain.unwrap_or("the active toolchain");
+    let with_toolchain = |cmd: &mut Command| {
+        if let Some(t) = toolchain {
+            cmd.args(["--toolchain", t]);
+        }
+        cmd.current_dir(util::repo_root());
+    };
+    let mut list = Command::new("rustup");
+    list.args(["component", "list", "--installed"]);
+    with_toolchain(&mut list);
+    let installed = stdout_of(&mut list).with_context(|| format!("listing the rustup components of {name}"))?;
+    let missing: Vec<&str> = components.iter().copied().filter(|c| !has_component(&installed, c)).collect();
+    if missing.is_empty() {
+        println!("setup: {} for {name} ok (present)", components.join(", "));
         return Ok(());
     }
-    step("setup", "installing rust-src for nightly", || {
-        run_quiet(Command::new("rustup").args(["component", "add", "rust-src", "--toolchain", "nightly"])).map(drop)
+    step("setup", &format!("installing {} for {name}", missing.join(", ")), || {
+        let mut add = Command::new("rustup");
+        add.args(["component", "add"]).args(&missing);
+        with_toolchain(&mut add);
+        run_quiet(&mut add).map(drop)
     })
+}
+
+/// Does `rustup component list --installed` output list `component` (`rust-src`, or
+/// `clippy-x86_64-unknown-linux-gnu` for `clippy`)?
+fn has_component(installed: &str, component: &str) -> bool {
+    let for_host = format!("{component}-{}-", env::consts::ARCH);
+    installed.lines().map(str::trim).any(|l| l == component || l.starts_with(&for_host))
 }
 
 fn llvm_dev(apt: &mut Apt) -> Result<()> {
@@ -300,4 +325,18 @@ pub fn existing() -> Outcome {
     }
     let venv_index = pythons::write_index(&target, &found).ok();
     Outcome { venv_python, py314: sid_exe("3.14"), py313: sid_exe("3.13"), pythons: found, venv_index }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_rustups_component_list() {
+        let list = "cargo-x86_64-unknown-linux-gnu\nclippy-x86_64-unknown-linux-gnu\nrust-src\nrust-std-x86_64-unknown-linux-gnu\n";
+        assert!(has_component(list, "clippy"));
+        assert!(has_component(list, "rust-src"));
+        assert!(!has_component(list, "rustfmt"));
+        assert!(!has_component(list, "rust"));
+    }
 }

@@ -6,13 +6,14 @@
 
 use std::fmt::Write as _;
 use std::fs;
+use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Result};
 
-use crate::bench::json::Json;
 use crate::bench::proc::{status_kb, Proc, Stream};
+use crate::bench::report;
 use crate::bench::tools;
 use crate::build;
 use crate::util::{self, elapsed};
@@ -52,6 +53,34 @@ pub fn run(args: SoakArgs) -> Result<i32> {
     }
     let tracer = build::prepare(args.skip_setup, args.skip_build)?;
     let _machine = util::machine_lock()?;
+    let soaked = soak(&args, &tracer)?;
+    let verdict = judge(&soaked.series);
+    let section = render(&args, &soaked.series, &verdict, soaked.hwm, soaked.allocs, soaked.stop_s);
+    println!("\n{section}");
+    if !args.no_write {
+        let path = util::repo_root().join("BENCHMARKS.md");
+        let old = fs::read_to_string(&path).unwrap_or_default();
+        fs::write(&path, replace_section(&old, &section))?;
+        println!("soak: wrote the Soak section of {}", path.display());
+    }
+    println!("soak: done in {}", elapsed(start));
+    Ok(if verdict.pass { 0 } else { 1 })
+}
+
+/// What one soak measured.
+struct Soaked {
+    /// (seconds since the start, tracer VmRSS in kB)
+    series: Vec<(f64, u64)>,
+    /// The tracer's VmHWM at the end, kB.
+    hwm: Option<u64>,
+    /// Allocations in the tracer's report.
+    allocs: Option<u64>,
+    /// SIGINT -> the tracer exited.
+    stop_s: f64,
+}
+
+/// The workload under `tracer record -p PID` for --minutes, then SIGINT.
+fn soak(args: &SoakArgs, tracer: &Path) -> Result<Soaked> {
     // The workload needs no package: the project's base CPython runs it.
     let python = crate::pythons::base_python()?;
     let tmp = util::target_dir().join("soak");
@@ -68,26 +97,39 @@ pub fn run(args: SoakArgs) -> Result<i32> {
             .arg(&go),
     )?;
     workload.wait_line("ready line", Duration::from_secs(60), |s, l| s == Stream::Out && l.starts_with("ready"))?;
-    let mut rec = Proc::spawn(
-        "tracer",
-        Command::new(&tracer).args(["record", "-p", &workload.pid.to_string(), "-q", "-o"]).arg(&report),
-    )?;
+    let pid = workload.pid;
+    let mut rec =
+        Proc::spawn("tracer", Command::new(tracer).args(["record", "-p", &pid.to_string(), "-q", "-o"]).arg(&report))?;
     rec.wait_line("attach line", Duration::from_secs(60), |s, l| {
         s == Stream::Err && l.starts_with("tracer: tracing pid")
     })?;
     fs::write(&go, b"go")?;
-    let length = Duration::from_secs_f64(args.minutes * 60.0);
     let every = Duration::from_secs(args.every.max(1));
     println!(
-        "soak: {} under `tracer record -p {}` for {:.0} min, VmRSS every {} s",
+        "soak: {} under `tracer record -p {pid}` for {:.0} min, VmRSS every {} s",
         workload_py.display(),
-        workload.pid,
         args.minutes,
         every.as_secs()
     );
-    let began = Instant::now();
-    let mut series: Vec<(f64, u64)> = Vec::new();
     println!("soak: python {}", python.display());
+    let series = sample_rss(&mut rec, &mut workload, Duration::from_secs_f64(args.minutes * 60.0), every)?;
+    let hwm = status_kb(rec.pid, "VmHWM");
+    let stop = Instant::now();
+    rec.signal("INT")?;
+    let status = rec.wait(Duration::from_secs(120))?;
+    let stop_s = stop.elapsed().as_secs_f64();
+    drop(workload);
+    if !status.success() {
+        bail!("the tracer failed: {status}\n{}", rec.tail(8));
+    }
+    let allocs = fs::read_to_string(&report).ok().and_then(|t| report::of_pid(&t, pid).ok()).map(|r| r.totals.allocs);
+    Ok(Soaked { series, hwm, allocs, stop_s })
+}
+
+/// The tracer's VmRSS every `every` for `length`; an error if either process ends meanwhile.
+fn sample_rss(rec: &mut Proc, workload: &mut Proc, length: Duration, every: Duration) -> Result<Vec<(f64, u64)>> {
+    let began = Instant::now();
+    let mut series = Vec::new();
     loop {
         let t = began.elapsed();
         if rec.try_exited().is_some() || workload.try_exited().is_some() {
@@ -98,35 +140,10 @@ pub fn run(args: SoakArgs) -> Result<i32> {
             println!("soak: {:>6.0} s  tracer VmRSS {:>7} kB", t.as_secs_f64(), kb);
         }
         if t >= length {
-            break;
+            return Ok(series);
         }
         std::thread::sleep(every.min(length - t));
     }
-    let hwm = status_kb(rec.pid, "VmHWM");
-    let stop = Instant::now();
-    rec.signal("INT")?;
-    let status = rec.wait(Duration::from_secs(120))?;
-    let stop_s = stop.elapsed().as_secs_f64();
-    drop(workload);
-    if !status.success() {
-        bail!("the tracer failed: {status}\n{}", rec.tail(8));
-    }
-    let allocs = fs::read_to_string(&report)
-        .ok()
-        .and_then(|t| Json::parse(&t).ok())
-        .and_then(|v| v.at(&["totals", "allocs"]).and_then(Json::num))
-        .map(|n| n as u64);
-    let verdict = judge(&series);
-    let section = render(&args, &series, &verdict, hwm, allocs, stop_s);
-    println!("\n{section}");
-    if !args.no_write {
-        let path = util::repo_root().join("BENCHMARKS.md");
-        let old = fs::read_to_string(&path).unwrap_or_default();
-        fs::write(&path, replace_section(&old, &section))?;
-        println!("soak: wrote the Soak section of {}", path.display());
-    }
-    println!("soak: done in {}", elapsed(start));
-    Ok(if verdict.pass { 0 } else { 1 })
 }
 
 pub struct Verdict {

@@ -1,5 +1,5 @@
-//! `cargo xtask test`: set up (with the test tools), build, then
-//! `cargo test --release --workspace [ARGS]` with the TRACER_* variables set (see main.rs).
+//! `cargo xtask test`: set up (with the test tools), the fmt and clippy gate (lint.rs), build,
+//! then `cargo test --release --workspace [ARGS]` with the TRACER_* variables set (see main.rs).
 
 use std::ffi::OsString;
 use std::path::Path;
@@ -7,12 +7,26 @@ use std::path::Path;
 use anyhow::{Context, Result};
 
 use crate::build;
+use crate::lint;
 use crate::setup::{self, Options, Outcome};
 use crate::util::{self, describe};
 
 pub struct TestArgs {
     pub skip_setup: bool,
+    pub skip_lint: bool,
     pub cargo_args: Vec<String>,
+}
+
+/// The arguments after `cargo test --release --workspace`: with a test name, `--test NAME` and
+/// the rest for that test binary (after `--`); without, the rest as given.
+pub fn cargo_test_args(test: Option<String>, rest: Vec<String>) -> Vec<String> {
+    let Some(name) = test else { return rest };
+    let mut args = vec!["--test".to_string(), name];
+    if !rest.is_empty() {
+        args.push("--".into());
+        args.extend(rest);
+    }
+    args
 }
 
 /// Returns the exit code of `cargo test`.
@@ -23,14 +37,25 @@ pub fn run(args: TestArgs) -> Result<i32> {
     } else {
         setup::run(Options { test_tools: true })?
     };
+    if args.skip_lint {
+        println!("test: --skip-lint: no fmt and clippy gate (CI always runs it)");
+    } else {
+        lint::run()?;
+    }
     let tracer = build::run_build()?;
     print_interpreters(&outcome);
 
     let mut cmd = util::cargo();
     cmd.args(["test", "--release", "--workspace"]).args(&args.cargo_args).current_dir(util::repo_root());
     // Show what passing tests printed too: "skipped: no CPython 3.X" must be seen, not buried.
-    if !args.cargo_args.iter().any(|a| a == "--") {
-        cmd.args(["--", "--show-output"]);
+    match args.cargo_args.iter().position(|a| a == "--") {
+        None => {
+            cmd.args(["--", "--show-output"]);
+        }
+        Some(i) if !args.cargo_args[i..].iter().any(|a| a == "--show-output" || a == "--nocapture") => {
+            cmd.arg("--show-output");
+        }
+        Some(_) => {}
     }
     for (key, value) in test_env(&tracer, &outcome) {
         println!("test: {}={}", key, value.to_string_lossy());

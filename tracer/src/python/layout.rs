@@ -248,7 +248,7 @@ mod tests {
             let c = l.target_config(1);
             let frame_fields = [Some(l.frame_previous), Some(l.frame_code), Some(l.frame_instr), l.frame_owner];
             for o in frame_fields.into_iter().flatten() {
-                assert!(o >= c.frame_read_start && o + 1 <= c.frame_read_start + c.frame_read_len, "3.{minor}: {o}");
+                assert!(o >= c.frame_read_start && o < c.frame_read_start + c.frame_read_len, "3.{minor}: {o}");
             }
             for o in [l.tstate_frame, l.tstate_thread_id] {
                 assert!(o >= c.tstate_read_start && o + 8 <= c.tstate_read_start + c.tstate_read_len, "3.{minor}: {o}");

@@ -9,8 +9,8 @@ use std::time::Duration;
 use anyhow::{Context, Result};
 
 use super::proc::{Proc, Stream};
+use super::rounds::{interleave, Section};
 use super::runs::{self, Config, Ctx, Tool};
-use super::{interleave, Series};
 
 /// Idle CPython processes beside the busy one.
 pub const IDLE: usize = 20;
@@ -21,7 +21,7 @@ pub const HOST: &str = "host";
 
 /// Runs the section: starts the idle processes, interleaves untraced / alone / host runs of the
 /// workload, stops the idle processes.
-pub fn run(ctx: &Ctx, base: &Config, rounds: u32) -> Result<(Series, Vec<Series>)> {
+pub fn run(ctx: &Ctx, base: &Config, rounds: u32) -> Result<Section> {
     let idle = start_idle(ctx)?;
     let configs = [
         Config { key: ALONE, label: "tracer record -p PID".into(), tool: Tool::Tracer(vec![]) },

@@ -5,9 +5,10 @@
 
 use std::fmt::Write;
 
-use super::render::{median, slowdown, times as x};
+use super::format::{opt, per_round, percent, times as x};
+use super::rounds::{Section, Series};
 use super::runs::{Config, Tool};
-use super::Series;
+use super::stats::{median, slowdown, slowdown_of as of};
 
 /// Iterations of bench/workload.py per lever run (the full table's run is 4x longer).
 pub const ITERATIONS: u64 = 250_000;
@@ -47,10 +48,6 @@ pub fn configs(sample_bytes: u64) -> Vec<Config> {
     ]
 }
 
-fn of(series: &[Series], key: &str) -> Option<f64> {
-    series.iter().find(|s| s.cfg.key == key).and_then(slowdown)
-}
-
 /// Cost over the untraced run, as a share of another configuration's cost.
 fn share(part: Option<f64>, whole: Option<f64>) -> String {
     match (part, whole) {
@@ -65,17 +62,33 @@ pub fn own_work_share(series: &[Series]) -> Option<f64> {
     (bare > 1.0).then(|| (full - bare) / (bare - 1.0))
 }
 
-pub fn table(levers: &(Series, Vec<Series>), iterations: u64) -> String {
+/// The levers section: each lever before/after, the floor's share, then every variant's row.
+pub fn table(levers: &Section, iterations: u64) -> String {
     let (base, series) = levers;
     let s = series.as_slice();
     let mut t = String::new();
     let _ = writeln!(
         t,
         "`bench/workload.py --iterations {iterations}`, {} untraced (median); every row is a slowdown against the untraced runs beside it.\n",
-        median(base.runs.iter().map(|r| r.value).collect()).map(|v| format!("{v:.2} s")).unwrap_or_else(|| "–".into())
+        opt(median(base.runs.iter().map(|r| r.value).collect()), |v| format!("{v:.2} s"))
     );
     t.push_str("| lever | before | after | what it changes |\n|---|---|---|---|\n");
-    let rows = [
+    for (lever, before, after, note) in rows(s) {
+        let _ = writeln!(t, "| {lever} | {before} | {after} | {note} |");
+    }
+    let _ = writeln!(
+        t,
+        "\nThe probes alone (empty programs) cost {} of the tracer's full-fidelity cost; the programs' own work adds {} on top of the bare probes' cost.\n",
+        share(of(s, "bare"), of(s, "full")),
+        percent(own_work_share(s))
+    );
+    t.push_str(&variants_table(s));
+    t
+}
+
+/// (lever, before, after, what it changes), from the variants' slowdowns.
+fn rows(s: &[Series]) -> [(&'static str, String, String, String); 7] {
+    [
         (
             "probe placement: decode each entry-only probe's prologue and sit on an instruction the kernel emulates (`free+3` after `test %rdi,%rdi`)",
             format!("empty programs at +0: {}", x(of(s, "bare-at-0"))),
@@ -121,17 +134,12 @@ pub fn table(levers: &(Series, Vec<Series>), iterations: u64) -> String {
             format!("sampled: {}", x(of(s, "sampled"))),
             String::new(),
         ),
-    ];
-    for (lever, before, after, note) in rows {
-        let _ = writeln!(t, "| {lever} | {before} | {after} | {note} |");
-    }
-    let _ = writeln!(
-        t,
-        "\nThe probes alone (empty programs) cost {} of the tracer's full-fidelity cost; the programs' own work adds {} on top of the bare probes' cost.\n",
-        share(of(s, "bare"), of(s, "full")),
-        own_work_share(s).map(|w| format!("{:.0}%", w * 100.0)).unwrap_or_else(|| "–".into())
-    );
-    t.push_str("| configuration | slowdown (median) | per round | lost events |\n|---|---|---|---|\n");
+    ]
+}
+
+/// One row per variant: its slowdown, per round, and the events it lost.
+fn variants_table(s: &[Series]) -> String {
+    let mut t = String::from("| configuration | slowdown (median) | per round | lost events |\n|---|---|---|---|\n");
     for v in s {
         let lost = v.runs.iter().filter_map(|r| r.lost).max().map(|l| l.to_string()).unwrap_or_default();
         let _ = writeln!(
@@ -143,7 +151,7 @@ pub fn table(levers: &(Series, Vec<Series>), iterations: u64) -> String {
                 _ => "",
             },
             x(slowdown(v)),
-            v.ratios.iter().map(|r| format!("{r:.2}x")).collect::<Vec<_>>().join(", ")
+            per_round(&v.ratios)
         );
     }
     t
@@ -155,34 +163,4 @@ fn share_diff(a: Option<f64>, b: Option<f64>) -> String {
         (Some(a), Some(b)) if a > 1.0 => format!("{:.0}%", (a - b) / (a - 1.0) * 100.0),
         _ => "–".into(),
     }
-}
-
-/// Targets judged on the levers run.
-pub fn targets(series: &[Series]) -> Vec<(String, String, Option<bool>)> {
-    let own = own_work_share(series);
-    let bare = of(series, "bare");
-    let bare_no_ret = of(series, "bare-no-ret");
-    vec![
-        (
-            "BPF programs' own work ≤ 25% on top of the bare probes' cost".into(),
-            format!(
-                "{} (full {} vs empty programs {})",
-                own.map(|w| format!("+{:.0}%", w * 100.0)).unwrap_or_else(|| "–".into()),
-                x(of(series, "full")),
-                x(bare)
-            ),
-            own.map(|w| w <= 0.25),
-        ),
-        (
-            "floor: empty programs at the same probes (the 3.0x full-fidelity target is reachable only below it)"
-                .into(),
-            x(bare),
-            None,
-        ),
-        (
-            "floor: empty entry probes only, no return probe (sampled 2.0x is reachable only below it)".into(),
-            x(bare_no_ret),
-            None,
-        ),
-    ]
 }

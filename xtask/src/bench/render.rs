@@ -2,9 +2,14 @@
 
 use std::fmt::Write;
 
-use super::runs::{Config, Run, Tool};
+use super::format::{count, loss_percent, mib, opt, per_round, secs, value_text};
+use super::host;
+use super::levers;
+use super::rounds::{Section, Series};
+use super::runs::{Config, Run};
+use super::stats::{max_of, med_of, slowdown};
+use super::targets::{self, leak_text};
 use super::tools::Machine;
-use super::Series;
 
 pub struct Results {
     pub command: String,
@@ -14,95 +19,16 @@ pub struct Results {
     pub sample_bytes: u64,
     pub tornado_seconds: f64,
     pub tornado_threads: u32,
-    pub workload: (Series, Vec<Series>),
+    pub workload: Section,
     pub unavailable: Vec<(Config, String)>,
-    pub tornado: Option<(Series, Vec<Series>)>,
-    pub levers: Option<(Series, Vec<Series>)>,
+    pub tornado: Option<Section>,
+    pub levers: Option<Section>,
     pub levers_iterations: u64,
     /// Host mode: untraced, traced alone, traced with `--all` beside the idle processes.
-    pub host: Option<(Series, Vec<Series>)>,
+    pub host: Option<Section>,
     pub end_loadavg: String,
     pub minutes: f64,
     pub note: Option<String>,
-}
-
-/// The shortest window over which the tracer calls growth a leak (README: "at least 8 s").
-const MIN_LEAK_WINDOW_S: f64 = 8.0;
-
-pub fn value_text(what: &str, v: f64) -> String {
-    if what == "tornado" {
-        format!("{:>8.0} req/s", 1.0 / v)
-    } else {
-        format!("{v:>7.2} s")
-    }
-}
-
-pub fn ratio_text(what: &str, x: f64) -> String {
-    if what == "tornado" {
-        format!("throughput {:+.1}%", (1.0 / x - 1.0) * 100.0)
-    } else {
-        format!("{x:.2}x")
-    }
-}
-
-pub fn median(mut v: Vec<f64>) -> Option<f64> {
-    if v.is_empty() {
-        return None;
-    }
-    v.sort_by(|a, b| a.total_cmp(b));
-    let n = v.len();
-    Some(if n % 2 == 1 { v[n / 2] } else { (v[n / 2 - 1] + v[n / 2]) / 2.0 })
-}
-
-fn med_of(runs: &[Run], f: impl Fn(&Run) -> Option<f64>) -> Option<f64> {
-    median(runs.iter().filter_map(f).collect())
-}
-
-fn max_of(runs: &[Run], f: impl Fn(&Run) -> Option<f64>) -> Option<f64> {
-    runs.iter().filter_map(f).reduce(f64::max)
-}
-
-/// A slowdown as the tables print it ("7.25x", or "–" when not measured).
-pub fn times(v: Option<f64>) -> String {
-    opt(v, |v| format!("{v:.2}x"))
-}
-
-fn opt(v: Option<f64>, f: impl Fn(f64) -> String) -> String {
-    v.map(f).unwrap_or_else(|| "–".into())
-}
-
-fn secs(s: f64) -> String {
-    if s < 1.0 {
-        format!("{:.0} ms", s * 1e3)
-    } else {
-        format!("{s:.2} s")
-    }
-}
-
-fn mib(kb: f64) -> String {
-    format!("{:.1} MiB", kb / 1024.0)
-}
-
-fn count(n: f64) -> String {
-    if n >= 1e6 {
-        format!("{:.2} M", n / 1e6)
-    } else if n >= 1e3 {
-        format!("{:.1} k", n / 1e3)
-    } else {
-        format!("{n:.0}")
-    }
-}
-
-fn is_tracer(s: &Series) -> bool {
-    matches!(s.cfg.tool, Tool::Tracer(_) | Tool::TracerVariant { .. } | Tool::Host { .. })
-}
-
-fn find<'a>(list: &'a [Series], key: &str) -> Option<&'a Series> {
-    list.iter().find(|s| s.cfg.key == key)
-}
-
-pub fn slowdown(s: &Series) -> Option<f64> {
-    median(s.ratios.clone())
 }
 
 /// The main table: one row per configuration of the workload.
@@ -119,12 +45,8 @@ fn workload_table(r: &Results) -> String {
     );
     for s in series {
         let runs = &s.runs;
-        let row_slow = match slowdown(s) {
-            Some(x) => format!("**{x:.2}x**"),
-            None if !s.errors.is_empty() => first_error(s),
-            None => "–".into(),
-        };
-        let per_round = s.ratios.iter().map(|x| format!("{x:.2}x")).collect::<Vec<_>>().join(", ");
+        let row_slow = slowdown_cell(s);
+        let per_round = per_round(&s.ratios);
         let leak = leak_text(s);
         let lost = lost_text(runs);
         let _ = writeln!(
@@ -150,6 +72,15 @@ fn workload_table(r: &Results) -> String {
     t
 }
 
+/// The median slowdown in bold, or why there is none.
+fn slowdown_cell(s: &Series) -> String {
+    match slowdown(s) {
+        Some(x) => format!("**{x:.2}x**"),
+        None if !s.errors.is_empty() => first_error(s),
+        None => "–".into(),
+    }
+}
+
 fn first_error(s: &Series) -> String {
     let e = s.errors.first().map(String::as_str).unwrap_or("");
     let line = e.lines().next().unwrap_or("");
@@ -158,15 +89,6 @@ fn first_error(s: &Series) -> String {
     } else {
         format!("failed: {}", line.replace('|', "/"))
     }
-}
-
-fn leak_text(s: &Series) -> String {
-    let checks: Vec<&(String, bool)> = s.runs.iter().filter_map(|r| r.leak.as_ref()).collect();
-    if checks.is_empty() {
-        return String::new();
-    }
-    let ok = checks.iter().filter(|c| c.1).count();
-    format!("{ok}/{} runs: {}", checks.len(), checks.last().map(|c| c.0.as_str()).unwrap_or(""))
 }
 
 fn lost_text(runs: &[Run]) -> String {
@@ -209,7 +131,7 @@ fn tornado_table(r: &Results) -> Option<String> {
         base.runs.iter().filter_map(|r| r.rps).map(|v| format!("{v:.0}")).collect::<Vec<_>>().join(", ")
     );
     for s in series {
-        let loss = slowdown(s).map(|x| (1.0 - 1.0 / x) * 100.0);
+        let loss = slowdown(s).map(loss_percent);
         let _ = writeln!(
             t,
             "| `{}` | {} | {} | {} | {} | {} | {} | {} |",
@@ -220,7 +142,7 @@ fn tornado_table(r: &Results) -> Option<String> {
                 None if !s.errors.is_empty() => first_error(s),
                 None => "–".into(),
             },
-            s.ratios.iter().map(|x| format!("{:.1}%", (1.0 - 1.0 / x) * 100.0)).collect::<Vec<_>>().join(", "),
+            s.ratios.iter().map(|&x| format!("{:.1}%", loss_percent(x))).collect::<Vec<_>>().join(", "),
             opt(med_of(&s.runs, |r| r.events_per_s), count),
             lost_text(&s.runs),
             opt(med_of(&s.runs, |r| r.attach_s), secs),
@@ -250,12 +172,8 @@ fn host_table(r: &Results) -> Option<String> {
             t,
             "| `{}` | {} | {} | {} | {} | {} | {} | {} |",
             s.cfg.label,
-            match slowdown(s) {
-                Some(x) => format!("**{x:.2}x**"),
-                None if !s.errors.is_empty() => first_error(s),
-                None => "–".into(),
-            },
-            s.ratios.iter().map(|x| format!("{x:.2}x")).collect::<Vec<_>>().join(", "),
+            slowdown_cell(s),
+            per_round(&s.ratios),
             opt(med_of(runs, |r| r.events_per_s), count),
             opt(med_of(runs, |r| r.attach_s), secs),
             opt(max_of(runs, |r| r.rss_kb.map(|k| k as f64)), mib),
@@ -266,118 +184,16 @@ fn host_table(r: &Results) -> Option<String> {
     Some(t)
 }
 
-/// How much more the busy process may pay when the idle ones are traced too: run-to-run noise
-/// of single rounds on this 2-core machine is a few percent.
-const HOST_TOLERANCE: f64 = 1.10;
-
-/// (target, measured, pass) with pass None when it could not be measured.
-fn targets(r: &Results) -> Vec<(String, String, Option<bool>)> {
-    let series = &r.workload.1;
-    let full = find(series, "full").and_then(slowdown);
-    let sampled = find(series, "sampled").and_then(slowdown);
-    let memray = find(series, "memray").and_then(slowdown);
-    let bcc = find(series, "bcc").and_then(slowdown);
-    let holders = find(series, "holders").and_then(slowdown);
-    let x = times;
-    let mut out = Vec::new();
-    out.push(("full fidelity ≤ 3.0x".into(), x(full), full.map(|f| f <= 3.0)));
-    out.push((
-        "full fidelity ≤ 0.4 × bcc memleak's slowdown".into(),
-        match (full, bcc) {
-            (Some(f), Some(b)) => format!("{f:.2}x vs 0.4 × {b:.2}x = {:.2}x", 0.4 * b),
-            _ => format!("{} vs bcc {}", x(full), x(bcc)),
-        },
-        full.zip(bcc).map(|(f, b)| f <= 0.4 * b),
-    ));
-    out.push(("sampled ≤ 2.0x".into(), x(sampled), sampled.map(|s| s <= 2.0)));
-    out.push((
-        "sampled below memray's slowdown".into(),
-        format!("{} vs memray {}", x(sampled), x(memray)),
-        sampled.zip(memray).map(|(s, m)| s < m),
-    ));
-    for key in ["sampled", "full"] {
-        let s = find(series, key);
-        // A `leak` verdict needs >= 8 s of steady growth (tracer/src/leaks.rs): shorter runs
-        // (--quick) cannot pass or fail this target.
-        let checks: Vec<bool> = s
-            .map(|s| {
-                s.runs
-                    .iter()
-                    .filter(|r| r.value >= MIN_LEAK_WINDOW_S)
-                    .filter_map(|r| r.leak.as_ref().map(|l| l.1))
-                    .collect()
-            })
-            .unwrap_or_default();
-        let mut text = s.map(leak_text).filter(|t| !t.is_empty()).unwrap_or_else(|| "–".into());
-        if checks.is_empty() && s.is_some_and(|s| !s.runs.is_empty()) {
-            text.push_str(&format!(" (runs shorter than the {MIN_LEAK_WINDOW_S:.0} s a leak verdict needs)"));
-        }
-        out.push((
-            format!("{key}: planted leak reported as `leak` at its file:line"),
-            text,
-            (!checks.is_empty()).then(|| checks.iter().all(|&c| c)),
-        ));
-    }
-    let attach: Vec<f64> = ["full", "sampled"]
-        .iter()
-        .filter_map(|k| find(series, k))
-        .filter_map(|s| med_of(&s.runs, |r| r.attach_s))
-        .collect();
-    let worst_attach = attach.iter().copied().reduce(f64::max);
-    out.push((
-        "attach < 1 s (median, worst probing configuration)".into(),
-        opt(worst_attach, secs),
-        worst_attach.map(|a| a < 1.0),
-    ));
-    let mut rss: Vec<f64> = series
-        .iter()
-        .filter(|s| is_tracer(s))
-        .flat_map(|s| s.runs.iter().filter_map(|r| r.rss_kb.map(|k| k as f64)))
-        .collect();
-    if let Some((_, ts)) = &r.tornado {
-        rss.extend(ts.iter().flat_map(|s| s.runs.iter().filter_map(|r| r.rss_kb.map(|k| k as f64))));
-    }
-    let peak = rss.into_iter().reduce(f64::max);
-    out.push(("tracer peak RSS < 100 MB (every run)".into(), opt(peak, mib), peak.map(|kb| kb * 1024.0 < 100e6)));
-    let tornado =
-        r.tornado.as_ref().and_then(|(_, ts)| find(ts, "full")).and_then(slowdown).map(|x| (1.0 - 1.0 / x) * 100.0);
-    out.push((
-        "Tornado throughput loss ≤ 10% (full fidelity)".into(),
-        opt(tornado, |l| format!("{l:.1}%")),
-        tornado.map(|l| l <= 10.0),
-    ));
-    out.push((
-        "--holders-only within 2% of untraced".into(),
-        opt(holders, |h| format!("{:+.1}%", (h - 1.0) * 100.0)),
-        holders.map(|h| h <= 1.02),
-    ));
-    if let Some((_, levers)) = &r.levers {
-        out.extend(super::levers::targets(levers));
-    }
-    if let Some((_, hs)) = &r.host {
-        let alone = find(hs, super::host::ALONE).and_then(slowdown);
-        let host = find(hs, super::host::HOST).and_then(slowdown);
-        out.push((
-            format!("host mode: busy + {} idle traced ≤ {HOST_TOLERANCE:.2} × busy traced alone", super::host::IDLE),
-            match (host, alone) {
-                (Some(h), Some(a)) => format!("{h:.2}x vs {a:.2}x alone (× {:.3})", h / a),
-                _ => format!("{} vs alone {}", x(host), x(alone)),
-            },
-            host.zip(alone).map(|(h, a)| h <= a * HOST_TOLERANCE),
-        ));
-    }
-    out
-}
-
 fn targets_table(r: &Results) -> String {
     let mut t = String::from("| target | measured | |\n|---|---|---|\n");
-    for (name, value, pass) in targets(r) {
+    let all = targets::all(&r.workload.1, r.tornado.as_ref(), r.levers.as_ref(), r.host.as_ref());
+    for targets::Target { name, measured, pass } in all {
         let verdict = match pass {
             Some(true) => "PASS",
             Some(false) => "FAIL",
             None => "n/a",
         };
-        let _ = writeln!(t, "| {name} | {value} | {verdict} |");
+        let _ = writeln!(t, "| {name} | {measured} | {verdict} |");
     }
     t
 }
@@ -406,10 +222,10 @@ pub fn terminal(r: &Results) -> String {
     }
     if let Some(levers) = &r.levers {
         t.push_str("\nLevers:\n\n");
-        t.push_str(&super::levers::table(levers, r.levers_iterations));
+        t.push_str(&levers::table(levers, r.levers_iterations));
     }
     if let Some(ht) = host_table(r) {
-        let _ = writeln!(t, "\nHost mode (the workload beside {} idle CPython processes):\n", super::host::IDLE);
+        let _ = writeln!(t, "\nHost mode (the workload beside {} idle CPython processes):\n", host::IDLE);
         t.push_str(&ht);
     }
     t.push('\n');
@@ -499,14 +315,14 @@ pub fn markdown(r: &Results) -> String {
     }
     if let Some(levers) = &r.levers {
         t.push_str("\n## Levers: each design choice before and after\n\n");
-        t.push_str(&super::levers::table(levers, r.levers_iterations));
+        t.push_str(&levers::table(levers, r.levers_iterations));
     }
     if let Some(ht) = host_table(r) {
         let _ = writeln!(
             t,
             "\n## Host mode\n\nThe same workload (carrying a tag on its command line) beside {} idle CPython processes\n(`bench/idle.py`: ten wake-ups a second, one 1 KiB malloc/free each) carrying the tag too; the idle\nprocesses run during every run of this section. `alone` traces only the workload; `--all --match TAG`\ntraces all {} processes with one tracer. Interleaved like the sections above.\n",
-            super::host::IDLE,
-            super::host::IDLE + 1
+            host::IDLE,
+            host::IDLE + 1
         );
         t.push_str(&ht);
     }
@@ -572,3 +388,132 @@ cp -asf --remove-destination /usr/src/linux-headers-6.1.*-amd64/. $KH/
 BCC_KERNEL_SOURCE=$KH memleak-bpfcc -p PID       # default: every allocation, report every 5 s
 ```
 "#;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::bench::runs::Tool;
+
+    fn run(value: f64, i: u64) -> Run {
+        Run {
+            value,
+            rps: Some(1.0 / value),
+            attach_s: Some(0.5 + i as f64 * 0.1),
+            probes_off_s: Some(0.01),
+            exit_s: Some(0.2),
+            rss_kb: Some(40_000 + i * 1000),
+            maps: Some((50_000_000, 12)),
+            events: Some(1_000_000),
+            events_per_s: Some(2.0e6 + i as f64),
+            lost: Some(i),
+            lost_detail: vec![("allocs_map_full".into(), i + 1), ("holders_cut".into(), 3)],
+            leak: Some(("workload.py:42 leak, rank 1, 1.0 MiB".into(), i != 1)),
+            allocators: vec![("malloc".into(), 1000), ("calloc".into(), 20)],
+            note: (i == 2).then(|| "a note".to_string()),
+        }
+    }
+
+    fn series(key: &'static str, tool: Tool, ratios: &[f64]) -> Series {
+        Series {
+            cfg: Config { key, label: format!("label {key}"), tool },
+            runs: ratios.iter().enumerate().map(|(i, r)| run(*r * 5.0, i as u64)).collect(),
+            ratios: ratios.to_vec(),
+            errors: vec![],
+        }
+    }
+
+    fn section(keys: &[(&'static str, Tool, &[f64])]) -> (Series, Vec<Series>) {
+        let base = series("untraced", Tool::None, &[1.0, 1.01, 0.99]);
+        (base, keys.iter().map(|(k, t, r)| series(k, t.clone(), r)).collect())
+    }
+
+    /// Every section measured; bcc skipped, one run that missed the planted leak.
+    fn fixture() -> Results {
+        let tr = || Tool::Tracer(vec![]);
+        let var = |v: &'static str| Tool::TracerVariant { variant: v, args: vec![] };
+        let mut workload = section(&[
+            ("full", tr(), &[2.5, 2.7, 2.6]),
+            ("sampled", tr(), &[1.5, 1.6, 1.7]),
+            ("memray", Tool::Memray, &[4.0, 4.2, 4.1]),
+            ("bcc", Tool::Bcc, &[]),
+            ("holders", tr(), &[1.01, 1.0, 1.02]),
+        ]);
+        workload.1[3].errors.push("skipped: a `tracer` process is running\nmore".into());
+        let levers = section(&[
+            ("bare", var("bare"), &[2.0, 2.1, 2.2]),
+            ("bare-at-0", var("bare,entry-offsets"), &[3.0, 3.1]),
+            ("bare-no-ret", var("bare,no-returns"), &[1.4]),
+            ("full", var(""), &[2.6]),
+            ("full-classic", var("classic-returns"), &[3.3]),
+            ("full-at-0", var("entry-offsets"), &[3.9]),
+            ("no-walk", var("no-python-stack"), &[2.2]),
+            ("small-maps", var(""), &[2.61]),
+            ("sampled", var(""), &[1.6]),
+            ("sampled-classic", var("classic-returns"), &[2.4]),
+        ]);
+        let tornado = section(&[("full", tr(), &[1.05, 1.08, 1.07]), ("sampled", tr(), &[1.02, 1.03, 1.01])]);
+        let mut host = section(&[("alone", tr(), &[2.6, 2.7]), ("host", Tool::Host { processes: 21 }, &[2.8, 2.75])]);
+        host.0.errors.push("untraced | failed".into());
+        Results {
+            command: "cargo xtask bench".into(),
+            machine: Machine {
+                nproc: "2".into(),
+                cpu: "cpu".into(),
+                kernel: "6.1".into(),
+                python: "3.11.7".into(),
+                glibc: "glibc 2.36".into(),
+                tracer_commit: "abc".into(),
+                date: "2026-12-01".into(),
+                loadavg: "0.1".into(),
+                memray: "1.0".into(),
+                bcc: "0.26".into(),
+            },
+            rounds: 3,
+            iterations: 1000,
+            sample_bytes: 524288,
+            tornado_seconds: 10.0,
+            tornado_threads: 4,
+            workload,
+            unavailable: vec![(Config { key: "x", label: "label x".into(), tool: Tool::None }, "n/a (why)".into())],
+            tornado: Some(tornado),
+            levers: Some(levers),
+            levers_iterations: 250,
+            host: Some(host),
+            end_loadavg: "0.2".into(),
+            minutes: 12.5,
+            note: Some("a note".into()),
+        }
+    }
+
+    #[test]
+    fn every_section_and_target_is_rendered() {
+        let r = fixture();
+        let md = markdown(&r);
+        for heading in [
+            "## Allocation-heavy workload",
+            "## Tornado saturation",
+            "## Levers",
+            "## Host mode",
+            "## Targets",
+            "## Runs",
+            "## How it is measured",
+        ] {
+            assert!(md.contains(heading), "{heading} missing");
+        }
+        let targets = md.split("## Targets").nth(1).unwrap().split("## Runs").next().unwrap();
+        let verdicts: Vec<&str> =
+            targets.lines().filter(|l| l.starts_with("| ") && !l.starts_with("| target")).collect();
+        assert_eq!(verdicts.len(), 14, "{targets}");
+        assert!(targets.contains("| full fidelity ≤ 3.0x | 2.60x | PASS |"), "{targets}");
+        assert!(targets.contains("| 2.60x vs bcc – | n/a |"), "bcc was skipped: {targets}");
+        // one run of three did not find the planted leak
+        assert!(targets.contains("| 2/3 runs: workload.py:42 leak, rank 1, 1.0 MiB | FAIL |"), "{targets}");
+        assert!(targets.contains("| +45% (full 2.60x vs empty programs 2.10x) | FAIL |"), "{targets}");
+        assert!(targets.contains("| 2.77x vs 2.65x alone (× 1.047) | PASS |"), "{targets}");
+        assert!(md.contains("| `label bcc` | skipped (a tracer was running) |"), "{md}");
+        assert!(md.contains("| `label x` | n/a (why) |"), "{md}");
+        let term = terminal(&r);
+        assert!(term.contains("errors:\n- `label bcc`: skipped"), "{term}");
+        assert!(term.contains("| full fidelity ≤ 3.0x | 2.60x | PASS |"), "{term}");
+    }
+}

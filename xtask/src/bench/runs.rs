@@ -8,9 +8,10 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
+use serde::Deserialize;
 
-use super::json::Json;
 use super::proc::{self, PeakRss, Proc, Stream};
+use super::report::{self, Report, Verdict};
 
 /// What measures a configuration.
 #[derive(Clone, Debug)]
@@ -62,6 +63,22 @@ pub struct Run {
     /// Allocations by allocator (from the report's stacks).
     pub allocators: Vec<(String, u64)>,
     pub note: Option<String>,
+}
+
+/// The line of JSON bench/workload.py prints after its work loop (the fields read here).
+#[derive(Deserialize)]
+struct WorkloadResult {
+    /// Seconds of the work loop alone.
+    elapsed_s: f64,
+    /// `path:line` of the planted leak.
+    leak_site: String,
+}
+
+/// The line of JSON bench/tornado_bench.py's load generator prints at the end.
+#[derive(Deserialize)]
+struct LoadResult {
+    rps: f64,
+    errors: u64,
 }
 
 #[derive(Clone)]
@@ -155,12 +172,9 @@ pub fn workload(ctx: &Ctx, cfg: &Config) -> Result<Run> {
 
     fs::write(&go, b"")?;
     let (_, result) = wl.wait_line("result line", WORK, |s, l| s == Stream::Out && l.starts_with('{'))?;
-    let result = Json::parse(&result).context("workload's result line")?;
-    let mut run = Run {
-        value: result.get("elapsed_s").and_then(Json::num).context("no elapsed_s in the workload's result")?,
-        ..Run::default()
-    };
-    let leak_site = result.get("leak_site").and_then(Json::str).unwrap_or("").to_string();
+    let result: WorkloadResult = serde_json::from_str(&result).context("workload's result line")?;
+    let mut run = Run { value: result.elapsed_s, ..Run::default() };
+    let leak_site = result.leak_site;
 
     if let Some(att) = attached.as_mut() {
         stop(att, &mut run)?;
@@ -209,14 +223,12 @@ pub fn tornado(ctx: &Ctx, cfg: &Config) -> Result<Run> {
         s == Stream::Out && l.starts_with('{')
     })?;
     load.wait(Duration::from_secs(30))?;
-    let result = Json::parse(&result).context("load generator's result")?;
-    let rps = result.get("rps").and_then(Json::num).unwrap_or(0.0);
-    let errors = result.get("errors").and_then(Json::num).unwrap_or(0.0);
+    let LoadResult { rps, errors } = serde_json::from_str(&result).context("load generator's result")?;
     if rps <= 0.0 {
         bail!("the load generator completed no request ({errors} errors)");
     }
     let mut run = Run { value: 1.0 / rps, rps: Some(rps), ..Run::default() };
-    if errors > 0.0 {
+    if errors > 0 {
         run.note = Some(format!("{errors} request errors"));
     }
     if let Some(att) = attached.as_mut() {
@@ -365,69 +377,82 @@ fn stop(att: &mut Attached, run: &mut Run) -> Result<()> {
 /// section of the measured process `pid`).
 fn read_report(path: &Path, pid: u32, leak_site: &str, seconds: f64, run: &mut Run) -> Result<()> {
     let text = fs::read_to_string(path).with_context(|| format!("the tracer wrote no report at {}", path.display()))?;
-    let whole = Json::parse(&text).context("parsing the tracer's JSON report")?;
-    let report = match whole.get("processes") {
-        Some(processes) => processes
-            .arr()
-            .iter()
-            .find(|p| p.at(&["target", "pid"]).and_then(Json::num) == Some(pid as f64))
-            .with_context(|| format!("the host-mode report has no section for the workload (pid {pid})"))?,
-        None => &whole,
-    };
-    let totals = report.get("totals").context("report without totals")?;
-    let num = |k: &str| totals.get(k).and_then(Json::num).unwrap_or(0.0) as u64;
-    let events = num("allocs") + num("frees");
+    let report = report::of_pid(&text, pid)?;
+    summarize(&report, leak_site, seconds, run);
+    Ok(())
+}
+
+/// What a run's table cells need from its report; `leak_site` empty when not looked for.
+fn summarize(report: &Report, leak_site: &str, seconds: f64, run: &mut Run) {
+    let totals = &report.totals;
+    let events = totals.allocs + totals.frees;
     run.events = Some(events);
     run.events_per_s = Some(events as f64 / seconds.max(1e-9));
-    let mut lost = 0;
-    for (name, v) in totals.get("lost").map(Json::members).unwrap_or(&[]) {
-        let n = v.num().unwrap_or(0.0) as u64;
-        // holders_* count container-scan cuts, not lost allocation events
-        if n > 0 {
-            run.lost_detail.push((name.clone(), n));
-        }
-        if !name.starts_with("holders_") {
-            lost += n;
-        }
-    }
-    run.lost = Some(lost);
+    // holders_* count container-scan cuts, not lost allocation events
+    run.lost_detail = totals.lost.iter().filter(|(_, &n)| n > 0).map(|(name, &n)| (name.clone(), n)).collect();
+    run.lost = Some(totals.lost.iter().filter(|(name, _)| !name.starts_with("holders_")).map(|(_, n)| n).sum());
 
-    let suspects = report.get("suspects").map(Json::arr).unwrap_or(&[]);
     let mut by_alloc: Vec<(String, u64)> = Vec::new();
-    for s in suspects {
-        let a = s.get("allocator").and_then(Json::str).unwrap_or("?").to_string();
-        let n = s.get("allocs").and_then(Json::num).unwrap_or(0.0) as u64;
-        match by_alloc.iter_mut().find(|(k, _)| *k == a) {
-            Some((_, v)) => *v += n,
-            None => by_alloc.push((a, n)),
+    for s in &report.suspects {
+        match by_alloc.iter_mut().find(|(k, _)| *k == s.allocator) {
+            Some((_, v)) => *v += s.allocs,
+            None => by_alloc.push((s.allocator.clone(), s.allocs)),
         }
     }
-    by_alloc.sort_by(|a, b| b.1.cmp(&a.1));
+    by_alloc.sort_by_key(|a| std::cmp::Reverse(a.1));
     run.allocators = by_alloc;
 
     if !leak_site.is_empty() {
-        let found = suspects.iter().find(|s| {
-            s.get("stack")
-                .map(Json::arr)
-                .unwrap_or(&[])
-                .iter()
-                .find(|f| f.get("kind").and_then(Json::str) == Some("python"))
-                .is_some_and(|f| {
-                    let file = f.get("file").and_then(Json::str).unwrap_or("");
-                    let line = f.get("line").and_then(Json::num).unwrap_or(-1.0);
-                    format!("{file}:{line}") == leak_site
-                })
-        });
+        let found = report.suspects.iter().find(|s| s.python_line().as_deref() == Some(leak_site));
         let short = leak_site.rsplit('/').next().unwrap_or(leak_site);
         run.leak = Some(match found {
-            Some(s) => {
-                let verdict = s.get("verdict").and_then(Json::str).unwrap_or("?");
-                let rank = s.get("rank").and_then(Json::num).unwrap_or(0.0);
-                let bytes = s.get("outstanding_bytes").and_then(Json::num).unwrap_or(0.0);
-                (format!("{short} {verdict}, rank {rank}, {:.1} MiB", bytes / 1048576.0), verdict == "leak")
-            }
+            Some(s) => (
+                format!(
+                    "{short} {}, rank {}, {:.1} MiB",
+                    s.verdict.as_str(),
+                    s.rank,
+                    s.outstanding_bytes as f64 / 1048576.0
+                ),
+                s.verdict == Verdict::Leak,
+            ),
             None => (format!("{short} not in the report"), false),
         });
     }
-    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::util;
+
+    #[test]
+    fn summarizes_the_tracers_golden_report() {
+        let path = util::repo_root().join("tracer/tests/data/export/report.json");
+        let mut run = Run::default();
+        read_report(&path, 4242, "/srv/app.py:12", 10.0, &mut run).unwrap();
+        assert_eq!(run.events, Some(120_345 + 118_000));
+        assert_eq!(run.events_per_s, Some(23_834.5));
+        assert_eq!(run.lost, Some(15));
+        assert_eq!(run.lost_detail, [("allocs_map_full".to_string(), 12), ("stack_truncated".to_string(), 3)]);
+        // summed per allocator over the suspects, most first
+        let by_alloc = [("mmap".to_string(), 80_000), ("malloc".to_string(), 6_045), ("calloc".to_string(), 80)];
+        assert_eq!(run.allocators, by_alloc);
+        assert_eq!(run.leak, Some(("app.py:12 leak, rank 1, 4.1 MiB".to_string(), true)));
+
+        let mut elsewhere = Run::default();
+        read_report(&path, 4242, "/srv/other.py:3", 10.0, &mut elsewhere).unwrap();
+        assert_eq!(elsewhere.leak, Some(("other.py:3 not in the report".to_string(), false)));
+    }
+
+    #[test]
+    fn reads_the_workloads_and_load_generators_lines() {
+        let w: WorkloadResult = serde_json::from_str(
+            r#"{"elapsed_s": 2.5, "cpu_s": 2.4, "iterations": 10, "leak_site": "/b/workload.py:61", "checksum": 1}"#,
+        )
+        .unwrap();
+        assert_eq!((w.elapsed_s, w.leak_site.as_str()), (2.5, "/b/workload.py:61"));
+        let l: LoadResult =
+            serde_json::from_str(r#"{"requests": 30, "errors": 0, "seconds": 3, "threads": 4, "rps": 10.0}"#).unwrap();
+        assert_eq!((l.rps, l.errors), (10.0, 0));
+    }
 }
