@@ -99,7 +99,11 @@ impl Probes {
         for name in plan.perf_event_programs() {
             ensure_loaded(&mut ebpf, name)?;
         }
-        let bpf_log = if diagnostics { Some(BpfLog::start(&mut ebpf)?) } else { None };
+        let bpf_log = if diagnostics {
+            BpfLog::start(&mut ebpf).map_err(|e| log::warn!("no diagnostics from the BPF side: {e:#}")).ok()
+        } else {
+            None
+        };
         Ok(Self {
             ebpf,
             map_memory,
@@ -194,14 +198,12 @@ impl Probes {
         }
     }
 
+    /// The processes with probes attached (by either kind of link).
     pub fn traced_pids(&self) -> Vec<u32> {
-        self.links
-            .keys()
-            .chain(self.multi_links.keys())
-            .copied()
-            .collect::<std::collections::BTreeSet<_>>()
-            .into_iter()
-            .collect()
+        let mut pids: Vec<u32> = self.links.keys().chain(self.multi_links.keys()).copied().collect();
+        pids.sort_unstable();
+        pids.dedup();
+        pids
     }
 
     fn program(&mut self, name: &str) -> Result<&mut UProbe> {
