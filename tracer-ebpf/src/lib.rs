@@ -11,8 +11,12 @@ pub const MAX_THREADS: u32 = 256;
 pub const TSTATE_READ: usize = 192;
 /// Bytes read from a frame in one call.
 pub const FRAME_READ: usize = 112;
-/// Offsets that a program masks with before indexing a read buffer (buffers are this + 8 long).
+/// Offsets that a program masks with before indexing a read buffer: the verifier must see
+/// every index in bounds.
 pub const OFFSET_MASK: u64 = 0xff;
+/// Words in a read buffer: enough for an 8-byte read at any offset `OFFSET_MASK` lets through.
+pub const READ_BUF_WORDS: usize = (OFFSET_MASK as usize + 8).div_ceil(8);
+const _: () = assert!(TSTATE_READ <= READ_BUF_WORDS * 8 && FRAME_READ <= READ_BUF_WORDS * 8);
 /// "This field does not exist in this version."
 pub const NO_FIELD: u64 = u64::MAX;
 
@@ -39,82 +43,196 @@ pub mod globals {
     pub const FOLLOW_FORKS: &str = "FOLLOW_FORKS";
     /// 1: announce every exec on the host (host mode discovers new Python processes).
     pub const WATCH_EXECS: &str = "WATCH_EXECS";
+    /// 1: log the BPF side's diagnostics on rare paths through aya-log (a full map, a thread
+    /// state that does not validate, a return without its entry). At 0 the verifier removes
+    /// their code: see docs/probes.md "Diagnostics".
+    pub const DIAGNOSTICS: &str = "DIAGNOSTICS";
 }
 
-/// Which libc (or kernel) entry point made an allocation.
+/// The one list of the allocators probed: each libc symbol, its `AllocKind`, and the BPF
+/// programs that serve it (a classic entry/return pair, and a session program that does both,
+/// see docs/probes.md). `$m` is invoked once with every row, so the kind enum, the BPF programs
+/// (tracer-ebpf/src/programs.rs) and the userspace attach plan (tracer/src/probes/plan.rs) are
+/// all generated from these rows and cannot drift apart. The order is the `AllocKind` numbering
+/// that reaches userspace in `StackTrace::kind`: append, never reorder.
+#[macro_export]
+macro_rules! for_each_allocator {
+    ($m:ident) => {
+        $m! {
+            // symbol        kind            entry program          return program        session program
+            (malloc,         Malloc,         malloc_enter,          malloc_exit,          malloc_session),
+            (calloc,         Calloc,         calloc_enter,          calloc_exit,          calloc_session),
+            (realloc,        Realloc,        realloc_enter,         realloc_exit,         realloc_session),
+            (reallocarray,   Reallocarray,   reallocarray_enter,    reallocarray_exit,    reallocarray_session),
+            (posix_memalign, PosixMemalign,  posix_memalign_enter,  posix_memalign_exit,  posix_memalign_session),
+            (aligned_alloc,  AlignedAlloc,   aligned_alloc_enter,   aligned_alloc_exit,   aligned_alloc_session),
+            (memalign,       Memalign,       memalign_enter,        memalign_exit,        memalign_session),
+            (valloc,         Valloc,         valloc_enter,          valloc_exit,          valloc_session),
+            (pvalloc,        Pvalloc,        pvalloc_enter,         pvalloc_exit,         pvalloc_session),
+            (mmap,           Mmap,           mmap_enter,            mmap_exit,            mmap_session),
+        }
+    };
+}
+
+/// The names of an allocator's BPF programs (see `for_each_allocator!`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct AllocPrograms {
+    /// At the function's entry; its return probe is `ret`.
+    pub entry: &'static str,
+    pub ret: &'static str,
+    /// Entry and (when the entry asks for it) return in one program, on kernels with session
+    /// uprobes.
+    pub session: &'static str,
+}
+
+macro_rules! alloc_kind {
+    ($(($symbol:ident, $kind:ident, $entry:ident, $ret:ident, $session:ident)),* $(,)?) => {
+        /// Which libc entry point made an allocation.
+        #[repr(u32)]
+        #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+        pub enum AllocKind {
+            $($kind),*
+        }
+
+        impl AllocKind {
+            /// Every kind, in numbering order.
+            pub const ALL: &'static [AllocKind] = &[$(AllocKind::$kind),*];
+
+            /// The libc symbol probed.
+            pub const fn symbol(self) -> &'static str {
+                match self {
+                    $(AllocKind::$kind => stringify!($symbol)),*
+                }
+            }
+
+            pub const fn programs(self) -> AllocPrograms {
+                match self {
+                    $(AllocKind::$kind => AllocPrograms {
+                        entry: stringify!($entry),
+                        ret: stringify!($ret),
+                        session: stringify!($session),
+                    }),*
+                }
+            }
+        }
+    };
+}
+
+for_each_allocator!(alloc_kind);
+
+const _: () = {
+    let mut i = 0;
+    while i < AllocKind::ALL.len() {
+        assert!(AllocKind::ALL[i] as usize == i, "AllocKind::ALL is in numbering order");
+        i += 1;
+    }
+    assert!(AllocKind::Mmap as u32 == 9, "the numbering reaches userspace: append, never reorder");
+};
+
+impl AllocKind {
+    /// The kind numbered `raw` (as in `StackTrace::kind`).
+    pub fn from_raw(raw: u32) -> Option<Self> {
+        Self::ALL.get(raw as usize).copied()
+    }
+}
+
+/// Names of the BPF programs that are not per allocator.
+pub mod programs {
+    /// Entry-only probes on the functions that give memory back.
+    pub const FREE: &str = "free_enter";
+    pub const MUNMAP: &str = "munmap_enter";
+    /// At the entry of `Py_FinalizeEx` and `Py_Exit`.
+    pub const PY_FINALIZE: &str = "py_finalize";
+    /// Raw tracepoints `sched_process_fork` and `sched_process_exec`.
+    pub const ON_FORK: &str = "on_fork";
+    pub const ON_EXEC: &str = "on_exec";
+    /// Empty programs, the benchmark's baseline (`TRACER_PROBE_VARIANT=bare`).
+    pub const BARE_ENTER: &str = "bare_enter";
+    pub const BARE_EXIT: &str = "bare_exit";
+}
+
+/// Per-CPU event and loss counters: the index of each in the COUNTERS map.
 #[repr(u32)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum AllocKind {
-    Malloc = 0,
-    Calloc = 1,
-    Realloc = 2,
-    Reallocarray = 3,
-    PosixMemalign = 4,
-    AlignedAlloc = 5,
-    Memalign = 6,
-    Valloc = 7,
-    Pvalloc = 8,
-    Mmap = 9,
-}
-
-pub const ALLOC_KIND_NAMES: [&str; 10] = [
-    "malloc",
-    "calloc",
-    "realloc",
-    "reallocarray",
-    "posix_memalign",
-    "aligned_alloc",
-    "memalign",
-    "valloc",
-    "pvalloc",
-    "mmap",
-];
-
-/// Per-CPU event and loss counters, indexed by these values.
-pub mod counter {
-    pub const ALLOC_CALLS: u32 = 0;
-    pub const FREE_CALLS: u32 = 1;
-    pub const ALLOCS_RECORDED: u32 = 2;
-    pub const FREES_MATCHED: u32 = 3;
+pub enum Counter {
+    AllocCalls,
+    FreeCalls,
+    AllocsRecorded,
+    FreesMatched,
     /// The ALLOCS map was full: an allocation went untracked.
-    pub const LOST_ALLOCS_MAP_FULL: u32 = 4;
+    LostAllocsMapFull,
     /// The STACKS map was full: the allocation was charged to the "unknown stack" bucket.
-    pub const LOST_STACKS_MAP_FULL: u32 = 5;
+    LostStacksMapFull,
     /// The STACK_STATS map was full.
-    pub const LOST_STATS_MAP_FULL: u32 = 6;
+    LostStatsMapFull,
     /// A return probe fired without its entry record (table evicted or entry missed).
-    pub const LOST_MISSED_RETURN: u32 = 7;
+    LostMissedReturn,
     /// A Python stack was deeper than MAX_FRAMES: outer frames were dropped.
-    pub const LOST_STACK_TRUNCATED: u32 = 8;
+    LostStackTruncated,
     /// Reading the interpreter's memory faulted mid-walk: the stack is partial.
-    pub const LOST_READ_FAULT: u32 = 9;
+    LostReadFault,
     /// More than MAX_THREADS threads were searched without finding the caller's thread state.
-    pub const LOST_THREAD_LIMIT: u32 = 10;
+    LostThreadLimit,
     /// Allocations made on threads with no Python thread state (native-only stacks).
-    pub const NO_PYTHON_THREAD: u32 = 11;
+    NoPythonThread,
     /// Allocator calls made from inside another traced allocator call (glibc internals).
-    pub const NESTED_CALLS: u32 = 12;
+    NestedCalls,
     /// Frees of addresses not allocated while tracing (made before attach).
-    pub const FREES_UNMATCHED: u32 = 13;
+    FreesUnmatched,
     /// An address was allocated again without a free being seen in between.
-    pub const LOST_FREE_MISSED: u32 = 14;
+    LostFreeMissed,
     /// Events after the interpreter began finalizing (not applied: the final view is kept).
-    pub const AFTER_FINALIZE: u32 = 15;
+    AfterFinalize,
     /// Allocations not sampled (sampling mode only).
-    pub const UNSAMPLED: u32 = 16;
-    pub const COUNT: u32 = 17;
+    Unsampled,
 }
 
-/// Names of the loss counters as they appear in `totals.lost`.
-pub const LOST_COUNTERS: [(u32, &str); 7] = [
-    (counter::LOST_ALLOCS_MAP_FULL, "allocs_map_full"),
-    (counter::LOST_STACKS_MAP_FULL, "stacks_map_full"),
-    (counter::LOST_STATS_MAP_FULL, "stats_map_full"),
-    (counter::LOST_MISSED_RETURN, "missed_return"),
-    (counter::LOST_STACK_TRUNCATED, "stack_truncated"),
-    (counter::LOST_READ_FAULT, "read_fault"),
-    (counter::LOST_THREAD_LIMIT, "thread_limit"),
-];
+impl Counter {
+    /// Every counter, in index order.
+    pub const ALL: [Counter; Counter::COUNT] = [
+        Counter::AllocCalls,
+        Counter::FreeCalls,
+        Counter::AllocsRecorded,
+        Counter::FreesMatched,
+        Counter::LostAllocsMapFull,
+        Counter::LostStacksMapFull,
+        Counter::LostStatsMapFull,
+        Counter::LostMissedReturn,
+        Counter::LostStackTruncated,
+        Counter::LostReadFault,
+        Counter::LostThreadLimit,
+        Counter::NoPythonThread,
+        Counter::NestedCalls,
+        Counter::FreesUnmatched,
+        Counter::LostFreeMissed,
+        Counter::AfterFinalize,
+        Counter::Unsampled,
+    ];
+    pub const COUNT: usize = Counter::Unsampled as usize + 1;
+
+    /// The counter's name in the report's `totals.lost` (users and tests read these names), or
+    /// None for a counter that is not a loss.
+    pub const fn lost_name(self) -> Option<&'static str> {
+        Some(match self {
+            Counter::LostAllocsMapFull => "allocs_map_full",
+            Counter::LostStacksMapFull => "stacks_map_full",
+            Counter::LostStatsMapFull => "stats_map_full",
+            Counter::LostMissedReturn => "missed_return",
+            Counter::LostStackTruncated => "stack_truncated",
+            Counter::LostReadFault => "read_fault",
+            Counter::LostThreadLimit => "thread_limit",
+            _ => return None,
+        })
+    }
+}
+
+const _: () = {
+    let mut i = 0;
+    while i < Counter::COUNT {
+        assert!(Counter::ALL[i] as usize == i, "Counter::ALL is in index order");
+        i += 1;
+    }
+};
 
 /// Where to find things in one target's interpreter. Field offsets are relative to the struct
 /// named; `NO_FIELD` marks a field this version lacks.
@@ -293,3 +411,17 @@ pub struct ThreadCache {
 
 #[cfg(feature = "user")]
 unsafe impl aya::Pod for ThreadCache {}
+
+// The records cross the BPF/userspace boundary as raw bytes: their sizes are part of the ABI.
+const _: () = {
+    use core::mem::size_of;
+    assert!(size_of::<TargetConfig>() == 20 * 8);
+    assert!(size_of::<RawFrame>() == 16);
+    assert!(size_of::<StackTrace>() == 32 + MAX_FRAMES * 16);
+    assert!(size_of::<StackStats>() == 40);
+    assert!(size_of::<AllocKey>() == 16);
+    assert!(size_of::<AllocInfo>() == 32);
+    assert!(size_of::<Pending>() == 32);
+    assert!(size_of::<Event>() == 24);
+    assert!(size_of::<ThreadCache>() == 16);
+};

@@ -1,6 +1,7 @@
 //! A reader of the kernel's BTF (/sys/kernel/btf/vmlinux) that answers one question: at which
 //! byte offset does a (nested) struct member live. The BPF programs have no CO-RE relocations,
-//! so kernel struct offsets they need are computed here for the running kernel.
+//! so kernel struct offsets they need are computed here for the running kernel (docs/probes.md,
+//! "What aya 0.14 cannot do").
 
 use anyhow::{anyhow, bail, Context, Result};
 

@@ -4,7 +4,7 @@
 
 use std::collections::BTreeMap;
 
-use tracer_ebpf::{counter, LOST_COUNTERS};
+use tracer_ebpf::Counter;
 
 use crate::collector::Collector;
 use crate::holders::Holders;
@@ -200,13 +200,13 @@ fn suspect(
 fn stack_totals(collector: &Collector, instance: u64) -> Totals {
     let counters = collector.counters();
     let lost: BTreeMap<String, u64> =
-        LOST_COUNTERS.iter().map(|(i, name)| (name.to_string(), counters.get(*i))).collect();
+        Counter::ALL.into_iter().filter_map(|c| Some((c.lost_name()?.to_string(), counters.get(c)))).collect();
     let mine = || collector.records.iter().filter(|r| r.key.instance == instance);
     let outstanding_bytes: i64 = mine().map(|r| r.stats.outstanding_bytes.max(0)).sum();
     let outstanding_count: i64 = mine().map(|r| r.stats.outstanding_count.max(0)).sum();
     Totals {
-        allocs: counters.get(counter::ALLOCS_RECORDED),
-        frees: counters.get(counter::FREES_MATCHED),
+        allocs: counters.get(Counter::AllocsRecorded),
+        frees: counters.get(Counter::FreesMatched),
         outstanding_bytes: outstanding_bytes as u64,
         outstanding_count: outstanding_count as u64,
         lost,

@@ -6,9 +6,7 @@ use std::collections::HashMap;
 
 use anyhow::Result;
 use aya::maps::{HashMap as BpfHashMap, MapData, PerCpuArray, RingBuf};
-use tracer_ebpf::{
-    counter, event, maps, AllocInfo, AllocKey, Event, StackStats, StackTrace, ALLOC_KIND_NAMES, UNKNOWN_STACK,
-};
+use tracer_ebpf::{event, maps, AllocInfo, AllocKey, AllocKind, Counter, Event, StackStats, StackTrace, UNKNOWN_STACK};
 
 use crate::probes::Probes;
 use crate::python::code::CodeResolver;
@@ -52,11 +50,11 @@ pub struct StackRecord {
 
 /// Counters summed over CPUs.
 #[derive(Debug, Clone, Default)]
-pub struct Counters(pub [u64; counter::COUNT as usize]);
+pub struct Counters(pub [u64; Counter::COUNT]);
 
 impl Counters {
-    pub fn get(&self, index: u32) -> u64 {
-        self.0[index as usize]
+    pub fn get(&self, counter: Counter) -> u64 {
+        self.0[counter as usize]
     }
 }
 
@@ -212,7 +210,7 @@ impl Collector {
         for (id, trace, python) in pending {
             let (key, truncated) = match trace {
                 Some(t) => {
-                    let allocator = ALLOC_KIND_NAMES.get(t.kind as usize).copied().unwrap_or("unknown");
+                    let allocator = AllocKind::from_raw(t.kind).map_or("unknown", AllocKind::symbol);
                     let mut frames = Vec::with_capacity(python.len() + 1);
                     let native = match self.processes.get_mut(&t.tgid).filter(|p| p.instance == t.instance) {
                         Some(p) => p.native.frame(&self.symbolizer, t.native_ip),

@@ -23,10 +23,10 @@ mod remote;
 mod report;
 mod series;
 mod serve;
-mod session;
 mod symbolize;
 mod target;
 mod units;
+mod uprobe_multi;
 
 #[cfg(test)]
 mod fuzz_tests;

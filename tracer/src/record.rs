@@ -557,7 +557,7 @@ fn print_progress(session: &Session, elapsed: Duration) {
         .and_then(|r| r.key.frames.iter().find(|f| matches!(f, crate::report::Frame::Python { .. })))
         .map(|f| f.label())
         .unwrap_or_default();
-    let events = c.get(tracer_ebpf::counter::ALLOC_CALLS) + c.get(tracer_ebpf::counter::FREE_CALLS);
+    let events = c.get(tracer_ebpf::Counter::AllocCalls) + c.get(tracer_ebpf::Counter::FreeCalls);
     let rate = events as f64 / elapsed.as_secs_f64().max(0.001);
     eprint!(
         "\r\x1b[2K[{:>6.1}s] {:>9.0} events/s  outstanding {}  top: {}",

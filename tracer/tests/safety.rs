@@ -15,7 +15,7 @@ use common::*;
 use object::{Object, ObjectSegment, ObjectSymbol};
 use serde_json::Value;
 
-/// Every libc function the tracer probes (tracer/src/probes.rs).
+/// Every libc function the tracer probes (tracer/src/probes/plan.rs).
 const PROBED: [&str; 12] = [
     "malloc",
     "calloc",

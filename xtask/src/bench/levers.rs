@@ -1,6 +1,6 @@
 //! The design levers, each measured before and after in the same interleaved run: the same
 //! workload under variants of the tracer that differ by one choice (`TRACER_PROBE_VARIANT`,
-//! see tracer/src/probes.rs) or by one flag, and under empty programs at the same attach points
+//! see docs/probes.md) or by one flag, and under empty programs at the same attach points
 //! (the bare cost of the probes, which the tracer's own work is judged against).
 
 use std::fmt::Write;

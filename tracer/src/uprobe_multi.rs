@@ -3,7 +3,7 @@
 //! unsampled call then costs one trap instead of two (a classic return probe traps at every
 //! return whatever its program decides). Entry-only programs (free, munmap) go through the same
 //! kind of link: the kernel's per-hit filter for these is a pointer compare, where a
-//! perf-event uprobe takes a lock.
+//! perf-event uprobe takes a lock (docs/probes.md "Session uprobes").
 //!
 //! aya 0.14 can neither load a program with the expected attach type a session link needs nor
 //! create such a link, so this module does both with bpf(2): it takes the programs' instructions
@@ -87,12 +87,12 @@ fn bpf<T>(cmd: libc::c_long, attr: &mut T) -> std::io::Result<OwnedFd> {
     Ok(unsafe { OwnedFd::from_raw_fd(fd as RawFd) })
 }
 
-/// The session programs, loaded and verified.
-pub struct SessionPrograms {
+/// The programs for uprobe_multi links (session and entry-only ones), loaded and verified.
+pub struct UprobeMultiPrograms {
     programs: HashMap<String, (OwnedFd, Mode)>,
 }
 
-impl SessionPrograms {
+impl UprobeMultiPrograms {
     /// Loads `names` from `object`, relocated against `maps` (name -> fd of the map aya made).
     pub fn load(object: &[u8], maps: &HashMap<String, RawFd>, names: &[(&str, Mode)]) -> Result<Self> {
         let mut obj = aya_obj::Object::parse(object).context("parsing the BPF object")?;
@@ -144,7 +144,7 @@ impl SessionPrograms {
     /// Attaches `program` at `offset` of the file at `path`, in process `pid` only. The link
     /// lives as long as the returned descriptor.
     pub fn attach(&self, program: &str, path: &Path, offset: u64, pid: u32) -> Result<OwnedFd> {
-        let (prog, mode) = self.programs.get(program).with_context(|| format!("no session program {program}"))?;
+        let (prog, mode) = self.programs.get(program).with_context(|| format!("no uprobe_multi program {program}"))?;
         let path_c = CString::new(path.as_os_str().as_bytes()).context("a path with a NUL byte")?;
         let offsets = [offset];
         let mut attr = UprobeMultiLinkAttr {
@@ -157,7 +157,7 @@ impl SessionPrograms {
             ..Default::default()
         };
         bpf(BPF_LINK_CREATE, &mut attr)
-            .with_context(|| format!("creating a session uprobe link for {program} on {}", path.display()))
+            .with_context(|| format!("creating a {mode:?} uprobe_multi link for {program} on {}", path.display()))
     }
 }
 
