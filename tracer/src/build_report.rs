@@ -100,6 +100,7 @@ fn build_for(
         schema: SCHEMA,
         target,
         duration_s: window_s,
+        started_unix_s: crate::report::unix_time_s(session.started),
         final_view: final_view.to_string(),
         totals,
         suspects,

@@ -12,6 +12,9 @@ pub struct Report {
     pub schema: u32,
     pub target: TargetInfo,
     pub duration_s: f64,
+    /// When tracing started, in seconds since the Unix epoch (absent in older reports).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub started_unix_s: Option<f64>,
     /// Where the final view was taken: "duration", "interrupted", "finalization" (the interpreter
     /// began shutting down: outstanding memory is as it was before module teardown),
     /// "target_exited" or "live" (a snapshot of a running daemon).
@@ -71,6 +74,13 @@ pub enum Verdict {
     Stable,
 }
 
+/// The wall-clock time of `instant`, in seconds since the Unix epoch.
+pub fn unix_time_s(instant: std::time::Instant) -> Option<f64> {
+    let ago = instant.elapsed();
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).ok()?;
+    Some(now.checked_sub(ago)?.as_secs_f64())
+}
+
 impl Verdict {
     pub fn as_str(self) -> &'static str {
         match self {
@@ -110,15 +120,26 @@ pub struct Suspect {
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq, Hash, PartialOrd, Ord)]
 #[serde(tag = "kind", rename_all = "lowercase")]
 pub enum Frame {
-    Python { function: String, file: String, line: u32 },
-    Native { function: String, module: String },
+    Python {
+        function: String,
+        file: String,
+        line: u32,
+        /// The line of the `def` (the code object's `co_firstlineno`), where a profile viewer
+        /// starts listing the function. Absent in reports written before it was recorded.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        def_line: Option<u32>,
+    },
+    Native {
+        function: String,
+        module: String,
+    },
 }
 
 impl Frame {
     /// `function (file:line)` or `function [module]`: how text and flame graphs name a frame.
     pub fn label(&self) -> String {
         match self {
-            Frame::Python { function, file, line } => format!("{function} ({file}:{line})"),
+            Frame::Python { function, file, line, .. } => format!("{function} ({file}:{line})"),
             Frame::Native { function, module } => format!("{function} [{module}]"),
         }
     }

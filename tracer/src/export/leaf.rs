@@ -1,0 +1,42 @@
+//! Which frame a profile puts at the leaf.
+//!
+//! A report's stack is innermost first: the native function that called the allocator (e.g.
+//! `_PyObject_Malloc`), then the Python frames. Profile viewers give the flat ("self") value to
+//! the leaf, so with the native frame there every Python line shows 0 flat and `go tool pprof
+//! -top` names only the allocator. By default pprof and speedscope therefore start the stack at
+//! the innermost Python frame and keep the native frames as sample labels; `--native-leaf` keeps
+//! the stack as recorded.
+
+use crate::report::{Frame, Suspect};
+
+/// The label key of the libc function that allocated (`malloc`, `mmap`, ...).
+pub(super) const ALLOCATOR: &str = "allocator";
+/// The label key of the native frames between the allocator and the innermost Python frame.
+pub(super) const NATIVE_CALLER: &str = "native_caller";
+
+/// A suspect's stack as a profile draws it.
+pub(super) struct ProfileStack<'a> {
+    /// Innermost first.
+    pub frames: &'a [Frame],
+    /// (key, value) pairs a sample carries besides its stack.
+    pub labels: Vec<(&'static str, String)>,
+}
+
+/// The frames a profile draws for `suspect` and the labels that name what was left out. A stack
+/// with no Python frame keeps its native frames (it would be empty otherwise).
+pub(super) fn profile_stack(suspect: &Suspect, native_leaf: bool) -> ProfileStack<'_> {
+    let mut labels = Vec::new();
+    if !suspect.allocator.is_empty() {
+        labels.push((ALLOCATOR, suspect.allocator.clone()));
+    }
+    let stack = suspect.stack.as_slice();
+    let first_python = stack.iter().position(|f| matches!(f, Frame::Python { .. }));
+    match first_python {
+        Some(i) if i > 0 && !native_leaf => {
+            let callers: Vec<String> = stack[..i].iter().map(Frame::label).collect();
+            labels.push((NATIVE_CALLER, callers.join(" <- ")));
+            ProfileStack { frames: &stack[i..], labels }
+        }
+        _ => ProfileStack { frames: stack, labels },
+    }
+}
