@@ -184,13 +184,21 @@ impl Sample<'_> {
 
 const NO_STACK: &str = "[no stack]";
 
-/// Which stacks the flame formats draw, and in words why (for titles).
+/// Which stacks the flame formats draw, and why.
 #[derive(Debug)]
 struct Selection<'a> {
     samples: Vec<Sample<'a>>,
-    what: String,
-    /// Every stack was asked for (`--all-stacks`).
-    all: bool,
+    chosen: Chosen,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Chosen {
+    /// Every stack (`--all-stacks`).
+    All,
+    /// The leak and growing stacks.
+    Growing,
+    /// Nothing leaks or grows: the `top` largest stacks.
+    Largest(usize),
 }
 
 impl<'a> Selection<'a> {
@@ -202,17 +210,17 @@ impl<'a> Selection<'a> {
             r.suspects.iter().map(move |suspect| Sample { pid, report: r, suspect })
         });
         if opts.all_stacks {
-            return Selection { samples: all.collect(), what: "all stacks".into(), all: true };
+            return Selection { samples: all.collect(), chosen: Chosen::All };
         }
         let growing: Vec<Sample<'a>> =
             all.clone().filter(|s| matches!(s.suspect.verdict, Verdict::Leak | Verdict::Growing)).collect();
         if !growing.is_empty() {
-            return Selection { samples: growing, what: "leak and growing stacks".into(), all: false };
+            return Selection { samples: growing, chosen: Chosen::Growing };
         }
         let mut samples: Vec<Sample<'a>> = all.collect();
         // Stable: equal sizes keep the report's rank order.
         samples.sort_by_key(|s| std::cmp::Reverse(s.suspect.outstanding_bytes));
         samples.truncate(opts.top);
-        Selection { samples, what: format!("no leaks; top {} stacks by outstanding bytes", opts.top), all: false }
+        Selection { samples, chosen: Chosen::Largest(opts.top) }
     }
 }

@@ -17,7 +17,7 @@ use flate2::Compression;
 use prost::Message;
 
 use super::leaf::profile_stack;
-use super::{ExportOptions, NO_STACK};
+use super::ExportOptions;
 use crate::report::{Frame, Report};
 
 // The messages of google/pprof proto/profile.proto (package perftools.profiles), by hand, with
@@ -282,7 +282,7 @@ pub(crate) fn profile(reports: &[Report], multi: bool, opts: &ExportOptions) -> 
             let stack = profile_stack(suspect, opts.native_leaf);
             let mut location_id: Vec<u64> = stack.frames.iter().map(|f| b.location(f)).collect();
             if location_id.is_empty() {
-                let frame = Frame::Native { function: NO_STACK.to_string(), module: String::new() };
+                let frame = Frame::Native { function: stack.placeholder.to_string(), module: String::new() };
                 location_id.push(b.location(&frame));
             }
             let mut label = vec![b.label("verdict", suspect.verdict.as_str())];

@@ -10,7 +10,7 @@ use std::io::Write;
 use serde::Serialize;
 
 use super::leaf::profile_stack;
-use super::{ExportOptions, Selection, NO_STACK};
+use super::{ExportOptions, Selection};
 use crate::report::{Frame, Report};
 
 const SCHEMA: &str = "https://www.speedscope.app/file-format-schema.json";
@@ -115,7 +115,7 @@ pub(super) fn write(
             let stack = profile_stack(sample.suspect, opts.native_leaf);
             let mut ids: Vec<usize> = stack.frames.iter().rev().map(|f| frames.id(ss_frame(f))).collect();
             if ids.is_empty() {
-                ids.push(frames.id(SsFrame { name: NO_STACK.to_string(), file: None, line: None }));
+                ids.push(frames.id(SsFrame { name: stack.placeholder.to_string(), file: None, line: None }));
             }
             samples.push(ids);
             weights.push(bytes);

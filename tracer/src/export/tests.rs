@@ -477,6 +477,11 @@ fn speedscope_puts_the_python_line_at_the_leaf() {
     let stacks = speedscope_stacks(&v, 0);
     assert_eq!(stacks[0].last().unwrap(), "PyByteArray_Resize [python3.11]");
     assert_eq!(stacks[0].len(), 4);
+
+    let mut r = report();
+    r.suspects[0].stack = vec![native("_PyObject_ArenaMmap", "libpython3.11.so.1.0")];
+    let v = speedscope_json(&render(Format::Speedscope, &r, &DEFAULT));
+    assert_eq!(speedscope_stacks(&v, 0)[0], ["[no Python frame]"]);
 }
 
 #[test]
@@ -623,6 +628,18 @@ fn pprof_native_leaf_keeps_the_recorded_stack() {
 }
 
 #[test]
+fn pprof_draws_a_stack_without_python_as_one_frame() {
+    let mut r = report();
+    r.suspects[0].stack = vec![native("_PyObject_ArenaMmap", "libpython3.11.so.1.0")];
+    let p = decode(&render(Format::Pprof, &r, &DEFAULT));
+    assert_eq!(pprof_stacks(&p)[0], [("[no Python frame]".to_string(), String::new(), 0, 0)]);
+    let caller = ("native_caller".to_string(), "_PyObject_ArenaMmap [libpython3.11.so.1.0]".to_string());
+    assert!(pprof_labels(&p, 0).contains(&caller), "{:?}", pprof_labels(&p, 0));
+    let p = decode(&render(Format::Pprof, &r, &NATIVE_LEAF));
+    assert_eq!(pprof_stacks(&p)[0][0].0, "_PyObject_ArenaMmap");
+}
+
+#[test]
 fn pprof_has_one_function_per_python_function() {
     let mut r = report();
     // Another line of `handle`, and a frame from a report written before def lines were kept.
@@ -677,63 +694,10 @@ fn pprof_without_a_start_time_has_none() {
 
 // ---- svg ----
 
-fn parse_svg(svg: &str) -> roxmltree::Document<'_> {
-    let opts = roxmltree::ParsingOptions { allow_dtd: true, ..roxmltree::ParsingOptions::default() };
-    roxmltree::Document::parse_with_options(svg, opts).unwrap_or_else(|e| panic!("the SVG is not XML: {e}\n{svg}"))
-}
+#[path = "../../tests/common/flamegraph.rs"]
+mod flamegraph;
 
-/// One box of the flame graph: (class, title, fill, label text).
-#[derive(Debug)]
-struct SvgBox {
-    class: String,
-    title: String,
-    fill: String,
-    text: String,
-}
-
-fn svg_boxes(svg: &str) -> Vec<SvgBox> {
-    let doc = parse_svg(svg);
-    let frames = doc.descendants().find(|n| n.attribute("id") == Some("frames")).expect("frames");
-    frames
-        .children()
-        .filter(|n| n.has_tag_name("g"))
-        .map(|g| {
-            let child = |tag: &str| g.children().find(|c| c.has_tag_name(tag)).unwrap();
-            SvgBox {
-                class: g.attribute("class").unwrap_or_default().to_string(),
-                title: child("title").text().unwrap_or_default().to_string(),
-                fill: child("rect").attribute("fill").unwrap().to_string(),
-                text: child("text").text().unwrap_or_default().to_string(),
-            }
-        })
-        .collect()
-}
-
-fn svg_box<'a>(boxes: &'a [SvgBox], label: &str) -> &'a SvgBox {
-    let label = format!("{label} (");
-    boxes.iter().find(|b| b.title.starts_with(&label)).unwrap_or_else(|| panic!("no box {label}: {boxes:#?}"))
-}
-
-fn rgb(fill: &str) -> (u8, u8, u8) {
-    let inner = fill.strip_prefix("rgb(").and_then(|f| f.strip_suffix(')')).unwrap_or_else(|| panic!("{fill}"));
-    let v: Vec<u8> = inner.split(',').map(|c| c.trim().parse().unwrap()).collect();
-    (v[0], v[1], v[2])
-}
-
-fn is_red(fill: &str) -> bool {
-    let (r, g, b) = rgb(fill);
-    r > 190 && g < 110 && b < 110
-}
-
-fn is_orange(fill: &str) -> bool {
-    let (r, g, b) = rgb(fill);
-    r > 230 && (130..200).contains(&g) && b < 90
-}
-
-fn is_grey(fill: &str) -> bool {
-    let (r, g, b) = rgb(fill);
-    r == g && b.abs_diff(r) < 10 && r > 150
-}
+use flamegraph::{is_grey, is_orange, is_red, parse_svg, svg_box, svg_boxes, SvgBox};
 
 fn svg(report: &Report, opts: &ExportOptions) -> String {
     String::from_utf8(render(Format::Svg, report, opts)).unwrap()
@@ -820,10 +784,14 @@ fn svg_has_a_legend_and_a_subtitle() {
     assert_eq!(
         subtitle,
         "pid 4242 \u{b7} CPython 3.11.7 \u{b7} python3.11 app.py \u{b7} 60.0 s \u{b7} 12.4 MiB outstanding in 2,345 \
-         blocks \u{b7} leak and growing stacks"
+         blocks"
     );
     let all = parse_svg(&svg(&report(), &ALL)).descendants().filter_map(|n| n.text()).collect::<String>();
     assert!(all.contains("bounded / stable: 1 stack, 1.0 MiB"), "{all}");
+    // Nothing leaks: the largest stacks are drawn, and the subtitle says so.
+    let quiet = parse_svg(&svg(&quiet_report(), &DEFAULT)).descendants().filter_map(|n| n.text()).collect::<String>();
+    assert!(quiet.contains("12.4 MiB outstanding in 2,345 blocks \u{b7} no leaks: the 10 largest stacks"), "{quiet}");
+    assert!(quiet.contains("leak: none drawn") && quiet.contains("bounded / stable: 1 stack, 1.0 MiB"), "{quiet}");
 }
 
 #[test]

@@ -16,7 +16,7 @@ use inferno::flamegraph::{self, Options, TextTruncateDirection};
 
 use super::paths::ShortPaths;
 use super::text::{bytes, count, seconds};
-use super::{Selection, NO_STACK};
+use super::{Chosen, Selection, NO_STACK};
 use crate::report::{Frame, Report, Verdict};
 
 mod paint;
@@ -119,8 +119,7 @@ pub(super) fn visible(s: &str) -> String {
     out
 }
 
-/// `pid 4242 · CPython 3.11.7 · python3 app.py · 60.0 s · 12.4 MiB outstanding in 2,345 blocks ·
-/// leak and growing stacks`.
+/// `pid 4242 · CPython 3.11.7 · python3 app.py · 60.0 s · 12.4 MiB outstanding in 2,345 blocks`.
 fn subtitle(reports: &[Report], selection: &Selection<'_>) -> String {
     let duration = reports.iter().map(|r| r.duration_s).fold(0.0, f64::max);
     let outstanding = reports.iter().fold(0u64, |sum, r| sum.saturating_add(r.totals.outstanding_bytes));
@@ -144,7 +143,10 @@ fn subtitle(reports: &[Report], selection: &Selection<'_>) -> String {
     }
     parts.push(seconds(duration));
     parts.push(format!("{} outstanding in {} blocks", bytes(outstanding), count(blocks)));
-    parts.push(selection.what.clone());
+    // The legend says which verdicts are drawn; only this choice needs saying here.
+    if let Chosen::Largest(top) = selection.chosen {
+        parts.push(format!("no leaks: the {top} largest stacks"));
+    }
     visible(&parts.join(" \u{b7} "))
 }
 
@@ -191,7 +193,9 @@ fn legend(selection: &Selection<'_>) -> String {
         format!("<text id=\"legend\" x=\"50%\" y=\"{}\" text-anchor=\"middle\">", 4 * 12 + paint::LEGEND_HEIGHT);
     for (i, ((verdict, name), (stacks, total))) in entries.into_iter().zip(drawn).enumerate() {
         let what = match stacks {
-            0 if verdict == Verdict::Bounded && !selection.all => "not drawn (--all-stacks draws them)".to_string(),
+            0 if verdict == Verdict::Bounded && selection.chosen == Chosen::Growing => {
+                "not drawn (--all-stacks draws them)".to_string()
+            }
             0 => "none drawn".to_string(),
             1 => format!("1 stack, {}", bytes(total)),
             n => format!("{n} stacks, {}", bytes(total)),
