@@ -74,13 +74,6 @@ pub enum Verdict {
     Stable,
 }
 
-/// The wall-clock time of `instant`, in seconds since the Unix epoch.
-pub fn unix_time_s(instant: std::time::Instant) -> Option<f64> {
-    let ago = instant.elapsed();
-    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).ok()?;
-    Some(now.checked_sub(ago)?.as_secs_f64())
-}
-
 impl Verdict {
     pub fn as_str(self) -> &'static str {
         match self {

@@ -697,7 +697,7 @@ fn pprof_without_a_start_time_has_none() {
 #[path = "../../tests/common/flamegraph.rs"]
 mod flamegraph;
 
-use flamegraph::{is_grey, is_orange, is_red, parse_svg, svg_box, svg_boxes, SvgBox};
+use flamegraph::{is_grey, is_orange, is_red, parse_svg, svg_box, svg_boxes, text_of, SvgBox};
 
 fn svg(report: &Report, opts: &ExportOptions) -> String {
     String::from_utf8(render(Format::Svg, report, opts)).unwrap()
@@ -772,7 +772,7 @@ fn svg_has_a_legend_and_a_subtitle() {
     let text = svg(&report(), &DEFAULT);
     let doc = parse_svg(&text);
     let legend = doc.descendants().find(|n| n.attribute("id") == Some("legend")).expect("a legend");
-    let words: String = legend.descendants().filter_map(|n| n.text()).collect();
+    let words = text_of(&doc, "legend");
     assert!(words.contains("leak: 1 stack, 4.1 MiB"), "{words}");
     assert!(words.contains("growing: 1 stack, 256.0 KiB"), "{words}");
     assert!(words.contains("bounded / stable: not drawn (--all-stacks draws them)"), "{words}");
@@ -780,18 +780,24 @@ fn svg_has_a_legend_and_a_subtitle() {
         legend.children().filter_map(|n| Some((n.attribute("class")?, n.attribute("fill")?))).collect();
     assert_eq!(swatches.len(), 3);
     assert!(is_red(swatches[0].1) && is_orange(swatches[1].1) && is_grey(swatches[2].1), "{swatches:?}");
-    let subtitle = doc.descendants().find(|n| n.attribute("id") == Some("subtitle")).unwrap().text().unwrap();
+    let subtitle = text_of(&doc, "subtitle");
     assert_eq!(
         subtitle,
         "pid 4242 \u{b7} CPython 3.11.7 \u{b7} python3.11 app.py \u{b7} 60.0 s \u{b7} 12.4 MiB outstanding in 2,345 \
          blocks"
     );
-    let all = parse_svg(&svg(&report(), &ALL)).descendants().filter_map(|n| n.text()).collect::<String>();
+    let all = text_of(&parse_svg(&svg(&report(), &ALL)), "legend");
     assert!(all.contains("bounded / stable: 1 stack, 1.0 MiB"), "{all}");
     // Nothing leaks: the largest stacks are drawn, and the subtitle says so.
-    let quiet = parse_svg(&svg(&quiet_report(), &DEFAULT)).descendants().filter_map(|n| n.text()).collect::<String>();
-    assert!(quiet.contains("12.4 MiB outstanding in 2,345 blocks \u{b7} no leaks: the 10 largest stacks"), "{quiet}");
-    assert!(quiet.contains("leak: none drawn") && quiet.contains("bounded / stable: 1 stack, 1.0 MiB"), "{quiet}");
+    let quiet = svg(&quiet_report(), &DEFAULT);
+    let quiet = parse_svg(&quiet);
+    let subtitle = text_of(&quiet, "subtitle");
+    assert!(
+        subtitle.ends_with("12.4 MiB outstanding in 2,345 blocks \u{b7} no leaks: the 10 largest stacks"),
+        "{subtitle}"
+    );
+    let legend = text_of(&quiet, "legend");
+    assert!(legend.contains("leak: none drawn") && legend.contains("bounded / stable: 1 stack, 1.0 MiB"), "{legend}");
 }
 
 #[test]

@@ -47,7 +47,7 @@ pub fn svg_box<'a>(boxes: &'a [SvgBox], label: &str) -> &'a SvgBox {
 /// The text of the element with this `id` and of its descendants.
 pub fn text_of(doc: &roxmltree::Document<'_>, id: &str) -> String {
     let node = doc.descendants().find(|n| n.attribute("id") == Some(id)).unwrap_or_else(|| panic!("no #{id}"));
-    node.descendants().filter_map(|n| n.text()).collect()
+    node.descendants().filter(|n| n.is_text()).filter_map(|n| n.text()).collect()
 }
 
 fn rgb(fill: &str) -> (u8, u8, u8) {

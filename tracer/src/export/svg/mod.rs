@@ -8,7 +8,6 @@
 //! Every string here can come from the target (function and file names, the command line): all
 //! of it goes through [`visible`] before it reaches the XML, so the SVG always parses.
 
-use std::collections::HashMap;
 use std::io::Write;
 
 use inferno::flamegraph::color::{BasicPalette, Palette};
@@ -54,15 +53,15 @@ pub(super) fn write(reports: &[Report], selection: &Selection<'_>, out: &mut dyn
 
 /// The selected stacks as drawn: labels with short file names, root first.
 fn stacks(reports: &[Report], selection: &Selection<'_>) -> Vec<Stack> {
-    let paths: HashMap<*const Report, ShortPaths> =
-        reports.iter().map(|r| (r as *const Report, ShortPaths::of(r))).collect();
+    // File names are shortened per process: each has its own files.
+    let paths: Vec<(&Report, ShortPaths)> = reports.iter().map(|r| (r, ShortPaths::of(r))).collect();
     let no_paths = ShortPaths::default();
     selection
         .samples
         .iter()
         .filter(|s| s.suspect.outstanding_bytes > 0)
         .map(|sample| {
-            let paths = paths.get(&(sample.report as *const Report)).unwrap_or(&no_paths);
+            let paths = paths.iter().find(|(r, _)| std::ptr::eq(*r, sample.report)).map_or(&no_paths, |(_, p)| p);
             let suspect = sample.suspect;
             let mut frames = Vec::with_capacity(suspect.stack.len() + 2);
             if let Some(pid) = sample.pid {
@@ -107,7 +106,7 @@ fn drawn(label: String, detail: String) -> DrawnFrame {
 
 /// `s` with every character XML 1.0 cannot carry, and every other control character, written as
 /// an escape (`\x1b`, `\u{fffe}`), so the name stays readable and the document well-formed.
-pub(super) fn visible(s: &str) -> String {
+fn visible(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
     for c in s.chars() {
         match c {
