@@ -47,6 +47,12 @@ pub fn build_process(session: &mut Session, pid: u32, view: &str, criteria: &Cri
     build_for(session, instance, info, view, criteria, end_ns)
 }
 
+/// The wall-clock time of `instant`, in seconds since the Unix epoch.
+fn unix_time_s(instant: std::time::Instant) -> Option<f64> {
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).ok()?;
+    Some(now.checked_sub(instant.elapsed())?.as_secs_f64())
+}
+
 pub fn target_info(target: &crate::target::Target) -> TargetInfo {
     TargetInfo {
         pid: target.pid,
@@ -95,6 +101,7 @@ fn build_for(
         schema: SCHEMA,
         target,
         duration_s: window_s,
+        started_unix_s: unix_time_s(session.started),
         final_view: final_view.to_string(),
         totals,
         suspects,

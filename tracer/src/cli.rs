@@ -53,6 +53,10 @@ pub struct OutputArgs {
     /// Flame formats: every live stack, not only the leaking and growing ones.
     #[arg(long)]
     pub all_stacks: bool,
+    /// pprof and speedscope: keep the native allocating frame as the leaf (by default the
+    /// innermost Python line is the leaf and the native frames become sample labels).
+    #[arg(long)]
+    pub native_leaf: bool,
 }
 
 #[derive(Args, Debug)]
@@ -255,7 +259,7 @@ impl OutputArgs {
     }
 
     pub fn export_options(&self) -> ExportOptions {
-        ExportOptions { all_stacks: self.all_stacks, top: self.top as usize }
+        ExportOptions { all_stacks: self.all_stacks, top: self.top as usize, native_leaf: self.native_leaf }
     }
 }
 
@@ -278,8 +282,13 @@ mod tests {
 
     #[test]
     fn format_follows_extension() {
-        let args =
-            |o: &str, f: Option<Format>| OutputArgs { output: Some(o.into()), format: f, top: 10, all_stacks: false };
+        let args = |o: &str, f: Option<Format>| OutputArgs {
+            output: Some(o.into()),
+            format: f,
+            top: 10,
+            all_stacks: false,
+            native_leaf: false,
+        };
         assert_eq!(args("leaks.svg", None).format(), Format::Svg);
         assert_eq!(args("x.pb.gz", None).format(), Format::Pprof);
         assert_eq!(args("x.speedscope.json", None).format(), Format::Speedscope);

@@ -250,7 +250,8 @@ const FORMATS: [Format; 6] =
 fn report_roundtrip(text: &str) -> bool {
     let Ok(saved) = output::parse_saved(text) else { return false };
     for format in FORMATS {
-        for opts in [ExportOptions { all_stacks: false, top: 10 }, ExportOptions { all_stacks: true, top: 1 }] {
+        let native_leaf = ExportOptions { all_stacks: true, top: 1, native_leaf: true };
+        for opts in [ExportOptions { all_stacks: false, top: 10, native_leaf: false }, native_leaf] {
             let mut out = Vec::new();
             let _ = match &saved {
                 Saved::One(r) => export::write(format, r, &opts, &mut out),

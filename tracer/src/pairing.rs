@@ -54,7 +54,7 @@ pub fn link(pid: u32, suspects: &mut [Suspect], holders: &mut [Holder]) {
         let Some(name) = container_name(&holder.path) else { continue };
         let mut filled_at = Vec::new();
         for suspect in suspects.iter_mut().filter(|s| s.verdict.is_growing()) {
-            let Some(Frame::Python { function, file, line }) =
+            let Some(Frame::Python { function, file, line, .. }) =
                 suspect.stack.iter().find(|f| matches!(f, Frame::Python { .. }))
             else {
                 continue;

@@ -12,6 +12,9 @@ pub struct Report {
     pub schema: u32,
     pub target: TargetInfo,
     pub duration_s: f64,
+    /// When tracing started, in seconds since the Unix epoch (absent in older reports).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub started_unix_s: Option<f64>,
     /// Where the final view was taken: "duration", "interrupted", "finalization" (the interpreter
     /// began shutting down: outstanding memory is as it was before module teardown),
     /// "target_exited" or "live" (a snapshot of a running daemon).
@@ -110,15 +113,26 @@ pub struct Suspect {
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq, Hash, PartialOrd, Ord)]
 #[serde(tag = "kind", rename_all = "lowercase")]
 pub enum Frame {
-    Python { function: String, file: String, line: u32 },
-    Native { function: String, module: String },
+    Python {
+        function: String,
+        file: String,
+        line: u32,
+        /// The line of the `def` (the code object's `co_firstlineno`), where a profile viewer
+        /// starts listing the function. Absent in reports written before it was recorded.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        def_line: Option<u32>,
+    },
+    Native {
+        function: String,
+        module: String,
+    },
 }
 
 impl Frame {
     /// `function (file:line)` or `function [module]`: how text and flame graphs name a frame.
     pub fn label(&self) -> String {
         match self {
-            Frame::Python { function, file, line } => format!("{function} ({file}:{line})"),
+            Frame::Python { function, file, line, .. } => format!("{function} ({file}:{line})"),
             Frame::Native { function, module } => format!("{function} [{module}]"),
         }
     }

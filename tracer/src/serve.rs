@@ -147,7 +147,7 @@ fn config_from(args: ServeArgs) -> Result<ServeConfig> {
         },
         listen: args.listen,
         push,
-        export: ExportOptions { all_stacks: args.all_stacks, top: args.top as usize },
+        export: ExportOptions { all_stacks: args.all_stacks, top: args.top as usize, ..ExportOptions::default() },
     })
 }
 
@@ -633,7 +633,7 @@ fn family(out: &mut String, name: &str, kind: &str, help: &str, samples: &[(Vec<
 /// named by its innermost frame (file = module, line 0).
 fn innermost(stack: &[Frame]) -> (String, String, u32) {
     let python = stack.iter().find_map(|f| match f {
-        Frame::Python { function, file, line } => Some((function.clone(), file.clone(), *line)),
+        Frame::Python { function, file, line, .. } => Some((function.clone(), file.clone(), *line)),
         Frame::Native { .. } => None,
     });
     python.unwrap_or_else(|| match stack.first() {
@@ -1047,8 +1047,8 @@ mod tests {
             reason: String::new(),
             stack: vec![
                 Frame::Native { function: "PyByteArray_Resize".into(), module: "python3.11".into() },
-                Frame::Python { function: "leak \"x\"".into(), file: "/srv/a\\b.py".into(), line },
-                Frame::Python { function: "main".into(), file: "/srv/a.py".into(), line: 1 },
+                Frame::Python { function: "leak \"x\"".into(), file: "/srv/a\\b.py".into(), line, def_line: None },
+                Frame::Python { function: "main".into(), file: "/srv/a.py".into(), line: 1, def_line: None },
             ],
         };
         Report {
@@ -1061,6 +1061,7 @@ mod tests {
                 cmdline: "python3 <app>.py".into(),
             },
             duration_s: 12.0,
+            started_unix_s: None,
             final_view: "live".into(),
             totals: Totals {
                 allocs: 5,

@@ -12,7 +12,8 @@
 //! test tools (`cargo xtask test`, and `cargo xtask setup` unless `--build-only`):
 //!   - `rustfmt` and `clippy` for the toolchain that runs cargo here, and `clippy` for the
 //!     nightly (the lint gate, lint.rs; `rustup component add`, never `rustup update`)
-//!   - `bpftool` and `go` (apt: bpftool, golang-go)
+//!   - `bpftool`, `go` and `chromium` (apt: bpftool, golang-go, chromium)
+//!   - speedscope's app (`npm pack speedscope@1.25.0`) into target/speedscope (best effort)
 //!   - the fixtures venv (CPython 3.11.7 + tornado 6 + pytest) at target/pyenv-venv
 //!   - CPython 3.14 (and 3.13 when pyenv has none) from Debian sid, into target/cpython-sid
 //!     (best effort: a warning when offline)
@@ -70,6 +71,8 @@ pub fn run(opts: Options) -> Result<Outcome> {
         rustup_components(Some("nightly"), &["clippy"])?;
         apt_tool(&mut apt, "bpftool", "bpftool", &["/usr/sbin", "/sbin"])?;
         apt_tool(&mut apt, "go", "golang-go", &["/usr/lib/go/bin"])?;
+        apt_tool(&mut apt, "chromium", "chromium", &[])?;
+        speedscope_app();
         outcome = test_pythons()?;
     }
     println!("setup: done in {}", elapsed(start));
@@ -236,6 +239,26 @@ fn apt_tool(apt: &mut Apt, exe: &str, package: &str, extra: &[&str]) -> Result<(
         add_to_path(&path);
     }
     Ok(())
+}
+
+/// speedscope's own app, for the exports tests to open speedscope files in (through Chromium).
+/// Best effort: without npm or the registry the tests say "skipped: no speedscope app".
+fn speedscope_app() {
+    let dir = util::target_dir().join("speedscope");
+    if dir.join("package/dist/release/index.html").is_file() {
+        println!("setup: speedscope app ok (present, {})", dir.display());
+        return;
+    }
+    let result = step("setup", "fetching speedscope 1.25.0 (npm pack)", || {
+        fs::create_dir_all(&dir)?;
+        run_quiet(Command::new("npm").args(["pack", "speedscope@1.25.0"]).current_dir(&dir)).context("npm pack")?;
+        run_quiet(Command::new("tar").args(["xzf", "speedscope-1.25.0.tgz"]).current_dir(&dir)).map(drop)
+    });
+    if let Err(err) = result {
+        println!(
+            "setup: warning: no speedscope app; tests will report \"skipped: no speedscope app\"\n  cause: {err:#}"
+        );
+    }
 }
 
 /// Install Debian packages that only `cargo xtask bench` needs (bcc, kernel headers).

@@ -12,6 +12,8 @@ use crate::report::{Frame, MultiReport, Report, Suspect};
 
 mod folded;
 mod json;
+mod leaf;
+mod paths;
 mod pprof;
 mod speedscope;
 mod svg;
@@ -109,11 +111,14 @@ pub struct ExportOptions {
     /// How many suspects the text report shows in detail (and per section), and how many stacks
     /// the flame formats draw when nothing leaks. Taken literally: 0 shows none.
     pub top: usize,
+    /// pprof and speedscope: keep the native allocating frame as the leaf, as recorded. By
+    /// default the innermost Python frame is the leaf and gets the flat bytes (see `leaf.rs`).
+    pub native_leaf: bool,
 }
 
 impl Default for ExportOptions {
     fn default() -> Self {
-        ExportOptions { all_stacks: false, top: 10 }
+        ExportOptions { all_stacks: false, top: 10, native_leaf: false }
     }
 }
 
@@ -125,14 +130,15 @@ pub fn write(format: Format, report: &Report, opts: &ExportOptions, out: &mut dy
         Format::Json => json::write(report, out),
         Format::Folded => folded::write(&Selection::new(reports, false, opts), out),
         Format::Svg => svg::write(reports, &Selection::new(reports, false, opts), out),
-        Format::Speedscope => speedscope::write(reports, &Selection::new(reports, false, opts), out),
-        Format::Pprof => pprof::write(reports, false, out),
+        Format::Speedscope => speedscope::write(reports, &Selection::new(reports, false, opts), opts, out),
+        Format::Pprof => pprof::write(reports, false, opts, out),
     }
 }
 
 /// Writes the reports of several processes in `format`: JSON is the `MultiReport` as-is, text has
-/// one section per process (`== PID 123: <cmdline> ==`), flame formats put each process under a
-/// root frame `pid 123`, and pprof labels each sample with `pid`.
+/// one section per process (`== PID 123: <cmdline> ==`), folded and svg put each process under a
+/// root frame `pid 123`, speedscope gives each process its own profile, and pprof labels each
+/// sample with `pid`.
 pub fn write_multi(
     format: Format,
     multi: &MultiReport,
@@ -145,8 +151,8 @@ pub fn write_multi(
         Format::Json => json::write(multi, out),
         Format::Folded => folded::write(&Selection::new(reports, true, opts), out),
         Format::Svg => svg::write(reports, &Selection::new(reports, true, opts), out),
-        Format::Speedscope => speedscope::write(reports, &Selection::new(reports, true, opts), out),
-        Format::Pprof => pprof::write(reports, true, out),
+        Format::Speedscope => speedscope::write(reports, &Selection::new(reports, true, opts), opts, out),
+        Format::Pprof => pprof::write(reports, true, opts, out),
     }
 }
 
@@ -155,6 +161,8 @@ pub fn write_multi(
 struct Sample<'a> {
     /// The process, when several are exported together (it becomes the root frame `pid N`).
     pid: Option<u32>,
+    /// The report the stack belongs to.
+    report: &'a Report,
     suspect: &'a Suspect,
 }
 
@@ -176,11 +184,21 @@ impl Sample<'_> {
 
 const NO_STACK: &str = "[no stack]";
 
-/// Which stacks the flame formats draw, and in words why (for titles).
+/// Which stacks the flame formats draw, and why.
 #[derive(Debug)]
 struct Selection<'a> {
     samples: Vec<Sample<'a>>,
-    what: String,
+    chosen: Chosen,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Chosen {
+    /// Every stack (`--all-stacks`).
+    All,
+    /// The leak and growing stacks.
+    Growing,
+    /// Nothing leaks or grows: the `top` largest stacks.
+    Largest(usize),
 }
 
 impl<'a> Selection<'a> {
@@ -189,19 +207,19 @@ impl<'a> Selection<'a> {
     fn new(reports: &'a [Report], multi: bool, opts: &ExportOptions) -> Selection<'a> {
         let all = reports.iter().flat_map(|r| {
             let pid = multi.then_some(r.target.pid);
-            r.suspects.iter().map(move |suspect| Sample { pid, suspect })
+            r.suspects.iter().map(move |suspect| Sample { pid, report: r, suspect })
         });
         if opts.all_stacks {
-            return Selection { samples: all.collect(), what: "all stacks".into() };
+            return Selection { samples: all.collect(), chosen: Chosen::All };
         }
         let growing: Vec<Sample<'a>> = all.clone().filter(|s| s.suspect.verdict.is_growing()).collect();
         if !growing.is_empty() {
-            return Selection { samples: growing, what: "leak and growing stacks".into() };
+            return Selection { samples: growing, chosen: Chosen::Growing };
         }
         let mut samples: Vec<Sample<'a>> = all.collect();
         // Stable: equal sizes keep the report's rank order.
         samples.sort_by_key(|s| std::cmp::Reverse(s.suspect.outstanding_bytes));
         samples.truncate(opts.top);
-        Selection { samples, what: format!("no leaks; top {} stacks by outstanding bytes", opts.top) }
+        Selection { samples, chosen: Chosen::Largest(opts.top) }
     }
 }

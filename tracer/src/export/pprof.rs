@@ -2,10 +2,12 @@
 //!
 //! Sample types `alloc_objects/count`, `alloc_space/bytes`, `inuse_objects/count`,
 //! `inuse_space/bytes` (the Go heap profile's), default `inuse_space`. One Location per distinct
-//! frame, each with one Line pointing at a Function; sample locations leaf first. Every sample is
-//! labelled with its `verdict` (and `pid` when several processes are exported), so
-//! `go tool pprof -tagfocus verdict=leak` shows the leaks alone. Every stack of the report is
-//! included: a heap profile's totals should be the process's.
+//! frame, each with one Line pointing at a Function (one per Python function, starting at its
+//! `def` line, so `-list` shows the whole function); sample locations leaf first, the innermost
+//! Python line being the leaf unless `--native-leaf` (see `leaf.rs`). Every sample is labelled
+//! with its `verdict`, `allocator` and `native_caller` (and `pid` when several processes are
+//! exported), so `go tool pprof -tagfocus verdict=leak` shows the leaks alone. Every stack of
+//! the report is included: a heap profile's totals should be the process's.
 
 use std::collections::HashMap;
 use std::io::Write;
@@ -14,7 +16,8 @@ use flate2::write::GzEncoder;
 use flate2::Compression;
 use prost::Message;
 
-use super::NO_STACK;
+use super::leaf::profile_stack;
+use super::ExportOptions;
 use crate::report::{Frame, Report};
 
 // The messages of google/pprof proto/profile.proto (package perftools.profiles), by hand, with
@@ -202,8 +205,10 @@ impl Builder {
             return id;
         }
         let (function_id, line) = match frame {
-            Frame::Python { function, file, line } => {
-                (self.function(function, file, i64::from(*line), false), i64::from(*line))
+            Frame::Python { function, file, line, def_line } => {
+                // Unknown in older reports: 0 says so, rather than a line inside the body.
+                let start = def_line.map_or(0, i64::from);
+                (self.function(function, file, start, false), i64::from(*line))
             }
             Frame::Native { function, module } => (self.function(function, module, 0, true), 0),
         };
@@ -231,7 +236,7 @@ fn to_i64(n: u64) -> i64 {
     i64::try_from(n).unwrap_or(i64::MAX)
 }
 
-pub(crate) fn profile(reports: &[Report], multi: bool) -> Profile {
+pub(crate) fn profile(reports: &[Report], multi: bool, opts: &ExportOptions) -> Profile {
     let mut b = Builder::new();
     b.profile.sample_type = vec![
         b.value_type("alloc_objects", "count"),
@@ -243,8 +248,12 @@ pub(crate) fn profile(reports: &[Report], multi: bool) -> Profile {
     b.profile.period_type = Some(b.value_type("space", "bytes"));
     b.profile.period = reports.first().map_or(0, |r| to_i64(r.sample_bytes));
     let duration_s = reports.iter().map(|r| r.duration_s).fold(0.0, f64::max);
-    // Saturating float-to-int conversion: NaN gives 0.
+    // Saturating float-to-int conversions: NaN gives 0.
     b.profile.duration_nanos = (duration_s * 1e9) as i64;
+    let started = reports.iter().filter_map(|r| r.started_unix_s).fold(f64::INFINITY, f64::min);
+    if started.is_finite() && started > 0.0 {
+        b.profile.time_nanos = (started * 1e9) as i64;
+    }
 
     let main_exe = reports.first().map_or("python", |r| r.target.exe.as_str());
     let filename = b.string(main_exe);
@@ -270,12 +279,16 @@ pub(crate) fn profile(reports: &[Report], multi: bool) -> Profile {
 
     for r in reports {
         for suspect in &r.suspects {
-            let mut location_id: Vec<u64> = suspect.stack.iter().map(|f| b.location(f)).collect();
+            let stack = profile_stack(suspect, opts.native_leaf);
+            let mut location_id: Vec<u64> = stack.frames.iter().map(|f| b.location(f)).collect();
             if location_id.is_empty() {
-                let frame = Frame::Native { function: NO_STACK.to_string(), module: String::new() };
+                let frame = Frame::Native { function: stack.placeholder.to_string(), module: String::new() };
                 location_id.push(b.location(&frame));
             }
             let mut label = vec![b.label("verdict", suspect.verdict.as_str())];
+            for (key, value) in &stack.labels {
+                label.push(b.label(key, value));
+            }
             if multi {
                 label.push(b.label("pid", &r.target.pid.to_string()));
                 // Interned once in the string table, however many samples carry it.
@@ -298,8 +311,8 @@ pub(crate) fn profile(reports: &[Report], multi: bool) -> Profile {
     b.profile
 }
 
-pub(super) fn write(reports: &[Report], multi: bool, out: &mut dyn Write) -> anyhow::Result<()> {
-    let bytes = profile(reports, multi).encode_to_vec();
+pub(super) fn write(reports: &[Report], multi: bool, opts: &ExportOptions, out: &mut dyn Write) -> anyhow::Result<()> {
+    let bytes = profile(reports, multi, opts).encode_to_vec();
     let mut gz = GzEncoder::new(out, Compression::default());
     gz.write_all(&bytes)?;
     gz.finish()?;

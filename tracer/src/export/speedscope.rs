@@ -1,13 +1,16 @@
-//! The speedscope file format (https://www.speedscope.app/file-format-schema.json): a shared
-//! frames table and one "sampled" profile whose samples are stacks (root first) weighted by
-//! outstanding bytes.
+//! The speedscope file format (its 1.25 schema, `file-format-schema.json` in the speedscope
+//! package): a shared frames table and one "sampled" profile per process, whose samples are
+//! stacks (root first) weighted by outstanding bytes. The innermost Python frame is the leaf
+//! (see `leaf.rs`), so the Sandwich view's self column names Python lines; `--native-leaf` keeps
+//! the native allocating frame on top.
 
 use std::collections::HashMap;
 use std::io::Write;
 
 use serde::Serialize;
 
-use super::{Selection, NO_STACK};
+use super::leaf::profile_stack;
+use super::{ExportOptions, Selection};
 use crate::report::{Frame, Report};
 
 const SCHEMA: &str = "https://www.speedscope.app/file-format-schema.json";
@@ -73,7 +76,7 @@ impl Frames {
 
 fn ss_frame(frame: &Frame) -> SsFrame {
     match frame {
-        Frame::Python { function, file, line } => {
+        Frame::Python { function, file, line, .. } => {
             SsFrame { name: function.clone(), file: Some(file.clone()), line: Some(*line) }
         }
         // A module is no source file: keep it in the name, as the other formats do.
@@ -81,51 +84,67 @@ fn ss_frame(frame: &Frame) -> SsFrame {
     }
 }
 
-fn named(name: String) -> SsFrame {
-    SsFrame { name, file: None, line: None }
+/// `outstanding memory: pid 4242 python3 app.py`.
+fn profile_name(report: &Report) -> String {
+    let t = &report.target;
+    let command = if t.cmdline.is_empty() { &t.exe } else { &t.cmdline };
+    if command.is_empty() {
+        format!("outstanding memory: pid {}", t.pid)
+    } else {
+        format!("outstanding memory: pid {} {command}", t.pid)
+    }
 }
 
-pub(super) fn write(reports: &[Report], selection: &Selection<'_>, out: &mut dyn Write) -> anyhow::Result<()> {
+pub(super) fn write(
+    reports: &[Report],
+    selection: &Selection<'_>,
+    opts: &ExportOptions,
+    out: &mut dyn Write,
+) -> anyhow::Result<()> {
     let mut frames = Frames::default();
-    let mut samples = Vec::new();
-    let mut weights = Vec::new();
-    for sample in &selection.samples {
-        let bytes = sample.suspect.outstanding_bytes;
-        if bytes == 0 {
-            continue;
+    let mut profiles = Vec::with_capacity(reports.len());
+    for report in reports {
+        let mut samples = Vec::new();
+        let mut weights = Vec::new();
+        let drawn = selection.samples.iter().filter(|s| std::ptr::eq(s.report, report));
+        for sample in drawn {
+            let bytes = sample.suspect.outstanding_bytes;
+            if bytes == 0 {
+                continue;
+            }
+            let stack = profile_stack(sample.suspect, opts.native_leaf);
+            let mut ids: Vec<usize> = stack.frames.iter().rev().map(|f| frames.id(ss_frame(f))).collect();
+            if ids.is_empty() {
+                ids.push(frames.id(SsFrame { name: stack.placeholder.to_string(), file: None, line: None }));
+            }
+            samples.push(ids);
+            weights.push(bytes);
         }
-        let mut stack = Vec::with_capacity(sample.suspect.stack.len() + 1);
-        if let Some(pid) = sample.pid {
-            stack.push(frames.id(named(format!("pid {pid}"))));
-        }
-        if sample.suspect.stack.is_empty() {
-            stack.push(frames.id(named(NO_STACK.to_string())));
-        }
-        for frame in sample.suspect.stack.iter().rev() {
-            stack.push(frames.id(ss_frame(frame)));
-        }
-        samples.push(stack);
-        weights.push(bytes);
-    }
-    let pids: Vec<String> = reports.iter().map(|r| r.target.pid.to_string()).collect();
-    let name = match pids.len() {
-        1 => format!("outstanding memory (pid {})", pids[0]),
-        _ => format!("outstanding memory (pids {})", pids.join(", ")),
-    };
-    let file = File {
-        schema: SCHEMA,
-        shared: Shared { frames: frames.table },
-        profiles: vec![Profile {
+        profiles.push(Profile {
             kind: "sampled",
-            name: name.clone(),
+            name: profile_name(report),
             unit: "bytes",
             start_value: 0,
             end_value: weights.iter().fold(0, |sum: u64, w| sum.saturating_add(*w)),
             samples,
             weights,
-        }],
+        });
+    }
+    let name = match reports {
+        [r] => profile_name(r),
+        _ => {
+            let pids: Vec<String> = reports.iter().map(|r| r.target.pid.to_string()).collect();
+            format!("outstanding memory: pids {}", pids.join(", "))
+        }
+    };
+    // Open on the first process that has something drawn.
+    let active_profile_index = profiles.iter().position(|p| !p.samples.is_empty()).unwrap_or(0);
+    let file = File {
+        schema: SCHEMA,
+        shared: Shared { frames: frames.table },
+        profiles,
         name,
-        active_profile_index: 0,
+        active_profile_index,
         exporter: "tracer",
     };
     serde_json::to_writer_pretty(&mut *out, &file)?;

@@ -8,10 +8,6 @@ use super::ExportOptions;
 use crate::report::{Frame, Holder, MultiReport, Report, Suspect, Verdict};
 use crate::units::{self, count, Unit};
 
-// transitional: removed at merge. svg.rs (the `outputs` helper's) names the duration formatter
-// `text::seconds`; it is `units::duration`.
-pub(super) use crate::units::duration as seconds;
-
 /// Lines are wrapped (reasons) or split (the not-leaks table) to stay within this many columns.
 const WIDTH: usize = 100;
 /// Frames shown per stack, innermost first; deeper stacks end with a count of the rest.

@@ -60,13 +60,15 @@ impl<M: Memory> CodeResolver<M> {
                 function: format!("[freed code object 0x{:x}]", raw.code),
                 file: "?".into(),
                 line: 0,
+                def_line: None,
             });
         };
         if info.file == "__init__" && self.image_range.contains(&raw.code) {
             return None;
         }
         let line = self.line(&info, raw.instr);
-        Some(Frame::Python { function: info.function.clone(), file: info.file.clone(), line })
+        let def_line = Some(info.firstlineno.max(0) as u32);
+        Some(Frame::Python { function: info.function.clone(), file: info.file.clone(), line, def_line })
     }
 
     fn line(&self, info: &CodeInfo, instr: u64) -> u32 {
