@@ -10,47 +10,19 @@ use tokio::io::Interest;
 use tokio::signal::unix::{signal, SignalKind};
 
 use crate::collector::{monotonic_ns, Collector};
+use crate::config::{HoldersMode, RecordCommand, RecordConfig, Targets};
 use crate::error::user_error;
 use crate::holders::Holders;
 use crate::host::{self, HostFilter, Newcomers, Skipped};
 use crate::launch::{self, Launched};
 use crate::leaks::Criteria;
-use crate::probes::{LoadOptions, MapSizes, ProbeVariant, Probes};
+use crate::probes::{LoadOptions, ProbeVariant, Probes};
 use crate::python::code::CodeResolver;
-use crate::python::heap::ScanBudget;
 use crate::python::{debug_offsets, Layout};
 use crate::remote::{Memory, ProcessMemory};
-use crate::report::Report;
+use crate::report::{MultiReport, Report, Reports, Verdict, SCHEMA};
 use crate::target::{self, Target};
 use crate::{btf, build_report};
-
-/// Everything `record` needs, with the command line already interpreted.
-pub struct RecordConfig {
-    pub pid: Option<u32>,
-    pub command: Vec<String>,
-    pub duration: Option<Duration>,
-    pub interval: Duration,
-    pub sizes: MapSizes,
-    pub criteria: Criteria,
-    pub python_malloc: bool,
-    pub sample_bytes: u64,
-    pub follow_forks: bool,
-    /// Host mode: every CPython process on the host that passes this filter.
-    pub host: Option<HostFilter>,
-    pub progress: bool,
-    pub holders: HoldersMode,
-    pub holder_budget: ScanBudget,
-}
-
-/// Whether the containers of the target are scanned (the holders view), and whether the
-/// allocation probes are attached at all.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum HoldersMode {
-    Off,
-    On,
-    /// No probes: only the containers are read. The cheapest first look.
-    Only,
-}
 
 /// Why the recording ended; becomes `final_view` in the report.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -70,6 +42,60 @@ impl EndReason {
             EndReason::TargetExited => "target_exited",
         }
     }
+}
+
+/// Exit status of `record --fail-on-leak` when a leak was found.
+pub const EXIT_LEAK_FOUND: u8 = 3;
+
+/// `tracer record`: the command line's request to the exit status.
+pub fn run(command: RecordCommand) -> Result<std::process::ExitCode> {
+    let RecordCommand { config, destination, fail_on_leak } = command;
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    let finished = runtime.block_on(async {
+        let mut session = start(&config)?;
+        let reason = record(&mut session, &config).await?;
+        anyhow::Ok(finish(session, reason, &config))
+    })?;
+    let Finished { reports, skipped } = finished;
+    let reports = match (reports.len(), skipped) {
+        (1, None) => Reports::One(reports.into_iter().next().expect("one report")),
+        (_, skipped) => {
+            Reports::Many(MultiReport { schema: SCHEMA, processes: reports, skipped: skipped.unwrap_or_default() })
+        }
+    };
+    // An unwritable -o still prints the report (on stdout); its error is returned last, so
+    // that --fail-on-leak's list is printed too and the exit status is the error's.
+    let written = crate::output::write(&reports, &destination);
+    let leaking = leaks_found(&reports);
+    if fail_on_leak && !leaking.is_empty() {
+        eprintln!("tracer: {} leaks found", leaking.len());
+        for l in &leaking {
+            eprintln!("  leak: {l}");
+        }
+        written?;
+        return Ok(std::process::ExitCode::from(EXIT_LEAK_FOUND));
+    }
+    written?;
+    Ok(std::process::ExitCode::SUCCESS)
+}
+
+/// One line per leak verdict (stacks and containers), for `--fail-on-leak`.
+fn leaks_found(reports: &Reports) -> Vec<String> {
+    reports
+        .as_slice()
+        .iter()
+        .flat_map(|r| {
+            let stacks = r.suspects.iter().filter(|s| s.verdict == Verdict::Leak).map(move |s| {
+                format!("pid {}: {} ({})", r.target.pid, s.site().map(|f| f.label()).unwrap_or_default(), s.reason)
+            });
+            let holders = r
+                .holders
+                .iter()
+                .filter(|h| h.verdict == Verdict::Leak)
+                .map(move |h| format!("pid {}: {} {} ({})", r.target.pid, h.path, h.type_name, h.reason));
+            stacks.chain(holders)
+        })
+        .collect()
 }
 
 /// How often the target's liveness is checked (new stacks are handled as they are announced).
@@ -197,13 +223,11 @@ pub struct HostState {
 /// Attaches to a running process or launches the command, and starts collecting.
 pub fn start(config: &RecordConfig) -> Result<Session> {
     require_root()?;
-    if let Some(filter) = &config.host {
-        return start_host(config, filter.clone());
-    }
-    let (pid, launched) = match config.pid {
-        Some(pid) => (pid, None),
-        None => {
-            let l = launch::spawn_stopped(&config.command, config.python_malloc)?;
+    let (pid, launched) = match &config.targets {
+        Targets::Host(filter) => return start_host(config, filter.clone()),
+        Targets::Pid(pid) => (*pid, None),
+        Targets::Launch { argv, python_malloc } => {
+            let l = launch::spawn_stopped(argv, *python_malloc)?;
             (l.pid, Some(l))
         }
     };
@@ -272,7 +296,7 @@ fn start_host(config: &RecordConfig, filter: HostFilter) -> Result<Session> {
             filter,
             newcomers: Newcomers::default(),
             skipped,
-            ended: crate::ended::Ended::new(config.criteria.clone(), config.sample_bytes),
+            ended: crate::ended::Ended::new(config.tracing.criteria.clone(), config.tracing.sample_bytes),
         }),
     };
     for t in found {
@@ -317,10 +341,10 @@ type Attached = (Target, Option<Probes>, Option<Collector>, Option<Holders>);
 fn attach(pid: u32, config: &RecordConfig) -> Result<Attached> {
     let mut target = target::inspect(pid)?;
     let holders = match config.holders {
-        _ if config.host.is_some() => None,
+        _ if config.targets.is_host() => None,
         HoldersMode::Off => None,
         _ => {
-            let h = Holders::new(&target, config.holder_budget);
+            let h = Holders::new(&target, config.tracing.holder_budget);
             if h.is_none() {
                 log::warn!("the containers of CPython {} cannot be read: no holders view", target.version);
             }
@@ -334,10 +358,10 @@ fn attach(pid: u32, config: &RecordConfig) -> Result<Attached> {
     let mut probes = Probes::load(LoadOptions {
         fsbase_offset: kernel.offset_of("task_struct", &["thread", "fsbase"])?,
         tgid_offset: kernel.offset_of("task_struct", &["tgid"])?,
-        sample_bytes: config.sample_bytes,
+        sample_bytes: config.tracing.sample_bytes,
         follow_forks: config.follow_forks,
-        watch_execs: config.host.is_some(),
-        sizes: config.sizes,
+        watch_execs: config.targets.is_host(),
+        sizes: config.tracing.sizes,
         variant: ProbeVariant::from_env()?,
     })?;
     let resolver = trace_target(&mut probes, &mut target)?;
@@ -377,7 +401,7 @@ fn is_zombie(pid: u32) -> bool {
 
 /// Samples until the duration ends, a signal arrives, the interpreter finalizes or the
 /// target exits.
-pub async fn run(session: &mut Session, config: &RecordConfig) -> Result<EndReason> {
+pub async fn record(session: &mut Session, config: &RecordConfig) -> Result<EndReason> {
     let mut sigint = signal(SignalKind::interrupt())?;
     let mut sigterm = signal(SignalKind::terminate())?;
     let mut sighup = signal(SignalKind::hangup())?;
@@ -590,7 +614,7 @@ pub fn finish(mut session: Session, reason: EndReason, config: &RecordConfig) ->
         drop(probes);
         log::info!("probes detached in {:.0} ms", t.elapsed().as_secs_f64() * 1e3);
     }
-    let reports = reports(&mut session, reason.as_str(), &config.criteria, end_ns, config.sample_bytes);
+    let reports = reports(&mut session, reason.as_str(), &config.tracing.criteria, end_ns, config.tracing.sample_bytes);
     Finished { reports, skipped: session.host.take().map(|h| h.skipped) }
 }
 

@@ -32,6 +32,45 @@ pub struct Report {
     pub sample_bytes: u64,
 }
 
+/// What a recording produced, or a saved JSON file holds: one process's report, or several.
+// One value at a time (per program run, or per interval in `serve`): the size difference of the
+// variants does not matter.
+#[allow(clippy::large_enum_variant)]
+#[derive(Debug, Clone, PartialEq)]
+pub enum Reports {
+    One(Report),
+    Many(MultiReport),
+}
+
+impl Reports {
+    /// A saved JSON report of either shape; its schema must be ours.
+    pub fn parse(text: &str) -> anyhow::Result<Reports> {
+        let value: serde_json::Value = serde_json::from_str(text)?;
+        let schema = value.get("schema").and_then(|s| s.as_u64());
+        if schema != Some(SCHEMA as u64) {
+            anyhow::bail!("unsupported schema {schema:?} (expected {SCHEMA})");
+        }
+        if value.get("processes").is_some() {
+            Ok(Reports::Many(serde_json::from_value(value)?))
+        } else {
+            Ok(Reports::One(serde_json::from_value(value)?))
+        }
+    }
+
+    /// Every process's report.
+    pub fn as_slice(&self) -> &[Report] {
+        match self {
+            Reports::One(r) => std::slice::from_ref(r),
+            Reports::Many(m) => &m.processes,
+        }
+    }
+
+    /// Several processes (host mode, forks): each is labelled by its PID in the exports.
+    pub fn is_many(&self) -> bool {
+        matches!(self, Reports::Many(_))
+    }
+}
+
 /// `{"schema": 1, "processes": [...]}`: one report per traced process (host mode, forks).
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct MultiReport {
@@ -105,6 +144,13 @@ pub struct Suspect {
     pub reason: String,
     /// Innermost first.
     pub stack: Vec<Frame>,
+}
+
+impl Suspect {
+    /// The line that allocates: the innermost Python frame, else the innermost frame.
+    pub fn site(&self) -> Option<&Frame> {
+        self.stack.iter().find(|f| matches!(f, Frame::Python { .. })).or(self.stack.first())
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq, Hash, PartialOrd, Ord)]

@@ -34,16 +34,13 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::signal::unix::{signal, SignalKind};
 use tokio::sync::{watch, Semaphore};
 
-use crate::cli::ServeArgs;
 use crate::collector::monotonic_ns;
+use crate::config::{PushTarget, RecordConfig, ServeConfig};
 use crate::error::user_error;
 use crate::export::{self, ExportOptions, Format};
-use crate::output::Saved;
-use crate::record::{self, EndReason, HoldersMode, RecordConfig, Session};
-use crate::report::{Frame, MultiReport, Report, SCHEMA};
+use crate::record::{self, EndReason, Session};
+use crate::report::{Frame, MultiReport, Report, Reports, SCHEMA};
 
-/// The default `--listen`: loopback only; another address must be asked for.
-pub const DEFAULT_LISTEN: &str = "127.0.0.1:6060";
 /// Longest request head (request line and headers) accepted.
 pub const MAX_HEAD: usize = 8 * 1024;
 /// Connections served at once; more wait in the listen backlog.
@@ -57,18 +54,10 @@ const HOUSEKEEPING: Duration = Duration::from_millis(100);
 /// Time one push to `--push` may take.
 const PUSH_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// `serve` with the command line interpreted.
-pub struct ServeConfig {
-    pub record: RecordConfig,
-    pub listen: SocketAddr,
-    pub push: Option<PushTarget>,
-    pub export: ExportOptions,
-}
-
 /// The last live report, with what it cost to build.
 pub struct Snapshot {
     /// One report (`-p`), or with `--all` one per traced process (`{"schema":1,"processes":[...]}`).
-    pub view: Saved,
+    pub view: Reports,
     /// Wall-clock time it was built (seconds since the epoch).
     pub built_unix_s: f64,
     /// Seconds spent sampling and building it.
@@ -79,76 +68,27 @@ pub struct Snapshot {
 
 impl Snapshot {
     pub fn reports(&self) -> &[Report] {
-        match &self.view {
-            Saved::One(r) => std::slice::from_ref(r),
-            Saved::Many(m) => &m.processes,
-        }
+        self.view.as_slice()
     }
 
     /// Host mode: several processes, each labelled by its PID.
     pub fn multi(&self) -> bool {
-        matches!(self.view, Saved::Many(_))
+        self.view.is_many()
     }
 
     /// Renders the served view in `format` (one report, or one section per process).
     fn render(&self, format: Format, opts: &ExportOptions, out: &mut dyn std::io::Write) -> Result<()> {
-        match &self.view {
-            Saved::One(r) => export::write(format, r, opts, out),
-            Saved::Many(m) => export::write_multi(format, m, opts, out),
-        }
+        export::write_reports(format, &self.view, opts, out)
     }
 }
 
 type Shared = watch::Receiver<Option<Arc<Snapshot>>>;
 
-/// `tracer serve`: the command line to the daemon's exit status.
-pub fn main(args: ServeArgs) -> Result<ExitCode> {
-    let config = config_from(args)?;
+/// `tracer serve`: the configuration to the daemon's exit status.
+pub fn run(config: ServeConfig) -> Result<ExitCode> {
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     runtime.block_on(serve(config))?;
     Ok(ExitCode::SUCCESS)
-}
-
-fn config_from(args: ServeArgs) -> Result<ServeConfig> {
-    let pid = match args.pid {
-        Some(p) if p <= 0 || p > u32::MAX as i64 => {
-            return Err(user_error(
-                format!("{p} is not a valid PID"),
-                "PIDs are positive numbers; find yours with `pgrep -f app.py`",
-            ))
-        }
-        Some(p) => Some(p as u32),
-        None if args.all => None,
-        None => {
-            return Err(user_error(
-                "nothing to serve",
-                "give a PID (tracer serve -p PID) or --all for every CPython process",
-            ))
-        }
-    };
-    let host = args.host.filter(args.all, "serve")?;
-    let criteria = args.tracing.criteria();
-    let push = args.push.as_deref().map(PushTarget::parse).transpose()?;
-    Ok(ServeConfig {
-        record: RecordConfig {
-            pid,
-            command: Vec::new(),
-            duration: None,
-            interval: args.interval,
-            sizes: args.tracing.sizes(),
-            criteria,
-            python_malloc: false,
-            sample_bytes: args.tracing.sample_bytes,
-            follow_forks: false,
-            host,
-            progress: false,
-            holders: if args.no_holders { HoldersMode::Off } else { HoldersMode::On },
-            holder_budget: args.tracing.holder_budget(),
-        },
-        listen: args.listen,
-        push,
-        export: ExportOptions { all_stacks: args.all_stacks, top: args.top as usize },
-    })
 }
 
 async fn serve(config: ServeConfig) -> Result<()> {
@@ -237,19 +177,21 @@ fn live_snapshot(session: &mut Session, config: &RecordConfig, samples: u64) -> 
     let started = Instant::now();
     record::sample(session);
     let view = if session.host.is_some() {
-        let processes = record::reports(session, "live", &config.criteria, monotonic_ns(), config.sample_bytes);
+        let processes =
+            record::reports(session, "live", &config.tracing.criteria, monotonic_ns(), config.tracing.sample_bytes);
         let skipped = session.host.as_ref().map(|h| h.skipped.clone()).unwrap_or_default();
-        Saved::Many(MultiReport { schema: SCHEMA, processes, skipped })
+        Reports::Many(MultiReport { schema: SCHEMA, processes, skipped })
     } else {
-        let mut report = crate::build_report::build(session, EndReason::Interrupted, &config.criteria, monotonic_ns());
+        let mut report =
+            crate::build_report::build(session, EndReason::Interrupted, &config.tracing.criteria, monotonic_ns());
         report.final_view = "live".to_string();
-        report.sample_bytes = config.sample_bytes;
-        Saved::One(report)
+        report.sample_bytes = config.tracing.sample_bytes;
+        Reports::One(report)
     };
     let build_s = started.elapsed().as_secs_f64();
     let suspects: usize = match &view {
-        Saved::One(r) => r.suspects.len(),
-        Saved::Many(m) => m.processes.iter().map(|r| r.suspects.len()).sum(),
+        Reports::One(r) => r.suspects.len(),
+        Reports::Many(m) => m.processes.iter().map(|r| r.suspects.len()).sum(),
     };
     log::debug!("live report #{samples}: {suspects} suspects, built in {:.1} ms", build_s * 1e3);
     static WARNED: AtomicBool = AtomicBool::new(false);
@@ -537,7 +479,7 @@ fn index_html(snap: &Snapshot) -> String {
     let leaks = |r: &Report| r.suspects.iter().filter(|s| s.verdict == crate::report::Verdict::Leak).count();
     let command = |r: &Report| html_escape(if r.target.cmdline.is_empty() { &r.target.exe } else { &r.target.cmdline });
     match &snap.view {
-        Saved::One(r) => {
+        Reports::One(r) => {
             let _ = write!(
                 html,
                 "<h1>tracer: pid {}</h1>\n<p><code>{}</code> (CPython {})</p>\n<p>traced for {:.0} s, {} samples; {} outstanding bytes; {} leaking stacks</p>\n",
@@ -550,7 +492,7 @@ fn index_html(snap: &Snapshot) -> String {
                 leaks(r)
             );
         }
-        Saved::Many(m) => {
+        Reports::Many(m) => {
             let _ = writeln!(
                 html,
                 "<h1>tracer: {} CPython processes (host mode)</h1>\n<p>{} samples</p>\n<ul>",
@@ -861,42 +803,6 @@ fn metrics(snap: &Snapshot) -> String {
 // ---------------------------------------------------------------------------------------------
 // --push: Pyroscope's ingest API.
 
-/// `http://host[:port][/prefix]`, where `/ingest` is appended.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct PushTarget {
-    /// `host:port` to connect to.
-    pub authority: String,
-    /// The Host header.
-    pub host_header: String,
-    /// Path prefix without a trailing slash.
-    pub prefix: String,
-}
-
-impl PushTarget {
-    pub fn parse(url: &str) -> Result<PushTarget> {
-        let hint = "give the server's base URL, e.g. --push http://pyroscope:4040 (plain HTTP; /ingest is appended)";
-        let Some(rest) = url.strip_prefix("http://") else {
-            return Err(user_error(format!("--push {url}: only http:// URLs are supported"), hint));
-        };
-        let (authority, path) = match rest.find('/') {
-            Some(i) => (&rest[..i], &rest[i..]),
-            None => (rest, ""),
-        };
-        if authority.is_empty() || authority.contains('@') || path.contains(['?', '#']) {
-            return Err(user_error(format!("--push {url}: not a base URL"), hint));
-        }
-        let has_port = match authority.rfind(':') {
-            Some(i) => !authority[i..].contains(']'),
-            None => false,
-        };
-        Ok(PushTarget {
-            authority: if has_port { authority.to_string() } else { format!("{authority}:80") },
-            host_header: authority.to_string(),
-            prefix: path.trim_end_matches('/').to_string(),
-        })
-    }
-}
-
 /// Percent-encodes a query value (RFC 3986 unreserved characters kept).
 fn query_escape(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
@@ -1092,7 +998,7 @@ mod tests {
     }
 
     fn snapshot() -> Snapshot {
-        Snapshot { view: Saved::One(report()), built_unix_s: 1.7e9, build_s: 0.01, samples: 3 }
+        Snapshot { view: Reports::One(report()), built_unix_s: 1.7e9, build_s: 0.01, samples: 3 }
     }
 
     #[test]
@@ -1186,7 +1092,7 @@ mod tests {
         let mut other = report();
         other.target.pid = 43;
         other.final_view = "finalization".into();
-        let view = Saved::Many(MultiReport { schema: SCHEMA, processes: vec![report(), other], skipped: vec![] });
+        let view = Reports::Many(MultiReport { schema: SCHEMA, processes: vec![report(), other], skipped: vec![] });
         let snap = Snapshot { view, built_unix_s: 1.7e9, build_s: 0.01, samples: 3 };
         let text = metrics(&snap);
         for pid in ["42", "43"] {
@@ -1227,19 +1133,7 @@ mod tests {
     }
 
     #[test]
-    fn push_urls() {
-        let t = PushTarget::parse("http://pyroscope:4040").unwrap();
-        assert_eq!(
-            (t.authority.as_str(), t.host_header.as_str(), t.prefix.as_str()),
-            ("pyroscope:4040", "pyroscope:4040", "")
-        );
-        let t = PushTarget::parse("http://example.com/base/").unwrap();
-        assert_eq!((t.authority.as_str(), t.prefix.as_str()), ("example.com:80", "/base"));
-        let t = PushTarget::parse("http://[::1]:4040").unwrap();
-        assert_eq!(t.authority, "[::1]:4040");
-        assert!(PushTarget::parse("https://x").is_err());
-        assert!(PushTarget::parse("http://user:pw@x").is_err());
-        assert!(PushTarget::parse("http://").is_err());
+    fn push_names_are_query_escaped() {
         assert_eq!(query_escape("tracer.python{pid=42}"), "tracer.python%7Bpid%3D42%7D");
     }
 }
