@@ -24,9 +24,9 @@ mod record;
 mod remote;
 mod report;
 mod serve;
-mod session;
 mod symbolize;
 mod target;
+mod uprobe_multi;
 
 #[cfg(test)]
 mod fuzz_tests;

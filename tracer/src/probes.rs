@@ -16,8 +16,8 @@ use tracer_ebpf::{globals, maps, TargetConfig};
 
 use crate::elf::ElfImage;
 use crate::error::user_error;
-use crate::session::{Mode, SessionPrograms};
 use crate::target::Target;
+use crate::uprobe_multi::{Mode, SessionPrograms};
 
 static BPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/tracer-bpf"));
 
