@@ -1,14 +1,13 @@
 //! tracer: find the Python lines that leak memory in a running CPython process.
 
 mod btf;
-mod build_report;
 mod cli;
+mod clock;
 mod cmd;
 mod collector;
 mod config;
 mod crash;
 mod elf;
-mod ended;
 mod error;
 mod export;
 mod holders;
@@ -23,7 +22,10 @@ mod python;
 mod record;
 mod remote;
 mod report;
+mod resolve;
 mod serve;
+mod session;
+mod stacks;
 mod symbolize;
 mod target;
 mod uprobe_multi;

@@ -11,7 +11,7 @@
 //! With `--all` (host mode) the session traces every matching CPython process and the snapshot is
 //! one report per process (`{"schema":1,"processes":[...]}`): pprof samples carry `pid` and
 //! `cmdline` labels, per-process `/metrics` series a `pid` label, and a process that ended keeps
-//! the report taken when it ended (`ended.rs`).
+//! the report taken when it ended (see `session`).
 //!
 //! Nothing here decides what leaks: handlers only format the last report. The HTTP side is a
 //! small HTTP/1.1 responder that never executes anything on request: one request per
@@ -31,15 +31,14 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use anyhow::{Context, Result};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::signal::unix::{signal, SignalKind};
 use tokio::sync::{watch, Semaphore};
 
-use crate::collector::monotonic_ns;
-use crate::config::{PushTarget, RecordConfig, ServeConfig};
+use crate::config::{PushTarget, ServeConfig};
 use crate::error::user_error;
 use crate::export::{self, ExportOptions, Format};
-use crate::record::{self, EndReason, Session};
-use crate::report::{Frame, MultiReport, Report, Reports, SCHEMA};
+use crate::report::{FinalView, Frame, Report, Reports};
+use crate::session::driver::{self, Tick};
+use crate::session::{self, Session};
 
 /// Longest request head (request line and headers) accepted.
 pub const MAX_HEAD: usize = 8 * 1024;
@@ -49,8 +48,6 @@ pub const MAX_CONNECTIONS: usize = 32;
 const READ_TIMEOUT: Duration = Duration::from_secs(5);
 /// Time a client has to take the response.
 const WRITE_TIMEOUT: Duration = Duration::from_secs(20);
-/// How often the target's liveness is checked between samples.
-const HOUSEKEEPING: Duration = Duration::from_millis(100);
 /// Time one push to `--push` may take.
 const PUSH_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -92,7 +89,7 @@ pub fn run(config: ServeConfig) -> Result<ExitCode> {
 }
 
 async fn serve(config: ServeConfig) -> Result<()> {
-    record::require_root()?;
+    session::require_root()?;
     // Bind first: a taken port costs nothing to report, no probe was attached yet.
     let listener = TcpListener::bind(config.listen).await.map_err(|e| {
         user_error(
@@ -106,104 +103,50 @@ async fn serve(config: ServeConfig) -> Result<()> {
             config.listen
         );
     }
-    let mut session = record::start(&config.record)?;
+    let mut session = Session::start(&config.record)?;
     let (tx, rx) = watch::channel::<Option<Arc<Snapshot>>>(None);
     let acceptor = tokio::spawn(accept_loop(listener, rx, config.export));
     eprintln!("tracer: serving on http://{}/ (/debug/pprof/heap /flamegraph.svg /report.json /metrics)", config.listen);
-    let pushed_as =
-        if session.host.is_some() { "mode=host".to_string() } else { format!("pid={}", session.target.pid) };
+    let pushed_as = match session.procs.first() {
+        Some(first) if !session.is_host() => format!("pid={}", first.target.pid),
+        _ => "mode=host".to_string(),
+    };
     let pusher = config.push.map(|t| Arc::new(Pusher::new(t, pushed_as)));
-    let result = trace_loop(&mut session, &config.record, &tx, pusher.as_ref()).await;
+    let interval = config.record.interval;
+    let result = driver::drive(&mut session, interval, None, |session, tick| {
+        let snapshot = Arc::new(live_snapshot(session, tick, interval));
+        if let Some(p) = &pusher {
+            p.push(&snapshot);
+        }
+        tx.send_replace(Some(snapshot));
+    })
+    .await;
     // Stop answering, then detach: dropping the session drops the probes.
     acceptor.abort();
     let _ = acceptor.await;
     drop(session);
-    let reason = result?;
-    eprintln!("tracer: stopped ({}); all probes detached", reason.as_str());
+    let stop = result?;
+    eprintln!("tracer: stopped ({stop}); all probes detached");
     Ok(())
 }
 
-/// Samples and rebuilds the live report at every interval until a signal arrives, the
-/// interpreter finalizes or the target exits.
-async fn trace_loop(
-    session: &mut Session,
-    config: &RecordConfig,
-    tx: &watch::Sender<Option<Arc<Snapshot>>>,
-    pusher: Option<&Arc<Pusher>>,
-) -> Result<EndReason> {
-    let mut sigint = signal(SignalKind::interrupt())?;
-    let mut sigterm = signal(SignalKind::terminate())?;
-    let mut sighup = signal(SignalKind::hangup())?;
-    let mut sample_tick = tokio::time::interval(config.interval);
-    sample_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut housekeeping = tokio::time::interval(HOUSEKEEPING);
-    let events = record::Announcements::new(session)?;
-    let mut samples = 0u64;
-    // In host mode no single process's end stops the daemon; each ended one keeps its report.
-    let ends_with_main = session.host.is_none();
-    let reason = loop {
-        tokio::select! {
-            _ = events.wait() => {
-                if let Some(reason) = record::handle_events(session, ends_with_main) {
-                    break reason;
-                }
-            }
-            _ = sigint.recv() => break EndReason::Interrupted,
-            _ = sigterm.recv() => break EndReason::Interrupted,
-            _ = sighup.recv() => break EndReason::Interrupted,
-            _ = sample_tick.tick() => {
-                samples += 1;
-                let snapshot = Arc::new(live_snapshot(session, config, samples));
-                if let Some(p) = pusher {
-                    p.push(&snapshot);
-                }
-                tx.send_replace(Some(snapshot));
-            }
-            _ = housekeeping.tick() => {
-                if let Some(reason) = record::handle_events(session, ends_with_main) {
-                    break reason;
-                }
-                if !record::alive(session) {
-                    break EndReason::TargetExited;
-                }
-            }
-        }
-    };
-    Ok(reason)
-}
-
-/// One interval: a point of every series, then the whole report again ("live").
-fn live_snapshot(session: &mut Session, config: &RecordConfig, samples: u64) -> Snapshot {
+/// One interval (the session was just sampled): the whole report again ("live").
+fn live_snapshot(session: &Session, tick: Tick, interval: Duration) -> Snapshot {
     let started = Instant::now();
-    record::sample(session);
-    let view = if session.host.is_some() {
-        let processes =
-            record::reports(session, "live", &config.tracing.criteria, monotonic_ns(), config.tracing.sample_bytes);
-        let skipped = session.host.as_ref().map(|h| h.skipped.clone()).unwrap_or_default();
-        Reports::Many(MultiReport { schema: SCHEMA, processes, skipped })
-    } else {
-        let mut report =
-            crate::build_report::build(session, EndReason::Interrupted, &config.tracing.criteria, monotonic_ns());
-        report.final_view = "live".to_string();
-        report.sample_bytes = config.tracing.sample_bytes;
-        Reports::One(report)
-    };
-    let build_s = started.elapsed().as_secs_f64();
-    let suspects: usize = match &view {
-        Reports::One(r) => r.suspects.len(),
-        Reports::Many(m) => m.processes.iter().map(|r| r.suspects.len()).sum(),
-    };
-    log::debug!("live report #{samples}: {suspects} suspects, built in {:.1} ms", build_s * 1e3);
+    let view = session.reports(FinalView::Live);
+    let build_s = (tick.sampling + started.elapsed()).as_secs_f64();
+    let suspects: usize = view.as_slice().iter().map(|r| r.suspects.len()).sum();
+    log::debug!("live report #{}: {suspects} suspects, built in {:.1} ms", tick.number, build_s * 1e3);
     static WARNED: AtomicBool = AtomicBool::new(false);
-    if build_s > config.interval.as_secs_f64() / 2.0 && !WARNED.swap(true, Ordering::Relaxed) {
+    if build_s > interval.as_secs_f64() / 2.0 && !WARNED.swap(true, Ordering::Relaxed) {
         log::warn!(
             "building the live report took {:.0} ms, more than half the interval (-i {:.1}s); consider a longer -i \
              (its cost grows with the outstanding allocations: /metrics tracer_report_build_seconds)",
             build_s * 1e3,
-            config.interval.as_secs_f64()
+            interval.as_secs_f64()
         );
     }
-    Snapshot { view, built_unix_s: unix_now(), build_s, samples }
+    Snapshot { view, built_unix_s: unix_now(), build_s, samples: tick.number }
 }
 
 fn unix_now() -> f64 {
@@ -506,7 +449,7 @@ fn index_html(snap: &Snapshot) -> String {
                     r.target.pid,
                     command(r),
                     html_escape(&r.target.python),
-                    html_escape(&r.final_view),
+                    html_escape(r.final_view.map_or("", FinalView::as_str)),
                     r.totals.outstanding_bytes,
                     leaks(r)
                 );
@@ -622,7 +565,7 @@ fn metrics(snap: &Snapshot) -> String {
             ];
             if multi {
                 labels.push(("cmdline", r.target.cmdline.clone()));
-                labels.push(("final_view", r.final_view.clone()));
+                labels.push(("final_view", r.final_view.map_or("", FinalView::as_str).to_string()));
             }
             (labels, 1.0)
         })
@@ -634,7 +577,7 @@ fn metrics(snap: &Snapshot) -> String {
     };
     family(&mut out, "tracer_target_info", "gauge", help, &info);
     if multi {
-        let ended = reports.iter().filter(|r| r.final_view != "live").count() as f64;
+        let ended = reports.iter().filter(|r| r.final_view != Some(FinalView::Live)).count() as f64;
         let states = [
             (vec![("state", "live".to_string())], reports.len() as f64 - ended),
             (vec![("state", "ended".to_string())], ended),
@@ -935,7 +878,7 @@ impl Pusher {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::report::{Holder, Suspect, TargetInfo, Totals, Verdict, SCHEMA};
+    use crate::report::{Holder, MultiReport, Suspect, TargetInfo, Totals, Verdict, SCHEMA};
 
     fn report() -> Report {
         let suspect = |verdict, bytes, line| Suspect {
@@ -967,7 +910,7 @@ mod tests {
                 cmdline: "python3 <app>.py".into(),
             },
             duration_s: 12.0,
-            final_view: "live".into(),
+            final_view: Some(FinalView::Live),
             totals: Totals {
                 allocs: 5,
                 frees: 2,
@@ -1091,7 +1034,7 @@ mod tests {
     fn host_mode_metrics_label_every_process_series_with_its_pid() {
         let mut other = report();
         other.target.pid = 43;
-        other.final_view = "finalization".into();
+        other.final_view = Some(FinalView::Finalization);
         let view = Reports::Many(MultiReport { schema: SCHEMA, processes: vec![report(), other], skipped: vec![] });
         let snap = Snapshot { view, built_unix_s: 1.7e9, build_s: 0.01, samples: 3 };
         let text = metrics(&snap);

@@ -54,7 +54,7 @@ fn report() -> Report {
             cmdline: "/usr/bin/python3.11 app.py".into(),
         },
         duration_s: 60.0,
-        final_view: "duration".into(),
+        final_view: Some(crate::report::FinalView::Duration),
         totals: Totals {
             allocs: 120_345,
             frees: 118_000,
@@ -190,7 +190,7 @@ fn empty_report() -> Report {
         schema: SCHEMA,
         target: TargetInfo { pid: 1, ..TargetInfo::default() },
         duration_s: 0.0,
-        final_view: String::new(),
+        final_view: None,
         totals: Totals::default(),
         suspects: vec![],
         holders: vec![],

@@ -1,5 +1,8 @@
 //! The report: what a recording found, in the shape of the JSON contract (`"schema": 1`).
-//! Every exporter formats a `Report`; none of them decides anything.
+//! Every exporter formats a `Report`; none of them decides anything. `build` makes one from a
+//! recording's state.
+
+pub mod build;
 
 use std::collections::BTreeMap;
 
@@ -12,11 +15,9 @@ pub struct Report {
     pub schema: u32,
     pub target: TargetInfo,
     pub duration_s: f64,
-    /// Where the final view was taken: "duration", "interrupted", "finalization" (the interpreter
-    /// began shutting down: outstanding memory is as it was before module teardown),
-    /// "target_exited" or "live" (a snapshot of a running daemon).
-    #[serde(default)]
-    pub final_view: String,
+    /// Where the final view was taken (absent only in reports of older versions).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub final_view: Option<FinalView>,
     pub totals: Totals,
     /// Ordered by rank: leaks first, then growing, bounded, stable.
     pub suspects: Vec<Suspect>,
@@ -30,6 +31,42 @@ pub struct Report {
     /// and count figures are estimates scaled back from the samples.
     #[serde(default)]
     pub sample_bytes: u64,
+}
+
+/// Where a report's view of a process was taken; `"final_view"` in the JSON.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, Hash)]
+#[serde(rename_all = "snake_case")]
+pub enum FinalView {
+    /// The `-d` duration ended.
+    Duration,
+    /// A signal (Ctrl-C, SIGTERM, SIGHUP) stopped the recording.
+    Interrupted,
+    /// The interpreter began shutting down: outstanding memory is as it was before module
+    /// teardown.
+    Finalization,
+    /// The process exited (or exec'd another program) without finalizing.
+    TargetExited,
+    /// A snapshot of a process still traced (`serve`; or a process that outlived the one whose
+    /// end ended the recording).
+    Live,
+}
+
+impl FinalView {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FinalView::Duration => "duration",
+            FinalView::Interrupted => "interrupted",
+            FinalView::Finalization => "finalization",
+            FinalView::TargetExited => "target_exited",
+            FinalView::Live => "live",
+        }
+    }
+}
+
+impl std::fmt::Display for FinalView {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
 }
 
 /// What a recording produced, or a saved JSON file holds: one process's report, or several.
@@ -201,4 +238,27 @@ pub struct ScanSummary {
 pub struct TimelinePoint {
     pub t: f64,
     pub outstanding_bytes: u64,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn final_views_serialize_to_the_documented_strings() {
+        let all = [
+            FinalView::Duration,
+            FinalView::Interrupted,
+            FinalView::Finalization,
+            FinalView::TargetExited,
+            FinalView::Live,
+        ];
+        for view in all {
+            let json = serde_json::to_string(&view).unwrap();
+            assert_eq!(json, format!("\"{}\"", view.as_str()));
+            assert_eq!(serde_json::from_str::<FinalView>(&json).unwrap(), view);
+        }
+        assert_eq!(serde_json::to_string(&FinalView::TargetExited).unwrap(), "\"target_exited\"");
+        assert!(serde_json::from_str::<FinalView>("\"exploded\"").is_err());
+    }
 }

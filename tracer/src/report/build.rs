@@ -1,15 +1,17 @@
-//! Assembling the report from a finished session: totals, judged suspects and holders,
-//! timeline. The judging itself is `leaks`'s alone.
+//! The one report builder: a process's report from the recording's state (its stacks, the
+//! counters, its containers), with the final view it was taken at. Totals, judged suspects and
+//! holders, timeline. The judging itself is `leaks`'s alone. Plain data in, no BPF map and no
+//! process: the session gathers the input.
 
 use std::collections::BTreeMap;
 
 use tracer_ebpf::{counter, LOST_COUNTERS};
 
-use crate::collector::Collector;
+use crate::collector::Counters;
 use crate::holders::Holders;
 use crate::leaks::{self, Criteria, Evidence, Unit};
-use crate::record::{EndReason, Session};
-use crate::report::{Holder, Report, Suspect, TargetInfo, TimelinePoint, Totals, Verdict, SCHEMA};
+use crate::report::{FinalView, Holder, Report, Suspect, TargetInfo, TimelinePoint, Totals, Verdict, SCHEMA};
+use crate::stacks::StackTable;
 
 /// Stacks listed in the report besides leaks and growing ones (largest first), so a reader sees
 /// what was cleared without the report growing with every short-lived stack.
@@ -17,39 +19,31 @@ const MAX_CLEARED_STACKS: usize = 200;
 /// Stable containers listed (largest first) besides the leaking, growing and bounded ones.
 const MAX_STABLE_HOLDERS: usize = 20;
 
-/// The main target's report.
-pub fn build(session: &mut Session, reason: EndReason, criteria: &Criteria, end_ns: u64) -> Report {
-    let instance = session.target.instance;
-    let info = target_info(&session.target);
-    build_for(session, instance, info, reason.as_str(), criteria, end_ns)
+/// What one process's report is made from.
+pub struct Input<'a> {
+    pub target: TargetInfo,
+    /// The process's instance (`Target::instance`): its stacks carry it.
+    pub instance: u64,
+    pub view: FinalView,
+    /// Seconds the report covers.
+    pub window_s: f64,
+    /// The allocation side; absent with `--holders-only`.
+    pub stacks: Option<Stacks<'a>>,
+    /// The process's containers over time (the holders view), if they were read.
+    pub holders: Option<&'a Holders>,
+    pub criteria: &'a Criteria,
+    /// Allocation-sampling period in bytes (0: every allocation).
+    pub sample_bytes: u64,
 }
 
-/// A followed child's report (its own section), `instance` naming the process (its PID may
-/// have been reused).
-pub fn build_child(session: &mut Session, instance: u64, info: TargetInfo, criteria: &Criteria, end_ns: u64) -> Report {
-    let pid = info.pid;
-    let view = match session.collector.as_ref() {
-        Some(c) if c.process_finalizing(pid, instance) => "finalization",
-        Some(c) if c.is_retired(instance) => "target_exited",
-        _ if session.children.iter().any(|t| t.instance == instance && t.still_runs()) => "live",
-        _ => "target_exited",
-    };
-    build_for(session, instance, info, view, criteria, end_ns)
-}
-
-/// The report of one traced process of the session (the first target or an added one) as seen
-/// now, with the given `final_view`; a PID the session does not trace gets an empty target.
-pub fn build_process(session: &mut Session, pid: u32, view: &str, criteria: &Criteria, end_ns: u64) -> Report {
-    let main_ended = session.host.as_ref().is_some_and(|h| h.ended.main_ended);
-    let target = if pid == session.target.pid && !main_ended {
-        Some(&session.target)
-    } else {
-        session.children.iter().rev().find(|t| t.pid == pid)
-    };
-    let info = target.map(target_info).unwrap_or(TargetInfo { pid, ..TargetInfo::default() });
-    // 0 is never an instance: a PID the session does not trace gets an empty report.
-    let instance = target.map(|t| t.instance).unwrap_or(0);
-    build_for(session, instance, info, view, criteria, end_ns)
+/// The stacks of every traced process, and what is shared by all of them.
+#[derive(Clone, Copy)]
+pub struct Stacks<'a> {
+    pub table: &'a StackTable,
+    /// Kept for all traced processes together.
+    pub counters: &'a Counters,
+    /// Per record of `table`: age in seconds of its oldest outstanding allocation.
+    pub ages: &'a [f64],
 }
 
 pub fn target_info(target: &crate::target::Target) -> TargetInfo {
@@ -62,64 +56,42 @@ pub fn target_info(target: &crate::target::Target) -> TargetInfo {
     }
 }
 
-fn build_for(
-    session: &mut Session,
-    instance: u64,
-    target: TargetInfo,
-    final_view: &str,
-    criteria: &Criteria,
-    end_ns: u64,
-) -> Report {
-    let window_s = session.window.unwrap_or_else(|| session.started.elapsed()).as_secs_f64();
-    let main = instance == session.target.instance;
-    let pid = target.pid;
+pub fn build(input: Input) -> Report {
+    let Input { target, instance, view, window_s, stacks, holders, criteria, sample_bytes } = input;
     let mut totals = Totals::default();
     let mut suspects = Vec::new();
     let mut timeline = Vec::new();
-    if let Some(collector) = session.collector.as_mut() {
-        suspects = judge_stacks(collector, instance, criteria, window_s, end_ns);
-        totals = stack_totals(collector, instance);
-        timeline = collector
-            .timeline
-            .points()
-            .iter()
-            .map(|&(t, v)| TimelinePoint { t, outstanding_bytes: v as u64 })
-            .collect();
+    if let Some(s) = stacks {
+        suspects = judge_stacks(s.table, s.ages, instance, criteria, window_s);
+        totals = stack_totals(s.table, s.counters, instance);
+        timeline =
+            s.table.timeline.points().iter().map(|&(t, v)| TimelinePoint { t, outstanding_bytes: v as u64 }).collect();
     }
-    let mut holders = Vec::new();
-    if let Some(h) = session.holders.as_ref().filter(|_| main) {
-        holders = judge_holders(h);
+    let mut judged_holders = Vec::new();
+    if let Some(h) = holders {
+        judged_holders = judge_holders(h);
         let t = &h.totals;
         totals.lost.insert("holders_torn_dropped".into(), t.dropped);
         totals.lost.insert("holders_scans_cut_by_budget".into(), t.cut_by_budget);
-    }
-    if main {
-        crate::pairing::link(pid, &mut suspects, &mut holders);
+        crate::pairing::link(target.pid, &mut suspects, &mut judged_holders);
     }
     Report {
         schema: SCHEMA,
         target,
         duration_s: window_s,
-        final_view: final_view.to_string(),
+        final_view: Some(view),
         totals,
         suspects,
-        holders,
-        holders_scan: session.holders.as_ref().filter(|_| main).map(scan_summary),
+        holders: judged_holders,
+        holders_scan: holders.map(scan_summary),
         timeline,
-        sample_bytes: 0,
+        sample_bytes,
     }
 }
 
-fn judge_stacks(
-    collector: &mut Collector,
-    instance: u64,
-    criteria: &Criteria,
-    window_s: f64,
-    end_ns: u64,
-) -> Vec<Suspect> {
-    let ages = collector.oldest_ages(end_ns);
+fn judge_stacks(table: &StackTable, ages: &[f64], instance: u64, criteria: &Criteria, window_s: f64) -> Vec<Suspect> {
     let evidence_of = |i: usize| {
-        let s = collector.records[i].stats;
+        let s = table.records[i].stats;
         Evidence {
             allocs: s.allocs,
             live_count: s.outstanding_count.max(0) as u64,
@@ -127,7 +99,7 @@ fn judge_stacks(
             window_s,
         }
     };
-    let mut judged: Vec<Option<Suspect>> = collector
+    let mut judged: Vec<Option<Suspect>> = table
         .records
         .iter()
         .enumerate()
@@ -144,7 +116,7 @@ fn judge_stacks(
 
     // One leaking line reached through many call paths (each test of a suite, each route) leaks
     // a little per path: judge every allocating line as a whole too.
-    for site in &collector.sites {
+    for site in &table.sites {
         let members: Vec<usize> = site.records.iter().copied().filter(|&i| judged[i].is_some()).collect();
         if members.len() < 2 {
             continue;
@@ -154,7 +126,7 @@ fn judge_stacks(
         let mut stats = tracer_ebpf::StackStats::default();
         let mut oldest = 0.0f64;
         for &i in &members {
-            let s = collector.records[i].stats;
+            let s = table.records[i].stats;
             stats.allocs += s.allocs;
             stats.alloc_bytes += s.alloc_bytes;
             stats.frees += s.frees;
@@ -172,10 +144,9 @@ fn judge_stacks(
         if j.verdict >= best_member || !matches!(j.verdict, Verdict::Leak | Verdict::Growing) {
             continue;
         }
-        let largest =
-            *members.iter().max_by_key(|&&i| collector.records[i].stats.outstanding_bytes).unwrap_or(&members[0]);
+        let largest = *members.iter().max_by_key(|&&i| table.records[i].stats.outstanding_bytes).unwrap_or(&members[0]);
         j.reason = format!("{}; across {} call paths (the largest shown)", j.reason, members.len());
-        let record = &collector.records[largest];
+        let record = &table.records[largest];
         let merged = suspect(record.key.allocator, record.key.frames.clone(), stats, &evidence, j);
         for &i in &members {
             judged[i] = None;
@@ -227,11 +198,10 @@ fn suspect(
 }
 
 /// Counters are kept for all traced processes together; outstanding memory per process.
-fn stack_totals(collector: &Collector, instance: u64) -> Totals {
-    let counters = collector.counters();
+fn stack_totals(table: &StackTable, counters: &Counters, instance: u64) -> Totals {
     let lost: BTreeMap<String, u64> =
         LOST_COUNTERS.iter().map(|(i, name)| (name.to_string(), counters.get(*i))).collect();
-    let mine = || collector.records.iter().filter(|r| r.key.instance == instance);
+    let mine = || table.records.iter().filter(|r| r.key.instance == instance);
     let outstanding_bytes: i64 = mine().map(|r| r.stats.outstanding_bytes.max(0)).sum();
     let outstanding_count: i64 = mine().map(|r| r.stats.outstanding_count.max(0)).sum();
     Totals {
@@ -290,5 +260,93 @@ fn scan_summary(h: &Holders) -> crate::report::ScanSummary {
         mean_scan_s: t.duration_s / n,
         max_scan_s: t.max_duration_s,
         torn_reads_retried: t.torn_retried,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashMap;
+
+    use tracer_ebpf::StackStats;
+
+    use super::*;
+    use crate::report::Frame;
+    use crate::stacks::StackKey;
+
+    fn key(instance: u64, line: u32) -> StackKey {
+        StackKey {
+            pid: 40 + instance as u32,
+            instance,
+            allocator: "malloc",
+            frames: vec![Frame::Python { function: "f".into(), file: "app.py".into(), line }],
+        }
+    }
+
+    /// Stacks of two processes: instance 1 keeps 10 kB more every second on line 10;
+    /// instance 2 allocates and frees on line 20.
+    fn table() -> StackTable {
+        let mut t = StackTable::new();
+        t.intern(1, key(1, 10), false);
+        t.intern(2, key(2, 20), false);
+        for i in 0..30u64 {
+            let kept = StackStats {
+                allocs: i + 1,
+                alloc_bytes: (i + 1) * 10_000,
+                frees: 0,
+                outstanding_bytes: (i as i64 + 1) * 10_000,
+                outstanding_count: i as i64 + 1,
+            };
+            let freed = StackStats { allocs: i + 1, alloc_bytes: (i + 1) * 10, frees: i + 1, ..Default::default() };
+            t.push_totals(i as f64, &[(1, kept), (2, freed)]);
+        }
+        t
+    }
+
+    fn input<'a>(stacks: Option<Stacks<'a>>, instance: u64, criteria: &'a Criteria) -> Input<'a> {
+        Input {
+            target: TargetInfo { pid: 40 + instance as u32, ..TargetInfo::default() },
+            instance,
+            view: FinalView::TargetExited,
+            window_s: 30.0,
+            stacks,
+            holders: None,
+            criteria,
+            sample_bytes: 4096,
+        }
+    }
+
+    #[test]
+    fn a_report_holds_only_its_own_process_and_what_was_asked() {
+        let t = table();
+        let mut counters = Counters::default();
+        counters.0[counter::ALLOCS_RECORDED as usize] = 60;
+        let ages = t.oldest_ages(30_000_000_000, &HashMap::from([(1u64, 1_000_000_000u64)]));
+        let stacks = Stacks { table: &t, counters: &counters, ages: &ages };
+        let criteria = Criteria::for_bytes();
+        let r = build(input(Some(stacks), 1, &criteria));
+        assert_eq!(r.final_view, Some(FinalView::TargetExited));
+        assert_eq!(r.sample_bytes, 4096, "set by the builder");
+        assert_eq!(r.target.pid, 41);
+        assert_eq!(r.suspects.len(), 1, "{:#?}", r.suspects);
+        let s = &r.suspects[0];
+        assert_eq!((s.rank, s.verdict, s.outstanding_bytes), (1, Verdict::Leak, 300_000));
+        assert_eq!(s.oldest_age_s, 29.0);
+        assert_eq!(r.totals.outstanding_bytes, 300_000);
+        assert_eq!(r.totals.allocs, 60, "counters are shared by all processes");
+        assert!(LOST_COUNTERS.iter().all(|(_, name)| r.totals.lost.contains_key(*name)));
+        assert_eq!(r.timeline.len(), 30);
+        assert!(r.holders.is_empty() && r.holders_scan.is_none());
+
+        let other = build(input(Some(stacks), 2, &criteria));
+        assert_eq!(other.totals.outstanding_bytes, 0);
+        assert!(other.suspects.iter().all(|s| s.verdict != Verdict::Leak));
+    }
+
+    #[test]
+    fn without_probes_a_report_has_no_stacks() {
+        let criteria = Criteria::for_bytes();
+        let r = build(input(None, 1, &criteria));
+        assert!(r.suspects.is_empty() && r.timeline.is_empty() && r.totals.lost.is_empty());
+        assert_eq!(r.duration_s, 30.0);
     }
 }
