@@ -13,6 +13,7 @@ use crate::report::{Frame, MultiReport, Report, Reports, Suspect, Verdict};
 mod folded;
 mod json;
 mod pprof;
+pub mod prometheus;
 mod speedscope;
 mod svg;
 mod text;

@@ -241,8 +241,70 @@ pub struct TimelinePoint {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
+
+    /// A live report of a daemon: two leak stacks ending in one line (with characters that need
+    /// escaping), a stable one, a leaking container.
+    pub fn live_report() -> Report {
+        let suspect = |verdict, bytes, line| Suspect {
+            rank: 1,
+            verdict,
+            score: 0.9,
+            outstanding_bytes: bytes,
+            outstanding_count: 1,
+            allocs: 1,
+            alloc_bytes: bytes,
+            live_fraction: 1.0,
+            growth_bytes_per_s: 10.0,
+            oldest_age_s: 1.0,
+            allocator: "malloc".into(),
+            reason: String::new(),
+            stack: vec![
+                Frame::Native { function: "PyByteArray_Resize".into(), module: "python3.11".into() },
+                Frame::Python { function: "leak \"x\"".into(), file: "/srv/a\\b.py".into(), line },
+                Frame::Python { function: "main".into(), file: "/srv/a.py".into(), line: 1 },
+            ],
+        };
+        Report {
+            schema: SCHEMA,
+            target: TargetInfo {
+                pid: 42,
+                exe: "/usr/bin/python3".into(),
+                python: "3.11.2".into(),
+                libc: "libc.so.6".into(),
+                cmdline: "python3 <app>.py".into(),
+            },
+            duration_s: 12.0,
+            final_view: Some(FinalView::Live),
+            totals: Totals {
+                allocs: 5,
+                frees: 2,
+                outstanding_bytes: 300,
+                outstanding_count: 3,
+                lost: [("map_full".to_string(), 0)].into(),
+            },
+            suspects: vec![
+                suspect(Verdict::Leak, 100, 7),
+                suspect(Verdict::Leak, 200, 7),
+                suspect(Verdict::Stable, 0, 9),
+            ],
+            holders: vec![Holder {
+                path: "__main__.KEPT".into(),
+                type_name: "list".into(),
+                len: 10,
+                growth_per_s: 1.5,
+                item_types: Default::default(),
+                retained_bytes_est: 1000,
+                verdict: Verdict::Leak,
+                score: 0.9,
+                reason: String::new(),
+            }],
+            holders_scan: None,
+            timeline: vec![],
+            sample_bytes: 0,
+        }
+    }
 
     #[test]
     fn final_views_serialize_to_the_documented_strings() {
