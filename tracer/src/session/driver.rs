@@ -47,9 +47,12 @@ pub async fn drive(
     let mut housekeeping = tokio::time::interval(HOUSEKEEPING);
     let events = Announcements::new(session.events_fd())?;
     let mut ticks = 0u64;
+    // Made once: `select!` makes its other futures anew at every turn of the loop.
+    let test_hook = panic_when_asked();
+    tokio::pin!(test_hook);
     let view = loop {
         tokio::select! {
-            _ = panic_when_asked() => unreachable!("panic_when_asked never returns"),
+            _ = &mut test_hook => unreachable!("panic_when_asked never returns"),
             _ = events.wait() => {
                 if let Some(view) = lifecycle::follow(session) {
                     break view;
@@ -82,9 +85,9 @@ async fn sleep_until(deadline: Option<tokio::time::Instant>) {
     }
 }
 
-/// The safety test's hook (`crash::PANIC_AFTER_ATTACH_ENV`): panics that long after the loop
-/// starts, so that the test sees the probes go with an unwinding tracer. Never completes
-/// otherwise.
+/// The safety test's hook (`crash::PANIC_AFTER_ATTACH_ENV`): panics that long after it is first
+/// polled (when the loop starts), so that the test sees the probes go with an unwinding tracer.
+/// Never completes otherwise.
 async fn panic_when_asked() {
     match crash::panic_after_attach() {
         Some(after) => {
