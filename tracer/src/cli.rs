@@ -1,11 +1,19 @@
-//! The command line (clap lives only here) and its translation into plain configuration.
+//! The command line (clap lives only here) and its translation into plain configuration
+//! (`config.rs`): `into_config` methods, which hold the checks that span several flags.
 
 use std::path::PathBuf;
 use std::time::Duration;
 
+use anyhow::Result;
 use clap::{Args, Parser, Subcommand};
 
+use crate::config::{
+    Destination, HoldersMode, PushTarget, RecordCommand, RecordConfig, ServeConfig, Targets, TracingConfig,
+    DEFAULT_LISTEN,
+};
+use crate::error::{user_error, UserError};
 use crate::export::{ExportOptions, Format};
+use crate::host::HostFilter;
 
 #[derive(Parser, Debug)]
 #[command(
@@ -62,8 +70,8 @@ pub struct OutputArgs {
 #[derive(Args, Debug)]
 pub struct RecordArgs {
     /// PID of the CPython process to trace.
-    #[arg(short, long, conflicts_with_all = ["command", "all"], allow_negative_numbers = true)]
-    pub pid: Option<i64>,
+    #[arg(short, long, conflicts_with_all = ["command", "all"], allow_negative_numbers = true, value_parser = parse_pid)]
+    pub pid: Option<u32>,
     /// Host mode: every CPython process on the host, including those started later, each in
     /// its own report section. Processes that are not CPython never get a probe.
     #[arg(long, conflicts_with = "command")]
@@ -122,14 +130,14 @@ pub struct HostArgs {
 
 impl HostArgs {
     /// The filter when `--all` was given; `--match` without `--all` is an error a person can fix.
-    pub fn filter(&self, all: bool, command: &str) -> anyhow::Result<Option<crate::host::HostFilter>> {
+    fn filter(&self, all: bool, command: &str) -> Result<Option<HostFilter>> {
         if self.matching.is_some() && !all {
-            return Err(crate::error::user_error(
+            return Err(user_error(
                 "--match selects processes in host mode",
                 format!("add --all: tracer {command} --all --match REGEX"),
             ));
         }
-        Ok(all.then(|| crate::host::HostFilter {
+        Ok(all.then(|| HostFilter {
             matching: self.matching.clone(),
             exclude: self.exclude_pid.clone(),
             max_processes: self.max_processes as usize,
@@ -148,8 +156,15 @@ pub struct ReportArgs {
 #[derive(Args, Debug)]
 pub struct ServeArgs {
     /// PID of the CPython process to trace.
-    #[arg(short, long, allow_negative_numbers = true, required_unless_present = "all", conflicts_with = "all")]
-    pub pid: Option<i64>,
+    #[arg(
+        short,
+        long,
+        allow_negative_numbers = true,
+        required_unless_present = "all",
+        conflicts_with = "all",
+        value_parser = parse_pid
+    )]
+    pub pid: Option<u32>,
     /// Host mode: every CPython process on the host, including those started later; each is
     /// served as its own profile (pprof label `pid`, `/metrics` label `pid`).
     #[arg(long)]
@@ -157,7 +172,7 @@ pub struct ServeArgs {
     #[command(flatten)]
     pub host: HostArgs,
     /// Address to serve on. Loopback by default: another address only when given here.
-    #[arg(long, value_name = "ADDR", default_value = crate::serve::DEFAULT_LISTEN)]
+    #[arg(long, value_name = "ADDR", default_value = DEFAULT_LISTEN)]
     pub listen: std::net::SocketAddr,
     /// Sampling interval: the live report is rebuilt (and pushed) this often.
     #[arg(short, long, default_value = "10s", value_parser = parse_duration)]
@@ -205,7 +220,7 @@ pub struct TracingArgs {
 }
 
 impl TracingArgs {
-    pub fn criteria(&self) -> crate::leaks::Criteria {
+    fn config(&self) -> TracingConfig {
         let mut criteria = crate::leaks::Criteria::for_bytes();
         if let Some(b) = self.min_leak_bytes {
             criteria.min_total_growth = b;
@@ -213,16 +228,103 @@ impl TracingArgs {
         if let Some(g) = self.min_growth {
             criteria.min_growth_per_s = g;
         }
-        criteria
+        TracingConfig {
+            criteria,
+            sample_bytes: self.sample_bytes,
+            sizes: crate::probes::MapSizes { max_allocs: self.max_allocs, max_stacks: self.max_stacks },
+            holder_budget: crate::python::heap::ScanBudget {
+                max_objects: self.holders_budget as usize,
+                ..Default::default()
+            },
+        }
     }
+}
 
-    pub fn sizes(&self) -> crate::probes::MapSizes {
-        crate::probes::MapSizes { max_allocs: self.max_allocs, max_stacks: self.max_stacks }
+/// The one place a `RecordConfig` is made (for `record` and `serve`): no duration, no forks,
+/// no progress line; `record` sets those it has.
+fn record_config(targets: Targets, interval: Duration, tracing: &TracingArgs, holders: HoldersMode) -> RecordConfig {
+    RecordConfig {
+        targets,
+        duration: None,
+        interval,
+        tracing: tracing.config(),
+        holders,
+        follow_forks: false,
+        progress: false,
     }
+}
 
-    pub fn holder_budget(&self) -> crate::python::heap::ScanBudget {
-        crate::python::heap::ScanBudget { max_objects: self.holders_budget as usize, ..Default::default() }
+impl RecordArgs {
+    pub fn into_config(self) -> Result<RecordCommand> {
+        if self.pid.is_none() && self.command.is_empty() && !self.all {
+            return Err(user_error(
+                "nothing to trace",
+                "give a PID (tracer record -p PID) or a command (tracer record -- python3 app.py)",
+            ));
+        }
+        let host = self.host.filter(self.all, "record")?;
+        let targets = match (host, self.pid) {
+            (Some(filter), _) => Targets::Host(filter),
+            (None, Some(pid)) => Targets::Pid(pid),
+            (None, None) => Targets::Launch { argv: self.command, python_malloc: self.python_malloc },
+        };
+        let holders = if self.holders_only {
+            HoldersMode::Only
+        } else if self.no_holders {
+            HoldersMode::Off
+        } else {
+            HoldersMode::On
+        };
+        let config = RecordConfig {
+            duration: self.duration,
+            follow_forks: self.follow_forks,
+            progress: !self.quiet,
+            ..record_config(targets, self.interval, &self.tracing, holders)
+        };
+        Ok(RecordCommand { config, destination: self.output.destination(), fail_on_leak: self.fail_on_leak })
     }
+}
+
+impl ServeArgs {
+    pub fn into_config(self) -> Result<ServeConfig> {
+        let host = self.host.filter(self.all, "serve")?;
+        let targets = match (host, self.pid) {
+            (Some(filter), _) => Targets::Host(filter),
+            (None, Some(pid)) => Targets::Pid(pid),
+            (None, None) => {
+                return Err(user_error(
+                    "nothing to serve",
+                    "give a PID (tracer serve -p PID) or --all for every CPython process",
+                ))
+            }
+        };
+        let push = self.push.as_deref().map(PushTarget::parse).transpose()?;
+        let holders = if self.no_holders { HoldersMode::Off } else { HoldersMode::On };
+        Ok(ServeConfig {
+            record: record_config(targets, self.interval, &self.tracing, holders),
+            listen: self.listen,
+            push,
+            export: ExportOptions { all_stacks: self.all_stacks, top: self.top as usize, ..ExportOptions::default() },
+        })
+    }
+}
+
+/// A PID: a positive 32-bit number. A number that is not one is an `error:`/`hint:` pair (a
+/// [`UserError`], which `main` prints as such); anything else is clap's "invalid value".
+fn parse_pid(s: &str) -> Result<u32, Box<dyn std::error::Error + Send + Sync>> {
+    let n: i128 = s.parse()?;
+    match u32::try_from(n) {
+        Ok(pid) if pid > 0 => Ok(pid),
+        _ => Err(Box::new(UserError::new(
+            format!("{s} is not a valid PID"),
+            "PIDs are positive numbers; find yours with `pgrep -f app.py`",
+        ))),
+    }
+}
+
+/// The [`UserError`] a flag's parser reported, if that is why the command line was refused.
+pub fn user_error_of(e: &clap::Error) -> Option<&UserError> {
+    std::error::Error::source(e)?.downcast_ref::<UserError>()
 }
 
 fn parse_regex(s: &str) -> Result<regex::Regex, String> {
@@ -254,12 +356,20 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
 }
 
 impl OutputArgs {
-    pub fn format(&self) -> Format {
-        self.format.or_else(|| self.output.as_deref().and_then(Format::from_path)).unwrap_or(Format::Text)
+    fn destination(&self) -> Destination {
+        Destination::new(
+            self.output.clone(),
+            self.format,
+            ExportOptions { all_stacks: self.all_stacks, top: self.top as usize, native_leaf: self.native_leaf },
+        )
     }
+}
 
-    pub fn export_options(&self) -> ExportOptions {
-        ExportOptions { all_stacks: self.all_stacks, top: self.top as usize, native_leaf: self.native_leaf }
+impl ReportArgs {
+    /// The saved report to read, and where its re-rendering goes.
+    pub fn into_config(self) -> (PathBuf, Destination) {
+        let destination = self.output.destination();
+        (self.input, destination)
     }
 }
 
@@ -280,20 +390,112 @@ mod tests {
         assert!(parse_duration("").is_err());
     }
 
+    fn parse(args: &[&str]) -> Result<Cli, clap::Error> {
+        Cli::try_parse_from(std::iter::once("tracer").chain(args.iter().copied()))
+    }
+
+    fn record(args: &[&str]) -> Result<RecordCommand> {
+        match parse(args)?.command {
+            Command::Record(r) => r.into_config(),
+            other => panic!("not record: {other:?}"),
+        }
+    }
+
+    fn serve(args: &[&str]) -> Result<ServeConfig> {
+        match parse(args)?.command {
+            Command::Serve(s) => s.into_config(),
+            other => panic!("not serve: {other:?}"),
+        }
+    }
+
+    fn message(e: anyhow::Error) -> String {
+        e.downcast::<UserError>().map(|u| u.message).unwrap_or_else(|e| format!("not a user error: {e:#}"))
+    }
+
     #[test]
-    fn format_follows_extension() {
-        let args = |o: &str, f: Option<Format>| OutputArgs {
-            output: Some(o.into()),
-            format: f,
-            top: 10,
-            all_stacks: false,
-            native_leaf: false,
-        };
-        assert_eq!(args("leaks.svg", None).format(), Format::Svg);
-        assert_eq!(args("x.pb.gz", None).format(), Format::Pprof);
-        assert_eq!(args("x.speedscope.json", None).format(), Format::Speedscope);
-        assert_eq!(args("x.json", None).format(), Format::Json);
-        assert_eq!(args("x.svg", Some(Format::Json)).format(), Format::Json);
-        assert_eq!(args("x.unknown", None).format(), Format::Text);
+    fn definitions_are_consistent() {
+        use clap::CommandFactory;
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn a_pid_that_is_not_one_is_a_user_error_with_a_hint() {
+        for bad in ["0", "-5", "4294967296"] {
+            let e = parse(&["record", "-p", bad]).unwrap_err();
+            assert_eq!(e.kind(), clap::error::ErrorKind::ValueValidation, "{bad}");
+            let u = user_error_of(&e).unwrap_or_else(|| panic!("{bad}: {e}"));
+            assert_eq!(u.message, format!("{bad} is not a valid PID"));
+            assert!(u.hint.contains("pgrep"), "{}", u.hint);
+            let e = parse(&["serve", "-p", bad]).unwrap_err();
+            assert!(user_error_of(&e).is_some(), "serve -p {bad}: {e}");
+        }
+        // Not a number at all: clap's own "invalid value" error.
+        let e = parse(&["record", "-p", "abc"]).unwrap_err();
+        assert_eq!(e.kind(), clap::error::ErrorKind::ValueValidation);
+        assert!(user_error_of(&e).is_none());
+        assert!(e.to_string().contains("invalid value 'abc'"), "{e}");
+    }
+
+    #[test]
+    fn long_and_short_flags_are_the_same() {
+        let short = record(&["-v", "record", "-p", "42", "-d", "5s", "-i", "1s", "-o", "x.svg", "-q"]).unwrap();
+        let long =
+            record(&["record", "--pid", "42", "--duration", "5s", "--interval", "1s", "--output", "x.svg", "--quiet"])
+                .unwrap();
+        for c in [&short, &long] {
+            assert!(matches!(c.config.targets, Targets::Pid(42)));
+            assert_eq!(c.config.duration, Some(Duration::from_secs(5)));
+            assert_eq!(c.config.interval, Duration::from_secs(1));
+            assert!(!c.config.progress);
+            assert_eq!(c.destination.format, Format::Svg);
+        }
+    }
+
+    #[test]
+    fn which_processes() {
+        let launch = record(&["record", "--python-malloc", "--", "python3", "app.py"]).unwrap();
+        match launch.config.targets {
+            Targets::Launch { argv, python_malloc } => {
+                assert_eq!(argv, ["python3", "app.py"]);
+                assert!(python_malloc);
+            }
+            other => panic!("{other:?}"),
+        }
+        let host = record(&["record", "--all", "--match", "gunicorn", "--exclude-pid", "7"]).unwrap();
+        match host.config.targets {
+            Targets::Host(f) => {
+                assert_eq!(f.exclude, [7]);
+                assert!(f.matching.is_some_and(|re| re.is_match("gunicorn app")));
+            }
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(message(record(&["record"]).unwrap_err()), "nothing to trace");
+        assert_eq!(
+            message(record(&["record", "-p", "1", "--match", "x"]).unwrap_err()),
+            "--match selects processes in host mode"
+        );
+        let conflict = parse(&["record", "-p", "1", "--", "python3"]).unwrap_err();
+        assert_eq!(conflict.kind(), clap::error::ErrorKind::ArgumentConflict);
+    }
+
+    #[test]
+    fn serve_config() {
+        let s = serve(&["serve", "-p", "42"]).unwrap();
+        assert!(matches!(s.record.targets, Targets::Pid(42)));
+        assert_eq!(s.listen, DEFAULT_LISTEN.parse().unwrap());
+        assert_eq!(s.record.duration, None);
+        assert_eq!(s.record.interval, Duration::from_secs(10));
+        assert!(serve(&["serve", "--all"]).unwrap().record.targets.is_host());
+        assert_eq!(parse(&["serve"]).unwrap_err().kind(), clap::error::ErrorKind::MissingRequiredArgument);
+        assert!(message(serve(&["serve", "-p", "1", "--push", "https://x"]).unwrap_err()).contains("only http://"));
+    }
+
+    #[test]
+    fn thresholds_reach_the_criteria() {
+        let c = record(&["record", "-p", "1", "--min-leak-bytes", "5000", "--min-growth", "7", "--sample-bytes", "64"])
+            .unwrap();
+        assert_eq!(c.config.tracing.criteria.min_total_growth, 5000.0);
+        assert_eq!(c.config.tracing.criteria.min_growth_per_s, 7.0);
+        assert_eq!(c.config.tracing.sample_bytes, 64);
     }
 }

@@ -13,8 +13,8 @@ use serde_json::Value;
 use crate::btf::Btf;
 use crate::elf::ElfImage;
 use crate::export::{self, ExportOptions, Format};
-use crate::output::{self, Saved};
 use crate::procfs;
+use crate::report::Reports;
 
 /// xorshift64*: small, fast, reproducible.
 struct Rng(u64);
@@ -248,15 +248,12 @@ const FORMATS: [Format; 6] =
 /// Parses a saved report; when it parses, renders it in every format (as `tracer report`
 /// does) with and without every stack.
 fn report_roundtrip(text: &str) -> bool {
-    let Ok(saved) = output::parse_saved(text) else { return false };
+    let Ok(saved) = Reports::parse(text) else { return false };
     for format in FORMATS {
         let native_leaf = ExportOptions { all_stacks: true, top: 1, native_leaf: true };
         for opts in [ExportOptions { all_stacks: false, top: 10, native_leaf: false }, native_leaf] {
             let mut out = Vec::new();
-            let _ = match &saved {
-                Saved::One(r) => export::write(format, r, &opts, &mut out),
-                Saved::Many(m) => export::write_multi(format, m, &opts, &mut out),
-            };
+            let _ = export::write_reports(format, &saved, &opts, &mut out);
         }
     }
     true

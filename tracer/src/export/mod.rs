@@ -8,13 +8,14 @@
 use std::io::Write;
 use std::path::Path;
 
-use crate::report::{Frame, MultiReport, Report, Suspect};
+use crate::report::{Frame, MultiReport, Report, Reports, Suspect};
 
 mod folded;
 mod json;
 mod leaf;
 mod paths;
 mod pprof;
+pub mod prometheus;
 mod speedscope;
 mod svg;
 mod text;
@@ -153,6 +154,19 @@ pub fn write_multi(
         Format::Svg => svg::write(reports, &Selection::new(reports, true, opts), out),
         Format::Speedscope => speedscope::write(reports, &Selection::new(reports, true, opts), opts, out),
         Format::Pprof => pprof::write(reports, true, opts, out),
+    }
+}
+
+/// Writes one report or several (`write` or `write_multi`).
+pub fn write_reports(
+    format: Format,
+    reports: &Reports,
+    opts: &ExportOptions,
+    out: &mut dyn Write,
+) -> anyhow::Result<()> {
+    match reports {
+        Reports::One(r) => write(format, r, opts, out),
+        Reports::Many(m) => write_multi(format, m, opts, out),
     }
 }
 

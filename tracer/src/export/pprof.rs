@@ -270,8 +270,8 @@ pub(crate) fn profile(reports: &[Report], multi: bool, opts: &ExportOptions) -> 
         let t = &r.target;
         let command = if t.cmdline.is_empty() { &t.exe } else { &t.cmdline };
         let mut comment = format!("tracer: pid {} python {} {command}", t.pid, t.python);
-        if !r.final_view.is_empty() {
-            comment.push_str(&format!(" (final view: {})", r.final_view));
+        if let Some(view) = r.final_view {
+            comment.push_str(&format!(" (final view: {view})"));
         }
         let comment = b.string(&comment);
         b.profile.comment.push(comment);

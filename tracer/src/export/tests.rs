@@ -65,7 +65,7 @@ fn report() -> Report {
         },
         duration_s: 60.0,
         started_unix_s: Some(1_764_669_600.5),
-        final_view: "duration".into(),
+        final_view: Some(crate::report::FinalView::Duration),
         totals: Totals {
             allocs: 120_345,
             frees: 118_000,
@@ -202,7 +202,7 @@ fn empty_report() -> Report {
         target: TargetInfo { pid: 1, ..TargetInfo::default() },
         duration_s: 0.0,
         started_unix_s: None,
-        final_view: String::new(),
+        final_view: None,
         totals: Totals::default(),
         suspects: vec![],
         holders: vec![],

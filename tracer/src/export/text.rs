@@ -97,8 +97,8 @@ fn header(s: &mut String, r: &Report) {
     let t = &r.target;
     let python = if t.python.is_empty() { "?" } else { &t.python };
     let mut when = units::duration(r.duration_s);
-    if !r.final_view.is_empty() {
-        let _ = write!(when, ", final view: {}", r.final_view);
+    if let Some(view) = r.final_view {
+        let _ = write!(when, ", final view: {view}");
     }
     let mut line = format!("tracer: pid {} python {python}", t.pid);
     if !command(r).is_empty() {
@@ -132,7 +132,7 @@ fn header(s: &mut String, r: &Report) {
             bytes(r.sample_bytes)
         );
     }
-    if r.final_view == "finalization" {
+    if r.final_view == Some(crate::report::FinalView::Finalization) {
         let _ = writeln!(
             s,
             "note: the interpreter began shutting down; outstanding memory is as it was before \

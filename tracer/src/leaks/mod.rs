@@ -126,12 +126,8 @@ pub use sites::{merge_call_paths, CallPath};
 use steps::{Points, Shape};
 
 use crate::report::Verdict;
-pub use crate::series::Series; // transitional: `pub` removed at merge (see below).
+use crate::series::Series;
 pub use crate::units::Unit;
-// transitional: removed at merge. The formatters live in `crate::units` and `Series` in
-// `crate::series`; the `core` helper's branch (record.rs, serve.rs, collector.rs) still names
-// them here.
-pub use crate::units::{bytes as human_bytes, duration as human_duration};
 
 /// Thresholds; `Default` gives the documented defaults for bytes. The CLI's `--min-leak-bytes`
 /// sets `min_total_growth` and `--min-growth` sets `min_growth_per_s` of `for_bytes()`.

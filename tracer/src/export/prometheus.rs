@@ -1,0 +1,322 @@
+//! Prometheus text exposition (format 0.0.4) of the reports a daemon serves (`serve`'s
+//! `/metrics`). Like the other exporters it only formats: one family per measure, the target's
+//! figures, the shared BPF counters, the suspects keyed by their allocating line, the holders.
+//!
+//! With several processes (host mode) every per-process series carries the process's `pid`
+//! label; one process alone keeps the label-free series it always had.
+
+use std::collections::{BTreeMap, BTreeSet, HashSet};
+use std::fmt::Write as _;
+
+use crate::report::{FinalView, Frame, Holder, Report};
+
+/// What the daemon adds about itself to the reports' own figures.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Daemon {
+    /// Intervals sampled so far.
+    pub samples: u64,
+    /// Seconds the last interval's sampling and report took.
+    pub build_s: f64,
+    /// When the served reports were built (Unix time, seconds).
+    pub built_unix_s: f64,
+}
+
+/// A series' labels as name/value pairs.
+type Labels = Vec<(&'static str, String)>;
+/// A suspect line's sums: (outstanding bytes, growth per s, best score).
+type LineSums = (f64, f64, f64);
+/// A suspect's innermost Python line and verdict: (function, file, line, verdict).
+type LineKey = (String, String, u32, &'static str);
+
+/// The metrics of `reports` (`multi`: several processes, each labelled by its `pid`).
+pub fn write(reports: &[Report], multi: bool, daemon: &Daemon) -> String {
+    let mut out = String::new();
+    target_families(&mut out, reports, multi);
+    daemon_families(&mut out, reports, daemon);
+    counter_families(&mut out, reports, multi);
+    suspect_families(&mut out, reports, multi);
+    holder_families(&mut out, reports, multi);
+    out
+}
+
+/// `more` after the process's `pid` label (host mode only).
+fn labels(r: &Report, multi: bool, more: Labels) -> Labels {
+    let mut labels = if multi { vec![("pid", r.target.pid.to_string())] } else { vec![] };
+    labels.extend(more);
+    labels
+}
+
+/// `tracer_target_info` and, with several processes, `tracer_processes` by state.
+fn target_families(out: &mut String, reports: &[Report], multi: bool) {
+    let view = |r: &Report| r.final_view.map_or("", FinalView::as_str).to_string();
+    let info: Vec<_> = reports
+        .iter()
+        .map(|r| {
+            let mut labels = vec![
+                ("pid", r.target.pid.to_string()),
+                ("python", r.target.python.clone()),
+                ("exe", r.target.exe.clone()),
+                ("libc", r.target.libc.clone()),
+            ];
+            if multi {
+                labels.push(("cmdline", r.target.cmdline.clone()));
+                labels.push(("final_view", view(r)));
+            }
+            (labels, 1.0)
+        })
+        .collect();
+    let help = if multi {
+        "A traced process (always 1; final_view is live while it runs)."
+    } else {
+        "The traced process (always 1)."
+    };
+    family(out, "tracer_target_info", "gauge", help, &info);
+    if multi {
+        let ended = reports.iter().filter(|r| r.final_view != Some(FinalView::Live)).count() as f64;
+        let states = [
+            (vec![("state", "live".to_string())], reports.len() as f64 - ended),
+            (vec![("state", "ended".to_string())], ended),
+        ];
+        let help = "Processes traced, by state (ended ones keep their last report).";
+        family(out, "tracer_processes", "gauge", help, &states);
+    }
+}
+
+/// The daemon's own figures, then each process's outstanding memory.
+fn daemon_families(out: &mut String, reports: &[Report], daemon: &Daemon) {
+    let duration_s = reports.iter().map(|r| r.duration_s).fold(0.0, f64::max);
+    family(out, "tracer_traced_seconds", "gauge", "Seconds since the tracer attached.", &[(vec![], duration_s)]);
+    family(out, "tracer_samples_total", "counter", "Intervals sampled.", &[(vec![], daemon.samples as f64)]);
+    let help = "Time the last interval's sampling and report took.";
+    family(out, "tracer_report_build_seconds", "gauge", help, &[(vec![], daemon.build_s)]);
+    let help = "When the served report was built (Unix time).";
+    family(out, "tracer_report_timestamp_seconds", "gauge", help, &[(vec![], daemon.built_unix_s)]);
+}
+
+/// Outstanding memory per process, then the BPF counters: those are kept for all traced
+/// processes together, so one series each, never repeated per process (the highest value:
+/// ended processes carry an older copy).
+fn counter_families(out: &mut String, reports: &[Report], multi: bool) {
+    let per_process = |f: fn(&Report) -> u64| -> Vec<(Labels, f64)> {
+        reports.iter().map(|r| (labels(r, multi, vec![]), f(r) as f64)).collect()
+    };
+    let help = "Bytes allocated since the tracer attached and not freed.";
+    family(out, "tracer_outstanding_bytes", "gauge", help, &per_process(|r| r.totals.outstanding_bytes));
+    let help = "Allocations made since the tracer attached and not freed.";
+    family(out, "tracer_outstanding_allocations", "gauge", help, &per_process(|r| r.totals.outstanding_count));
+    let highest = |f: &dyn Fn(&Report) -> u64| reports.iter().map(f).max().unwrap_or(0) as f64;
+    let events = [
+        (vec![("kind", "alloc".to_string())], highest(&|r| r.totals.allocs)),
+        (vec![("kind", "free".to_string())], highest(&|r| r.totals.frees)),
+    ];
+    let help = "Allocation and free events recorded (all traced processes together).";
+    family(out, "tracer_events_total", "counter", help, &events);
+    let names: BTreeSet<&String> = reports.iter().flat_map(|r| r.totals.lost.keys()).collect();
+    let lost: Vec<_> = names
+        .into_iter()
+        .map(|name| (vec![("counter", name.clone())], highest(&|r| r.totals.lost.get(name).copied().unwrap_or(0))))
+        .collect();
+    family(out, "tracer_lost_total", "counter", "Events that could not be recorded, by cause.", &lost);
+}
+
+/// Stacks by verdict, then per allocating line (and verdict): several stacks can end in the
+/// same line (different callers), and one series per label set is the rule.
+fn suspect_families(out: &mut String, reports: &[Report], multi: bool) {
+    let mut verdicts = Vec::new();
+    let mut lines: Vec<(Labels, LineSums)> = Vec::new();
+    for r in reports {
+        let mut by_verdict: BTreeMap<&str, f64> =
+            ["leak", "growing", "bounded", "stable"].into_iter().map(|v| (v, 0.0)).collect();
+        for s in &r.suspects {
+            *by_verdict.entry(s.verdict.as_str()).or_default() += 1.0;
+        }
+        verdicts.extend(by_verdict.iter().map(|(v, n)| (labels(r, multi, vec![("verdict", v.to_string())]), *n)));
+        for ((function, file, line, verdict), sums) in per_line(r) {
+            let more =
+                vec![("function", function), ("file", file), ("line", line.to_string()), ("verdict", verdict.into())];
+            lines.push((labels(r, multi, more), sums));
+        }
+    }
+    family(out, "tracer_suspects", "gauge", "Stacks in the report, by verdict.", &verdicts);
+    let pick =
+        |f: fn(&LineSums) -> f64| -> Vec<(Labels, f64)> { lines.iter().map(|(l, v)| (l.clone(), f(v))).collect() };
+    let help = "Outstanding bytes of the stacks ending in this Python line (function, file, line), by verdict.";
+    family(out, "tracer_suspect_outstanding_bytes", "gauge", help, &pick(|v| v.0));
+    let help = "Growth of the outstanding bytes of the stacks ending in this Python line, by verdict.";
+    family(out, "tracer_suspect_growth_bytes_per_second", "gauge", help, &pick(|v| v.1));
+    let help = "Leak evidence in [0, 1] (highest of the stacks ending in this line).";
+    family(out, "tracer_suspect_score", "gauge", help, &pick(|v| v.2));
+}
+
+/// A report's suspects summed per (innermost Python line, verdict), in order of appearance.
+fn per_line(r: &Report) -> Vec<(LineKey, LineSums)> {
+    let mut per_line: Vec<(LineKey, LineSums)> = Vec::new();
+    for s in &r.suspects {
+        let (function, file, line) = innermost(&s.stack);
+        let key = (function, file, line, s.verdict.as_str());
+        let add = (s.outstanding_bytes as f64, s.growth_bytes_per_s, s.score);
+        match per_line.iter_mut().find(|(k, _)| *k == key) {
+            Some((_, v)) => {
+                v.0 += add.0;
+                v.1 += add.1;
+                v.2 = v.2.max(add.2);
+            }
+            None => per_line.push((key, add)),
+        }
+    }
+    per_line
+}
+
+/// Each process's containers, by path (the first of a path and type when a report lists it
+/// twice).
+fn holder_families(out: &mut String, reports: &[Report], multi: bool) {
+    let mut holders: Vec<(&Report, &Holder)> = Vec::new();
+    for r in reports {
+        let mut seen = HashSet::new();
+        holders
+            .extend(r.holders.iter().filter(|h| seen.insert((h.path.as_str(), h.type_name.as_str()))).map(|h| (r, h)));
+    }
+    let series = |f: fn(&Holder) -> f64| -> Vec<(Labels, f64)> {
+        let path = |h: &Holder| {
+            vec![("path", h.path.clone()), ("type", h.type_name.clone()), ("verdict", h.verdict.as_str().to_string())]
+        };
+        holders.iter().map(|(r, h)| (labels(r, multi, path(h)), f(h))).collect()
+    };
+    let help = "Items in a container of the target, by path.";
+    family(out, "tracer_holder_length", "gauge", help, &series(|h| h.len as f64));
+    let help = "Items added per second to a container of the target.";
+    family(out, "tracer_holder_growth_per_second", "gauge", help, &series(|h| h.growth_per_s));
+    let help = "Estimated bytes kept alive by a container of the target.";
+    family(out, "tracer_holder_retained_bytes_estimate", "gauge", help, &series(|h| h.retained_bytes_est as f64));
+}
+
+/// The innermost Python frame of a stack as (function, file, line); a stack without one is
+/// named by its innermost frame (file = module, line 0).
+fn innermost(stack: &[Frame]) -> (String, String, u32) {
+    let python = stack.iter().find_map(|f| match f {
+        Frame::Python { function, file, line, .. } => Some((function.clone(), file.clone(), *line)),
+        Frame::Native { .. } => None,
+    });
+    python.unwrap_or_else(|| match stack.first() {
+        Some(Frame::Native { function, module }) => (function.clone(), module.clone(), 0),
+        Some(Frame::Python { .. }) => unreachable!("found above"),
+        None => ("[no stack]".into(), String::new(), 0),
+    })
+}
+
+/// One metric family: HELP, TYPE, then its samples.
+fn family(out: &mut String, name: &str, kind: &str, help: &str, samples: &[(Labels, f64)]) {
+    let _ = writeln!(out, "# HELP {name} {help}");
+    let _ = writeln!(out, "# TYPE {name} {kind}");
+    for (labels, value) in samples {
+        out.push_str(name);
+        if !labels.is_empty() {
+            out.push('{');
+            for (i, (k, v)) in labels.iter().enumerate() {
+                if i > 0 {
+                    out.push(',');
+                }
+                let _ = write!(out, "{k}=\"{}\"", label_value(v));
+            }
+            out.push('}');
+        }
+        let _ = writeln!(out, " {}", sample_value(*value));
+    }
+}
+
+/// `"..."` content of a label value: backslash, double quote and newline escaped.
+fn label_value(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        match c {
+            '\\' => out.push_str("\\\\"),
+            '"' => out.push_str("\\\""),
+            '\n' => out.push_str("\\n"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+fn sample_value(v: f64) -> String {
+    if v.is_nan() {
+        "NaN".into()
+    } else if v == f64::INFINITY {
+        "+Inf".into()
+    } else if v == f64::NEG_INFINITY {
+        "-Inf".into()
+    } else {
+        format!("{v}")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::report::tests::live_report as report;
+
+    const DAEMON: Daemon = Daemon { samples: 3, build_s: 0.01, built_unix_s: 1.7e9 };
+
+    #[test]
+    fn metrics_are_prometheus_text() {
+        let text = write(&[report()], false, &DAEMON);
+        // Two leak stacks ending in the same line are one series, summed.
+        let line = r#"tracer_suspect_outstanding_bytes{function="leak \"x\"",file="/srv/a\\b.py",line="7",verdict="leak"} 300"#;
+        assert!(text.lines().any(|l| l == line), "{text}");
+        assert!(text.contains(r#"tracer_holder_length{path="__main__.KEPT",type="list",verdict="leak"} 10"#), "{text}");
+        assert!(text.contains("tracer_lost_total{counter=\"map_full\"} 0"), "{text}");
+        assert!(text.contains("tracer_outstanding_bytes 300"), "{text}");
+        let mut names = std::collections::HashSet::new();
+        for l in text.lines() {
+            if let Some(rest) = l.strip_prefix("# TYPE ") {
+                assert!(names.insert(rest.split(' ').next().unwrap().to_string()), "family declared twice: {l}");
+                continue;
+            }
+            if l.starts_with('#') {
+                continue;
+            }
+            let (series, value) = l.rsplit_once(' ').unwrap();
+            assert!(value.parse::<f64>().is_ok() || ["NaN", "+Inf", "-Inf"].contains(&value), "{l}");
+            assert!(series.starts_with("tracer_"), "{l}");
+        }
+        assert_eq!(sample_value(f64::INFINITY), "+Inf");
+        assert_eq!(label_value("a\nb"), "a\\nb");
+    }
+
+    #[test]
+    fn host_mode_metrics_label_every_process_series_with_its_pid() {
+        let mut other = report();
+        other.target.pid = 43;
+        other.final_view = Some(FinalView::Finalization);
+        let text = write(&[report(), other], true, &DAEMON);
+        for pid in ["42", "43"] {
+            let line = format!(
+                r#"tracer_suspect_outstanding_bytes{{pid="{pid}",function="leak \"x\"",file="/srv/a\\b.py",line="7",verdict="leak"}} 300"#
+            );
+            assert!(text.lines().any(|l| l == line), "{line} in:\n{text}");
+            assert!(text.contains(&format!("tracer_outstanding_bytes{{pid=\"{pid}\"}} 300")), "{text}");
+            assert!(
+                text.contains(&format!(
+                    r#"tracer_holder_length{{pid="{pid}",path="__main__.KEPT",type="list",verdict="leak"}} 10"#
+                )),
+                "{text}"
+            );
+        }
+        assert!(text.contains(r#"tracer_processes{state="ended"} 1"#), "{text}");
+        // Shared counters are one series, not one per process.
+        assert_eq!(text.lines().filter(|l| l.starts_with("tracer_lost_total{")).count(), 1, "{text}");
+        let per_process = [
+            "tracer_outstanding_bytes",
+            "tracer_outstanding_allocations",
+            "tracer_suspects",
+            "tracer_suspect_",
+            "tracer_holder_",
+            "tracer_target_info",
+        ];
+        for l in text.lines().filter(|l| !l.starts_with('#')) {
+            if per_process.iter().any(|p| l.starts_with(p)) {
+                assert!(l.contains("pid=\""), "per-process series without pid: {l}");
+            }
+        }
+    }
+}

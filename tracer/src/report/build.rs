@@ -1,0 +1,314 @@
+//! The one report builder: a process's report from the recording's state (its stacks, the
+//! counters, its containers), with the final view it was taken at. Totals, judged suspects and
+//! holders, timeline. The judging itself is `leaks`'s alone. Plain data in, no BPF map and no
+//! process: the session gathers the input.
+
+use std::collections::BTreeMap;
+
+use tracer_ebpf::Counter;
+
+use crate::collector::Counters;
+use crate::holders::Holders;
+use crate::leaks::{self, CallPath, Criteria, Evidence, ListedStack, Unit};
+use crate::report::{FinalView, Holder, Report, Suspect, TargetInfo, TimelinePoint, Totals, SCHEMA};
+use crate::stacks::StackTable;
+
+/// What one process's report is made from.
+pub struct Input<'a> {
+    pub target: TargetInfo,
+    /// The process's instance (`Target::instance`): its stacks carry it.
+    pub instance: u64,
+    pub view: FinalView,
+    /// When tracing started, in seconds since the Unix epoch.
+    pub started_unix_s: Option<f64>,
+    /// Seconds the report covers.
+    pub window_s: f64,
+    /// The allocation side; absent with `--holders-only`.
+    pub stacks: Option<Stacks<'a>>,
+    /// The process's containers over time (the holders view), if they were read.
+    pub holders: Option<&'a Holders>,
+    pub criteria: &'a Criteria,
+    /// Allocation-sampling period in bytes (0: every allocation).
+    pub sample_bytes: u64,
+}
+
+/// The stacks of every traced process, and what is shared by all of them.
+#[derive(Clone, Copy)]
+pub struct Stacks<'a> {
+    pub table: &'a StackTable,
+    /// Kept for all traced processes together.
+    pub counters: &'a Counters,
+    /// Per record of `table`: age in seconds of its oldest outstanding allocation.
+    pub ages: &'a [f64],
+}
+
+pub fn target_info(target: &crate::target::Target) -> TargetInfo {
+    TargetInfo {
+        pid: target.pid,
+        exe: target.exe.clone(),
+        python: target.version.to_string(),
+        libc: target.libc.path.clone(),
+        cmdline: target.cmdline.clone(),
+    }
+}
+
+pub fn build(input: Input) -> Report {
+    let Input { target, instance, view, started_unix_s, window_s, stacks, holders, criteria, sample_bytes } = input;
+    let mut totals = Totals::default();
+    let mut suspects = Vec::new();
+    let mut timeline = Vec::new();
+    if let Some(s) = stacks {
+        suspects = judge_stacks(s.table, s.ages, instance, criteria, window_s);
+        totals = stack_totals(s.table, s.counters, instance);
+        timeline =
+            s.table.timeline.points().iter().map(|&(t, v)| TimelinePoint { t, outstanding_bytes: v as u64 }).collect();
+    }
+    let mut judged_holders = Vec::new();
+    if let Some(h) = holders {
+        judged_holders = judge_holders(h);
+        let t = &h.totals;
+        totals.lost.insert("holders_torn_dropped".into(), t.dropped);
+        totals.lost.insert("holders_scans_cut_by_budget".into(), t.cut_by_budget);
+        crate::pairing::link(target.pid, &mut suspects, &mut judged_holders);
+    }
+    Report {
+        schema: SCHEMA,
+        target,
+        duration_s: window_s,
+        started_unix_s,
+        final_view: Some(view),
+        totals,
+        suspects,
+        holders: judged_holders,
+        holders_scan: holders.map(scan_summary),
+        timeline,
+        sample_bytes,
+    }
+}
+
+fn judge_stacks(table: &StackTable, ages: &[f64], instance: u64, criteria: &Criteria, window_s: f64) -> Vec<Suspect> {
+    let evidence_of = |i: usize| {
+        let s = table.records[i].stats;
+        Evidence {
+            allocs: s.allocs,
+            live_count: s.outstanding_count.max(0) as u64,
+            oldest_age_s: ages.get(i).copied().unwrap_or(0.0),
+            window_s,
+        }
+    };
+    let mut judged: Vec<Option<Suspect>> = table
+        .records
+        .iter()
+        .enumerate()
+        .map(|(i, record)| {
+            let s = record.stats;
+            if record.key.instance != instance || s.allocs == 0 && s.outstanding_count <= 0 {
+                return None;
+            }
+            let evidence = evidence_of(i);
+            let j = leaks::judge(&record.series, Some(&evidence), criteria, Unit::Bytes);
+            Some(suspect(record.key.allocator, record.key.frames.clone(), s, &evidence, j))
+        })
+        .collect();
+
+    // One leaking line reached through many call paths (each test of a suite, each route) leaks
+    // a little per path: judge every allocating line as a whole too.
+    for site in &table.sites {
+        let members: Vec<usize> = site.records.iter().copied().filter(|&i| judged[i].is_some()).collect();
+        let paths: Vec<CallPath> = members.iter().filter_map(|&i| judged[i].as_ref()).map(CallPath::from).collect();
+        let Some(merged) = leaks::merge_call_paths(&site.series, &paths, window_s, criteria) else { continue };
+        let mut stats = tracer_ebpf::StackStats::default();
+        for &i in &members {
+            let s = table.records[i].stats;
+            stats.allocs += s.allocs;
+            stats.alloc_bytes += s.alloc_bytes;
+            stats.frees += s.frees;
+            stats.outstanding_bytes += s.outstanding_bytes.max(0);
+            stats.outstanding_count += s.outstanding_count.max(0);
+        }
+        let largest = members[merged.shown];
+        let record = &table.records[largest];
+        let merged =
+            suspect(record.key.allocator, record.key.frames.clone(), stats, &merged.evidence, merged.judgement);
+        for &i in &members {
+            judged[i] = None;
+        }
+        judged[largest] = Some(merged);
+    }
+    let judged: Vec<Suspect> = judged.into_iter().flatten().collect();
+    let listed = leaks::stacks_to_list(&judged.iter().map(ListedStack::from).collect::<Vec<_>>());
+    let mut suspects: Vec<Suspect> = Vec::new();
+    for i in listed {
+        let mut s = judged[i].clone();
+        s.rank = suspects.len() as u32 + 1;
+        suspects.push(s);
+    }
+    suspects
+}
+
+fn suspect(
+    allocator: &str,
+    stack: Vec<crate::report::Frame>,
+    s: tracer_ebpf::StackStats,
+    evidence: &Evidence,
+    j: leaks::Judgement,
+) -> Suspect {
+    Suspect {
+        rank: 0,
+        verdict: j.verdict,
+        score: j.score,
+        outstanding_bytes: s.outstanding_bytes.max(0) as u64,
+        outstanding_count: s.outstanding_count.max(0) as u64,
+        allocs: s.allocs,
+        alloc_bytes: s.alloc_bytes,
+        live_fraction: if s.allocs > 0 { evidence.live_count as f64 / s.allocs as f64 } else { 0.0 },
+        growth_bytes_per_s: j.growth_per_s,
+        oldest_age_s: evidence.oldest_age_s,
+        allocator: allocator.to_string(),
+        reason: j.reason,
+        stack,
+    }
+}
+
+/// Counters are kept for all traced processes together; outstanding memory per process.
+fn stack_totals(table: &StackTable, counters: &Counters, instance: u64) -> Totals {
+    let lost: BTreeMap<String, u64> =
+        Counter::ALL.into_iter().filter_map(|c| Some((c.lost_name()?.to_string(), counters.get(c)))).collect();
+    let mine = || table.records.iter().filter(|r| r.key.instance == instance);
+    let outstanding_bytes: i64 = mine().map(|r| r.stats.outstanding_bytes.max(0)).sum();
+    let outstanding_count: i64 = mine().map(|r| r.stats.outstanding_count.max(0)).sum();
+    Totals {
+        allocs: counters.get(Counter::AllocsRecorded),
+        frees: counters.get(Counter::FreesMatched),
+        outstanding_bytes: outstanding_bytes as u64,
+        outstanding_count: outstanding_count as u64,
+        lost,
+    }
+}
+
+fn judge_holders(holders: &Holders) -> Vec<Holder> {
+    let criteria = Criteria::for_items();
+    let judged: Vec<Holder> = holders
+        .tracks
+        .values()
+        .map(|track| {
+            let j = leaks::judge(&track.series, None, &criteria, Unit::Items);
+            Holder {
+                path: track.last.path.clone(),
+                type_name: track.last.type_name.clone(),
+                len: track.last.len,
+                growth_per_s: j.growth_per_s,
+                item_types: track.last.item_types.clone(),
+                retained_bytes_est: track.last.retained_bytes_est,
+                verdict: j.verdict,
+                score: j.score,
+                reason: j.reason,
+            }
+        })
+        .collect();
+    let listed = leaks::holders_to_list(&judged.iter().map(|h| (h.verdict, h.score, h.len)).collect::<Vec<_>>());
+    let mut slots: Vec<Option<Holder>> = judged.into_iter().map(Some).collect();
+    listed.into_iter().filter_map(|i| slots[i].take()).collect()
+}
+
+fn scan_summary(h: &Holders) -> crate::report::ScanSummary {
+    let t = &h.totals;
+    let n = t.scans.max(1) as f64;
+    crate::report::ScanSummary {
+        scans: t.scans,
+        objects_per_scan: (t.objects_visited as f64 / n).round() as u64,
+        bytes_read_per_scan: (t.bytes_read as f64 / n).round() as u64,
+        mean_scan_s: t.duration_s / n,
+        max_scan_s: t.max_duration_s,
+        torn_reads_retried: t.torn_retried,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashMap;
+
+    use tracer_ebpf::StackStats;
+
+    use super::*;
+    use crate::report::{Frame, Verdict};
+    use crate::stacks::StackKey;
+
+    fn key(instance: u64, line: u32) -> StackKey {
+        StackKey {
+            pid: 40 + instance as u32,
+            instance,
+            allocator: "malloc",
+            frames: vec![Frame::Python { function: "f".into(), file: "app.py".into(), line, def_line: None }],
+        }
+    }
+
+    /// Stacks of two processes: instance 1 keeps 10 kB more every second on line 10;
+    /// instance 2 allocates and frees on line 20.
+    fn table() -> StackTable {
+        let mut t = StackTable::new();
+        t.intern(1, key(1, 10), false);
+        t.intern(2, key(2, 20), false);
+        for i in 0..30u64 {
+            let kept = StackStats {
+                allocs: i + 1,
+                alloc_bytes: (i + 1) * 10_000,
+                frees: 0,
+                outstanding_bytes: (i as i64 + 1) * 10_000,
+                outstanding_count: i as i64 + 1,
+            };
+            let freed = StackStats { allocs: i + 1, alloc_bytes: (i + 1) * 10, frees: i + 1, ..Default::default() };
+            t.push_totals(i as f64, &[(1, kept), (2, freed)]);
+        }
+        t
+    }
+
+    fn input<'a>(stacks: Option<Stacks<'a>>, instance: u64, criteria: &'a Criteria) -> Input<'a> {
+        Input {
+            target: TargetInfo { pid: 40 + instance as u32, ..TargetInfo::default() },
+            instance,
+            view: FinalView::TargetExited,
+            started_unix_s: None,
+            window_s: 30.0,
+            stacks,
+            holders: None,
+            criteria,
+            sample_bytes: 4096,
+        }
+    }
+
+    #[test]
+    fn a_report_holds_only_its_own_process_and_what_was_asked() {
+        let t = table();
+        let mut counters = Counters::default();
+        counters.0[Counter::AllocsRecorded as usize] = 60;
+        let ages = t.oldest_ages(30_000_000_000, &HashMap::from([(1u64, 1_000_000_000u64)]));
+        let stacks = Stacks { table: &t, counters: &counters, ages: &ages };
+        let criteria = Criteria::for_bytes();
+        let r = build(input(Some(stacks), 1, &criteria));
+        assert_eq!(r.final_view, Some(FinalView::TargetExited));
+        assert_eq!(r.sample_bytes, 4096, "set by the builder");
+        assert_eq!(r.target.pid, 41);
+        assert_eq!(r.suspects.len(), 1, "{:#?}", r.suspects);
+        let s = &r.suspects[0];
+        assert_eq!((s.rank, s.verdict, s.outstanding_bytes), (1, Verdict::Leak, 300_000));
+        assert_eq!(s.oldest_age_s, 29.0);
+        assert_eq!(r.totals.outstanding_bytes, 300_000);
+        assert_eq!(r.totals.allocs, 60, "counters are shared by all processes");
+        assert!(Counter::ALL.iter().filter_map(|c| c.lost_name()).all(|name| r.totals.lost.contains_key(name)));
+        assert_eq!(r.timeline.len(), 30);
+        assert!(r.holders.is_empty() && r.holders_scan.is_none());
+
+        let other = build(input(Some(stacks), 2, &criteria));
+        assert_eq!(other.totals.outstanding_bytes, 0);
+        assert!(other.suspects.iter().all(|s| s.verdict != Verdict::Leak));
+    }
+
+    #[test]
+    fn without_probes_a_report_has_no_stacks() {
+        let criteria = Criteria::for_bytes();
+        let r = build(input(None, 1, &criteria));
+        assert!(r.suspects.is_empty() && r.timeline.is_empty() && r.totals.lost.is_empty());
+        assert_eq!(r.duration_s, 30.0);
+    }
+}

@@ -1,0 +1,429 @@
+//! The HTTP side of `serve`: a small HTTP/1.1 responder that never executes anything on
+//! request: one request per connection, `GET`/`HEAD` only (405 otherwise), request heads bounded
+//! to [`MAX_HEAD`] bytes (431 beyond), slow clients cut by timeouts, at most [`MAX_CONNECTIONS`]
+//! at once. Routes only format the last snapshot; `/` is a small HTML index.
+
+use std::fmt::Write as _;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Result;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{watch, Semaphore};
+
+use crate::export::{ExportOptions, Format};
+use crate::report::{FinalView, Report, Reports};
+
+use super::Snapshot;
+
+/// Longest request head (request line and headers) accepted.
+pub const MAX_HEAD: usize = 8 * 1024;
+/// Connections served at once; more wait in the listen backlog.
+pub const MAX_CONNECTIONS: usize = 32;
+/// Time a client has to send its request head.
+const READ_TIMEOUT: Duration = Duration::from_secs(5);
+/// Time a client has to take the response.
+const WRITE_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// The last snapshot, as the daemon publishes it (`None` before the first interval).
+pub type Shared = watch::Receiver<Option<Arc<Snapshot>>>;
+
+pub async fn accept_loop(listener: TcpListener, state: Shared, opts: ExportOptions) {
+    let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+    loop {
+        let Ok(permit) = slots.clone().acquire_owned().await else { return };
+        let (stream, peer) = match listener.accept().await {
+            Ok(c) => c,
+            Err(e) => {
+                log::debug!("accept: {e}");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let state = state.clone();
+        tokio::spawn(async move {
+            handle(stream, peer, &state, &opts).await;
+            drop(permit);
+        });
+    }
+}
+
+async fn handle(mut stream: TcpStream, peer: SocketAddr, state: &Shared, opts: &ExportOptions) {
+    let response = match tokio::time::timeout(READ_TIMEOUT, read_head(&mut stream)).await {
+        Err(_) => Response::text(408, "request timeout\n"),
+        Ok(Err(e)) => {
+            log::debug!("{peer}: {e}");
+            return;
+        }
+        Ok(Ok(Head::TooLarge)) => Response::text(431, "request head too large\n"),
+        Ok(Ok(Head::Complete(bytes))) => {
+            let snapshot = state.borrow().clone();
+            respond(&bytes, snapshot.as_deref(), opts)
+        }
+    };
+    log::debug!("{peer}: {}", response.status);
+    let _ = tokio::time::timeout(WRITE_TIMEOUT, async {
+        stream.write_all(&response.bytes()).await?;
+        stream.shutdown().await?;
+        // Take (and discard) what the client still sends, so that closing does not reset the
+        // connection before it read the answer; bounded in time and size.
+        let mut sink = [0u8; 4096];
+        let mut drained = 0usize;
+        while drained < 256 * 1024 {
+            match tokio::time::timeout(Duration::from_secs(1), stream.read(&mut sink)).await {
+                Ok(Ok(n)) if n > 0 => drained += n,
+                _ => break,
+            }
+        }
+        std::io::Result::Ok(())
+    })
+    .await;
+}
+
+enum Head {
+    Complete(Vec<u8>),
+    TooLarge,
+}
+
+/// Reads up to the blank line ending the request head, never more than [`MAX_HEAD`] bytes.
+async fn read_head(stream: &mut TcpStream) -> std::io::Result<Head> {
+    let mut buf = Vec::with_capacity(1024);
+    let mut chunk = [0u8; 1024];
+    loop {
+        let room = MAX_HEAD + 1 - buf.len();
+        let want = room.min(chunk.len());
+        let n = stream.read(&mut chunk[..want]).await?;
+        if n == 0 {
+            return Err(std::io::Error::new(std::io::ErrorKind::UnexpectedEof, "closed before the request head ended"));
+        }
+        buf.extend_from_slice(&chunk[..n]);
+        if let Some(end) = head_end(&buf) {
+            if end > MAX_HEAD {
+                return Ok(Head::TooLarge);
+            }
+            buf.truncate(end);
+            return Ok(Head::Complete(buf));
+        }
+        if buf.len() > MAX_HEAD {
+            return Ok(Head::TooLarge);
+        }
+    }
+}
+
+/// Length of the head including its terminating blank line (`\r\n\r\n`, or `\n\n`).
+fn head_end(buf: &[u8]) -> Option<usize> {
+    let crlf = buf.windows(4).position(|w| w == b"\r\n\r\n").map(|i| i + 4);
+    let lf = buf.windows(2).position(|w| w == b"\n\n").map(|i| i + 2);
+    match (crlf, lf) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
+    }
+}
+
+#[derive(Debug, PartialEq, Eq)]
+struct Request<'a> {
+    head_only: bool,
+    path: &'a str,
+}
+
+/// The request line: `GET /path?query HTTP/1.1`. Err is the status to answer with.
+fn parse_request(head: &[u8]) -> Result<Request<'_>, u16> {
+    let line_end = head.iter().position(|&b| b == b'\n').unwrap_or(head.len());
+    let line = std::str::from_utf8(&head[..line_end]).map_err(|_| 400u16)?.trim_end_matches('\r');
+    let mut parts = line.split(' ');
+    let (Some(method), Some(target), Some(version), None) = (parts.next(), parts.next(), parts.next(), parts.next())
+    else {
+        return Err(400);
+    };
+    if !version.starts_with("HTTP/1.") {
+        return Err(505);
+    }
+    if method.is_empty() || !method.bytes().all(|b| b.is_ascii_uppercase()) {
+        return Err(400);
+    }
+    let head_only = match method {
+        "GET" => false,
+        "HEAD" => true,
+        _ => return Err(405),
+    };
+    if !target.starts_with('/') {
+        return Err(400);
+    }
+    let path = target.split(['?', '#']).next().unwrap_or("/");
+    Ok(Request { head_only, path })
+}
+
+struct Response {
+    status: u16,
+    content_type: &'static str,
+    headers: Vec<(&'static str, String)>,
+    body: Vec<u8>,
+    head_only: bool,
+}
+
+impl Response {
+    fn new(status: u16, content_type: &'static str, body: Vec<u8>) -> Response {
+        Response { status, content_type, headers: Vec::new(), body, head_only: false }
+    }
+
+    fn text(status: u16, body: &str) -> Response {
+        Response::new(status, "text/plain; charset=utf-8", body.as_bytes().to_vec())
+    }
+
+    fn header(mut self, name: &'static str, value: impl Into<String>) -> Response {
+        self.headers.push((name, value.into()));
+        self
+    }
+
+    fn bytes(&self) -> Vec<u8> {
+        let mut head = format!(
+            "HTTP/1.1 {} {}\r\nContent-Type: {}\r\nContent-Length: {}\r\nConnection: close\r\nCache-Control: no-store\r\nX-Content-Type-Options: nosniff\r\n",
+            self.status,
+            reason_phrase(self.status),
+            self.content_type,
+            self.body.len()
+        );
+        for (name, value) in &self.headers {
+            let _ = write!(head, "{name}: {value}\r\n");
+        }
+        head.push_str("\r\n");
+        let mut out = head.into_bytes();
+        if !self.head_only {
+            out.extend_from_slice(&self.body);
+        }
+        out
+    }
+}
+
+fn reason_phrase(status: u16) -> &'static str {
+    match status {
+        200 => "OK",
+        400 => "Bad Request",
+        404 => "Not Found",
+        405 => "Method Not Allowed",
+        408 => "Request Timeout",
+        431 => "Request Header Fields Too Large",
+        500 => "Internal Server Error",
+        503 => "Service Unavailable",
+        505 => "HTTP Version Not Supported",
+        _ => "",
+    }
+}
+
+/// The answer to one request head: only formatting of the last snapshot, nothing else.
+fn respond(head: &[u8], snapshot: Option<&Snapshot>, opts: &ExportOptions) -> Response {
+    let request = match parse_request(head) {
+        Ok(r) => r,
+        Err(405) => return Response::text(405, "only GET and HEAD\n").header("Allow", "GET, HEAD"),
+        Err(status) => return Response::text(status, "bad request\n"),
+    };
+    let mut response = route(request.path, snapshot, opts);
+    response.head_only = request.head_only;
+    response
+}
+
+fn route(path: &str, snapshot: Option<&Snapshot>, opts: &ExportOptions) -> Response {
+    let known = [
+        "/",
+        "/index.html",
+        "/debug/pprof/heap",
+        "/debug/pprof/allocs",
+        "/flamegraph.svg",
+        "/report.json",
+        "/report.txt",
+        "/metrics",
+    ];
+    if !known.contains(&path) {
+        return Response::text(404, "not found; see / for the endpoints\n");
+    }
+    let Some(snap) = snapshot else {
+        return Response::text(503, "no sample yet; try again after the first interval\n").header("Retry-After", "1");
+    };
+    let render = |format: Format| -> Result<Vec<u8>> {
+        let mut out = Vec::new();
+        snap.render(format, opts, &mut out)?;
+        Ok(out)
+    };
+    let rendered = match path {
+        "/" | "/index.html" => {
+            return Response::new(200, "text/html; charset=utf-8", index_html(snap).into_bytes())
+                .header("Content-Security-Policy", "default-src 'none'; style-src 'unsafe-inline'")
+        }
+        "/metrics" => {
+            return Response::new(200, "text/plain; version=0.0.4; charset=utf-8", snap.metrics().into_bytes())
+        }
+        "/debug/pprof/heap" | "/debug/pprof/allocs" => render(Format::Pprof).map(|b| {
+            Response::new(200, "application/octet-stream", b)
+                .header("Content-Disposition", "attachment; filename=\"heap.pb.gz\"")
+        }),
+        "/flamegraph.svg" => render(Format::Svg).map(|b| Response::new(200, "image/svg+xml", b)),
+        "/report.json" => render(Format::Json).map(|b| Response::new(200, "application/json", b)),
+        "/report.txt" => render(Format::Text).map(|b| Response::new(200, "text/plain; charset=utf-8", b)),
+        _ => unreachable!("checked against `known`"),
+    };
+    rendered.unwrap_or_else(|e| {
+        log::warn!("rendering {path}: {e:#}");
+        Response::text(500, "could not render this report; see the daemon's log\n")
+    })
+}
+
+fn html_escape(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&#39;"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+fn index_html(snap: &Snapshot) -> String {
+    let links = [
+        ("/debug/pprof/heap", "pprof heap profile (go tool pprof, Parca, Pyroscope)"),
+        ("/flamegraph.svg", "flame graph of outstanding memory"),
+        ("/report.json", "JSON report (schema 1)"),
+        ("/report.txt", "text report"),
+        ("/metrics", "Prometheus metrics"),
+    ];
+    let mut html = String::from("<!doctype html>\n<html><head><meta charset=\"utf-8\"><title>tracer</title>\n<style>body{font-family:sans-serif;margin:2em}code{background:#eee}</style></head><body>\n");
+    let leaks = |r: &Report| r.suspects.iter().filter(|s| s.verdict == crate::report::Verdict::Leak).count();
+    let command = |r: &Report| html_escape(if r.target.cmdline.is_empty() { &r.target.exe } else { &r.target.cmdline });
+    match &snap.view {
+        Reports::One(r) => {
+            let _ = write!(
+                html,
+                "<h1>tracer: pid {}</h1>\n<p><code>{}</code> (CPython {})</p>\n<p>traced for {:.0} s, {} samples; {} outstanding bytes; {} leaking stacks</p>\n",
+                r.target.pid,
+                command(r),
+                html_escape(&r.target.python),
+                r.duration_s,
+                snap.samples,
+                r.totals.outstanding_bytes,
+                leaks(r)
+            );
+        }
+        Reports::Many(m) => {
+            let _ = writeln!(
+                html,
+                "<h1>tracer: {} CPython processes (host mode)</h1>\n<p>{} samples</p>\n<ul>",
+                m.processes.len(),
+                snap.samples
+            );
+            for r in &m.processes {
+                let _ = writeln!(
+                    html,
+                    "<li>pid {} <code>{}</code> (CPython {}, {}): {} outstanding bytes; {} leaking stacks</li>",
+                    r.target.pid,
+                    command(r),
+                    html_escape(&r.target.python),
+                    html_escape(r.final_view.map_or("", FinalView::as_str)),
+                    r.totals.outstanding_bytes,
+                    leaks(r)
+                );
+            }
+            html.push_str("</ul>\n");
+        }
+    }
+    html.push_str("<ul>\n");
+    for (href, what) in links {
+        let _ = writeln!(html, "<li><a href=\"{href}\">{href}</a>: {what}</li>");
+    }
+    html.push_str("</ul>\n</body></html>\n");
+    html
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::report::tests::live_report as report;
+    use crate::report::{MultiReport, SCHEMA};
+
+    fn snapshot() -> Snapshot {
+        Snapshot { view: Reports::One(report()), built_unix_s: 1.7e9, build_s: 0.01, samples: 3 }
+    }
+
+    #[test]
+    fn request_lines() {
+        assert_eq!(
+            parse_request(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n"),
+            Ok(Request { head_only: false, path: "/metrics" })
+        );
+        assert_eq!(
+            parse_request(b"HEAD /debug/pprof/heap?seconds=5 HTTP/1.0\r\n\r\n"),
+            Ok(Request { head_only: true, path: "/debug/pprof/heap" })
+        );
+        assert_eq!(parse_request(b"POST / HTTP/1.1\r\n\r\n"), Err(405));
+        assert_eq!(parse_request(b"DELETE /metrics HTTP/1.1\r\n\r\n"), Err(405));
+        assert_eq!(parse_request(b"GET /metrics\r\n\r\n"), Err(400));
+        assert_eq!(parse_request(b"GET  /metrics HTTP/1.1\r\n\r\n"), Err(400));
+        assert_eq!(parse_request(b"GET http://x/ HTTP/1.1\r\n\r\n"), Err(400));
+        assert_eq!(parse_request(b"GET / HTTP/2\r\n\r\n"), Err(505));
+        assert_eq!(parse_request(b"get / HTTP/1.1\r\n\r\n"), Err(400));
+        assert_eq!(parse_request(b"\xff / HTTP/1.1\r\n\r\n"), Err(400));
+    }
+
+    #[test]
+    fn head_ends() {
+        assert_eq!(head_end(b"GET / HTTP/1.1\r\n\r\nbody"), Some(18));
+        assert_eq!(head_end(b"GET / HTTP/1.1\n\n"), Some(16));
+        assert_eq!(head_end(b"GET / HTTP/1.1\r\nHost: x\r\n"), None);
+    }
+
+    #[test]
+    fn routes() {
+        let snap = snapshot();
+        let opts = ExportOptions::default();
+        let get = |p: &str| respond(format!("GET {p} HTTP/1.1\r\n\r\n").as_bytes(), Some(&snap), &opts);
+        assert_eq!(get("/").status, 200);
+        assert_eq!(get("/nope").status, 404);
+        assert_eq!(get("/../etc/passwd").status, 404);
+        let pprof = get("/debug/pprof/heap");
+        assert_eq!(pprof.status, 200);
+        assert_eq!(&pprof.body[..2], &[0x1f, 0x8b], "gzip");
+        assert!(String::from_utf8_lossy(&get("/flamegraph.svg").body).contains("<svg"));
+        let json: serde_json::Value = serde_json::from_slice(&get("/report.json").body).unwrap();
+        assert_eq!(json["final_view"], "live");
+        let head = respond(b"HEAD /metrics HTTP/1.1\r\n\r\n", Some(&snap), &opts);
+        let bytes = head.bytes();
+        let text = String::from_utf8_lossy(&bytes);
+        assert!(text.ends_with("\r\n\r\n") && text.contains(&format!("Content-Length: {}", head.body.len())), "{text}");
+        let post = respond(b"POST /metrics HTTP/1.1\r\n\r\n", Some(&snap), &opts);
+        assert_eq!(post.status, 405);
+        assert!(String::from_utf8_lossy(&post.bytes()).contains("Allow: GET, HEAD"));
+        assert_eq!(respond(b"GET /metrics HTTP/1.1\r\n\r\n", None, &opts).status, 503);
+    }
+
+    #[test]
+    fn index_escapes_the_command_line() {
+        let html = index_html(&snapshot());
+        assert!(html.contains("python3 &lt;app&gt;.py"), "{html}");
+        for href in ["/debug/pprof/heap", "/flamegraph.svg", "/report.json", "/metrics"] {
+            assert!(html.contains(&format!("href=\"{href}\"")), "{href}");
+        }
+    }
+
+    #[test]
+    fn host_mode_serves_one_section_per_process() {
+        let mut other = report();
+        other.target.pid = 43;
+        other.final_view = Some(FinalView::Finalization);
+        let view = Reports::Many(MultiReport { schema: SCHEMA, processes: vec![report(), other], skipped: vec![] });
+        let snap = Snapshot { view, built_unix_s: 1.7e9, build_s: 0.01, samples: 3 };
+        let json: serde_json::Value =
+            serde_json::from_slice(&route("/report.json", Some(&snap), &ExportOptions::default()).body).unwrap();
+        assert_eq!(json["processes"].as_array().map(|p| p.len()), Some(2));
+        let txt = String::from_utf8(route("/report.txt", Some(&snap), &ExportOptions::default()).body).unwrap();
+        assert!(txt.contains("== PID 42:") && txt.contains("== PID 43:"), "{txt}");
+        let html = index_html(&snap);
+        assert!(html.contains("pid 43") && html.contains("finalization"), "{html}");
+        let metrics = String::from_utf8(route("/metrics", Some(&snap), &ExportOptions::default()).body).unwrap();
+        assert!(metrics.contains(r#"tracer_processes{state="ended"} 1"#), "{metrics}");
+    }
+}

@@ -1,0 +1,158 @@
+//! `serve --push URL`: POSTs the pprof profile to a Pyroscope-compatible `URL/ingest` at every
+//! interval, best effort: one push in flight at most, a timeout, failures logged once.
+
+use std::fmt::Write as _;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+use crate::config::PushTarget;
+use crate::export::{ExportOptions, Format};
+
+use super::{unix_now, Snapshot};
+
+/// Time one push may take.
+const PUSH_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Percent-encodes a query value (RFC 3986 unreserved characters kept).
+fn query_escape(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~') {
+            out.push(b as char);
+        } else {
+            let _ = write!(out, "%{b:02X}");
+        }
+    }
+    out
+}
+
+pub struct Pusher {
+    target: PushTarget,
+    /// The label of the pushed application name: `pid=N`, or `mode=host` with --all (the
+    /// profile's samples then carry a `pid` label each).
+    label: String,
+    in_flight: AtomicBool,
+    failing: AtomicBool,
+    last_until: std::sync::Mutex<u64>,
+}
+
+impl Pusher {
+    pub fn new(target: PushTarget, label: String) -> Pusher {
+        let now = unix_now() as u64;
+        Pusher {
+            target,
+            label,
+            in_flight: AtomicBool::new(false),
+            failing: AtomicBool::new(false),
+            last_until: std::sync::Mutex::new(now),
+        }
+    }
+
+    /// Renders the profile now and sends it in the background; skipped while the previous push
+    /// is still in flight.
+    pub fn push(self: &Arc<Self>, snapshot: &Snapshot) {
+        if self.in_flight.swap(true, Ordering::AcqRel) {
+            log::debug!("push: the previous one is still in flight; skipping this interval");
+            return;
+        }
+        let mut body = Vec::new();
+        if let Err(e) = snapshot.render(Format::Pprof, &ExportOptions::default(), &mut body) {
+            log::warn!("push: rendering the profile: {e:#}");
+            self.in_flight.store(false, Ordering::Release);
+            return;
+        }
+        let until = unix_now() as u64;
+        let from = {
+            let mut last = self.last_until.lock().unwrap_or_else(|e| e.into_inner());
+            let from = (*last).min(until.saturating_sub(1));
+            *last = until;
+            from
+        };
+        let this = Arc::clone(self);
+        tokio::spawn(async move {
+            let result = tokio::time::timeout(PUSH_TIMEOUT, this.send(body, from, until)).await;
+            let result =
+                result.unwrap_or_else(|_| Err(anyhow::anyhow!("timed out after {} s", PUSH_TIMEOUT.as_secs())));
+            match result {
+                Ok(()) => {
+                    if this.failing.swap(false, Ordering::AcqRel) {
+                        log::warn!(
+                            "push to http://{}{}/ingest works again",
+                            this.target.host_header,
+                            this.target.prefix
+                        );
+                    }
+                }
+                Err(e) => {
+                    if !this.failing.swap(true, Ordering::AcqRel) {
+                        log::warn!(
+                            "push to http://{}{}/ingest failed: {e:#} (further failures are not logged until it works again)",
+                            this.target.host_header,
+                            this.target.prefix
+                        );
+                    } else {
+                        log::debug!("push failed: {e:#}");
+                    }
+                }
+            }
+            this.in_flight.store(false, Ordering::Release);
+        });
+    }
+
+    async fn send(&self, body: Vec<u8>, from: u64, until: u64) -> Result<()> {
+        let name = format!("tracer.python{{{}}}", self.label);
+        let path = format!(
+            "{}/ingest?name={}&from={from}&until={until}&format=pprof&spyName=tracer",
+            self.target.prefix,
+            query_escape(&name)
+        );
+        let head = format!(
+            "POST {path} HTTP/1.1\r\nHost: {}\r\nUser-Agent: tracer/{}\r\nContent-Type: application/octet-stream\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+            self.target.host_header,
+            env!("CARGO_PKG_VERSION"),
+            body.len()
+        );
+        let mut stream = TcpStream::connect(&self.target.authority)
+            .await
+            .with_context(|| format!("connecting to {}", self.target.authority))?;
+        stream.write_all(head.as_bytes()).await?;
+        stream.write_all(&body).await?;
+        // The status line is all we need; read a bounded amount.
+        let mut buf = Vec::new();
+        let mut chunk = [0u8; 1024];
+        while !buf.contains(&b'\n') && buf.len() < 4096 {
+            let n = stream.read(&mut chunk).await?;
+            if n == 0 {
+                break;
+            }
+            buf.extend_from_slice(&chunk[..n]);
+        }
+        let line = String::from_utf8_lossy(&buf[..buf.iter().position(|&b| b == b'\n').unwrap_or(buf.len())])
+            .trim()
+            .to_string();
+        let status: u16 = line
+            .split(' ')
+            .nth(1)
+            .and_then(|s| s.parse().ok())
+            .with_context(|| format!("no HTTP status in {line:?}"))?;
+        if !(200..300).contains(&status) {
+            anyhow::bail!("server answered {line:?}");
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn push_names_are_query_escaped() {
+        assert_eq!(query_escape("tracer.python{pid=42}"), "tracer.python%7Bpid%3D42%7D");
+    }
+}

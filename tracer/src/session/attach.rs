@@ -1,0 +1,261 @@
+//! Starting a session (attach to a PID, launch a command, or find the host's CPython processes)
+//! and attaching one more process: its interpreter's layout, its probes, its code reader.
+
+use std::time::Instant;
+
+use anyhow::{Context, Result};
+
+use crate::btf;
+use crate::collector::Collector;
+use crate::config::{HoldersMode, RecordConfig, Targets};
+use crate::error::user_error;
+use crate::holders::Holders;
+use crate::host::{self, HostFilter, Newcomers};
+use crate::launch;
+use crate::probes::{LoadOptions, ProbeVariant, Probes};
+use crate::python::code::CodeResolver;
+use crate::python::{debug_offsets, Layout};
+use crate::remote::{Memory, ProcessMemory};
+use crate::resolve::Resolver;
+use crate::stacks::StackTable;
+use crate::target::{self, Target};
+
+use super::{HostState, Mode, Session, Traced};
+
+pub fn require_root() -> Result<()> {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        return Err(user_error(
+            "tracer needs root to load BPF programs and read the target's memory",
+            "run it with sudo (or grant CAP_BPF, CAP_PERFMON and CAP_SYS_PTRACE; see the README)",
+        ));
+    }
+    Ok(())
+}
+
+/// The interpreter layout to use for this target: the built-in table, or for 3.13+ the
+/// target's own `_Py_DebugOffsets` when it disagrees.
+pub fn layout_for(target: &Target) -> Result<Layout> {
+    let minor = target.version.minor;
+    let builtin = Layout::for_minor(minor).with_context(|| format!("no layout for 3.{minor}"))?;
+    let layout = layout_from_target(target, builtin)?;
+    if !layout.fits_bpf_buffers() {
+        return Err(user_error(
+            format!("CPython {} keeps its frames at offsets this build of tracer cannot read", target.version),
+            "please report this interpreter build",
+        ));
+    }
+    Ok(layout)
+}
+
+fn layout_from_target(target: &Target, builtin: Layout) -> Result<Layout> {
+    let minor = target.version.minor;
+    if minor < 13 {
+        return Ok(builtin);
+    }
+    let runtime = target.python.runtime_addr("_PyRuntime").context("_PyRuntime")?;
+    let from_memory = ProcessMemory::new(target.pid).read_vec(runtime, debug_offsets::TABLE_BYTES).ok();
+    let from_file = target
+        .python
+        .elf
+        .symbol("_PyRuntime")
+        .and_then(|v| target.python.elf.bytes_at(v, debug_offsets::TABLE_BYTES))
+        .map(<[u8]>::to_vec);
+    let parsed = from_memory
+        .as_deref()
+        .and_then(debug_offsets::parse)
+        .or_else(|| from_file.as_deref().and_then(debug_offsets::parse));
+    match parsed {
+        Some((_, layout, debug_offsets::Check::Match)) => {
+            log::info!("_Py_DebugOffsets of the target match the built-in 3.{minor} layout");
+            Ok(layout)
+        }
+        Some((_, layout, debug_offsets::Check::Differs(fields))) => {
+            log::warn!("_Py_DebugOffsets differ from the built-in 3.{minor} layout in {fields:?}; using the target's");
+            Ok(layout)
+        }
+        None => {
+            log::warn!("no readable _Py_DebugOffsets in {}; using the built-in layout", target.python.path);
+            Ok(builtin)
+        }
+    }
+}
+
+/// Attaches one process's probes with its interpreter's layout (setting its instance); returns
+/// the reader of its code objects.
+fn trace_target(probes: &mut Probes, target: &mut Target) -> Result<CodeResolver<ProcessMemory>> {
+    let layout = layout_for(target)?;
+    let runtime = target.python.runtime_addr("_PyRuntime").context("_PyRuntime")?;
+    target.instance = probes.add_target(target, layout.target_config(runtime))?;
+    let code_type = target.python.runtime_addr("PyCode_Type").context("PyCode_Type")?;
+    Ok(CodeResolver::new(ProcessMemory::new(target.pid), layout, code_type, target.python.start..target.python.end))
+}
+
+fn load_probes(config: &RecordConfig) -> Result<Probes> {
+    let kernel = btf::Btf::from_kernel().context("reading the kernel's BTF (/sys/kernel/btf/vmlinux)")?;
+    Probes::load(LoadOptions {
+        fsbase_offset: kernel.offset_of("task_struct", &["thread", "fsbase"])?,
+        tgid_offset: kernel.offset_of("task_struct", &["tgid"])?,
+        sample_bytes: config.tracing.sample_bytes,
+        follow_forks: config.follow_forks,
+        watch_execs: config.targets.is_host(),
+        sizes: config.tracing.sizes,
+        variant: ProbeVariant::from_env()?,
+    })
+}
+
+impl Session {
+    /// Attaches to a running process, launches the command, or (host mode) attaches to every
+    /// CPython process found now; then collects until the session is finished.
+    pub fn start(config: &RecordConfig) -> Result<Session> {
+        require_root()?;
+        match &config.targets {
+            Targets::Host(filter) => start_host(config, filter.clone()),
+            Targets::Pid(pid) => start_single(config, *pid),
+            Targets::Launch { argv, python_malloc } => {
+                let launched = launch::spawn_stopped(argv, *python_malloc)?;
+                let session = start_single(config, launched.pid);
+                // Either way the command runs on: traced, or (when attaching failed) as if
+                // started without the tracer.
+                let released = launched.release();
+                let mut session = session?;
+                released?;
+                session.launched = Some(launched);
+                Ok(session)
+            }
+        }
+    }
+
+    /// A session with no process yet: the probes loaded (unless only containers are read).
+    fn empty(config: &RecordConfig, mode: Mode) -> Result<Session> {
+        let mut probes = match config.holders {
+            HoldersMode::Only => None,
+            HoldersMode::On | HoldersMode::Off => Some(load_probes(config)?),
+        };
+        let collector = probes.as_mut().map(Collector::new).transpose()?;
+        Ok(Session {
+            procs: Vec::new(),
+            probes,
+            collector,
+            resolver: Resolver::new(),
+            launched: None,
+            stacks: StackTable::new(),
+            mode,
+            started: Instant::now(),
+            window: None,
+            pending: Vec::new(),
+            last_exit_check: Instant::now(),
+            criteria: config.tracing.criteria.clone(),
+            sample_bytes: config.tracing.sample_bytes,
+        })
+    }
+
+    /// Traces `target`: its probes are attached (with its interpreter's layout) and its stacks
+    /// named from now on.
+    fn attach(&mut self, mut target: Target, holders: Option<Holders>) -> Result<()> {
+        if let Some(probes) = self.probes.as_mut() {
+            match trace_target(probes, &mut target) {
+                Ok(code) => self.resolver.add_process(target.pid, target.instance, code),
+                Err(e) => {
+                    probes.remove_target(target.pid);
+                    return Err(e);
+                }
+            }
+        }
+        self.procs.push(Traced::new(target, holders));
+        Ok(())
+    }
+
+    /// Traces one more process (a forked child or a host-mode newcomer); one that cannot be
+    /// traced is logged and left alone. Whether it is traced now.
+    pub(super) fn add(&mut self, target: Target, why: &str) -> bool {
+        if self.probes.is_none() {
+            return false;
+        }
+        let (pid, cmdline) = (target.pid, target.cmdline.clone());
+        match self.attach(target, None) {
+            Ok(()) => {
+                eprintln!("tracer: tracing pid {pid} ({why}): {cmdline}");
+                true
+            }
+            Err(e) => {
+                log::warn!("not tracing pid {pid} ({why}): {e:#}");
+                false
+            }
+        }
+    }
+
+    fn log_attached(&self) {
+        let (Some(probes), Some(first)) = (self.probes.as_ref(), self.procs.first()) else { return };
+        let t = &first.target;
+        log::info!(
+            "attached {} probes to pid {} ({} {}) in {:.0} ms; BPF maps hold {} of kernel memory",
+            probes.attached,
+            t.pid,
+            t.python.path,
+            t.version,
+            probes.attach_time.as_secs_f64() * 1e3,
+            crate::units::bytes(probes.map_memory as f64)
+        );
+    }
+}
+
+/// One process given on the command line (`-p`, or the launched command).
+fn start_single(config: &RecordConfig, pid: u32) -> Result<Session> {
+    let target = target::inspect(pid)?;
+    let holders = match config.holders {
+        HoldersMode::Off => None,
+        HoldersMode::On | HoldersMode::Only => {
+            let h = Holders::new(&target, config.tracing.holder_budget);
+            if h.is_none() {
+                log::warn!("the containers of CPython {} cannot be read: no holders view", target.version);
+            }
+            h
+        }
+    };
+    let mut session = Session::empty(config, Mode::Single)?;
+    session.attach(target, holders)?;
+    session.log_attached();
+    let t = &session.procs[0].target;
+    eprintln!(
+        "tracer: tracing pid {} (CPython {}, {}); {}",
+        t.pid,
+        t.version,
+        t.libc.path,
+        match config.duration {
+            Some(d) => format!("for {}", crate::units::duration(d.as_secs_f64())),
+            None => "Ctrl-C to stop".to_string(),
+        }
+    );
+    Ok(session)
+}
+
+/// Host mode: attaches to every CPython process found now; more are added as they start. The
+/// containers are not read in host mode.
+fn start_host(config: &RecordConfig, filter: HostFilter) -> Result<Session> {
+    let (mut found, skipped) = host::discover(&filter);
+    for s in &skipped {
+        eprintln!("tracer: skipping pid {} ({}): {}", s.pid, s.cmdline, s.reason);
+    }
+    if found.is_empty() {
+        return Err(user_error(
+            "no CPython 3.10+ process to trace on this host (with these filters)",
+            "start the service first, or loosen --match / --exclude-pid",
+        ));
+    }
+    let first = found.remove(0);
+    let host = HostState { filter, newcomers: Newcomers::default(), skipped };
+    let mut session = Session::empty(config, Mode::Host(host))?;
+    let (pid, cmdline) = (first.pid, first.cmdline.clone());
+    session.attach(first, None)?;
+    session.log_attached();
+    eprintln!("tracer: tracing pid {pid} (found on the host): {cmdline}");
+    for t in found {
+        session.add(t, "found on the host");
+    }
+    eprintln!(
+        "tracer: tracing {} CPython processes on this host; new ones are added as they start",
+        session.procs.len()
+    );
+    Ok(session)
+}
