@@ -3,7 +3,7 @@
 //! versions), so each minor version has its own list of field positions (u64 indexes).
 //!
 //! Positions for 3.13 were read from pyenv 3.13.0's `.PyRuntime` section and matched against
-//! the offsets in shared/facts/cpython-frames.md §3; 3.14 from Debian sid 3.14.10 likewise.
+//! the offsets in docs/cpython/frames.md §3; 3.14 from Debian sid 3.14.10 likewise.
 
 use super::layout::Layout;
 
