@@ -8,7 +8,7 @@ use tracer_ebpf::RawFrame;
 
 use super::layout::Layout;
 use super::linetable;
-use crate::remote::Memory;
+use crate::remote::{le_u32, le_u64, Memory};
 use crate::report::Frame;
 
 /// Bytes read from a code object's start: every field we use lies below this.
@@ -35,16 +35,6 @@ pub struct CodeResolver<M: Memory> {
     /// `__init__` cleanup shim, which is hidden.
     image_range: std::ops::Range<u64>,
     cache: HashMap<u64, Arc<CodeInfo>>,
-}
-
-fn word(buf: &[u8], off: u64) -> u64 {
-    let off = off as usize;
-    buf.get(off..off + 8).map(|b| u64::from_le_bytes(b.try_into().unwrap_or([0; 8]))).unwrap_or(0)
-}
-
-fn int32(buf: &[u8], off: u64) -> i32 {
-    let off = off as usize;
-    buf.get(off..off + 4).map(|b| i32::from_le_bytes(b.try_into().unwrap_or([0; 4]))).unwrap_or(0)
 }
 
 impl<M: Memory> CodeResolver<M> {
@@ -99,14 +89,18 @@ impl<M: Memory> CodeResolver<M> {
                 return None;
             }
         };
-        if word(&header, 8) != self.code_type {
-            log::debug!("code object 0x{addr:x}: type 0x{:x} is not code", word(&header, 8));
+        if le_u64(&header, 8) != self.code_type {
+            log::debug!("code object 0x{addr:x}: type 0x{:x} is not code", le_u64(&header, 8));
             self.cache.remove(&addr);
             return None;
         }
         let l = self.layout;
         let name_field = l.co_qualname.unwrap_or(l.co_name);
-        let identity = [word(&header, l.co_filename), word(&header, name_field), word(&header, l.co_linetable)];
+        let identity = [
+            le_u64(&header, l.co_filename as usize),
+            le_u64(&header, name_field as usize),
+            le_u64(&header, l.co_linetable as usize),
+        ];
         if let Some(info) = self.cache.get(&addr) {
             if info.identity == identity {
                 return Some(info.clone());
@@ -120,7 +114,7 @@ impl<M: Memory> CodeResolver<M> {
             identity,
             function,
             file,
-            firstlineno: int32(&header, l.co_firstlineno),
+            firstlineno: le_u32(&header, l.co_firstlineno as usize) as i32,
             linetable: self.read_bytes(identity[2]).unwrap_or_default(),
             bytecode_start: addr + l.co_code_adaptive.unwrap_or(0),
         });
@@ -130,8 +124,8 @@ impl<M: Memory> CodeResolver<M> {
 
     fn read_str(&self, addr: u64) -> Option<String> {
         let header = self.mem.read_vec(addr, 40).ok()?;
-        let length = word(&header, 16) as usize;
-        let state = word(&header, 32) as u32;
+        let length = le_u64(&header, 16) as usize;
+        let state = le_u64(&header, 32) as u32;
         if length > MAX_NAME {
             return None;
         }
