@@ -4,34 +4,17 @@
 
 use anyhow::Result;
 
-use crate::elf::ElfImage;
+use crate::elf::{ElfImage, Mapped};
 use crate::error::user_error;
 use crate::procfs::{self, MapEntry};
 use crate::python::PyVersion;
-
-/// An ELF object mapped into the target.
-pub struct MappedObject {
-    /// Path inside the target's mount namespace, as /proc/PID/maps shows it.
-    pub path: String,
-    /// Load bias: runtime address = ELF virtual address + bias.
-    pub bias: u64,
-    pub start: u64,
-    pub end: u64,
-    pub elf: ElfImage,
-}
-
-impl MappedObject {
-    pub fn runtime_addr(&self, symbol: &str) -> Option<u64> {
-        self.elf.symbol(symbol).map(|v| v + self.bias)
-    }
-}
 
 pub struct Target {
     pub pid: u32,
     pub exe: String,
     pub cmdline: String,
-    pub libc: MappedObject,
-    pub python: MappedObject,
+    pub libc: Mapped,
+    pub python: Mapped,
     pub version: PyVersion,
     /// `starttime` from /proc/PID/stat: tells this process from a later one with the same PID.
     pub start_time: Option<u64>,
@@ -52,7 +35,7 @@ fn mapped_files(maps: &[MapEntry]) -> Vec<(String, Vec<&MapEntry>)> {
     files
 }
 
-fn open_mapped(pid: u32, path: &str, entries: &[&MapEntry]) -> Result<MappedObject> {
+fn open_mapped(pid: u32, path: &str, entries: &[&MapEntry]) -> Result<Mapped> {
     let first = entries.iter().min_by_key(|e| e.offset).expect("at least one mapping");
     // The mapped file itself, whatever the namespaces: seen from another mount namespace, a
     // chroot'ed target's maps paths are relative to its namespace's root, not to its root
@@ -64,7 +47,7 @@ fn open_mapped(pid: u32, path: &str, entries: &[&MapEntry]) -> Result<MappedObje
         Err(_) => ElfImage::open(&procfs::in_root(pid, path))?,
     };
     let vaddr = elf.vaddr_of_offset(first.offset).unwrap_or(0) & !0xfff;
-    Ok(MappedObject {
+    Ok(Mapped {
         path: path.to_string(),
         bias: first.start.wrapping_sub(vaddr),
         start: entries.iter().map(|e| e.start).min().unwrap_or(0),
@@ -171,7 +154,7 @@ pub fn inspect(pid: u32) -> Result<Target> {
 /// The mapped ELF that holds the CPython runtime (`_PyRuntime`): the executable itself
 /// (static libpython builds) or libpython3.X.so; any other mapped object as a last resort
 /// (an interpreter started through an explicit loader).
-fn find_python(pid: u32, files: &[(String, Vec<&MapEntry>)], exe: &str, cmdline: &str) -> Result<MappedObject> {
+fn find_python(pid: u32, files: &[(String, Vec<&MapEntry>)], exe: &str, cmdline: &str) -> Result<Mapped> {
     let likely = |p: &str| p == exe || p.contains("python");
     let ordered = files.iter().filter(|(p, _)| likely(p)).chain(files.iter().filter(|(p, _)| !likely(p)));
     let mut saw_old_python = None;

@@ -9,9 +9,9 @@ pub mod linetable;
 
 use anyhow::Result;
 
+use crate::elf::Mapped;
 use crate::error::user_error;
 use crate::remote::{Memory, ProcessMemory};
-use crate::target::MappedObject;
 
 pub use layout::Layout;
 
@@ -62,7 +62,7 @@ pub const NEWEST_SUPPORTED: (u32, u32) = (3, 14);
 /// The running interpreter's version, read from the target: `Py_Version` (3.11+); for older
 /// builds, which API they export (3.10 added `PyModule_AddObjectRef`) and the text of
 /// `sys.version` in the target's memory for the micro version.
-pub fn detect_version(pid: u32, python: &MappedObject) -> Result<PyVersion> {
+pub fn detect_version(pid: u32, python: &Mapped) -> Result<PyVersion> {
     let mem = ProcessMemory::new(pid);
     let from_symbol = python
         .runtime_addr("Py_Version")
@@ -100,7 +100,7 @@ pub fn detect_version(pid: u32, python: &MappedObject) -> Result<PyVersion> {
 }
 
 /// `Py_GetVersion`'s buffer ("3.10.13 (main, ...") when the symbol table names it.
-fn running_version_text(mem: &ProcessMemory, python: &MappedObject) -> Option<PyVersion> {
+fn running_version_text(mem: &ProcessMemory, python: &Mapped) -> Option<PyVersion> {
     let addr = python.runtime_addr("version.0").or_else(|| python.runtime_addr("version"))?;
     let bytes = mem.read_vec(addr, 16).ok()?;
     let text: String = bytes.iter().take_while(|&&b| b != 0 && b != b' ').map(|&b| b as char).collect();
