@@ -7,7 +7,7 @@ use anyhow::Result;
 use crate::elf::{ElfImage, Mapped};
 use crate::error::user_error;
 use crate::procfs::{self, MapEntry};
-use crate::python::PyVersion;
+use crate::python::{versions, Interpreter};
 
 pub struct Target {
     pub pid: u32,
@@ -15,7 +15,8 @@ pub struct Target {
     pub cmdline: String,
     pub libc: Mapped,
     pub python: Mapped,
-    pub version: PyVersion,
+    /// The CPython in `python`: version and where it keeps its structures.
+    pub interpreter: Interpreter,
     /// `starttime` from /proc/PID/stat: tells this process from a later one with the same PID.
     pub start_time: Option<u64>,
     /// Set when probes are attached (`Probes::add_target`): this process's stacks carry it.
@@ -130,7 +131,7 @@ pub fn inspect(pid: u32) -> Result<Target> {
     let files = mapped_files(&maps);
 
     let python = find_python(pid, &files, &exe, &cmdline)?;
-    let version = crate::python::detect_version(pid, &python)?;
+    let interpreter = Interpreter::inspect(pid, &python)?;
 
     let libc = match files.iter().find(|(p, _)| is_libc(p)) {
         Some((path, entries)) => open_mapped(pid, path, entries)?,
@@ -148,7 +149,7 @@ pub fn inspect(pid: u32) -> Result<Target> {
         }
     };
     let start_time = procfs::start_time(pid);
-    Ok(Target { pid, exe, cmdline, libc, python, version, start_time, instance: 0 })
+    Ok(Target { pid, exe, cmdline, libc, python, interpreter, start_time, instance: 0 })
 }
 
 /// The mapped ELF that holds the CPython runtime (`_PyRuntime`): the executable itself
@@ -176,7 +177,7 @@ fn find_python(pid: u32, files: &[(String, Vec<&MapEntry>)], exe: &str, cmdline:
     match saw_old_python {
         Some(v) => Err(user_error(
             format!("process {pid} runs Python {v}, which tracer does not support"),
-            "tracer supports CPython 3.10 to 3.14",
+            versions::supported_hint(),
         )),
         None => Err(user_error(
             format!("process {pid} ({name}) is not a CPython process: no Python runtime is mapped"),

@@ -6,8 +6,10 @@ use std::sync::Arc;
 
 use tracer_ebpf::RawFrame;
 
-use super::layout::Layout;
+use super::frames::FrameLayout;
 use super::linetable;
+use super::pystr::StrLayout;
+use super::Interpreter;
 use crate::remote::{le_u32, le_u64, Memory};
 use crate::report::Frame;
 
@@ -29,7 +31,8 @@ struct CodeInfo {
 
 pub struct CodeResolver<M: Memory> {
     mem: M,
-    layout: Layout,
+    layout: FrameLayout,
+    strs: StrLayout,
     code_type: u64,
     /// Static code objects inside the interpreter image: frozen modules, and the 3.13+
     /// `__init__` cleanup shim, which is hidden.
@@ -38,8 +41,11 @@ pub struct CodeResolver<M: Memory> {
 }
 
 impl<M: Memory> CodeResolver<M> {
-    pub fn new(mem: M, layout: Layout, code_type: u64, image_range: std::ops::Range<u64>) -> Self {
-        Self { mem, layout, code_type, image_range, cache: HashMap::new() }
+    /// A resolver of `interp`'s code objects read through `mem`; `image_range` is where the
+    /// interpreter's image is mapped.
+    pub fn new(mem: M, interp: &Interpreter, image_range: std::ops::Range<u64>) -> Self {
+        let (layout, strs) = (interp.offsets.frames, interp.offsets.str);
+        Self { mem, layout, strs, code_type: interp.code_type, image_range, cache: HashMap::new() }
     }
 
     /// Resolves a frame; `None` for shim frames that a person should not see, and a
@@ -130,7 +136,7 @@ impl<M: Memory> CodeResolver<M> {
             return None;
         }
         let kind = ((state >> 2) & 7) as usize;
-        let data_at = addr + linetable::str_data_offset(self.layout.minor, state);
+        let data_at = addr + self.strs.data_offset(state);
         let data = self.mem.read_vec(data_at, length * kind.max(1)).ok()?;
         linetable::decode_compact_str(state, length, &data)
     }

@@ -5,10 +5,11 @@
 
 use std::collections::{BTreeMap, HashMap};
 
+use super::layout::HeapLayout;
 use super::namespaces::{NsMode, NsSource};
 use super::types::{Kind, TypeInfo, TPFLAGS_HAVE_GC, TPFLAGS_MANAGED_DICT};
 use super::{plausible_ptr, ContainerSample, Obj, Scan, MAX_RETRIES, OBJ_READ, SAMPLE_ITEMS};
-use crate::python::heap::layout::HeapLayout;
+use crate::python::pystr::StrLayout;
 use crate::remote::{le_u32, le_u64};
 
 /// Bytes of one deque block: leftlink, 64 item slots, rightlink.
@@ -276,7 +277,7 @@ impl Scan<'_> {
                 let Some(h) = hdrs.get(p) else { continue };
                 let Some(ti) = self.type_info(le_u64(h, 8)) else { continue };
                 *item_types.entry(ti.name.clone()).or_insert(0u64) += 1;
-                total += item_size(l, ti, h);
+                total += item_size(l, &self.strs, ti, h);
                 n += 1;
             }
             let mean = total.checked_div(n).unwrap_or(0);
@@ -295,24 +296,23 @@ impl Scan<'_> {
 
 /// Bytes of one item: its type's basic size, the GC and managed-dict pre-headers, and its
 /// variable part (str/bytes/tuple/int length) read from its first 40 bytes `h`.
-pub(crate) fn item_size(l: &HeapLayout, ti: &TypeInfo, h: &[u8]) -> u64 {
+pub(crate) fn item_size(l: &HeapLayout, strs: &StrLayout, ti: &TypeInfo, h: &[u8]) -> u64 {
     let mut size = ti.basicsize;
     if ti.flags & TPFLAGS_HAVE_GC != 0 {
         size += 16;
     }
-    if ti.flags & TPFLAGS_MANAGED_DICT != 0 && l.minor >= 11 {
-        size += 16;
+    if ti.flags & TPFLAGS_MANAGED_DICT != 0 {
+        size += l.managed_dict_pre;
     }
     let w16 = le_u64(h, 16);
     match ti.kind {
         Kind::Str => {
             let state = le_u32(h, 32);
             let kind = ((state >> 2) & 7).max(1) as u64;
-            let start = if state & (1 << 6) != 0 { l.str_ascii_data } else { l.str_compact_data };
-            size = start + (w16.min(1 << 30) + 1) * kind;
+            size = strs.data_offset(state) + (w16.min(1 << 30) + 1) * kind;
         }
         Kind::Long => {
-            let nd = if l.minor >= 12 { w16 >> 3 } else { (w16 as i64).unsigned_abs() };
+            let nd = if l.long_size_in_tag { w16 >> 3 } else { (w16 as i64).unsigned_abs() };
             size += 4 * nd.min(1 << 20);
         }
         _ if ti.itemsize > 0 && ti.itemsize <= 64 => {

@@ -1,5 +1,6 @@
-//! The per-version offsets the heap readers use (x86-64, GIL builds), as data: what each field
-//! means, and where it was measured ("containers §N" = docs/cpython/containers.md).
+//! What the heap readers need to know about a version's objects (x86-64, GIL builds): what each
+//! field means and where it was measured ("containers §N" = docs/cpython/containers.md). The
+//! values per version are in versions.rs.
 
 /// Where a version keeps dict keys' entries (containers §2.3).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -28,8 +29,6 @@ pub enum InstanceLayout {
 /// are still fields so a reader sees the whole layout in one place.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct HeapLayout {
-    pub major: u32,
-    pub minor: u32,
     // containers §1.1 (runtime → sys.modules)
     pub runtime_interp_main: u64,
     pub interp_modules: u64,
@@ -82,79 +81,15 @@ pub struct HeapLayout {
     pub instance: InstanceLayout,
     /// Bytes read before each object (managed pre-header; 0 on 3.10).
     pub pre_header: u64,
-    // cpython-frames.md "Strings"
-    pub str_ascii_data: u64,
-    pub str_compact_data: u64,
+    /// Bytes of the managed-dict pre-header of objects whose type has `MANAGED_DICT` (3.11+:
+    /// 16, before the GC head); 0 where the flag does not exist (3.10).
+    pub managed_dict_pre: u64,
+    // containers §2.2 (sizes of items, for the retained estimate)
+    /// 3.12+: an int's digit count is `lv_tag >> 3` (@16); before, `|ob_size|` (@16).
+    pub long_size_in_tag: bool,
 }
 
 impl HeapLayout {
-    /// The table for CPython `major.minor` (3.10..=3.14), or `None`.
-    pub fn for_version(major: u32, minor: u32) -> Option<HeapLayout> {
-        if major != 3 || !(10..=14).contains(&minor) {
-            return None;
-        }
-        let m = minor;
-        let pick = |v: [u64; 5]| v[(m - 10) as usize];
-        Some(HeapLayout {
-            major,
-            minor,
-            // §1.1 table
-            runtime_interp_main: pick([40, 48, 48, 640, 816]),
-            interp_modules: pick([856, 888, 944, 7656, 7688]),
-            // §2.1 table
-            split_refcnt: m >= 14,
-            tp_name: 24,
-            tp_basicsize: 32,
-            tp_itemsize: 40,
-            tp_flags: 168,
-            tp_members: 240,
-            tp_base: 256,
-            tp_dict: 264,
-            tp_dictoffset: 288,
-            type_size: pick([408, 408, 416, 416, 416]),
-            ht_cached_keys: pick([872, 872, 880, 880, 880]),
-            // §2.2 table
-            tuple_items: if m >= 14 { 32 } else { 24 },
-            list_size: 16,
-            list_items: 24,
-            list_allocated: 32,
-            dict_used: 16,
-            dict_keys: 32,
-            dict_values: 40,
-            set_fill: 16,
-            set_used: 24,
-            set_mask: 32,
-            set_table: 40,
-            set_size: 200,
-            deque_len: 16,
-            deque_rightblock: 32,
-            deque_rightindex: 48,
-            deque_size: if m == 10 { 80 } else { 216 },
-            module_dict: 16,
-            func_code: 48,
-            func_closure: 72,
-            cell_ref: 16,
-            code_freevars: if m == 10 { 80 } else { 0 },
-            code_nfreevars: pick([0, 92, 88, 88, 88]),
-            code_localsplusnames: if m == 10 { 0 } else { 96 },
-            member_size: 40,
-            // §2.3
-            keys: if m == 10 { KeysLayout::V310 } else { KeysLayout::V311 },
-            values_header: if m >= 13 { 8 } else { 0 },
-            // §3 table
-            instance: match m {
-                10 => InstanceLayout::DictOffset,
-                11 => InstanceLayout::Managed311,
-                12 => InstanceLayout::Tagged312,
-                _ => InstanceLayout::Inline313,
-            },
-            pre_header: if m == 10 { 0 } else { 32 },
-            // cpython-frames.md "Strings"
-            str_ascii_data: if m <= 11 { 48 } else { 40 },
-            str_compact_data: if m <= 11 { 72 } else { 56 },
-        })
-    }
-
     /// Whether `rc` can be a live object's reference count (containers §4).
     pub(crate) fn refcnt_plausible(&self, rc: u64) -> bool {
         if self.split_refcnt {

@@ -75,6 +75,8 @@ use std::time::Instant;
 pub use layout::HeapLayout;
 pub use types::TypeAddrs;
 
+use crate::python::pystr::StrLayout;
+use crate::python::versions::Offsets;
 use crate::remote::{le_u32, le_u64, Memory};
 use namespaces::{Attrs, NsMode, NsSource};
 use paths::{child_path, module_name_ok, NameStyle};
@@ -160,14 +162,24 @@ pub struct ScanStats {
 pub struct HeapScanner {
     mem: Box<dyn Memory + Send>,
     layout: HeapLayout,
+    strs: StrLayout,
     types: TypeAddrs,
     runtime_addr: u64,
     type_cache: TypeCache,
 }
 
 impl HeapScanner {
-    pub fn new(mem: impl Memory + Send + 'static, layout: HeapLayout, types: TypeAddrs, runtime_addr: u64) -> Self {
-        HeapScanner { mem: Box::new(mem), layout, types, runtime_addr, type_cache: TypeCache::default() }
+    /// A scanner of the process whose memory is `mem`, an interpreter with these `offsets`,
+    /// exported `types` and `_PyRuntime` at `runtime_addr`.
+    pub fn new(mem: impl Memory + Send + 'static, offsets: &Offsets, types: TypeAddrs, runtime_addr: u64) -> Self {
+        HeapScanner {
+            mem: Box::new(mem),
+            layout: offsets.heap.clone(),
+            strs: offsets.str,
+            types,
+            runtime_addr,
+            type_cache: TypeCache::default(),
+        }
     }
 
     /// One scan of every container reachable from `sys.modules` (see the module docs).
@@ -175,7 +187,7 @@ impl HeapScanner {
     pub fn scan(&mut self, budget: &ScanBudget) -> (Vec<ContainerSample>, ScanStats) {
         let t0 = Instant::now();
         self.type_cache.next_generation();
-        let mut scan = Scan::new(&*self.mem, &self.layout, &self.types, &mut self.type_cache, *budget);
+        let mut scan = Scan::new(&*self.mem, &self.layout, self.strs, &self.types, &mut self.type_cache, *budget);
         let mut out = scan.walk_from_modules(self.runtime_addr);
         out.sort_by(|a, b| a.path.cmp(&b.path));
         let mut stats = scan.stats;
@@ -191,6 +203,7 @@ impl HeapScanner {
 pub(crate) struct Scan<'a> {
     mem: &'a dyn Memory,
     layout: &'a HeapLayout,
+    strs: StrLayout,
     types: &'a TypeAddrs,
     type_cache: &'a mut TypeCache,
     budget: ScanBudget,
@@ -246,11 +259,12 @@ impl<'a> Scan<'a> {
     pub(crate) fn new(
         mem: &'a dyn Memory,
         layout: &'a HeapLayout,
+        strs: StrLayout,
         types: &'a TypeAddrs,
         type_cache: &'a mut TypeCache,
         budget: ScanBudget,
     ) -> Self {
-        Scan { mem, layout, types, type_cache, budget, stats: ScanStats::default(), str_cache: HashMap::new() }
+        Scan { mem, layout, strs, types, type_cache, budget, stats: ScanStats::default(), str_cache: HashMap::new() }
     }
 
     /// Reads regions in one batch. A region that is empty, too large, outside user space or past
@@ -317,7 +331,7 @@ impl<'a> Scan<'a> {
                 if !compact || !matches!(kind, 1 | 2 | 4) || len > MAX_STR_CHARS || (ascii && kind != 1) {
                     return None;
                 }
-                let start = if ascii { l.str_ascii_data } else { l.str_compact_data };
+                let start = self.strs.data_offset(state);
                 Some((start, len, kind, b))
             });
             match parsed {

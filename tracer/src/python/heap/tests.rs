@@ -10,6 +10,7 @@ use std::time::Instant;
 use super::layout::{HeapLayout, KeysLayout};
 use super::types::*;
 use super::*;
+use crate::python::versions::{self, Offsets, SUPPORTED};
 use crate::remote::Memory;
 
 /// A memory image: non-overlapping regions by start address.
@@ -30,7 +31,7 @@ impl Memory for ImageMemory {
 }
 
 struct Image {
-    layout: HeapLayout,
+    layout: Offsets,
     types: TypeAddrs,
     runtime: u64,
     mem: ImageMemory,
@@ -44,8 +45,7 @@ fn hex_u64(v: &serde_json::Value) -> u64 {
 fn load(name: &str) -> Image {
     let path = format!("{}/tests/data/heap/{name}", env!("CARGO_MANIFEST_DIR"));
     let j: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&path).expect(&path)).unwrap();
-    let layout =
-        HeapLayout::for_version(j["major"].as_u64().unwrap() as u32, j["minor"].as_u64().unwrap() as u32).unwrap();
+    let layout = versions::offsets(j["minor"].as_u64().unwrap() as u32).filter(|_| j["major"] == 3).unwrap();
     let types = TypeAddrs::from_lookup(|s| j["types"].get(s).map(hex_u64)).unwrap();
     let mut mem = ImageMemory::default();
     for r in j["regions"].as_array().unwrap() {
@@ -84,7 +84,7 @@ fn get<'a>(v: &'a [ContainerSample], p: &str) -> &'a ContainerSample {
 fn replay_real_images() {
     for name in IMAGES {
         let img = load(name);
-        let mut sc = HeapScanner::new(img.mem.clone(), img.layout.clone(), img.types, img.runtime);
+        let mut sc = HeapScanner::new(img.mem.clone(), &img.layout, img.types, img.runtime);
         let (got, stats) = sc.scan(&DEPTH2);
         assert_eq!(got, img.expect, "{name}");
         assert_eq!((stats.dropped, stats.torn_retried, stats.cut_by_budget), (0, 0, false), "{name}: {stats:?}");
@@ -112,7 +112,7 @@ fn replay_real_images() {
 #[test]
 fn budget_cuts_are_reported() {
     let img = load("image_3.12.json");
-    let mut sc = HeapScanner::new(img.mem.clone(), img.layout.clone(), img.types, img.runtime);
+    let mut sc = HeapScanner::new(img.mem.clone(), &img.layout, img.types, img.runtime);
     for b in [ScanBudget { max_objects: 50, ..DEPTH2 }, ScanBudget { max_bytes: 100_000, ..DEPTH2 }] {
         let (got, stats) = sc.scan(&b);
         assert!(stats.cut_by_budget, "{b:?}: {stats:?}");
@@ -175,7 +175,7 @@ fn damaged_images_never_panic() {
                 };
             }
             let t = Instant::now();
-            let mut sc = HeapScanner::new(mem, img.layout.clone(), img.types, img.runtime);
+            let mut sc = HeapScanner::new(mem, &img.layout, img.types, img.runtime);
             let (got, stats) = sc.scan(&ScanBudget::default());
             assert!(t.elapsed().as_secs_f64() < 10.0, "{name} round {round}: {stats:?}");
             sane(&got);
@@ -187,8 +187,8 @@ fn damaged_images_never_panic() {
 /// ints, the runtime or the known type addresses. Must terminate without panicking.
 #[test]
 fn random_memory_never_panics() {
-    for minor in 10..=14 {
-        let layout = HeapLayout::for_version(3, minor).unwrap();
+    for minor in SUPPORTED {
+        let layout = versions::offsets(minor).unwrap();
         let (mut visited, mut found) = (0u64, 0u64);
         for seed in 1..=60u64 {
             let mut rng = XorShift(seed.wrapping_mul(0x2545_f491_4f6c_dd1d) | 1);
@@ -246,7 +246,7 @@ fn random_memory_never_panics() {
             plant(&mut mem, &layout, &types, &mut rng, region_start(0), region_start(1));
             let runtime = region_start(1);
             let t = Instant::now();
-            let mut sc = HeapScanner::new(mem, layout.clone(), types, runtime);
+            let mut sc = HeapScanner::new(mem, &layout, types, runtime);
             for _ in 0..2 {
                 let (got, stats) = sc.scan(&ScanBudget { max_objects: 20_000, max_bytes: 8 << 20, max_depth: 3 });
                 sane(&got);
@@ -267,7 +267,8 @@ fn put(mem: &mut ImageMemory, addr: u64, word: u64) {
     r[o..o + 8].copy_from_slice(&word.to_le_bytes());
 }
 
-fn plant(mem: &mut ImageMemory, l: &HeapLayout, t: &TypeAddrs, rng: &mut XorShift, r0: u64, r1: u64) {
+fn plant(mem: &mut ImageMemory, offsets: &Offsets, t: &TypeAddrs, rng: &mut XorShift, r0: u64, r1: u64) {
+    let l = &offsets.heap;
     let names = [
         (t.list, "list", TPFLAGS_LIST_SUBCLASS | TPFLAGS_HAVE_GC),
         (t.tuple, "tuple", TPFLAGS_TUPLE_SUBCLASS),
@@ -329,7 +330,7 @@ fn plant(mem: &mut ImageMemory, l: &HeapLayout, t: &TypeAddrs, rng: &mut XorShif
         put(mem, sa + 16, 3);
         put(mem, sa + 32, (1 << 2) | (1 << 5) | (1 << 6));
         let text = [b'a' + (k % 26) as u8, b'_', b'a' + (k / 26) as u8, 0];
-        let d = sa + l.str_ascii_data;
+        let d = sa + offsets.str.ascii_data;
         let (&start, r) = mem.regions.range_mut(..=d).next_back().unwrap();
         let o = (d - start) as usize;
         r[o..o + 4].copy_from_slice(&text);
@@ -440,14 +441,13 @@ fn plant_dict(
 
 #[test]
 fn layout_table_bounds() {
-    assert!(HeapLayout::for_version(3, 9).is_none());
-    assert!(HeapLayout::for_version(3, 15).is_none());
-    assert!(HeapLayout::for_version(2, 12).is_none());
-    let l14 = HeapLayout::for_version(3, 14).unwrap();
+    assert!(versions::offsets(9).is_none());
+    assert!(versions::offsets(16).is_none());
+    let l14 = versions::offsets(14).unwrap().heap;
     assert_eq!((l14.tuple_items, l14.interp_modules, l14.runtime_interp_main), (32, 7688, 816));
     assert!(l14.refcnt_plausible(0x0005_0000_c000_0000));
     assert!(!l14.refcnt_plausible(0x0000_7f00_0000_0001));
-    let l12 = HeapLayout::for_version(3, 12).unwrap();
+    let l12 = versions::offsets(12).unwrap().heap;
     assert!(l12.refcnt_plausible(0xffff_ffff) && !l12.refcnt_plausible(0) && !l12.refcnt_plausible(1 << 40));
     assert!(TypeAddrs::from_lookup(|s| (s != "_PySet_Dummy").then_some(0x1000)).is_none());
     assert_eq!(TypeAddrs::SYMBOLS.len(), 15);
