@@ -8,7 +8,7 @@ use tracer_ebpf::RawFrame;
 
 use super::frames::FrameLayout;
 use super::linetable;
-use super::pystr::StrLayout;
+use super::pystr::{self, StrLayout};
 use super::Interpreter;
 use crate::remote::{le_u32, le_u64, Memory};
 use crate::report::Frame;
@@ -129,16 +129,7 @@ impl<M: Memory> CodeResolver<M> {
     }
 
     fn read_str(&self, addr: u64) -> Option<String> {
-        let header = self.mem.read_vec(addr, 40).ok()?;
-        let length = le_u64(&header, 16) as usize;
-        let state = le_u64(&header, 32) as u32;
-        if length > MAX_NAME {
-            return None;
-        }
-        let kind = ((state >> 2) & 7) as usize;
-        let data_at = addr + self.strs.data_offset(state);
-        let data = self.mem.read_vec(data_at, length * kind.max(1)).ok()?;
-        linetable::decode_compact_str(state, length, &data)
+        pystr::read(&self.mem, &self.strs, addr, MAX_NAME)
     }
 
     fn read_bytes(&self, addr: u64) -> Option<Vec<u8>> {

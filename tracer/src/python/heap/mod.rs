@@ -75,9 +75,9 @@ use std::time::Instant;
 pub use layout::HeapLayout;
 pub use types::TypeAddrs;
 
-use crate::python::pystr::StrLayout;
+use crate::python::pystr::{self, StrLayout};
 use crate::python::versions::Offsets;
-use crate::remote::{le_u32, le_u64, Memory};
+use crate::remote::{le_u64, Memory};
 use namespaces::{Attrs, NsMode, NsSource};
 use paths::{child_path, module_name_ok, NameStyle};
 use types::{Kind, TypeCache};
@@ -92,7 +92,7 @@ pub const SAMPLE_ITEMS: usize = 64;
 
 const MAX_REGION: usize = 4 << 20; // no single read is larger than this
 const MAX_NS_ENTRIES: u64 = 1 << 16; // namespaces (module/class/instance dicts) bigger than this are skipped
-const MAX_STR_CHARS: u64 = 1024; // attribute/key names longer than this are not used
+const MAX_STR_CHARS: usize = 1024; // attribute/key names longer than this are not used
 const MAX_TYPE_ROUNDS: usize = 48; // bound on dependent type-resolution rounds per call
 const MAX_BASE_CHAIN: usize = 64; // bound on tp_base chains walked for __slots__
 /// Bytes of each object read (after its pre-header): every header field used lies below.
@@ -308,6 +308,8 @@ impl<'a> Scan<'a> {
     }
 
     /// Reads `str` objects (exact `PyUnicode_Type`, compact) into Rust strings; `None` if not one.
+    /// One batch of headers (with the characters of short strings), one of the longer strings'
+    /// characters.
     fn read_strs(&mut self, ptrs: &[u64]) -> Vec<Option<String>> {
         let l = self.layout;
         let mut todo: Vec<u64> =
@@ -315,46 +317,30 @@ impl<'a> Scan<'a> {
         todo.sort_unstable();
         todo.dedup();
         let first = 64usize;
-        let regions: Vec<(u64, usize)> = todo.iter().map(|&p| (p, first)).collect();
-        let got = self.batch(&regions);
+        let got = self.batch(&todo.iter().map(|&p| (p, first)).collect::<Vec<_>>());
         let mut more = Vec::new();
         for (&p, b) in todo.iter().zip(got) {
-            let parsed = b.and_then(|b| {
-                if !l.refcnt_plausible(le_u64(&b, 0)) || le_u64(&b, 8) != self.types.unicode {
-                    return None;
-                }
-                let len = le_u64(&b, 16);
-                let state = le_u32(&b, 32);
-                let kind = (state >> 2) & 7;
-                let compact = state & (1 << 5) != 0;
-                let ascii = state & (1 << 6) != 0;
-                if !compact || !matches!(kind, 1 | 2 | 4) || len > MAX_STR_CHARS || (ascii && kind != 1) {
-                    return None;
-                }
-                let start = self.strs.data_offset(state);
-                Some((start, len, kind, b))
+            let header = b.and_then(|b| {
+                let is_str = l.refcnt_plausible(le_u64(&b, 0)) && le_u64(&b, 8) == self.types.unicode;
+                Some((pystr::StrHeader::parse(&b, MAX_STR_CHARS).filter(|_| is_str)?, b))
             });
-            match parsed {
-                None => {
-                    self.str_cache.insert(p, None);
+            let Some((h, b)) = header else {
+                self.str_cache.insert(p, None);
+                continue;
+            };
+            let (start, len) = self.strs.data(&h);
+            match b.get(start as usize..).filter(|d| d.len() >= len) {
+                Some(data) => {
+                    self.str_cache.insert(p, pystr::decode(h.state, h.length, data));
                 }
-                Some((start, len, kind, b)) => {
-                    let nbytes = len * kind as u64;
-                    if start + nbytes <= first as u64 {
-                        let s = decode_str(&b[start as usize..(start + nbytes) as usize], kind);
-                        self.str_cache.insert(p, s);
-                    } else {
-                        more.push((p, start, nbytes, kind));
-                    }
-                }
+                None => more.push((p, h, start, len)),
             }
         }
         if !more.is_empty() {
-            let regions: Vec<(u64, usize)> = more.iter().map(|&(p, s, n, _)| (p + s, n as usize)).collect();
+            let regions: Vec<(u64, usize)> = more.iter().map(|&(p, _, start, len)| (p + start, len)).collect();
             let got = self.batch(&regions);
-            for (&(p, _, _, kind), b) in more.iter().zip(got) {
-                let s = b.and_then(|b| decode_str(&b, kind));
-                self.str_cache.insert(p, s);
+            for (&(p, h, _, _), b) in more.iter().zip(got) {
+                self.str_cache.insert(p, b.and_then(|b| pystr::decode(h.state, h.length, &b)));
             }
         }
         ptrs.iter().map(|p| self.str_cache.get(p).cloned().flatten()).collect()
@@ -615,19 +601,4 @@ impl Level {
         self.jobs.push((src, NsMode::Full));
         self.owners.push(owner);
     }
-}
-
-fn decode_str(b: &[u8], kind: u32) -> Option<String> {
-    let s: String = match kind {
-        1 => b.iter().map(|&c| c as char).collect(),
-        2 => char::decode_utf16(b.chunks_exact(2).map(|c| u16::from_le_bytes([c[0], c[1]])))
-            .collect::<Result<_, _>>()
-            .ok()?,
-        4 => b
-            .chunks_exact(4)
-            .map(|c| char::from_u32(u32::from_le_bytes(c.try_into().unwrap())))
-            .collect::<Option<_>>()?,
-        _ => return None,
-    };
-    Some(s)
 }
