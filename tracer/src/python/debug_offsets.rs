@@ -33,6 +33,9 @@ pub enum Field {
     CodeAdaptive,
     TpName,
     TpFlags,
+    TpBasicsize,
+    TpDictoffset,
+    HtCachedKeys,
     TupleItems,
     ListItems,
     ListSize,
@@ -42,6 +45,7 @@ pub enum Field {
     DictKeys,
     DictValues,
     StrAsciiSize,
+    StrCompactSize,
 }
 
 impl Field {
@@ -67,6 +71,9 @@ impl Field {
             CodeAdaptive => "code_object.co_code_adaptive",
             TpName => "type_object.tp_name",
             TpFlags => "type_object.tp_flags",
+            TpBasicsize => "type_object.tp_basicsize",
+            TpDictoffset => "type_object.tp_dictoffset",
+            HtCachedKeys => "heap_type_object.ht_cached_keys",
             TupleItems => "tuple_object.ob_item",
             ListItems => "list_object.ob_item",
             ListSize => "list_object.ob_size",
@@ -76,6 +83,7 @@ impl Field {
             DictKeys => "dict_object.ma_keys",
             DictValues => "dict_object.ma_values",
             StrAsciiSize => "unicode_object.asciiobject_size",
+            StrCompactSize => "unicode_object.compactunicodeobject_size",
         }
     }
 
@@ -101,6 +109,9 @@ impl Field {
             CodeAdaptive => o.frames.co_code_adaptive.unwrap_or(0),
             TpName => o.heap.tp_name,
             TpFlags => o.heap.tp_flags,
+            TpBasicsize => o.heap.tp_basicsize,
+            TpDictoffset => o.heap.tp_dictoffset,
+            HtCachedKeys => o.heap.ht_cached_keys,
             TupleItems => o.heap.tuple_items,
             ListItems => o.heap.list_items,
             ListSize => o.heap.list_size,
@@ -110,6 +121,7 @@ impl Field {
             DictKeys => o.heap.dict_keys,
             DictValues => o.heap.dict_values,
             StrAsciiSize => o.str.ascii_data,
+            StrCompactSize => o.str.compact_data,
         }
     }
 
@@ -134,6 +146,9 @@ impl Field {
             CodeAdaptive => o.frames.co_code_adaptive = Some(v),
             TpName => o.heap.tp_name = v,
             TpFlags => o.heap.tp_flags = v,
+            TpBasicsize => o.heap.tp_basicsize = v,
+            TpDictoffset => o.heap.tp_dictoffset = v,
+            HtCachedKeys => o.heap.ht_cached_keys = v,
             TupleItems => o.heap.tuple_items = v,
             ListItems => o.heap.list_items = v,
             ListSize => o.heap.list_size = v,
@@ -143,6 +158,7 @@ impl Field {
             DictKeys => o.heap.dict_keys = v,
             DictValues => o.heap.dict_values = v,
             StrAsciiSize => o.str.ascii_data = v,
+            StrCompactSize => o.str.compact_data = v,
         }
     }
 }
@@ -191,187 +207,36 @@ mod tests {
     use super::*;
     use crate::python::versions::SUPPORTED;
 
-    /// The first 80 words of pyenv 3.13.0's `_Py_DebugOffsets` (the .PyRuntime data of
-    /// libpython3.13.so.1.0), through `unicode_object`.
-    const TABLE_313: [u64; 80] = [
-        0x7970_6775_6265_6478,
-        0x030d00f0,
-        0,
-        283320,
-        608,
-        632,
-        194968,
-        7272,
-        7264,
-        7344,
-        7400,
-        7656,
-        7640,
-        7648,
-        16,
-        7752,
-        0,
-        7768,
-        7760,
-        304,
-        0,
-        8,
-        16,
-        72,
-        152,
-        160,
-        232,
-        32,
-        80,
-        8,
-        0,
-        56,
-        72,
-        70,
-        208,
-        112,
-        120,
-        128,
-        136,
-        68,
-        52,
-        96,
-        104,
-        200,
-        16,
-        8,
-        416,
-        24,
-        88,
-        168,
-        32,
-        24,
-        16,
-        40,
-        24,
-        16,
-        48,
-        32,
-        40,
-        24,
-        16,
-        32,
-        16,
-        24,
-        40,
-        16,
-        32,
-        64,
-        32,
-        16,
-        40,
-        240,
-        200,
-        0,
-        0,
-        0,
-        0,
-        0,
-        0,
-        0,
+    /// Words 1-79 of pyenv 3.13.0's `_Py_DebugOffsets` (the .PyRuntime data of
+    /// libpython3.13.so.1.0), from `version` through `unicode_object`; word 0 is the cookie.
+    const TABLE_313: [u64; 79] = [
+        0x030d00f0, 0, 283320, 608, 632, 194968, 7272, 7264, 7344, 7400, 7656, 7640, 7648, 16, 7752, 0, 7768, 7760,
+        304, 0, 8, 16, 72, 152, 160, 232, 32, 80, 8, 0, 56, 72, 70, 208, 112, 120, 128, 136, 68, 52, 96, 104, 200, 16,
+        8, 416, 24, 88, 168, 32, 24, 16, 40, 24, 16, 48, 32, 40, 24, 16, 32, 16, 24, 40, 16, 32, 64, 32, 16, 40, 240,
+        200, 0, 0, 0, 0, 0, 0, 0,
     ];
 
-    /// The first 90 words of Debian sid 3.14.10's `_Py_DebugOffsets`, through `gen_object`.
-    const TABLE_314: [u64; 90] = [
-        0x7970_6775_6265_6478,
-        0x030e0af0,
-        0,
-        316616,
-        784,
-        808,
-        225864,
-        7280,
-        7272,
-        7344,
-        7360,
-        7408,
-        7688,
-        7672,
-        7680,
-        16,
-        7784,
-        0,
-        7800,
-        7792,
-        7992,
-        0,
-        832,
-        0,
-        8,
-        16,
-        72,
-        152,
-        160,
-        232,
-        32,
-        88,
-        8,
-        0,
-        56,
-        80,
-        74,
-        64,
-        0,
-        216,
-        112,
-        120,
-        128,
-        136,
-        68,
-        52,
-        96,
-        104,
-        208,
-        0,
-        16,
-        8,
-        416,
-        24,
-        88,
-        168,
-        40,
-        32,
-        16,
-        40,
-        24,
-        16,
-        200,
-        24,
-        40,
-        32,
-        48,
-        32,
-        40,
-        24,
-        16,
-        32,
-        16,
-        24,
-        40,
-        16,
-        32,
-        64,
-        32,
-        16,
-        40,
-        264,
-        192,
-        160,
-        24,
-        72,
-        67,
-        0,
-        8,
-        24,
+    /// Words 1-89 of Debian sid 3.14.10's `_Py_DebugOffsets`, through `gen_object`.
+    const TABLE_314: [u64; 89] = [
+        0x030e0af0, 0, 316616, 784, 808, 225864, 7280, 7272, 7344, 7360, 7408, 7688, 7672, 7680, 16, 7784, 0, 7800,
+        7792, 7992, 0, 832, 0, 8, 16, 72, 152, 160, 232, 32, 88, 8, 0, 56, 80, 74, 64, 0, 216, 112, 120, 128, 136, 68,
+        52, 96, 104, 208, 0, 16, 8, 416, 24, 88, 168, 40, 32, 16, 40, 24, 16, 200, 24, 40, 32, 48, 32, 40, 24, 16, 32,
+        16, 24, 40, 16, 32, 64, 32, 16, 40, 264, 192, 160, 24, 72, 67, 0, 8, 24,
     ];
 
+    /// Words 1-110 (all) of Debian sid 3.15.2's `_Py_DebugOffsets` (888 bytes; it adds
+    /// `tp_basicsize`, `tp_dictoffset`, `heap_type_object` and `compactunicodeobject_size`).
+    const TABLE_315: [u64; 110] = [
+        0x030f02f0, 0, 346568, 912, 936, 226240, 7272, 7264, 7336, 7352, 7400, 7592, 7576, 7584, 16, 7736, 0, 7752,
+        7744, 7944, 0, 888, 0, 8, 16, 72, 80, 88, 96, 176, 184, 256, 32, 36, 40, 136, 288, 0, 88, 8, 0, 56, 80, 74, 64,
+        0, 216, 112, 120, 128, 136, 68, 52, 96, 104, 208, 0, 16, 8, 424, 24, 88, 168, 32, 288, 944, 888, 40, 32, 16,
+        40, 24, 16, 200, 24, 40, 32, 48, 32, 40, 24, 16, 32, 16, 24, 40, 16, 32, 64, 32, 16, 40, 56, 176, 112, 120,
+        1120, 104, 160, 24, 72, 67, 0, 8, 24, 344, 8028, 0, 4, 512,
+    ];
+
+    /// A table read from a target: the cookie, then `words`.
     fn bytes(words: &[u64]) -> Vec<u8> {
-        let mut b: Vec<u8> = words.iter().flat_map(|w| w.to_le_bytes()).collect();
+        let mut b: Vec<u8> = COOKIE.iter().copied().chain(words.iter().flat_map(|w| w.to_le_bytes())).collect();
         b.resize(TABLE_BYTES, 0);
         b
     }
@@ -394,10 +259,15 @@ mod tests {
     }
 
     #[test]
+    fn real_315_table_matches_builtin_offsets() {
+        check_real_table(&TABLE_315, 15);
+    }
+
+    #[test]
     fn a_changed_field_is_reported_and_the_table_wins() {
         let mut t = TABLE_313;
-        t[24] = 160; // thread_state.thread_id
-        t[11] = 7000; // interpreter_state.imports_modules
+        t[24 - 1] = 160; // thread_state.thread_id (word 24)
+        t[11 - 1] = 7000; // interpreter_state.imports_modules (word 11)
         let (_, offsets, check) = parse(&bytes(&t)).unwrap();
         assert_eq!(check, Check::Differs(vec!["interpreter_state.imports_modules", "thread_state.thread_id"]));
         assert_eq!((offsets.frames.tstate_thread_id, offsets.heap.interp_modules), (160, 7000));

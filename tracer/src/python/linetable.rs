@@ -113,6 +113,8 @@ pub(crate) mod tests {
         ("3.11.7", include_str!("../../tests/data/linetable/py3.11.7.json")),
         ("3.12.1", include_str!("../../tests/data/linetable/py3.12.1.json")),
         ("3.13.0", include_str!("../../tests/data/linetable/py3.13.0.json")),
+        ("3.14.10", include_str!("../../tests/data/linetable/py3.14.10.json")),
+        ("3.15.2", include_str!("../../tests/data/linetable/py3.15.2.json")),
     ];
 
     pub(crate) fn unhex(s: &str) -> Vec<u8> {
@@ -193,9 +195,12 @@ pub(crate) mod tests {
             let table = unhex(code["linetable"].as_str().expect("linetable"));
             assert_eq!(code["firstlineno"], 4);
             if minor >= 11 {
-                // RESUME at code unit 0 belongs to the `def` line; the body starts right after.
+                // RESUME at code unit 0 belongs to the `def` line; the body starts right after it
+                // and its inline CACHE unit (one from 3.15 on, none before).
+                let body = if minor >= 15 { 2 } else { 1 };
                 assert_eq!(line_311(&table, 4, 0), Some(4), "{name}");
-                assert_eq!(line_311(&table, 4, 1), Some(5), "{name}");
+                assert_eq!(line_311(&table, 4, body - 1), Some(4), "{name}");
+                assert_eq!(line_311(&table, 4, body), Some(5), "{name}");
             } else {
                 assert_eq!(line_310(&table, 4, 0), Some(5), "{name}");
             }

@@ -11,8 +11,8 @@
 //! the BPF side's buffers and agrees with a real `_Py_DebugOffsets` table of that version.
 //!
 //! Provenance (x86-64, GIL builds): offsetof() programs compiled against each version's headers
-//! and gdb on the DWARF of pyenv 3.10.13/3.11.7/3.12.1/3.13.0 and Debian sid 3.14.10
-//! (the -dbg package's debug file), then used live to walk stacks and scan containers
+//! and gdb on the DWARF of pyenv 3.10.13/3.11.7/3.12.1/3.13.0 and Debian sid 3.14.10 and
+//! 3.15.2 (the -dbg packages' debug files), then used live to walk stacks and scan containers
 //! (docs/cpython/frames.md §1.1, §2, §3; docs/cpython/containers.md §1-§3). 3.11.2 (Debian)
 //! and 3.11.7 agree on every field. For 3.13+ the target's own `_Py_DebugOffsets` is read at
 //! attach time and compared with its entry; on disagreement the target's values win.
@@ -25,7 +25,7 @@ use super::heap::layout::{HeapLayout, InstanceLayout, KeysLayout};
 use super::pystr::StrLayout;
 
 /// The CPython 3 minor versions tracer reads.
-pub const SUPPORTED: RangeInclusive<u32> = 10..=14;
+pub const SUPPORTED: RangeInclusive<u32> = 10..=15;
 
 /// The hint for an interpreter outside [`SUPPORTED`].
 pub fn supported_hint() -> String {
@@ -52,6 +52,7 @@ pub fn offsets(minor: u32) -> Option<Offsets> {
         12 => V3_12,
         13 => V3_13,
         14 => V3_14,
+        15 => V3_15,
         _ => return None,
     };
     Some(entry)
@@ -329,6 +330,55 @@ const V3_14: Offsets = Offsets {
         (DictKeys, 67),
         (DictValues, 68),
         (StrAsciiSize, 80),
+    ],
+};
+
+/// 3.15 (Debian sid 3.15.2; docs/cpython/frames.md §2.1): a bigger thread state (`thread_id`
+/// at 176) and runtime, `PyTypeObject` grows to 424 bytes (so `ht_cached_keys` moves to 888).
+/// The frame layout is 3.14's.
+const V3_15: Offsets = Offsets {
+    minor: 15,
+    frames: FrameLayout { runtime_interp_head: 936, interp_threads_head: 7336, tstate_thread_id: 176, ..V3_14.frames },
+    heap: HeapLayout {
+        runtime_interp_main: 944,
+        interp_modules: 7592,
+        type_size: 424,
+        ht_cached_keys: 888,
+        ..V3_14.heap
+    },
+    str: StrLayout { ascii_data: 40, compact_data: 56 },
+    debug_offsets: &[
+        (InterpretersHead, 5),
+        (ThreadsHead, 9),
+        (ImportsModules, 12),
+        (TstateNext, 24),
+        (TstateCurrentFrame, 26),
+        (TstateThreadId, 30),
+        (FramePrevious, 40),
+        (FrameExecutable, 41),
+        (FrameInstrPtr, 42),
+        (FrameOwner, 44),
+        (CodeFilename, 48),
+        (CodeName, 49),
+        (CodeQualname, 50),
+        (CodeLinetable, 51),
+        (CodeFirstlineno, 52),
+        (CodeAdaptive, 56),
+        (TpName, 61),
+        (TpFlags, 63),
+        (TpBasicsize, 64),
+        (TpDictoffset, 65),
+        (HtCachedKeys, 67),
+        (TupleItems, 69),
+        (ListItems, 72),
+        (ListSize, 73),
+        (SetUsed, 75),
+        (SetTable, 76),
+        (SetMask, 77),
+        (DictKeys, 79),
+        (DictValues, 80),
+        (StrAsciiSize, 92),
+        (StrCompactSize, 93),
     ],
 };
 
