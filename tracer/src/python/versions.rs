@@ -333,9 +333,9 @@ const V3_14: Offsets = Offsets {
     ],
 };
 
-/// 3.15 (Debian sid 3.15.2; docs/cpython/frames.md §2.1): a bigger thread state (`thread_id`
-/// at 176) and runtime, `PyTypeObject` grows to 424 bytes (so `ht_cached_keys` moves to 888).
-/// The frame layout is 3.14's.
+/// 3.15 (Debian sid 3.15.2; docs/cpython/frames.md §9, containers.md §12): a bigger thread
+/// state (`thread_id` at 176) and runtime, `PyTypeObject` grows to 424 bytes (so
+/// `ht_cached_keys` moves to 888). Frames, code objects, containers and instances are 3.14's.
 const V3_15: Offsets = Offsets {
     minor: 15,
     frames: FrameLayout { runtime_interp_head: 936, interp_threads_head: 7336, tstate_thread_id: 176, ..V3_14.frames },
