@@ -7,8 +7,9 @@
 //!
 //! Adding a version: one entry below (start from the previous version's and change what the new
 //! headers change), its debug-offset positions, its measurements in docs/cpython/, and the end
-//! of [`SUPPORTED`]. The tests below check that every supported version has an entry that fits
-//! the BPF side's buffers and agrees with a real `_Py_DebugOffsets` table of that version.
+//! of [`SUPPORTED`]. Unit tests check that every supported version has an entry (here), that it
+//! fits the BPF side's read buffers (frames.rs), and that a real `_Py_DebugOffsets` table of
+//! each 3.13+ version agrees with it (debug_offsets.rs).
 //!
 //! Provenance (x86-64, GIL builds): offsetof() programs compiled against each version's headers
 //! and gdb on the DWARF of pyenv 3.10.13/3.11.7/3.12.1/3.13.0 and Debian sid 3.14.10 and
