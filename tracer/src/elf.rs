@@ -1,4 +1,5 @@
-//! ELF images of the target's libc and interpreter: symbols, file offsets, static data.
+//! ELF images of the target's libc and interpreter: symbols, file offsets, static data, and
+//! where each is mapped in the target.
 
 use std::collections::HashMap;
 use std::os::unix::fs::MetadataExt;
@@ -110,5 +111,23 @@ impl ElfImage {
     /// Bytes of the function at `vaddr`, for decoding its prologue.
     pub fn code_at(&self, vaddr: u64, len: usize) -> Option<&[u8]> {
         self.bytes_at(vaddr, len)
+    }
+}
+
+/// An ELF object mapped into the target.
+pub struct Mapped {
+    /// Path inside the target's mount namespace, as /proc/PID/maps shows it.
+    pub path: String,
+    /// Load bias: runtime address = ELF virtual address + bias.
+    pub bias: u64,
+    pub start: u64,
+    pub end: u64,
+    pub elf: ElfImage,
+}
+
+impl Mapped {
+    /// Where `symbol` is in the target's address space.
+    pub fn runtime_addr(&self, symbol: &str) -> Option<u64> {
+        self.elf.symbol(symbol).map(|v| v + self.bias)
     }
 }

@@ -3,7 +3,7 @@
 
 use std::collections::HashMap;
 
-use crate::python::heap::{ContainerSample, HeapLayout, HeapScanner, ScanBudget, ScanStats, TypeAddrs};
+use crate::python::heap::{ContainerSample, HeapScanner, ScanBudget, ScanStats, TypeAddrs};
 use crate::remote::ProcessMemory;
 use crate::series::Series;
 use crate::target::Target;
@@ -49,10 +49,9 @@ pub struct Holders {
 impl Holders {
     /// `None` when this interpreter's containers cannot be read (its types are not exported).
     pub fn new(target: &Target, budget: ScanBudget) -> Option<Self> {
-        let layout = HeapLayout::for_version(target.version.major, target.version.minor)?;
+        let interp = &target.interpreter;
         let types = TypeAddrs::from_lookup(|name| target.python.runtime_addr(name))?;
-        let runtime = target.python.runtime_addr("_PyRuntime")?;
-        let scanner = HeapScanner::new(ProcessMemory::new(target.pid), layout, types, runtime);
+        let scanner = HeapScanner::new(ProcessMemory::new(target.pid), &interp.offsets, types, interp.runtime);
         Some(Self { scanner, budget, tracks: HashMap::new(), totals: ScanTotals::default() })
     }
 

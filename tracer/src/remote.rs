@@ -22,6 +22,27 @@ pub trait Memory {
         self.read(addr, &mut v)?;
         Ok(v)
     }
+
+    /// Reads many regions; each result is `None` when that region could not be read. One region
+    /// at a time unless the implementation can batch (a live process does).
+    fn read_batch(&self, regions: &[(u64, usize)]) -> Vec<Option<Vec<u8>>> {
+        regions.iter().map(|&(addr, len)| self.read_vec(addr, len).ok()).collect()
+    }
+}
+
+/// The little-endian u64 at `off` in bytes copied out of the target; 0 when `buf` is too short
+/// (a short copy reads as zeros, which every caller treats as "absent").
+pub fn le_u64(buf: &[u8], off: usize) -> u64 {
+    off.checked_add(8)
+        .and_then(|end| buf.get(off..end))
+        .map_or(0, |b| u64::from_le_bytes(b.try_into().unwrap_or([0; 8])))
+}
+
+/// The little-endian u32 at `off`; 0 when `buf` is too short (see [`le_u64`]).
+pub fn le_u32(buf: &[u8], off: usize) -> u32 {
+    off.checked_add(4)
+        .and_then(|end| buf.get(off..end))
+        .map_or(0, |b| u32::from_le_bytes(b.try_into().unwrap_or([0; 4])))
 }
 
 /// A live process, read with `process_vm_readv` (needs CAP_SYS_PTRACE or the same user).
@@ -69,6 +90,10 @@ impl ProcessMemory {
 }
 
 impl Memory for ProcessMemory {
+    fn read_batch(&self, regions: &[(u64, usize)]) -> Vec<Option<Vec<u8>>> {
+        self.read_many(regions)
+    }
+
     fn read(&self, addr: u64, buf: &mut [u8]) -> std::io::Result<()> {
         if buf.is_empty() {
             return Ok(());
@@ -82,5 +107,39 @@ impl Memory for ProcessMemory {
         } else {
             Err(std::io::Error::new(std::io::ErrorKind::UnexpectedEof, "short read"))
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn little_endian_words_and_short_copies() {
+        let b = [1u8, 2, 3, 4, 5, 6, 7, 8, 9];
+        assert_eq!(le_u64(&b, 0), 0x0807_0605_0403_0201);
+        assert_eq!(le_u64(&b, 1), 0x0908_0706_0504_0302);
+        assert_eq!(le_u32(&b, 5), 0x0908_0706);
+        // Past the end, or an offset that would overflow: zero, never a panic.
+        assert_eq!((le_u64(&b, 2), le_u32(&b, 6), le_u64(&b, usize::MAX)), (0, 0, 0));
+    }
+
+    /// A memory image of one region, read one region at a time by the default `read_batch`.
+    struct Region(u64, Vec<u8>);
+
+    impl Memory for Region {
+        fn read(&self, addr: u64, buf: &mut [u8]) -> std::io::Result<()> {
+            let off = addr.checked_sub(self.0).ok_or(std::io::ErrorKind::InvalidInput)? as usize;
+            let src = self.1.get(off..off + buf.len()).ok_or(std::io::ErrorKind::UnexpectedEof)?;
+            buf.copy_from_slice(src);
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn one_bad_region_spoils_only_itself() {
+        let mem = Region(0x1000, (0..32).collect());
+        let got = mem.read_batch(&[(0x1000, 4), (0x0fff, 4), (0x101c, 4), (0x101d, 4)]);
+        assert_eq!(got, vec![Some(vec![0, 1, 2, 3]), None, Some(vec![28, 29, 30, 31]), None]);
     }
 }

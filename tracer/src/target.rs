@@ -4,35 +4,19 @@
 
 use anyhow::Result;
 
-use crate::elf::ElfImage;
+use crate::elf::{ElfImage, Mapped};
 use crate::error::user_error;
 use crate::procfs::{self, MapEntry};
-use crate::python::PyVersion;
-
-/// An ELF object mapped into the target.
-pub struct MappedObject {
-    /// Path inside the target's mount namespace, as /proc/PID/maps shows it.
-    pub path: String,
-    /// Load bias: runtime address = ELF virtual address + bias.
-    pub bias: u64,
-    pub start: u64,
-    pub end: u64,
-    pub elf: ElfImage,
-}
-
-impl MappedObject {
-    pub fn runtime_addr(&self, symbol: &str) -> Option<u64> {
-        self.elf.symbol(symbol).map(|v| v + self.bias)
-    }
-}
+use crate::python::{versions, Interpreter};
 
 pub struct Target {
     pub pid: u32,
     pub exe: String,
     pub cmdline: String,
-    pub libc: MappedObject,
-    pub python: MappedObject,
-    pub version: PyVersion,
+    pub libc: Mapped,
+    pub python: Mapped,
+    /// The CPython in `python`: version and where it keeps its structures.
+    pub interpreter: Interpreter,
     /// `starttime` from /proc/PID/stat: tells this process from a later one with the same PID.
     pub start_time: Option<u64>,
     /// Set when probes are attached (`Probes::add_target`): this process's stacks carry it.
@@ -52,7 +36,7 @@ fn mapped_files(maps: &[MapEntry]) -> Vec<(String, Vec<&MapEntry>)> {
     files
 }
 
-fn open_mapped(pid: u32, path: &str, entries: &[&MapEntry]) -> Result<MappedObject> {
+fn open_mapped(pid: u32, path: &str, entries: &[&MapEntry]) -> Result<Mapped> {
     let first = entries.iter().min_by_key(|e| e.offset).expect("at least one mapping");
     // The mapped file itself, whatever the namespaces: seen from another mount namespace, a
     // chroot'ed target's maps paths are relative to its namespace's root, not to its root
@@ -64,7 +48,7 @@ fn open_mapped(pid: u32, path: &str, entries: &[&MapEntry]) -> Result<MappedObje
         Err(_) => ElfImage::open(&procfs::in_root(pid, path))?,
     };
     let vaddr = elf.vaddr_of_offset(first.offset).unwrap_or(0) & !0xfff;
-    Ok(MappedObject {
+    Ok(Mapped {
         path: path.to_string(),
         bias: first.start.wrapping_sub(vaddr),
         start: entries.iter().map(|e| e.start).min().unwrap_or(0),
@@ -147,7 +131,7 @@ pub fn inspect(pid: u32) -> Result<Target> {
     let files = mapped_files(&maps);
 
     let python = find_python(pid, &files, &exe, &cmdline)?;
-    let version = crate::python::detect_version(pid, &python)?;
+    let interpreter = Interpreter::inspect(pid, &python)?;
 
     let libc = match files.iter().find(|(p, _)| is_libc(p)) {
         Some((path, entries)) => open_mapped(pid, path, entries)?,
@@ -165,13 +149,13 @@ pub fn inspect(pid: u32) -> Result<Target> {
         }
     };
     let start_time = procfs::start_time(pid);
-    Ok(Target { pid, exe, cmdline, libc, python, version, start_time, instance: 0 })
+    Ok(Target { pid, exe, cmdline, libc, python, interpreter, start_time, instance: 0 })
 }
 
 /// The mapped ELF that holds the CPython runtime (`_PyRuntime`): the executable itself
 /// (static libpython builds) or libpython3.X.so; any other mapped object as a last resort
 /// (an interpreter started through an explicit loader).
-fn find_python(pid: u32, files: &[(String, Vec<&MapEntry>)], exe: &str, cmdline: &str) -> Result<MappedObject> {
+fn find_python(pid: u32, files: &[(String, Vec<&MapEntry>)], exe: &str, cmdline: &str) -> Result<Mapped> {
     let likely = |p: &str| p == exe || p.contains("python");
     let ordered = files.iter().filter(|(p, _)| likely(p)).chain(files.iter().filter(|(p, _)| !likely(p)));
     let mut saw_old_python = None;
@@ -193,7 +177,7 @@ fn find_python(pid: u32, files: &[(String, Vec<&MapEntry>)], exe: &str, cmdline:
     match saw_old_python {
         Some(v) => Err(user_error(
             format!("process {pid} runs Python {v}, which tracer does not support"),
-            "tracer supports CPython 3.10 to 3.14",
+            versions::supported_hint(),
         )),
         None => Err(user_error(
             format!("process {pid} ({name}) is not a CPython process: no Python runtime is mapped"),

@@ -78,7 +78,7 @@ fn growing_containers_are_named_on_every_cpython() {
         return;
     }
     let _g = serial();
-    for minor in 10..=14 {
+    for minor in 10..=15 {
         for python in pythons_of(minor) {
             let report = run_fixture(&python, &[], &["--holders-only"]);
             check(&python, &report, "pymalloc, --holders-only");

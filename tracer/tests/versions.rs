@@ -1,4 +1,4 @@
-//! Every CPython 3.10–3.14 on the machine, with real eBPF (root): one fixture with a leak in
+//! Every CPython 3.10–3.15 on the machine, with real eBPF (root): one fixture with a leak in
 //! each kind of Python frame (function, method, comprehension, lambda, generator, coroutine under
 //! asyncio, threading.Thread, run_in_executor, allocation on the first body line), each of its
 //! own size, and for each interpreter the innermost Python frame's function and line and the
@@ -32,7 +32,7 @@ struct Site {
     name_310: &'static str,
     /// The text of the allocating line in the fixture.
     needle: &'static str,
-    /// malloc size of each block (bytearray(n) asks n+1).
+    /// malloc size of each block up to 3.14 (bytearray(n) asks n+1; see `Site::size`).
     size: u64,
 }
 
@@ -103,6 +103,16 @@ const SITES: [Site; 9] = [
 ];
 
 impl Site {
+    /// The malloc size of each block on this interpreter. From 3.15 a bytearray keeps its bytes
+    /// in a bytes object (`ob_bytes_object`), allocated with its 32-byte header: n+33.
+    fn size(&self, minor: u32) -> u64 {
+        if minor >= 15 {
+            self.size + 32
+        } else {
+            self.size
+        }
+    }
+
     /// The innermost Python function this interpreter reports for the site. From 3.12 on,
     /// comprehensions are inlined into the function that contains them (PEP 709).
     fn function(&self, minor: u32) -> &'static str {
@@ -198,16 +208,17 @@ fn check_sites(report: &Value, python: &Python) -> Vec<String> {
     for site in &SITES {
         let function = site.function(minor);
         let line = line_of(FIXTURE, site.needle);
-        let found = site_suspects(report, function, FIXTURE, line, site.size);
+        let size = site.size(minor);
+        let found = site_suspects(report, function, FIXTURE, line, size);
         let bytes = sum(&found, "outstanding_bytes");
         let count = sum(&found, "outstanding_count");
         let mut problems = Vec::new();
-        if bytes != N * site.size || count != N {
+        if bytes != N * size || count != N {
             problems.push(format!(
                 "want {} bytes in {N} blocks at {function} ({FIXTURE}:{line}), got {bytes} in {count}; blocks of {} bytes went to: {:?}",
-                N * site.size,
-                site.size,
-                by_size(report, site.size)
+                N * size,
+                size,
+                by_size(report, size)
             ));
         }
         if let Some(first) = found.first() {
@@ -316,6 +327,11 @@ fn every_site_on_313() {
 #[test]
 fn every_site_on_314() {
     every_site_on(14, |_| true);
+}
+
+#[test]
+fn every_site_on_315() {
+    every_site_on(15, |_| true);
 }
 
 /// A root tree under /tmp with the host's /usr and /dev and one pyenv interpreter bind-mounted
@@ -509,7 +525,7 @@ fn unsupported_37_and_38_are_clear_errors() {
             lines.iter().any(|l| l.starts_with("error: ") && l.contains("3.9 or older") && l.contains("not support")),
             "{version}: {err}"
         );
-        assert!(lines.iter().any(|l| l.starts_with("hint: ") && l.contains("3.10 to 3.14")), "{version}: {err}");
+        assert!(lines.iter().any(|l| l.starts_with("hint: ") && l.contains("3.10 to 3.15")), "{version}: {err}");
         assert!(!err.contains("panicked"), "{version}: {err}");
     }
 }

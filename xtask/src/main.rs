@@ -1,7 +1,8 @@
 //! Developer and CI tasks for `tracer`: `cargo xtask <command>`.
 //!
 //!   setup   install what is missing (nightly rust-src, llvm-22-dev, bpf-linker; and, unless
-//!           --build-only, the test tools: bpftool, go, Python venvs, CPython 3.14 from Debian sid).
+//!           --build-only, the test tools: bpftool, go, Python venvs, CPython 3.14 and 3.15 from
+//!           Debian sid).
 //!           Idempotent; a second run takes seconds.
 //!   build   cargo build --release (tracer/build.rs builds the BPF object via aya-build)
 //!   demo    setup + build, then `tracer record -d 12s -i 1s -- python3.11 examples/leaky_service.py`
@@ -22,6 +23,7 @@
 //!   TRACER_PY314        patched Debian sid CPython 3.14
 //!                       (target/cpython-sid/3.14/root/usr/bin/python3.14-sid); unset when it could
 //!                       not be fetched: tests then report "skipped: no CPython 3.14"
+//!   TRACER_PY315        the same for Debian sid CPython 3.15 ("skipped: no CPython 3.15")
 //!   TRACER_PY313        the same for 3.13; only set when pyenv has no 3.13 and sid's was fetched
 //!   TRACER_PYTHONS      every CPython 3 interpreter found (pyenv, /usr/bin/python3.N, sid),
 //!                       `:`-separated like PATH

@@ -2,7 +2,7 @@
 //!
 //! - target/pyenv-venv: the fixtures venv, made with the guaranteed pyenv CPython 3.11.7.
 //! - target/venvs/<label>: one venv per other interpreter >= 3.10 (best effort), where label is
-//!   `pyenv-3.12.1`, `system-python3.11` or `sid-python3.14`.
+//!   `pyenv-3.12.1`, `system-python3.11` or `sid-python3.15`.
 //! - target/venvs/index.tsv: one line per interpreter found:
 //!   `label<TAB>version<TAB>interpreter<TAB>venv python (empty when none)`.
 
@@ -84,7 +84,7 @@ pub fn discover(target: &Path) -> Vec<Python> {
             candidates.push((format!("system-{name}"), exe));
         }
     }
-    for minor in ["3.13", "3.14"] {
+    for minor in ["3.13", "3.14", "3.15"] {
         let exe = sid::patched_python(target, minor);
         if util::is_executable(&exe) {
             candidates.push((format!("sid-python{minor}"), exe));

@@ -15,7 +15,7 @@
 //!   - `bpftool`, `go` and `chromium` (apt: bpftool, golang-go, chromium)
 //!   - speedscope's app (`npm pack speedscope@1.25.0`) into target/speedscope (best effort)
 //!   - the fixtures venv (CPython 3.11.7 + tornado 6 + pytest) at target/pyenv-venv
-//!   - CPython 3.14 (and 3.13 when pyenv has none) from Debian sid, into target/cpython-sid
+//!   - CPython 3.14 and 3.15 (and 3.13 when pyenv has none) from Debian sid, into target/cpython-sid
 //!     (best effort: a warning when offline)
 //!   - one venv per other CPython >= 3.10 found (best effort), listed in target/venvs/index.tsv
 
@@ -48,6 +48,8 @@ pub struct Outcome {
     pub venv_python: Option<PathBuf>,
     /// Patched Debian sid CPython 3.14, if it could be fetched.
     pub py314: Option<PathBuf>,
+    /// Patched Debian sid CPython 3.15, if it could be fetched.
+    pub py315: Option<PathBuf>,
     /// Patched Debian sid CPython 3.13, if one was fetched (only when pyenv has no 3.13).
     pub py313: Option<PathBuf>,
     /// Every interpreter found, with its venv when one could be made.
@@ -305,12 +307,13 @@ fn test_pythons() -> Result<Outcome> {
     let venv_python = pythons::fixtures_venv(&target, &base)?;
 
     let py314 = sid_python(&target, "3.14", &base);
+    let py315 = sid_python(&target, "3.15", &base);
     let py313 = if pythons::pyenv_has("3.13") { None } else { sid_python(&target, "3.13", &base) };
 
     let mut found = pythons::discover(&target);
     pythons::make_venvs(&target, &base, &venv_python, &mut found);
     let index = pythons::write_index(&target, &found)?;
-    Ok(Outcome { venv_python: Some(venv_python), py314, py313, pythons: found, venv_index: Some(index) })
+    Ok(Outcome { venv_python: Some(venv_python), py314, py315, py313, pythons: found, venv_index: Some(index) })
 }
 
 /// Fetch a sid interpreter; a failure is a warning (tests then report it as skipped).
@@ -347,7 +350,14 @@ pub fn existing() -> Outcome {
         py.venv_python = venv.filter(|v| util::is_executable(v));
     }
     let venv_index = pythons::write_index(&target, &found).ok();
-    Outcome { venv_python, py314: sid_exe("3.14"), py313: sid_exe("3.13"), pythons: found, venv_index }
+    Outcome {
+        venv_python,
+        py314: sid_exe("3.14"),
+        py315: sid_exe("3.15"),
+        py313: sid_exe("3.13"),
+        pythons: found,
+        venv_index,
+    }
 }
 
 #[cfg(test)]

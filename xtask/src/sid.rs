@@ -1,4 +1,4 @@
-//! CPython 3.13/3.14 for tests, from Debian sid's binary packages (facts/cpython-frames.md §5.1).
+//! CPython 3.13/3.14/3.15 for tests, from Debian sid's binary packages (docs/cpython/frames.md §5.1).
 //!
 //! Layout under target/cpython-sid/:
 //!   apt/                      private apt lists/cache/sources.list (the host's apt is untouched)

@@ -81,8 +81,10 @@ fn print_interpreters(outcome: &Outcome) {
         };
         println!("test:   {:<20} {:<8} {}  ({venv})", py.label, py.version, py.path.display());
     }
-    if outcome.py314.is_none() {
-        println!("test:   no CPython 3.14 (tests needing it report \"skipped: no CPython 3.14\")");
+    for (minor, exe) in [("3.14", &outcome.py314), ("3.15", &outcome.py315)] {
+        if exe.is_none() {
+            println!("test:   no CPython {minor} (tests needing it report \"skipped: no CPython {minor}\")");
+        }
     }
 }
 
@@ -91,6 +93,7 @@ fn test_env(tracer: &Path, outcome: &Outcome) -> Vec<(&'static str, OsString)> {
     let optional = [
         ("TRACER_VENV_PYTHON", outcome.venv_python.as_deref()),
         ("TRACER_PY314", outcome.py314.as_deref()),
+        ("TRACER_PY315", outcome.py315.as_deref()),
         ("TRACER_PY313", outcome.py313.as_deref()),
         ("TRACER_VENVS", outcome.venv_index.as_deref()),
     ];

@@ -6,9 +6,11 @@ use std::sync::Arc;
 
 use tracer_ebpf::RawFrame;
 
-use super::layout::Layout;
+use super::frames::FrameLayout;
 use super::linetable;
-use crate::remote::Memory;
+use super::pystr::{self, StrLayout};
+use super::Interpreter;
+use crate::remote::{le_u32, le_u64, Memory};
 use crate::report::Frame;
 
 /// Bytes read from a code object's start: every field we use lies below this.
@@ -29,7 +31,8 @@ struct CodeInfo {
 
 pub struct CodeResolver<M: Memory> {
     mem: M,
-    layout: Layout,
+    layout: FrameLayout,
+    strs: StrLayout,
     code_type: u64,
     /// Static code objects inside the interpreter image: frozen modules, and the 3.13+
     /// `__init__` cleanup shim, which is hidden.
@@ -37,19 +40,12 @@ pub struct CodeResolver<M: Memory> {
     cache: HashMap<u64, Arc<CodeInfo>>,
 }
 
-fn word(buf: &[u8], off: u64) -> u64 {
-    let off = off as usize;
-    buf.get(off..off + 8).map(|b| u64::from_le_bytes(b.try_into().unwrap_or([0; 8]))).unwrap_or(0)
-}
-
-fn int32(buf: &[u8], off: u64) -> i32 {
-    let off = off as usize;
-    buf.get(off..off + 4).map(|b| i32::from_le_bytes(b.try_into().unwrap_or([0; 4]))).unwrap_or(0)
-}
-
 impl<M: Memory> CodeResolver<M> {
-    pub fn new(mem: M, layout: Layout, code_type: u64, image_range: std::ops::Range<u64>) -> Self {
-        Self { mem, layout, code_type, image_range, cache: HashMap::new() }
+    /// A resolver of `interp`'s code objects read through `mem`; `image_range` is where the
+    /// interpreter's image is mapped.
+    pub fn new(mem: M, interp: &Interpreter, image_range: std::ops::Range<u64>) -> Self {
+        let (layout, strs) = (interp.offsets.frames, interp.offsets.str);
+        Self { mem, layout, strs, code_type: interp.code_type, image_range, cache: HashMap::new() }
     }
 
     /// Resolves a frame; `None` for shim frames that a person should not see, and a
@@ -101,14 +97,18 @@ impl<M: Memory> CodeResolver<M> {
                 return None;
             }
         };
-        if word(&header, 8) != self.code_type {
-            log::debug!("code object 0x{addr:x}: type 0x{:x} is not code", word(&header, 8));
+        if le_u64(&header, 8) != self.code_type {
+            log::debug!("code object 0x{addr:x}: type 0x{:x} is not code", le_u64(&header, 8));
             self.cache.remove(&addr);
             return None;
         }
         let l = self.layout;
         let name_field = l.co_qualname.unwrap_or(l.co_name);
-        let identity = [word(&header, l.co_filename), word(&header, name_field), word(&header, l.co_linetable)];
+        let identity = [
+            le_u64(&header, l.co_filename as usize),
+            le_u64(&header, name_field as usize),
+            le_u64(&header, l.co_linetable as usize),
+        ];
         if let Some(info) = self.cache.get(&addr) {
             if info.identity == identity {
                 return Some(info.clone());
@@ -122,7 +122,7 @@ impl<M: Memory> CodeResolver<M> {
             identity,
             function,
             file,
-            firstlineno: int32(&header, l.co_firstlineno),
+            firstlineno: le_u32(&header, l.co_firstlineno as usize) as i32,
             linetable: self.read_bytes(identity[2]).unwrap_or_default(),
             bytecode_start: addr + l.co_code_adaptive.unwrap_or(0),
         });
@@ -131,16 +131,7 @@ impl<M: Memory> CodeResolver<M> {
     }
 
     fn read_str(&self, addr: u64) -> Option<String> {
-        let header = self.mem.read_vec(addr, 40).ok()?;
-        let length = word(&header, 16) as usize;
-        let state = word(&header, 32) as u32;
-        if length > MAX_NAME {
-            return None;
-        }
-        let kind = ((state >> 2) & 7) as usize;
-        let data_at = addr + linetable::str_data_offset(self.layout.minor, state);
-        let data = self.mem.read_vec(data_at, length * kind.max(1)).ok()?;
-        linetable::decode_compact_str(state, length, &data)
+        pystr::read(&self.mem, &self.strs, addr, MAX_NAME)
     }
 
     fn read_bytes(&self, addr: u64) -> Option<Vec<u8>> {

@@ -1,19 +1,23 @@
-//! CPython knowledge: which version a target runs, where its structures are (offsets kept as
-//! data per version), and how to turn raw frames into `function (file:line)`.
+//! CPython knowledge: which version a target runs and where its structures are
+//! ([`Interpreter::inspect`], from the one table in versions.rs), how to turn raw frames into
+//! `function (file:line)` (code.rs, linetable.rs), and how to read its containers (heap/).
 
 pub mod code;
 pub mod debug_offsets;
+pub mod frames;
 pub mod heap;
-pub mod layout;
 pub mod linetable;
+pub mod pystr;
+pub mod versions;
 
-use anyhow::Result;
+use anyhow::{Context, Result};
+use tracer_ebpf::TargetConfig;
 
+use crate::elf::Mapped;
 use crate::error::user_error;
 use crate::remote::{Memory, ProcessMemory};
-use crate::target::MappedObject;
 
-pub use layout::Layout;
+pub use versions::Offsets;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub struct PyVersion {
@@ -56,13 +60,83 @@ impl PyVersion {
     }
 }
 
-pub const OLDEST_SUPPORTED: (u32, u32) = (3, 10);
-pub const NEWEST_SUPPORTED: (u32, u32) = (3, 14);
+/// A target's CPython: its version and where it keeps what tracer reads.
+#[derive(Debug, Clone)]
+pub struct Interpreter {
+    pub version: PyVersion,
+    /// The version's entry in versions.rs, with every field the target's own
+    /// `_Py_DebugOffsets` (3.13+) records taken from it where the two differ.
+    pub offsets: Offsets,
+    /// `&_PyRuntime` in the target.
+    pub runtime: u64,
+    /// `&PyCode_Type` in the target (frames whose code object has another type are not code).
+    pub code_type: u64,
+}
+
+impl Interpreter {
+    /// Which CPython `python` (mapped into process `pid`) is, and where it keeps its
+    /// structures. An error a person can act on when tracer does not read that version.
+    pub fn inspect(pid: u32, python: &Mapped) -> Result<Interpreter> {
+        let version = detect_version(pid, python)?;
+        let runtime = python.runtime_addr("_PyRuntime").context("_PyRuntime")?;
+        let code_type = python.runtime_addr("PyCode_Type").context("PyCode_Type")?;
+        let builtin = versions::offsets(version.minor).context("no offsets for a supported version")?;
+        let offsets = with_debug_offsets(pid, python, runtime, builtin);
+        Ok(Interpreter { version, offsets, runtime, code_type })
+    }
+
+    /// The BPF side's view of this interpreter; an error when its frames lie at offsets the
+    /// BPF side's read buffers do not cover.
+    pub fn probe_config(&self) -> Result<TargetConfig> {
+        let frames = &self.offsets.frames;
+        if !frames.fits_bpf_buffers() {
+            return Err(user_error(
+                format!("CPython {} keeps its frames at offsets this build of tracer cannot read", self.version),
+                "please report this interpreter build",
+            ));
+        }
+        Ok(frames.target_config(self.runtime))
+    }
+}
+
+/// `builtin`, or for 3.13+ the target's own `_Py_DebugOffsets` where it disagrees (read from
+/// memory, or from the file before the runtime initialised it). Which one won is logged.
+fn with_debug_offsets(pid: u32, python: &Mapped, runtime: u64, builtin: Offsets) -> Offsets {
+    if builtin.debug_offsets.is_empty() {
+        return builtin;
+    }
+    let minor = builtin.minor;
+    let from_memory = ProcessMemory::new(pid).read_vec(runtime, debug_offsets::TABLE_BYTES).ok();
+    let from_file = python
+        .elf
+        .symbol("_PyRuntime")
+        .and_then(|v| python.elf.bytes_at(v, debug_offsets::TABLE_BYTES))
+        .map(<[u8]>::to_vec);
+    let parsed = [from_memory, from_file]
+        .into_iter()
+        .flatten()
+        .filter_map(|bytes| debug_offsets::parse(&bytes))
+        .find(|(hex, _, _)| ((hex >> 16) & 0xff) as u32 == minor);
+    match parsed {
+        Some((_, offsets, debug_offsets::Check::Match)) => {
+            log::info!("_Py_DebugOffsets of the target match the built-in 3.{minor} offsets");
+            offsets
+        }
+        Some((_, offsets, debug_offsets::Check::Differs(fields))) => {
+            log::warn!("_Py_DebugOffsets differ from the built-in 3.{minor} offsets in {fields:?}; using the target's");
+            offsets
+        }
+        None => {
+            log::warn!("no readable _Py_DebugOffsets in {}; using the built-in offsets", python.path);
+            builtin
+        }
+    }
+}
 
 /// The running interpreter's version, read from the target: `Py_Version` (3.11+); for older
 /// builds, which API they export (3.10 added `PyModule_AddObjectRef`) and the text of
 /// `sys.version` in the target's memory for the micro version.
-pub fn detect_version(pid: u32, python: &MappedObject) -> Result<PyVersion> {
+fn detect_version(pid: u32, python: &Mapped) -> Result<PyVersion> {
     let mem = ProcessMemory::new(pid);
     let from_symbol = python
         .runtime_addr("Py_Version")
@@ -85,22 +159,21 @@ pub fn detect_version(pid: u32, python: &MappedObject) -> Result<PyVersion> {
         None => {
             return Err(user_error(
                 format!("process {pid} runs CPython 3.9 or older ({}), which tracer does not support", python.path),
-                "tracer supports CPython 3.10 to 3.14",
+                versions::supported_hint(),
             ))
         }
     };
-    let mm = (version.major, version.minor);
-    if mm < OLDEST_SUPPORTED || mm > NEWEST_SUPPORTED {
+    if version.major != 3 || !versions::SUPPORTED.contains(&version.minor) {
         return Err(user_error(
             format!("CPython {version} is not supported (process {pid}, {})", python.path),
-            "tracer supports CPython 3.10 to 3.14",
+            versions::supported_hint(),
         ));
     }
     Ok(version)
 }
 
 /// `Py_GetVersion`'s buffer ("3.10.13 (main, ...") when the symbol table names it.
-fn running_version_text(mem: &ProcessMemory, python: &MappedObject) -> Option<PyVersion> {
+fn running_version_text(mem: &ProcessMemory, python: &Mapped) -> Option<PyVersion> {
     let addr = python.runtime_addr("version.0").or_else(|| python.runtime_addr("version"))?;
     let bytes = mem.read_vec(addr, 16).ok()?;
     let text: String = bytes.iter().take_while(|&&b| b != 0 && b != b' ').map(|&b| b as char).collect();

@@ -46,7 +46,7 @@ pub fn target_info(target: &crate::target::Target) -> TargetInfo {
     TargetInfo {
         pid: target.pid,
         exe: target.exe.clone(),
-        python: target.version.to_string(),
+        python: target.interpreter.version.to_string(),
         libc: target.libc.path.clone(),
         cmdline: target.cmdline.clone(),
     }

@@ -14,8 +14,7 @@ use crate::host::{self, HostFilter, Newcomers};
 use crate::launch;
 use crate::probes::{LoadOptions, ProbeVariant, Probes};
 use crate::python::code::CodeResolver;
-use crate::python::{debug_offsets, Layout};
-use crate::remote::{Memory, ProcessMemory};
+use crate::remote::ProcessMemory;
 use crate::resolve::Resolver;
 use crate::stacks::StackTable;
 use crate::target::{self, Target};
@@ -33,62 +32,12 @@ pub fn require_root() -> Result<()> {
     Ok(())
 }
 
-/// The interpreter layout to use for this target: the built-in table, or for 3.13+ the
-/// target's own `_Py_DebugOffsets` when it disagrees.
-pub fn layout_for(target: &Target) -> Result<Layout> {
-    let minor = target.version.minor;
-    let builtin = Layout::for_minor(minor).with_context(|| format!("no layout for 3.{minor}"))?;
-    let layout = layout_from_target(target, builtin)?;
-    if !layout.fits_bpf_buffers() {
-        return Err(user_error(
-            format!("CPython {} keeps its frames at offsets this build of tracer cannot read", target.version),
-            "please report this interpreter build",
-        ));
-    }
-    Ok(layout)
-}
-
-fn layout_from_target(target: &Target, builtin: Layout) -> Result<Layout> {
-    let minor = target.version.minor;
-    if minor < 13 {
-        return Ok(builtin);
-    }
-    let runtime = target.python.runtime_addr("_PyRuntime").context("_PyRuntime")?;
-    let from_memory = ProcessMemory::new(target.pid).read_vec(runtime, debug_offsets::TABLE_BYTES).ok();
-    let from_file = target
-        .python
-        .elf
-        .symbol("_PyRuntime")
-        .and_then(|v| target.python.elf.bytes_at(v, debug_offsets::TABLE_BYTES))
-        .map(<[u8]>::to_vec);
-    let parsed = from_memory
-        .as_deref()
-        .and_then(debug_offsets::parse)
-        .or_else(|| from_file.as_deref().and_then(debug_offsets::parse));
-    match parsed {
-        Some((_, layout, debug_offsets::Check::Match)) => {
-            log::info!("_Py_DebugOffsets of the target match the built-in 3.{minor} layout");
-            Ok(layout)
-        }
-        Some((_, layout, debug_offsets::Check::Differs(fields))) => {
-            log::warn!("_Py_DebugOffsets differ from the built-in 3.{minor} layout in {fields:?}; using the target's");
-            Ok(layout)
-        }
-        None => {
-            log::warn!("no readable _Py_DebugOffsets in {}; using the built-in layout", target.python.path);
-            Ok(builtin)
-        }
-    }
-}
-
 /// Attaches one process's probes with its interpreter's layout (setting its instance); returns
 /// the reader of its code objects.
 fn trace_target(probes: &mut Probes, target: &mut Target) -> Result<CodeResolver<ProcessMemory>> {
-    let layout = layout_for(target)?;
-    let runtime = target.python.runtime_addr("_PyRuntime").context("_PyRuntime")?;
-    target.instance = probes.add_target(target, layout.target_config(runtime))?;
-    let code_type = target.python.runtime_addr("PyCode_Type").context("PyCode_Type")?;
-    Ok(CodeResolver::new(ProcessMemory::new(target.pid), layout, code_type, target.python.start..target.python.end))
+    let config = target.interpreter.probe_config()?;
+    target.instance = probes.add_target(target, config)?;
+    Ok(CodeResolver::new(ProcessMemory::new(target.pid), &target.interpreter, target.python.start..target.python.end))
 }
 
 fn load_probes(config: &RecordConfig) -> Result<Probes> {
@@ -193,7 +142,7 @@ impl Session {
             probes.attached,
             t.pid,
             t.python.path,
-            t.version,
+            t.interpreter.version,
             probes.attach_time.as_secs_f64() * 1e3,
             crate::units::bytes(probes.map_memory as f64)
         );
@@ -208,7 +157,7 @@ fn start_single(config: &RecordConfig, pid: u32) -> Result<Session> {
         HoldersMode::On | HoldersMode::Only => {
             let h = Holders::new(&target, config.tracing.holder_budget);
             if h.is_none() {
-                log::warn!("the containers of CPython {} cannot be read: no holders view", target.version);
+                log::warn!("the containers of CPython {} cannot be read: no holders view", target.interpreter.version);
             }
             h
         }
@@ -220,7 +169,7 @@ fn start_single(config: &RecordConfig, pid: u32) -> Result<Session> {
     eprintln!(
         "tracer: tracing pid {} (CPython {}, {}); {}",
         t.pid,
-        t.version,
+        t.interpreter.version,
         t.libc.path,
         match config.duration {
             Some(d) => format!("for {}", crate::units::duration(d.as_secs_f64())),

@@ -55,7 +55,7 @@ pub struct Python {
 }
 
 /// Every interpreter 3.10+ the machine has: pyenv's, Debian's /usr/bin/python3.X, and the
-/// Debian-sid 3.14 that `cargo xtask test` fetches (TRACER_PY314).
+/// Debian-sid 3.14 and 3.15 that `cargo xtask test` fetches (TRACER_PY314, TRACER_PY315).
 pub fn pythons() -> Vec<Python> {
     let mut found = Vec::new();
     if let Ok(dir) = std::fs::read_dir("/root/.pyenv/versions") {
@@ -79,8 +79,10 @@ pub fn pythons() -> Vec<Python> {
             found.push(Python { label: format!("Debian python3.{minor}"), minor, path });
         }
     }
-    if let Some(p) = std::env::var_os("TRACER_PY314").map(PathBuf::from).filter(|p| p.exists()) {
-        found.push(Python { label: "Debian sid python3.14".into(), minor: 14, path: p });
+    for minor in [14, 15] {
+        if let Some(p) = std::env::var_os(format!("TRACER_PY3{minor}")).map(PathBuf::from).filter(|p| p.exists()) {
+            found.push(Python { label: format!("Debian sid python3.{minor}"), minor, path: p });
+        }
     }
     found
 }

@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """Ground truth for tracer/src/python/linetable.rs.
 
-Run with each CPython (3.10+):  for p in /root/.pyenv/versions/3.1*/bin/python3 /usr/bin/python3.11; do $p gen.py; done
+Run with each CPython (3.10+):  for p in /root/.pyenv/versions/3.1*/bin/python3 /usr/bin/python3.11 \
+    target/cpython-sid/3.1*/root/usr/bin/python3.1*-sid; do $p gen.py; done
 Writes py<version>.json next to this script.
 
 For every code object of FIXTURE (recursively through co_consts) it records co_linetable (hex),
@@ -11,7 +12,7 @@ co_firstlineno and the expected line of every instruction slot, taken from CPyth
          Source: co_lines(), cross-checked unit by unit against co_positions(); any disagreement aborts.
 null = CPython reports no line. It also dumps a few str objects straight from the interpreter's memory
 (state word, length, raw character bytes, and the offset where those bytes were found) so the Rust side
-can check str_data_offset/decode_compact_str against the real layout.
+can check pystr.rs (StrLayout::data_offset, decode) against the real layout.
 """
 import ctypes
 import dis

@@ -1,16 +1,10 @@
-//! Where CPython keeps threads, frames and code objects, per minor version (x86-64, GIL builds).
-//!
-//! Provenance: offsetof() programs compiled against each version's headers and gdb on the
-//! DWARF of pyenv 3.10.13/3.11.7/3.12.1/3.13.0 and Debian sid 3.14.10, then used live to walk
-//! stacks (shared/facts/cpython-frames.md §1.1, §2). 3.11.2 (Debian) and 3.11.7 agree on every
-//! field. For 3.13+ the target's own `_Py_DebugOffsets` is read at attach time and checked
-//! against this table (see debug_offsets.rs); on disagreement the target's values win.
+//! Where CPython keeps threads, frames and code objects (x86-64, GIL builds): what the BPF side
+//! walks and code.rs reads. The values per version are in versions.rs.
 
 use tracer_ebpf::{TargetConfig, NO_FIELD};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Layout {
-    pub minor: u32,
+pub struct FrameLayout {
     // _PyRuntime
     pub runtime_interp_head: u64,
     // PyInterpreterState
@@ -41,119 +35,7 @@ pub struct Layout {
 /// Frames with an owner at or above this are C-stack/interpreter entry frames (3.12+).
 const OWNED_BY_CSTACK: u64 = 3;
 
-impl Layout {
-    pub fn for_minor(minor: u32) -> Option<Layout> {
-        let l = match minor {
-            10 => Layout {
-                minor,
-                runtime_interp_head: 32,
-                interp_threads_head: 8,
-                tstate_next: 8,
-                tstate_thread_id: 176,
-                tstate_frame: 24,
-                cframe_current_frame: None,
-                frame_previous: 24,
-                frame_code: 32,
-                frame_instr: 96,
-                frame_owner: None,
-                instr_is_index: true,
-                code_tag_bits: 0,
-                co_firstlineno: 40,
-                co_filename: 104,
-                co_name: 112,
-                co_qualname: None,
-                co_linetable: 120,
-                co_code_adaptive: None,
-            },
-            11 => Layout {
-                minor,
-                runtime_interp_head: 40,
-                interp_threads_head: 16,
-                tstate_next: 8,
-                tstate_thread_id: 152,
-                tstate_frame: 56,
-                cframe_current_frame: Some(8),
-                frame_previous: 48,
-                frame_code: 32,
-                frame_instr: 56,
-                frame_owner: Some(69),
-                instr_is_index: false,
-                code_tag_bits: 0,
-                co_firstlineno: 72,
-                co_filename: 112,
-                co_name: 120,
-                co_qualname: Some(128),
-                co_linetable: 136,
-                co_code_adaptive: Some(184),
-            },
-            12 => Layout {
-                minor,
-                runtime_interp_head: 40,
-                interp_threads_head: 72,
-                tstate_next: 8,
-                tstate_thread_id: 136,
-                tstate_frame: 56,
-                cframe_current_frame: Some(0),
-                frame_previous: 8,
-                frame_code: 0,
-                frame_instr: 56,
-                frame_owner: Some(70),
-                instr_is_index: false,
-                code_tag_bits: 0,
-                co_firstlineno: 68,
-                co_filename: 112,
-                co_name: 120,
-                co_qualname: Some(128),
-                co_linetable: 136,
-                co_code_adaptive: Some(192),
-            },
-            13 => Layout {
-                minor,
-                runtime_interp_head: 632,
-                interp_threads_head: 7344,
-                tstate_next: 8,
-                tstate_thread_id: 152,
-                tstate_frame: 72,
-                cframe_current_frame: None,
-                frame_previous: 8,
-                frame_code: 0,
-                frame_instr: 56,
-                frame_owner: Some(70),
-                instr_is_index: false,
-                code_tag_bits: 0,
-                co_firstlineno: 68,
-                co_filename: 112,
-                co_name: 120,
-                co_qualname: Some(128),
-                co_linetable: 136,
-                co_code_adaptive: Some(200),
-            },
-            14 => Layout {
-                minor,
-                runtime_interp_head: 808,
-                interp_threads_head: 7344,
-                tstate_next: 8,
-                tstate_thread_id: 152,
-                tstate_frame: 72,
-                cframe_current_frame: None,
-                frame_previous: 8,
-                frame_code: 0,
-                frame_instr: 56,
-                frame_owner: Some(74),
-                instr_is_index: false,
-                code_tag_bits: 7,
-                co_firstlineno: 68,
-                co_filename: 112,
-                co_name: 120,
-                co_qualname: Some(128),
-                co_linetable: 136,
-                co_code_adaptive: Some(208),
-            },
-            _ => return None,
-        };
-        Some(l)
-    }
-
+impl FrameLayout {
     /// The BPF side's view of this layout for one process.
     pub fn target_config(&self, runtime_addr: u64) -> TargetConfig {
         TargetConfig {
@@ -216,35 +98,38 @@ fn word_window(offsets: impl Iterator<Item = u64>, max: u64) -> (u64, u64) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::python::versions::SUPPORTED;
+
+    fn frames(minor: u32) -> FrameLayout {
+        crate::python::versions::offsets(minor).unwrap().frames
+    }
 
     #[test]
     fn every_supported_version_fits_the_bpf_buffers() {
-        for minor in 10..=14 {
-            let l = Layout::for_minor(minor).unwrap();
-            assert!(l.fits_bpf_buffers(), "3.{minor}");
+        for minor in SUPPORTED {
+            assert!(frames(minor).fits_bpf_buffers(), "3.{minor}");
         }
-        assert!(Layout::for_minor(9).is_none());
     }
 
     #[test]
     fn config_marks_missing_fields() {
-        let c = Layout::for_minor(10).unwrap().target_config(0x1000);
+        let c = frames(10).target_config(0x1000);
         assert_eq!(c.frame_owner, NO_FIELD);
         assert_eq!(c.cframe_current_frame, NO_FIELD);
         assert_eq!(c.instr_is_index, 1);
-        let c = Layout::for_minor(14).unwrap().target_config(0x1000);
+        let c = frames(14).target_config(0x1000);
         assert_eq!(c.code_mask, !7);
     }
 
     #[test]
     fn reads_span_only_the_fields_used() {
         // 3.11: code 32, previous 48, prev_instr 56, owner byte 69 (in the word at 64).
-        let c = Layout::for_minor(11).unwrap().target_config(1);
+        let c = frames(11).target_config(1);
         assert_eq!((c.frame_read_start, c.frame_read_len), (32, 40));
         // 3.11: cframe 56, thread_id 152.
         assert_eq!((c.tstate_read_start, c.tstate_read_len), (56, 104));
-        for minor in 10..=14 {
-            let l = Layout::for_minor(minor).unwrap();
+        for minor in SUPPORTED {
+            let l = frames(minor);
             let c = l.target_config(1);
             let frame_fields = [Some(l.frame_previous), Some(l.frame_code), Some(l.frame_instr), l.frame_owner];
             for o in frame_fields.into_iter().flatten() {

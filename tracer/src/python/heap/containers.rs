@@ -1,0 +1,324 @@
+//! Reported containers: list, dict (and subclasses), set, `collections.deque`. Each is read as a
+//! leaf: its length (one word, tear-free), an estimate of what it holds, and the types of up to
+//! [`SAMPLE_ITEMS`] of its newest items. Per kind: which header words are sane, where the sampled
+//! items are, and how a re-read header proves the sample was not torn (containers §2.2, §5).
+
+use std::collections::{BTreeMap, HashMap};
+
+use super::layout::HeapLayout;
+use super::namespaces::{NsMode, NsSource};
+use super::types::{Kind, TypeInfo, TPFLAGS_HAVE_GC, TPFLAGS_MANAGED_DICT};
+use super::{plausible_ptr, ContainerSample, Obj, Scan, MAX_RETRIES, OBJ_READ, SAMPLE_ITEMS};
+use crate::python::pystr::StrLayout;
+use crate::remote::{le_u32, le_u64};
+
+/// Bytes of one deque block: leftlink, 64 item slots, rightlink.
+const DEQUE_BLOCK: u64 = 528;
+/// Set table slots read for the sample (16 bytes each).
+const SET_SLOTS_READ: u64 = 512;
+
+/// A container on its way to a [`ContainerSample`].
+struct Sampled {
+    obj: Obj,
+    kind: Kind,
+    len: u64,
+    /// The container's own allocation (header, table, blocks).
+    own: u64,
+    items: Vec<u64>,
+    /// False once the object turned out not to be this container any more.
+    ok: bool,
+}
+
+/// The containers whose items are read straight from their body: list, set, deque.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Seq {
+    List,
+    Set,
+    Deque,
+}
+
+impl Seq {
+    pub(crate) fn of(kind: Kind) -> Option<Seq> {
+        match kind {
+            Kind::List => Some(Seq::List),
+            Kind::Set => Some(Seq::Set),
+            Kind::Deque => Some(Seq::Deque),
+            _ => None,
+        }
+    }
+
+    /// Length and own allocation from the object's first words (`hdr` = its header bytes with
+    /// the GC head); `None` when the words are not those of a sane container.
+    pub(crate) fn shape(self, l: &HeapLayout, o: &Obj, hdr: u64) -> Option<(u64, u64)> {
+        match self {
+            Seq::List => {
+                let (n, items, alloc) = (o.w(l.list_size), o.w(l.list_items), o.w(l.list_allocated));
+                let ok = n <= alloc && alloc < 1 << 34 && (alloc == 0 || plausible_ptr(items));
+                ok.then(|| (n, hdr.saturating_add(alloc.saturating_mul(8))))
+            }
+            Seq::Set => {
+                let (fill, used, mask) = (o.w(l.set_fill), o.w(l.set_used), o.w(l.set_mask));
+                let ok = mask < 1 << 34
+                    && (mask + 1).is_power_of_two()
+                    && mask >= 7
+                    && used <= fill
+                    && fill <= mask + 1
+                    && plausible_ptr(o.w(l.set_table));
+                // The first 8 slots live inside the object.
+                ok.then(|| (used, hdr + if mask + 1 > 8 { (mask + 1) * 16 } else { 0 }))
+            }
+            Seq::Deque => {
+                let n = o.w(l.deque_len);
+                let ri = o.w(l.deque_rightindex);
+                let ok = n < 1 << 40 && ri < 64 && plausible_ptr(o.w(l.deque_rightblock));
+                ok.then(|| (n, hdr.saturating_add((n / 64 + 1).saturating_mul(DEQUE_BLOCK))))
+            }
+        }
+    }
+
+    /// Where the sampled items are: a list's last slots, a set's first table slots, the filled
+    /// part of a deque's rightmost block. `(0, 0)` when there is nothing to read.
+    pub(crate) fn body(self, l: &HeapLayout, o: &Obj) -> (u64, usize) {
+        match self {
+            Seq::List => {
+                let n = o.w(l.list_size);
+                let m = n.min(SAMPLE_ITEMS as u64);
+                if m == 0 {
+                    (0, 0)
+                } else {
+                    (o.w(l.list_items) + 8 * (n - m), (8 * m) as usize)
+                }
+            }
+            Seq::Set => {
+                let slots = (o.w(l.set_mask) + 1).min(SET_SLOTS_READ);
+                (o.w(l.set_table), (16 * slots) as usize)
+            }
+            Seq::Deque => {
+                if o.w(l.deque_len) == 0 {
+                    (0, 0)
+                } else {
+                    (o.w(l.deque_rightblock) + 8, (8 * (o.w(l.deque_rightindex) + 1)) as usize)
+                }
+            }
+        }
+    }
+
+    /// The items in `body`, newest first where the kind has an order, and whether the header
+    /// re-read after it (`h`) shows the body was not replaced or resized meanwhile.
+    pub(crate) fn items(self, l: &HeapLayout, o: &Obj, h: &[u8], body: Option<&[u8]>, dummy: u64) -> (bool, Vec<u64>) {
+        let hw = |off: u64| le_u64(h, off as usize);
+        let words = |stride: usize| -> Vec<u64> {
+            body.map(|b| (0..b.len() / stride).map(|i| le_u64(b, stride * i)).collect()).unwrap_or_default()
+        };
+        match self {
+            Seq::List => {
+                let stable = hw(l.list_items) == o.w(l.list_items)
+                    && hw(l.list_allocated) == o.w(l.list_allocated)
+                    && hw(l.list_size) <= hw(l.list_allocated);
+                let items = words(8);
+                (stable && items.iter().all(|&p| p != 0), items)
+            }
+            Seq::Set => {
+                let stable = hw(l.set_table) == o.w(l.set_table)
+                    && hw(l.set_mask) == o.w(l.set_mask)
+                    && hw(l.set_used) <= hw(l.set_fill);
+                let items: Vec<u64> =
+                    words(16).into_iter().filter(|&p| p != 0 && p != dummy).take(SAMPLE_ITEMS).collect();
+                // whole table read: non-dummy count must equal `used`
+                let whole = o.w(l.set_mask) < SET_SLOTS_READ;
+                let counted = !whole
+                    || items.len() as u64 == hw(l.set_used).min(SAMPLE_ITEMS as u64)
+                    || items.len() == SAMPLE_ITEMS;
+                (stable && counted, items)
+            }
+            Seq::Deque => {
+                let stable = hw(l.deque_rightblock) == o.w(l.deque_rightblock)
+                    && hw(l.deque_rightindex) == o.w(l.deque_rightindex);
+                let n = o.w(l.deque_len).min(SAMPLE_ITEMS as u64) as usize;
+                let items: Vec<u64> = words(8).into_iter().rev().take(n).collect();
+                (stable && items.iter().all(|&p| p != 0), items)
+            }
+        }
+    }
+
+    /// The length word of the header `h`.
+    pub(crate) fn len(self, l: &HeapLayout, h: &[u8]) -> u64 {
+        let off = match self {
+            Seq::List => l.list_size,
+            Seq::Set => l.set_used,
+            Seq::Deque => l.deque_len,
+        };
+        le_u64(h, off as usize)
+    }
+}
+
+impl Scan<'_> {
+    /// Samples the containers found in one BFS level.
+    pub(crate) fn sample_containers(&mut self, containers: Vec<(Obj, Kind)>) -> Vec<ContainerSample> {
+        let mut cs = self.container_shapes(containers);
+        self.sample_dicts(&mut cs);
+        self.sample_sequences(&mut cs);
+        self.describe(cs)
+    }
+
+    /// Checks each container's header words; the sane ones go on with their length and size.
+    fn container_shapes(&mut self, containers: Vec<(Obj, Kind)>) -> Vec<Sampled> {
+        let l = self.layout;
+        let mut cs = Vec::new();
+        for (o, kind) in containers {
+            let Some(ti) = self.type_info(o.ty) else { continue };
+            let hdr = ti.basicsize + if ti.flags & TPFLAGS_HAVE_GC != 0 { 16 } else { 0 };
+            let shape = match Seq::of(kind) {
+                Some(seq) => seq.shape(l, &o, hdr),
+                None if kind == Kind::Dict => Some(o.w(l.dict_used)).filter(|&u| u < 1 << 34).map(|u| (u, hdr)),
+                None => None,
+            };
+            let Some((len, own)) = shape else {
+                self.stats.dropped += 1;
+                continue;
+            };
+            cs.push(Sampled { obj: o, kind, len, own, items: vec![], ok: true });
+        }
+        cs
+    }
+
+    /// Dicts: the tail entries through the namespace reader (validated and retried there).
+    fn sample_dicts(&mut self, cs: &mut [Sampled]) {
+        let dicts: Vec<usize> = (0..cs.len()).filter(|&k| cs[k].kind == Kind::Dict).collect();
+        let jobs: Vec<(NsSource, NsMode)> =
+            dicts.iter().map(|&k| (NsSource::Dict(cs[k].obj.node.addr), NsMode::Tail)).collect();
+        let res = self.read_namespaces(&jobs);
+        for (r, &k) in res.into_iter().zip(&dicts) {
+            match r {
+                Some(r) => {
+                    cs[k].items = r.entries.iter().map(|e| e.1).collect();
+                    cs[k].own += r.table_bytes;
+                    cs[k].len = r.used;
+                }
+                None => cs[k].ok = false,
+            }
+        }
+    }
+
+    /// Lists, sets, deques: the items and the header re-read after them, retried while torn.
+    /// One torn every time keeps its (single-word, validated) length and loses its sample.
+    fn sample_sequences(&mut self, cs: &mut [Sampled]) {
+        let l = self.layout;
+        let mut todo: Vec<usize> = (0..cs.len()).filter(|&k| cs[k].kind != Kind::Dict).collect();
+        for attempt in 0..=MAX_RETRIES {
+            if todo.is_empty() {
+                break;
+            }
+            if attempt > 0 {
+                self.stats.torn_retried += todo.len() as u64;
+            }
+            let mut regions = Vec::new();
+            for &k in &todo {
+                let o = &cs[k].obj;
+                regions.push(Seq::of(cs[k].kind).map_or((0, 0), |seq| seq.body(l, o)));
+                regions.push((o.node.addr, OBJ_READ));
+            }
+            let got = self.batch(&regions);
+            let mut it = got.into_iter();
+            let mut failed = Vec::new();
+            for (&k, r) in todo.iter().zip(regions.chunks(2)) {
+                let body = it.next().flatten();
+                let hdr = it.next().flatten();
+                let c = &mut cs[k];
+                let (Some(h), Some(seq)) = (hdr, Seq::of(c.kind)) else {
+                    failed.push(k);
+                    continue;
+                };
+                let same_type = le_u64(&h, 8) == c.obj.ty && l.refcnt_plausible(le_u64(&h, 0));
+                let (stable, items) = seq.items(l, &c.obj, &h, body.as_deref(), self.types.set_dummy);
+                let body_ok = body.is_some() || r[0].1 == 0;
+                if same_type && stable && body_ok {
+                    // the length is one word: take the newest value
+                    c.len = seq.len(l, &h);
+                    c.items = items;
+                } else if !same_type {
+                    c.ok = false; // no longer this container
+                } else {
+                    failed.push(k);
+                }
+            }
+            todo = failed;
+        }
+        for &k in &todo {
+            cs[k].items.clear();
+            self.stats.dropped += 1;
+        }
+    }
+
+    /// Reads the sampled items' headers for their type names and sizes.
+    fn describe(&mut self, cs: Vec<Sampled>) -> Vec<ContainerSample> {
+        let l = self.layout;
+        let mut item_ptrs: Vec<u64> = cs.iter().filter(|c| c.ok).flat_map(|c| c.items.iter().copied()).collect();
+        item_ptrs.sort_unstable();
+        item_ptrs.dedup();
+        item_ptrs.retain(|&p| plausible_ptr(p));
+        let got = self.batch(&item_ptrs.iter().map(|&p| (p, 40usize)).collect::<Vec<_>>());
+        let hdrs: HashMap<u64, Vec<u8>> = item_ptrs
+            .iter()
+            .zip(got)
+            .filter_map(|(&p, b)| b.filter(|b| l.refcnt_plausible(le_u64(b, 0))).map(|b| (p, b)))
+            .collect();
+        let tys: Vec<u64> = hdrs.values().map(|b| le_u64(b, 8)).collect();
+        self.resolve_types(&tys);
+        let mut out = Vec::new();
+        for c in cs {
+            if !c.ok {
+                self.stats.dropped += 1;
+                continue;
+            }
+            let mut item_types = BTreeMap::new();
+            let (mut total, mut n) = (0u64, 0u64);
+            for p in &c.items {
+                let Some(h) = hdrs.get(p) else { continue };
+                let Some(ti) = self.type_info(le_u64(h, 8)) else { continue };
+                *item_types.entry(ti.name.clone()).or_insert(0u64) += 1;
+                total += item_size(l, &self.strs, ti, h);
+                n += 1;
+            }
+            let mean = total.checked_div(n).unwrap_or(0);
+            let Some(ti) = self.type_info(c.obj.ty) else { continue };
+            out.push(ContainerSample {
+                path: c.obj.node.path,
+                type_name: ti.name.clone(),
+                len: c.len,
+                item_types,
+                retained_bytes_est: c.own.saturating_add(c.len.saturating_mul(mean)),
+            });
+        }
+        out
+    }
+}
+
+/// Bytes of one item: its type's basic size, the GC and managed-dict pre-headers, and its
+/// variable part (str/bytes/tuple/int length) read from its first 40 bytes `h`.
+pub(crate) fn item_size(l: &HeapLayout, strs: &StrLayout, ti: &TypeInfo, h: &[u8]) -> u64 {
+    let mut size = ti.basicsize;
+    if ti.flags & TPFLAGS_HAVE_GC != 0 {
+        size += 16;
+    }
+    if ti.flags & TPFLAGS_MANAGED_DICT != 0 {
+        size += l.managed_dict_pre;
+    }
+    let w16 = le_u64(h, 16);
+    match ti.kind {
+        Kind::Str => {
+            let state = le_u32(h, 32);
+            let kind = ((state >> 2) & 7).max(1) as u64;
+            size = strs.data_offset(state) + (w16.min(1 << 30) + 1) * kind;
+        }
+        Kind::Long => {
+            let nd = if l.long_size_in_tag { w16 >> 3 } else { (w16 as i64).unsigned_abs() };
+            size += 4 * nd.min(1 << 20);
+        }
+        _ if ti.itemsize > 0 && ti.itemsize <= 64 => {
+            size += (w16 as i64).unsigned_abs().min(1 << 24) * ti.itemsize;
+        }
+        _ => {}
+    }
+    size
+}

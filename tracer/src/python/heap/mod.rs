@@ -1,0 +1,604 @@
+//! The holders view: reading a running CPython's live containers from outside and naming them.
+//!
+//! Everything here reads the target with `process_vm_readv` (through [`Memory::read_batch`]); the
+//! target is never stopped and never written. Offsets and rules come from
+//! `docs/cpython/containers.md` (cited below as "containers §N") and the string layout from
+//! `docs/cpython/frames.md` ("Strings").
+//!
+//! # What a scan does
+//! `_PyRuntime.interpreters.main` → `sys.modules` (containers §1.1). Every value of `sys.modules`
+//! that is a module (type chain reaches `PyModule_Type`) is a root at depth 0, `__main__` first,
+//! then by name. Breadth-first, each hop adds one path component, up to `ScanBudget::max_depth`
+//! hops after the module:
+//! * module globals (`md_dict`) → `mod.NAME`;
+//! * class attributes (heap type → `tp_dict`) → `mod.Cls.NAME`;
+//! * instance attributes (instance dict, 3.11 values, 3.12 tagged values, 3.13+ inline values,
+//!   `__slots__` of heap types along the `tp_base` chain) → `mod.OBJ.NAME` (containers §3);
+//! * closure cells of functions → `mod.FUNC<closure>.NAME`;
+//! * values of a module-global dict with str keys (only dicts with at most
+//!   [`MODULE_DICT_DESCEND_MAX`] entries) → `mod.REGISTRY["jobs"]`.
+//!
+//! Objects are de-duplicated by address; within a BFS level the best path wins (`__main__` first,
+//! then module order, then the shorter path, then the lexically smaller one), and an earlier level
+//! always beats a later one (BFS ⇒ shortest path).
+//!
+//! # What is reported
+//! list, dict and dict subclasses (OrderedDict, defaultdict, Counter, user subclasses), set, and
+//! `collections.deque` (also list/set subclasses). They are leaves: the scanner samples up to 64 of
+//! their items for `item_types` but does not descend into them (except the module-global dict rule
+//! above).
+//!
+//! # What is skipped, and why
+//! * tuples and frozensets: immutable, they cannot grow, so they are neither reported nor
+//!   traversed (a tuple's elements are fixed at creation; following them would cost reads for
+//!   containers that are almost always also reachable by a shorter path);
+//! * dunder names (`__x__`, including `__builtins__`, `__dict__`, `__module__`,
+//!   `__warningregistry__`): interpreter plumbing, not program state;
+//! * modules reached as attributes (`import os` → `__main__.os`): every module is scanned as a
+//!   root under its own `sys.modules` name, and de-duplication keeps that name;
+//! * static (non-heap) types' dicts: builtin methods only, and `NULL` on 3.12+ (containers §2.1);
+//! * `sys.modules` values that are not modules (e.g. `None` for blocked imports).
+//!   `sys.modules` itself stays visible as `sys.modules` (a dict that grows only when modules are
+//!   imported, so it is a true statement, not a false positive).
+//!
+//! # Robustness
+//! Every pointer is range-checked before it is read; every object read is checked (refcount
+//! plausible, `ob_type` a valid type: readable, `Py_TPFLAGS_READY`, its own type `type` or a
+//! metatype, sane sizes, `tp_base` chain resolving to `object`, subclass flag bits consistent with
+//! the chain; containers §4). Multi-read structures are re-checked after the body was read
+//! (dict: header pointers unchanged and live entries == `ma_used`; list: `ob_item`/`allocated`
+//! unchanged; set: `table`/`mask` unchanged) and retried up to [`MAX_RETRIES`] times, then dropped
+//! (counted in [`ScanStats::dropped`]). A list/set/deque whose sample stays torn is still reported
+//! with its length (one word, read with a checked header) and empty `item_types`; a dict whose
+//! keys/entries stay torn is left out of that scan (its length is only trusted with a sane keys
+//! object). All loops are bounded; random bytes cannot make the scanner
+//! panic or loop (see the property tests in tests.rs). Reads are batched per BFS level and per stage.
+//!
+//! # Where things are
+//! This file: the scanner, one scan's reads under its budget ([`Scan`]), object headers and the
+//! BFS level loop. layout.rs: the offsets per version. types.rs: type validation.
+//! namespaces.rs: module, class and instance namespaces and dict entries. containers.rs: the
+//! reported containers, per kind. closures.rs: closure cells. paths.rs: naming.
+
+mod closures;
+mod containers;
+pub mod layout;
+mod namespaces;
+mod paths;
+#[cfg(test)]
+mod tests;
+pub mod types;
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::time::Instant;
+
+pub use layout::HeapLayout;
+pub use types::TypeAddrs;
+
+use crate::python::pystr::{self, StrLayout};
+use crate::python::versions::Offsets;
+use crate::remote::{le_u64, Memory};
+use namespaces::{Attrs, NsMode, NsSource};
+use paths::{child_path, module_name_ok, NameStyle};
+use types::{Kind, TypeCache};
+
+/// How many times a torn multi-read structure is read again before it is dropped.
+pub const MAX_RETRIES: u32 = 3;
+/// A module-global dict with str keys and at most this many entries is descended into
+/// (`mod.REGISTRY["jobs"]`); bigger ones are data (caches), not registries.
+pub const MODULE_DICT_DESCEND_MAX: u64 = 256;
+/// Items sampled per container for `item_types` and the size estimate.
+pub const SAMPLE_ITEMS: usize = 64;
+
+const MAX_REGION: usize = 4 << 20; // no single read is larger than this
+const MAX_NS_ENTRIES: u64 = 1 << 16; // namespaces (module/class/instance dicts) bigger than this are skipped
+const MAX_STR_CHARS: usize = 1024; // attribute/key names longer than this are not used
+const MAX_TYPE_ROUNDS: usize = 48; // bound on dependent type-resolution rounds per call
+const MAX_BASE_CHAIN: usize = 64; // bound on tp_base chains walked for __slots__
+/// Bytes of each object read (after its pre-header): every header field used lies below.
+const OBJ_READ: usize = 96;
+
+fn plausible_ptr(p: u64) -> bool {
+    (0x1_0000..0x7fff_ffff_f000).contains(&p) && p.is_multiple_of(8)
+}
+
+// ---------------------------------------------------------------------------------------------
+// Public results
+// ---------------------------------------------------------------------------------------------
+
+/// Limits for one scan.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ScanBudget {
+    pub max_objects: usize,
+    pub max_bytes: usize,
+    pub max_depth: u32,
+}
+
+impl Default for ScanBudget {
+    fn default() -> Self {
+        ScanBudget { max_objects: 200_000, max_bytes: 64 << 20, max_depth: 3 }
+    }
+}
+
+/// One live container and the path it was reached by.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ContainerSample {
+    pub path: String,
+    /// `tp_name` of the container's type (`list`, `dict`, `collections.deque`, `Counter`, ...).
+    pub type_name: String,
+    pub len: u64,
+    /// `tp_name` → count over up to [`SAMPLE_ITEMS`] sampled items (the newest: list/dict/deque
+    /// tail, the first slots of a set's table). Empty when the sample was torn and dropped.
+    pub item_types: BTreeMap<String, u64>,
+    /// Estimate: the container's own allocation (list: header + `allocated`×8; dict: header +
+    /// keys table + split values; set: header + (mask+1)×16 when not the inline table; deque:
+    /// header + 528 B per 64-item block) plus `len` × the mean size of the sampled items
+    /// (item `tp_basicsize` + GC/managed pre-headers + variable part: str/bytes/tuple/int length).
+    /// Not a retained-size computation: items' own referents are not counted.
+    pub retained_bytes_est: u64,
+}
+
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ScanStats {
+    /// Objects whose header was read and checked.
+    pub objects_visited: u64,
+    pub bytes_read: u64,
+    /// Remote read requests (regions), not syscalls.
+    pub reads: u64,
+    pub duration_s: f64,
+    /// Multi-read structures read again because a re-check failed.
+    pub torn_retried: u64,
+    /// Structures given up after [`MAX_RETRIES`] or failing validation (objects, namespaces,
+    /// container samples).
+    pub dropped: u64,
+    pub cut_by_budget: bool,
+}
+
+// ---------------------------------------------------------------------------------------------
+// Scanner
+// ---------------------------------------------------------------------------------------------
+
+/// The holders scanner. Keeps a type cache across scans.
+pub struct HeapScanner {
+    mem: Box<dyn Memory + Send>,
+    layout: HeapLayout,
+    strs: StrLayout,
+    types: TypeAddrs,
+    runtime_addr: u64,
+    type_cache: TypeCache,
+}
+
+impl HeapScanner {
+    /// A scanner of the process whose memory is `mem`, an interpreter with these `offsets`,
+    /// exported `types` and `_PyRuntime` at `runtime_addr`.
+    pub fn new(mem: impl Memory + Send + 'static, offsets: &Offsets, types: TypeAddrs, runtime_addr: u64) -> Self {
+        HeapScanner {
+            mem: Box::new(mem),
+            layout: offsets.heap.clone(),
+            strs: offsets.str,
+            types,
+            runtime_addr,
+            type_cache: TypeCache::default(),
+        }
+    }
+
+    /// One scan of every container reachable from `sys.modules` (see the module docs).
+    /// Output is sorted by path; each address appears once.
+    pub fn scan(&mut self, budget: &ScanBudget) -> (Vec<ContainerSample>, ScanStats) {
+        let t0 = Instant::now();
+        self.type_cache.next_generation();
+        let mut scan = Scan::new(&*self.mem, &self.layout, self.strs, &self.types, &mut self.type_cache, *budget);
+        let mut out = scan.walk_from_modules(self.runtime_addr);
+        out.sort_by(|a, b| a.path.cmp(&b.path));
+        let mut stats = scan.stats;
+        stats.duration_s = t0.elapsed().as_secs_f64();
+        (out, stats)
+    }
+}
+
+/// One scan's view of the target: its memory read in batches under the budget (every read
+/// counted), the interpreter's layout and exported types, the type cache kept across scans, and
+/// this scan's strings. The readers of each concern (types.rs, namespaces.rs, containers.rs,
+/// closures.rs) are its methods, so a walker that finds objects another way can use them too.
+pub(crate) struct Scan<'a> {
+    mem: &'a dyn Memory,
+    layout: &'a HeapLayout,
+    strs: StrLayout,
+    types: &'a TypeAddrs,
+    type_cache: &'a mut TypeCache,
+    budget: ScanBudget,
+    stats: ScanStats,
+    str_cache: HashMap<u64, Option<String>>,
+}
+
+/// A reached object and the path it was reached by.
+#[derive(Debug, Clone)]
+pub(crate) struct Node {
+    pub(crate) addr: u64,
+    pub(crate) path: String,
+    /// Hops since its module.
+    pub(crate) depth: u32,
+    /// Its module's position (`__main__` first, then by name): lower wins a tie.
+    pub(crate) rank: usize,
+    pub(crate) parent: Parent,
+}
+
+/// What kind of namespace a node was found in (the traversal rules differ).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Parent {
+    SysModules,
+    ModuleGlobals,
+    Other,
+}
+
+/// An object whose header passed the checks.
+pub(crate) struct Obj {
+    pub(crate) node: Node,
+    /// `pre_header` bytes before the object, then [`OBJ_READ`] bytes of the object.
+    bytes: Vec<u8>,
+    pre: usize,
+    pub(crate) ty: u64,
+}
+
+impl Obj {
+    /// The word at `off` in the object.
+    fn w(&self, off: u64) -> u64 {
+        le_u64(&self.bytes, self.pre + off as usize)
+    }
+
+    /// Word at obj − `back` (pre-header).
+    fn pre_w(&self, back: u64) -> u64 {
+        if back as usize > self.pre {
+            return 0;
+        }
+        le_u64(&self.bytes, self.pre - back as usize)
+    }
+}
+
+impl<'a> Scan<'a> {
+    pub(crate) fn new(
+        mem: &'a dyn Memory,
+        layout: &'a HeapLayout,
+        strs: StrLayout,
+        types: &'a TypeAddrs,
+        type_cache: &'a mut TypeCache,
+        budget: ScanBudget,
+    ) -> Self {
+        Scan { mem, layout, strs, types, type_cache, budget, stats: ScanStats::default(), str_cache: HashMap::new() }
+    }
+
+    /// Reads regions in one batch. A region that is empty, too large, outside user space or past
+    /// the byte budget is not read (`None`), nor is a short read accepted.
+    fn batch(&mut self, regions: &[(u64, usize)]) -> Vec<Option<Vec<u8>>> {
+        let mut out: Vec<Option<Vec<u8>>> = vec![None; regions.len()];
+        let mut idx = Vec::new();
+        let mut req = Vec::new();
+        let mut total = self.stats.bytes_read as usize;
+        for (i, &(a, l)) in regions.iter().enumerate() {
+            if l == 0 || l > MAX_REGION || a < 0x1_0000 || a.checked_add(l as u64).is_none_or(|e| e > 0x7fff_ffff_f000)
+            {
+                continue;
+            }
+            if total + l > self.budget.max_bytes {
+                self.stats.cut_by_budget = true;
+                continue;
+            }
+            total += l;
+            idx.push(i);
+            req.push((a, l));
+        }
+        if req.is_empty() {
+            return out;
+        }
+        self.stats.reads += req.len() as u64;
+        self.stats.bytes_read += req.iter().map(|r| r.1 as u64).sum::<u64>();
+        let got = self.mem.read_batch(&req);
+        for (k, r) in got.into_iter().enumerate() {
+            if let Some(&i) = idx.get(k) {
+                out[i] = r.filter(|b| b.len() == regions[i].1);
+            }
+        }
+        out
+    }
+
+    fn budget_left(&self) -> bool {
+        !self.stats.cut_by_budget
+            && (self.stats.objects_visited as usize) < self.budget.max_objects
+            && (self.stats.bytes_read as usize) < self.budget.max_bytes
+    }
+
+    /// Reads `str` objects (exact `PyUnicode_Type`, compact) into Rust strings; `None` if not one.
+    /// One batch of headers (with the characters of short strings), one of the longer strings'
+    /// characters.
+    fn read_strs(&mut self, ptrs: &[u64]) -> Vec<Option<String>> {
+        let l = self.layout;
+        let mut todo: Vec<u64> =
+            ptrs.iter().copied().filter(|p| plausible_ptr(*p) && !self.str_cache.contains_key(p)).collect();
+        todo.sort_unstable();
+        todo.dedup();
+        let first = 64usize;
+        let got = self.batch(&todo.iter().map(|&p| (p, first)).collect::<Vec<_>>());
+        let mut more = Vec::new();
+        for (&p, b) in todo.iter().zip(got) {
+            let header = b.and_then(|b| {
+                let is_str = l.refcnt_plausible(le_u64(&b, 0)) && le_u64(&b, 8) == self.types.unicode;
+                Some((pystr::StrHeader::parse(&b, MAX_STR_CHARS).filter(|_| is_str)?, b))
+            });
+            let Some((h, b)) = header else {
+                self.str_cache.insert(p, None);
+                continue;
+            };
+            let (start, len) = self.strs.data(&h);
+            match b.get(start as usize..).filter(|d| d.len() >= len) {
+                Some(data) => {
+                    self.str_cache.insert(p, pystr::decode(h.state, h.length, data));
+                }
+                None => more.push((p, h, start, len)),
+            }
+        }
+        if !more.is_empty() {
+            let regions: Vec<(u64, usize)> = more.iter().map(|&(p, _, start, len)| (p + start, len)).collect();
+            let got = self.batch(&regions);
+            for (&(p, h, _, _), b) in more.iter().zip(got) {
+                self.str_cache.insert(p, b.and_then(|b| pystr::decode(h.state, h.length, &b)));
+            }
+        }
+        ptrs.iter().map(|p| self.str_cache.get(p).cloned().flatten()).collect()
+    }
+
+    /// Reads and checks object headers; returns those whose type is valid.
+    pub(crate) fn read_objects(&mut self, nodes: Vec<Node>) -> Vec<Obj> {
+        let pre = self.layout.pre_header as usize;
+        let regions: Vec<(u64, usize)> =
+            nodes.iter().map(|n| (n.addr.wrapping_sub(pre as u64), pre + OBJ_READ)).collect();
+        let got = self.batch(&regions);
+        self.stats.objects_visited += nodes.len() as u64;
+        let mut objs = Vec::new();
+        for (n, b) in nodes.into_iter().zip(got) {
+            let Some(b) = b else {
+                self.stats.dropped += 1;
+                continue;
+            };
+            if !self.layout.refcnt_plausible(le_u64(&b, pre)) {
+                self.stats.dropped += 1;
+                continue;
+            }
+            let ty = le_u64(&b, pre + 8);
+            objs.push(Obj { node: n, bytes: b, pre, ty });
+        }
+        let tys: Vec<u64> = objs.iter().map(|o| o.ty).collect();
+        self.resolve_types(&tys);
+        let before = objs.len();
+        objs.retain(|o| self.type_info(o.ty).is_some());
+        self.stats.dropped += (before - objs.len()) as u64;
+        objs
+    }
+
+    // ----- the walk -----
+
+    /// Runtime → main interpreter → `sys.modules` (containers §1.1), then breadth-first from
+    /// every module to `max_depth` hops.
+    fn walk_from_modules(&mut self, runtime_addr: u64) -> Vec<ContainerSample> {
+        let l = self.layout;
+        let got = self.batch(&[(runtime_addr + l.runtime_interp_main, 8)]);
+        let interp = got[0].as_ref().map(|b| le_u64(b, 0)).unwrap_or(0);
+        if !plausible_ptr(interp) {
+            self.stats.dropped += 1;
+            return Vec::new();
+        }
+        let got = self.batch(&[(interp + l.interp_modules, 8)]);
+        let modules = got[0].as_ref().map(|b| le_u64(b, 0)).unwrap_or(0);
+        let r = self.read_namespaces(&[(NsSource::Dict(modules), NsMode::Full)]);
+        let Some(Some(mods)) = r.into_iter().next() else { return Vec::new() };
+        let mut roots: Vec<(String, u64)> =
+            mods.entries.into_iter().filter_map(|(n, v)| n.filter(|n| module_name_ok(n)).map(|n| (n, v))).collect();
+        roots.sort_by(|a, b| (a.0 != "__main__", &a.0).cmp(&(b.0 != "__main__", &b.0)));
+        let frontier: Vec<Node> = roots
+            .into_iter()
+            .enumerate()
+            .map(|(rank, (name, addr))| Node { addr, path: name, depth: 0, rank, parent: Parent::SysModules })
+            .collect();
+        self.walk(frontier)
+    }
+
+    /// Breadth-first from `frontier`: each level's objects are read together, and an object is
+    /// visited once, by the best path of the earliest level that reaches it.
+    fn walk(&mut self, mut frontier: Vec<Node>) -> Vec<ContainerSample> {
+        let mut out = Vec::new();
+        let mut visited: HashSet<u64> = HashSet::new();
+        visited.insert(self.types.none);
+        for _depth in 0..=self.budget.max_depth {
+            if frontier.is_empty() || !self.budget_left() {
+                if !frontier.is_empty() {
+                    self.stats.cut_by_budget = true;
+                }
+                break;
+            }
+            // Dedup: earlier levels win; within a level the best (rank, len, path).
+            frontier.retain(|n| plausible_ptr(n.addr) && !visited.contains(&n.addr));
+            frontier
+                .sort_by(|a, b| (a.addr, a.rank, a.path.len(), &a.path).cmp(&(b.addr, b.rank, b.path.len(), &b.path)));
+            frontier.dedup_by_key(|n| n.addr);
+            let room = self.budget.max_objects.saturating_sub(self.stats.objects_visited as usize);
+            if frontier.len() > room {
+                frontier.sort_by(|a, b| (a.rank, a.path.len(), &a.path).cmp(&(b.rank, b.path.len(), &b.path)));
+                frontier.truncate(room);
+                self.stats.cut_by_budget = true;
+            }
+            for n in &frontier {
+                visited.insert(n.addr);
+            }
+            let objs = self.read_objects(std::mem::take(&mut frontier));
+            frontier = self.process_level(objs, &mut out);
+        }
+        out
+    }
+
+    /// Classifies one BFS level's objects, reports containers, and returns the next level.
+    fn process_level(&mut self, objs: Vec<Obj>, out: &mut Vec<ContainerSample>) -> Vec<Node> {
+        let mut level = Level::default();
+        let found = self.classify(objs, &mut level);
+        self.class_attributes(found.types, &mut level);
+        self.instance_attributes(&found.instances, &mut level);
+        self.registries(&found.containers, &mut level);
+        let closures = self.closure_children(&found.funcs);
+        level.next.extend(closures);
+        self.name_children(&mut level);
+        out.extend(self.sample_containers(found.containers));
+        level.next
+    }
+
+    /// Sorts a level's objects by what is done with them; a module's globals become a
+    /// namespace to read.
+    fn classify(&self, objs: Vec<Obj>, level: &mut Level) -> Found {
+        let l = self.layout;
+        let maxd = self.budget.max_depth;
+        let mut found = Found::default();
+        for o in objs {
+            let Some(kind) = self.type_info(o.ty).map(|ti| ti.kind) else { continue };
+            let below = o.node.depth < maxd;
+            if o.node.parent == Parent::SysModules {
+                if kind == Kind::Module {
+                    let md = o.w(l.module_dict);
+                    if plausible_ptr(md) {
+                        level.namespace(NsSource::Dict(md), Owner::of(&o.node, NameStyle::Attr, Parent::ModuleGlobals));
+                    }
+                }
+                continue;
+            }
+            match kind {
+                Kind::List | Kind::Dict | Kind::Set | Kind::Deque => found.containers.push((o, kind)),
+                Kind::Type if below => found.types.push(o),
+                Kind::Function if below => found.funcs.push(o),
+                Kind::Other if below => found.instances.push(o),
+                _ => {}
+            }
+        }
+        found
+    }
+
+    /// Class attributes: the object is itself a type; heap types' `tp_dict` (static types' dicts
+    /// hold builtin methods only).
+    fn class_attributes(&mut self, types: Vec<Obj>, level: &mut Level) {
+        let addrs: Vec<u64> = types.iter().map(|o| o.node.addr).collect();
+        self.resolve_types(&addrs);
+        for o in types {
+            if let Some(ti) = self.type_info(o.node.addr) {
+                if ti.heap() && plausible_ptr(ti.dict) {
+                    level.namespace(NsSource::Dict(ti.dict), Owner::of(&o.node, NameStyle::Attr, Parent::Other));
+                }
+            }
+        }
+    }
+
+    /// Instance attributes (containers §3) and `__slots__`.
+    fn instance_attributes(&mut self, instances: &[Obj], level: &mut Level) {
+        let tys: Vec<u64> = instances.iter().map(|o| o.ty).collect();
+        self.resolve_slots(&tys);
+        // (address of a slot, its path, depth, rank)
+        let mut slot_reads: Vec<(u64, String, u32, usize)> = Vec::new();
+        // (address of a dict pointer, instance index)
+        let mut word_reads: Vec<(u64, usize)> = Vec::new();
+        for (k, o) in instances.iter().enumerate() {
+            let Some(ti) = self.type_info(o.ty) else { continue };
+            match self.instance_attrs(o, ti) {
+                Attrs::At(src) => level.namespace(src, Owner::of(&o.node, NameStyle::Attr, Parent::Other)),
+                Attrs::DictPointerAt(addr) => word_reads.push((addr, k)),
+                Attrs::None => {}
+            }
+            for (name, off) in ti.slots.iter().flatten() {
+                let path = format!("{}.{name}", o.node.path);
+                slot_reads.push((o.node.addr + off, path, o.node.depth + 1, o.node.rank));
+            }
+        }
+        if !word_reads.is_empty() {
+            let regions: Vec<(u64, usize)> = word_reads.iter().map(|&(a, _)| (a, 8)).collect();
+            for (&(_, k), b) in word_reads.iter().zip(self.batch(&regions)) {
+                let dict = b.map(|b| le_u64(&b, 0)).unwrap_or(0);
+                if dict != 0 {
+                    level
+                        .namespace(NsSource::Dict(dict), Owner::of(&instances[k].node, NameStyle::Attr, Parent::Other));
+                }
+            }
+        }
+        if !slot_reads.is_empty() {
+            let regions: Vec<(u64, usize)> = slot_reads.iter().map(|s| (s.0, 8)).collect();
+            for ((_, path, depth, rank), b) in slot_reads.into_iter().zip(self.batch(&regions)) {
+                let v = b.map(|b| le_u64(&b, 0)).unwrap_or(0);
+                if v != 0 {
+                    level.next.push(Node { addr: v, path, depth, rank, parent: Parent::Other });
+                }
+            }
+        }
+    }
+
+    /// Module-global dicts with at most [`MODULE_DICT_DESCEND_MAX`] entries are registries:
+    /// their values are followed one level (`mod.REGISTRY["jobs"]`).
+    fn registries(&self, containers: &[(Obj, Kind)], level: &mut Level) {
+        for (o, kind) in containers {
+            if *kind == Kind::Dict && o.node.parent == Parent::ModuleGlobals && o.node.depth < self.budget.max_depth {
+                let used = o.w(self.layout.dict_used);
+                if used > 0 && used <= MODULE_DICT_DESCEND_MAX {
+                    level.namespace(NsSource::Dict(o.node.addr), Owner::of(&o.node, NameStyle::Key, Parent::Other));
+                }
+            }
+        }
+    }
+
+    /// Reads the level's namespaces; each named value becomes a node of the next level.
+    fn name_children(&mut self, level: &mut Level) {
+        let res = self.read_namespaces(&level.jobs);
+        for (r, owner) in res.into_iter().zip(&level.owners) {
+            let Some(r) = r else { continue };
+            for (name, v) in r.entries {
+                let Some(name) = name else { continue };
+                if v == self.types.none || v == 0 {
+                    continue;
+                }
+                let Some(path) = child_path(&owner.prefix, &name, owner.style) else { continue };
+                level.next.push(Node { addr: v, path, depth: owner.depth, rank: owner.rank, parent: owner.parent });
+            }
+        }
+    }
+}
+
+/// A level's objects by what is done with them.
+#[derive(Default)]
+struct Found {
+    containers: Vec<(Obj, Kind)>,
+    types: Vec<Obj>,
+    funcs: Vec<Obj>,
+    instances: Vec<Obj>,
+}
+
+/// How to name and place what a namespace holds.
+struct Owner {
+    prefix: String,
+    style: NameStyle,
+    depth: u32,
+    rank: usize,
+    parent: Parent,
+}
+
+impl Owner {
+    /// The children of `node`: one hop deeper, from its module.
+    fn of(node: &Node, style: NameStyle, parent: Parent) -> Owner {
+        Owner { prefix: node.path.clone(), style, depth: node.depth + 1, rank: node.rank, parent }
+    }
+}
+
+/// One BFS level's work: namespaces to read (with how to name what they hold) and the nodes of
+/// the next level found so far.
+#[derive(Default)]
+struct Level {
+    jobs: Vec<(NsSource, NsMode)>,
+    owners: Vec<Owner>,
+    next: Vec<Node>,
+}
+
+impl Level {
+    fn namespace(&mut self, src: NsSource, owner: Owner) {
+        self.jobs.push((src, NsMode::Full));
+        self.owners.push(owner);
+    }
+}

@@ -1,0 +1,79 @@
+//! Paths a person would type for what the scanner reaches: `mod.NAME`, `mod.Cls.NAME`,
+//! `mod.FUNC<closure>.NAME`, `mod.REGISTRY["jobs"]`, with names that are not identifiers quoted.
+
+/// How a namespace's names join its owner's path.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum NameStyle {
+    /// Attributes: `owner.name` (dunder names skipped).
+    Attr,
+    /// Dict keys: `owner["key"]`.
+    Key,
+}
+
+/// The path of `name` under `prefix` in `style`; `None` for interpreter plumbing (dunder
+/// attributes).
+pub(crate) fn child_path(prefix: &str, name: &str, style: NameStyle) -> Option<String> {
+    match style {
+        NameStyle::Attr if is_dunder(name) => None,
+        NameStyle::Attr => Some(attr_path(prefix, name)),
+        NameStyle::Key => Some(format!("{prefix}[{}]", quote(name))),
+    }
+}
+
+pub(crate) fn is_identifier(s: &str) -> bool {
+    let mut cs = s.chars();
+    match cs.next() {
+        Some(c) if c == '_' || c.is_alphabetic() => {}
+        _ => return false,
+    }
+    cs.all(|c| c == '_' || c.is_alphanumeric())
+}
+
+pub(crate) fn is_dunder(s: &str) -> bool {
+    s.len() > 4 && s.starts_with("__") && s.ends_with("__")
+}
+
+pub(crate) fn module_name_ok(s: &str) -> bool {
+    !s.is_empty() && s.split('.').all(is_identifier)
+}
+
+/// `prefix.name` for identifiers, `prefix["odd name"]` otherwise.
+pub(crate) fn attr_path(prefix: &str, name: &str) -> String {
+    if is_identifier(name) {
+        format!("{prefix}.{name}")
+    } else {
+        format!("{prefix}[{}]", quote(name))
+    }
+}
+
+/// A Python-style double-quoted literal, control characters escaped.
+pub(crate) fn quote(s: &str) -> String {
+    let mut o = String::with_capacity(s.len() + 2);
+    o.push('"');
+    for c in s.chars() {
+        match c {
+            '"' => o.push_str("\\\""),
+            '\\' => o.push_str("\\\\"),
+            c if c.is_control() => o.push_str(
+                &format!("\\x{:02x}", c as u32).replace("\\x", if (c as u32) < 0x100 { "\\x" } else { "\\u" }),
+            ),
+            c => o.push(c),
+        }
+    }
+    o.push('"');
+    o
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn path_formatting() {
+        assert_eq!(attr_path("m", "x"), "m.x");
+        assert_eq!(attr_path("m", "a b"), "m[\"a b\"]");
+        assert_eq!(quote("q\"\n"), "\"q\\\"\\x0a\"");
+        assert!(is_dunder("__builtins__") && !is_dunder("__") && !is_dunder("_x_"));
+        assert!(module_name_ok("a.b_c") && !module_name_ok("a..b") && !module_name_ok(""));
+    }
+}
