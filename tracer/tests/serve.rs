@@ -280,6 +280,10 @@ fn default_listen_address_is_loopback_6060() {
 }
 
 #[test]
+#[expect(
+    clippy::too_many_lines,
+    reason = "one end-to-end scenario: every endpoint of one daemon checked by its real client"
+)]
 fn serves_every_endpoint_and_stops_on_sigterm() {
     if !require_root() {
         return;
@@ -601,6 +605,10 @@ fn pprof_top_of_pid(url: &str, pid: u32) -> String {
 /// PID with its file:line and block size; the exited one keeps its last report; a non-Python
 /// process carrying the marker gets no probe.
 #[test]
+#[expect(
+    clippy::too_many_lines,
+    reason = "one end-to-end scenario: three processes started, scraped and ended in order"
+)]
 fn serve_all_serves_each_process_under_its_own_pid() {
     if !require_root() {
         return;

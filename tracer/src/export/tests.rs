@@ -48,6 +48,10 @@ fn native(function: &str, module: &str) -> Frame {
     Frame::Native { function: function.into(), module: module.into() }
 }
 
+#[expect(
+    clippy::too_many_lines,
+    reason = "the fixture report is one literal: a realistic report with every kind of field set"
+)]
 fn report() -> Report {
     let lost = BTreeMap::from([
         ("allocs_map_full".to_string(), 12),

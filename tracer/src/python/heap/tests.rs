@@ -267,6 +267,10 @@ fn put(mem: &mut ImageMemory, addr: u64, word: u64) {
     r[o..o + 8].copy_from_slice(&word.to_le_bytes());
 }
 
+#[expect(
+    clippy::too_many_lines,
+    reason = "builds one synthetic interpreter image: each object kind is a few lines in sequence"
+)]
 fn plant(mem: &mut ImageMemory, offsets: &Offsets, t: &TypeAddrs, rng: &mut XorShift, r0: u64, r1: u64) {
     let l = &offsets.heap;
     let names = [
