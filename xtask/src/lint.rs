@@ -10,6 +10,7 @@
 //!    (aya-build) does: the nightly, `-Z build-std=core`, `--target bpfel-unknown-none` and
 //!    `--cfg bpf_target_arch`. It only checks (no bpf-linker) and keeps its own target directory,
 //!    target/clippy-bpf, so it never invalidates the release build.
+//! 4. No import cycle among the modules of tracer/src and xtask/src (cycles.rs), run before clippy.
 
 use std::process::Command;
 
@@ -26,8 +27,26 @@ const BPF_ALLOWED: &[&str] = &["clippy::needless_borrows_for_generic_args"];
 /// Runs the three checks; the first failure is an error that names the fixing command.
 pub fn run() -> Result<()> {
     fmt()?;
+    cycles()?;
     clippy_host()?;
     clippy_bpf()
+}
+
+/// 4. No import cycle among the modules of tracer/src and xtask/src (cycles.rs).
+fn cycles() -> Result<()> {
+    for crate_src in ["tracer/src", "xtask/src"] {
+        let found = crate::cycles::find(&util::repo_root().join(crate_src))?;
+        if !found.is_empty() {
+            let list: Vec<String> = found.iter().map(|c| c.join(" <-> ")).collect();
+            bail!(
+                "import cycles among the modules of {crate_src}:\n  {}\nhint: move what both sides need into a \
+                 module that neither imports, so that imports go one way (docs/structure.md)",
+                list.join("\n  ")
+            );
+        }
+    }
+    println!("lint: no import cycle in tracer/src or xtask/src");
+    Ok(())
 }
 
 fn fmt() -> Result<()> {

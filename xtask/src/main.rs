@@ -37,6 +37,7 @@
 
 mod bench;
 mod build;
+mod cycles;
 mod demo;
 mod dist;
 mod lint;
