@@ -23,6 +23,7 @@ mod record;
 mod remote;
 mod report;
 mod resolve;
+mod safe_write;
 mod series;
 mod serve;
 mod session;

@@ -6,9 +6,10 @@ use std::io::Write;
 use anyhow::Result;
 
 use crate::config::Destination;
-use crate::error::user_error;
+use crate::error::{user_error, UserError};
 use crate::export;
 use crate::report::Reports;
+use crate::safe_write;
 
 /// Renders into memory first, so that a file that cannot be written costs nothing: the
 /// report then goes to stdout, and the error (with its hint) makes the exit status non-zero
@@ -18,15 +19,15 @@ pub fn write(reports: &Reports, dest: &Destination) -> Result<()> {
     export::write_reports(dest.format, reports, &dest.options, &mut buf)?;
     let failed = match &dest.path {
         None => None,
-        Some(path) => match std::fs::write(path, &buf) {
+        Some(path) => match safe_write::write(path, &buf) {
             Ok(()) => {
                 eprintln!("tracer: report written to {}", path.display());
                 return Ok(());
             }
-            Err(e) => Some(user_error(
-                format!("cannot write {}: {e}", path.display()),
-                "the report was printed on stdout instead; pass -o a path in a writable directory",
-            )),
+            Err(e) => {
+                let hint = e.downcast_ref::<UserError>().map_or_else(String::new, |u| format!("{}; ", u.hint));
+                Some(user_error(format!("{e}"), format!("{hint}the report was printed on stdout instead")))
+            }
         },
     };
     let stdout = std::io::stdout();

@@ -25,6 +25,9 @@ const SIGNAL_GRACE: Duration = Duration::from_secs(3);
 /// `tracer record`: the command line's request to the exit status.
 pub fn run(command: RecordCommand) -> Result<ExitCode> {
     let RecordCommand { config, destination, fail_on_leak } = command;
+    if let Some(path) = &destination.path {
+        crate::safe_write::check(path)?;
+    }
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     let (mut reports, ended) = runtime.block_on(async {
         let mut session = Session::start(&config)?;

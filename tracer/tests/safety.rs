@@ -839,3 +839,57 @@ fn a_million_live_allocations_are_reported_in_seconds() {
     drop(fx);
     assert_no_leftover_probes();
 }
+
+/// `-o` as root: a symbolic link another user planted at the destination is refused before
+/// anything is traced (the file it points to is untouched), so is a destination that cannot be
+/// written; a report replaces the previous file with a private (0600) one.
+#[test]
+fn a_report_destination_is_written_safely() {
+    if !is_root() || python311().is_none() {
+        println!("skipped: not root or no CPython 3.11");
+        return;
+    }
+    use std::os::unix::fs::PermissionsExt;
+    let python = python311().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let victim = dir.path().join("shadow-like");
+    std::fs::write(&victim, "secret").unwrap();
+    std::fs::set_permissions(&victim, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let link = dir.path().join("r.json");
+    std::os::unix::fs::symlink(&victim, &link).unwrap();
+    std::os::unix::fs::lchown(&link, Some(65534), Some(65534)).unwrap();
+    let py = python.path.to_str().unwrap();
+    let started = Instant::now();
+    let (code, stdout, stderr) = run_limited(
+        &["record", "-q", "-o", link.to_str().unwrap(), "--", py, "-c", "print('ran')"],
+        Duration::from_secs(20),
+    );
+    assert_eq!(code, 1, "{stderr}");
+    assert!(stderr.contains("is a symbolic link owned by uid 65534") && stderr.contains("hint:"), "{stderr}");
+    assert!(!stdout.contains("ran") && !stderr.contains("tracing pid"), "refused before the run: {stderr}");
+    assert!(started.elapsed() < Duration::from_secs(5), "refused at once");
+    assert_eq!(std::fs::read_to_string(&victim).unwrap(), "secret");
+
+    let nowhere = dir.path().join("no/such/dir/r.json");
+    let (code, _, stderr) = run_limited(
+        &["record", "-q", "-o", nowhere.to_str().unwrap(), "--", py, "-c", "print('ran')"],
+        Duration::from_secs(20),
+    );
+    assert_eq!(code, 1, "{stderr}");
+    assert!(stderr.contains("cannot write") && !stderr.contains("tracing pid"), "checked before the run: {stderr}");
+
+    let _g = serial();
+    let out = dir.path().join("ok.json");
+    std::fs::write(&out, "previous").unwrap();
+    std::fs::set_permissions(&out, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let (code, _, stderr) =
+        run_limited(&["record", "-q", "-o", out.to_str().unwrap(), "--", py, "-c", "x = 1"], Duration::from_secs(60));
+    assert_eq!(code, 0, "{stderr}");
+    let report: Value = serde_json::from_str(&std::fs::read_to_string(&out).unwrap()).expect("a JSON report");
+    assert_eq!(report["command"]["status"], 0);
+    assert_eq!(std::fs::metadata(&out).unwrap().permissions().mode() & 0o777, 0o600, "private");
+    let names: Vec<String> =
+        std::fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
+    assert!(!names.iter().any(|n| n.ends_with(".tmp")), "no temporary file left: {names:?}");
+    assert_no_leftover_probes();
+}
