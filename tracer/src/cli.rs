@@ -214,6 +214,10 @@ pub struct TracingArgs {
     /// Capacity of the distinct-stack table.
     #[arg(long, default_value_t = 16384, value_parser = clap::value_parser!(u32).range(16..=(1 << 22)))]
     pub max_stacks: u32,
+    /// Take --max-allocs/--max-stacks sizes whose kernel memory exceeds a quarter of the
+    /// host's available memory (refused otherwise).
+    #[arg(long)]
+    pub force: bool,
     /// Most objects one container scan may visit.
     #[arg(long, default_value_t = 200_000, value_parser = clap::value_parser!(u64).range(100..=50_000_000))]
     pub holders_budget: u64,
@@ -236,6 +240,7 @@ impl TracingArgs {
                 max_objects: self.holders_budget as usize,
                 ..Default::default()
             },
+            force: self.force,
         }
     }
 }

@@ -56,6 +56,8 @@ pub struct TracingConfig {
     pub sample_bytes: u64,
     pub sizes: MapSizes,
     pub holder_budget: ScanBudget,
+    /// Take table sizes beyond a quarter of the available memory.
+    pub force: bool,
 }
 
 /// Everything a recording session needs (`record`, and `serve` without a duration).

@@ -9,6 +9,7 @@ mod config;
 mod crash;
 mod elf;
 mod error;
+mod escape;
 mod export;
 mod holders;
 mod host;

@@ -184,6 +184,7 @@ fn report() -> Report {
         ],
         sample_bytes: 0,
         holders_scan: None,
+        inconclusive: None,
         command: None,
     }
 }
@@ -214,6 +215,7 @@ fn empty_report() -> Report {
         timeline: vec![],
         sample_bytes: 0,
         holders_scan: None,
+        inconclusive: None,
         command: None,
     }
 }

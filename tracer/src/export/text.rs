@@ -63,9 +63,14 @@ fn render(s: &mut String, r: &Report, opts: &ExportOptions) {
     let cleared: Vec<&Suspect> = r.suspects.iter().filter(|x| !x.verdict.is_growing()).collect();
     let holders_growing = r.holders.iter().any(|h| h.verdict.is_growing());
 
+    if let Some(i) = &r.inconclusive {
+        let _ = writeln!(s, "{}", capitalized(&i.reason));
+    }
     if growing.is_empty() {
         let window = units::duration(r.duration_s);
-        if holders_growing {
+        if r.inconclusive.is_some() {
+            let _ = writeln!(s, "No stack among those recorded grew steadily during the {window} window.");
+        } else if holders_growing {
             let _ = writeln!(s, "No allocation stack grew steadily during the {window} window; see HOLDERS below.");
         } else {
             let _ = writeln!(s, "No leaks: nothing grew steadily during the {window} window.");
@@ -82,6 +87,11 @@ fn render(s: &mut String, r: &Report, opts: &ExportOptions) {
         s.push('\n');
         not_leaks(s, &cleared, opts.top);
     }
+}
+
+fn capitalized(text: &str) -> String {
+    let mut chars = text.chars();
+    chars.next().map(|c| c.to_uppercase().chain(chars).collect()).unwrap_or_default()
 }
 
 /// `LEAK`/`GROWING` shout; `bounded`/`stable` do not.

@@ -115,6 +115,7 @@
 //! decided in `sites`, and which judged stacks and holders a report lists in `listing`.
 
 mod listing;
+mod loss;
 mod sites;
 mod stats;
 mod steps;
@@ -122,6 +123,7 @@ mod steps;
 pub(crate) mod tests;
 
 pub use listing::{holders_to_list, stacks_to_list, ListedStack};
+pub use loss::{inconclusive, Capacities};
 pub use sites::{merge_call_paths, CallPath};
 use steps::{Points, Shape};
 

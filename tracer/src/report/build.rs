@@ -9,7 +9,7 @@ use tracer_ebpf::Counter;
 
 use crate::collector::Counters;
 use crate::holders::Holders;
-use crate::leaks::{self, CallPath, Criteria, Evidence, ListedStack, Unit};
+use crate::leaks::{self, CallPath, Capacities, Criteria, Evidence, ListedStack, Unit};
 use crate::report::{FinalView, Holder, Report, Suspect, TargetInfo, TimelinePoint, Totals, SCHEMA};
 use crate::stacks::StackTable;
 
@@ -30,6 +30,8 @@ pub struct Input<'a> {
     pub criteria: &'a Criteria,
     /// Allocation-sampling period in bytes (0: every allocation).
     pub sample_bytes: u64,
+    /// The tables' sizes: a full one makes the verdict inconclusive.
+    pub capacities: Capacities,
 }
 
 /// The stacks of every traced process, and what is shared by all of them.
@@ -53,7 +55,8 @@ pub fn target_info(target: &crate::target::Target) -> TargetInfo {
 }
 
 pub fn build(input: Input) -> Report {
-    let Input { target, instance, view, started_unix_s, window_s, stacks, holders, criteria, sample_bytes } = input;
+    let Input { target, instance, view, started_unix_s, window_s, stacks, holders, criteria, sample_bytes, capacities } =
+        input;
     let mut totals = Totals::default();
     let mut suspects = Vec::new();
     let mut timeline = Vec::new();
@@ -71,6 +74,7 @@ pub fn build(input: Input) -> Report {
         totals.lost.insert("holders_scans_cut_by_budget".into(), t.cut_by_budget);
         crate::pairing::link(target.pid, &mut suspects, &mut judged_holders);
     }
+    let inconclusive = stacks.and_then(|_| leaks::inconclusive(&totals.lost, capacities));
     Report {
         schema: SCHEMA,
         target,
@@ -83,6 +87,7 @@ pub fn build(input: Input) -> Report {
         holders_scan: holders.map(scan_summary),
         timeline,
         sample_bytes,
+        inconclusive,
         command: None,
     }
 }
@@ -275,6 +280,7 @@ mod tests {
             holders: None,
             criteria,
             sample_bytes: 4096,
+            capacities: Capacities { allocs: 1 << 20, stacks: 16_384 },
         }
     }
 

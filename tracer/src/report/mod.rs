@@ -34,9 +34,24 @@ pub struct Report {
     /// and count figures are estimates scaled back from the samples.
     #[serde(default)]
     pub sample_bytes: u64,
+    /// A table filled: the verdicts may miss what was not recorded (`leaks::inconclusive`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub inconclusive: Option<Inconclusive>,
     /// Launch mode: how the command ended (in the first process's report only).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub command: Option<CommandEnd>,
+}
+
+/// Why a report's verdicts are inconclusive: allocations a full table could not hold.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Inconclusive {
+    /// Allocations not recorded, or charged to no stack.
+    pub unrecorded: u64,
+    /// The flag to raise, and the size that would have held them.
+    pub flag: String,
+    pub raise_to: u64,
+    /// `inconclusive: 7,285 allocations not recorded (raise --max-allocs to 131,072)`.
+    pub reason: String,
 }
 
 /// How a launched command ended, as the tracer saw it; `"command"` in the JSON.
@@ -358,6 +373,7 @@ pub(crate) mod tests {
             holders_scan: None,
             timeline: vec![],
             sample_bytes: 0,
+            inconclusive: None,
             command: None,
         }
     }

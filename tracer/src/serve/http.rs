@@ -270,18 +270,7 @@ fn route(path: &str, snapshot: Option<&Snapshot>, opts: &ExportOptions) -> Respo
 }
 
 fn html_escape(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for c in s.chars() {
-        match c {
-            '&' => out.push_str("&amp;"),
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '"' => out.push_str("&quot;"),
-            '\'' => out.push_str("&#39;"),
-            c => out.push(c),
-        }
-    }
-    out
+    crate::escape::markup(s)
 }
 
 fn index_html(snap: &Snapshot) -> String {

@@ -19,14 +19,14 @@ pub mod lifecycle;
 
 use std::time::{Duration, Instant};
 
-use tracer_ebpf::UNKNOWN_STACK;
+use tracer_ebpf::{Counter, UNKNOWN_STACK};
 
 use crate::clock::monotonic_ns;
 use crate::collector::{Announcement, Collector, Counters};
 use crate::holders::Holders;
 use crate::host::{HostFilter, Newcomers, Skipped};
 use crate::launch::Launched;
-use crate::leaks::Criteria;
+use crate::leaks::{Capacities, Criteria};
 use crate::probes::Probes;
 use crate::report::build::{self, Stacks};
 use crate::report::{FinalView, MultiReport, Report, Reports, SCHEMA};
@@ -90,6 +90,9 @@ pub struct Session {
     last_exit_check: Instant,
     criteria: Criteria,
     sample_bytes: u64,
+    capacities: Capacities,
+    /// The tables already said to be full (warned once each, as soon as they fill).
+    warned_full: Vec<Counter>,
 }
 
 impl Session {
@@ -164,6 +167,29 @@ impl Session {
             self.intern(entries.iter().map(|&(id, _)| id).collect());
             self.stacks.push_totals(t, &entries);
         }
+        self.warn_full_tables();
+    }
+
+    /// Says once, as soon as it happens, that a table filled: from then on the verdicts are
+    /// inconclusive (the report says so too).
+    fn warn_full_tables(&mut self) {
+        let Some(c) = self.counters() else { return };
+        let tables = [
+            (Counter::LostAllocsMapFull, "allocation", "--max-allocs", self.capacities.allocs, "not recorded"),
+            (Counter::LostStacksMapFull, "stack", "--max-stacks", self.capacities.stacks, "charged to no stack"),
+            (Counter::LostStatsMapFull, "stack totals", "--max-stacks", self.capacities.stacks, "not counted"),
+        ];
+        for (counter, table, flag, capacity, what) in tables {
+            if c.get(counter) == 0 || self.warned_full.contains(&counter) {
+                continue;
+            }
+            self.warned_full.push(counter);
+            eprintln!(
+                "tracer: warning: the {table} table is full ({flag} {}): allocations are {what} from now on \
+                 and the verdict will be inconclusive; raise {flag}",
+                crate::units::count(capacity)
+            );
+        }
     }
 
     /// Lets go of process `procs[i]`, which ended: its probes are detached, its stacks keep
@@ -212,6 +238,7 @@ impl Session {
             holders: p.holders.as_ref(),
             criteria: &self.criteria,
             sample_bytes: self.sample_bytes,
+            capacities: self.capacities,
         })
     }
 
