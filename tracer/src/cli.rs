@@ -214,6 +214,10 @@ pub struct TracingArgs {
     /// Capacity of the distinct-stack table.
     #[arg(long, default_value_t = 16384, value_parser = clap::value_parser!(u32).range(16..=(1 << 22)))]
     pub max_stacks: u32,
+    /// Show strings read from the target's memory (dict keys in holder paths) as they are; by
+    /// default each is shown as its type and a short hash (`CACHE[<str #5d41402a>]`).
+    #[arg(long)]
+    pub show_target_strings: bool,
     /// Take --max-allocs/--max-stacks sizes whose kernel memory exceeds a quarter of the
     /// host's available memory (refused otherwise).
     #[arg(long)]
@@ -241,6 +245,7 @@ impl TracingArgs {
                 ..Default::default()
             },
             force: self.force,
+            show_target_strings: self.show_target_strings,
         }
     }
 }

@@ -58,6 +58,8 @@ pub struct TracingConfig {
     pub holder_budget: ScanBudget,
     /// Take table sizes beyond a quarter of the available memory.
     pub force: bool,
+    /// Show dict keys read from the target as they are (`redact`).
+    pub show_target_strings: bool,
 }
 
 /// Everything a recording session needs (`record`, and `serve` without a duration).

@@ -21,6 +21,7 @@ mod probes;
 mod procfs;
 mod python;
 mod record;
+mod redact;
 mod remote;
 mod report;
 mod resolve;

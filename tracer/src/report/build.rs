@@ -42,6 +42,9 @@ pub struct Stacks<'a> {
     pub counters: &'a Counters,
     /// Per record of `table`: age in seconds of its oldest outstanding allocation.
     pub ages: &'a [f64],
+    /// Several processes are traced: allocations and frees are counted from each process's own
+    /// stacks (the counters are the session's). The losses stay the session's.
+    pub per_process: bool,
 }
 
 pub fn target_info(target: &crate::target::Target) -> TargetInfo {
@@ -62,7 +65,7 @@ pub fn build(input: Input) -> Report {
     let mut timeline = Vec::new();
     if let Some(s) = stacks {
         suspects = judge_stacks(s.table, s.ages, instance, criteria, window_s);
-        totals = stack_totals(s.table, s.counters, instance);
+        totals = stack_totals(&s, instance);
         timeline =
             s.table.timeline.points().iter().map(|&(t, v)| TimelinePoint { t, outstanding_bytes: v as u64 }).collect();
     }
@@ -177,15 +180,21 @@ fn suspect(
 }
 
 /// Counters are kept for all traced processes together; outstanding memory per process.
-fn stack_totals(table: &StackTable, counters: &Counters, instance: u64) -> Totals {
+fn stack_totals(s: &Stacks, instance: u64) -> Totals {
+    let counters = s.counters;
     let lost: BTreeMap<String, u64> =
         Counter::ALL.into_iter().filter_map(|c| Some((c.lost_name()?.to_string(), counters.get(c)))).collect();
-    let mine = || table.records.iter().filter(|r| r.key.instance == instance);
+    let mine = || s.table.records.iter().filter(|r| r.key.instance == instance);
     let outstanding_bytes: i64 = mine().map(|r| r.stats.outstanding_bytes.max(0)).sum();
     let outstanding_count: i64 = mine().map(|r| r.stats.outstanding_count.max(0)).sum();
+    let (allocs, frees) = if s.per_process {
+        (mine().map(|r| r.stats.allocs).sum(), mine().map(|r| r.stats.frees).sum())
+    } else {
+        (counters.get(Counter::AllocsRecorded), counters.get(Counter::FreesMatched))
+    };
     Totals {
-        allocs: counters.get(Counter::AllocsRecorded),
-        frees: counters.get(Counter::FreesMatched),
+        allocs,
+        frees,
         outstanding_bytes: outstanding_bytes as u64,
         outstanding_count: outstanding_count as u64,
         lost,
@@ -290,7 +299,7 @@ mod tests {
         let mut counters = Counters::default();
         counters.0[Counter::AllocsRecorded as usize] = 60;
         let ages = t.oldest_ages(30_000_000_000, &HashMap::from([(1u64, 1_000_000_000u64)]));
-        let stacks = Stacks { table: &t, counters: &counters, ages: &ages };
+        let stacks = Stacks { table: &t, counters: &counters, ages: &ages, per_process: false };
         let criteria = Criteria::for_bytes();
         let r = build(input(Some(stacks), 1, &criteria));
         assert_eq!(r.final_view, Some(FinalView::TargetExited));
@@ -301,7 +310,7 @@ mod tests {
         assert_eq!((s.rank, s.verdict, s.outstanding_bytes), (1, Verdict::Leak, 300_000));
         assert_eq!(s.oldest_age_s, 29.0);
         assert_eq!(r.totals.outstanding_bytes, 300_000);
-        assert_eq!(r.totals.allocs, 60, "counters are shared by all processes");
+        assert_eq!(r.totals.allocs, 60, "one process: the session's counters");
         assert!(Counter::ALL.iter().filter_map(|c| c.lost_name()).all(|name| r.totals.lost.contains_key(name)));
         assert_eq!(r.timeline.len(), 30);
         assert!(r.holders.is_empty() && r.holders_scan.is_none());
@@ -309,6 +318,13 @@ mod tests {
         let other = build(input(Some(stacks), 2, &criteria));
         assert_eq!(other.totals.outstanding_bytes, 0);
         assert!(other.suspects.iter().all(|s| s.verdict != Verdict::Leak));
+
+        // Several processes: each counts its own allocations and frees.
+        let apart = Stacks { per_process: true, ..stacks };
+        let one = build(input(Some(apart), 1, &criteria)).totals;
+        let two = build(input(Some(apart), 2, &criteria)).totals;
+        assert_eq!((one.allocs, one.frees), (30, 0));
+        assert_eq!((two.allocs, two.frees), (30, 30));
     }
 
     #[test]

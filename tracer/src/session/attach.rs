@@ -85,6 +85,7 @@ impl Session {
     /// CPython process found now; then collects until the session is finished.
     pub fn start(config: &RecordConfig) -> Result<Session> {
         require_root()?;
+        crate::redact::show_target_strings(config.tracing.show_target_strings);
         match &config.targets {
             Targets::Host(filter) => start_host(config, filter.clone()),
             Targets::Pid(pid) => start_single(config, *pid),

@@ -234,7 +234,12 @@ impl Session {
             view,
             started_unix_s: crate::clock::unix_time_s(self.started),
             window_s: window.as_secs_f64(),
-            stacks: self.collector.as_ref().map(|_| Stacks { table: &self.stacks, counters, ages }),
+            stacks: self.collector.as_ref().map(|_| Stacks {
+                table: &self.stacks,
+                counters,
+                ages,
+                per_process: self.procs.len() > 1 || self.is_host(),
+            }),
             holders: p.holders.as_ref(),
             criteria: &self.criteria,
             sample_bytes: self.sample_bytes,
