@@ -184,6 +184,7 @@ fn report() -> Report {
         ],
         sample_bytes: 0,
         holders_scan: None,
+        command: None,
     }
 }
 
@@ -213,6 +214,7 @@ fn empty_report() -> Report {
         timeline: vec![],
         sample_bytes: 0,
         holders_scan: None,
+        command: None,
     }
 }
 
