@@ -34,6 +34,28 @@ pub struct Report {
     /// and count figures are estimates scaled back from the samples.
     #[serde(default)]
     pub sample_bytes: u64,
+    /// Probe windows (`--window`): absent when the allocation probes were attached throughout.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub windows: Option<WindowsInfo>,
+}
+
+/// How the probe windows ran (`--window`): the allocation and free probes were attached only
+/// part of the time, and what happened between windows was inferred.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct WindowsInfo {
+    /// `fixed` (`--window ON/EVERY`) or `auto` (windows only while the heap grows).
+    pub mode: String,
+    pub on_s: f64,
+    pub every_s: f64,
+    /// Share of the timeline in which allocations were recorded, by the schedule: growth rates
+    /// were measured on that share and scaled to the whole timeline.
+    pub recorded_share: f64,
+    /// Seconds allocations were recorded, and seconds the recording lasted.
+    pub recorded_s: f64,
+    pub elapsed_s: f64,
+    /// Windows opened, and (auto mode) periods without one because the heap did not grow.
+    pub opened: u64,
+    pub skipped_no_growth: u64,
 }
 
 /// Where a report's view of a process was taken; `"final_view"` in the JSON.
@@ -318,6 +340,7 @@ pub(crate) mod tests {
             holders_scan: None,
             timeline: vec![],
             sample_bytes: 0,
+            windows: None,
         }
     }
 
