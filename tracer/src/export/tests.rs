@@ -183,6 +183,7 @@ fn report() -> Report {
             TimelinePoint { t: 60.0, outstanding_bytes: 13_002_342 },
         ],
         sample_bytes: 0,
+        windows: None,
         holders_scan: None,
         command: None,
     }
@@ -213,6 +214,7 @@ fn empty_report() -> Report {
         holders: vec![],
         timeline: vec![],
         sample_bytes: 0,
+        windows: None,
         holders_scan: None,
         command: None,
     }
