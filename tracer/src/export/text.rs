@@ -145,6 +145,23 @@ fn header(s: &mut String, r: &Report) {
             bytes(r.sample_bytes)
         );
     }
+    if let Some(w) = &r.windows {
+        let _ = writeln!(
+            s,
+            "windows ({}): allocation probes attached {} of every {}; {} windows{}; allocations recorded {} of \
+             the time, growth rates scaled to the whole timeline; frees between windows inferred",
+            w.mode,
+            units::duration(w.on_s),
+            units::duration(w.every_s),
+            count(w.opened),
+            if w.skipped_no_growth > 0 {
+                format!(", {} periods skipped (no growth)", count(w.skipped_no_growth))
+            } else {
+                String::new()
+            },
+            units::percent(w.recorded_share),
+        );
+    }
     if r.final_view == Some(crate::report::FinalView::Finalization) {
         let _ = writeln!(
             s,

@@ -10,7 +10,7 @@ use tracer_ebpf::Counter;
 use crate::collector::Counters;
 use crate::holders::Holders;
 use crate::leaks::{self, CallPath, Capacities, Criteria, Evidence, ListedStack, Unit};
-use crate::report::{FinalView, Holder, Report, Suspect, TargetInfo, TimelinePoint, Totals, SCHEMA};
+use crate::report::{FinalView, Holder, Report, Suspect, TargetInfo, TimelinePoint, Totals, WindowsInfo, SCHEMA};
 use crate::stacks::StackTable;
 
 /// What one process's report is made from.
@@ -32,6 +32,8 @@ pub struct Input<'a> {
     pub sample_bytes: u64,
     /// The tables' sizes: a full one makes the verdict inconclusive.
     pub capacities: Capacities,
+    /// Probe windows, if the allocation probes were attached only part of the time.
+    pub windows: Option<WindowsInfo>,
 }
 
 /// The stacks of every traced process, and what is shared by all of them.
@@ -58,8 +60,28 @@ pub fn target_info(target: &crate::target::Target) -> TargetInfo {
 }
 
 pub fn build(input: Input) -> Report {
-    let Input { target, instance, view, started_unix_s, window_s, stacks, holders, criteria, sample_bytes, capacities } =
-        input;
+    let Input {
+        target,
+        instance,
+        view,
+        started_unix_s,
+        window_s,
+        stacks,
+        holders,
+        criteria,
+        sample_bytes,
+        capacities,
+        windows,
+    } = input;
+    // Rates measured on the recorded share of the timeline are scaled to the whole of it (leaks).
+    let windowed;
+    let criteria = match &windows {
+        Some(w) => {
+            windowed = Criteria { recorded_share: w.recorded_share, ..criteria.clone() };
+            &windowed
+        }
+        None => criteria,
+    };
     let mut totals = Totals::default();
     let mut suspects = Vec::new();
     let mut timeline = Vec::new();
@@ -92,6 +114,7 @@ pub fn build(input: Input) -> Report {
         sample_bytes,
         inconclusive,
         command: None,
+        windows,
     }
 }
 
@@ -290,6 +313,7 @@ mod tests {
             criteria,
             sample_bytes: 4096,
             capacities: Capacities { allocs: 1 << 20, stacks: 16_384 },
+            windows: None,
         }
     }
 

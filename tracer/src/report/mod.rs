@@ -40,6 +40,9 @@ pub struct Report {
     /// Launch mode: how the command ended (in the first process's report only).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub command: Option<CommandEnd>,
+    /// Probe windows (`--window`): absent when the allocation probes were attached throughout.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub windows: Option<WindowsInfo>,
 }
 
 /// Why a report's verdicts are inconclusive: allocations a full table could not hold.
@@ -89,6 +92,25 @@ impl std::fmt::Display for CommandEnd {
             CommandEnd::StillRunning { pid } => write!(f, "still running (pid {pid}); not waited for"),
         }
     }
+}
+
+/// How the probe windows ran (`--window`): the allocation and free probes were attached only
+/// part of the time, and what happened between windows was inferred.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct WindowsInfo {
+    /// `fixed` (`--window ON/EVERY`) or `auto` (windows only while the heap grows).
+    pub mode: String,
+    pub on_s: f64,
+    pub every_s: f64,
+    /// Share of the timeline in which allocations were recorded, by the schedule: growth rates
+    /// were measured on that share and scaled to the whole timeline.
+    pub recorded_share: f64,
+    /// Seconds allocations were recorded, and seconds the recording lasted.
+    pub recorded_s: f64,
+    pub elapsed_s: f64,
+    /// Windows opened, and (auto mode) periods without one because the heap did not grow.
+    pub opened: u64,
+    pub skipped_no_growth: u64,
 }
 
 /// Where a report's view of a process was taken; `"final_view"` in the JSON.
@@ -375,6 +397,7 @@ pub(crate) mod tests {
             sample_bytes: 0,
             inconclusive: None,
             command: None,
+            windows: None,
         }
     }
 

@@ -21,6 +21,7 @@ use crate::resolve::Resolver;
 use crate::stacks::StackTable;
 use crate::target::{self, Target};
 
+use super::windows::Windows;
 use super::{HostState, Mode, Session, Traced};
 
 pub fn require_root() -> Result<()> {
@@ -115,6 +116,10 @@ impl Session {
             HoldersMode::Only => None,
             HoldersMode::On | HoldersMode::Off => Some(load_probes(config)?),
         };
+        let windows = probes.as_ref().and_then(|_| Windows::new(config.tracing.window, Instant::now()));
+        if let (Some(p), Some(_)) = (probes.as_mut(), windows.as_ref()) {
+            p.use_windows();
+        }
         let collector = probes.as_mut().map(Collector::new).transpose()?;
         Ok(Session {
             procs: Vec::new(),
@@ -135,6 +140,7 @@ impl Session {
                 stacks: u64::from(config.tracing.sizes.max_stacks),
             },
             warned_full: Vec::new(),
+            windows,
         })
     }
 
@@ -143,7 +149,12 @@ impl Session {
     fn attach(&mut self, mut target: Target, holders: Option<Holders>) -> Result<()> {
         if let Some(probes) = self.probes.as_mut() {
             match trace_target(probes, &mut target) {
-                Ok(code) => self.resolver.add_process(target.pid, target.instance, code),
+                Ok(code) => {
+                    self.resolver.add_process(target.pid, target.instance, code);
+                    if let Some(w) = self.windows.as_mut() {
+                        w.watch(target.pid);
+                    }
+                }
                 Err(e) => {
                     probes.remove_target(target.pid);
                     return Err(e);

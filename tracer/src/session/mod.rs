@@ -6,7 +6,8 @@
 //! - `attach`: starting a session (attach to a PID, launch a command, or find the host's CPython
 //!   processes) and attaching one more process;
 //! - `lifecycle`: forks, execs, newcomers, PID reuse, and which processes ended and how;
-//! - `driver`: the one loop that samples, follows lifecycles and stops.
+//! - `driver`: the one loop that samples, follows lifecycles and stops;
+//! - `windows`: probe windows (`--window`): when the allocation probes are attached.
 //!
 //! Every process is handled alike: when one ends, its report is built then and kept as it was
 //! (later samples of a dead process would be flat and turn a leak into "bounded"). The one
@@ -16,6 +17,7 @@
 pub mod attach;
 pub mod driver;
 pub mod lifecycle;
+pub mod windows;
 
 use std::time::{Duration, Instant};
 
@@ -93,6 +95,8 @@ pub struct Session {
     capacities: Capacities,
     /// The tables already said to be full (warned once each, as soon as they fill).
     warned_full: Vec<Counter>,
+    /// Probe windows (`--window`); None when the probes stay attached.
+    windows: Option<windows::Windows>,
 }
 
 impl Session {
@@ -147,14 +151,31 @@ impl Session {
         }
     }
 
-    /// One point of every time series: stacks' outstanding memory, containers' lengths.
+    /// One point of every time series: stacks' outstanding memory, containers' lengths. With
+    /// probe windows the stacks are sampled once per period instead (`step_windows`).
     pub fn sample(&mut self) {
-        self.sample_stacks();
+        if self.windows.is_none() {
+            self.sample_stacks();
+        }
         let t = self.started.elapsed().as_secs_f64();
         for p in self.procs.iter_mut().filter(|p| p.is_live()) {
             if let Some(h) = p.holders.as_mut() {
                 h.scan(t);
             }
+        }
+    }
+
+    /// When the probe windows' next event is due (None without windows).
+    pub fn next_window_event(&self) -> Option<Instant> {
+        self.windows.as_ref().map(windows::Windows::next_event)
+    }
+
+    /// Opens, stops or closes the probe window when due; samples the stacks once per period.
+    pub fn step_windows(&mut self) {
+        let (Some(w), Some(probes)) = (self.windows.as_mut(), self.probes.as_mut()) else { return };
+        let live = self.procs.iter().filter(|p| p.is_live()).map(|p| &p.target);
+        if w.step(Instant::now(), probes, live) == windows::Step::SampleStacks {
+            self.sample_stacks();
         }
     }
 
@@ -244,6 +265,7 @@ impl Session {
             criteria: &self.criteria,
             sample_bytes: self.sample_bytes,
             capacities: self.capacities,
+            windows: self.windows.as_ref().map(|w| w.info(window)),
         })
     }
 
