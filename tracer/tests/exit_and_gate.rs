@@ -274,7 +274,7 @@ fn launch_mode_returns_the_commands_status() {
 
     // A leak under --fail-on-leak decides over the command's own status.
     let script = fixture("exit_leak.py");
-    let leaky = [script.to_str().unwrap(), "8", "2"];
+    let leaky = [script.to_str().unwrap(), "10", "2"];
     let (code, stderr, report) = run(&leaky, true);
     assert_eq!(code, 3, "the leak decides: {stderr}");
     assert!(stderr.contains("the command exited with status 2"), "{stderr}");

@@ -956,7 +956,7 @@ fn a_full_table_makes_the_verdict_inconclusive() {
 
     // The known leak, with a table that holds the 70,000 blocks: found, exit 3.
     let (code, _, stderr) =
-        record_launched(&["--max-allocs", "262144", "--fail-on-leak"], "loss_fill.py", &["6"], &out);
+        record_launched(&["--max-allocs", "262144", "--fail-on-leak"], "loss_fill.py", &["10"], &out);
     assert_eq!(code, 3, "{stderr}");
     let report: Value = serde_json::from_str(&std::fs::read_to_string(&out).unwrap()).unwrap();
     assert!(report.get("inconclusive").is_none(), "{:#}", report["totals"]);
@@ -1005,7 +1005,7 @@ fn target_names_are_escaped_for_people() {
     let _g = serial();
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("r.json");
-    let (code, stdout, stderr) = record_launched(&["--fail-on-leak"], "evil_names.py", &["5"], &out);
+    let (code, stdout, stderr) = record_launched(&["--fail-on-leak"], "evil_names.py", &["10"], &out);
     assert!(stdout.contains("kept "), "{stdout}");
     assert_eq!(code, 3, "the evil function leaks: {stderr}");
     let escaped = "evil\\x0a\\x1b]0;pwned\\x07\\x1b[31m\\u{202e}txt.py";
