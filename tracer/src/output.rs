@@ -11,6 +11,22 @@ use crate::export;
 use crate::report::Reports;
 use crate::safe_write;
 
+/// Before a recording: the destination can be written (`safe_write::check`), and a format that
+/// differs from what the file name says is said (`-o x.svg -f json` writes JSON into x.svg).
+pub fn check(dest: &Destination) -> Result<()> {
+    let Some(path) = &dest.path else { return Ok(()) };
+    safe_write::check(path)?;
+    if let Some(named) = export::Format::from_path(path).filter(|&f| f != dest.format) {
+        eprintln!(
+            "tracer: warning: writing {} into {} (its name says {})",
+            dest.format.name(),
+            path.display(),
+            named.name()
+        );
+    }
+    Ok(())
+}
+
 /// Renders into memory first, so that a file that cannot be written costs nothing: the
 /// report then goes to stdout, and the error (with its hint) makes the exit status non-zero
 /// so that a script notices the file is missing.

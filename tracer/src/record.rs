@@ -7,7 +7,6 @@ use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use anyhow::Result;
-use tokio::signal::unix::{signal, SignalKind};
 
 use crate::config::RecordCommand;
 use crate::launch::Launched;
@@ -28,9 +27,7 @@ const SIGNAL_GRACE: Duration = Duration::from_secs(3);
 /// `tracer record`: the command line's request to the exit status.
 pub fn run(command: RecordCommand) -> Result<ExitCode> {
     let RecordCommand { config, destination, fail_on_leak } = command;
-    if let Some(path) = &destination.path {
-        crate::safe_write::check(path)?;
-    }
+    output::check(&destination)?;
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     let (mut reports, ended) = runtime.block_on(async {
         let mut session = Session::start(&config)?;
@@ -116,8 +113,8 @@ async fn wait_for_command(mut launched: Launched, stop: FinalView) -> Result<Com
         FinalView::Duration | FinalView::Live => Some(Duration::ZERO),
     };
     let started = Instant::now();
-    let mut sigint = signal(SignalKind::interrupt())?;
-    let mut sigterm = signal(SignalKind::terminate())?;
+    let mut sigint = driver::Stop::new(libc::SIGINT)?;
+    let mut sigterm = driver::Stop::new(libc::SIGTERM)?;
     let mut told = false;
     loop {
         if let Some(end) = launched.ended() {
