@@ -217,6 +217,10 @@ pub struct TracingArgs {
     /// Most objects one container scan may visit.
     #[arg(long, default_value_t = 200_000, value_parser = clap::value_parser!(u64).range(100..=50_000_000))]
     pub holders_budget: u64,
+    /// Most objects one census scan (every tracked object, counted by type) may visit; 0: no
+    /// census. A scan cut short says so in the report, with what it skipped.
+    #[arg(long, default_value_t = 2_000_000, value_parser = clap::value_parser!(u64).range(0..=100_000_000))]
+    pub census_budget: u64,
 }
 
 impl TracingArgs {
@@ -236,6 +240,8 @@ impl TracingArgs {
                 max_objects: self.holders_budget as usize,
                 ..Default::default()
             },
+            census_budget: (self.census_budget > 0)
+                .then(|| crate::python::census::CensusBudget { max_objects: self.census_budget, ..Default::default() }),
         }
     }
 }

@@ -184,6 +184,8 @@ fn report() -> Report {
         ],
         sample_bytes: 0,
         holders_scan: None,
+        census: vec![],
+        census_scan: None,
     }
 }
 
@@ -213,6 +215,8 @@ fn empty_report() -> Report {
         timeline: vec![],
         sample_bytes: 0,
         holders_scan: None,
+        census: vec![],
+        census_scan: None,
     }
 }
 

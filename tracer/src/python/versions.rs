@@ -20,8 +20,8 @@
 
 use std::ops::RangeInclusive;
 
-use super::debug_offsets::Field::{self, *};
 use super::census::GcLayout;
+use super::debug_offsets::Field::{self, *};
 use super::frames::FrameLayout;
 use super::heap::layout::{HeapLayout, InstanceLayout, KeysLayout};
 use super::pystr::StrLayout;

@@ -78,16 +78,17 @@ impl<'a> BlockCache<'a> {
             Block::Full(b) => b.get(off..off + n),
             Block::Pages(pages) => {
                 let page = a - a % PAGE;
-                if !pages.contains_key(&page) {
-                    self.reads += 1;
-                    let got = self.mem.read_vec(page, PAGE as usize).ok().map(Vec::into_boxed_slice);
+                let (mem, reads, bytes, cached) = (self.mem, &mut self.reads, &mut self.bytes_read, &mut self.cached);
+                let p = pages.entry(page).or_insert_with(|| {
+                    *reads += 1;
+                    let got = mem.read_vec(page, PAGE as usize).ok().map(Vec::into_boxed_slice);
                     if got.is_some() {
-                        self.bytes_read += PAGE;
-                        self.cached += PAGE as usize;
+                        *bytes += PAGE;
+                        *cached += PAGE as usize;
                     }
-                    pages.insert(page, got);
-                }
-                let p = pages.get(&page)?.as_ref()?;
+                    got
+                });
+                let p = p.as_ref()?;
                 let o = (a - page) as usize;
                 p.get(o..o + n)
             }

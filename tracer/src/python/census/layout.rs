@@ -29,7 +29,14 @@ impl GcLayout {
     /// 3.10 to 3.13: `trash_delete_*`, `enabled`, `debug`, then `generations[3]`,
     /// `generation0`, `permanent_generation`, `generation_stats[3]`, `collecting`.
     pub const fn classic(interp_gc: u64, preheader_flags: u64) -> GcLayout {
-        GcLayout { interp_gc, heads: [24, 48, 72, 104], collecting: 200, generation0: 96, heap_size: None, preheader_flags }
+        GcLayout {
+            interp_gc,
+            heads: [24, 48, 72, 104],
+            collecting: 200,
+            generation0: 96,
+            heap_size: None,
+            preheader_flags,
+        }
     }
 }
 

@@ -136,15 +136,8 @@ impl CensusReader {
     pub fn scan(&mut self, budget: &CensusBudget) -> Census {
         let t0 = Instant::now();
         self.type_cache.next_generation();
-        let mut w = walk::Walk::new(
-            &*self.mem,
-            &self.gc,
-            &self.heap,
-            self.strs,
-            &self.types,
-            &mut self.type_cache,
-            *budget,
-        );
+        let mut w =
+            walk::Walk::new(&*self.mem, &self.gc, &self.heap, self.strs, &self.types, &mut self.type_cache, *budget);
         let error = w.run(self.runtime_addr).err();
         let mut census = w.finish();
         census.error = error;

@@ -217,8 +217,8 @@ fn random_memory_never_panics_or_loops() {
             x ^= x << 13;
             x ^= x >> 7;
             x ^= x << 17;
-            if x % 3 == 0 {
-                let v = if x % 2 == 0 { BASE + (x >> 8) % SIZE as u64 & !7 } else { x };
+            if x.is_multiple_of(3) {
+                let v = if x.is_multiple_of(2) { (BASE + (x >> 8) % SIZE as u64) & !7 } else { x };
                 w.img.put(start + i * 8, v);
             }
         }

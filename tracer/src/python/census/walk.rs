@@ -16,6 +16,8 @@ use crate::remote::{le_u32, le_u64, Memory};
 /// Bytes read per node: `_gc_next`, `_gc_prev`, then the object's refcount, type, `ob_size`
 /// (variable-size objects) and, for lists, `allocated` (object + 32).
 const NODE: usize = 56;
+/// Larger lengths are not lengths (a pointer, or a torn word).
+const MAX_ITEMS: u64 = 1 << 28;
 /// Fewest steps allowed per list; beyond, 2 × the objects budget.
 const MIN_STEPS: u64 = 1_000_000;
 
@@ -152,10 +154,10 @@ impl<'a> Walk<'a> {
                     repairs += 1;
                     match self.repair(prev, head) {
                         Some(next) => cur = next,
-                        None => return self.from_tail(head),
+                        None => return self.complete_from_tail(head),
                     }
                 }
-                None => return self.from_tail(head),
+                None => return self.complete_from_tail(head),
             }
         }
         true
@@ -186,11 +188,15 @@ impl<'a> Walk<'a> {
         let ty = self.type_row(le_u64(b, 24))?;
         let row = &self.rows[ty];
         let mut bytes = 16 + row.pre + row.basicsize;
-        if row.itemsize > 0 {
-            bytes += row.itemsize.saturating_mul((le_u64(b, 32) as i64).unsigned_abs().min(1 << 32));
+        // `ob_size` of variable-size objects; types with an item size but no `ob_size` there
+        // (3.11+ frames) hold a pointer in that word, which is not a length.
+        let len = (le_u64(b, 32) as i64).unsigned_abs();
+        if row.itemsize > 0 && len < MAX_ITEMS {
+            bytes += row.itemsize * len;
         }
-        if row.list {
-            bytes += 8 * le_u64(b, 48).min(1 << 32);
+        let allocated = le_u64(b, 48);
+        if row.list && allocated < MAX_ITEMS {
+            bytes += 8 * allocated;
         }
         Some(Node { next: next & PTR_MASK, prev: prev_word & PTR_MASK, ty, bytes })
     }
@@ -247,7 +253,7 @@ impl<'a> Walk<'a> {
 
     /// Completes a list from its tail backwards until a node already counted is met; `false`
     /// when the budget ran out.
-    fn from_tail(&mut self, head: u64) -> bool {
+    fn complete_from_tail(&mut self, head: u64) -> bool {
         self.stats.tail_completions += 1;
         self.cache.flush();
         let Some(mut node) = self.cache.read_live(head, 16).map(|b| le_u64(&b, 8) & PTR_MASK) else {
@@ -265,7 +271,7 @@ impl<'a> Walk<'a> {
                 return false;
             }
             let mut b = [0u8; NODE];
-            let n = plausible_ptr(node).then(|| self.cache.read(node, &mut b)).unwrap_or(false);
+            let n = plausible_ptr(node) && self.cache.read(node, &mut b);
             match n.then(|| self.check(&b)).flatten().filter(|n| n.next == later) {
                 Some(n) => {
                     self.count(node, &n);
