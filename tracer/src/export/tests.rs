@@ -183,7 +183,9 @@ fn report() -> Report {
             TimelinePoint { t: 60.0, outstanding_bytes: 13_002_342 },
         ],
         sample_bytes: 0,
+        windows: None,
         holders_scan: None,
+        command: None,
         census: vec![],
         census_scan: None,
     }
@@ -214,7 +216,9 @@ fn empty_report() -> Report {
         holders: vec![],
         timeline: vec![],
         sample_bytes: 0,
+        windows: None,
         holders_scan: None,
+        command: None,
         census: vec![],
         census_scan: None,
     }

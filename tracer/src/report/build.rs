@@ -12,7 +12,8 @@ use crate::collector::Counters;
 use crate::holders::Holders;
 use crate::leaks::{self, CallPath, Criteria, Evidence, ListedStack, Unit};
 use crate::report::{
-    CensusSummary, CensusType, FinalView, Holder, Report, Suspect, TargetInfo, TimelinePoint, Totals, SCHEMA,
+    CensusSummary, CensusType, FinalView, Holder, Report, Suspect, TargetInfo, TimelinePoint, Totals, WindowsInfo,
+    SCHEMA,
 };
 use crate::stacks::StackTable;
 
@@ -33,6 +34,8 @@ pub struct Input<'a> {
     pub criteria: &'a Criteria,
     /// Allocation-sampling period in bytes (0: every allocation).
     pub sample_bytes: u64,
+    /// Probe windows, if the allocation probes were attached only part of the time.
+    pub windows: Option<WindowsInfo>,
 }
 
 /// The stacks of every traced process, and what is shared by all of them.
@@ -56,7 +59,17 @@ pub fn target_info(target: &crate::target::Target) -> TargetInfo {
 }
 
 pub fn build(input: Input) -> Report {
-    let Input { target, instance, view, started_unix_s, window_s, stacks, holders, criteria, sample_bytes } = input;
+    let Input { target, instance, view, started_unix_s, window_s, stacks, holders, criteria, sample_bytes, windows } =
+        input;
+    // Rates measured on the recorded share of the timeline are scaled to the whole of it (leaks).
+    let windowed;
+    let criteria = match &windows {
+        Some(w) => {
+            windowed = Criteria { recorded_share: w.recorded_share, ..criteria.clone() };
+            &windowed
+        }
+        None => criteria,
+    };
     let mut totals = Totals::default();
     let mut suspects = Vec::new();
     let mut timeline = Vec::new();
@@ -88,6 +101,8 @@ pub fn build(input: Input) -> Report {
         census_scan: holders.and_then(|h| h.census.as_ref()).map(census_summary),
         timeline,
         sample_bytes,
+        command: None,
+        windows,
     }
 }
 
@@ -325,6 +340,7 @@ mod tests {
             holders: None,
             criteria,
             sample_bytes: 4096,
+            windows: None,
         }
     }
 
