@@ -24,11 +24,16 @@ pub fn run(command: RecordCommand) -> Result<ExitCode> {
         let mut session = Session::start(&config)?;
         let progress = config.progress && std::io::stderr().is_terminal();
         let started = Instant::now();
-        let stop = driver::drive(&mut session, config.interval, config.duration, |session, _| {
-            if progress {
-                print_progress(session, started.elapsed().as_secs_f64());
-            }
-        })
+        let stop = driver::drive(
+            &mut session,
+            (config.interval, driver::Cadence::DenseStart),
+            config.duration,
+            |session, _| {
+                if progress {
+                    print_progress(session, started.elapsed().as_secs_f64());
+                }
+            },
+        )
         .await?;
         if progress {
             eprintln!();

@@ -54,6 +54,7 @@ pub fn target_info(target: &crate::target::Target) -> TargetInfo {
 
 pub fn build(input: Input) -> Report {
     let Input { target, instance, view, started_unix_s, window_s, stacks, holders, criteria, sample_bytes } = input;
+    let criteria = &criteria.for_view(view, window_s);
     let mut totals = Totals::default();
     let mut suspects = Vec::new();
     let mut timeline = Vec::new();
@@ -65,7 +66,7 @@ pub fn build(input: Input) -> Report {
     }
     let mut judged_holders = Vec::new();
     if let Some(h) = holders {
-        judged_holders = judge_holders(h);
+        judged_holders = judge_holders(h, &Criteria::for_items().for_view(view, window_s));
         let t = &h.totals;
         totals.lost.insert("holders_torn_dropped".into(), t.dropped);
         totals.lost.insert("holders_scans_cut_by_budget".into(), t.cut_by_budget);
@@ -186,13 +187,12 @@ fn stack_totals(table: &StackTable, counters: &Counters, instance: u64) -> Total
     }
 }
 
-fn judge_holders(holders: &Holders) -> Vec<Holder> {
-    let criteria = Criteria::for_items();
+fn judge_holders(holders: &Holders, criteria: &Criteria) -> Vec<Holder> {
     let judged: Vec<Holder> = holders
         .tracks
         .values()
         .map(|track| {
-            let j = leaks::judge(&track.series, None, &criteria, Unit::Items);
+            let j = leaks::judge(&track.series, None, criteria, Unit::Items);
             Holder {
                 path: track.last.path.clone(),
                 type_name: track.last.type_name.clone(),

@@ -147,6 +147,11 @@ impl Session {
     /// One point of every time series: stacks' outstanding memory, containers' lengths.
     pub fn sample(&mut self) {
         self.sample_stacks();
+        self.scan_holders();
+    }
+
+    /// One point of every container's series (the holders view), if containers are read.
+    fn scan_holders(&mut self) {
         let t = self.started.elapsed().as_secs_f64();
         for p in self.procs.iter_mut().filter(|p| p.is_live()) {
             if let Some(h) = p.holders.as_mut() {
