@@ -64,6 +64,7 @@ pub fn link(pid: u32, suspects: &mut [Suspect], holders: &mut [Holder]) {
                 let kept_by =
                     format!("; kept alive by {} ({} of {})", holder.path, holder.type_name, count(holder.len));
                 suspect.reason.push_str(&kept_by);
+                crate::leaks::merge_tests(&mut holder.tests, &suspect.tests);
                 filled_at.push(site);
             }
         }

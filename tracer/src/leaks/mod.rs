@@ -124,9 +124,11 @@
 //!
 //! `judge` is the list of the steps above; each is a function of `steps` (the robust statistics
 //! they use are in `stats`). When an allocating line judged as a whole replaces its call paths is
-//! decided in `sites`, and which judged stacks and holders a report lists in `listing`.
+//! decided in `sites`, which judged stacks and holders a report lists in `listing`, and which test
+//! of a pytest suite leaked in `pytest`.
 
 mod listing;
+mod pytest;
 mod sites;
 mod stats;
 mod steps;
@@ -134,6 +136,7 @@ mod steps;
 pub(crate) mod tests;
 
 pub use listing::{holders_to_list, stacks_to_list, ListedStack};
+pub use pytest::{by_test, judge_test_path, merge_tests};
 pub use sites::{merge_call_paths, CallPath};
 use steps::{Points, Shape};
 

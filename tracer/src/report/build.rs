@@ -30,6 +30,8 @@ pub struct Input<'a> {
     pub criteria: &'a Criteria,
     /// Allocation-sampling period in bytes (0: every allocation).
     pub sample_bytes: u64,
+    /// The directory the target runs in: test names are relative to it (`leaks::pytest`).
+    pub cwd: Option<String>,
 }
 
 /// The stacks of every traced process, and what is shared by all of them.
@@ -53,13 +55,15 @@ pub fn target_info(target: &crate::target::Target) -> TargetInfo {
 }
 
 pub fn build(input: Input) -> Report {
-    let Input { target, instance, view, started_unix_s, window_s, stacks, holders, criteria, sample_bytes } = input;
+    let Input { target, instance, view, started_unix_s, window_s, stacks, holders, criteria, sample_bytes, cwd } =
+        input;
     let criteria = &criteria.for_view(view, window_s);
     let mut totals = Totals::default();
     let mut suspects = Vec::new();
     let mut timeline = Vec::new();
     if let Some(s) = stacks {
-        suspects = judge_stacks(s.table, s.ages, instance, criteria, window_s);
+        let whole_run = view == FinalView::Finalization;
+        suspects = judge_stacks(s.table, s.ages, instance, criteria, (window_s, whole_run, cwd.as_deref()));
         totals = stack_totals(s.table, s.counters, instance);
         timeline =
             s.table.timeline.points().iter().map(|&(t, v)| TimelinePoint { t, outstanding_bytes: v as u64 }).collect();
@@ -87,7 +91,16 @@ pub fn build(input: Input) -> Report {
     }
 }
 
-fn judge_stacks(table: &StackTable, ages: &[f64], instance: u64, criteria: &Criteria, window_s: f64) -> Vec<Suspect> {
+/// `run`: the seconds the report covers, whether the run ended normally (a call path under a test
+/// is then also judged as the test's own run), and the directory tests are named from.
+fn judge_stacks(
+    table: &StackTable,
+    ages: &[f64],
+    instance: u64,
+    criteria: &Criteria,
+    run: (f64, bool, Option<&str>),
+) -> Vec<Suspect> {
+    let (window_s, whole_run, root) = run;
     let evidence_of = |i: usize| {
         let s = table.records[i].stats;
         Evidence {
@@ -107,8 +120,14 @@ fn judge_stacks(table: &StackTable, ages: &[f64], instance: u64, criteria: &Crit
                 return None;
             }
             let evidence = evidence_of(i);
-            let j = leaks::judge(&record.series, Some(&evidence), criteria, Unit::Bytes);
-            Some(suspect(record.key.allocator, record.key.frames.clone(), s, &evidence, j))
+            let mut j = leaks::judge(&record.series, Some(&evidence), criteria, Unit::Bytes);
+            let tests = leaks::by_test([(&record.key.frames[..], s.outstanding_bytes.max(0) as u64)], root);
+            if whole_run && !tests.is_empty() && !j.verdict.is_growing() {
+                j = leaks::judge_test_path(&record.series, &evidence, criteria).unwrap_or(j);
+            }
+            let mut sus = suspect(record.key.allocator, record.key.frames.clone(), s, &evidence, j);
+            sus.tests = tests;
+            Some(sus)
         })
         .collect();
 
@@ -127,10 +146,17 @@ fn judge_stacks(table: &StackTable, ages: &[f64], instance: u64, criteria: &Crit
             stats.outstanding_bytes += s.outstanding_bytes.max(0);
             stats.outstanding_count += s.outstanding_count.max(0);
         }
+        let tests = leaks::by_test(
+            members
+                .iter()
+                .map(|&i| (&table.records[i].key.frames[..], table.records[i].stats.outstanding_bytes.max(0) as u64)),
+            root,
+        );
         let largest = members[merged.shown];
         let record = &table.records[largest];
-        let merged =
+        let mut merged =
             suspect(record.key.allocator, record.key.frames.clone(), stats, &merged.evidence, merged.judgement);
+        merged.tests = tests;
         for &i in &members {
             judged[i] = None;
         }
@@ -168,6 +194,7 @@ fn suspect(
         allocator: allocator.to_string(),
         reason: j.reason,
         stack,
+        tests: Vec::new(),
     }
 }
 
@@ -203,6 +230,7 @@ fn judge_holders(holders: &Holders, criteria: &Criteria) -> Vec<Holder> {
                 verdict: j.verdict,
                 score: j.score,
                 reason: j.reason,
+                tests: Vec::new(),
             }
         })
         .collect();
@@ -274,6 +302,7 @@ mod tests {
             holders: None,
             criteria,
             sample_bytes: 4096,
+            cwd: None,
         }
     }
 

@@ -217,6 +217,7 @@ impl Session {
             holders: p.holders.as_ref(),
             criteria: &self.criteria,
             sample_bytes: self.sample_bytes,
+            cwd: cwd_of(p.target.pid),
         })
     }
 
@@ -258,4 +259,13 @@ impl Session {
         }
         self.reports(lifecycle::view_of_running(stop))
     }
+}
+
+/// The directory a process runs in, or (once it has gone) the tracer's own: a launched command
+/// runs in the tracer's.
+fn cwd_of(pid: u32) -> Option<String> {
+    std::fs::read_link(format!("/proc/{pid}/cwd"))
+        .or_else(|_| std::env::current_dir())
+        .ok()
+        .map(|p| p.to_string_lossy().into_owned())
 }
