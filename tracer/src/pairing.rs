@@ -23,7 +23,12 @@ impl Sources {
             } else {
                 PathBuf::from(format!("/proc/{pid}/cwd/{file}"))
             };
-            std::fs::read_to_string(path).ok().map(|t| t.lines().map(str::to_string).collect())
+            // A process that has ended (its report is built after it exits) leaves no /proc
+            // entry: its files are then read as the tracer sees them.
+            std::fs::read_to_string(path)
+                .or_else(|_| std::fs::read_to_string(file))
+                .ok()
+                .map(|t| t.lines().map(str::to_string).collect())
         });
         lines.as_ref()?.get((line as usize).checked_sub(1)?).map(String::as_str)
     }

@@ -10,7 +10,7 @@ use tracer_ebpf::Counter;
 use crate::collector::Counters;
 use crate::holders::Holders;
 use crate::leaks::{self, CallPath, Criteria, Evidence, ListedStack, Unit};
-use crate::report::{FinalView, Holder, Report, Suspect, TargetInfo, TimelinePoint, Totals, SCHEMA};
+use crate::report::{FinalView, Holder, Report, Suspect, TargetInfo, TimelinePoint, Totals, WindowsInfo, SCHEMA};
 use crate::stacks::StackTable;
 
 /// What one process's report is made from.
@@ -30,6 +30,8 @@ pub struct Input<'a> {
     pub criteria: &'a Criteria,
     /// Allocation-sampling period in bytes (0: every allocation).
     pub sample_bytes: u64,
+    /// Probe windows, if the allocation probes were attached only part of the time.
+    pub windows: Option<WindowsInfo>,
     /// The directory the target runs in: test names are relative to it (`leaks::pytest`).
     pub cwd: Option<String>,
 }
@@ -55,9 +57,25 @@ pub fn target_info(target: &crate::target::Target) -> TargetInfo {
 }
 
 pub fn build(input: Input) -> Report {
-    let Input { target, instance, view, started_unix_s, window_s, stacks, holders, criteria, sample_bytes, cwd } =
-        input;
-    let criteria = &criteria.for_view(view, window_s);
+    let Input {
+        target,
+        instance,
+        view,
+        started_unix_s,
+        window_s,
+        stacks,
+        holders,
+        criteria,
+        sample_bytes,
+        windows,
+        cwd,
+    } = input;
+    // Rates measured on the recorded share of the timeline are scaled to the whole of it (leaks).
+    let mut criteria = criteria.for_view(view, window_s);
+    if let Some(w) = &windows {
+        criteria.recorded_share = w.recorded_share;
+    }
+    let criteria = &criteria;
     let mut totals = Totals::default();
     let mut suspects = Vec::new();
     let mut timeline = Vec::new();
@@ -88,6 +106,8 @@ pub fn build(input: Input) -> Report {
         holders_scan: holders.map(scan_summary),
         timeline,
         sample_bytes,
+        command: None,
+        windows,
     }
 }
 
@@ -302,6 +322,7 @@ mod tests {
             holders: None,
             criteria,
             sample_bytes: 4096,
+            windows: None,
             cwd: None,
         }
     }

@@ -94,9 +94,12 @@ pub async fn drive(
             _ = sigterm.recv() => break FinalView::Interrupted,
             _ = sighup.recv() => break FinalView::Interrupted,
             _ = sleep_until(deadline) => break FinalView::Duration,
+            _ = sleep_until(session.next_window_event().map(tokio::time::Instant::from_std)) => {
+                session.step_windows();
+            }
             _ = tokio::time::sleep_until(next_sample) => {
                 let began = Instant::now();
-                session.sample_stacks();
+                session.sample_series();
                 let stacks_took = began.elapsed();
                 // Containers are read on their own cadence: a scan costs more than the maps.
                 if tokio::time::Instant::now() >= next_scan {
