@@ -154,9 +154,19 @@ impl Session {
     /// One point of every time series: stacks' outstanding memory, containers' lengths. With
     /// probe windows the stacks are sampled once per period instead (`step_windows`).
     pub fn sample(&mut self) {
+        self.sample_series();
+        self.scan_holders();
+    }
+
+    /// One point of every stack's series, unless probe windows sample them once per period.
+    fn sample_series(&mut self) {
         if self.windows.is_none() {
             self.sample_stacks();
         }
+    }
+
+    /// One point of every container's series (the holders view), if containers are read.
+    fn scan_holders(&mut self) {
         let t = self.started.elapsed().as_secs_f64();
         for p in self.procs.iter_mut().filter(|p| p.is_live()) {
             if let Some(h) = p.holders.as_mut() {
@@ -266,6 +276,7 @@ impl Session {
             sample_bytes: self.sample_bytes,
             capacities: self.capacities,
             windows: self.windows.as_ref().map(|w| w.info(window)),
+            cwd: cwd_of(p.target.pid),
         })
     }
 
@@ -309,4 +320,13 @@ impl Session {
         }
         self.reports(lifecycle::view_of_running(stop))
     }
+}
+
+/// The directory a process runs in, or (once it has gone) the tracer's own: a launched command
+/// runs in the tracer's.
+fn cwd_of(pid: u32) -> Option<String> {
+    std::fs::read_link(format!("/proc/{pid}/cwd"))
+        .or_else(|_| std::env::current_dir())
+        .ok()
+        .map(|p| p.to_string_lossy().into_owned())
 }
