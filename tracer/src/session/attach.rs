@@ -102,6 +102,7 @@ impl Session {
             criteria: config.tracing.criteria.clone(),
             sample_bytes: config.tracing.sample_bytes,
             windows,
+            sweeper: Default::default(),
         })
     }
 

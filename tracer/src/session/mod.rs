@@ -17,6 +17,7 @@
 pub mod attach;
 pub mod driver;
 pub mod lifecycle;
+pub mod sweep;
 pub mod windows;
 
 use std::time::{Duration, Instant};
@@ -31,7 +32,7 @@ use crate::launch::Launched;
 use crate::leaks::Criteria;
 use crate::probes::Probes;
 use crate::report::build::{self, Stacks};
-use crate::report::{FinalView, MultiReport, Report, Reports, SCHEMA};
+use crate::report::{FinalView, MultiReport, Report, Reports, WindowsInfo, SCHEMA};
 use crate::resolve::Resolver;
 use crate::stacks::StackTable;
 use crate::target::Target;
@@ -94,6 +95,8 @@ pub struct Session {
     sample_bytes: u64,
     /// Probe windows (`--window`); None when the probes stay attached.
     windows: Option<windows::Windows>,
+    /// Follows the blocks recorded in earlier windows (with `windows`).
+    sweeper: sweep::Sweeper,
 }
 
 impl Session {
@@ -171,8 +174,16 @@ impl Session {
     pub fn step_windows(&mut self) {
         let (Some(w), Some(probes)) = (self.windows.as_mut(), self.probes.as_mut()) else { return };
         let live = self.procs.iter().filter(|p| p.is_live()).map(|p| &p.target);
-        if w.step(Instant::now(), probes, live) == windows::Step::SampleStacks {
-            self.sample_stacks();
+        match w.step(Instant::now(), probes, live.clone()) {
+            windows::Step::Nothing => {}
+            windows::Step::SampleStacks => self.sample_stacks(),
+            windows::Step::Open => {
+                if let Some(collector) = self.collector.as_mut() {
+                    let pids: Vec<u32> = live.clone().map(|t| t.pid).collect();
+                    self.sweeper.sweep(collector, &pids, self.sample_bytes);
+                }
+                w.open(Instant::now(), probes, live);
+            }
         }
     }
 
@@ -233,7 +244,10 @@ impl Session {
             holders: p.holders.as_ref(),
             criteria: &self.criteria,
             sample_bytes: self.sample_bytes,
-            windows: self.windows.as_ref().map(|w| w.info(window)),
+            windows: self.windows.as_ref().map(|w| {
+                let (inferred_frees, inferred_by) = self.sweeper.summary();
+                WindowsInfo { inferred_frees, inferred_by, ..w.info(window) }
+            }),
         })
     }
 
