@@ -273,6 +273,10 @@ impl Session {
     /// the maps stay readable), then builds the reports from the final state. `stop` is why the
     /// recording stopped.
     pub fn finish(mut self, stop: FinalView) -> Reports {
+        if self.windows.as_ref().is_some_and(windows::Windows::is_open) {
+            // The recording ends inside a window: what it saw so far is the last point.
+            self.sample_stacks();
+        }
         self.window = Some(self.started.elapsed());
         if let Some(c) = self.collector.as_mut() {
             c.freeze_counters();

@@ -85,6 +85,11 @@ impl Windows {
         self.recording_length().as_secs_f64() / self.spec.every.as_secs_f64()
     }
 
+    /// A window is open (recording or closing).
+    pub fn is_open(&self) -> bool {
+        !matches!(self.phase, Phase::Shut { .. })
+    }
+
     /// When the next event is due.
     pub fn next_event(&self) -> Instant {
         match self.phase {
