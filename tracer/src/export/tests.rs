@@ -185,6 +185,7 @@ fn report() -> Report {
         sample_bytes: 0,
         windows: None,
         holders_scan: None,
+        command: None,
     }
 }
 
@@ -215,6 +216,7 @@ fn empty_report() -> Report {
         sample_bytes: 0,
         windows: None,
         holders_scan: None,
+        command: None,
     }
 }
 

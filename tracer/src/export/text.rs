@@ -125,6 +125,9 @@ fn header(s: &mut String, r: &Report) {
         wrapped(s, "", "      ", &lost);
     }
 
+    if let Some(end) = &r.command {
+        let _ = writeln!(s, "command: {end}");
+    }
     if r.sample_bytes > 0 {
         let _ = writeln!(
             s,

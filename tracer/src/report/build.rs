@@ -95,6 +95,7 @@ pub fn build(input: Input) -> Report {
         holders_scan: holders.map(scan_summary),
         timeline,
         sample_bytes,
+        command: None,
         windows,
     }
 }

@@ -64,14 +64,20 @@ impl Session {
             Targets::Pid(pid) => start_single(config, *pid),
             Targets::Launch { argv, python_malloc } => {
                 let launched = launch::spawn_stopped(argv, *python_malloc)?;
-                let session = start_single(config, launched.pid);
-                // Either way the command runs on: traced, or (when attaching failed) as if
-                // started without the tracer.
-                let released = launched.release();
-                let mut session = session?;
-                released?;
-                session.launched = Some(launched);
-                Ok(session)
+                match start_single(config, launched.pid) {
+                    Ok(mut session) => {
+                        launched.release()?;
+                        session.launched = Some(launched);
+                        Ok(session)
+                    }
+                    // Refused before a line of it ran: it is ended, not left to run untraced.
+                    Err(e) => {
+                        let pid = launched.pid;
+                        launched.kill();
+                        eprintln!("tracer: the command (pid {pid}) was stopped before it ran: it cannot be traced");
+                        Err(e)
+                    }
+                }
             }
         }
     }

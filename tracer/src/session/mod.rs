@@ -269,6 +269,12 @@ impl Session {
         }
     }
 
+    /// The command the session launched, for the caller to wait for (after `finish`, so that
+    /// its end costs nothing and changes no figure).
+    pub fn take_launched(&mut self) -> Option<Launched> {
+        self.launched.take()
+    }
+
     /// Ends the session: detaches every probe first (the targets stop paying for them at once;
     /// the maps stay readable), then builds the reports from the final state. `stop` is why the
     /// recording stopped.
@@ -286,10 +292,6 @@ impl Session {
             probes.detach_all();
             drop(probes);
             log::info!("probes detached in {:.0} ms", t.elapsed().as_secs_f64() * 1e3);
-        }
-        if let Some(l) = self.launched.as_mut() {
-            // It is our child: one that ended is reaped; one still running keeps running.
-            let _ = l.child.try_wait();
         }
         self.reports(lifecycle::view_of_running(stop))
     }
