@@ -24,6 +24,8 @@ pub struct CensusTotals {
     /// Scans whose counts were not used: a list was dropped half-read (torn) or the scan failed.
     pub scans_discarded: u64,
     pub scans_cut_by_budget: u64,
+    /// Intervals without a scan because the last one took long (at most `MAX_DUTY` of the time).
+    pub scans_paced: u64,
     pub objects: u64,
     pub bytes_read: u64,
     pub reads: u64,
@@ -45,17 +47,35 @@ pub struct CensusView {
     pub totals: CensusTotals,
     /// Objects counted by the last complete scan (estimates what a cut scan skipped).
     last_complete: Option<u64>,
+    /// No scan before this time: a big heap is scanned less often, so that the census takes at
+    /// most `MAX_DUTY` of the tracer's time (and of the reads the target's memory sees).
+    next_at_s: f64,
 }
+
+/// The largest share of wall time the census may spend scanning.
+const MAX_DUTY: f64 = 0.1;
 
 impl CensusView {
     pub fn new(target: &Target, types: TypeAddrs, budget: CensusBudget) -> Self {
         let interp = &target.interpreter;
         let reader = CensusReader::new(ProcessMemory::new(target.pid), &interp.offsets, types, interp.runtime);
-        CensusView { reader, budget, tracks: HashMap::new(), totals: CensusTotals::default(), last_complete: None }
+        CensusView {
+            reader,
+            budget,
+            tracks: HashMap::new(),
+            totals: CensusTotals::default(),
+            last_complete: None,
+            next_at_s: 0.0,
+        }
     }
 
     pub fn scan(&mut self, t_s: f64) {
+        if t_s < self.next_at_s {
+            self.totals.scans_paced += 1;
+            return;
+        }
         let census = self.reader.scan(&self.budget);
+        self.next_at_s = t_s + census.stats.duration_s / MAX_DUTY;
         self.account(&census);
         if census.error.is_some() || census.stats.torn_dropped > 0 {
             self.totals.scans_discarded += 1;

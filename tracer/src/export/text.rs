@@ -385,6 +385,9 @@ fn census_cost(c: &crate::report::CensusSummary) -> String {
             count(c.scans_cut_by_budget)
         );
     }
+    if c.scans_paced > 0 {
+        let _ = write!(line, "; {} intervals skipped to keep scans under 10% of the time", count(c.scans_paced));
+    }
     if let Some(e) = &c.error {
         let _ = write!(line, "; last scan failed: {e}");
     }

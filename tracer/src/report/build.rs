@@ -320,6 +320,7 @@ fn census_summary(c: &CensusView) -> CensusSummary {
         torn_dropped: t.torn_dropped,
         scans_discarded: t.scans_discarded,
         scans_cut_by_budget: t.scans_cut_by_budget,
+        scans_paced: t.scans_paced,
         skipped_objects: t.skipped_last,
         error: t.last_error.clone(),
     }

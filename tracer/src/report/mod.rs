@@ -384,6 +384,10 @@ pub struct CensusSummary {
     /// Scans whose counts were not judged (a list dropped, or the scan failed).
     pub scans_discarded: u64,
     pub scans_cut_by_budget: u64,
+    /// Intervals without a census scan: a scan is followed by a pause ten times its length, so
+    /// the census takes at most a tenth of the time.
+    #[serde(default)]
+    pub scans_paced: u64,
     /// Objects the last scan skipped because of `--census-budget` (when known).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub skipped_objects: Option<u64>,
