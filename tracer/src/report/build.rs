@@ -30,6 +30,8 @@ pub struct Input<'a> {
     pub criteria: &'a Criteria,
     /// Allocation-sampling period in bytes (0: every allocation).
     pub sample_bytes: u64,
+    /// The target's resident set size now, if it could be read.
+    pub rss_bytes: Option<u64>,
 }
 
 /// The stacks of every traced process, and what is shared by all of them.
@@ -53,7 +55,8 @@ pub fn target_info(target: &crate::target::Target) -> TargetInfo {
 }
 
 pub fn build(input: Input) -> Report {
-    let Input { target, instance, view, started_unix_s, window_s, stacks, holders, criteria, sample_bytes } = input;
+    let Input { target, instance, view, started_unix_s, window_s, stacks, holders, criteria, sample_bytes, rss_bytes } =
+        input;
     let mut totals = Totals::default();
     let mut suspects = Vec::new();
     let mut timeline = Vec::new();
@@ -63,6 +66,7 @@ pub fn build(input: Input) -> Report {
         timeline =
             s.table.timeline.points().iter().map(|&(t, v)| TimelinePoint { t, outstanding_bytes: v as u64 }).collect();
     }
+    totals.rss_bytes = rss_bytes;
     let mut judged_holders = Vec::new();
     if let Some(h) = holders {
         judged_holders = judge_holders(h);
@@ -183,6 +187,7 @@ fn stack_totals(table: &StackTable, counters: &Counters, instance: u64) -> Total
         outstanding_bytes: outstanding_bytes as u64,
         outstanding_count: outstanding_count as u64,
         lost,
+        rss_bytes: None,
     }
 }
 
@@ -274,6 +279,7 @@ mod tests {
             holders: None,
             criteria,
             sample_bytes: 4096,
+            rss_bytes: None,
         }
     }
 

@@ -212,6 +212,7 @@ impl Session {
             holders: p.holders.as_ref(),
             criteria: &self.criteria,
             sample_bytes: self.sample_bytes,
+            rss_bytes: crate::procfs::rss_bytes(p.target.pid),
         })
     }
 
