@@ -360,7 +360,12 @@ impl OutputArgs {
         Destination::new(
             self.output.clone(),
             self.format,
-            ExportOptions { all_stacks: self.all_stacks, top: self.top as usize, native_leaf: self.native_leaf },
+            ExportOptions {
+                all_stacks: self.all_stacks,
+                top: self.top as usize,
+                native_leaf: self.native_leaf,
+                ..ExportOptions::default()
+            },
         )
     }
 }
