@@ -48,6 +48,11 @@ pub struct Status {
     pub threads: u32,
 }
 
+/// This host's name (`/proc/sys/kernel/hostname`), or empty.
+pub fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname").map(|h| h.trim().to_string()).unwrap_or_default()
+}
+
 /// Resident set size of `pid` in bytes (`/proc/PID/statm`, field 2, in pages).
 pub fn rss_bytes(pid: u32) -> Option<u64> {
     let text = std::fs::read_to_string(format!("/proc/{pid}/statm")).ok()?;

@@ -72,9 +72,14 @@ struct Daemon {
 
 impl Daemon {
     fn start(args: &[&str]) -> Daemon {
+        Daemon::start_with_env(args, &[])
+    }
+
+    fn start_with_env(args: &[&str], env: &[(&str, &str)]) -> Daemon {
         let mut child = Command::new(tracer_bin())
             .arg("serve")
             .args(args)
+            .envs(env.iter().copied())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .spawn()
@@ -450,8 +455,9 @@ struct Ingested {
     body: Vec<u8>,
 }
 
-/// A tiny HTTP listener that records every request and answers 200.
-fn fake_pyroscope() -> (u16, Arc<Mutex<Vec<Ingested>>>) {
+/// A tiny HTTP listener that records every request and answers 200 (503 to the first
+/// `fail_first` requests).
+fn fake_pyroscope(fail_first: usize) -> (u16, Arc<Mutex<Vec<Ingested>>>) {
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let port = listener.local_addr().unwrap().port();
     let seen = Arc::new(Mutex::new(Vec::new()));
@@ -485,8 +491,14 @@ fn fake_pyroscope() -> (u16, Arc<Mutex<Vec<Ingested>>>) {
                     _ => break,
                 }
             }
-            let _ = stream.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
-            sink.lock().unwrap().push(Ingested {
+            let mut seen = sink.lock().unwrap();
+            let answer: &[u8] = if seen.len() < fail_first {
+                b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+            } else {
+                b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+            };
+            let _ = stream.write_all(answer);
+            seen.push(Ingested {
                 request_line: head.lines().next().unwrap_or("").to_string(),
                 head: head.clone(),
                 body: bytes[head_end..].to_vec(),
@@ -505,7 +517,7 @@ fn pushes_the_profile_to_a_pyroscope_ingest_endpoint() {
     let Some(python) = python() else { return };
     let target = Target::start(&python, 120);
     let pid = target.pid();
-    let (ingest_port, seen) = fake_pyroscope();
+    let (ingest_port, seen) = fake_pyroscope(0);
     let port = free_port();
     let push = format!("http://127.0.0.1:{ingest_port}");
     let mut daemon =
@@ -520,7 +532,7 @@ fn pushes_the_profile_to_a_pyroscope_ingest_endpoint() {
     let (code, stderr) = daemon.wait_exit(Duration::from_secs(5));
     assert_eq!(code, 0, "{stderr}");
     let pushes = seen.lock().unwrap().clone();
-    let want = format!("POST /ingest?name=tracer.python%7Bpid%3D{pid}%7D&from=");
+    let want = format!("POST /ingest?name=tracer.python%7Bpid%3D{pid}%2Chostname%3D");
     let mut last_until = 0u64;
     for p in &pushes {
         assert!(p.request_line.starts_with(&want), "{}", p.request_line);
@@ -901,5 +913,62 @@ fn live_page_loads_in_chromium_with_the_leaks_and_their_chart() {
     assert!(dom.contains("<object id=\"flame\""), "the flame graph is embedded");
     assert!(dom.contains("resident memory (RSS)"), "header with RSS");
     drop(daemon);
+    drop(target);
+}
+
+/// `--push-name`, `--push-tag`, bearer auth and the tenant from the environment (never argv),
+/// and a push that fails with 503 twice is retried with backoff and lands, with no warning.
+#[test]
+fn pushes_with_a_name_tags_credentials_and_retries() {
+    if !require_root() {
+        return;
+    }
+    let _g = serial();
+    let Some(python) = python() else { return };
+    let target = Target::start(&python, 120);
+    let pid = target.pid();
+    let (ingest_port, seen) = fake_pyroscope(2);
+    let port = free_port();
+    let push = format!("http://127.0.0.1:{ingest_port}");
+    let args = [
+        "-p",
+        &pid.to_string(),
+        "--listen",
+        &format!("127.0.0.1:{port}"),
+        "-i",
+        "5s",
+        "--push",
+        &push,
+        "--push-name",
+        "checkout.api",
+        "--push-tag",
+        "env=test",
+    ]
+    .map(String::from);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let env = [("TRACER_PUSH_TOKEN", "s3cret"), ("TRACER_PUSH_TENANT", "team-a")];
+    let mut daemon = Daemon::start_with_env(&args, &env);
+    daemon.wait_answering(port);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while seen.lock().unwrap().len() < 3 {
+        assert!(Instant::now() < deadline, "fewer than 3 requests in 30 s: {}", daemon.stderr());
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let pushes = seen.lock().unwrap().clone();
+    unsafe { libc::kill(daemon.child.id() as i32, libc::SIGINT) };
+    let (code, stderr) = daemon.wait_exit(Duration::from_secs(5));
+    assert_eq!(code, 0, "{stderr}");
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap();
+    let name = format!("checkout.api%7Bpid%3D{pid}%2Chostname%3D{}%2Cenv%3Dtest%7D", host.trim());
+    for p in &pushes[..3] {
+        assert!(p.request_line.contains(&format!("name={name}&")), "{}", p.request_line);
+        assert!(p.head.contains("Authorization: Bearer s3cret\r\n"), "{}", p.head);
+        assert!(p.head.contains("X-Scope-OrgID: team-a\r\n"), "{}", p.head);
+    }
+    // The first interval's push was refused twice (503) and sent again: one push, three times.
+    assert_eq!(pushes[0].request_line, pushes[1].request_line, "a retry sends the same push");
+    assert_eq!(pushes[1].request_line, pushes[2].request_line, "a retry sends the same push");
+    assert!(!stderr.contains("failed"), "a push that lands after retries is not a failure: {stderr}");
+    assert!(!stderr.contains("s3cret"), "credentials are never printed: {stderr}");
     drop(target);
 }
