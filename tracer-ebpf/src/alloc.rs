@@ -13,7 +13,9 @@ use tracer_ebpf::{
 };
 
 use crate::diag::{report, Diag};
-use crate::maps::{count, global, notify, ALLOCS, PENDING, SAMPLE_BYTES, SCRATCH, STACKS, STACK_STATS, TARGETS};
+use crate::maps::{
+    count, global, notify, ALLOCS, PENDING, SAMPLE_BYTES, SCRATCH, STACKS, STACK_STATS, TARGETS, WINDOW_CLOSING,
+};
 use crate::pystack::{read_user_u64, walk_stack};
 
 const EEXIST: i32 = -17;
@@ -89,7 +91,8 @@ pub(crate) fn enter(kind: AllocKind, size: u64, arg: u64) -> bool {
             unsafe { (*p).ts_ns = 0 };
         }
     }
-    if !sampled(size) {
+    let closing = WINDOW_CLOSING.get(0).is_some_and(|v| *v != 0);
+    if closing || !sampled(size) {
         count(Counter::Unsampled);
         if matches!(kind, AllocKind::Realloc | AllocKind::Reallocarray) && arg != 0 {
             // The old block is (almost always) released by this call; it may have been sampled.

@@ -29,6 +29,9 @@ pub mod maps {
     pub const TSTATES: &str = "TSTATES";
     pub const COUNTERS: &str = "COUNTERS";
     pub const EVENTS: &str = "EVENTS";
+    /// One u64: nonzero while a probe window is closing (`--window`): allocation calls are not
+    /// recorded then (frees still are), so blocks born just before the close are seen dying.
+    pub const WINDOW_CLOSING: &str = "WINDOW_CLOSING";
 }
 
 /// Names of the global variables that userspace sets before loading.

@@ -43,6 +43,9 @@ pub(crate) static EVENTS: RingBuf = RingBuf::with_byte_size(1 << 20, 0);
 /// up (an array lookup is inlined by the verifier; a hash lookup is a helper call).
 #[map]
 pub(crate) static ANY_FINALIZING: Array<u64> = Array::with_max_entries(1, 0);
+/// Nonzero while a probe window closes (see `tracer_ebpf::maps::WINDOW_CLOSING`).
+#[map]
+pub(crate) static WINDOW_CLOSING: Array<u64> = Array::with_max_entries(1, 0);
 /// The thread that last allocated on this CPU and its thread state: most calls come from the
 /// same thread as the one before, and an array lookup costs less than a hash lookup.
 #[map]

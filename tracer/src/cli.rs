@@ -8,8 +8,8 @@ use anyhow::Result;
 use clap::{Args, Parser, Subcommand};
 
 use crate::config::{
-    Destination, HoldersMode, PushTarget, RecordCommand, RecordConfig, ServeConfig, Targets, TracingConfig,
-    DEFAULT_LISTEN,
+    Destination, HoldersMode, PushTarget, RecordCommand, RecordConfig, ServeConfig, Targets, TracingConfig, WindowMode,
+    WindowSpec, DEFAULT_LISTEN,
 };
 use crate::error::{user_error, UserError};
 use crate::export::{ExportOptions, Format};
@@ -225,10 +225,20 @@ pub struct TracingArgs {
     /// Most objects one container scan may visit.
     #[arg(long, default_value_t = 200_000, value_parser = clap::value_parser!(u64).range(100..=50_000_000))]
     pub holders_budget: u64,
+    /// Probe windows: attach the allocation and free probes only ON out of every EVERY
+    /// (e.g. 1s/10s: about a tenth of the cost), `auto` (1s/10s, and only while the heap grows;
+    /// serve's default) or `off` (all the time; record's default). Rates are scaled to the
+    /// whole timeline.
+    #[arg(long, value_name = "ON/EVERY|auto|off")]
+    pub window: Option<String>,
 }
 
 impl TracingArgs {
-    fn config(&self) -> TracingConfig {
+    fn config(&self, default_window: WindowMode) -> Result<TracingConfig> {
+        let window = match &self.window {
+            Some(text) => WindowMode::parse(text, parse_duration)?,
+            None => default_window,
+        };
         let mut criteria = crate::leaks::Criteria::for_bytes();
         if let Some(b) = self.min_leak_bytes {
             criteria.min_total_growth = b;
@@ -236,30 +246,23 @@ impl TracingArgs {
         if let Some(g) = self.min_growth {
             criteria.min_growth_per_s = g;
         }
-        TracingConfig {
+        Ok(TracingConfig {
             criteria,
+            window,
             sample_bytes: self.sample_bytes,
             sizes: crate::probes::MapSizes { max_allocs: self.max_allocs, max_stacks: self.max_stacks },
             holder_budget: crate::python::heap::ScanBudget {
                 max_objects: self.holders_budget as usize,
                 ..Default::default()
             },
-        }
+        })
     }
 }
 
 /// The one place a `RecordConfig` is made (for `record` and `serve`): no duration, no forks,
 /// no progress line; `record` sets those it has.
-fn record_config(targets: Targets, interval: Duration, tracing: &TracingArgs, holders: HoldersMode) -> RecordConfig {
-    RecordConfig {
-        targets,
-        duration: None,
-        interval,
-        tracing: tracing.config(),
-        holders,
-        follow_forks: false,
-        progress: false,
-    }
+fn record_config(targets: Targets, interval: Duration, tracing: TracingConfig, holders: HoldersMode) -> RecordConfig {
+    RecordConfig { targets, duration: None, interval, tracing, holders, follow_forks: false, progress: false }
 }
 
 impl RecordArgs {
@@ -287,7 +290,7 @@ impl RecordArgs {
             duration: self.duration,
             follow_forks: self.follow_forks,
             progress: !self.quiet,
-            ..record_config(targets, self.interval, &self.tracing, holders)
+            ..record_config(targets, self.interval, self.tracing.config(WindowMode::Off)?, holders)
         };
         Ok(RecordCommand { config, destination: self.output.destination(), fail_on_leak: self.fail_on_leak })
     }
@@ -315,8 +318,9 @@ impl ServeArgs {
             None => None,
         };
         let holders = if self.no_holders { HoldersMode::Off } else { HoldersMode::On };
+        let tracing = self.tracing.config(WindowMode::Auto(WindowSpec::AUTO))?;
         Ok(ServeConfig {
-            record: record_config(targets, self.interval, &self.tracing, holders),
+            record: record_config(targets, self.interval, tracing, holders),
             listen: self.listen,
             push,
             export: ExportOptions { all_stacks: self.all_stacks, top: self.top as usize, ..ExportOptions::default() },
@@ -517,5 +521,27 @@ mod tests {
         assert_eq!(c.config.tracing.criteria.min_total_growth, 5000.0);
         assert_eq!(c.config.tracing.criteria.min_growth_per_s, 7.0);
         assert_eq!(c.config.tracing.sample_bytes, 64);
+    }
+
+    #[test]
+    fn window_arguments() {
+        let parse = |t: &str| WindowMode::parse(t, parse_duration);
+        let s = |on, every| WindowSpec { on: Duration::from_millis(on), every: Duration::from_millis(every) };
+        assert_eq!(parse("1s/10s").unwrap(), WindowMode::Fixed(s(1000, 10_000)));
+        assert_eq!(parse("500ms/5s").unwrap(), WindowMode::Fixed(s(500, 5000)));
+        assert_eq!(parse("auto").unwrap(), WindowMode::Auto(WindowSpec::AUTO));
+        assert_eq!(parse("off").unwrap(), WindowMode::Off);
+        for (bad, says) in [
+            ("10s", "not ON/EVERY"),
+            ("10s/1s", "not shorter than its period"),
+            ("1s/1s", "not shorter"),
+            ("50ms/1s", "under 200 ms"),
+            ("1x/10s", "unknown unit"),
+            ("/10s", "not a duration"),
+        ] {
+            let e = parse(bad).unwrap_err();
+            assert!(e.to_string().contains(says), "{bad}: {e}");
+            assert!(e.downcast_ref::<crate::error::UserError>().is_some(), "{bad}: an error: and hint: pair");
+        }
     }
 }

@@ -48,6 +48,69 @@ pub enum HoldersMode {
     Only,
 }
 
+/// Probe windows (`--window`): when the allocation and free probes are attached.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WindowMode {
+    /// Always (`--window off`, `record`'s default).
+    Off,
+    /// `on` out of every `every` (`--window 1s/10s`).
+    Fixed(WindowSpec),
+    /// Like `Fixed`, but a window opens only while the process's heap grows (`--window auto`,
+    /// `serve`'s default).
+    Auto(WindowSpec),
+}
+
+/// A window's length and period.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct WindowSpec {
+    pub on: Duration,
+    pub every: Duration,
+}
+
+impl WindowSpec {
+    /// `--window auto`'s windows.
+    pub const AUTO: WindowSpec = WindowSpec { on: Duration::from_secs(1), every: Duration::from_secs(10) };
+}
+
+impl WindowMode {
+    /// `--window off|auto|ON/EVERY`; `parse_duration` reads each length.
+    pub fn parse(text: &str, parse_duration: impl Fn(&str) -> Result<Duration, String>) -> Result<WindowMode> {
+        let hint = "use --window ON/EVERY (e.g. 1s/10s: probes attached 1 s out of every 10 s), auto or off";
+        let text = text.trim();
+        match text {
+            "off" | "none" => return Ok(WindowMode::Off),
+            "auto" => return Ok(WindowMode::Auto(WindowSpec::AUTO)),
+            _ => {}
+        }
+        let Some((on, every)) = text.split_once('/') else {
+            return Err(user_error(format!("--window {text}: not ON/EVERY"), hint));
+        };
+        let bad = |e: String| user_error(format!("--window {text}: {e}"), hint);
+        let spec = WindowSpec { on: parse_duration(on).map_err(bad)?, every: parse_duration(every).map_err(bad)? };
+        if spec.on < Duration::from_millis(200) {
+            return Err(user_error(
+                format!("--window {text}: a window under 200 ms is mostly spent attaching and detaching"),
+                "open windows of at least 200 ms (1s/10s is a good start)",
+            ));
+        }
+        if spec.on >= spec.every {
+            return Err(user_error(
+                format!("--window {text}: the window is not shorter than its period"),
+                "give a period longer than the window (1s/10s), or --window off to trace all the time",
+            ));
+        }
+        Ok(WindowMode::Fixed(spec))
+    }
+
+    /// The windows, unless the probes are attached all the time.
+    pub fn spec(&self) -> Option<WindowSpec> {
+        match *self {
+            WindowMode::Off => None,
+            WindowMode::Fixed(s) | WindowMode::Auto(s) => Some(s),
+        }
+    }
+}
+
 /// What `record` and `serve` both take: leak thresholds, sampling, table sizes, scan budget.
 #[derive(Debug, Clone)]
 pub struct TracingConfig {
@@ -56,6 +119,8 @@ pub struct TracingConfig {
     pub sample_bytes: u64,
     pub sizes: MapSizes,
     pub holder_budget: ScanBudget,
+    /// When the allocation and free probes are attached.
+    pub window: WindowMode,
 }
 
 /// Everything a recording session needs (`record`, and `serve` without a duration).

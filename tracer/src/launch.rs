@@ -2,8 +2,8 @@
 //! hand it over before a single line of Python has run. The child is held with ptrace only
 //! during that start-up; it runs untraced by ptrace afterwards.
 
-use std::os::unix::process::CommandExt;
-use std::process::{Child, Command};
+use std::os::unix::process::{CommandExt, ExitStatusExt};
+use std::process::{Child, Command, ExitStatus};
 
 use anyhow::{Context, Result};
 use nix::sys::ptrace;
@@ -13,6 +13,7 @@ use nix::unistd::Pid;
 use crate::elf::ElfImage;
 use crate::error::user_error;
 use crate::procfs;
+use crate::report::CommandEnd;
 
 /// A child stopped after its shared libraries are mapped, before its interpreter runs.
 pub struct Launched {
@@ -94,5 +95,50 @@ impl Launched {
     /// Lets the child go: it runs on untraced by ptrace (the uprobes stay).
     pub fn release(&self) -> Result<()> {
         ptrace::detach(Pid::from_raw(self.pid as i32), None).context("releasing the launched command")
+    }
+
+    /// Ends a child the tracer refused (still stopped, before a line of its program ran): it
+    /// must not run on untraced and orphaned next to whatever the caller does next.
+    pub fn kill(mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// How the child ended, if it has (it is reaped then).
+    pub fn ended(&mut self) -> Option<CommandEnd> {
+        self.child.try_wait().ok().flatten().map(command_end)
+    }
+}
+
+/// An exit status as the report states it.
+pub fn command_end(status: ExitStatus) -> CommandEnd {
+    match (status.code(), status.signal()) {
+        (Some(code), _) => CommandEnd::Exited { status: code },
+        (None, Some(signal)) => CommandEnd::Killed {
+            signal,
+            name: nix::sys::signal::Signal::try_from(signal)
+                .map_or_else(|_| format!("signal {signal}"), |s| s.to_string()),
+            core_dumped: status.core_dumped(),
+        },
+        (None, None) => CommandEnd::Exited { status: 0 },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn exit_statuses_read_as_the_shell_does() {
+        let exited = command_end(ExitStatus::from_raw(1 << 8));
+        assert_eq!(exited, CommandEnd::Exited { status: 1 });
+        assert_eq!(exited.shell_status(), 1);
+        assert_eq!(exited.to_string(), "exited with status 1");
+        let segv = command_end(ExitStatus::from_raw(11 | 0x80));
+        assert_eq!(segv.shell_status(), 139);
+        assert_eq!(segv.to_string(), "killed by SIGSEGV (signal 11, core dumped)");
+        let killed = command_end(ExitStatus::from_raw(9));
+        assert_eq!(killed.shell_status(), 137);
+        assert_eq!(CommandEnd::StillRunning { pid: 7 }.shell_status(), 0);
     }
 }

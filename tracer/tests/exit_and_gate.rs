@@ -234,3 +234,94 @@ fn a_target_that_execs_ends_the_recording_cleanly() {
     assert!(kept >= 50, "the allocations made before exec are reported: {report:#}");
     assert_no_leftover_probes();
 }
+
+/// Launch mode: the command's status is the tracer's (or 128 + the signal that killed it),
+/// unless `--fail-on-leak` found a leak; the report and stderr say how it ended.
+#[test]
+fn launch_mode_returns_the_commands_status() {
+    if !is_root() {
+        println!("skipped: not root");
+        return;
+    }
+    let _g = serial();
+    let Some(python) = pythons_of(11).into_iter().next() else { return };
+    let run = |code_text: &str, fail_on_leak: bool| {
+        let dir = tempfile::tempdir().unwrap();
+        let out = dir.path().join("r.json");
+        let mut args = vec!["record", "-i", "200ms", "-q", "-o", out.to_str().unwrap()];
+        if fail_on_leak {
+            args.push("--fail-on-leak");
+        }
+        args.extend(["--", python.path.to_str().unwrap(), "-c", code_text]);
+        let (code, _stdout, stderr) = run_tracer(&args);
+        (code, stderr, read_report(&out))
+    };
+    let (code, stderr, report) = run("import sys; x = [bytearray(100) for _ in range(10)]; sys.exit(1)", true);
+    assert_eq!(code, 1, "a failing command fails the tracer: {stderr}");
+    assert!(stderr.contains("tracer: the command exited with status 1"), "{stderr}");
+    assert_eq!(report["command"], serde_json::json!({"ended": "exited", "status": 1}));
+
+    let (code, stderr, report) = run("import os, signal; os.kill(os.getpid(), signal.SIGSEGV)", false);
+    assert_eq!(code, 128 + 11, "killed by SIGSEGV: {stderr}");
+    assert!(stderr.contains("killed by SIGSEGV (signal 11"), "{stderr}");
+    assert_eq!(report["command"]["ended"], "killed");
+    assert_eq!(report["command"]["signal"], 11);
+
+    let (code, stderr, report) = run("import sys; sys.exit(0)", true);
+    assert_eq!(code, 0, "{stderr}");
+    assert_eq!(report["command"]["status"], 0);
+
+    // A leak under --fail-on-leak decides over the command's own status.
+    let script = fixture("exit_leak.py");
+    let leaky =
+        format!("import sys; sys.argv = ['exit_leak.py', '3', '2']; exec(open({:?}).read())", script.to_str().unwrap());
+    let (code, stderr, report) = run(&leaky, true);
+    assert_eq!(code, 3, "the leak decides: {stderr}");
+    assert!(stderr.contains("the command exited with status 2"), "{stderr}");
+    assert_eq!(report["command"]["status"], 2);
+    let (code, stderr, _) = run(&leaky, false);
+    assert_eq!(code, 2, "without the gate the command's status: {stderr}");
+    assert_no_leftover_probes();
+}
+
+/// A command the tracer refuses (not CPython) is ended before it runs, not left running
+/// untraced; one still running when `-d` ends is said to be, and keeps running.
+#[test]
+fn a_refused_command_does_not_run_and_a_running_one_is_named() {
+    if !is_root() {
+        println!("skipped: not root");
+        return;
+    }
+    let _g = serial();
+    let dir = tempfile::tempdir().unwrap();
+    let marker = dir.path().join("ran");
+    let script = format!("sleep 1; touch {}", marker.display());
+    let (code, _stdout, stderr) = run_tracer(&["record", "-q", "--", "/bin/sh", "-c", &script]);
+    assert_eq!(code, 1, "{stderr}");
+    assert!(stderr.contains("was stopped before it ran"), "{stderr}");
+    std::thread::sleep(std::time::Duration::from_millis(1500));
+    assert!(!marker.exists(), "the refused command ran on: {stderr}");
+
+    let Some(python) = pythons_of(11).into_iter().next() else { return };
+    let out = dir.path().join("r.json");
+    let (code, _stdout, stderr) = run_tracer(&[
+        "record",
+        "-q",
+        "-d",
+        "1s",
+        "-o",
+        out.to_str().unwrap(),
+        "--",
+        python.path.to_str().unwrap(),
+        "-c",
+        "import time; time.sleep(30)",
+    ]);
+    assert_eq!(code, 0, "{stderr}");
+    let report = read_report(&out);
+    assert_eq!(report["command"]["ended"], "still_running", "{report:#}");
+    let pid = report["command"]["pid"].as_u64().unwrap() as i32;
+    assert!(stderr.contains(&format!("still running (pid {pid})")), "{stderr}");
+    // SAFETY: kill(2) on the child this test's tracer started.
+    assert_eq!(unsafe { libc::kill(pid, libc::SIGKILL) }, 0, "it was still running");
+    assert_no_leftover_probes();
+}

@@ -184,7 +184,9 @@ fn report() -> Report {
             TimelinePoint { t: 60.0, outstanding_bytes: 13_002_342 },
         ],
         sample_bytes: 0,
+        windows: None,
         holders_scan: None,
+        command: None,
     }
 }
 
@@ -213,7 +215,9 @@ fn empty_report() -> Report {
         holders: vec![],
         timeline: vec![],
         sample_bytes: 0,
+        windows: None,
         holders_scan: None,
+        command: None,
     }
 }
 

@@ -171,11 +171,31 @@ fn header(s: &mut String, r: &Report, w: usize) {
         wrapped(s, "", "      ", &lost, w);
     }
 
+    if let Some(end) = &r.command {
+        let _ = writeln!(s, "command: {end}");
+    }
     if r.sample_bytes > 0 {
         let _ = writeln!(
             s,
             "sampled: about one allocation per {} recorded; sizes and counts are estimates",
             bytes(r.sample_bytes)
+        );
+    }
+    if let Some(w) = &r.windows {
+        let _ = writeln!(
+            s,
+            "windows ({}): allocation probes attached {} of every {}; {} windows{}; allocations recorded {} of \
+             the time, growth rates scaled to the whole timeline; frees between windows inferred",
+            w.mode,
+            units::duration(w.on_s),
+            units::duration(w.every_s),
+            count(w.opened),
+            if w.skipped_no_growth > 0 {
+                format!(", {} periods skipped (no growth)", count(w.skipped_no_growth))
+            } else {
+                String::new()
+            },
+            units::percent(w.recorded_share),
         );
     }
     if r.final_view == Some(crate::report::FinalView::Finalization) {

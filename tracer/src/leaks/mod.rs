@@ -156,6 +156,11 @@ pub struct Criteria {
     /// With allocation facts: the oldest outstanding allocation must be at least this share of
     /// the growing part's duration old for `leak`.
     pub min_oldest_age_share: f64,
+    /// Share of the timeline in which allocations were recorded (1: all of it). With probe
+    /// windows (`--window`) the series is sampled once per window, so a leaking line rises by
+    /// its true rate times this share: step 8 divides the measured rate by it. Not a threshold
+    /// the user sets; the report builder sets it from the windows.
+    pub recorded_share: f64,
 }
 
 impl Default for Criteria {
@@ -178,6 +183,7 @@ impl Criteria {
             drop_share: 0.5,
             noise_k: 3.0,
             min_oldest_age_share: 0.5,
+            recorded_share: 1.0,
         }
     }
 
@@ -202,6 +208,11 @@ impl Criteria {
             drop_share: nonneg(self.drop_share, d.drop_share),
             noise_k: nonneg(self.noise_k, d.noise_k),
             min_oldest_age_share: nonneg(self.min_oldest_age_share, d.min_oldest_age_share),
+            recorded_share: if self.recorded_share > 0.0 && self.recorded_share <= 1.0 {
+                self.recorded_share
+            } else {
+                1.0
+            },
         }
     }
 }

@@ -405,12 +405,13 @@ pub(super) fn growth_stopped(p: &Points, onset: &Onset, g: &Growth, reached: &Re
     tail_rise < c.min_total_growth.max(onset.tol)
 }
 
-/// Step 8: the growth rate, the Theil-Sen slope over the growing part. Slower than the minimum
-/// rate is *stable*.
+/// Step 8: the growth rate, the Theil-Sen slope over the growing part, scaled to the whole
+/// timeline when allocations were recorded only part of it (probe windows). Slower than the
+/// minimum rate is *stable*.
 pub(super) fn rate(p: &Points, g: &Growth, c: &Criteria) -> Result<f64, Judgement> {
     let (pt, pv) = g.thinned(p);
     let slope = theil_sen(&pt, &pv);
-    let rate = if slope > 0.0 { slope } else { g.rise / g.dur };
+    let rate = if slope > 0.0 { slope } else { g.rise / g.dur } / c.recorded_share;
     if rate >= c.min_growth_per_s {
         return Ok(rate);
     }
@@ -438,6 +439,9 @@ pub(super) fn leak_or_growing(
     let not_yet = not_yet(p, g, tau, z, evidence, c);
     let strength = strength(p, g, tau, evidence, c);
     let mut reason = format!("{} for {}", units::rate(rate, p.unit), units::duration(g.dur));
+    if c.recorded_share < 1.0 {
+        let _ = write!(reason, " (scaled from the {} of the time recorded)", units::percent(c.recorded_share));
+    }
     if let Some(e) = evidence {
         if let Some(live) = e.live_fraction() {
             let _ = write!(reason, ", {} of {} allocations still live", units::percent(live), units::count(e.allocs));

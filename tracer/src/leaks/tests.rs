@@ -500,6 +500,7 @@ fn no_panics_on_degenerate_input() {
         drop_share: -3.0,
         noise_k: f64::NAN,
         min_oldest_age_share: f64::NAN,
+        recorded_share: f64::NAN,
     };
     let e = Evidence { allocs: 0, live_count: 7, oldest_age_s: f64::NAN, window_s: f64::INFINITY };
     for cr in [&c, &weird, &Criteria::for_items()] {
@@ -535,4 +536,25 @@ fn rank_orders_by_verdict_then_score_then_value() {
     ];
     assert_eq!(rank(&items), vec![3, 5, 1, 7, 4, 2, 8, 0, 6]);
     assert!(rank(&[]).is_empty());
+}
+
+/// Probe windows: a leak sampled once per 10 s period with allocations recorded 0.9 s of each
+/// rises 9% as fast as it truly grows; the rate is stated for the whole timeline.
+#[test]
+fn windowed_rates_are_scaled_to_the_whole_timeline() {
+    let true_rate = 20.0 * 1024.0;
+    let share = 0.09;
+    let mut s = Series::default();
+    for k in 0..12 {
+        let t = 1.0 + 10.0 * k as f64;
+        s.push(t, 1e6 + true_rate * share * t);
+    }
+    let c = Criteria { recorded_share: share, ..Criteria::for_bytes() };
+    let j = judge(&s, None, &c, Unit::Bytes);
+    check(&j, Verdict::Leak);
+    assert!((j.growth_per_s / true_rate - 1.0).abs() < 0.01, "{j:?}");
+    assert!(j.reason.contains("scaled from the 9% of the time recorded"), "{j:?}");
+    let unscaled = judge(&s, None, &Criteria::for_bytes(), Unit::Bytes);
+    assert!((unscaled.growth_per_s / (true_rate * share) - 1.0).abs() < 0.01, "{unscaled:?}");
+    assert!(!unscaled.reason.contains("scaled"), "{unscaled:?}");
 }

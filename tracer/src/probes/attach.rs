@@ -8,7 +8,7 @@ use std::path::Path;
 use anyhow::{Context, Result};
 use aya::programs::uprobe::{UProbeAttachLocation, UProbeScope};
 
-use super::plan::{Attach, Binary, Probe};
+use super::plan::{Attach, Binary, Probe, Which};
 use super::prologue::cheap_probe_offset;
 use super::{ensure_loaded, Probes};
 use crate::elf::ElfImage;
@@ -27,36 +27,37 @@ enum Placement {
 /// A perf-event uprobe to attach.
 struct PerfProbe {
     symbol: &'static str,
+    /// Detached when a probe window closes (`Probe::windowed`).
+    windowed: bool,
     program: &'static str,
     placement: Placement,
     is_return: bool,
 }
 
 impl Probes {
-    pub(super) fn attach_all(&mut self, target: &Target) -> Result<()> {
+    pub(super) fn attach_all(&mut self, target: &Target, which: Which) -> Result<()> {
         let pid = NonZeroU32::new(target.pid).context("PID 0")?;
         let libc = &target.libc.elf;
         let mut perf = Vec::new();
-        let plan = self.plan.probes.clone();
+        let plan: Vec<Probe> = self.plan.probes.iter().copied().filter(|p| which.takes(p)).collect();
         for probe in plan.iter().filter(|p| p.binary == Binary::Libc) {
+            let (symbol, hot) = (probe.symbol, probe.windowed());
             match probe.attach {
                 Attach::Session(kind) => {
-                    if let Err(e) =
-                        self.attach_multi(kind.programs().session, probe.symbol, libc, pid, Placement::Entry)
-                    {
-                        log::warn!("{e:#}; {} keeps a perf-event uprobe", probe.symbol);
+                    if let Err(e) = self.attach_multi(kind.programs().session, probe, libc, pid, Placement::Entry) {
+                        log::warn!("{e:#}; {symbol} keeps a perf-event uprobe");
                         let p = kind.programs();
-                        perf.extend(classic(probe.symbol, p.entry, Some(p.ret)));
+                        perf.extend(classic(symbol, hot, p.entry, Some(p.ret)));
                     }
                 }
                 Attach::EntryOnly { program, multi: true } => {
-                    if let Err(e) = self.attach_multi(program, probe.symbol, libc, pid, Placement::Prologue) {
-                        log::warn!("{e:#}; {} keeps a perf-event uprobe", probe.symbol);
-                        perf.push(entry_only(probe.symbol, program));
+                    if let Err(e) = self.attach_multi(program, probe, libc, pid, Placement::Prologue) {
+                        log::warn!("{e:#}; {symbol} keeps a perf-event uprobe");
+                        perf.push(entry_only(symbol, hot, program));
                     }
                 }
-                Attach::EntryOnly { program, multi: false } => perf.push(entry_only(probe.symbol, program)),
-                Attach::Classic { entry, ret } => perf.extend(classic(probe.symbol, entry, ret)),
+                Attach::EntryOnly { program, multi: false } => perf.push(entry_only(symbol, hot, program)),
+                Attach::Classic { entry, ret } => perf.extend(classic(symbol, hot, entry, ret)),
                 Attach::Python { .. } => unreachable!("an interpreter probe in libc: {probe:?}"),
             }
         }
@@ -77,7 +78,7 @@ impl Probes {
         let Attach::Python { program, without } = probe.attach else {
             unreachable!("not an interpreter probe: {probe:?}");
         };
-        let p = PerfProbe { symbol: probe.symbol, program, placement: Placement::Prologue, is_return: false };
+        let p = entry_only(probe.symbol, false, program);
         if let Err(e) = self.attach_perf(&p, elf, pid) {
             log::warn!("no probe on {} ({e:#}): {without}", probe.symbol);
         }
@@ -88,15 +89,15 @@ impl Probes {
     fn attach_multi(
         &mut self,
         program: &str,
-        symbol: &str,
+        probe: &Probe,
         elf: &ElfImage,
         pid: NonZeroU32,
         placement: Placement,
     ) -> Result<()> {
-        let Some(offset) = self.probe_offset(symbol, elf, placement)? else { return Ok(()) };
+        let Some(offset) = self.probe_offset(probe.symbol, elf, placement)? else { return Ok(()) };
         let multi = self.multi.as_ref().context("no uprobe_multi programs")?;
         let link = multi.attach(program, &elf.path, offset, pid.get())?;
-        self.multi_links.entry(pid.get()).or_default().push(link);
+        self.multi_links.entry(pid.get()).or_default().push((link, probe.windowed()));
         self.attached += 1;
         Ok(())
     }
@@ -108,7 +109,7 @@ impl Probes {
             .program(p.program)?
             .attach(UProbeAttachLocation::AbsoluteOffset(offset), &elf.path, UProbeScope::OneProcess(pid))
             .map_err(|e| attach_error(e, p.symbol, &elf.path, pid.get()))?;
-        self.links.entry(pid.get()).or_default().push((p.program, link));
+        self.links.entry(pid.get()).or_default().push((p.program, link, p.windowed));
         self.attached += 1;
         Ok(())
     }
@@ -128,14 +129,14 @@ impl Probes {
     }
 }
 
-fn classic(symbol: &'static str, entry: &'static str, ret: Option<&'static str>) -> Vec<PerfProbe> {
-    let ret = ret.map(|program| PerfProbe { symbol, program, placement: Placement::Entry, is_return: true });
-    let entry = PerfProbe { symbol, program: entry, placement: Placement::Entry, is_return: false };
+fn classic(symbol: &'static str, windowed: bool, entry: &'static str, ret: Option<&'static str>) -> Vec<PerfProbe> {
+    let ret = ret.map(|program| PerfProbe { symbol, windowed, program, placement: Placement::Entry, is_return: true });
+    let entry = PerfProbe { symbol, windowed, program: entry, placement: Placement::Entry, is_return: false };
     ret.into_iter().chain([entry]).collect()
 }
 
-fn entry_only(symbol: &'static str, program: &'static str) -> PerfProbe {
-    PerfProbe { symbol, program, placement: Placement::Prologue, is_return: false }
+fn entry_only(symbol: &'static str, windowed: bool, program: &'static str) -> PerfProbe {
+    PerfProbe { symbol, windowed, program, placement: Placement::Prologue, is_return: false }
 }
 
 fn attach_error(e: aya::programs::ProgramError, symbol: &str, path: &Path, pid: u32) -> anyhow::Error {

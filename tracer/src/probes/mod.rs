@@ -5,12 +5,14 @@
 //! - `plan`: what is attached where (the probe set, listed once), and the benchmark variants;
 //! - `attach`: attaching one process's probes as its plan says;
 //! - `prologue`: where in a function an entry-only probe goes;
-//! - `bpf_log`: the BPF side's diagnostics.
+//! - `bpf_log`: the BPF side's diagnostics;
+//! - `window`: probe windows (`--window`), the hot probes attached part of the time.
 
 mod attach;
 mod bpf_log;
 mod plan;
 mod prologue;
+mod window;
 
 use std::collections::HashMap;
 use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
@@ -63,12 +65,15 @@ pub struct Probes {
     pub attach_time: Duration,
     pub attached: usize,
     plan: ProbePlan,
-    /// Uprobe links per traced process, to detach one process without touching the others.
-    links: HashMap<u32, Vec<(&'static str, UProbeLinkId)>>,
+    /// Uprobe links per traced process, to detach one process without touching the others;
+    /// true for a windowed probe (`Probe::windowed`).
+    links: HashMap<u32, Vec<(&'static str, UProbeLinkId, bool)>>,
     /// Programs for uprobe_multi links (session and entry-only ones), if the plan has any and
-    /// the kernel loads them, and their links per process.
+    /// the kernel loads them, and their links per process (true: windowed).
     multi: Option<UprobeMultiPrograms>,
-    multi_links: HashMap<u32, Vec<OwnedFd>>,
+    multi_links: HashMap<u32, Vec<(OwnedFd, bool)>>,
+    /// Probe windows (`--window`): whether they are used and whether one is open.
+    windows: window::State,
     /// The last `TargetConfig::instance` handed out (0 is never one).
     last_instance: u64,
     /// Threads detaching the probes of processes that ended (see `release_target`).
@@ -113,6 +118,7 @@ impl Probes {
             links: HashMap::new(),
             multi,
             multi_links: HashMap::new(),
+            windows: window::State::default(),
             last_instance: 0,
             releasing: Vec::new(),
             _bpf_log: bpf_log,
@@ -132,7 +138,7 @@ impl Probes {
         let mut targets: BpfHashMap<&mut MapData, u32, TargetConfig> =
             BpfHashMap::try_from(self.ebpf.map_mut(maps::TARGETS).context("TARGETS map")?)?;
         targets.insert(target.pid, config, 0).context("registering the target")?;
-        let result = self.attach_all(target);
+        let result = self.attach_all(target, self.windows.which());
         if result.is_err() {
             self.remove_target(target.pid);
         }
@@ -167,13 +173,33 @@ impl Probes {
 
     /// A process's links, owned: dropping one detaches it.
     fn take_links(&mut self, pid: u32) -> Vec<OwnedLink> {
-        let mut owned = Vec::new();
-        for (program, link) in self.links.remove(&pid).unwrap_or_default() {
+        let mut owned = self.take_windowed(pid);
+        for (program, link, _) in self.links.remove(&pid).unwrap_or_default() {
             if let Ok(link) = self.program(program).and_then(|p| Ok(p.take_link(link)?)) {
                 owned.push(OwnedLink::Aya(link));
             }
         }
-        owned.extend(self.multi_links.remove(&pid).unwrap_or_default().into_iter().map(OwnedLink::Multi));
+        owned.extend(self.multi_links.remove(&pid).unwrap_or_default().into_iter().map(|(fd, _)| OwnedLink::Multi(fd)));
+        owned
+    }
+
+    /// A process's windowed links (`Probe::windowed`), owned; the others stay.
+    fn take_windowed(&mut self, pid: u32) -> Vec<OwnedLink> {
+        let mut owned = Vec::new();
+        if let Some(links) = self.links.get_mut(&pid) {
+            let (hot, rest): (Vec<_>, Vec<_>) = std::mem::take(links).into_iter().partition(|l| l.2);
+            *links = rest;
+            for (program, link, _) in hot {
+                if let Ok(link) = self.program(program).and_then(|p| Ok(p.take_link(link)?)) {
+                    owned.push(OwnedLink::Aya(link));
+                }
+            }
+        }
+        if let Some(links) = self.multi_links.get_mut(&pid) {
+            let (hot, rest): (Vec<_>, Vec<_>) = std::mem::take(links).into_iter().partition(|l| l.1);
+            *links = rest;
+            owned.extend(hot.into_iter().map(|(fd, _)| OwnedLink::Multi(fd)));
+        }
         owned
     }
 
@@ -196,6 +222,7 @@ impl Probes {
         for h in self.releasing.drain(..) {
             let _ = h.join();
         }
+        self.windows.join_closing();
     }
 
     /// The processes with probes attached (by either kind of link).

@@ -44,6 +44,35 @@ pub struct Probe {
     pub attach: Attach,
 }
 
+impl Probe {
+    /// Attached only while a probe window is open (`--window`): the allocators and free, the
+    /// probes hit at every allocation. The rare ones (mmap, munmap, the interpreter's
+    /// finalization) stay attached throughout.
+    pub fn windowed(&self) -> bool {
+        self.binary == Binary::Libc && !matches!(self.symbol, "mmap" | "munmap")
+    }
+}
+
+/// Which of a plan's probes to attach (see `Probe::windowed`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Which {
+    All,
+    /// The windowed ones only (a window opens).
+    Windowed,
+    /// All but the windowed ones (a process added while the window is shut).
+    Steady,
+}
+
+impl Which {
+    pub fn takes(self, probe: &Probe) -> bool {
+        match self {
+            Which::All => true,
+            Which::Windowed => probe.windowed(),
+            Which::Steady => !probe.windowed(),
+        }
+    }
+}
+
 /// Programs on kernel tracepoints, attached once at load (not per process): process lifecycle.
 pub const TRACEPOINTS: [(&str, &str); 2] =
     [(programs::ON_FORK, "sched_process_fork"), (programs::ON_EXEC, "sched_process_exec")];
@@ -273,6 +302,20 @@ mod tests {
                     Attach::EntryOnly { .. } | Attach::Python { .. } => false,
                 };
                 assert_eq!(sees_return, is_allocator, "{probe:?}: only an allocator's return value matters");
+            }
+        }
+    }
+
+    #[test]
+    fn windows_toggle_the_hot_probes_only() {
+        for has_sessions in [true, false] {
+            let plan = ProbePlan::standard(has_sessions);
+            let windowed: Vec<_> = plan.probes.iter().filter(|p| p.windowed()).map(|p| p.symbol).collect();
+            assert!(windowed.contains(&"malloc") && windowed.contains(&"free"), "{windowed:?}");
+            assert_eq!(windowed.len(), AllocKind::ALL.len(), "every allocator but mmap, and free");
+            for p in &plan.probes {
+                assert_ne!(Which::Windowed.takes(p), Which::Steady.takes(p), "{p:?}");
+                assert!(Which::All.takes(p));
             }
         }
     }

@@ -10,7 +10,7 @@ use tracer_ebpf::Counter;
 use crate::collector::Counters;
 use crate::holders::Holders;
 use crate::leaks::{self, CallPath, Criteria, Evidence, ListedStack, Unit};
-use crate::report::{FinalView, Holder, Report, Suspect, TargetInfo, TimelinePoint, Totals, SCHEMA};
+use crate::report::{FinalView, Holder, Report, Suspect, TargetInfo, TimelinePoint, Totals, WindowsInfo, SCHEMA};
 use crate::stacks::StackTable;
 
 /// What one process's report is made from.
@@ -32,6 +32,8 @@ pub struct Input<'a> {
     pub sample_bytes: u64,
     /// The target's resident set size now, if it could be read.
     pub rss_bytes: Option<u64>,
+    /// Probe windows, if the allocation probes were attached only part of the time.
+    pub windows: Option<WindowsInfo>,
 }
 
 /// The stacks of every traced process, and what is shared by all of them.
@@ -55,8 +57,28 @@ pub fn target_info(target: &crate::target::Target) -> TargetInfo {
 }
 
 pub fn build(input: Input) -> Report {
-    let Input { target, instance, view, started_unix_s, window_s, stacks, holders, criteria, sample_bytes, rss_bytes } =
-        input;
+    let Input {
+        target,
+        instance,
+        view,
+        started_unix_s,
+        window_s,
+        stacks,
+        holders,
+        criteria,
+        sample_bytes,
+        windows,
+        rss_bytes,
+    } = input;
+    // Rates measured on the recorded share of the timeline are scaled to the whole of it (leaks).
+    let windowed;
+    let criteria = match &windows {
+        Some(w) => {
+            windowed = Criteria { recorded_share: w.recorded_share, ..criteria.clone() };
+            &windowed
+        }
+        None => criteria,
+    };
     let mut totals = Totals::default();
     let mut suspects = Vec::new();
     let mut timeline = Vec::new();
@@ -87,6 +109,8 @@ pub fn build(input: Input) -> Report {
         holders_scan: holders.map(scan_summary),
         timeline,
         sample_bytes,
+        command: None,
+        windows,
     }
 }
 
@@ -280,6 +304,7 @@ mod tests {
             criteria,
             sample_bytes: 4096,
             rss_bytes: None,
+            windows: None,
         }
     }
 

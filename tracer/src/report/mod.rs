@@ -34,6 +34,68 @@ pub struct Report {
     /// and count figures are estimates scaled back from the samples.
     #[serde(default)]
     pub sample_bytes: u64,
+    /// Launch mode: how the command ended (in the first process's report only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub command: Option<CommandEnd>,
+    /// Probe windows (`--window`): absent when the allocation probes were attached throughout.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub windows: Option<WindowsInfo>,
+}
+
+/// How a launched command ended, as the tracer saw it; `"command"` in the JSON.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(tag = "ended", rename_all = "snake_case")]
+pub enum CommandEnd {
+    /// It exited with this status.
+    Exited { status: i32 },
+    /// A signal killed it.
+    Killed { signal: i32, name: String, core_dumped: bool },
+    /// It was still running when the tracer stopped (the duration ended, or a signal stopped the
+    /// tracer and the command did not end within the grace period).
+    StillRunning { pid: u32 },
+}
+
+impl CommandEnd {
+    /// The shell's convention: the status, or 128 + the signal; 0 for a command still running.
+    pub fn shell_status(&self) -> u8 {
+        match self {
+            CommandEnd::Exited { status } => (*status & 0xff) as u8,
+            CommandEnd::Killed { signal, .. } => (128 + *signal).clamp(0, 255) as u8,
+            CommandEnd::StillRunning { .. } => 0,
+        }
+    }
+}
+
+impl std::fmt::Display for CommandEnd {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            CommandEnd::Exited { status } => write!(f, "exited with status {status}"),
+            CommandEnd::Killed { signal, name, core_dumped } => {
+                let core = if *core_dumped { ", core dumped" } else { "" };
+                write!(f, "killed by {name} (signal {signal}{core})")
+            }
+            CommandEnd::StillRunning { pid } => write!(f, "still running (pid {pid}); not waited for"),
+        }
+    }
+}
+
+/// How the probe windows ran (`--window`): the allocation and free probes were attached only
+/// part of the time, and what happened between windows was inferred.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct WindowsInfo {
+    /// `fixed` (`--window ON/EVERY`) or `auto` (windows only while the heap grows).
+    pub mode: String,
+    pub on_s: f64,
+    pub every_s: f64,
+    /// Share of the timeline in which allocations were recorded, by the schedule: growth rates
+    /// were measured on that share and scaled to the whole timeline.
+    pub recorded_share: f64,
+    /// Seconds allocations were recorded, and seconds the recording lasted.
+    pub recorded_s: f64,
+    pub elapsed_s: f64,
+    /// Windows opened, and (auto mode) periods without one because the heap did not grow.
+    pub opened: u64,
+    pub skipped_no_growth: u64,
 }
 
 /// Where a report's view of a process was taken; `"final_view"` in the JSON.
@@ -322,6 +384,8 @@ pub(crate) mod tests {
             holders_scan: None,
             timeline: vec![],
             sample_bytes: 0,
+            command: None,
+            windows: None,
         }
     }
 

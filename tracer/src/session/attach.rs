@@ -19,6 +19,7 @@ use crate::resolve::Resolver;
 use crate::stacks::StackTable;
 use crate::target::{self, Target};
 
+use super::windows::Windows;
 use super::{HostState, Mode, Session, Traced};
 
 pub fn require_root() -> Result<()> {
@@ -63,14 +64,20 @@ impl Session {
             Targets::Pid(pid) => start_single(config, *pid),
             Targets::Launch { argv, python_malloc } => {
                 let launched = launch::spawn_stopped(argv, *python_malloc)?;
-                let session = start_single(config, launched.pid);
-                // Either way the command runs on: traced, or (when attaching failed) as if
-                // started without the tracer.
-                let released = launched.release();
-                let mut session = session?;
-                released?;
-                session.launched = Some(launched);
-                Ok(session)
+                match start_single(config, launched.pid) {
+                    Ok(mut session) => {
+                        launched.release()?;
+                        session.launched = Some(launched);
+                        Ok(session)
+                    }
+                    // Refused before a line of it ran: it is ended, not left to run untraced.
+                    Err(e) => {
+                        let pid = launched.pid;
+                        launched.kill();
+                        eprintln!("tracer: the command (pid {pid}) was stopped before it ran: it cannot be traced");
+                        Err(e)
+                    }
+                }
             }
         }
     }
@@ -81,6 +88,10 @@ impl Session {
             HoldersMode::Only => None,
             HoldersMode::On | HoldersMode::Off => Some(load_probes(config)?),
         };
+        let windows = probes.as_ref().and_then(|_| Windows::new(config.tracing.window, Instant::now()));
+        if let (Some(p), Some(_)) = (probes.as_mut(), windows.as_ref()) {
+            p.use_windows();
+        }
         let collector = probes.as_mut().map(Collector::new).transpose()?;
         Ok(Session {
             procs: Vec::new(),
@@ -96,6 +107,7 @@ impl Session {
             last_exit_check: Instant::now(),
             criteria: config.tracing.criteria.clone(),
             sample_bytes: config.tracing.sample_bytes,
+            windows,
         })
     }
 
@@ -104,7 +116,12 @@ impl Session {
     fn attach(&mut self, mut target: Target, holders: Option<Holders>) -> Result<()> {
         if let Some(probes) = self.probes.as_mut() {
             match trace_target(probes, &mut target) {
-                Ok(code) => self.resolver.add_process(target.pid, target.instance, code),
+                Ok(code) => {
+                    self.resolver.add_process(target.pid, target.instance, code);
+                    if let Some(w) = self.windows.as_mut() {
+                        w.watch(target.pid);
+                    }
+                }
                 Err(e) => {
                     probes.remove_target(target.pid);
                     return Err(e);

@@ -67,6 +67,9 @@ pub async fn drive(
             _ = sigterm.recv() => break FinalView::Interrupted,
             _ = sighup.recv() => break FinalView::Interrupted,
             _ = sleep_until(deadline) => break FinalView::Duration,
+            _ = sleep_until(session.next_window_event().map(tokio::time::Instant::from_std)) => {
+                session.step_windows();
+            }
             _ = sample_tick.tick() => {
                 let started = Instant::now();
                 session.sample();

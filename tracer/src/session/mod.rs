@@ -6,7 +6,8 @@
 //! - `attach`: starting a session (attach to a PID, launch a command, or find the host's CPython
 //!   processes) and attaching one more process;
 //! - `lifecycle`: forks, execs, newcomers, PID reuse, and which processes ended and how;
-//! - `driver`: the one loop that samples, follows lifecycles and stops.
+//! - `driver`: the one loop that samples, follows lifecycles and stops;
+//! - `windows`: probe windows (`--window`): when the allocation probes are attached.
 //!
 //! Every process is handled alike: when one ends, its report is built then and kept as it was
 //! (later samples of a dead process would be flat and turn a leak into "bounded"). The one
@@ -16,6 +17,7 @@
 pub mod attach;
 pub mod driver;
 pub mod lifecycle;
+pub mod windows;
 
 use std::time::{Duration, Instant};
 
@@ -90,6 +92,8 @@ pub struct Session {
     last_exit_check: Instant,
     criteria: Criteria,
     sample_bytes: u64,
+    /// Probe windows (`--window`); None when the probes stay attached.
+    windows: Option<windows::Windows>,
 }
 
 impl Session {
@@ -144,14 +148,31 @@ impl Session {
         }
     }
 
-    /// One point of every time series: stacks' outstanding memory, containers' lengths.
+    /// One point of every time series: stacks' outstanding memory, containers' lengths. With
+    /// probe windows the stacks are sampled once per period instead (`step_windows`).
     pub fn sample(&mut self) {
-        self.sample_stacks();
+        if self.windows.is_none() {
+            self.sample_stacks();
+        }
         let t = self.started.elapsed().as_secs_f64();
         for p in self.procs.iter_mut().filter(|p| p.is_live()) {
             if let Some(h) = p.holders.as_mut() {
                 h.scan(t);
             }
+        }
+    }
+
+    /// When the probe windows' next event is due (None without windows).
+    pub fn next_window_event(&self) -> Option<Instant> {
+        self.windows.as_ref().map(windows::Windows::next_event)
+    }
+
+    /// Opens, stops or closes the probe window when due; samples the stacks once per period.
+    pub fn step_windows(&mut self) {
+        let (Some(w), Some(probes)) = (self.windows.as_mut(), self.probes.as_mut()) else { return };
+        let live = self.procs.iter().filter(|p| p.is_live()).map(|p| &p.target);
+        if w.step(Instant::now(), probes, live) == windows::Step::SampleStacks {
+            self.sample_stacks();
         }
     }
 
@@ -213,6 +234,7 @@ impl Session {
             criteria: &self.criteria,
             sample_bytes: self.sample_bytes,
             rss_bytes: crate::procfs::rss_bytes(p.target.pid),
+            windows: self.windows.as_ref().map(|w| w.info(window)),
         })
     }
 
@@ -234,6 +256,12 @@ impl Session {
         }
     }
 
+    /// The command the session launched, for the caller to wait for (after `finish`, so that
+    /// its end costs nothing and changes no figure).
+    pub fn take_launched(&mut self) -> Option<Launched> {
+        self.launched.take()
+    }
+
     /// Ends the session: detaches every probe first (the targets stop paying for them at once;
     /// the maps stay readable), then builds the reports from the final state. `stop` is why the
     /// recording stopped.
@@ -247,10 +275,6 @@ impl Session {
             probes.detach_all();
             drop(probes);
             log::info!("probes detached in {:.0} ms", t.elapsed().as_secs_f64() * 1e3);
-        }
-        if let Some(l) = self.launched.as_mut() {
-            // It is our child: one that ended is reaped; one still running keeps running.
-            let _ = l.child.try_wait();
         }
         self.reports(lifecycle::view_of_running(stop))
     }

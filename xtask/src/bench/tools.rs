@@ -45,8 +45,9 @@ pub fn bench_venv(install: bool) -> Result<PathBuf> {
     Ok(python)
 }
 
-/// bcc's memleak and a kernel-headers tree it accepts (Debian's 6.1 -common and -amd64 header
-/// trees merged into one under target/bench/kheaders; see shared/facts). Err = why not.
+/// bcc's memleak and a kernel-headers tree it accepts. The running kernel has no headers package,
+/// and bcc wants one tree, so Debian's 6.1 -common and -amd64 trees are merged into one under
+/// target/bench/kheaders (BENCHMARKS.md, "How bcc's memleak is run"). Err = why not.
 pub fn bcc(install: bool) -> Result<Bcc> {
     let find = || util::which("memleak-bpfcc", &[PathBuf::from("/usr/sbin")]);
     let have_headers = || !header_trees().is_empty();

@@ -1,0 +1,227 @@
+//! When probe windows open and close (`--window`): the schedule, the growth gate of
+//! `--window auto`, and what the report says about them. The probes' side (attaching,
+//! detaching off the loop) is `probes::window`.
+//!
+//! A window of ON out of every EVERY runs in three phases: *recording* (allocations and frees
+//! seen) for the first 90% of ON, *closing* (frees seen, no new allocation recorded, so a
+//! block born just before the close is seen dying) for the rest, then *shut* until the next
+//! period. The stacks are sampled once per period, when its window closes (or, in auto mode,
+//! when a period passes without growth): sampled so, the outstanding bytes of a leaking line
+//! rise by the same step every period, a straight line whose slope is the true rate times the
+//! recorded share of the time (`recorded_share`), which `leaks` scales back.
+
+use std::time::{Duration, Instant};
+
+use crate::config::{WindowMode, WindowSpec};
+use crate::probes::Probes;
+use crate::report::WindowsInfo;
+use crate::target::Target;
+
+/// `--window auto`: a window opens only when some traced process's resident memory rose by at
+/// least this much above its highest so far.
+pub const AUTO_GROWTH_BYTES: u64 = 64 * 1024;
+
+/// The share of a window spent closing (see the module doc).
+const CLOSING_SHARE: f64 = 0.1;
+
+#[derive(Debug, Clone, Copy)]
+enum Phase {
+    /// No window open; the next period starts at `next`.
+    Shut { next: Instant },
+    /// A window opened at `opened`, recording.
+    Recording { opened: Instant },
+    /// The window that opened at `opened` no longer records new allocations.
+    Closing { opened: Instant },
+}
+
+/// What the session's loop does at a window event.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Step {
+    Nothing,
+    /// A period ended (its window closed, or auto mode saw no growth): sample the stacks.
+    SampleStacks,
+}
+
+pub struct Windows {
+    spec: WindowSpec,
+    auto: bool,
+    phase: Phase,
+    opened: u64,
+    /// Auto mode: periods that passed without a window (no growth).
+    skipped: u64,
+    /// Time allocations were recorded.
+    recorded: Duration,
+    /// Auto mode: each process's highest resident memory so far (bytes).
+    highest: std::collections::HashMap<u32, u64>,
+}
+
+impl Windows {
+    /// The schedule `mode` asks for; None when the probes stay attached.
+    pub fn new(mode: WindowMode, now: Instant) -> Option<Windows> {
+        let spec = mode.spec()?;
+        let auto = matches!(mode, WindowMode::Auto(_));
+        // Auto mode waits a period to see growth first; a fixed schedule opens at once.
+        let next = if auto { now + spec.every } else { now };
+        Some(Windows {
+            spec,
+            auto,
+            phase: Phase::Shut { next },
+            opened: 0,
+            skipped: 0,
+            recorded: Duration::ZERO,
+            highest: Default::default(),
+        })
+    }
+
+    fn recording_length(&self) -> Duration {
+        self.spec.on.mul_f64(1.0 - CLOSING_SHARE)
+    }
+
+    /// The share of the timeline in which allocations are recorded, by the schedule: what a
+    /// rate measured on the per-period samples is scaled by.
+    pub fn recorded_share(&self) -> f64 {
+        self.recording_length().as_secs_f64() / self.spec.every.as_secs_f64()
+    }
+
+    /// When the next event is due.
+    pub fn next_event(&self) -> Instant {
+        match self.phase {
+            Phase::Shut { next } => next,
+            Phase::Recording { opened } => opened + self.recording_length(),
+            Phase::Closing { opened } => opened + self.spec.on,
+        }
+    }
+
+    /// Moves the schedule on if its next event is due; `targets` are the live processes.
+    pub fn step<'a>(
+        &mut self,
+        now: Instant,
+        probes: &mut Probes,
+        targets: impl Iterator<Item = &'a Target> + Clone,
+    ) -> Step {
+        if now < self.next_event() {
+            return Step::Nothing;
+        }
+        match self.phase {
+            Phase::Shut { next } => {
+                // A late loop skips the periods it missed rather than opening them back to back.
+                let mut following = next + self.spec.every;
+                while following <= now {
+                    following += self.spec.every;
+                }
+                if self.auto && !self.grew(targets.clone()) {
+                    self.skipped += 1;
+                    self.phase = Phase::Shut { next: following };
+                    return Step::SampleStacks;
+                }
+                if probes.open_window(targets) {
+                    self.opened += 1;
+                    self.phase = Phase::Recording { opened: now };
+                } else {
+                    self.phase = Phase::Shut { next: following };
+                }
+                Step::Nothing
+            }
+            Phase::Recording { opened } => {
+                probes.stop_recording();
+                self.recorded += now.saturating_duration_since(opened);
+                self.phase = Phase::Closing { opened };
+                Step::Nothing
+            }
+            Phase::Closing { opened } => {
+                probes.close_window();
+                let mut next = opened + self.spec.every;
+                while next <= now {
+                    next += self.spec.every;
+                }
+                self.phase = Phase::Shut { next };
+                Step::SampleStacks
+            }
+        }
+    }
+
+    /// Auto mode's gate: did any process's resident memory rise above its highest so far by
+    /// `AUTO_GROWTH_BYTES`? (Every process's highest mark is updated.)
+    fn grew<'a>(&mut self, targets: impl Iterator<Item = &'a Target>) -> bool {
+        let mut grew = false;
+        for t in targets {
+            let Some(rss) = resident_bytes(t.pid) else { continue };
+            match self.highest.get_mut(&t.pid) {
+                Some(high) if rss >= high.saturating_add(AUTO_GROWTH_BYTES) => {
+                    *high = rss;
+                    grew = true;
+                }
+                Some(high) => *high = (*high).max(rss),
+                None => {
+                    self.highest.insert(t.pid, rss);
+                }
+            }
+        }
+        grew
+    }
+
+    /// Auto mode: a process's starting point (its resident memory when it is first traced).
+    pub fn watch(&mut self, pid: u32) {
+        if self.auto {
+            if let Some(rss) = resident_bytes(pid) {
+                self.highest.insert(pid, rss);
+            }
+        }
+    }
+
+    /// What the report says about the windows, `elapsed` into the recording.
+    pub fn info(&self, elapsed: Duration) -> WindowsInfo {
+        let mut recorded = self.recorded;
+        if let Phase::Recording { opened } = self.phase {
+            recorded += opened.elapsed();
+        }
+        WindowsInfo {
+            mode: if self.auto { "auto".to_string() } else { "fixed".to_string() },
+            on_s: self.spec.on.as_secs_f64(),
+            every_s: self.spec.every.as_secs_f64(),
+            recorded_share: self.recorded_share(),
+            recorded_s: recorded.as_secs_f64(),
+            elapsed_s: elapsed.as_secs_f64(),
+            opened: self.opened,
+            skipped_no_growth: self.skipped,
+        }
+    }
+}
+
+/// A process's resident memory (bytes), from /proc/PID/statm.
+fn resident_bytes(pid: u32) -> Option<u64> {
+    let statm = std::fs::read_to_string(format!("/proc/{pid}/statm")).ok()?;
+    let pages: u64 = statm.split_whitespace().nth(1)?.parse().ok()?;
+    // SAFETY: sysconf has no preconditions.
+    let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
+    Some(pages * u64::try_from(page).ok()?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_recorded_share_leaves_out_the_closing_part() {
+        let spec = WindowSpec { on: Duration::from_secs(1), every: Duration::from_secs(10) };
+        let w = Windows::new(WindowMode::Fixed(spec), Instant::now()).unwrap();
+        assert!((w.recorded_share() - 0.09).abs() < 1e-9, "{}", w.recorded_share());
+        assert!(Windows::new(WindowMode::Off, Instant::now()).is_none());
+    }
+
+    #[test]
+    fn a_fixed_schedule_opens_at_once_and_auto_waits_a_period() {
+        let now = Instant::now();
+        let fixed = Windows::new(WindowMode::Fixed(WindowSpec::AUTO), now).unwrap();
+        assert_eq!(fixed.next_event(), now);
+        let auto = Windows::new(WindowMode::Auto(WindowSpec::AUTO), now).unwrap();
+        assert_eq!(auto.next_event(), now + WindowSpec::AUTO.every);
+    }
+
+    #[test]
+    fn resident_memory_of_this_process() {
+        let rss = resident_bytes(std::process::id()).unwrap();
+        assert!(rss > 1 << 20, "{rss}");
+        assert_eq!(resident_bytes(u32::MAX), None);
+    }
+}
