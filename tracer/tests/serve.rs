@@ -818,7 +818,8 @@ fn metrics_keep_a_line_in_one_series_across_a_verdict_change() {
     let pid = target.pid().to_string();
     let port = free_port();
     let listen = format!("127.0.0.1:{port}");
-    let mut daemon = Daemon::start(&["-p", &pid, "--listen", &listen, "-i", "1s"]);
+    // Probes attached all the time (no windows): the verdict moves as fast as it can.
+    let mut daemon = Daemon::start(&["-p", &pid, "--listen", &listen, "-i", "1s", "--window", "off"]);
     let small_line = line_of(FIXTURE, "KEPT_SMALL.append").to_string();
     daemon.wait_answering(port);
     let mut identities = std::collections::BTreeSet::new();
@@ -873,7 +874,7 @@ fn live_page_loads_in_chromium_with_the_leaks_and_their_chart() {
     let pid = target.pid().to_string();
     let port = free_port();
     let listen = format!("127.0.0.1:{port}");
-    let mut daemon = Daemon::start(&["-p", &pid, "--listen", &listen, "-i", "1s"]);
+    let mut daemon = Daemon::start(&["-p", &pid, "--listen", &listen, "-i", "1s", "--window", "off"]);
     daemon.wait_answering(port);
     let small_line = line_of(FIXTURE, "KEPT_SMALL.append");
     let started = Instant::now();
@@ -903,7 +904,8 @@ fn live_page_loads_in_chromium_with_the_leaks_and_their_chart() {
     let page = chromium::load(&browser, &format!("http://{listen}/"), 1280, 1600);
     println!("chromium console: {:?}", page.console);
     assert!(page.errors().is_empty(), "console errors: {:?}", page.errors());
-    assert!(!page.console.iter().any(|m| m.contains("Refused")), "CSP refusals: {:?}", page.console);
+    let blocked = |m: &&String| m.contains("Refused") || m.contains("Content Security Policy");
+    assert!(!page.console.iter().any(|m| blocked(&m)), "CSP refusals: {:?}", page.console);
     let dom = &page.dom;
     let table = dom.split("<table class=\"leaks\">").nth(1).expect("a leak table").split("</table>").next().unwrap();
     assert!(table.contains("leak_small (") && table.contains(&format!(":{small_line})")), "{table}");

@@ -307,7 +307,7 @@ fn command(r: &Report) -> String {
 /// No CDN, no external font, no inline script: scripts and data from this daemon only; the
 /// flame graph is its own document in an `<object>`.
 const PAGE_CSP: &str = "default-src 'none'; script-src 'self'; connect-src 'self'; style-src 'unsafe-inline'; \
-                        object-src 'self'; img-src 'self' data:";
+                        object-src 'self'; frame-src 'self'; img-src 'self' data:";
 const PAGE_HTML: &str = include_str!("page/index.html");
 const LIVE_JS: &str = include_str!("page/live.js");
 
