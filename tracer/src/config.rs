@@ -12,6 +12,7 @@ use crate::export::{ExportOptions, Format};
 use crate::host::HostFilter;
 use crate::leaks::Criteria;
 use crate::probes::MapSizes;
+use crate::python::census::CensusBudget;
 use crate::python::heap::ScanBudget;
 
 /// The default `serve --listen`: loopback only; another address must be asked for.
@@ -56,7 +57,7 @@ pub enum WindowMode {
     /// `on` out of every `every` (`--window 1s/10s`).
     Fixed(WindowSpec),
     /// Like `Fixed`, but a window opens only while the process's heap grows (`--window auto`,
-    /// `serve`'s default).
+    /// `serve`'s default, 1s/10s; `auto:ON/EVERY` for other windows).
     Auto(WindowSpec),
 }
 
@@ -73,7 +74,7 @@ impl WindowSpec {
 }
 
 impl WindowMode {
-    /// `--window off|auto|ON/EVERY`; `parse_duration` reads each length.
+    /// `--window off|auto|auto:ON/EVERY|ON/EVERY`; `parse_duration` reads each length.
     pub fn parse(text: &str, parse_duration: impl Fn(&str) -> Result<Duration, String>) -> Result<WindowMode> {
         let hint = "use --window ON/EVERY (e.g. 1s/10s: probes attached 1 s out of every 10 s), auto or off";
         let text = text.trim();
@@ -81,6 +82,12 @@ impl WindowMode {
             "off" | "none" => return Ok(WindowMode::Off),
             "auto" => return Ok(WindowMode::Auto(WindowSpec::AUTO)),
             _ => {}
+        }
+        if let Some(spec) = text.strip_prefix("auto:") {
+            return match WindowMode::parse(spec, parse_duration)? {
+                WindowMode::Fixed(s) => Ok(WindowMode::Auto(s)),
+                _ => Err(user_error(format!("--window {text}: auto: takes ON/EVERY"), hint)),
+            };
         }
         let Some((on, every)) = text.split_once('/') else {
             return Err(user_error(format!("--window {text}: not ON/EVERY"), hint));
@@ -119,8 +126,14 @@ pub struct TracingConfig {
     pub sample_bytes: u64,
     pub sizes: MapSizes,
     pub holder_budget: ScanBudget,
+    /// Take table sizes beyond a quarter of the available memory.
+    pub force: bool,
+    /// Show dict keys read from the target as they are (`redact`).
+    pub show_target_strings: bool,
     /// When the allocation and free probes are attached.
     pub window: WindowMode,
+    /// Limits of one census scan; `None`: no census.
+    pub census_budget: Option<CensusBudget>,
 }
 
 /// Everything a recording session needs (`record`, and `serve` without a duration).
