@@ -65,11 +65,12 @@ pub fn run(command: RecordCommand) -> Result<ExitCode> {
     // that --fail-on-leak's list is printed too and the exit status is the error's.
     let written = output::write(&reports, &destination);
     if destination.path.is_some() && written.is_ok() {
-        let width = crate::terminal::width(&std::io::stderr()).unwrap_or(100).max(40);
-        eprintln!(
-            "{}",
-            crate::terminal::middle(&crate::escape::visible(&export::text::verdict_line(&reports)), width - 1)
-        );
+        // Shortened to the terminal's width on one; whole in a log.
+        let line = crate::escape::visible(&export::text::verdict_line(&reports)).into_owned();
+        match crate::terminal::width(&std::io::stderr()).filter(|_| std::io::stderr().is_terminal()) {
+            Some(w) => eprintln!("{}", crate::terminal::middle(&line, w.max(40) - 1)),
+            None => eprintln!("{line}"),
+        }
     }
     let leaking = leaks_found(&reports);
     if fail_on_leak && !leaking.is_empty() {
