@@ -181,6 +181,14 @@ pub struct ServeArgs {
     /// (http://HOST:PORT; `/ingest` is appended).
     #[arg(long, value_name = "URL")]
     pub push: Option<String>,
+    /// Application name of the pushed profiles (default tracer.python). Credentials come from
+    /// the environment only: TRACER_PUSH_TOKEN (bearer), or TRACER_PUSH_USER and
+    /// TRACER_PUSH_PASSWORD (basic); TRACER_PUSH_TENANT sets X-Scope-OrgID.
+    #[arg(long, value_name = "NAME", requires = "push")]
+    pub push_name: Option<String>,
+    /// A label of the pushed profiles, KEY=VALUE (repeatable; hostname=<this host> unless given).
+    #[arg(long, value_name = "KEY=VALUE", requires = "push")]
+    pub push_tag: Vec<String>,
     /// Suspects shown in detail in /report.txt, and stacks drawn when nothing leaks.
     #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..=100_000))]
     pub top: u64,
@@ -317,7 +325,14 @@ impl ServeArgs {
                 ))
             }
         };
-        let push = self.push.as_deref().map(PushTarget::parse).transpose()?;
+        let push = match self.push.as_deref() {
+            Some(url) => Some(
+                PushTarget::parse(url)?
+                    .named(self.push_name.as_deref(), &self.push_tag, &crate::procfs::hostname())?
+                    .with_credentials(|k| std::env::var(k).ok())?,
+            ),
+            None => None,
+        };
         let holders = if self.no_holders { HoldersMode::Off } else { HoldersMode::On };
         let tracing = self.tracing.config(WindowMode::Auto(WindowSpec::AUTO))?;
         Ok(ServeConfig {
@@ -401,7 +416,12 @@ impl OutputArgs {
         Destination::new(
             self.output.clone(),
             self.format,
-            ExportOptions { all_stacks: self.all_stacks, top: self.top as usize, native_leaf: self.native_leaf },
+            ExportOptions {
+                all_stacks: self.all_stacks,
+                top: self.top as usize,
+                native_leaf: self.native_leaf,
+                ..ExportOptions::default()
+            },
         )
     }
 }

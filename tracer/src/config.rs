@@ -196,11 +196,109 @@ pub struct PushTarget {
     pub host_header: String,
     /// Path prefix without a trailing slash.
     pub prefix: String,
+    /// The application name (`--push-name`, default `tracer.python`).
+    pub name: String,
+    /// Labels added to the name (`--push-tag k=v`; `hostname` by default).
+    pub tags: Vec<(String, String)>,
+    /// The `Authorization` header value, from the environment only (never argv).
+    pub auth: Option<String>,
+    /// The tenant (`X-Scope-OrgID`), from `TRACER_PUSH_TENANT`.
+    pub tenant: Option<String>,
+}
+
+/// The default application name of a push.
+pub const PUSH_NAME: &str = "tracer.python";
+
+/// A push name or tag key: letters, digits, `_`, `.`, `-`, not empty, not starting with a digit.
+fn push_word(s: &str) -> bool {
+    !s.is_empty()
+        && !s.starts_with(|c: char| c.is_ascii_digit())
+        && s.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'))
+}
+
+impl PushTarget {
+    /// `--push-name` and `--push-tag k=v` (a `hostname` tag is added unless given), checked.
+    pub fn named(mut self, name: Option<&str>, tags: &[String], hostname: &str) -> Result<PushTarget> {
+        let name = name.unwrap_or(PUSH_NAME);
+        if !push_word(name) {
+            return Err(user_error(
+                format!("--push-name {name:?}: not an application name"),
+                "use letters, digits, '.', '_' and '-', e.g. --push-name checkout.api",
+            ));
+        }
+        self.name = name.to_string();
+        for tag in tags {
+            let (k, v) = tag.split_once('=').unwrap_or((tag, ""));
+            let bad_value =
+                v.is_empty() || v.contains(['{', '}', ',', '=', '"', '\\']) || v.chars().any(char::is_control);
+            if !push_word(k) || bad_value || k == "pid" || k == "mode" {
+                return Err(user_error(
+                    format!("--push-tag {tag:?}: not a tag"),
+                    "give KEY=VALUE (KEY of letters, digits, '_', '.'; not pid or mode; VALUE without {},=\"), e.g. --push-tag env=prod",
+                ));
+            }
+            self.tags.push((k.to_string(), v.to_string()));
+        }
+        if !self.tags.iter().any(|(k, _)| k == "hostname") && !hostname.is_empty() {
+            self.tags.insert(0, ("hostname".to_string(), hostname.to_string()));
+        }
+        Ok(self)
+    }
+
+    /// Credentials and tenant from the environment: `TRACER_PUSH_TOKEN` (bearer), or
+    /// `TRACER_PUSH_USER` and `TRACER_PUSH_PASSWORD` (basic; Grafana Cloud: the stack's user id
+    /// and an access token), and `TRACER_PUSH_TENANT` (`X-Scope-OrgID`).
+    pub fn with_credentials(mut self, env: impl Fn(&str) -> Option<String>) -> Result<PushTarget> {
+        let set = |k: &str| env(k).filter(|v| !v.is_empty());
+        let (token, user, password) = (set("TRACER_PUSH_TOKEN"), set("TRACER_PUSH_USER"), set("TRACER_PUSH_PASSWORD"));
+        self.auth = match (token, user, password) {
+            (Some(_), Some(_), _) => return Err(user_error(
+                "both TRACER_PUSH_TOKEN and TRACER_PUSH_USER are set",
+                "set TRACER_PUSH_TOKEN for bearer auth, or TRACER_PUSH_USER and TRACER_PUSH_PASSWORD for basic auth",
+            )),
+            (Some(t), None, _) => Some(format!("Bearer {t}")),
+            (None, Some(u), Some(p)) => Some(format!("Basic {}", base64(format!("{u}:{p}").as_bytes()))),
+            (None, Some(_), None) => {
+                return Err(user_error(
+                    "TRACER_PUSH_USER is set without TRACER_PUSH_PASSWORD",
+                    "set both for basic auth",
+                ))
+            }
+            (None, None, _) => None,
+        };
+        if self.auth.as_deref().is_some_and(|a| a.chars().any(char::is_control)) {
+            return Err(user_error("the push credentials hold a control character", "check TRACER_PUSH_* variables"));
+        }
+        self.tenant = set("TRACER_PUSH_TENANT");
+        if self.tenant.as_deref().is_some_and(|t| t.chars().any(char::is_control)) {
+            return Err(user_error("TRACER_PUSH_TENANT holds a control character", "give the tenant id only"));
+        }
+        Ok(self)
+    }
+}
+
+/// Standard base64 with padding (RFC 4648), for the basic auth header.
+pub fn base64(data: &[u8]) -> String {
+    const ABC: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = String::with_capacity(data.len().div_ceil(3) * 4);
+    for chunk in data.chunks(3) {
+        let b = [chunk[0], *chunk.get(1).unwrap_or(&0), *chunk.get(2).unwrap_or(&0)];
+        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
+        for i in 0..4 {
+            if i <= chunk.len() {
+                out.push(ABC[(n >> (18 - 6 * i) & 63) as usize] as char);
+            } else {
+                out.push('=');
+            }
+        }
+    }
+    out
 }
 
 impl PushTarget {
     pub fn parse(url: &str) -> Result<PushTarget> {
-        let hint = "give the server's base URL, e.g. --push http://pyroscope:4040 (plain HTTP; /ingest is appended)";
+        let hint = "give the server's base URL, e.g. --push http://pyroscope:4040 (plain HTTP; /ingest is appended); \
+                    for https, put a TLS-terminating proxy in front";
         let Some(rest) = url.strip_prefix("http://") else {
             return Err(user_error(format!("--push {url}: only http:// URLs are supported"), hint));
         };
@@ -219,6 +317,10 @@ impl PushTarget {
             authority: if has_port { authority.to_string() } else { format!("{authority}:80") },
             host_header: authority.to_string(),
             prefix: path.trim_end_matches('/').to_string(),
+            name: PUSH_NAME.to_string(),
+            tags: Vec::new(),
+            auth: None,
+            tenant: None,
         })
     }
 }
@@ -253,5 +355,33 @@ mod tests {
         assert_eq!(dest("x.svg", Some(Format::Json)), Format::Json);
         assert_eq!(dest("x.unknown", None), Format::Text);
         assert_eq!(Destination::new(None, None, ExportOptions::default()).format, Format::Text);
+    }
+
+    #[test]
+    fn push_names_tags_and_credentials() {
+        let t = PushTarget::parse("http://p:4040").unwrap();
+        let named = t.clone().named(Some("checkout.api"), &["env=prod".into()], "web-1").unwrap();
+        assert_eq!(named.name, "checkout.api");
+        assert_eq!(named.tags, [("hostname".into(), "web-1".into()), ("env".into(), "prod".into())]);
+        let own_host = t.clone().named(None, &["hostname=h".into()], "web-1").unwrap();
+        assert_eq!((own_host.name.as_str(), own_host.tags.len()), (PUSH_NAME, 1));
+        for bad in ["env", "env=", "=x", "pid=3", "a=b,c", "a=}", "1a=b"] {
+            assert!(t.clone().named(None, &[bad.into()], "h").is_err(), "{bad}");
+        }
+        assert!(t.clone().named(Some("a b"), &[], "h").is_err());
+        let env = |pairs: &'static [(&'static str, &'static str)]| {
+            move |k: &str| pairs.iter().find(|p| p.0 == k).map(|p| p.1.to_string())
+        };
+        let basic = t.clone().with_credentials(env(&[("TRACER_PUSH_USER", "123"), ("TRACER_PUSH_PASSWORD", "glc_x")]));
+        assert_eq!(basic.unwrap().auth.as_deref(), Some("Basic MTIzOmdsY194"));
+        let bearer = t.clone().with_credentials(env(&[("TRACER_PUSH_TOKEN", "tok"), ("TRACER_PUSH_TENANT", "team-a")]));
+        let bearer = bearer.unwrap();
+        assert_eq!((bearer.auth.as_deref(), bearer.tenant.as_deref()), (Some("Bearer tok"), Some("team-a")));
+        assert!(t.clone().with_credentials(env(&[("TRACER_PUSH_USER", "u")])).is_err());
+        assert!(t.clone().with_credentials(env(&[("TRACER_PUSH_USER", "u"), ("TRACER_PUSH_TOKEN", "t")])).is_err());
+        assert_eq!(t.with_credentials(env(&[])).unwrap().auth, None);
+        assert_eq!(base64(b"f"), "Zg==");
+        assert_eq!(base64(b"fo"), "Zm8=");
+        assert_eq!(base64(b"foobar"), "Zm9vYmFy");
     }
 }

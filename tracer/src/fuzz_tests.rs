@@ -250,8 +250,10 @@ const FORMATS: [Format; 6] =
 fn report_roundtrip(text: &str) -> bool {
     let Ok(saved) = Reports::parse(text) else { return false };
     for format in FORMATS {
-        let native_leaf = ExportOptions { all_stacks: true, top: 1, native_leaf: true };
-        for opts in [ExportOptions { all_stacks: false, top: 10, native_leaf: false }, native_leaf] {
+        let native_leaf = ExportOptions { all_stacks: true, top: 1, native_leaf: true, ..ExportOptions::default() };
+        for opts in
+            [ExportOptions { all_stacks: false, top: 10, native_leaf: false, ..ExportOptions::default() }, native_leaf]
+        {
             let mut out = Vec::new();
             let _ = export::write_reports(format, &saved, &opts, &mut out);
         }

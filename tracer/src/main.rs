@@ -34,6 +34,7 @@ mod session;
 mod stacks;
 mod symbolize;
 mod target;
+mod terminal;
 mod units;
 mod uprobe_multi;
 

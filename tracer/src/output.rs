@@ -1,7 +1,7 @@
 //! Writing reports where the user asked (a `Destination`), in the format they asked; never
 //! losing them.
 
-use std::io::Write;
+use std::io::{IsTerminal, Write};
 
 use anyhow::Result;
 
@@ -32,7 +32,14 @@ pub fn check(dest: &Destination) -> Result<()> {
 /// so that a script notices the file is missing.
 pub fn write(reports: &Reports, dest: &Destination) -> Result<()> {
     let mut buf = Vec::new();
-    export::write_reports(dest.format, reports, &dest.options, &mut buf)?;
+    let mut options = dest.options;
+    if dest.path.is_none() {
+        // On a terminal the text report fits its width (never narrower than 60 columns).
+        if let Some(w) = crate::terminal::width(&std::io::stdout()).filter(|_| std::io::stdout().is_terminal()) {
+            options.width = w.clamp(60, 200);
+        }
+    }
+    export::write_reports(dest.format, reports, &options, &mut buf)?;
     let failed = match &dest.path {
         None => None,
         Some(path) => match safe_write::write(path, &buf) {

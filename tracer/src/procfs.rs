@@ -48,6 +48,31 @@ pub struct Status {
     pub threads: u32,
 }
 
+/// This host's name (`/proc/sys/kernel/hostname`), or empty.
+pub fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname").map(|h| h.trim().to_string()).unwrap_or_default()
+}
+
+/// Resident set size of `pid` in bytes (`/proc/PID/statm`, field 2, in pages).
+pub fn rss_bytes(pid: u32) -> Option<u64> {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/statm")).ok()?;
+    parse_statm_rss(&text, page_size())
+}
+
+pub fn parse_statm_rss(text: &str, page: u64) -> Option<u64> {
+    text.split_whitespace().nth(1)?.parse::<u64>().ok().map(|pages| pages * page)
+}
+
+fn page_size() -> u64 {
+    // SAFETY: sysconf has no preconditions.
+    let p = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
+    if p > 0 {
+        p as u64
+    } else {
+        4096
+    }
+}
+
 pub fn parse_status(text: &str) -> Status {
     let mut s = Status::default();
     for line in text.lines() {
@@ -141,6 +166,13 @@ mod tests {
         assert!(parse_maps_line("").is_none());
         assert!(parse_maps_line("zzzz-1000 r-xp 0 0 0").is_none());
         assert!(parse_maps_line("2000-1000 r-xp 00000000 00:00 0").is_none());
+    }
+
+    #[test]
+    fn statm_rss_in_bytes() {
+        assert_eq!(parse_statm_rss("5000 1200 300 1 0 900 0\n", 4096), Some(1200 * 4096));
+        assert_eq!(parse_statm_rss("5000", 4096), None);
+        assert_eq!(parse_statm_rss("", 4096), None);
     }
 
     #[test]

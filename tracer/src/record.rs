@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 use anyhow::Result;
 
 use crate::config::RecordCommand;
+use crate::export;
 use crate::launch::Launched;
 use crate::output;
 use crate::report::{CommandEnd, FinalView, Reports, TestShare, Verdict};
@@ -63,6 +64,14 @@ pub fn run(command: RecordCommand) -> Result<ExitCode> {
     // An unwritable -o still prints the report (on stdout); its error is returned last, so
     // that --fail-on-leak's list is printed too and the exit status is the error's.
     let written = output::write(&reports, &destination);
+    if destination.path.is_some() && written.is_ok() {
+        // Shortened to the terminal's width on one; whole in a log.
+        let line = crate::escape::visible(&export::text::verdict_line(&reports)).into_owned();
+        match crate::terminal::width(&std::io::stderr()).filter(|_| std::io::stderr().is_terminal()) {
+            Some(w) => eprintln!("{}", crate::terminal::middle(&line, w.max(40) - 1)),
+            None => eprintln!("{line}"),
+        }
+    }
     let leaking = leaks_found(&reports);
     if fail_on_leak && !leaking.is_empty() {
         eprintln!("tracer: {} leaks found", leaking.len());
@@ -172,9 +181,13 @@ fn in_tests(tests: &[TestShare]) -> String {
     out
 }
 
+/// The progress line, rewritten in place (`\r`, erase line) and never wider than the terminal
+/// (a wrapped line could not be rewritten): the top line is shortened in the middle to fit.
 fn print_progress(session: &Session, elapsed_s: f64) {
+    let width = crate::terminal::width(&std::io::stderr()).unwrap_or(80).max(20) - 1;
     let Some(c) = session.counters() else {
-        eprint!("\r\x1b[2K[{elapsed_s:>6.1}s] scanning containers");
+        let line = format!("[{}] scanning containers", crate::units::duration(elapsed_s));
+        eprint!("\r\x1b[2K{}", crate::terminal::middle(&line, width));
         return;
     };
     let records = &session.stacks.records;
@@ -182,15 +195,23 @@ fn print_progress(session: &Session, elapsed_s: f64) {
         .iter()
         .max_by_key(|r| r.stats.outstanding_bytes)
         .and_then(|r| r.key.frames.iter().find(|f| matches!(f, crate::report::Frame::Python { .. })))
-        .map(|f| f.label())
+        .map(|f| crate::escape::visible(&f.label()).to_string())
         .unwrap_or_default();
     let events = c.get(tracer_ebpf::Counter::AllocCalls) + c.get(tracer_ebpf::Counter::FreeCalls);
     let rate = events as f64 / elapsed_s.max(0.001);
-    eprint!(
-        "\r\x1b[2K[{elapsed_s:>6.1}s] {rate:>9.0} events/s  outstanding {}  top: {}",
+    let head = format!(
+        "[{:>6}] {} events/s  outstanding {}",
+        crate::units::duration(elapsed_s),
+        crate::units::count(rate.round()),
         crate::units::bytes(session.stacks.outstanding_bytes() as f64),
-        crate::escape::visible(&top)
     );
+    let room = width.saturating_sub(head.chars().count() + "  top: ".len());
+    let line = if top.is_empty() || room < 12 {
+        crate::terminal::middle(&head, width)
+    } else {
+        format!("{head}  top: {}", crate::terminal::middle(&top, room))
+    };
+    eprint!("\r\x1b[2K{line}");
 }
 
 #[cfg(test)]

@@ -115,3 +115,54 @@ fn holders_and_stacks_together() {
     }
     assert_no_leftover_probes();
 }
+
+/// The retained estimate of containers of bytearray, bytes, str, list, dict, set and deque
+/// items (and of a deque and a dict of bytearrays) against `sys.getsizeof` of the container
+/// plus its items, computed inside the fixture. The items of each holder have one size (the
+/// set's vary by 7%, its sample by less), so the sampled mean must land within 5%.
+#[test]
+fn retained_bytes_match_getsizeof() {
+    if !is_root() {
+        println!("skipped: not root");
+        return;
+    }
+    let _g = serial();
+    for minor in 10..=15 {
+        let found = pythons_of(minor);
+        if found.is_empty() {
+            println!("skipped: no CPython 3.{minor}");
+        }
+        for python in found {
+            check_sizes(&python);
+        }
+    }
+    assert_no_leftover_probes();
+}
+
+fn check_sizes(python: &Python) {
+    let mut child =
+        Command::new(&python.path).arg(fixture("holders_sizes.py")).arg("60").stdout(Stdio::piped()).spawn().unwrap();
+    let mut out = BufReader::new(child.stdout.take().unwrap());
+    let mut line = String::new();
+    out.read_line(&mut line).unwrap();
+    let want: Value = serde_json::from_str(line.strip_prefix("sizes ").expect("sizes line")).unwrap();
+    line.clear();
+    out.read_line(&mut line).unwrap();
+    assert_eq!(line.trim(), "ready");
+    let pid = child.id().to_string();
+    let mut tracer = Tracer::start(&["-p", &pid, "-d", "3s", "-i", "1s", "-q", "--holders-only"]);
+    tracer.wait_attached();
+    let (code, report) = tracer.finish();
+    let _ = child.kill();
+    let _ = child.wait();
+    assert_eq!(code, 0);
+    for (path, want) in want.as_object().unwrap() {
+        let want = want.as_u64().unwrap();
+        let h = holder(&report, path)
+            .unwrap_or_else(|| panic!("{}: {path} not found; holders: {:#}", python.label, report["holders"]));
+        let got = h["retained_bytes_est"].as_u64().unwrap();
+        let ratio = got as f64 / want as f64;
+        println!("{}: {path}: tracer {got} B, sys.getsizeof sum {want} B ({ratio:.3})", python.label);
+        assert!((0.95..=1.05).contains(&ratio), "{}: {path}: tracer {got} B vs getsizeof {want} B", python.label);
+    }
+}

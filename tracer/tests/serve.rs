@@ -4,6 +4,8 @@
 //! probe released, stopping by itself when the target exits, and `--push` to a Pyroscope-style
 //! `/ingest` listener run by the test.
 
+#[path = "common/chromium.rs"]
+mod chromium;
 mod common;
 
 use std::io::{BufRead, BufReader, Read, Write};
@@ -70,9 +72,14 @@ struct Daemon {
 
 impl Daemon {
     fn start(args: &[&str]) -> Daemon {
+        Daemon::start_with_env(args, &[])
+    }
+
+    fn start_with_env(args: &[&str], env: &[(&str, &str)]) -> Daemon {
         let mut child = Command::new(tracer_bin())
             .arg("serve")
             .args(args)
+            .envs(env.iter().copied())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .spawn()
@@ -348,10 +355,17 @@ fn serves_every_endpoint_and_stops_on_sigterm() {
             s.name == "tracer_suspect_growth_bytes_per_second"
                 && s.label("function") == Some("leak_small")
                 && s.label("line") == Some(small_line.to_string().as_str())
-                && matches!(s.label("verdict"), Some("leak" | "growing"))
         })
         .unwrap_or_else(|| panic!("no growth series for leak_small:\n{text}"));
     assert!(growth.value > 10_000.0, "leak_small grows ~100 KB/s: {growth:?}");
+    assert!(growth.label("verdict").is_none(), "the verdict is not part of a line's identity: {growth:?}");
+    let verdict = samples
+        .iter()
+        .find(|s| s.name == "tracer_suspect_verdict" && s.label("function") == Some("leak_small"))
+        .unwrap_or_else(|| panic!("no verdict series for leak_small:\n{text}"));
+    assert!(verdict.value >= 2.0, "leak_small is growing (2) or a leak (3): {verdict:?}");
+    let rss = one("tracer_target_rss_bytes").value;
+    assert!(rss > 5e6, "the target's RSS: {rss}");
     assert!(growth.label("file").is_some_and(|f| f.ends_with(FIXTURE)), "{growth:?}");
     let holder = samples
         .iter()
@@ -441,8 +455,9 @@ struct Ingested {
     body: Vec<u8>,
 }
 
-/// A tiny HTTP listener that records every request and answers 200.
-fn fake_pyroscope() -> (u16, Arc<Mutex<Vec<Ingested>>>) {
+/// A tiny HTTP listener that records every request and answers 200 (503 to the first
+/// `fail_first` requests).
+fn fake_pyroscope(fail_first: usize) -> (u16, Arc<Mutex<Vec<Ingested>>>) {
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let port = listener.local_addr().unwrap().port();
     let seen = Arc::new(Mutex::new(Vec::new()));
@@ -476,8 +491,14 @@ fn fake_pyroscope() -> (u16, Arc<Mutex<Vec<Ingested>>>) {
                     _ => break,
                 }
             }
-            let _ = stream.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
-            sink.lock().unwrap().push(Ingested {
+            let mut seen = sink.lock().unwrap();
+            let answer: &[u8] = if seen.len() < fail_first {
+                b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+            } else {
+                b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+            };
+            let _ = stream.write_all(answer);
+            seen.push(Ingested {
                 request_line: head.lines().next().unwrap_or("").to_string(),
                 head: head.clone(),
                 body: bytes[head_end..].to_vec(),
@@ -496,7 +517,7 @@ fn pushes_the_profile_to_a_pyroscope_ingest_endpoint() {
     let Some(python) = python() else { return };
     let target = Target::start(&python, 120);
     let pid = target.pid();
-    let (ingest_port, seen) = fake_pyroscope();
+    let (ingest_port, seen) = fake_pyroscope(0);
     let port = free_port();
     let push = format!("http://127.0.0.1:{ingest_port}");
     let mut daemon =
@@ -511,7 +532,7 @@ fn pushes_the_profile_to_a_pyroscope_ingest_endpoint() {
     let (code, stderr) = daemon.wait_exit(Duration::from_secs(5));
     assert_eq!(code, 0, "{stderr}");
     let pushes = seen.lock().unwrap().clone();
-    let want = format!("POST /ingest?name=tracer.python%7Bpid%3D{pid}%7D&from=");
+    let want = format!("POST /ingest?name=tracer.python%7Bpid%3D{pid}%2Chostname%3D");
     let mut last_until = 0u64;
     for p in &pushes {
         assert!(p.request_line.starts_with(&want), "{}", p.request_line);
@@ -781,6 +802,177 @@ fn serve_all_serves_each_process_under_its_own_pid() {
     assert!(!stderr.contains("panicked"), "{stderr}");
     assert_released(&held, "tracer serve --all");
     drop((before, native));
+}
+
+/// `/metrics` scraped every second from the first interval on: the leaking line is one series
+/// (function, file, line) all along, whose value only grows, while its verdict (a gauge of its
+/// own) changes from growing or stable to leak.
+#[test]
+fn metrics_keep_a_line_in_one_series_across_a_verdict_change() {
+    if !require_root() {
+        return;
+    }
+    let _g = serial();
+    let Some(python) = python() else { return };
+    let target = Target::start(&python, 120);
+    let pid = target.pid().to_string();
+    let port = free_port();
+    let listen = format!("127.0.0.1:{port}");
+    // Probes attached all the time (no windows): the verdict moves as fast as it can.
+    let mut daemon = Daemon::start(&["-p", &pid, "--listen", &listen, "-i", "1s", "--window", "off"]);
+    let small_line = line_of(FIXTURE, "KEPT_SMALL.append").to_string();
+    daemon.wait_answering(port);
+    let mut identities = std::collections::BTreeSet::new();
+    let (mut values, mut verdicts) = (Vec::new(), Vec::new());
+    let started = Instant::now();
+    while started.elapsed() < Duration::from_secs(40) {
+        let (status, _, body) = try_get(port, "/metrics").unwrap();
+        if status == 200 {
+            let text = String::from_utf8(body).unwrap();
+            let samples = parse_prometheus(&text);
+            let of_line =
+                |s: &&PromSample| s.label("function") == Some("leak_small") && s.label("line") == Some(&small_line);
+            for s in samples.iter().filter(of_line) {
+                if s.name == "tracer_suspect_outstanding_bytes" {
+                    identities.insert(format!("{:?}", s.labels));
+                    values.push(s.value);
+                } else if s.name == "tracer_suspect_verdict" {
+                    verdicts.push(s.value);
+                }
+            }
+            if verdicts.last() == Some(&3.0) && verdicts.iter().any(|&v| v < 3.0) && values.len() >= 5 {
+                break;
+            }
+        }
+        std::thread::sleep(Duration::from_secs(1));
+    }
+    println!("leak_small line {small_line}: {} scrapes, verdicts {verdicts:?}, bytes {values:?}", values.len());
+    assert_eq!(identities.len(), 1, "one series for the line: {identities:?}");
+    assert!(values.windows(2).all(|w| w[1] >= w[0]), "outstanding bytes of a leaking line only grow: {values:?}");
+    assert!(verdicts.iter().any(|&v| v < 3.0), "the verdict started below leak: {verdicts:?}");
+    assert_eq!(verdicts.last(), Some(&3.0), "and ended as leak: {verdicts:?}");
+    drop(daemon);
+    drop(target);
+}
+
+/// `/` is a live page: loaded in a real headless Chromium once both leaks are judged, it has no
+/// console error, its leak table names the fixture's leaking lines, its chart has one series for
+/// the outstanding memory and one per leaking line and holder (as `/live.json` lists them), and
+/// it embeds the flame graph.
+#[test]
+fn live_page_loads_in_chromium_with_the_leaks_and_their_chart() {
+    if !require_root() {
+        return;
+    }
+    let Some(browser) = chromium::chromium() else {
+        println!("skipped: no chromium (apt-get install chromium): the live page was not loaded");
+        return;
+    };
+    let _g = serial();
+    let Some(python) = python() else { return };
+    let target = Target::start(&python, 120);
+    let pid = target.pid().to_string();
+    let port = free_port();
+    let listen = format!("127.0.0.1:{port}");
+    let mut daemon = Daemon::start(&["-p", &pid, "--listen", &listen, "-i", "1s", "--window", "off"]);
+    daemon.wait_answering(port);
+    let small_line = line_of(FIXTURE, "KEPT_SMALL.append");
+    let started = Instant::now();
+    let live = loop {
+        let (_, body) = get(port, "/live.json");
+        let live: Value = serde_json::from_slice(&body).expect("live.json is JSON");
+        let leaks = live["processes"][0]["leaks"].as_array().cloned().unwrap_or_default();
+        if leaks.iter().filter(|l| l["verdict"] == "leak").count() >= 2 || started.elapsed() > Duration::from_secs(40) {
+            break live;
+        }
+        std::thread::sleep(Duration::from_secs(1));
+    };
+    let p = &live["processes"][0];
+    let series = p["chart"]["series"].as_array().unwrap();
+    println!(
+        "live.json after {:.0} s: {} series, leaks {:#}",
+        started.elapsed().as_secs_f64(),
+        series.len(),
+        p["leaks"]
+    );
+    let leak_lines = p["leaks"].as_array().unwrap().iter().filter(|l| l["verdict"] == "leak").count();
+    let leak_holders = p["holders"].as_array().unwrap().iter().filter(|h| h["verdict"] == "leak").count();
+    assert!(leak_lines >= 2, "leak_small and leak_big are leaks: {p:#}");
+    assert_eq!(series.len(), 1 + leak_lines + leak_holders, "{p:#}");
+    assert!(p["rss"].as_str().unwrap().ends_with("iB"), "RSS in human units: {}", p["rss"]);
+
+    let page = chromium::load(&browser, &format!("http://{listen}/"), 1280, 1600);
+    println!("chromium console: {:?}", page.console);
+    assert!(page.errors().is_empty(), "console errors: {:?}", page.errors());
+    let blocked = |m: &&String| m.contains("Refused") || m.contains("Content Security Policy");
+    assert!(!page.console.iter().any(|m| blocked(&m)), "CSP refusals: {:?}", page.console);
+    let dom = &page.dom;
+    let table = dom.split("<table class=\"leaks\">").nth(1).expect("a leak table").split("</table>").next().unwrap();
+    assert!(table.contains("leak_small (") && table.contains(&format!(":{small_line})")), "{table}");
+    assert!(table.contains("leak_big ("), "{table}");
+    let drawn = dom.matches("class=\"series ").count();
+    assert_eq!(drawn, series.len(), "series drawn in the chart vs /live.json: {dom}");
+    assert!(dom.contains("<object id=\"flame\""), "the flame graph is embedded");
+    assert!(dom.contains("resident memory (RSS)"), "header with RSS");
+    drop(daemon);
+    drop(target);
+}
+
+/// `--push-name`, `--push-tag`, bearer auth and the tenant from the environment (never argv),
+/// and a push that fails with 503 twice is retried with backoff and lands, with no warning.
+#[test]
+fn pushes_with_a_name_tags_credentials_and_retries() {
+    if !require_root() {
+        return;
+    }
+    let _g = serial();
+    let Some(python) = python() else { return };
+    let target = Target::start(&python, 120);
+    let pid = target.pid();
+    let (ingest_port, seen) = fake_pyroscope(2);
+    let port = free_port();
+    let push = format!("http://127.0.0.1:{ingest_port}");
+    let args = [
+        "-p",
+        &pid.to_string(),
+        "--listen",
+        &format!("127.0.0.1:{port}"),
+        "-i",
+        "5s",
+        "--push",
+        &push,
+        "--push-name",
+        "checkout.api",
+        "--push-tag",
+        "env=test",
+    ]
+    .map(String::from);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let env = [("TRACER_PUSH_TOKEN", "s3cret"), ("TRACER_PUSH_TENANT", "team-a")];
+    let mut daemon = Daemon::start_with_env(&args, &env);
+    daemon.wait_answering(port);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while seen.lock().unwrap().len() < 3 {
+        assert!(Instant::now() < deadline, "fewer than 3 requests in 30 s: {}", daemon.stderr());
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let pushes = seen.lock().unwrap().clone();
+    unsafe { libc::kill(daemon.child.id() as i32, libc::SIGINT) };
+    let (code, stderr) = daemon.wait_exit(Duration::from_secs(5));
+    assert_eq!(code, 0, "{stderr}");
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap();
+    let name = format!("checkout.api%7Bpid%3D{pid}%2Chostname%3D{}%2Cenv%3Dtest%7D", host.trim());
+    for p in &pushes[..3] {
+        assert!(p.request_line.contains(&format!("name={name}&")), "{}", p.request_line);
+        assert!(p.head.contains("Authorization: Bearer s3cret\r\n"), "{}", p.head);
+        assert!(p.head.contains("X-Scope-OrgID: team-a\r\n"), "{}", p.head);
+    }
+    // The first interval's push was refused twice (503) and sent again: one push, three times.
+    assert_eq!(pushes[0].request_line, pushes[1].request_line, "a retry sends the same push");
+    assert_eq!(pushes[1].request_line, pushes[2].request_line, "a retry sends the same push");
+    assert!(!stderr.contains("failed"), "a push that lands after retries is not a failure: {stderr}");
+    assert!(!stderr.contains("s3cret"), "credentials are never printed: {stderr}");
+    drop(target);
 }
 
 /// 32 slow clients (connected, sending nothing) do not blind the daemon: `/metrics` answers at

@@ -13,13 +13,14 @@ use crate::report::{Frame, MultiReport, Report, Reports, Suspect};
 mod folded;
 mod json;
 mod leaf;
+pub mod live;
 mod paths;
 mod people;
 mod pprof;
 pub mod prometheus;
 mod speedscope;
 mod svg;
-mod text;
+pub mod text;
 
 #[cfg(test)]
 mod tests;
@@ -116,11 +117,13 @@ pub struct ExportOptions {
     /// pprof and speedscope: keep the native allocating frame as the leaf, as recorded. By
     /// default the innermost Python frame is the leaf and gets the flat bytes (see `leaf.rs`).
     pub native_leaf: bool,
+    /// Columns the text report fits in: the terminal's when it is printed on one.
+    pub width: usize,
 }
 
 impl Default for ExportOptions {
     fn default() -> Self {
-        ExportOptions { all_stacks: false, top: 10, native_leaf: false }
+        ExportOptions { all_stacks: false, top: 10, native_leaf: false, width: text::WIDTH }
     }
 }
 

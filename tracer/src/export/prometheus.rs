@@ -8,7 +8,7 @@
 use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::fmt::Write as _;
 
-use crate::report::{CensusType, FinalView, Frame, Holder, Report};
+use crate::report::{CensusType, FinalView, Frame, Holder, Report, Verdict};
 
 /// What the daemon adds about itself to the reports' own figures.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -23,10 +23,23 @@ pub struct Daemon {
 
 /// A series' labels as name/value pairs.
 type Labels = Vec<(&'static str, String)>;
-/// A suspect line's sums: (outstanding bytes, growth per s, best score).
-type LineSums = (f64, f64, f64);
-/// A suspect's innermost Python line and verdict: (function, file, line, verdict).
-type LineKey = (String, String, u32, &'static str);
+/// A suspect's innermost Python line: (function, file, line).
+type LineKey = (String, String, u32);
+
+/// Lines (and holders) of one process that get series of their own, the first by evidence:
+/// verdict, then score, then bytes. The others are summed into one `[other]` series, so a
+/// process never makes more than this many + 1 series per family (README, "Metrics").
+pub const MAX_SERIES: usize = 50;
+
+/// A line's sums over every stack that ends in it, whatever each stack's verdict.
+#[derive(Debug, Clone, Copy)]
+struct LineSums {
+    bytes: f64,
+    growth: f64,
+    score: f64,
+    /// The most serious verdict of its stacks.
+    verdict: Verdict,
+}
 
 /// The metrics of `reports` (`multi`: several processes, each labelled by its `pid`).
 pub fn write(reports: &[Report], multi: bool, daemon: &Daemon) -> String {
@@ -105,6 +118,10 @@ fn counter_families(out: &mut String, reports: &[Report], multi: bool) {
     family(out, "tracer_outstanding_bytes", "gauge", help, &per_process(|r| r.totals.outstanding_bytes));
     let help = "Allocations made since the tracer attached and not freed.";
     family(out, "tracer_outstanding_allocations", "gauge", help, &per_process(|r| r.totals.outstanding_count));
+    let rss: Vec<_> =
+        reports.iter().filter_map(|r| Some((labels(r, multi, vec![]), r.totals.rss_bytes? as f64))).collect();
+    let help = "Resident set size of the traced process (RSS, bytes) when the report was built.";
+    family(out, "tracer_target_rss_bytes", "gauge", help, &rss);
     let highest = |f: &dyn Fn(&Report) -> u64| reports.iter().map(f).max().unwrap_or(0) as f64;
     let events = [
         (vec![("kind", "alloc".to_string())], highest(&|r| r.totals.allocs)),
@@ -120,8 +137,9 @@ fn counter_families(out: &mut String, reports: &[Report], multi: bool) {
     family(out, "tracer_lost_total", "counter", "Events that could not be recorded, by cause.", &lost);
 }
 
-/// Stacks by verdict, then per allocating line (and verdict): several stacks can end in the
-/// same line (different callers), and one series per label set is the rule.
+/// Stacks by verdict, then per allocating line: one series per line (function, file, line),
+/// summed over the stacks that end there whatever their verdict, so a line keeps its series
+/// when its verdict changes; the verdict is a gauge of its own ([`verdict_level`]).
 fn suspect_families(out: &mut String, reports: &[Report], multi: bool) {
     let mut verdicts = Vec::new();
     let mut lines: Vec<(Labels, LineSums)> = Vec::new();
@@ -132,40 +150,74 @@ fn suspect_families(out: &mut String, reports: &[Report], multi: bool) {
             *by_verdict.entry(s.verdict.as_str()).or_default() += 1.0;
         }
         verdicts.extend(by_verdict.iter().map(|(v, n)| (labels(r, multi, vec![("verdict", v.to_string())]), *n)));
-        for ((function, file, line, verdict), sums) in per_line(r) {
-            let more =
-                vec![("function", function), ("file", file), ("line", line.to_string()), ("verdict", verdict.into())];
+        for ((function, file, line), sums) in per_line(r) {
+            let more = vec![("function", function), ("file", file), ("line", line.to_string())];
             lines.push((labels(r, multi, more), sums));
         }
     }
     family(out, "tracer_suspects", "gauge", "Stacks in the report, by verdict.", &verdicts);
     let pick =
         |f: fn(&LineSums) -> f64| -> Vec<(Labels, f64)> { lines.iter().map(|(l, v)| (l.clone(), f(v))).collect() };
-    let help = "Outstanding bytes of the stacks ending in this Python line (function, file, line), by verdict.";
-    family(out, "tracer_suspect_outstanding_bytes", "gauge", help, &pick(|v| v.0));
-    let help = "Growth of the outstanding bytes of the stacks ending in this Python line, by verdict.";
-    family(out, "tracer_suspect_growth_bytes_per_second", "gauge", help, &pick(|v| v.1));
+    let help = "Outstanding bytes of the stacks ending in this Python line (function, file, line).";
+    family(out, "tracer_suspect_outstanding_bytes", "gauge", help, &pick(|v| v.bytes));
+    let help = "Growth of the outstanding bytes of the stacks ending in this Python line.";
+    family(out, "tracer_suspect_growth_bytes_per_second", "gauge", help, &pick(|v| v.growth));
     let help = "Leak evidence in [0, 1] (highest of the stacks ending in this line).";
-    family(out, "tracer_suspect_score", "gauge", help, &pick(|v| v.2));
+    family(out, "tracer_suspect_score", "gauge", help, &pick(|v| v.score));
+    let help = "Verdict of this Python line (its most serious stack): 3 leak, 2 growing, 1 bounded, 0 stable.";
+    family(out, "tracer_suspect_verdict", "gauge", help, &pick(|v| verdict_level(v.verdict)));
 }
 
-/// A report's suspects summed per (innermost Python line, verdict), in order of appearance.
+/// A verdict as a number an alert can compare: 3 leak, 2 growing, 1 bounded, 0 stable.
+fn verdict_level(v: Verdict) -> f64 {
+    match v {
+        Verdict::Leak => 3.0,
+        Verdict::Growing => 2.0,
+        Verdict::Bounded => 1.0,
+        Verdict::Stable => 0.0,
+    }
+}
+
+/// A report's suspects summed per innermost Python line, the [`MAX_SERIES`] first by evidence,
+/// then the rest summed under `[other]`.
 fn per_line(r: &Report) -> Vec<(LineKey, LineSums)> {
     let mut per_line: Vec<(LineKey, LineSums)> = Vec::new();
     for s in &r.suspects {
-        let (function, file, line) = innermost(&s.stack);
-        let key = (function, file, line, s.verdict.as_str());
-        let add = (s.outstanding_bytes as f64, s.growth_bytes_per_s, s.score);
+        let key = innermost(&s.stack);
+        let add = LineSums {
+            bytes: s.outstanding_bytes as f64,
+            growth: s.growth_bytes_per_s,
+            score: s.score,
+            verdict: s.verdict,
+        };
         match per_line.iter_mut().find(|(k, _)| *k == key) {
-            Some((_, v)) => {
-                v.0 += add.0;
-                v.1 += add.1;
-                v.2 = v.2.max(add.2);
-            }
+            Some((_, v)) => *v = v.add(&add),
             None => per_line.push((key, add)),
         }
     }
+    per_line.sort_by(|a, b| a.1.evidence_order(&b.1));
+    if per_line.len() > MAX_SERIES {
+        let rest = per_line.split_off(MAX_SERIES);
+        let other = rest.iter().skip(1).fold(rest[0].1, |acc, (_, v)| acc.add(v));
+        per_line.push((("[other]".into(), String::new(), 0), other));
+    }
     per_line
+}
+
+impl LineSums {
+    fn add(&self, o: &LineSums) -> LineSums {
+        LineSums {
+            bytes: self.bytes + o.bytes,
+            growth: self.growth + o.growth,
+            score: self.score.max(o.score),
+            verdict: self.verdict.min(o.verdict),
+        }
+    }
+
+    /// Most evidence first: verdict, score, bytes.
+    fn evidence_order(&self, o: &LineSums) -> std::cmp::Ordering {
+        self.verdict.cmp(&o.verdict).then(o.score.total_cmp(&self.score)).then(o.bytes.total_cmp(&self.bytes))
+    }
 }
 
 /// Each process's live objects by type, and what the census costs.
@@ -192,27 +244,39 @@ fn census_families(out: &mut String, reports: &[Report], multi: bool) {
     family(out, "tracer_census_scan_bytes_read", "gauge", help, &cost(|c| c.bytes_read_per_scan as f64));
 }
 
-/// Each process's containers, by path (the first of a path and type when a report lists it
-/// twice).
+/// Each process's containers, by path and type (the first of a path and type when a report
+/// lists it twice), the [`MAX_SERIES`] first by evidence and the rest summed under `[other]`;
+/// the verdict is a gauge of its own, so a holder keeps its series when its verdict changes.
 fn holder_families(out: &mut String, reports: &[Report], multi: bool) {
-    let mut holders: Vec<(&Report, &Holder)> = Vec::new();
+    let mut rows: Vec<(Labels, [f64; 4])> = Vec::new();
     for r in reports {
         let mut seen = HashSet::new();
-        holders
-            .extend(r.holders.iter().filter(|h| seen.insert((h.path.as_str(), h.type_name.as_str()))).map(|h| (r, h)));
+        let mut hs: Vec<&Holder> =
+            r.holders.iter().filter(|h| seen.insert((h.path.as_str(), h.type_name.as_str()))).collect();
+        hs.sort_by(|a, b| a.verdict.cmp(&b.verdict).then(b.score.total_cmp(&a.score)));
+        let values = |h: &Holder| [h.len as f64, h.growth_per_s, h.retained_bytes_est as f64, verdict_level(h.verdict)];
+        for h in hs.iter().take(MAX_SERIES) {
+            rows.push((labels(r, multi, vec![("path", h.path.clone()), ("type", h.type_name.clone())]), values(h)));
+        }
+        if hs.len() > MAX_SERIES {
+            let mut sum = [0.0; 4];
+            for h in &hs[MAX_SERIES..] {
+                let v = values(h);
+                (0..3).for_each(|i| sum[i] += v[i]);
+                sum[3] = sum[3].max(v[3]);
+            }
+            rows.push((labels(r, multi, vec![("path", "[other]".into()), ("type", String::new())]), sum));
+        }
     }
-    let series = |f: fn(&Holder) -> f64| -> Vec<(Labels, f64)> {
-        let path = |h: &Holder| {
-            vec![("path", h.path.clone()), ("type", h.type_name.clone()), ("verdict", h.verdict.as_str().to_string())]
-        };
-        holders.iter().map(|(r, h)| (labels(r, multi, path(h)), f(h))).collect()
-    };
+    let series = |i: usize| -> Vec<(Labels, f64)> { rows.iter().map(|(l, v)| (l.clone(), v[i])).collect() };
     let help = "Items in a container of the target, by path.";
-    family(out, "tracer_holder_length", "gauge", help, &series(|h| h.len as f64));
+    family(out, "tracer_holder_length", "gauge", help, &series(0));
     let help = "Items added per second to a container of the target.";
-    family(out, "tracer_holder_growth_per_second", "gauge", help, &series(|h| h.growth_per_s));
+    family(out, "tracer_holder_growth_per_second", "gauge", help, &series(1));
     let help = "Estimated bytes kept alive by a container of the target.";
-    family(out, "tracer_holder_retained_bytes_estimate", "gauge", help, &series(|h| h.retained_bytes_est as f64));
+    family(out, "tracer_holder_retained_bytes_estimate", "gauge", help, &series(2));
+    let help = "Verdict of a container of the target: 3 leak, 2 growing, 1 bounded, 0 stable.";
+    family(out, "tracer_holder_verdict", "gauge", help, &series(3));
 }
 
 /// The innermost Python frame of a stack as (function, file, line); a stack without one is
@@ -286,9 +350,13 @@ mod tests {
     fn metrics_are_prometheus_text() {
         let text = write(&[report()], false, &DAEMON);
         // Two leak stacks ending in the same line are one series, summed.
-        let line = r#"tracer_suspect_outstanding_bytes{function="leak \"x\"",file="/srv/a\\b.py",line="7",verdict="leak"} 300"#;
+        let line = r#"tracer_suspect_outstanding_bytes{function="leak \"x\"",file="/srv/a\\b.py",line="7"} 300"#;
         assert!(text.lines().any(|l| l == line), "{text}");
-        assert!(text.contains(r#"tracer_holder_length{path="__main__.KEPT",type="list",verdict="leak"} 10"#), "{text}");
+        let verdict = r#"tracer_suspect_verdict{function="leak \"x\"",file="/srv/a\\b.py",line="7"} 3"#;
+        assert!(text.lines().any(|l| l == verdict), "{text}");
+        assert!(text.contains(r#"tracer_holder_length{path="__main__.KEPT",type="list"} 10"#), "{text}");
+        assert!(text.contains(r#"tracer_holder_verdict{path="__main__.KEPT",type="list"} 3"#), "{text}");
+        assert!(text.contains(&format!("tracer_target_rss_bytes {}", 50u64 << 20)), "{text}");
         assert!(text.contains("tracer_lost_total{counter=\"map_full\"} 0"), "{text}");
         assert!(text.contains("tracer_outstanding_bytes 300"), "{text}");
         let mut names = std::collections::HashSet::new();
@@ -316,14 +384,12 @@ mod tests {
         let text = write(&[report(), other], true, &DAEMON);
         for pid in ["42", "43"] {
             let line = format!(
-                r#"tracer_suspect_outstanding_bytes{{pid="{pid}",function="leak \"x\"",file="/srv/a\\b.py",line="7",verdict="leak"}} 300"#
+                r#"tracer_suspect_outstanding_bytes{{pid="{pid}",function="leak \"x\"",file="/srv/a\\b.py",line="7"}} 300"#
             );
             assert!(text.lines().any(|l| l == line), "{line} in:\n{text}");
             assert!(text.contains(&format!("tracer_outstanding_bytes{{pid=\"{pid}\"}} 300")), "{text}");
             assert!(
-                text.contains(&format!(
-                    r#"tracer_holder_length{{pid="{pid}",path="__main__.KEPT",type="list",verdict="leak"}} 10"#
-                )),
+                text.contains(&format!(r#"tracer_holder_length{{pid="{pid}",path="__main__.KEPT",type="list"}} 10"#)),
                 "{text}"
             );
         }
@@ -343,5 +409,48 @@ mod tests {
                 assert!(l.contains("pid=\""), "per-process series without pid: {l}");
             }
         }
+    }
+
+    #[test]
+    fn a_line_is_one_series_whatever_its_stacks_verdicts() {
+        let mut r = report();
+        r.suspects[1].verdict = Verdict::Growing;
+        let text = write(&[r], false, &DAEMON);
+        let of_line: Vec<&str> = text
+            .lines()
+            .filter(|l| l.starts_with("tracer_suspect_outstanding_bytes{") && l.contains("line=\"7\""))
+            .collect();
+        assert_eq!(of_line.len(), 1, "{text}");
+        assert!(of_line[0].ends_with(" 300"), "{text}");
+        assert!(
+            text.contains(r#"tracer_suspect_verdict{function="leak \"x\"",file="/srv/a\\b.py",line="7"} 3"#),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn series_are_capped_per_process_and_the_rest_summed() {
+        let mut r = report();
+        let base = r.suspects[0].clone();
+        r.suspects = (0..120u32)
+            .map(|i| {
+                let mut s = base.clone();
+                s.outstanding_bytes = 1000 + u64::from(i);
+                s.score = f64::from(i) / 200.0;
+                if let Frame::Python { line, .. } = &mut s.stack[1] {
+                    *line = 100 + i;
+                }
+                s
+            })
+            .collect();
+        let text = write(&[r], false, &DAEMON);
+        let series: Vec<&str> = text.lines().filter(|l| l.starts_with("tracer_suspect_outstanding_bytes{")).collect();
+        assert_eq!(series.len(), MAX_SERIES + 1, "{text}");
+        // the highest scores keep their own series; the 70 others are summed
+        assert!(series.iter().any(|l| l.contains("line=\"219\"")), "{text}");
+        assert!(!series.iter().any(|l| l.contains("line=\"100\"")), "{text}");
+        let other = series.iter().find(|l| l.contains("[other]")).expect("an [other] series");
+        let want: u64 = (0..70u64).map(|i| 1000 + i).sum();
+        assert!(other.ends_with(&format!(" {want}")), "{other}");
     }
 }

@@ -76,6 +76,7 @@ fn report() -> Report {
             outstanding_bytes: 13_002_342,
             outstanding_count: 2_345,
             lost,
+            rss_bytes: Some(48_234_496),
         },
         suspects: vec![
             Suspect {
@@ -248,9 +249,9 @@ fn render_multi(format: Format, multi: &MultiReport, opts: &ExportOptions) -> Ve
     out
 }
 
-const DEFAULT: ExportOptions = ExportOptions { all_stacks: false, top: 10, native_leaf: false };
-const ALL: ExportOptions = ExportOptions { all_stacks: true, top: 10, native_leaf: false };
-const NATIVE_LEAF: ExportOptions = ExportOptions { all_stacks: false, top: 10, native_leaf: true };
+const DEFAULT: ExportOptions = ExportOptions { all_stacks: false, top: 10, native_leaf: false, width: text::WIDTH };
+const ALL: ExportOptions = ExportOptions { all_stacks: true, top: 10, native_leaf: false, width: text::WIDTH };
+const NATIVE_LEAF: ExportOptions = ExportOptions { all_stacks: false, top: 10, native_leaf: true, width: text::WIDTH };
 
 // ---- formats and paths ----
 

@@ -1,15 +1,18 @@
 //! The human report: what leaks first, with its Python stack and the reason for the verdict, then
-//! what keeps memory alive (holders), then what was cleared and why. Fits a 100-column terminal.
+//! what keeps memory alive (holders), then what was cleared and why. Fits the terminal (100 columns when not on one).
 
 use std::fmt::Write as _;
 use std::io::Write;
 
 use super::ExportOptions;
-use crate::report::{Frame, Holder, MultiReport, Report, Suspect, Verdict};
+use crate::report::{Frame, Holder, MultiReport, Report, Reports, Suspect, Verdict};
+use crate::terminal::middle;
 use crate::units::{self, count, Unit};
 
-/// Lines are wrapped (reasons) or split (the not-leaks table) to stay within this many columns.
-const WIDTH: usize = 100;
+/// Columns when the report does not go to a terminal (`ExportOptions::width`); on a terminal
+/// its width. Reasons are wrapped, the not-leaks table split, long lines and paths shortened in
+/// the middle to stay within it.
+pub const WIDTH: usize = 100;
 /// Frames shown per stack, innermost first; deeper stacks end with a count of the rest.
 const MAX_FRAMES: usize = 16;
 
@@ -46,6 +49,46 @@ fn emit(s: &str, out: &mut dyn Write) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// One line for the terminal when the report went to a file: `tracer: 2 leaks:
+/// remember_request (leaky_service.py:29) +400 KiB/min, __main__.CACHE +100 items/s`, lines
+/// named by their file's last component, or `tracer: no leak found (1 line growing)`.
+pub fn verdict_line(reports: &Reports) -> String {
+    let mut leaks = Vec::new();
+    let mut growing = 0;
+    for r in reports.as_slice() {
+        for (_, verdict, _, growth, _, site) in super::live::leak_lines_with_site(r) {
+            if verdict != Verdict::Leak {
+                growing += 1;
+                continue;
+            }
+            let name = match site {
+                Some(Frame::Python { function, file, line, .. }) => {
+                    format!("{function} ({}:{line})", file.rsplit('/').next().unwrap_or(file))
+                }
+                Some(f) => f.label(),
+                None => "[no stack]".into(),
+            };
+            leaks.push(format!("{name} {}", rate(growth)));
+        }
+        for h in r.holders.iter() {
+            match h.verdict {
+                Verdict::Leak => leaks.push(format!("{} {}", h.path, units::rate(h.growth_per_s, Unit::Items))),
+                Verdict::Growing => growing += 1,
+                _ => {}
+            }
+        }
+    }
+    let growing = match growing {
+        0 => String::new(),
+        n => format!(" ({} {} growing)", count(n as u64), plural(n, "line or holder", "lines or holders")),
+    };
+    if leaks.is_empty() {
+        return format!("tracer: no leak found{growing}");
+    }
+    let n = leaks.len();
+    format!("tracer: {} {}: {}{growing}", count(n as u64), plural(n, "leak", "leaks"), leaks.join(", "))
+}
+
 fn command(report: &Report) -> &str {
     let t = &report.target;
     if t.cmdline.is_empty() {
@@ -56,7 +99,8 @@ fn command(report: &Report) -> &str {
 }
 
 fn render(s: &mut String, r: &Report, opts: &ExportOptions) {
-    header(s, r);
+    let w = opts.width;
+    header(s, r, w);
     s.push('\n');
 
     let growing: Vec<&Suspect> = r.suspects.iter().filter(|x| x.verdict.is_growing()).collect();
@@ -76,20 +120,20 @@ fn render(s: &mut String, r: &Report, opts: &ExportOptions) {
             let _ = writeln!(s, "No leaks: nothing grew steadily during the {window} window.");
         }
     } else {
-        leaks(s, &growing, opts.top);
+        leaks(s, &growing, opts.top, w);
     }
 
     if !r.holders.is_empty() {
         s.push('\n');
-        holders(s, &r.holders, opts.top);
+        holders(s, &r.holders, opts.top, w);
     }
     if r.census_scan.is_some() {
         s.push('\n');
-        census(s, r, opts.top);
+        census(s, r, opts.top, w);
     }
     if !cleared.is_empty() {
         s.push('\n');
-        not_leaks(s, &cleared, opts.top);
+        not_leaks(s, &cleared, opts.top, w);
     }
 }
 
@@ -107,7 +151,7 @@ fn verdict_word(v: Verdict) -> String {
     }
 }
 
-fn header(s: &mut String, r: &Report) {
+fn header(s: &mut String, r: &Report, w: usize) {
     let t = &r.target;
     let python = if t.python.is_empty() { "?" } else { &t.python };
     let mut when = units::duration(r.duration_s);
@@ -118,7 +162,9 @@ fn header(s: &mut String, r: &Report) {
     if !command(r).is_empty() {
         let _ = write!(line, "  {}", command(r));
     }
-    let _ = writeln!(s, "{line}   ({when})");
+    let when = format!("   ({when})");
+    let room = w.saturating_sub(when.chars().count()).max(20);
+    let _ = writeln!(s, "{}{when}", middle(&line, room));
 
     let tot = &r.totals;
     let line = format!(
@@ -132,11 +178,11 @@ fn header(s: &mut String, r: &Report) {
         tot.lost.iter().filter(|(_, &n)| n > 0).map(|(name, &n)| format!("{} {name}", count(n))).collect();
     let lost = if lost.is_empty() { "none".to_string() } else { lost.join(", ") };
     let lost = format!("lost: {lost}");
-    if line.len() + 3 + lost.len() <= WIDTH {
+    if line.len() + 3 + lost.len() <= w {
         let _ = writeln!(s, "{line}   {lost}");
     } else {
         let _ = writeln!(s, "{line}");
-        wrapped(s, "", "      ", &lost);
+        wrapped(s, "", "      ", &lost, w);
     }
 
     if let Some(end) = &r.command {
@@ -177,7 +223,7 @@ fn header(s: &mut String, r: &Report) {
     }
 }
 
-fn leaks(s: &mut String, growing: &[&Suspect], top: usize) {
+fn leaks(s: &mut String, growing: &[&Suspect], top: usize, w: usize) {
     let _ = writeln!(s, "LEAKS AND GROWTH (ranked by leak evidence)");
     let shown = &growing[..growing.len().min(top)];
     let rank_w = shown.iter().map(|x| x.rank.to_string().len()).max().unwrap_or(1);
@@ -202,11 +248,11 @@ fn leaks(s: &mut String, growing: &[&Suspect], top: usize) {
             x.allocator,
         );
         if x.reason.is_empty() {
-            wrapped(s, "   facts: ", "          ", &facts(x));
+            wrapped(s, "   facts: ", "          ", &facts(x), w);
         } else {
-            wrapped(s, "   why: ", "        ", &x.reason);
+            wrapped(s, "   why: ", "        ", &x.reason, w);
         }
-        stack(s, &x.stack);
+        stack(s, &x.stack, w);
     }
     let hidden = growing.len() - shown.len();
     if hidden > 0 {
@@ -237,7 +283,7 @@ fn facts(x: &Suspect) -> String {
     )
 }
 
-fn stack(s: &mut String, frames: &[Frame]) {
+fn stack(s: &mut String, frames: &[Frame], w: usize) {
     if frames.is_empty() {
         let _ = writeln!(s, "   (no stack recorded)");
         return;
@@ -245,10 +291,10 @@ fn stack(s: &mut String, frames: &[Frame]) {
     for frame in frames.iter().take(MAX_FRAMES) {
         match frame {
             Frame::Python { .. } => {
-                let _ = writeln!(s, "   {}", frame.label());
+                let _ = writeln!(s, "   {}", middle(&frame.label(), w.saturating_sub(3)));
             }
             Frame::Native { .. } => {
-                let _ = writeln!(s, "   [native] {}", frame.label());
+                let _ = writeln!(s, "   [native] {}", middle(&frame.label(), w.saturating_sub(12)));
             }
         }
     }
@@ -258,7 +304,7 @@ fn stack(s: &mut String, frames: &[Frame]) {
     }
 }
 
-fn holders(s: &mut String, all: &[Holder], top: usize) {
+fn holders(s: &mut String, all: &[Holder], top: usize, width: usize) {
     let _ = writeln!(s, "HOLDERS (what keeps memory alive)");
     let mut sorted: Vec<&Holder> = all.iter().collect();
     // Problems first; within a verdict, the report's own evidence decides. Stable otherwise.
@@ -279,7 +325,18 @@ fn holders(s: &mut String, all: &[Holder], top: usize) {
             ]
         })
         .collect();
-    let w = column_widths(&rows);
+    let mut rows = rows;
+    let mut w = column_widths(&rows);
+    // The path gives way first (shortened in the middle), then the item types are dropped.
+    let fixed = 3 + w[0] + 2 + 2 + w[2] + 2 + w[3] + 2 + w[4] + 2 + w[5] + 2;
+    let path_room = width.saturating_sub(fixed + w[6]).max(24);
+    if w[1] > path_room {
+        rows.iter_mut().for_each(|r| r[1] = middle(&r[1], path_room));
+        w = column_widths(&rows);
+    }
+    if fixed + w[1] + w[6] > width {
+        rows.iter_mut().for_each(|r| r[6].clear());
+    }
     for (h, row) in shown.iter().zip(&rows) {
         let _ = writeln!(
             s,
@@ -299,7 +356,7 @@ fn holders(s: &mut String, all: &[Holder], top: usize) {
             w5 = w[5],
         );
         if !h.reason.is_empty() {
-            wrapped(s, "       why: ", "            ", &h.reason);
+            wrapped(s, "       why: ", "            ", &h.reason, width);
         }
     }
     let hidden = sorted.len() - shown.len();
@@ -315,7 +372,7 @@ fn holders(s: &mut String, all: &[Holder], top: usize) {
 
 /// Live objects by type: the suspects with their reasons, then the most numerous others, then
 /// what the scans cost and skipped.
-fn census(s: &mut String, r: &Report, top: usize) {
+fn census(s: &mut String, r: &Report, top: usize, width: usize) {
     let _ = writeln!(s, "CENSUS (live objects by type, read from the interpreter's GC lists)");
     let shown = &r.census[..r.census.len().min(top)];
     let rows: Vec<[String; 5]> = shown
@@ -347,11 +404,11 @@ fn census(s: &mut String, r: &Report, top: usize) {
             w4 = w[4],
         );
         if t.verdict.is_growing() && !t.reason.is_empty() {
-            wrapped(s, "       why: ", "            ", &t.reason);
+            wrapped(s, "       why: ", "            ", &t.reason, width);
         }
     }
     if let Some(c) = &r.census_scan {
-        wrapped(s, "   ", "   ", &census_cost(c));
+        wrapped(s, "   ", "   ", &census_cost(c), width);
     }
 }
 
@@ -408,14 +465,18 @@ fn item_types(h: &Holder) -> String {
     format!("({})", parts.join(", "))
 }
 
-fn not_leaks(s: &mut String, cleared: &[&Suspect], top: usize) {
+fn not_leaks(s: &mut String, cleared: &[&Suspect], top: usize, width: usize) {
     let _ = writeln!(s, "NOT LEAKS (shown so you can see why they were cleared)");
     let shown = &cleared[..cleared.len().min(top)];
-    let rows: Vec<[String; 3]> =
-        shown.iter().map(|x| [x.verdict.as_str().to_string(), bytes(x.outstanding_bytes), where_(x)]).collect();
+    let rows: Vec<[String; 3]> = shown
+        .iter()
+        .map(|x| {
+            [x.verdict.as_str().to_string(), bytes(x.outstanding_bytes), middle(&where_(x), width.saturating_sub(24))]
+        })
+        .collect();
     let w = column_widths(&rows);
     let prefix = 3 + w[0] + 2 + w[1] + 2 + w[2] + 2;
-    let one_line = shown.iter().all(|x| x.reason.is_empty() || prefix + "why: ".len() + x.reason.len() <= WIDTH);
+    let one_line = shown.iter().all(|x| x.reason.is_empty() || prefix + "why: ".len() + x.reason.len() <= width);
     for (x, row) in shown.iter().zip(&rows) {
         let mut line = format!("   {:<w0$}  {:>w1$}  ", row[0], row[1], w0 = w[0], w1 = w[1]);
         if x.reason.is_empty() {
@@ -425,7 +486,7 @@ fn not_leaks(s: &mut String, cleared: &[&Suspect], top: usize) {
         } else {
             let _ = writeln!(s, "{line}{}", row[2]);
             line = " ".repeat(3 + w[0] + 2);
-            wrapped(s, &format!("{line}why: "), &format!("{line}     "), &x.reason);
+            wrapped(s, &format!("{line}why: "), &format!("{line}     "), &x.reason, width);
         }
     }
     let hidden = cleared.len() - shown.len();
@@ -458,13 +519,13 @@ fn column_widths<const N: usize>(rows: &[[String; N]]) -> [usize; N] {
     w
 }
 
-/// Appends `text` after `first`, wrapped at word boundaries to `WIDTH` columns, continuation
+/// Appends `text` after `first`, wrapped at word boundaries to `width` columns, continuation
 /// lines starting with `cont`. A word longer than a line is kept whole.
-fn wrapped(s: &mut String, first: &str, cont: &str, text: &str) {
+fn wrapped(s: &mut String, first: &str, cont: &str, text: &str, width: usize) {
     let mut line = first.to_string();
     let mut empty = true;
     for word in text.split_whitespace() {
-        if !empty && line.chars().count() + 1 + word.chars().count() > WIDTH {
+        if !empty && line.chars().count() + 1 + word.chars().count() > width {
             s.push_str(&line);
             s.push('\n');
             line = cont.to_string();
@@ -506,7 +567,7 @@ mod tests {
     fn reasons_wrap_within_the_width() {
         let mut s = String::new();
         let reason = "word ".repeat(60);
-        wrapped(&mut s, "   why: ", "        ", &reason);
+        wrapped(&mut s, "   why: ", "        ", &reason, WIDTH);
         assert!(s.lines().count() > 1);
         assert!(s.lines().all(|l| l.len() <= WIDTH), "{s}");
         assert!(s.lines().skip(1).all(|l| l.starts_with("        word")));

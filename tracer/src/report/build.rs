@@ -34,6 +34,8 @@ pub struct Input<'a> {
     pub criteria: &'a Criteria,
     /// Allocation-sampling period in bytes (0: every allocation).
     pub sample_bytes: u64,
+    /// The target's resident set size now, if it could be read.
+    pub rss_bytes: Option<u64>,
     /// The tables' sizes: a full one makes the verdict inconclusive.
     pub capacities: Capacities,
     /// Probe windows, if the allocation probes were attached only part of the time.
@@ -79,6 +81,7 @@ pub fn build(input: Input) -> Report {
         capacities,
         windows,
         cwd,
+        rss_bytes,
     } = input;
     // Rates measured on the recorded share of the timeline are scaled to the whole of it (leaks).
     let mut criteria = criteria.for_view(view, window_s);
@@ -96,6 +99,7 @@ pub fn build(input: Input) -> Report {
         timeline =
             s.table.timeline.points().iter().map(|&(t, v)| TimelinePoint { t, outstanding_bytes: v as u64 }).collect();
     }
+    totals.rss_bytes = rss_bytes;
     let mut judged_holders = Vec::new();
     if let Some(h) = holders {
         judged_holders = judge_holders(h, &Criteria::for_items().for_view(view, window_s));
@@ -251,6 +255,7 @@ fn stack_totals(s: &Stacks, instance: u64) -> Totals {
         outstanding_bytes: outstanding_bytes as u64,
         outstanding_count: outstanding_count as u64,
         lost,
+        rss_bytes: None,
     }
 }
 
@@ -389,6 +394,7 @@ mod tests {
             holders: None,
             criteria,
             sample_bytes: 4096,
+            rss_bytes: None,
             capacities: Capacities { allocs: 1 << 20, stacks: 16_384 },
             windows: None,
             cwd: None,

@@ -230,6 +230,9 @@ pub struct Totals {
     pub outstanding_count: u64,
     /// Every path where something could not be recorded, by counter name; zero entries included.
     pub lost: BTreeMap<String, u64>,
+    /// The target's resident set size when the report was taken (absent in older reports).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rss_bytes: Option<u64>,
 }
 
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -447,6 +450,7 @@ pub(crate) mod tests {
                 outstanding_bytes: 300,
                 outstanding_count: 3,
                 lost: [("map_full".to_string(), 0)].into(),
+                rss_bytes: Some(50 << 20),
             },
             suspects: vec![
                 suspect(Verdict::Leak, 100, 7),

@@ -1,7 +1,7 @@
 //! The HTTP side of `serve`: a small HTTP/1.1 responder that never executes anything on
 //! request: one request per connection, `GET`/`HEAD` only (405 otherwise), request heads bounded
 //! to [`MAX_HEAD`] bytes (431 beyond), one deadline per connection, at most [`MAX_CONNECTIONS`]
-//! at once (503 beyond). Routes only format the last snapshot; `/` is a small HTML index.
+//! at once (503 beyond). Routes only format the last snapshot; `/` is the live page (`page/`).
 
 use std::fmt::Write as _;
 use std::net::SocketAddr;
@@ -14,7 +14,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{watch, Semaphore};
 
 use crate::export::{ExportOptions, Format};
-use crate::report::{FinalView, Report, Reports};
+use crate::report::{Report, Reports};
 
 use super::Snapshot;
 
@@ -254,6 +254,8 @@ fn route(path: &str, snapshot: Option<&Snapshot>, opts: &ExportOptions) -> Respo
         "/report.json",
         "/report.txt",
         "/metrics",
+        "/live.json",
+        "/live.js",
     ];
     if !known.contains(&path) {
         return Response::text(404, "not found; see / for the endpoints\n");
@@ -269,8 +271,10 @@ fn route(path: &str, snapshot: Option<&Snapshot>, opts: &ExportOptions) -> Respo
     let rendered = match path {
         "/" | "/index.html" => {
             return Response::new(200, "text/html; charset=utf-8", index_html(snap).into_bytes())
-                .header("Content-Security-Policy", "default-src 'none'; style-src 'unsafe-inline'")
+                .header("Content-Security-Policy", PAGE_CSP)
         }
+        "/live.js" => return Response::new(200, "text/javascript; charset=utf-8", LIVE_JS.as_bytes().to_vec()),
+        "/live.json" => return Response::new(200, "application/json", snap.live().into_bytes()),
         "/metrics" => {
             return Response::new(200, "text/plain; version=0.0.4; charset=utf-8", snap.metrics().into_bytes())
         }
@@ -293,69 +297,37 @@ fn html_escape(s: &str) -> String {
     crate::escape::markup(s)
 }
 
+/// The live page: everything it shows comes from `/live.json` (fetched by `live.js`); the
+/// first paint already has the header, so the page says what it traces before any script runs.
 fn index_html(snap: &Snapshot) -> String {
-    let links = [
-        ("/debug/pprof/heap", "pprof heap profile (go tool pprof, Parca, Pyroscope)"),
-        ("/flamegraph.svg", "flame graph of outstanding memory"),
-        ("/report.json", "JSON report (schema 1)"),
-        ("/report.txt", "text report"),
-        ("/metrics", "Prometheus metrics"),
-    ];
-    let mut html = String::from("<!doctype html>\n<html><head><meta charset=\"utf-8\"><title>tracer</title>\n<style>body{font-family:sans-serif;margin:2em}code{background:#eee}</style></head><body>\n");
-    let leaks = |r: &Report| r.suspects.iter().filter(|s| s.verdict == crate::report::Verdict::Leak).count();
-    let command = |r: &Report| html_escape(if r.target.cmdline.is_empty() { &r.target.exe } else { &r.target.cmdline });
-    match &snap.view {
+    let title = match &snap.view {
         Reports::One(r) => {
-            let _ = write!(
-                html,
-                "<h1>tracer: pid {}</h1>\n<p><code>{}</code> (CPython {})</p>\n<p>traced for {:.0} s, {} samples; {} outstanding bytes; {} leaking stacks</p>\n",
-                r.target.pid,
-                command(r),
-                html_escape(&r.target.python),
-                r.duration_s,
-                snap.samples,
-                r.totals.outstanding_bytes,
-                leaks(r)
-            );
+            format!("pid {} <code>{}</code> (CPython {})", r.target.pid, command(r), html_escape(&r.target.python))
         }
-        Reports::Many(m) => {
-            let _ = writeln!(
-                html,
-                "<h1>tracer: {} CPython processes (host mode)</h1>\n<p>{} samples</p>\n<ul>",
-                m.processes.len(),
-                snap.samples
-            );
-            for r in &m.processes {
-                let _ = writeln!(
-                    html,
-                    "<li>pid {} <code>{}</code> (CPython {}, {}): {} outstanding bytes; {} leaking stacks</li>",
-                    r.target.pid,
-                    command(r),
-                    html_escape(&r.target.python),
-                    html_escape(r.final_view.map_or("", FinalView::as_str)),
-                    r.totals.outstanding_bytes,
-                    leaks(r)
-                );
-            }
-            html.push_str("</ul>\n");
-        }
-    }
-    html.push_str("<ul>\n");
-    for (href, what) in links {
-        let _ = writeln!(html, "<li><a href=\"{href}\">{href}</a>: {what}</li>");
-    }
-    html.push_str("</ul>\n</body></html>\n");
-    html
+        Reports::Many(m) => format!("{} CPython processes (host mode)", m.processes.len()),
+    };
+    PAGE_HTML.replace("{{TITLE}}", &title)
 }
+
+fn command(r: &Report) -> String {
+    html_escape(if r.target.cmdline.is_empty() { &r.target.exe } else { &r.target.cmdline })
+}
+
+/// No CDN, no external font, no inline script: scripts and data from this daemon only; the
+/// flame graph is its own document in an `<object>`.
+const PAGE_CSP: &str = "default-src 'none'; script-src 'self'; connect-src 'self'; style-src 'unsafe-inline'; \
+                        object-src 'self'; frame-src 'self'; img-src 'self' data:";
+const PAGE_HTML: &str = include_str!("page/index.html");
+const LIVE_JS: &str = include_str!("page/live.js");
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::report::tests::live_report as report;
-    use crate::report::{MultiReport, SCHEMA};
+    use crate::report::{FinalView, MultiReport, SCHEMA};
 
     fn snapshot() -> Snapshot {
-        Snapshot { view: Reports::One(report()), built_unix_s: 1.7e9, build_s: 0.01, samples: 3 }
+        Snapshot { view: Reports::One(report()), built_unix_s: 1.7e9, build_s: 0.01, samples: 3, tracks: vec![] }
     }
 
     #[test]
@@ -424,14 +396,17 @@ mod tests {
         other.target.pid = 43;
         other.final_view = Some(FinalView::Finalization);
         let view = Reports::Many(MultiReport { schema: SCHEMA, processes: vec![report(), other], skipped: vec![] });
-        let snap = Snapshot { view, built_unix_s: 1.7e9, build_s: 0.01, samples: 3 };
+        let snap = Snapshot { view, built_unix_s: 1.7e9, build_s: 0.01, samples: 3, tracks: vec![] };
         let json: serde_json::Value =
             serde_json::from_slice(&route("/report.json", Some(&snap), &ExportOptions::default()).body).unwrap();
         assert_eq!(json["processes"].as_array().map(|p| p.len()), Some(2));
         let txt = String::from_utf8(route("/report.txt", Some(&snap), &ExportOptions::default()).body).unwrap();
         assert!(txt.contains("== PID 42:") && txt.contains("== PID 43:"), "{txt}");
         let html = index_html(&snap);
-        assert!(html.contains("pid 43") && html.contains("finalization"), "{html}");
+        assert!(html.contains("2 CPython processes"), "{html}");
+        let live: serde_json::Value =
+            serde_json::from_slice(&route("/live.json", Some(&snap), &ExportOptions::default()).body).unwrap();
+        assert_eq!(live["processes"].as_array().map(|p| p.len()), Some(2));
         let metrics = String::from_utf8(route("/metrics", Some(&snap), &ExportOptions::default()).body).unwrap();
         assert!(metrics.contains(r#"tracer_processes{state="ended"} 1"#), "{metrics}");
     }

@@ -7,7 +7,8 @@
 //!   exporter, the Go `net/http/pprof` convention `go tool pprof`, Parca and Pyroscope read;
 //! - `/flamegraph.svg`, `/report.json`, `/report.txt`: the other exporters;
 //! - `/metrics`: Prometheus text exposition (`export::prometheus`);
-//! - `/`: a small HTML index linking them.
+//! - `/`: the live page (`page/index.html`, `page/live.js`): header, chart, leak table,
+//!   holders and the flame graph, refreshed from `/live.json` (`export::live`) at every interval.
 //!
 //! With `--all` (host mode) the snapshot is one report per process
 //! (`{"schema":1,"processes":[...]}`): pprof samples carry `pid` and `cmdline` labels,
@@ -17,6 +18,7 @@
 //! Nothing here decides what leaks: handlers only format the last report. `--push URL` also
 //! POSTs the pprof profile to a Pyroscope-compatible `URL/ingest` at every interval (`push`).
 
+mod history;
 mod http;
 mod push;
 
@@ -46,12 +48,19 @@ pub struct Snapshot {
     pub build_s: f64,
     /// Intervals sampled so far.
     pub samples: u64,
+    /// What the live page charts: each series since it was first seen.
+    pub tracks: Vec<export::live::Track>,
 }
 
 impl Snapshot {
     /// Renders the served view in `format` (one report, or one section per process).
     fn render(&self, format: Format, opts: &ExportOptions, out: &mut dyn std::io::Write) -> Result<()> {
         export::write_reports(format, &self.view, opts, out)
+    }
+
+    /// `/live.json`: what the live page draws.
+    fn live(&self) -> String {
+        export::live::write(&self.view, &self.tracks, self.samples)
     }
 
     /// `/metrics`: the reports' figures and the daemon's own.
@@ -96,8 +105,12 @@ async fn serve(config: ServeConfig) -> Result<()> {
     };
     let pusher = config.push.map(|t| Arc::new(push::Pusher::new(t, pushed_as)));
     let interval = config.record.interval;
+    let mut history = history::History::default();
     let result = driver::drive(&mut session, (interval, driver::Cadence::Fixed), None, |session, tick| {
-        let snapshot = Arc::new(live_snapshot(session, tick, interval));
+        let mut snapshot = live_snapshot(session, tick, interval);
+        history.record(&snapshot.view);
+        snapshot.tracks = history.tracks();
+        let snapshot = Arc::new(snapshot);
         if let Some(p) = &pusher {
             p.push(&snapshot);
         }
@@ -129,7 +142,7 @@ fn live_snapshot(session: &Session, tick: Tick, interval: Duration) -> Snapshot 
             interval.as_secs_f64()
         );
     }
-    Snapshot { view, built_unix_s: unix_now(), build_s, samples: tick.number }
+    Snapshot { view, built_unix_s: unix_now(), build_s, samples: tick.number, tracks: Vec::new() }
 }
 
 /// Wall-clock time, seconds since the epoch.

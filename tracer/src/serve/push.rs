@@ -1,5 +1,8 @@
 //! `serve --push URL`: POSTs the pprof profile to a Pyroscope-compatible `URL/ingest` at every
-//! interval, best effort: one push in flight at most, a timeout, failures logged once.
+//! interval, best effort: one push in flight at most, a timeout, retries with backoff
+//! ([`RETRY_DELAYS`]) on connection errors, 5xx and 429, failures logged once. The name is
+//! `--push-name{pid=N,hostname=H,--push-tag...}`; credentials and tenant come from the
+//! environment (`config::PushTarget::with_credentials`).
 
 use std::fmt::Write as _;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -15,8 +18,16 @@ use crate::export::{ExportOptions, Format};
 
 use super::{unix_now, Snapshot};
 
-/// Time one push may take.
+/// Time one push may take, its retries included.
 const PUSH_TIMEOUT: Duration = Duration::from_secs(10);
+/// Waits before the second and third attempts of a push.
+const RETRY_DELAYS: [Duration; 2] = [Duration::from_millis(500), Duration::from_millis(1500)];
+
+/// Why an attempt failed, and whether another one may succeed.
+struct Failure {
+    error: anyhow::Error,
+    retry: bool,
+}
 
 /// Percent-encodes a query value (RFC 3986 unreserved characters kept).
 fn query_escape(s: &str) -> String {
@@ -75,7 +86,7 @@ impl Pusher {
         };
         let this = Arc::clone(self);
         tokio::spawn(async move {
-            let result = tokio::time::timeout(PUSH_TIMEOUT, this.send(body, from, until)).await;
+            let result = tokio::time::timeout(PUSH_TIMEOUT, this.send_with_retries(body, from, until)).await;
             let result =
                 result.unwrap_or_else(|_| Err(anyhow::anyhow!("timed out after {} s", PUSH_TIMEOUT.as_secs())));
             match result {
@@ -104,47 +115,85 @@ impl Pusher {
         });
     }
 
-    async fn send(&self, body: Vec<u8>, from: u64, until: u64) -> Result<()> {
-        let name = format!("tracer.python{{{}}}", self.label);
+    /// Sends, retrying after [`RETRY_DELAYS`] while the failure may pass.
+    async fn send_with_retries(&self, body: Vec<u8>, from: u64, until: u64) -> Result<()> {
+        let mut delays = RETRY_DELAYS.iter();
+        loop {
+            match self.send(&body, from, until).await {
+                Ok(()) => return Ok(()),
+                Err(f) => match delays.next() {
+                    Some(d) if f.retry => {
+                        log::debug!("push: {:#}; retrying in {} ms", f.error, d.as_millis());
+                        tokio::time::sleep(*d).await;
+                    }
+                    _ => return Err(f.error),
+                },
+            }
+        }
+    }
+
+    /// `name{pid=N,hostname=H,k=v}`: the application name with its labels.
+    fn app_name(&self) -> String {
+        let mut labels = vec![self.label.clone()];
+        labels.extend(self.target.tags.iter().map(|(k, v)| format!("{k}={v}")));
+        format!("{}{{{}}}", self.target.name, labels.join(","))
+    }
+
+    async fn send(&self, body: &[u8], from: u64, until: u64) -> std::result::Result<(), Failure> {
+        let retry = |error: anyhow::Error| Failure { error, retry: true };
         let path = format!(
             "{}/ingest?name={}&from={from}&until={until}&format=pprof&spyName=tracer",
             self.target.prefix,
-            query_escape(&name)
+            query_escape(&self.app_name())
         );
-        let head = format!(
-            "POST {path} HTTP/1.1\r\nHost: {}\r\nUser-Agent: tracer/{}\r\nContent-Type: application/octet-stream\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        let mut head = format!(
+            "POST {path} HTTP/1.1\r\nHost: {}\r\nUser-Agent: tracer/{}\r\nContent-Type: application/octet-stream\r\nContent-Length: {}\r\nConnection: close\r\n",
             self.target.host_header,
             env!("CARGO_PKG_VERSION"),
             body.len()
         );
+        if let Some(auth) = &self.target.auth {
+            let _ = write!(head, "Authorization: {auth}\r\n");
+        }
+        if let Some(tenant) = &self.target.tenant {
+            let _ = write!(head, "X-Scope-OrgID: {tenant}\r\n");
+        }
+        head.push_str("\r\n");
         let mut stream = TcpStream::connect(&self.target.authority)
             .await
-            .with_context(|| format!("connecting to {}", self.target.authority))?;
-        stream.write_all(head.as_bytes()).await?;
-        stream.write_all(&body).await?;
-        // The status line is all we need; read a bounded amount.
-        let mut buf = Vec::new();
-        let mut chunk = [0u8; 1024];
-        while !buf.contains(&b'\n') && buf.len() < 4096 {
-            let n = stream.read(&mut chunk).await?;
-            if n == 0 {
-                break;
-            }
-            buf.extend_from_slice(&chunk[..n]);
-        }
-        let line = String::from_utf8_lossy(&buf[..buf.iter().position(|&b| b == b'\n').unwrap_or(buf.len())])
-            .trim()
-            .to_string();
+            .with_context(|| format!("connecting to {}", self.target.authority))
+            .map_err(retry)?;
+        stream.write_all(head.as_bytes()).await.map_err(|e| retry(e.into()))?;
+        stream.write_all(body).await.map_err(|e| retry(e.into()))?;
+        let line = status_line(&mut stream).await.map_err(retry)?;
         let status: u16 = line
             .split(' ')
             .nth(1)
             .and_then(|s| s.parse().ok())
-            .with_context(|| format!("no HTTP status in {line:?}"))?;
+            .with_context(|| format!("no HTTP status in {line:?}"))
+            .map_err(retry)?;
         if !(200..300).contains(&status) {
-            anyhow::bail!("server answered {line:?}");
+            let hint = if matches!(status, 401 | 403) { " (check TRACER_PUSH_* credentials)" } else { "" };
+            let error = anyhow::anyhow!("server answered {line:?}{hint}");
+            return Err(Failure { error, retry: status >= 500 || status == 429 });
         }
         Ok(())
     }
+}
+
+/// The response's status line (a bounded read: it is all a push needs).
+async fn status_line(stream: &mut TcpStream) -> Result<String> {
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 1024];
+    while !buf.contains(&b'\n') && buf.len() < 4096 {
+        let n = stream.read(&mut chunk).await?;
+        if n == 0 {
+            break;
+        }
+        buf.extend_from_slice(&chunk[..n]);
+    }
+    let end = buf.iter().position(|&b| b == b'\n').unwrap_or(buf.len());
+    Ok(String::from_utf8_lossy(&buf[..end]).trim().to_string())
 }
 
 #[cfg(test)]

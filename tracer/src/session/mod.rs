@@ -285,6 +285,7 @@ impl Session {
             holders: p.holders.as_ref(),
             criteria: &self.criteria,
             sample_bytes: self.sample_bytes,
+            rss_bytes: crate::procfs::rss_bytes(p.target.pid),
             capacities: self.capacities,
             windows: self.windows.as_ref().map(|w| {
                 let (inferred_frees, inferred_by) = self.sweeper.summary();

@@ -14,6 +14,10 @@ use crate::remote::{le_u32, le_u64};
 
 /// Bytes of one deque block: leftlink, 64 item slots, rightlink.
 const DEQUE_BLOCK: u64 = 528;
+/// `PyByteArrayObject.ob_alloc`: the buffer's allocated size (every version 3.10–3.15).
+const BYTEARRAY_ALLOC: u64 = 24;
+/// Bytes read of each sampled item (header, length words, `ob_alloc`, a dict's keys pointer).
+const ITEM_READ: usize = 40;
 /// Set table slots read for the sample (16 bytes each).
 const SET_SLOTS_READ: u64 = 512;
 
@@ -71,7 +75,7 @@ impl Seq {
                 let n = o.w(l.deque_len);
                 let ri = o.w(l.deque_rightindex);
                 let ok = n < 1 << 40 && ri < 64 && plausible_ptr(o.w(l.deque_rightblock));
-                ok.then(|| (n, hdr.saturating_add((n / 64 + 1).saturating_mul(DEQUE_BLOCK))))
+                ok.then(|| (n, hdr.saturating_add(deque_blocks(o.w(deque_leftindex(l)), n))))
             }
         }
     }
@@ -252,19 +256,8 @@ impl Scan<'_> {
 
     /// Reads the sampled items' headers for their type names and sizes.
     fn describe(&mut self, cs: Vec<Sampled>) -> Vec<ContainerSample> {
-        let l = self.layout;
-        let mut item_ptrs: Vec<u64> = cs.iter().filter(|c| c.ok).flat_map(|c| c.items.iter().copied()).collect();
-        item_ptrs.sort_unstable();
-        item_ptrs.dedup();
-        item_ptrs.retain(|&p| plausible_ptr(p));
-        let got = self.batch(&item_ptrs.iter().map(|&p| (p, 40usize)).collect::<Vec<_>>());
-        let hdrs: HashMap<u64, Vec<u8>> = item_ptrs
-            .iter()
-            .zip(got)
-            .filter_map(|(&p, b)| b.filter(|b| l.refcnt_plausible(le_u64(b, 0))).map(|b| (p, b)))
-            .collect();
-        let tys: Vec<u64> = hdrs.values().map(|b| le_u64(b, 8)).collect();
-        self.resolve_types(&tys);
+        let item_ptrs: Vec<u64> = cs.iter().filter(|c| c.ok).flat_map(|c| c.items.iter().copied()).collect();
+        let hdrs = self.item_headers(item_ptrs);
         let mut out = Vec::new();
         for c in cs {
             if !c.ok {
@@ -274,10 +267,10 @@ impl Scan<'_> {
             let mut item_types = BTreeMap::new();
             let (mut total, mut n) = (0u64, 0u64);
             for p in &c.items {
-                let Some(h) = hdrs.get(p) else { continue };
+                let Some((h, keys)) = hdrs.get(p) else { continue };
                 let Some(ti) = self.type_info(le_u64(h, 8)) else { continue };
                 *item_types.entry(ti.name.clone()).or_insert(0u64) += 1;
-                total += item_size(l, &self.strs, ti, h);
+                total += item_size(self.layout, &self.strs, ti, h) + keys;
                 n += 1;
             }
             let mean = total.checked_div(n).unwrap_or(0);
@@ -292,10 +285,93 @@ impl Scan<'_> {
         }
         out
     }
+
+    /// The first [`ITEM_READ`] bytes of each plausible item (types resolved), with what it owns
+    /// that takes a read of its own ([`Scan::owned_elsewhere`]).
+    fn item_headers(&mut self, mut ptrs: Vec<u64>) -> HashMap<u64, (Vec<u8>, u64)> {
+        let l = self.layout;
+        ptrs.sort_unstable();
+        ptrs.dedup();
+        ptrs.retain(|&p| plausible_ptr(p));
+        let got = self.batch(&ptrs.iter().map(|&p| (p, ITEM_READ)).collect::<Vec<_>>());
+        let hdrs: Vec<(u64, Vec<u8>)> = ptrs
+            .iter()
+            .zip(got)
+            .filter_map(|(&p, b)| b.filter(|b| l.refcnt_plausible(le_u64(b, 0))).map(|b| (p, b)))
+            .collect();
+        let tys: Vec<u64> = hdrs.iter().map(|(_, b)| le_u64(b, 8)).collect();
+        self.resolve_types(&tys);
+        let extra = self.owned_elsewhere(&hdrs);
+        hdrs.into_iter().zip(extra).map(|((p, h), x)| (p, (h, x))).collect()
+    }
+
+    /// Per item, what it owns outside the bytes read, as `sys.getsizeof` counts it: a dict's
+    /// keys (unshared only: shared keys are the type's), a deque's blocks (from its `leftindex`
+    /// word, past the header read; taken as 0 if it cannot be read). 0 for other items.
+    fn owned_elsewhere(&mut self, hdrs: &[(u64, Vec<u8>)]) -> Vec<u64> {
+        let l = self.layout;
+        let kind = |s: &Self, h: &[u8]| s.type_info(le_u64(h, 8)).map(|t| t.kind);
+        let regions: Vec<(u64, usize)> = hdrs
+            .iter()
+            .map(|(p, h)| match kind(self, h) {
+                Some(Kind::Dict) => {
+                    Some(le_u64(h, l.dict_keys as usize)).filter(|&k| plausible_ptr(k)).map_or((0, 0), |k| (k, 40))
+                }
+                Some(Kind::Deque) => (p + deque_leftindex(l), 8),
+                _ => (0, 0),
+            })
+            .collect();
+        let got = self.batch(&regions);
+        hdrs.iter()
+            .zip(regions)
+            .zip(got)
+            .map(|(((_, h), (at, _)), b)| match kind(self, h) {
+                Some(Kind::Dict) => b
+                    .filter(|b| le_u64(b, 0) == 1) // dk_refcnt
+                    .and_then(|b| self.parse_keys(at, &b))
+                    .map_or(0, |k| k.bytes),
+                Some(Kind::Deque) => {
+                    deque_blocks(b.map_or(0, |b| le_u64(&b, 0)), le_u64(h, l.deque_len as usize).min(1 << 40))
+                }
+                _ => 0,
+            })
+            .collect()
+    }
 }
 
-/// Bytes of one item: its type's basic size, the GC and managed-dict pre-headers, and its
-/// variable part (str/bytes/tuple/int length) read from its first 40 bytes `h`.
+/// `dequeobject.leftindex`: the word after `rightblock` (layout.rs).
+fn deque_leftindex(l: &HeapLayout) -> u64 {
+    l.deque_rightblock + 8
+}
+
+/// A deque's blocks as `sys.getsizeof` counts them: `(leftindex + len + 64) / 64` blocks.
+fn deque_blocks(leftindex: u64, len: u64) -> u64 {
+    (leftindex.min(64) + len + 64) / 64 * DEQUE_BLOCK
+}
+
+/// What an item owns outside its object, as `sys.getsizeof` counts it: a bytearray's buffer
+/// (`ob_alloc`), a list's slots, a set's table (beyond the 8 inline slots). A dict's keys and
+/// a deque's blocks take a read of their own ([`Scan::owned_elsewhere`]).
+fn item_outside(l: &HeapLayout, kind: Kind, h: &[u8]) -> u64 {
+    let w = |off: u64| le_u64(h, off as usize);
+    match kind {
+        Kind::ByteArray => w(BYTEARRAY_ALLOC).min(1 << 40),
+        Kind::List => w(l.list_allocated).min(1 << 34) * 8,
+        Kind::Set | Kind::FrozenSet => {
+            let slots = w(l.set_mask).min(1 << 34) + 1;
+            if slots > 8 {
+                slots * 16
+            } else {
+                0
+            }
+        }
+        _ => 0,
+    }
+}
+
+/// Bytes of one item: its type's basic size, the GC and managed-dict pre-headers, its
+/// variable part (str/bytes/tuple/int length) and what it owns outside the object
+/// ([`item_outside`]), read from its first [`ITEM_READ`] bytes `h`.
 pub(crate) fn item_size(l: &HeapLayout, strs: &StrLayout, ti: &TypeInfo, h: &[u8]) -> u64 {
     let mut size = ti.basicsize;
     if ti.flags & TPFLAGS_HAVE_GC != 0 {
@@ -320,5 +396,5 @@ pub(crate) fn item_size(l: &HeapLayout, strs: &StrLayout, ti: &TypeInfo, h: &[u8
         }
         _ => {}
     }
-    size
+    size + item_outside(l, ti.kind, h)
 }

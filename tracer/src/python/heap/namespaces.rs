@@ -40,11 +40,12 @@ pub(crate) struct NsResult {
 }
 
 #[derive(Debug, Clone, Copy, Default)]
-struct KeysInfo {
+pub(crate) struct KeysInfo {
     nentries: u64,
     entries_addr: u64,
     esize: u64,
-    bytes: u64,
+    /// Allocation size of the keys object (`_PyDict_KeysSize`).
+    pub(crate) bytes: u64,
 }
 
 /// Where an instance's attributes are, once its pre-header and type are known.
@@ -111,7 +112,7 @@ impl Scan<'_> {
         results
     }
 
-    fn parse_keys(&self, keys: u64, b: &[u8]) -> Option<KeysInfo> {
+    pub(crate) fn parse_keys(&self, keys: u64, b: &[u8]) -> Option<KeysInfo> {
         if !plausible_ptr(keys) {
             return None;
         }

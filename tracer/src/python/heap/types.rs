@@ -105,6 +105,8 @@ pub(crate) enum Kind {
     Str,
     Long,
     Bytes,
+    /// `bytearray`: its buffer is a separate allocation (`ob_alloc` @24).
+    ByteArray,
     Type,
     Function,
     Cell,
@@ -404,6 +406,7 @@ impl Scan<'_> {
             x if x == t.long => Kind::Long,
             _ if name == "collections.deque" => Kind::Deque,
             _ if name == "bytes" => Kind::Bytes,
+            _ if name == "bytearray" => Kind::ByteArray,
             _ if name == "NoneType" => Kind::NoneType,
             _ => return None,
         })
