@@ -191,7 +191,10 @@ fn report() -> Report {
         sample_bytes: 0,
         windows: None,
         holders_scan: None,
+        inconclusive: None,
         command: None,
+        census: vec![],
+        census_scan: None,
     }
 }
 
@@ -222,7 +225,10 @@ fn empty_report() -> Report {
         sample_bytes: 0,
         windows: None,
         holders_scan: None,
+        inconclusive: None,
         command: None,
+        census: vec![],
+        census_scan: None,
     }
 }
 

@@ -128,6 +128,7 @@
 //! of a pytest suite leaked in `pytest`.
 
 mod listing;
+mod loss;
 mod pytest;
 mod sites;
 mod stats;
@@ -136,6 +137,7 @@ mod steps;
 pub(crate) mod tests;
 
 pub use listing::{holders_to_list, stacks_to_list, ListedStack};
+pub use loss::{inconclusive, Capacities};
 pub use pytest::{by_test, judge_test_path, merge_tests};
 pub use sites::{merge_call_paths, CallPath};
 use steps::{Points, Shape};

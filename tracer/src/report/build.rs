@@ -7,10 +7,14 @@ use std::collections::BTreeMap;
 
 use tracer_ebpf::Counter;
 
+use crate::census::CensusView;
 use crate::collector::Counters;
 use crate::holders::Holders;
-use crate::leaks::{self, CallPath, Criteria, Evidence, ListedStack, Unit};
-use crate::report::{FinalView, Holder, Report, Suspect, TargetInfo, TimelinePoint, Totals, WindowsInfo, SCHEMA};
+use crate::leaks::{self, CallPath, Capacities, Criteria, Evidence, ListedStack, Unit};
+use crate::report::{
+    CensusSummary, CensusType, FinalView, Holder, Report, Suspect, TargetInfo, TimelinePoint, Totals, WindowsInfo,
+    SCHEMA,
+};
 use crate::stacks::StackTable;
 
 /// What one process's report is made from.
@@ -30,6 +34,8 @@ pub struct Input<'a> {
     pub criteria: &'a Criteria,
     /// Allocation-sampling period in bytes (0: every allocation).
     pub sample_bytes: u64,
+    /// The tables' sizes: a full one makes the verdict inconclusive.
+    pub capacities: Capacities,
     /// Probe windows, if the allocation probes were attached only part of the time.
     pub windows: Option<WindowsInfo>,
     /// The directory the target runs in: test names are relative to it (`leaks::pytest`).
@@ -44,6 +50,9 @@ pub struct Stacks<'a> {
     pub counters: &'a Counters,
     /// Per record of `table`: age in seconds of its oldest outstanding allocation.
     pub ages: &'a [f64],
+    /// Several processes are traced: allocations and frees are counted from each process's own
+    /// stacks (the counters are the session's). The losses stay the session's.
+    pub per_process: bool,
 }
 
 pub fn target_info(target: &crate::target::Target) -> TargetInfo {
@@ -67,6 +76,7 @@ pub fn build(input: Input) -> Report {
         holders,
         criteria,
         sample_bytes,
+        capacities,
         windows,
         cwd,
     } = input;
@@ -82,7 +92,7 @@ pub fn build(input: Input) -> Report {
     if let Some(s) = stacks {
         let whole_run = view == FinalView::Finalization;
         suspects = judge_stacks(s.table, s.ages, instance, criteria, (window_s, whole_run, cwd.as_deref()));
-        totals = stack_totals(s.table, s.counters, instance);
+        totals = stack_totals(&s, instance);
         timeline =
             s.table.timeline.points().iter().map(|&(t, v)| TimelinePoint { t, outstanding_bytes: v as u64 }).collect();
     }
@@ -94,6 +104,7 @@ pub fn build(input: Input) -> Report {
         totals.lost.insert("holders_scans_cut_by_budget".into(), t.cut_by_budget);
         crate::pairing::link(target.pid, &mut suspects, &mut judged_holders);
     }
+    let inconclusive = stacks.and_then(|_| leaks::inconclusive(&totals.lost, capacities));
     Report {
         schema: SCHEMA,
         target,
@@ -104,8 +115,11 @@ pub fn build(input: Input) -> Report {
         suspects,
         holders: judged_holders,
         holders_scan: holders.map(scan_summary),
+        census: holders.and_then(|h| h.census.as_ref()).map(judge_census).unwrap_or_default(),
+        census_scan: holders.and_then(|h| h.census.as_ref()).map(census_summary),
         timeline,
         sample_bytes,
+        inconclusive,
         command: None,
         windows,
     }
@@ -219,15 +233,21 @@ fn suspect(
 }
 
 /// Counters are kept for all traced processes together; outstanding memory per process.
-fn stack_totals(table: &StackTable, counters: &Counters, instance: u64) -> Totals {
+fn stack_totals(s: &Stacks, instance: u64) -> Totals {
+    let counters = s.counters;
     let lost: BTreeMap<String, u64> =
         Counter::ALL.into_iter().filter_map(|c| Some((c.lost_name()?.to_string(), counters.get(c)))).collect();
-    let mine = || table.records.iter().filter(|r| r.key.instance == instance);
+    let mine = || s.table.records.iter().filter(|r| r.key.instance == instance);
     let outstanding_bytes: i64 = mine().map(|r| r.stats.outstanding_bytes.max(0)).sum();
     let outstanding_count: i64 = mine().map(|r| r.stats.outstanding_count.max(0)).sum();
+    let (allocs, frees) = if s.per_process {
+        (mine().map(|r| r.stats.allocs).sum(), mine().map(|r| r.stats.frees).sum())
+    } else {
+        (counters.get(Counter::AllocsRecorded), counters.get(Counter::FreesMatched))
+    };
     Totals {
-        allocs: counters.get(Counter::AllocsRecorded),
-        frees: counters.get(Counter::FreesMatched),
+        allocs,
+        frees,
         outstanding_bytes: outstanding_bytes as u64,
         outstanding_count: outstanding_count as u64,
         lost,
@@ -257,6 +277,52 @@ fn judge_holders(holders: &Holders, criteria: &Criteria) -> Vec<Holder> {
     let listed = leaks::holders_to_list(&judged.iter().map(|h| (h.verdict, h.score, h.len)).collect::<Vec<_>>());
     let mut slots: Vec<Option<Holder>> = judged.into_iter().map(Some).collect();
     listed.into_iter().filter_map(|i| slots[i].take()).collect()
+}
+
+/// Every type's count judged like a holder's length; listed like holders (every suspect and
+/// bounded type, the first stable ones).
+fn judge_census(c: &CensusView) -> Vec<CensusType> {
+    let criteria = Criteria::for_items();
+    let judged: Vec<CensusType> = c
+        .tracks
+        .iter()
+        .map(|(name, track)| {
+            let j = leaks::judge(&track.series, None, &criteria, Unit::Items);
+            CensusType {
+                type_name: name.clone(),
+                count: track.last.count,
+                bytes_est: track.last.bytes,
+                growth_per_s: j.growth_per_s,
+                verdict: j.verdict,
+                score: j.score,
+                reason: j.reason,
+            }
+        })
+        .collect();
+    let listed = leaks::holders_to_list(&judged.iter().map(|t| (t.verdict, t.score, t.count)).collect::<Vec<_>>());
+    let mut slots: Vec<Option<CensusType>> = judged.into_iter().map(Some).collect();
+    listed.into_iter().filter_map(|i| slots[i].take()).collect()
+}
+
+fn census_summary(c: &CensusView) -> CensusSummary {
+    let t = &c.totals;
+    let n = t.scans.max(1) as f64;
+    let per = |v: u64| (v as f64 / n).round() as u64;
+    CensusSummary {
+        scans: t.scans,
+        objects_per_scan: per(t.objects),
+        bytes_read_per_scan: per(t.bytes_read),
+        reads_per_scan: per(t.reads),
+        mean_scan_s: t.duration_s / n,
+        max_scan_s: t.max_duration_s,
+        torn_repaired: t.torn_repaired,
+        tail_completions: t.tail_completions,
+        torn_dropped: t.torn_dropped,
+        scans_discarded: t.scans_discarded,
+        scans_cut_by_budget: t.scans_cut_by_budget,
+        skipped_objects: t.skipped_last,
+        error: t.last_error.clone(),
+    }
 }
 
 fn scan_summary(h: &Holders) -> crate::report::ScanSummary {
@@ -322,6 +388,7 @@ mod tests {
             holders: None,
             criteria,
             sample_bytes: 4096,
+            capacities: Capacities { allocs: 1 << 20, stacks: 16_384 },
             windows: None,
             cwd: None,
         }
@@ -333,7 +400,7 @@ mod tests {
         let mut counters = Counters::default();
         counters.0[Counter::AllocsRecorded as usize] = 60;
         let ages = t.oldest_ages(30_000_000_000, &HashMap::from([(1u64, 1_000_000_000u64)]));
-        let stacks = Stacks { table: &t, counters: &counters, ages: &ages };
+        let stacks = Stacks { table: &t, counters: &counters, ages: &ages, per_process: false };
         let criteria = Criteria::for_bytes();
         let r = build(input(Some(stacks), 1, &criteria));
         assert_eq!(r.final_view, Some(FinalView::TargetExited));
@@ -344,7 +411,7 @@ mod tests {
         assert_eq!((s.rank, s.verdict, s.outstanding_bytes), (1, Verdict::Leak, 300_000));
         assert_eq!(s.oldest_age_s, 29.0);
         assert_eq!(r.totals.outstanding_bytes, 300_000);
-        assert_eq!(r.totals.allocs, 60, "counters are shared by all processes");
+        assert_eq!(r.totals.allocs, 60, "one process: the session's counters");
         assert!(Counter::ALL.iter().filter_map(|c| c.lost_name()).all(|name| r.totals.lost.contains_key(name)));
         assert_eq!(r.timeline.len(), 30);
         assert!(r.holders.is_empty() && r.holders_scan.is_none());
@@ -352,6 +419,13 @@ mod tests {
         let other = build(input(Some(stacks), 2, &criteria));
         assert_eq!(other.totals.outstanding_bytes, 0);
         assert!(other.suspects.iter().all(|s| s.verdict != Verdict::Leak));
+
+        // Several processes: each counts its own allocations and frees.
+        let apart = Stacks { per_process: true, ..stacks };
+        let one = build(input(Some(apart), 1, &criteria)).totals;
+        let two = build(input(Some(apart), 2, &criteria)).totals;
+        assert_eq!((one.allocs, one.frees), (30, 0));
+        assert_eq!((two.allocs, two.frees), (30, 30));
     }
 
     #[test]

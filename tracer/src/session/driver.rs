@@ -65,9 +65,9 @@ pub async fn drive(
     deadline: Option<Duration>,
     mut on_tick: impl FnMut(&mut Session, Tick),
 ) -> Result<FinalView> {
-    let mut sigint = signal(SignalKind::interrupt())?;
-    let mut sigterm = signal(SignalKind::terminate())?;
-    let mut sighup = signal(SignalKind::hangup())?;
+    let mut sigint = Stop::new(libc::SIGINT)?;
+    let mut sigterm = Stop::new(libc::SIGTERM)?;
+    let mut sighup = Stop::new(libc::SIGHUP)?;
     let deadline = deadline.map(|d| tokio::time::Instant::now() + d);
     let started = tokio::time::Instant::now();
     let (mut next_sample, mut next_scan) = (started, started);
@@ -116,6 +116,40 @@ pub async fn drive(
         }
     };
     Ok(view)
+}
+
+/// A signal that stops the tracer, unless it was ignored when the tracer started (`nohup`
+/// ignores SIGHUP, a background job of a script SIGINT): that choice is kept, not replaced by a
+/// handler.
+pub struct Stop(Option<tokio::signal::unix::Signal>);
+
+impl Stop {
+    pub fn new(signo: libc::c_int) -> Result<Stop> {
+        if ignored(signo) {
+            return Ok(Stop(None));
+        }
+        Ok(Stop(Some(signal(SignalKind::from_raw(signo))?)))
+    }
+
+    /// Completes when the signal arrives; never when it is ignored.
+    pub async fn recv(&mut self) {
+        match self.0.as_mut() {
+            Some(s) => {
+                s.recv().await;
+            }
+            None => std::future::pending().await,
+        }
+    }
+}
+
+/// Whether `signo`'s disposition is "ignore" (left as it was inherited, or set before any
+/// handler of ours: tokio's handlers stay installed once registered).
+fn ignored(signo: libc::c_int) -> bool {
+    // SAFETY: a null new action only reads the current disposition into `old`.
+    unsafe {
+        let mut old: libc::sigaction = std::mem::zeroed();
+        libc::sigaction(signo, std::ptr::null(), &mut old) == 0 && old.sa_sigaction == libc::SIG_IGN
+    }
 }
 
 async fn sleep_until(deadline: Option<tokio::time::Instant>) {
