@@ -54,7 +54,7 @@ pub fn by_test<'a>(paths: impl IntoIterator<Item = (&'a [Frame], u64)>, root: Op
     }
     let mut shares: Vec<TestShare> =
         bytes.into_iter().map(|(test, outstanding_bytes)| TestShare { test, outstanding_bytes }).collect();
-    shares.sort_by_key(|t| std::cmp::Reverse(t.outstanding_bytes));
+    shares.sort_by_key(|s| std::cmp::Reverse(s.outstanding_bytes));
     shares
 }
 
@@ -66,7 +66,7 @@ pub fn merge_tests(into: &mut Vec<TestShare>, more: &[TestShare]) {
             None => into.push(m.clone()),
         }
     }
-    into.sort_by_key(|t| std::cmp::Reverse(t.outstanding_bytes));
+    into.sort_by_key(|s| std::cmp::Reverse(s.outstanding_bytes));
 }
 
 /// The series of a call path under a test, cut where it reached its final level (within 5% of

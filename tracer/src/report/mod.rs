@@ -117,6 +117,14 @@ pub struct WindowsInfo {
     /// Windows opened, and (auto mode) periods without one because the heap did not grow.
     pub opened: u64,
     pub skipped_no_growth: u64,
+    /// Blocks recorded in a window whose free was not seen, found dead between windows by
+    /// reading their chunks from outside, in all and by what showed it (`chunks::Death`):
+    /// inferred, not seen. (Deaths proven by an address handed out again inside a window are
+    /// counted by the BPF side.)
+    #[serde(default)]
+    pub inferred_frees: u64,
+    #[serde(default)]
+    pub inferred_by: BTreeMap<String, u64>,
 }
 
 /// Where a report's view of a process was taken; `"final_view"` in the JSON.

@@ -17,6 +17,7 @@
 pub mod attach;
 pub mod driver;
 pub mod lifecycle;
+pub mod sweep;
 pub mod windows;
 
 use std::time::{Duration, Instant};
@@ -31,7 +32,7 @@ use crate::launch::Launched;
 use crate::leaks::{Capacities, Criteria};
 use crate::probes::Probes;
 use crate::report::build::{self, Stacks};
-use crate::report::{FinalView, MultiReport, Report, Reports, SCHEMA};
+use crate::report::{FinalView, MultiReport, Report, Reports, WindowsInfo, SCHEMA};
 use crate::resolve::Resolver;
 use crate::stacks::StackTable;
 use crate::target::Target;
@@ -97,6 +98,8 @@ pub struct Session {
     warned_full: Vec<Counter>,
     /// Probe windows (`--window`); None when the probes stay attached.
     windows: Option<windows::Windows>,
+    /// Follows the blocks recorded in earlier windows (with `windows`).
+    sweeper: sweep::Sweeper,
 }
 
 impl Session {
@@ -184,8 +187,16 @@ impl Session {
     pub fn step_windows(&mut self) {
         let (Some(w), Some(probes)) = (self.windows.as_mut(), self.probes.as_mut()) else { return };
         let live = self.procs.iter().filter(|p| p.is_live()).map(|p| &p.target);
-        if w.step(Instant::now(), probes, live) == windows::Step::SampleStacks {
-            self.sample_stacks();
+        match w.step(Instant::now(), probes, live.clone()) {
+            windows::Step::Nothing => {}
+            windows::Step::SampleStacks => self.sample_stacks(),
+            windows::Step::Open => {
+                if let Some(collector) = self.collector.as_mut() {
+                    let pids: Vec<u32> = live.clone().map(|t| t.pid).collect();
+                    self.sweeper.sweep(collector, &pids, self.sample_bytes);
+                }
+                w.open(Instant::now(), probes, live);
+            }
         }
     }
 
@@ -275,7 +286,10 @@ impl Session {
             criteria: &self.criteria,
             sample_bytes: self.sample_bytes,
             capacities: self.capacities,
-            windows: self.windows.as_ref().map(|w| w.info(window)),
+            windows: self.windows.as_ref().map(|w| {
+                let (inferred_frees, inferred_by) = self.sweeper.summary();
+                WindowsInfo { inferred_frees, inferred_by, ..w.info(window) }
+            }),
             cwd: cwd_of(p.target.pid),
         })
     }
@@ -308,6 +322,10 @@ impl Session {
     /// the maps stay readable), then builds the reports from the final state. `stop` is why the
     /// recording stopped.
     pub fn finish(mut self, stop: FinalView) -> Reports {
+        if self.windows.as_ref().is_some_and(windows::Windows::is_open) {
+            // The recording ends inside a window: what it saw so far is the last point.
+            self.sample_stacks();
+        }
         self.window = Some(self.started.elapsed());
         if let Some(c) = self.collector.as_mut() {
             c.freeze_counters();
