@@ -100,7 +100,6 @@ pub async fn drive(
             _ = tokio::time::sleep_until(next_sample) => {
                 let began = Instant::now();
                 session.sample_series();
-                let stacks_took = began.elapsed();
                 // Containers are read on their own cadence: a scan costs more than the maps.
                 if tokio::time::Instant::now() >= next_scan {
                     let scan = Instant::now();
@@ -110,7 +109,9 @@ pub async fn drive(
                 ticks += 1;
                 let tick = Tick { number: ticks, sampling: began.elapsed() };
                 on_tick(session, tick);
-                next_sample = tokio::time::Instant::now() + cadence.gap(started.elapsed(), interval, stacks_took);
+                // Not slowed by the time sampling took: that is mostly naming new stacks, a
+                // one-off cost that is highest exactly while a short program starts.
+                next_sample = tokio::time::Instant::now() + cadence.gap(started.elapsed(), interval, Duration::ZERO);
                 log::debug!("sample {ticks} at {:.3} s took {:?}", started.elapsed().as_secs_f64(), tick.sampling);
             }
         }
