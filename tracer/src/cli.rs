@@ -231,6 +231,10 @@ pub struct TracingArgs {
     /// whole timeline.
     #[arg(long, value_name = "ON/EVERY|auto|off")]
     pub window: Option<String>,
+    /// Most objects one census scan (every tracked object, counted by type) may visit; 0: no
+    /// census. A scan cut short says so in the report, with what it skipped.
+    #[arg(long, default_value_t = 2_000_000, value_parser = clap::value_parser!(u64).range(0..=100_000_000))]
+    pub census_budget: u64,
 }
 
 impl TracingArgs {
@@ -257,6 +261,8 @@ impl TracingArgs {
             },
             force: self.force,
             show_target_strings: self.show_target_strings,
+            census_budget: (self.census_budget > 0)
+                .then(|| crate::python::census::CensusBudget { max_objects: self.census_budget, ..Default::default() }),
         })
     }
 }

@@ -12,6 +12,7 @@ use crate::export::{ExportOptions, Format};
 use crate::host::HostFilter;
 use crate::leaks::Criteria;
 use crate::probes::MapSizes;
+use crate::python::census::CensusBudget;
 use crate::python::heap::ScanBudget;
 
 /// The default `serve --listen`: loopback only; another address must be asked for.
@@ -125,6 +126,8 @@ pub struct TracingConfig {
     pub show_target_strings: bool,
     /// When the allocation and free probes are attached.
     pub window: WindowMode,
+    /// Limits of one census scan; `None`: no census.
+    pub census_budget: Option<CensusBudget>,
 }
 
 /// Everything a recording session needs (`record`, and `serve` without a duration).

@@ -1,6 +1,7 @@
 //! tracer: find the Python lines that leak memory in a running CPython process.
 
 mod btf;
+mod census;
 mod cli;
 mod clock;
 mod cmd;

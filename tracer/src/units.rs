@@ -49,6 +49,19 @@ pub fn bytes(b: f64) -> String {
     }
 }
 
+/// A short duration in milliseconds: `0.4 ms`, `48 ms`, `1,250 ms` (scan costs).
+pub fn millis(s: f64) -> String {
+    if !s.is_finite() {
+        return "?".to_string();
+    }
+    let ms = s * 1000.0;
+    if ms.abs() < 9.95 {
+        format!("{ms:.1} ms")
+    } else {
+        format!("{} ms", count(ms.round().max(0.0) as u64))
+    }
+}
+
 /// `2.5 s`, `20 s`, `10 min`, `9m58s`, `2 h`, `1h05m`, `3d04h`.
 pub fn duration(s: f64) -> String {
     if !s.is_finite() {

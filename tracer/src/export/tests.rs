@@ -187,6 +187,8 @@ fn report() -> Report {
         holders_scan: None,
         inconclusive: None,
         command: None,
+        census: vec![],
+        census_scan: None,
     }
 }
 
@@ -219,6 +221,8 @@ fn empty_report() -> Report {
         holders_scan: None,
         inconclusive: None,
         command: None,
+        census: vec![],
+        census_scan: None,
     }
 }
 

@@ -7,10 +7,14 @@ use std::collections::BTreeMap;
 
 use tracer_ebpf::Counter;
 
+use crate::census::CensusView;
 use crate::collector::Counters;
 use crate::holders::Holders;
 use crate::leaks::{self, CallPath, Capacities, Criteria, Evidence, ListedStack, Unit};
-use crate::report::{FinalView, Holder, Report, Suspect, TargetInfo, TimelinePoint, Totals, WindowsInfo, SCHEMA};
+use crate::report::{
+    CensusSummary, CensusType, FinalView, Holder, Report, Suspect, TargetInfo, TimelinePoint, Totals, WindowsInfo,
+    SCHEMA,
+};
 use crate::stacks::StackTable;
 
 /// What one process's report is made from.
@@ -110,6 +114,8 @@ pub fn build(input: Input) -> Report {
         suspects,
         holders: judged_holders,
         holders_scan: holders.map(scan_summary),
+        census: holders.and_then(|h| h.census.as_ref()).map(judge_census).unwrap_or_default(),
+        census_scan: holders.and_then(|h| h.census.as_ref()).map(census_summary),
         timeline,
         sample_bytes,
         inconclusive,
@@ -247,6 +253,52 @@ fn judge_holders(holders: &Holders) -> Vec<Holder> {
     let listed = leaks::holders_to_list(&judged.iter().map(|h| (h.verdict, h.score, h.len)).collect::<Vec<_>>());
     let mut slots: Vec<Option<Holder>> = judged.into_iter().map(Some).collect();
     listed.into_iter().filter_map(|i| slots[i].take()).collect()
+}
+
+/// Every type's count judged like a holder's length; listed like holders (every suspect and
+/// bounded type, the first stable ones).
+fn judge_census(c: &CensusView) -> Vec<CensusType> {
+    let criteria = Criteria::for_items();
+    let judged: Vec<CensusType> = c
+        .tracks
+        .iter()
+        .map(|(name, track)| {
+            let j = leaks::judge(&track.series, None, &criteria, Unit::Items);
+            CensusType {
+                type_name: name.clone(),
+                count: track.last.count,
+                bytes_est: track.last.bytes,
+                growth_per_s: j.growth_per_s,
+                verdict: j.verdict,
+                score: j.score,
+                reason: j.reason,
+            }
+        })
+        .collect();
+    let listed = leaks::holders_to_list(&judged.iter().map(|t| (t.verdict, t.score, t.count)).collect::<Vec<_>>());
+    let mut slots: Vec<Option<CensusType>> = judged.into_iter().map(Some).collect();
+    listed.into_iter().filter_map(|i| slots[i].take()).collect()
+}
+
+fn census_summary(c: &CensusView) -> CensusSummary {
+    let t = &c.totals;
+    let n = t.scans.max(1) as f64;
+    let per = |v: u64| (v as f64 / n).round() as u64;
+    CensusSummary {
+        scans: t.scans,
+        objects_per_scan: per(t.objects),
+        bytes_read_per_scan: per(t.bytes_read),
+        reads_per_scan: per(t.reads),
+        mean_scan_s: t.duration_s / n,
+        max_scan_s: t.max_duration_s,
+        torn_repaired: t.torn_repaired,
+        tail_completions: t.tail_completions,
+        torn_dropped: t.torn_dropped,
+        scans_discarded: t.scans_discarded,
+        scans_cut_by_budget: t.scans_cut_by_budget,
+        skipped_objects: t.skipped_last,
+        error: t.last_error.clone(),
+    }
 }
 
 fn scan_summary(h: &Holders) -> crate::report::ScanSummary {

@@ -29,6 +29,12 @@ pub struct Report {
     /// What reading the containers cost the target, per scan (absent without the holders view).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub holders_scan: Option<ScanSummary>,
+    /// Live GC-tracked objects by type, judged over time (the census); listed like holders.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub census: Vec<CensusType>,
+    /// What the census cost per scan, and what it skipped (absent without the census).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub census_scan: Option<CensusSummary>,
     pub timeline: Vec<TimelinePoint>,
     /// Allocation-sampling period in bytes (0 = every allocation recorded). When non-zero, byte
     /// and count figures are estimates scaled back from the samples.
@@ -325,6 +331,44 @@ pub struct ScanSummary {
     pub torn_reads_retried: u64,
 }
 
+/// The live objects of one type (by `tp_name`), read from the interpreter's GC lists.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct CensusType {
+    #[serde(rename = "type")]
+    pub type_name: String,
+    /// Live objects at the last scan.
+    pub count: u64,
+    /// Their own size, estimated from their type (not what they keep alive).
+    pub bytes_est: u64,
+    pub growth_per_s: f64,
+    pub verdict: Verdict,
+    pub score: f64,
+    pub reason: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct CensusSummary {
+    pub scans: u64,
+    pub objects_per_scan: u64,
+    pub bytes_read_per_scan: u64,
+    pub reads_per_scan: u64,
+    pub mean_scan_s: f64,
+    pub max_scan_s: f64,
+    /// Nodes re-read after failing a check, lists finished from the tail, lists dropped.
+    pub torn_repaired: u64,
+    pub tail_completions: u64,
+    pub torn_dropped: u64,
+    /// Scans whose counts were not judged (a list dropped, or the scan failed).
+    pub scans_discarded: u64,
+    pub scans_cut_by_budget: u64,
+    /// Objects the last scan skipped because of `--census-budget` (when known).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub skipped_objects: Option<u64>,
+    /// Why the last scan failed, if it did.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq)]
 pub struct TimelinePoint {
     pub t: f64,
@@ -393,6 +437,8 @@ pub(crate) mod tests {
                 reason: String::new(),
             }],
             holders_scan: None,
+            census: vec![],
+            census_scan: None,
             timeline: vec![],
             sample_bytes: 0,
             inconclusive: None,

@@ -211,7 +211,7 @@ fn start_single(config: &RecordConfig, pid: u32) -> Result<Session> {
     let holders = match config.holders {
         HoldersMode::Off => None,
         HoldersMode::On | HoldersMode::Only => {
-            let h = Holders::new(&target, config.tracing.holder_budget);
+            let h = Holders::new(&target, config.tracing.holder_budget, config.tracing.census_budget);
             if h.is_none() {
                 log::warn!("the containers of CPython {} cannot be read: no holders view", target.interpreter.version);
             }
