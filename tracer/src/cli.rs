@@ -227,8 +227,8 @@ pub struct TracingArgs {
     pub holders_budget: u64,
     /// Probe windows: attach the allocation and free probes only ON out of every EVERY
     /// (e.g. 1s/10s: about a tenth of the cost), `auto` (1s/10s, and only while the heap grows;
-    /// serve's default) or `off` (all the time; record's default). Rates are scaled to the
-    /// whole timeline.
+    /// serve's default; `auto:ON/EVERY` for other windows) or `off` (all the time; record's
+    /// default). Rates are scaled to the whole timeline.
     #[arg(long, value_name = "ON/EVERY|auto|off")]
     pub window: Option<String>,
     /// Most objects one census scan (every tracked object, counted by type) may visit; 0: no
@@ -537,6 +537,7 @@ mod tests {
         assert_eq!(s.listen, DEFAULT_LISTEN.parse().unwrap());
         assert_eq!(s.record.duration, None);
         assert_eq!(s.record.interval, Duration::from_secs(10));
+        assert_eq!(s.record.tracing.window, WindowMode::Auto(WindowSpec::AUTO), "serve: auto windows by default");
         assert!(serve(&["serve", "--all"]).unwrap().record.targets.is_host());
         assert_eq!(parse(&["serve"]).unwrap_err().kind(), clap::error::ErrorKind::MissingRequiredArgument);
         assert!(message(serve(&["serve", "-p", "1", "--push", "https://x"]).unwrap_err()).contains("only http://"));
@@ -558,6 +559,12 @@ mod tests {
         assert_eq!(parse("1s/10s").unwrap(), WindowMode::Fixed(s(1000, 10_000)));
         assert_eq!(parse("500ms/5s").unwrap(), WindowMode::Fixed(s(500, 5000)));
         assert_eq!(parse("auto").unwrap(), WindowMode::Auto(WindowSpec::AUTO));
+        assert_eq!(parse("auto:1s/3s").unwrap(), WindowMode::Auto(s(1000, 3000)));
+        assert!(parse("auto:auto").is_err());
+        let r = record(&["record", "-p", "1"]).unwrap();
+        assert_eq!(r.config.tracing.window, WindowMode::Off, "record traces all the time by default");
+        let v = record(&["record", "-p", "1", "--window", "1s/10s"]).unwrap();
+        assert_eq!(v.config.tracing.window, WindowMode::Fixed(s(1000, 10_000)));
         assert_eq!(parse("off").unwrap(), WindowMode::Off);
         for (bad, says) in [
             ("10s", "not ON/EVERY"),

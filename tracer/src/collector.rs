@@ -120,6 +120,33 @@ impl Collector {
         oldest
     }
 
+    /// The outstanding allocation records of these processes.
+    pub fn records_of(&self, pids: &[u32]) -> Vec<(AllocKey, AllocInfo)> {
+        self.allocs.iter().filter_map(|r| r.ok()).filter(|(k, _)| pids.contains(&k.tgid)).collect()
+    }
+
+    /// These records' blocks are known dead (freed while no free probe was attached): each
+    /// leaves the allocation table and its stack's totals drop as a seen free would make them.
+    /// Only while no allocation or free probe is attached (between probe windows): the totals
+    /// are updated with a read and a write. Returns how many were dropped.
+    pub fn drop_dead(&mut self, dead: &[(AllocKey, AllocInfo)]) -> usize {
+        let mut dropped = 0;
+        for (key, info) in dead {
+            // The record may have gone meanwhile (munmap); only the one who removes it counts it.
+            if self.allocs.remove(key).is_err() {
+                continue;
+            }
+            dropped += 1;
+            if let Ok(mut s) = self.stats.get(&info.stack_id, 0) {
+                s.frees += info.count;
+                s.outstanding_bytes -= info.size as i64;
+                s.outstanding_count -= info.count as i64;
+                let _ = self.stats.insert(info.stack_id, s, 0);
+            }
+        }
+        dropped
+    }
+
     /// Process `pid` ended: its outstanding allocations and the raw stacks `ids` leave the maps,
     /// so that a later process with its PID starts clean and the maps do not fill with the
     /// dead. Returns what the allocations showed: per raw stack id, the monotonic time of its

@@ -57,7 +57,7 @@ pub enum WindowMode {
     /// `on` out of every `every` (`--window 1s/10s`).
     Fixed(WindowSpec),
     /// Like `Fixed`, but a window opens only while the process's heap grows (`--window auto`,
-    /// `serve`'s default).
+    /// `serve`'s default, 1s/10s; `auto:ON/EVERY` for other windows).
     Auto(WindowSpec),
 }
 
@@ -74,7 +74,7 @@ impl WindowSpec {
 }
 
 impl WindowMode {
-    /// `--window off|auto|ON/EVERY`; `parse_duration` reads each length.
+    /// `--window off|auto|auto:ON/EVERY|ON/EVERY`; `parse_duration` reads each length.
     pub fn parse(text: &str, parse_duration: impl Fn(&str) -> Result<Duration, String>) -> Result<WindowMode> {
         let hint = "use --window ON/EVERY (e.g. 1s/10s: probes attached 1 s out of every 10 s), auto or off";
         let text = text.trim();
@@ -82,6 +82,12 @@ impl WindowMode {
             "off" | "none" => return Ok(WindowMode::Off),
             "auto" => return Ok(WindowMode::Auto(WindowSpec::AUTO)),
             _ => {}
+        }
+        if let Some(spec) = text.strip_prefix("auto:") {
+            return match WindowMode::parse(spec, parse_duration)? {
+                WindowMode::Fixed(s) => Ok(WindowMode::Auto(s)),
+                _ => Err(user_error(format!("--window {text}: auto: takes ON/EVERY"), hint)),
+            };
         }
         let Some((on, every)) = text.split_once('/') else {
             return Err(user_error(format!("--window {text}: not ON/EVERY"), hint));

@@ -2,6 +2,7 @@
 
 mod btf;
 mod census;
+mod chunks;
 mod cli;
 mod clock;
 mod cmd;

@@ -11,7 +11,7 @@ use anyhow::Result;
 use crate::config::RecordCommand;
 use crate::launch::Launched;
 use crate::output;
-use crate::report::{CommandEnd, FinalView, Reports, Verdict};
+use crate::report::{CommandEnd, FinalView, Reports, TestShare, Verdict};
 use crate::session::{driver, Session};
 
 /// Exit status of `record --fail-on-leak` when a leak was found.
@@ -33,11 +33,16 @@ pub fn run(command: RecordCommand) -> Result<ExitCode> {
         let mut session = Session::start(&config)?;
         let progress = config.progress && std::io::stderr().is_terminal();
         let started = Instant::now();
-        let stop = driver::drive(&mut session, config.interval, config.duration, |session, _| {
-            if progress {
-                print_progress(session, started.elapsed().as_secs_f64());
-            }
-        })
+        let stop = driver::drive(
+            &mut session,
+            (config.interval, driver::Cadence::DenseStart),
+            config.duration,
+            |session, _| {
+                if progress {
+                    print_progress(session, started.elapsed().as_secs_f64());
+                }
+            },
+        )
         .await?;
         if progress {
             eprintln!();
@@ -143,16 +148,28 @@ fn leaks_found(reports: &Reports) -> Vec<String> {
         .iter()
         .flat_map(|r| {
             let stacks = r.suspects.iter().filter(|s| s.verdict == Verdict::Leak).map(move |s| {
-                format!("pid {}: {} ({})", r.target.pid, s.site().map(|f| f.label()).unwrap_or_default(), s.reason)
+                let site = s.site().map(|f| f.label()).unwrap_or_default();
+                format!("pid {}: {} ({}){}", r.target.pid, site, s.reason, in_tests(&s.tests))
             });
-            let holders = r
-                .holders
-                .iter()
-                .filter(|h| h.verdict == Verdict::Leak)
-                .map(move |h| format!("pid {}: {} {} ({})", r.target.pid, h.path, h.type_name, h.reason));
+            let holders = r.holders.iter().filter(|h| h.verdict == Verdict::Leak).map(move |h| {
+                format!("pid {}: {} {} ({}){}", r.target.pid, h.path, h.type_name, h.reason, in_tests(&h.tests))
+            });
             stacks.chain(holders)
         })
         .collect()
+}
+
+/// The tests a leak was allocated in, one per line under it (the ten largest), for CI logs.
+fn in_tests(tests: &[TestShare]) -> String {
+    const SHOWN: usize = 10;
+    let mut out = String::new();
+    for t in tests.iter().take(SHOWN) {
+        out.push_str(&format!("\n        in test {} ({})", t.test, crate::units::bytes(t.outstanding_bytes as f64)));
+    }
+    if tests.len() > SHOWN {
+        out.push_str(&format!("\n        and {} more tests", tests.len() - SHOWN));
+    }
+    out
 }
 
 fn print_progress(session: &Session, elapsed_s: f64) {

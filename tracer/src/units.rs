@@ -132,6 +132,27 @@ impl Whole for f64 {
     }
 }
 
+/// A test statistic (Kendall's tau, a z score): two decimals, `0.31`, `1.70`.
+pub fn statistic(x: f64) -> String {
+    if x.is_finite() {
+        format!("{:.2}", x)
+    } else {
+        "?".to_string()
+    }
+}
+
+/// A criterion a figure fell short of, both formatted by `fmt`: `only 4 s (need 8 s)`, or
+/// `just under 8 s` when the figure would read as the threshold itself once rounded (a reason
+/// must never read "only 8 s (need 8 s)").
+pub fn short_of(have: f64, need: f64, fmt: impl Fn(f64) -> String) -> String {
+    let (h, n) = (fmt(have), fmt(need));
+    if h == n {
+        format!("just under {n}")
+    } else {
+        format!("only {h} (need {n})")
+    }
+}
+
 /// `3,000`, `-1,500`, `18,446,744,073,709,551,615`: a whole number with thousands separators
 /// (`?` for a float that is not a finite number).
 pub fn count(n: impl Whole) -> String {

@@ -12,27 +12,7 @@ use std::process::{Child, ChildStdout, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
 use common::*;
-use object::{Object, ObjectSegment, ObjectSymbol};
 use serde_json::Value;
-
-/// Every libc function the tracer probes (tracer/src/probes/plan.rs).
-const PROBED: [&str; 12] = [
-    "malloc",
-    "calloc",
-    "realloc",
-    "reallocarray",
-    "posix_memalign",
-    "aligned_alloc",
-    "memalign",
-    "valloc",
-    "pvalloc",
-    "mmap",
-    "munmap",
-    "free",
-];
-
-/// Bytes compared at the start of each probed function (free's probe sits at free+3).
-const PROBE_WINDOW: usize = 16;
 
 fn python311() -> Option<Python> {
     pythons_of(11).into_iter().next()
@@ -86,45 +66,6 @@ fn run_limited(args: &[&str], limit: Duration) -> (i32, String, String) {
     });
     let status = wait_timeout(&mut child, limit);
     (status.code().unwrap_or(-1), t_out.join().unwrap(), t_err.join().unwrap())
-}
-
-/// The first PROBE_WINDOW bytes of every probed libc function, read from the process's memory
-/// and from its libc file: the names whose bytes differ (a uprobe's int3 is in them).
-fn probed_functions_patched(pid: u32) -> Vec<String> {
-    let maps = std::fs::read_to_string(format!("/proc/{pid}/maps")).unwrap();
-    let libc = maps
-        .lines()
-        .filter_map(|l| l.split_whitespace().nth(5))
-        .find(|p| p.contains("/libc.so"))
-        .expect("libc mapped")
-        .to_string();
-    let data = std::fs::read(format!("/proc/{pid}/root{libc}")).unwrap();
-    let file = object::File::parse(&*data).unwrap();
-    let mem = std::fs::File::open(format!("/proc/{pid}/mem")).unwrap();
-    let mut patched = Vec::new();
-    for name in PROBED {
-        let Some(vaddr) = file.dynamic_symbols().find(|s| s.name().is_ok_and(|n| n == name)).map(|s| s.address())
-        else {
-            continue;
-        };
-        let seg = file.segments().find(|s| vaddr >= s.address() && vaddr < s.address() + s.size()).unwrap();
-        let file_off = vaddr - seg.address() + seg.file_range().0;
-        let on_disk = &data[file_off as usize..file_off as usize + PROBE_WINDOW];
-        let mapping = maps.lines().filter(|l| l.ends_with(&libc)).find_map(|line| {
-            let f: Vec<&str> = line.split_whitespace().collect();
-            let (start, end) = f[0].split_once('-')?;
-            let (start, end) = (u64::from_str_radix(start, 16).ok()?, u64::from_str_radix(end, 16).ok()?);
-            let off = u64::from_str_radix(f[2], 16).ok()?;
-            (file_off >= off && file_off < off + (end - start)).then_some(start + file_off - off)
-        });
-        let addr = mapping.unwrap_or_else(|| panic!("{name} not mapped in {pid}"));
-        let mut in_memory = [0u8; PROBE_WINDOW];
-        std::os::unix::fs::FileExt::read_exact_at(&mem, &mut in_memory, addr).unwrap();
-        if in_memory != on_disk {
-            patched.push(name.to_string());
-        }
-    }
-    patched
 }
 
 /// safety_target.py, running until its stop file exists.
@@ -198,7 +139,7 @@ fn detach_on(end: End) {
         ids.iter().any(|(k, _)| *k == "link_id") && ids.iter().any(|(k, _)| *k == "prog_id"),
         "{label}: the tracer holds links and programs: {ids:?}"
     );
-    let patched = probed_functions_patched(target.pid());
+    let patched = patched_libc_functions(target.pid());
     assert!(
         patched.iter().any(|n| n == "malloc") && patched.iter().any(|n| n == "free"),
         "{label}: probes are visible in the target's libc: {patched:?}"
@@ -236,7 +177,7 @@ fn detach_on(end: End) {
     assert_released(&ids, &label);
     if let Some(target) = target {
         assert_eq!(
-            probed_functions_patched(target.pid()),
+            patched_libc_functions(target.pid()),
             Vec::<String>::new(),
             "{label}: no breakpoint left in the running target"
         );
@@ -321,7 +262,7 @@ fn a_panicking_tracer_detaches() {
         ids.iter().any(|(k, _)| *k == "link_id") && ids.iter().any(|(k, _)| *k == "prog_id"),
         "the tracer holds links and programs: {ids:?}"
     );
-    let patched = probed_functions_patched(target.pid());
+    let patched = patched_libc_functions(target.pid());
     assert!(patched.iter().any(|n| n == "malloc"), "probes are in the target's libc before the panic: {patched:?}");
     let started = Instant::now();
     let status = wait_timeout(&mut child, Duration::from_secs(30));
@@ -338,7 +279,7 @@ fn a_panicking_tracer_detaches() {
     assert!(!said.contains("thread 'main' panicked"), "no raw Rust panic text without RUST_BACKTRACE: {said}");
     assert_released(&ids, "panic");
     assert_eq!(
-        probed_functions_patched(target.pid()),
+        patched_libc_functions(target.pid()),
         Vec::<String>::new(),
         "panic: no breakpoint left in the running target"
     );
@@ -719,7 +660,7 @@ fn the_deb_installs_into_a_clean_tree_and_records() {
     let report: Value = serde_json::from_str(&std::fs::read_to_string(&report).unwrap()).unwrap();
     let line = line_of("safety_target.py", "KEPT.append(bytearray(2000))");
     assert!(sum(&suspects_at(&report, "keep", "safety_target.py", line), "outstanding_count") > 10, "{report:#}");
-    assert_eq!(probed_functions_patched(target.pid()), Vec::<String>::new());
+    assert_eq!(patched_libc_functions(target.pid()), Vec::<String>::new());
     target.stop_cleanly("deb");
 }
 

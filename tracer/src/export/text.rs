@@ -153,7 +153,8 @@ fn header(s: &mut String, r: &Report) {
         let _ = writeln!(
             s,
             "windows ({}): allocation probes attached {} of every {}; {} windows{}; allocations recorded {} of \
-             the time, growth rates scaled to the whole timeline; frees between windows inferred",
+             the time, growth rates scaled to the whole timeline; {} frees between windows inferred from the \
+             chunks' state",
             w.mode,
             units::duration(w.on_s),
             units::duration(w.every_s),
@@ -164,6 +165,7 @@ fn header(s: &mut String, r: &Report) {
                 String::new()
             },
             units::percent(w.recorded_share),
+            count(w.inferred_frees),
         );
     }
     if r.final_view == Some(crate::report::FinalView::Finalization) {

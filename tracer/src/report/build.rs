@@ -38,6 +38,8 @@ pub struct Input<'a> {
     pub capacities: Capacities,
     /// Probe windows, if the allocation probes were attached only part of the time.
     pub windows: Option<WindowsInfo>,
+    /// The directory the target runs in: test names are relative to it (`leaks::pytest`).
+    pub cwd: Option<String>,
 }
 
 /// The stacks of every traced process, and what is shared by all of them.
@@ -76,28 +78,27 @@ pub fn build(input: Input) -> Report {
         sample_bytes,
         capacities,
         windows,
+        cwd,
     } = input;
     // Rates measured on the recorded share of the timeline are scaled to the whole of it (leaks).
-    let windowed;
-    let criteria = match &windows {
-        Some(w) => {
-            windowed = Criteria { recorded_share: w.recorded_share, ..criteria.clone() };
-            &windowed
-        }
-        None => criteria,
-    };
+    let mut criteria = criteria.for_view(view, window_s);
+    if let Some(w) = &windows {
+        criteria.recorded_share = w.recorded_share;
+    }
+    let criteria = &criteria;
     let mut totals = Totals::default();
     let mut suspects = Vec::new();
     let mut timeline = Vec::new();
     if let Some(s) = stacks {
-        suspects = judge_stacks(s.table, s.ages, instance, criteria, window_s);
+        let whole_run = view == FinalView::Finalization;
+        suspects = judge_stacks(s.table, s.ages, instance, criteria, (window_s, whole_run, cwd.as_deref()));
         totals = stack_totals(&s, instance);
         timeline =
             s.table.timeline.points().iter().map(|&(t, v)| TimelinePoint { t, outstanding_bytes: v as u64 }).collect();
     }
     let mut judged_holders = Vec::new();
     if let Some(h) = holders {
-        judged_holders = judge_holders(h);
+        judged_holders = judge_holders(h, &Criteria::for_items().for_view(view, window_s));
         let t = &h.totals;
         totals.lost.insert("holders_torn_dropped".into(), t.dropped);
         totals.lost.insert("holders_scans_cut_by_budget".into(), t.cut_by_budget);
@@ -124,7 +125,16 @@ pub fn build(input: Input) -> Report {
     }
 }
 
-fn judge_stacks(table: &StackTable, ages: &[f64], instance: u64, criteria: &Criteria, window_s: f64) -> Vec<Suspect> {
+/// `run`: the seconds the report covers, whether the run ended normally (a call path under a test
+/// is then also judged as the test's own run), and the directory tests are named from.
+fn judge_stacks(
+    table: &StackTable,
+    ages: &[f64],
+    instance: u64,
+    criteria: &Criteria,
+    run: (f64, bool, Option<&str>),
+) -> Vec<Suspect> {
+    let (window_s, whole_run, root) = run;
     let evidence_of = |i: usize| {
         let s = table.records[i].stats;
         Evidence {
@@ -144,8 +154,14 @@ fn judge_stacks(table: &StackTable, ages: &[f64], instance: u64, criteria: &Crit
                 return None;
             }
             let evidence = evidence_of(i);
-            let j = leaks::judge(&record.series, Some(&evidence), criteria, Unit::Bytes);
-            Some(suspect(record.key.allocator, record.key.frames.clone(), s, &evidence, j))
+            let mut j = leaks::judge(&record.series, Some(&evidence), criteria, Unit::Bytes);
+            let tests = leaks::by_test([(&record.key.frames[..], s.outstanding_bytes.max(0) as u64)], root);
+            if whole_run && !tests.is_empty() && !j.verdict.is_growing() {
+                j = leaks::judge_test_path(&record.series, &evidence, criteria).unwrap_or(j);
+            }
+            let mut sus = suspect(record.key.allocator, record.key.frames.clone(), s, &evidence, j);
+            sus.tests = tests;
+            Some(sus)
         })
         .collect();
 
@@ -164,10 +180,17 @@ fn judge_stacks(table: &StackTable, ages: &[f64], instance: u64, criteria: &Crit
             stats.outstanding_bytes += s.outstanding_bytes.max(0);
             stats.outstanding_count += s.outstanding_count.max(0);
         }
+        let tests = leaks::by_test(
+            members
+                .iter()
+                .map(|&i| (&table.records[i].key.frames[..], table.records[i].stats.outstanding_bytes.max(0) as u64)),
+            root,
+        );
         let largest = members[merged.shown];
         let record = &table.records[largest];
-        let merged =
+        let mut merged =
             suspect(record.key.allocator, record.key.frames.clone(), stats, &merged.evidence, merged.judgement);
+        merged.tests = tests;
         for &i in &members {
             judged[i] = None;
         }
@@ -205,6 +228,7 @@ fn suspect(
         allocator: allocator.to_string(),
         reason: j.reason,
         stack,
+        tests: Vec::new(),
     }
 }
 
@@ -230,13 +254,12 @@ fn stack_totals(s: &Stacks, instance: u64) -> Totals {
     }
 }
 
-fn judge_holders(holders: &Holders) -> Vec<Holder> {
-    let criteria = Criteria::for_items();
+fn judge_holders(holders: &Holders, criteria: &Criteria) -> Vec<Holder> {
     let judged: Vec<Holder> = holders
         .tracks
         .values()
         .map(|track| {
-            let j = leaks::judge(&track.series, None, &criteria, Unit::Items);
+            let j = leaks::judge(&track.series, None, criteria, Unit::Items);
             Holder {
                 path: track.last.path.clone(),
                 type_name: track.last.type_name.clone(),
@@ -247,6 +270,7 @@ fn judge_holders(holders: &Holders) -> Vec<Holder> {
                 verdict: j.verdict,
                 score: j.score,
                 reason: j.reason,
+                tests: Vec::new(),
             }
         })
         .collect();
@@ -366,6 +390,7 @@ mod tests {
             sample_bytes: 4096,
             capacities: Capacities { allocs: 1 << 20, stacks: 16_384 },
             windows: None,
+            cwd: None,
         }
     }
 

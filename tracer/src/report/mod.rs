@@ -117,6 +117,14 @@ pub struct WindowsInfo {
     /// Windows opened, and (auto mode) periods without one because the heap did not grow.
     pub opened: u64,
     pub skipped_no_growth: u64,
+    /// Blocks recorded in a window whose free was not seen, found dead between windows by
+    /// reading their chunks from outside, in all and by what showed it (`chunks::Death`):
+    /// inferred, not seen. (Deaths proven by an address handed out again inside a window are
+    /// counted by the BPF side.)
+    #[serde(default)]
+    pub inferred_frees: u64,
+    #[serde(default)]
+    pub inferred_by: BTreeMap<String, u64>,
 }
 
 /// Where a report's view of a process was taken; `"final_view"` in the JSON.
@@ -267,6 +275,18 @@ pub struct Suspect {
     pub reason: String,
     /// Innermost first.
     pub stack: Vec<Frame>,
+    /// The pytest tests on whose call path the outstanding memory was allocated, largest first
+    /// (`leaks::pytest`). Empty outside a test suite.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tests: Vec<TestShare>,
+}
+
+/// Outstanding memory allocated under one test, named as pytest names it
+/// (`tests/test_api.py::test_upload`).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct TestShare {
+    pub test: String,
+    pub outstanding_bytes: u64,
 }
 
 impl Suspect {
@@ -319,6 +339,9 @@ pub struct Holder {
     pub score: f64,
     #[serde(default)]
     pub reason: String,
+    /// The tests that fed it: those of the allocation lines that fill it (`pairing`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tests: Vec<TestShare>,
 }
 
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq)]
@@ -395,6 +418,7 @@ pub(crate) mod tests {
             oldest_age_s: 1.0,
             allocator: "malloc".into(),
             reason: String::new(),
+            tests: Vec::new(),
             stack: vec![
                 Frame::Native { function: "PyByteArray_Resize".into(), module: "python3.11".into() },
                 Frame::Python { function: "leak \"x\"".into(), file: "/srv/a\\b.py".into(), line, def_line: None },
@@ -435,6 +459,7 @@ pub(crate) mod tests {
                 verdict: Verdict::Leak,
                 score: 0.9,
                 reason: String::new(),
+                tests: Vec::new(),
             }],
             holders_scan: None,
             census: vec![],

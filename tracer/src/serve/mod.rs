@@ -96,7 +96,7 @@ async fn serve(config: ServeConfig) -> Result<()> {
     };
     let pusher = config.push.map(|t| Arc::new(push::Pusher::new(t, pushed_as)));
     let interval = config.record.interval;
-    let result = driver::drive(&mut session, interval, None, |session, tick| {
+    let result = driver::drive(&mut session, (interval, driver::Cadence::Fixed), None, |session, tick| {
         let snapshot = Arc::new(live_snapshot(session, tick, interval));
         if let Some(p) = &pusher {
             p.push(&snapshot);

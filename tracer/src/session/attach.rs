@@ -141,6 +141,7 @@ impl Session {
             },
             warned_full: Vec::new(),
             windows,
+            sweeper: Default::default(),
         })
     }
 

@@ -17,6 +17,7 @@
 pub mod attach;
 pub mod driver;
 pub mod lifecycle;
+pub mod sweep;
 pub mod windows;
 
 use std::time::{Duration, Instant};
@@ -31,7 +32,7 @@ use crate::launch::Launched;
 use crate::leaks::{Capacities, Criteria};
 use crate::probes::Probes;
 use crate::report::build::{self, Stacks};
-use crate::report::{FinalView, MultiReport, Report, Reports, SCHEMA};
+use crate::report::{FinalView, MultiReport, Report, Reports, WindowsInfo, SCHEMA};
 use crate::resolve::Resolver;
 use crate::stacks::StackTable;
 use crate::target::Target;
@@ -97,6 +98,8 @@ pub struct Session {
     warned_full: Vec<Counter>,
     /// Probe windows (`--window`); None when the probes stay attached.
     windows: Option<windows::Windows>,
+    /// Follows the blocks recorded in earlier windows (with `windows`).
+    sweeper: sweep::Sweeper,
 }
 
 impl Session {
@@ -154,9 +157,19 @@ impl Session {
     /// One point of every time series: stacks' outstanding memory, containers' lengths. With
     /// probe windows the stacks are sampled once per period instead (`step_windows`).
     pub fn sample(&mut self) {
+        self.sample_series();
+        self.scan_holders();
+    }
+
+    /// One point of every stack's series, unless probe windows sample them once per period.
+    fn sample_series(&mut self) {
         if self.windows.is_none() {
             self.sample_stacks();
         }
+    }
+
+    /// One point of every container's series (the holders view), if containers are read.
+    fn scan_holders(&mut self) {
         let t = self.started.elapsed().as_secs_f64();
         for p in self.procs.iter_mut().filter(|p| p.is_live()) {
             if let Some(h) = p.holders.as_mut() {
@@ -174,8 +187,16 @@ impl Session {
     pub fn step_windows(&mut self) {
         let (Some(w), Some(probes)) = (self.windows.as_mut(), self.probes.as_mut()) else { return };
         let live = self.procs.iter().filter(|p| p.is_live()).map(|p| &p.target);
-        if w.step(Instant::now(), probes, live) == windows::Step::SampleStacks {
-            self.sample_stacks();
+        match w.step(Instant::now(), probes, live.clone()) {
+            windows::Step::Nothing => {}
+            windows::Step::SampleStacks => self.sample_stacks(),
+            windows::Step::Open => {
+                if let Some(collector) = self.collector.as_mut() {
+                    let pids: Vec<u32> = live.clone().map(|t| t.pid).collect();
+                    self.sweeper.sweep(collector, &pids, self.sample_bytes);
+                }
+                w.open(Instant::now(), probes, live);
+            }
         }
     }
 
@@ -265,7 +286,11 @@ impl Session {
             criteria: &self.criteria,
             sample_bytes: self.sample_bytes,
             capacities: self.capacities,
-            windows: self.windows.as_ref().map(|w| w.info(window)),
+            windows: self.windows.as_ref().map(|w| {
+                let (inferred_frees, inferred_by) = self.sweeper.summary();
+                WindowsInfo { inferred_frees, inferred_by, ..w.info(window) }
+            }),
+            cwd: cwd_of(p.target.pid),
         })
     }
 
@@ -297,6 +322,10 @@ impl Session {
     /// the maps stay readable), then builds the reports from the final state. `stop` is why the
     /// recording stopped.
     pub fn finish(mut self, stop: FinalView) -> Reports {
+        if self.windows.as_ref().is_some_and(windows::Windows::is_open) {
+            // The recording ends inside a window: what it saw so far is the last point.
+            self.sample_stacks();
+        }
         self.window = Some(self.started.elapsed());
         if let Some(c) = self.collector.as_mut() {
             c.freeze_counters();
@@ -309,4 +338,13 @@ impl Session {
         }
         self.reports(lifecycle::view_of_running(stop))
     }
+}
+
+/// The directory a process runs in, or (once it has gone) the tracer's own: a launched command
+/// runs in the tracer's.
+fn cwd_of(pid: u32) -> Option<String> {
+    std::fs::read_link(format!("/proc/{pid}/cwd"))
+        .or_else(|_| std::env::current_dir())
+        .ok()
+        .map(|p| p.to_string_lossy().into_owned())
 }

@@ -38,6 +38,8 @@ enum Phase {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Step {
     Nothing,
+    /// A window is due: follow the earlier windows' blocks (`sweep`), then `open` it.
+    Open,
     /// A period ended (its window closed, or auto mode saw no growth): sample the stacks.
     SampleStacks,
 }
@@ -83,6 +85,11 @@ impl Windows {
         self.recording_length().as_secs_f64() / self.spec.every.as_secs_f64()
     }
 
+    /// A window is open (recording or closing).
+    pub fn is_open(&self) -> bool {
+        !matches!(self.phase, Phase::Shut { .. })
+    }
+
     /// When the next event is due.
     pub fn next_event(&self) -> Instant {
         match self.phase {
@@ -93,12 +100,7 @@ impl Windows {
     }
 
     /// Moves the schedule on if its next event is due; `targets` are the live processes.
-    pub fn step<'a>(
-        &mut self,
-        now: Instant,
-        probes: &mut Probes,
-        targets: impl Iterator<Item = &'a Target> + Clone,
-    ) -> Step {
+    pub fn step<'a>(&mut self, now: Instant, probes: &mut Probes, targets: impl Iterator<Item = &'a Target>) -> Step {
         if now < self.next_event() {
             return Step::Nothing;
         }
@@ -109,18 +111,12 @@ impl Windows {
                 while following <= now {
                     following += self.spec.every;
                 }
-                if self.auto && !self.grew(targets.clone()) {
+                self.phase = Phase::Shut { next: following };
+                if self.auto && !self.grew(targets) {
                     self.skipped += 1;
-                    self.phase = Phase::Shut { next: following };
                     return Step::SampleStacks;
                 }
-                if probes.open_window(targets) {
-                    self.opened += 1;
-                    self.phase = Phase::Recording { opened: now };
-                } else {
-                    self.phase = Phase::Shut { next: following };
-                }
-                Step::Nothing
+                Step::Open
             }
             Phase::Recording { opened } => {
                 probes.stop_recording();
@@ -137,6 +133,15 @@ impl Windows {
                 self.phase = Phase::Shut { next };
                 Step::SampleStacks
             }
+        }
+    }
+
+    /// Opens the window `step` said was due (if the last one's probes are gone; else this
+    /// period goes without).
+    pub fn open<'a>(&mut self, now: Instant, probes: &mut Probes, targets: impl Iterator<Item = &'a Target>) {
+        if probes.open_window(targets) {
+            self.opened += 1;
+            self.phase = Phase::Recording { opened: now };
         }
     }
 
@@ -184,6 +189,8 @@ impl Windows {
             elapsed_s: elapsed.as_secs_f64(),
             opened: self.opened,
             skipped_no_growth: self.skipped,
+            inferred_frees: 0,
+            inferred_by: Default::default(),
         }
     }
 }

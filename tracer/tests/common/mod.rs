@@ -144,6 +144,11 @@ impl Fixture {
         }
     }
 
+    /// The fixture's standard output, to read what it prints.
+    pub fn stdout(&mut self) -> &mut BufReader<std::process::ChildStdout> {
+        &mut self.stdout
+    }
+
     pub fn trigger(&mut self) {
         std::fs::write(&self.trigger, b"go").unwrap();
     }
@@ -415,4 +420,63 @@ pub fn malloc_first_byte(pid: u32) -> u8 {
         }
     }
     panic!("malloc not mapped in {pid}");
+}
+
+/// Every libc function the tracer probes (tracer/src/probes/plan.rs).
+const PROBED: [&str; 12] = [
+    "malloc",
+    "calloc",
+    "realloc",
+    "reallocarray",
+    "posix_memalign",
+    "aligned_alloc",
+    "memalign",
+    "valloc",
+    "pvalloc",
+    "mmap",
+    "munmap",
+    "free",
+];
+
+/// Bytes compared at the start of each probed function (free's probe sits at free+3).
+const PROBE_WINDOW: usize = 16;
+
+/// The first PROBE_WINDOW bytes of every probed libc function, read from the process's memory
+/// and from its libc file: the names whose bytes differ (a uprobe's int3 is in them).
+pub fn patched_libc_functions(pid: u32) -> Vec<String> {
+    use object::{Object, ObjectSegment, ObjectSymbol};
+    let maps = std::fs::read_to_string(format!("/proc/{pid}/maps")).unwrap();
+    let libc = maps
+        .lines()
+        .filter_map(|l| l.split_whitespace().nth(5))
+        .find(|p| p.contains("/libc.so"))
+        .expect("libc mapped")
+        .to_string();
+    let data = std::fs::read(format!("/proc/{pid}/root{libc}")).unwrap();
+    let file = object::File::parse(&*data).unwrap();
+    let mem = std::fs::File::open(format!("/proc/{pid}/mem")).unwrap();
+    let mut patched = Vec::new();
+    for name in PROBED {
+        let Some(vaddr) = file.dynamic_symbols().find(|s| s.name().is_ok_and(|n| n == name)).map(|s| s.address())
+        else {
+            continue;
+        };
+        let seg = file.segments().find(|s| vaddr >= s.address() && vaddr < s.address() + s.size()).unwrap();
+        let file_off = vaddr - seg.address() + seg.file_range().0;
+        let on_disk = &data[file_off as usize..file_off as usize + PROBE_WINDOW];
+        let mapping = maps.lines().filter(|l| l.ends_with(&libc)).find_map(|line| {
+            let f: Vec<&str> = line.split_whitespace().collect();
+            let (start, end) = f[0].split_once('-')?;
+            let (start, end) = (u64::from_str_radix(start, 16).ok()?, u64::from_str_radix(end, 16).ok()?);
+            let off = u64::from_str_radix(f[2], 16).ok()?;
+            (file_off >= off && file_off < off + (end - start)).then_some(start + file_off - off)
+        });
+        let addr = mapping.unwrap_or_else(|| panic!("{name} not mapped in {pid}"));
+        let mut in_memory = [0u8; PROBE_WINDOW];
+        std::os::unix::fs::FileExt::read_exact_at(&mem, &mut in_memory, addr).unwrap();
+        if in_memory != on_disk {
+            patched.push(name.to_string());
+        }
+    }
+    patched
 }
