@@ -70,9 +70,13 @@ struct Daemon {
 
 impl Daemon {
     fn start(args: &[&str]) -> Daemon {
+        // These tests check the daemon with its probes attached throughout; serve's default
+        // `--window auto` is covered by windows.rs.
+        let window: &[&str] = if args.contains(&"--window") { &[] } else { &["--window", "off"] };
         let mut child = Command::new(tracer_bin())
             .arg("serve")
             .args(args)
+            .args(window)
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .spawn()

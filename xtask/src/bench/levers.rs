@@ -39,6 +39,13 @@ pub fn configs(sample_bytes: u64) -> Vec<Config> {
             &["--max-allocs", "65536", "--max-stacks", "4096"],
         ),
         variant("sampled", &format!("tracer record -p PID --sample-bytes {sample}"), "", &["--sample-bytes", &sample]),
+        variant("window", "tracer record -p PID --window 1s/10s", "", &["--window", "1s/10s"]),
+        variant(
+            "window-sampled",
+            &format!("tracer record -p PID --window 1s/10s --sample-bytes {sample}"),
+            "",
+            &["--window", "1s/10s", "--sample-bytes", &sample],
+        ),
         variant(
             "sampled-classic",
             &format!("tracer record -p PID --sample-bytes {sample}, perf-event uprobes and uretprobes"),
