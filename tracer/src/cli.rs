@@ -81,8 +81,8 @@ pub struct RecordArgs {
     /// Stop after this long (30, 30s, 500ms, 5m, 1h). Default: until Ctrl-C or the target exits.
     #[arg(short, long, value_parser = parse_duration)]
     pub duration: Option<Duration>,
-    /// Sampling interval for the growth time series.
-    #[arg(short, long, default_value = "2s", value_parser = parse_duration)]
+    /// Sampling interval for the growth time series (at least 100ms).
+    #[arg(short, long, default_value = "2s", value_parser = parse_interval)]
     pub interval: Duration,
     #[command(flatten)]
     pub output: OutputArgs,
@@ -174,8 +174,8 @@ pub struct ServeArgs {
     /// Address to serve on. Loopback by default: another address only when given here.
     #[arg(long, value_name = "ADDR", default_value = DEFAULT_LISTEN)]
     pub listen: std::net::SocketAddr,
-    /// Sampling interval: the live report is rebuilt (and pushed) this often.
-    #[arg(short, long, default_value = "10s", value_parser = parse_duration)]
+    /// Sampling interval: the live report is rebuilt (and pushed) this often (at least 100ms).
+    #[arg(short, long, default_value = "10s", value_parser = parse_interval)]
     pub interval: Duration,
     /// Also POST the pprof profile to this Pyroscope-compatible server at every interval
     /// (http://HOST:PORT; `/ingest` is appended).
@@ -198,10 +198,10 @@ pub struct ServeArgs {
 #[derive(Args, Debug, Clone)]
 pub struct TracingArgs {
     /// A leak must have at least this many outstanding bytes.
-    #[arg(long, value_name = "BYTES")]
+    #[arg(long, value_name = "BYTES", value_parser = parse_threshold)]
     pub min_leak_bytes: Option<f64>,
     /// A leak must grow by at least this many bytes per second.
-    #[arg(long, value_name = "BYTES_PER_S")]
+    #[arg(long, value_name = "BYTES_PER_S", value_parser = parse_threshold)]
     pub min_growth: Option<f64>,
     /// Sample allocations by bytes: each allocation of S bytes is recorded with probability
     /// S/N (always when S >= N) and counted as N bytes, so totals are unbiased estimates. 0
@@ -214,6 +214,14 @@ pub struct TracingArgs {
     /// Capacity of the distinct-stack table.
     #[arg(long, default_value_t = 16384, value_parser = clap::value_parser!(u32).range(16..=(1 << 22)))]
     pub max_stacks: u32,
+    /// Show strings read from the target's memory (dict keys in holder paths) as they are; by
+    /// default each is shown as its type and a short hash (`CACHE[<str #5d41402a>]`).
+    #[arg(long)]
+    pub show_target_strings: bool,
+    /// Take --max-allocs/--max-stacks sizes whose kernel memory exceeds a quarter of the
+    /// host's available memory (refused otherwise).
+    #[arg(long)]
+    pub force: bool,
     /// Most objects one container scan may visit.
     #[arg(long, default_value_t = 200_000, value_parser = clap::value_parser!(u64).range(100..=50_000_000))]
     pub holders_budget: u64,
@@ -223,6 +231,10 @@ pub struct TracingArgs {
     /// default). Rates are scaled to the whole timeline.
     #[arg(long, value_name = "ON/EVERY|auto|off")]
     pub window: Option<String>,
+    /// Most objects one census scan (every tracked object, counted by type) may visit; 0: no
+    /// census. A scan cut short says so in the report, with what it skipped.
+    #[arg(long, default_value_t = 2_000_000, value_parser = clap::value_parser!(u64).range(0..=100_000_000))]
+    pub census_budget: u64,
 }
 
 impl TracingArgs {
@@ -247,6 +259,10 @@ impl TracingArgs {
                 max_objects: self.holders_budget as usize,
                 ..Default::default()
             },
+            force: self.force,
+            show_target_strings: self.show_target_strings,
+            census_budget: (self.census_budget > 0)
+                .then(|| crate::python::census::CensusBudget { max_objects: self.census_budget, ..Default::default() }),
         })
     }
 }
@@ -339,6 +355,27 @@ fn parse_format(s: &str) -> Result<Format, String> {
     Format::parse(s)
 }
 
+/// The shortest sampling interval: below it the tracer busy-loops and a live report is rebuilt
+/// faster than it can be served.
+const MIN_INTERVAL: Duration = Duration::from_millis(100);
+
+fn parse_interval(s: &str) -> Result<Duration, String> {
+    let d = parse_duration(s)?;
+    if d < MIN_INTERVAL {
+        return Err(format!("interval `{s}` is too short (at least 100ms)"));
+    }
+    Ok(d)
+}
+
+/// A leak threshold: a finite number, zero or more (`inf`, `NaN`, `1e400` would silently mean
+/// "no minimum" or "never").
+fn parse_threshold(s: &str) -> Result<f64, String> {
+    match s.trim().parse::<f64>() {
+        Ok(v) if v.is_finite() && v >= 0.0 => Ok(v),
+        _ => Err(format!("`{s}` is not a threshold (a finite number, 0 or more)")),
+    }
+}
+
 /// `30` (seconds), `30s`, `500ms`, `5m`, `1h`, `1.5s`.
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
     let s = s.trim();
@@ -380,6 +417,17 @@ impl ReportArgs {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn intervals_and_thresholds_have_bounds() {
+        assert!(parse_interval("1ns").is_err() && parse_interval("99ms").is_err());
+        assert_eq!(parse_interval("100ms"), Ok(Duration::from_millis(100)));
+        for bad in ["inf", "NaN", "1e400", "-1", "x"] {
+            assert!(parse_threshold(bad).is_err(), "{bad}");
+        }
+        assert_eq!(parse_threshold("65536"), Ok(65536.0));
+        assert_eq!(parse_threshold("0"), Ok(0.0));
+    }
 
     #[test]
     fn durations() {

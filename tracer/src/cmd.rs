@@ -18,6 +18,7 @@ const MAX_REPORT_BYTES: u64 = 256 << 20;
 
 /// `tracer report FILE`: a saved JSON report (one process or several) in another format.
 pub fn report(input: &Path, destination: &Destination) -> Result<ExitCode> {
+    output::check(destination)?;
     let text = read_limited(input, MAX_REPORT_BYTES).map_err(|e| {
         user_error(
             format!("cannot read {}: {e}", input.display()),

@@ -12,6 +12,7 @@ use crate::export::{ExportOptions, Format};
 use crate::host::HostFilter;
 use crate::leaks::Criteria;
 use crate::probes::MapSizes;
+use crate::python::census::CensusBudget;
 use crate::python::heap::ScanBudget;
 
 /// The default `serve --listen`: loopback only; another address must be asked for.
@@ -125,8 +126,14 @@ pub struct TracingConfig {
     pub sample_bytes: u64,
     pub sizes: MapSizes,
     pub holder_budget: ScanBudget,
+    /// Take table sizes beyond a quarter of the available memory.
+    pub force: bool,
+    /// Show dict keys read from the target as they are (`redact`).
+    pub show_target_strings: bool,
     /// When the allocation and free probes are attached.
     pub window: WindowMode,
+    /// Limits of one census scan; `None`: no census.
+    pub census_budget: Option<CensusBudget>,
 }
 
 /// Everything a recording session needs (`record`, and `serve` without a duration).

@@ -1,8 +1,11 @@
 //! The holders view over time: scans the target's containers at every interval and keeps each
-//! one's length as a bounded series, keyed by the path a person would type.
+//! one's length as a bounded series, keyed by the path a person would type. The census of every
+//! tracked object by type (census.rs) is read at the same moments.
 
 use std::collections::HashMap;
 
+use crate::census::CensusView;
+use crate::python::census::CensusBudget;
 use crate::python::heap::{ContainerSample, HeapScanner, ScanBudget, ScanStats, TypeAddrs};
 use crate::remote::ProcessMemory;
 use crate::series::Series;
@@ -44,18 +47,24 @@ pub struct Holders {
     budget: ScanBudget,
     pub tracks: HashMap<(String, String), HolderTrack>,
     pub totals: ScanTotals,
+    /// Every tracked object by type; `None` when disabled (`--census-budget 0`).
+    pub census: Option<CensusView>,
 }
 
 impl Holders {
     /// `None` when this interpreter's containers cannot be read (its types are not exported).
-    pub fn new(target: &Target, budget: ScanBudget) -> Option<Self> {
+    pub fn new(target: &Target, budget: ScanBudget, census: Option<CensusBudget>) -> Option<Self> {
         let interp = &target.interpreter;
         let types = TypeAddrs::from_lookup(|name| target.python.runtime_addr(name))?;
         let scanner = HeapScanner::new(ProcessMemory::new(target.pid), &interp.offsets, types, interp.runtime);
-        Some(Self { scanner, budget, tracks: HashMap::new(), totals: ScanTotals::default() })
+        let census = census.map(|b| CensusView::new(target, types, b));
+        Some(Self { scanner, budget, tracks: HashMap::new(), totals: ScanTotals::default(), census })
     }
 
     pub fn scan(&mut self, t_s: f64) {
+        if let Some(c) = self.census.as_mut() {
+            c.scan(t_s);
+        }
         let (samples, stats) = self.scanner.scan(&self.budget);
         self.totals.add(&stats);
         for sample in samples {

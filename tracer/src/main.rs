@@ -1,6 +1,7 @@
 //! tracer: find the Python lines that leak memory in a running CPython process.
 
 mod btf;
+mod census;
 mod chunks;
 mod cli;
 mod clock;
@@ -10,6 +11,7 @@ mod config;
 mod crash;
 mod elf;
 mod error;
+mod escape;
 mod export;
 mod holders;
 mod host;
@@ -21,9 +23,11 @@ mod probes;
 mod procfs;
 mod python;
 mod record;
+mod redact;
 mod remote;
 mod report;
 mod resolve;
+mod safe_write;
 mod series;
 mod serve;
 mod session;

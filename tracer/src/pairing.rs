@@ -23,7 +23,12 @@ impl Sources {
             } else {
                 PathBuf::from(format!("/proc/{pid}/cwd/{file}"))
             };
-            std::fs::read_to_string(path).ok().map(|t| t.lines().map(str::to_string).collect())
+            // A process that has ended (its report is built after it exits) leaves no /proc
+            // entry: its files are then read as the tracer sees them.
+            std::fs::read_to_string(path)
+                .or_else(|_| std::fs::read_to_string(file))
+                .ok()
+                .map(|t| t.lines().map(str::to_string).collect())
         });
         lines.as_ref()?.get((line as usize).checked_sub(1)?).map(String::as_str)
     }
@@ -64,6 +69,7 @@ pub fn link(pid: u32, suspects: &mut [Suspect], holders: &mut [Holder]) {
                 let kept_by =
                     format!("; kept alive by {} ({} of {})", holder.path, holder.type_name, count(holder.len));
                 suspect.reason.push_str(&kept_by);
+                crate::leaks::merge_tests(&mut holder.tests, &suspect.tests);
                 filled_at.push(site);
             }
         }

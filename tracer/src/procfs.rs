@@ -98,9 +98,21 @@ pub fn map_file(pid: u32, start: u64, end: u64) -> PathBuf {
     PathBuf::from(format!("/proc/{pid}/map_files/{start:x}-{end:x}"))
 }
 
+/// `MemAvailable` of /proc/meminfo, in bytes.
+pub fn mem_available(meminfo: &str) -> Option<u64> {
+    let kib = meminfo.lines().find_map(|l| l.strip_prefix("MemAvailable:"))?;
+    kib.trim().trim_end_matches("kB").trim().parse::<u64>().ok().map(|k| k * 1024)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn available_memory_from_meminfo() {
+        assert_eq!(mem_available("MemTotal: 100 kB\nMemAvailable:    2048 kB\n"), Some(2 << 20));
+        assert_eq!(mem_available("MemTotal: 100 kB\n"), None);
+    }
 
     #[test]
     fn stat_start_time() {

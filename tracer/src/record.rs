@@ -7,16 +7,18 @@ use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use anyhow::Result;
-use tokio::signal::unix::{signal, SignalKind};
 
 use crate::config::RecordCommand;
 use crate::launch::Launched;
 use crate::output;
-use crate::report::{CommandEnd, FinalView, Reports, Verdict};
+use crate::report::{CommandEnd, FinalView, Reports, TestShare, Verdict};
 use crate::session::{driver, Session};
 
 /// Exit status of `record --fail-on-leak` when a leak was found.
 pub const EXIT_LEAK_FOUND: u8 = 3;
+/// Exit status of `record --fail-on-leak` when no leak was found but a table filled: "no leak"
+/// cannot be told (the report's `inconclusive`).
+pub const EXIT_INCONCLUSIVE: u8 = 4;
 
 /// How long a launched command is waited for after a signal stopped the recording (it usually
 /// got the same Ctrl-C from the terminal).
@@ -25,16 +27,22 @@ const SIGNAL_GRACE: Duration = Duration::from_secs(3);
 /// `tracer record`: the command line's request to the exit status.
 pub fn run(command: RecordCommand) -> Result<ExitCode> {
     let RecordCommand { config, destination, fail_on_leak } = command;
+    output::check(&destination)?;
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     let (mut reports, ended) = runtime.block_on(async {
         let mut session = Session::start(&config)?;
         let progress = config.progress && std::io::stderr().is_terminal();
         let started = Instant::now();
-        let stop = driver::drive(&mut session, config.interval, config.duration, |session, _| {
-            if progress {
-                print_progress(session, started.elapsed().as_secs_f64());
-            }
-        })
+        let stop = driver::drive(
+            &mut session,
+            (config.interval, driver::Cadence::DenseStart),
+            config.duration,
+            |session, _| {
+                if progress {
+                    print_progress(session, started.elapsed().as_secs_f64());
+                }
+            },
+        )
         .await?;
         if progress {
             eprintln!();
@@ -59,20 +67,34 @@ pub fn run(command: RecordCommand) -> Result<ExitCode> {
     if fail_on_leak && !leaking.is_empty() {
         eprintln!("tracer: {} leaks found", leaking.len());
         for l in &leaking {
-            eprintln!("  leak: {l}");
+            eprintln!("  leak: {}", crate::escape::visible(l));
         }
     }
+    let inconclusive: Vec<&str> =
+        reports.as_slice().iter().filter_map(|r| r.inconclusive.as_ref()).map(|i| i.reason.as_str()).collect();
+    if let Some(reason) = inconclusive.first() {
+        eprintln!("tracer: {reason}");
+    }
     written?;
-    Ok(ExitCode::from(exit_status(fail_on_leak, leaking.len(), ended.as_ref())))
+    let status = exit_status(fail_on_leak, leaking.len(), !inconclusive.is_empty(), ended.as_ref());
+    Ok(ExitCode::from(status))
 }
 
 /// The exit status (README, "Exit status"): a leak found under `--fail-on-leak` decides; else
-/// the launched command's own status (128 + the signal when one killed it); else 0.
-fn exit_status(fail_on_leak: bool, leaks: usize, command: Option<&CommandEnd>) -> u8 {
+/// the launched command's own failure (128 + the signal when one killed it); else, under
+/// `--fail-on-leak`, a verdict a full table made inconclusive; else 0.
+fn exit_status(fail_on_leak: bool, leaks: usize, inconclusive: bool, command: Option<&CommandEnd>) -> u8 {
     if fail_on_leak && leaks > 0 {
         return EXIT_LEAK_FOUND;
     }
-    command.map_or(0, CommandEnd::shell_status)
+    let own = command.map_or(0, CommandEnd::shell_status);
+    if own != 0 {
+        return own;
+    }
+    if fail_on_leak && inconclusive {
+        return EXIT_INCONCLUSIVE;
+    }
+    0
 }
 
 /// The command's end goes into the first process's report (the one launched).
@@ -96,8 +118,8 @@ async fn wait_for_command(mut launched: Launched, stop: FinalView) -> Result<Com
         FinalView::Duration | FinalView::Live => Some(Duration::ZERO),
     };
     let started = Instant::now();
-    let mut sigint = signal(SignalKind::interrupt())?;
-    let mut sigterm = signal(SignalKind::terminate())?;
+    let mut sigint = driver::Stop::new(libc::SIGINT)?;
+    let mut sigterm = driver::Stop::new(libc::SIGTERM)?;
     let mut told = false;
     loop {
         if let Some(end) = launched.ended() {
@@ -126,16 +148,28 @@ fn leaks_found(reports: &Reports) -> Vec<String> {
         .iter()
         .flat_map(|r| {
             let stacks = r.suspects.iter().filter(|s| s.verdict == Verdict::Leak).map(move |s| {
-                format!("pid {}: {} ({})", r.target.pid, s.site().map(|f| f.label()).unwrap_or_default(), s.reason)
+                let site = s.site().map(|f| f.label()).unwrap_or_default();
+                format!("pid {}: {} ({}){}", r.target.pid, site, s.reason, in_tests(&s.tests))
             });
-            let holders = r
-                .holders
-                .iter()
-                .filter(|h| h.verdict == Verdict::Leak)
-                .map(move |h| format!("pid {}: {} {} ({})", r.target.pid, h.path, h.type_name, h.reason));
+            let holders = r.holders.iter().filter(|h| h.verdict == Verdict::Leak).map(move |h| {
+                format!("pid {}: {} {} ({}){}", r.target.pid, h.path, h.type_name, h.reason, in_tests(&h.tests))
+            });
             stacks.chain(holders)
         })
         .collect()
+}
+
+/// The tests a leak was allocated in, one per line under it (the ten largest), for CI logs.
+fn in_tests(tests: &[TestShare]) -> String {
+    const SHOWN: usize = 10;
+    let mut out = String::new();
+    for t in tests.iter().take(SHOWN) {
+        out.push_str(&format!("\n        in test {} ({})", t.test, crate::units::bytes(t.outstanding_bytes as f64)));
+    }
+    if tests.len() > SHOWN {
+        out.push_str(&format!("\n        and {} more tests", tests.len() - SHOWN));
+    }
+    out
 }
 
 fn print_progress(session: &Session, elapsed_s: f64) {
@@ -155,7 +189,7 @@ fn print_progress(session: &Session, elapsed_s: f64) {
     eprint!(
         "\r\x1b[2K[{elapsed_s:>6.1}s] {rate:>9.0} events/s  outstanding {}  top: {}",
         crate::units::bytes(session.stacks.outstanding_bytes() as f64),
-        top
+        crate::escape::visible(&top)
     );
 }
 
@@ -168,13 +202,17 @@ mod tests {
         let failed = CommandEnd::Exited { status: 1 };
         let segv = CommandEnd::Killed { signal: 11, name: "SIGSEGV".into(), core_dumped: false };
         let running = CommandEnd::StillRunning { pid: 9 };
-        assert_eq!(exit_status(true, 2, Some(&failed)), EXIT_LEAK_FOUND);
-        assert_eq!(exit_status(true, 2, None), EXIT_LEAK_FOUND);
-        assert_eq!(exit_status(false, 2, None), 0, "without --fail-on-leak a leak is only reported");
-        assert_eq!(exit_status(false, 2, Some(&failed)), 1);
-        assert_eq!(exit_status(true, 0, Some(&failed)), 1);
-        assert_eq!(exit_status(true, 0, Some(&segv)), 139);
-        assert_eq!(exit_status(true, 0, Some(&running)), 0);
-        assert_eq!(exit_status(true, 0, Some(&CommandEnd::Exited { status: 0 })), 0);
+        let ok = CommandEnd::Exited { status: 0 };
+        assert_eq!(exit_status(true, 2, false, Some(&failed)), EXIT_LEAK_FOUND);
+        assert_eq!(exit_status(true, 2, true, None), EXIT_LEAK_FOUND);
+        assert_eq!(exit_status(false, 2, false, None), 0, "without --fail-on-leak a leak is only reported");
+        assert_eq!(exit_status(false, 2, true, Some(&failed)), 1);
+        assert_eq!(exit_status(true, 0, false, Some(&failed)), 1);
+        assert_eq!(exit_status(true, 0, true, Some(&segv)), 139, "the command's failure before a full table");
+        assert_eq!(exit_status(true, 0, false, Some(&running)), 0);
+        assert_eq!(exit_status(true, 0, false, Some(&ok)), 0);
+        assert_eq!(exit_status(true, 0, true, Some(&ok)), EXIT_INCONCLUSIVE);
+        assert_eq!(exit_status(true, 0, true, None), EXIT_INCONCLUSIVE);
+        assert_eq!(exit_status(false, 0, true, None), 0);
     }
 }

@@ -49,6 +49,19 @@ pub fn bytes(b: f64) -> String {
     }
 }
 
+/// A short duration in milliseconds: `0.4 ms`, `48 ms`, `1,250 ms` (scan costs).
+pub fn millis(s: f64) -> String {
+    if !s.is_finite() {
+        return "?".to_string();
+    }
+    let ms = s * 1000.0;
+    if ms.abs() < 9.95 {
+        format!("{ms:.1} ms")
+    } else {
+        format!("{} ms", count(ms.round().max(0.0) as u64))
+    }
+}
+
 /// `2.5 s`, `20 s`, `10 min`, `9m58s`, `2 h`, `1h05m`, `3d04h`.
 pub fn duration(s: f64) -> String {
     if !s.is_finite() {
@@ -116,6 +129,27 @@ impl Whole for i64 {
 impl Whole for f64 {
     fn sign_and_digits(self) -> Option<(bool, String)> {
         self.is_finite().then(|| (self < 0.0, format!("{:.0}", self.abs())))
+    }
+}
+
+/// A test statistic (Kendall's tau, a z score): two decimals, `0.31`, `1.70`.
+pub fn statistic(x: f64) -> String {
+    if x.is_finite() {
+        format!("{:.2}", x)
+    } else {
+        "?".to_string()
+    }
+}
+
+/// A criterion a figure fell short of, both formatted by `fmt`: `only 4 s (need 8 s)`, or
+/// `just under 8 s` when the figure would read as the threshold itself once rounded (a reason
+/// must never read "only 8 s (need 8 s)").
+pub fn short_of(have: f64, need: f64, fmt: impl Fn(f64) -> String) -> String {
+    let (h, n) = (fmt(have), fmt(need));
+    if h == n {
+        format!("just under {n}")
+    } else {
+        format!("only {h} (need {n})")
     }
 }
 

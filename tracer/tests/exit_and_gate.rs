@@ -245,41 +245,41 @@ fn launch_mode_returns_the_commands_status() {
     }
     let _g = serial();
     let Some(python) = pythons_of(11).into_iter().next() else { return };
-    let run = |code_text: &str, fail_on_leak: bool| {
+    let run = |command: &[&str], fail_on_leak: bool| {
         let dir = tempfile::tempdir().unwrap();
         let out = dir.path().join("r.json");
         let mut args = vec!["record", "-i", "200ms", "-q", "-o", out.to_str().unwrap()];
         if fail_on_leak {
             args.push("--fail-on-leak");
         }
-        args.extend(["--", python.path.to_str().unwrap(), "-c", code_text]);
+        args.extend(["--", python.path.to_str().unwrap()]);
+        args.extend(command);
         let (code, _stdout, stderr) = run_tracer(&args);
         (code, stderr, read_report(&out))
     };
-    let (code, stderr, report) = run("import sys; x = [bytearray(100) for _ in range(10)]; sys.exit(1)", true);
+    let (code, stderr, report) = run(&["-c", "import sys; x = [bytearray(100) for _ in range(10)]; sys.exit(1)"], true);
     assert_eq!(code, 1, "a failing command fails the tracer: {stderr}");
     assert!(stderr.contains("tracer: the command exited with status 1"), "{stderr}");
     assert_eq!(report["command"], serde_json::json!({"ended": "exited", "status": 1}));
 
-    let (code, stderr, report) = run("import os, signal; os.kill(os.getpid(), signal.SIGSEGV)", false);
+    let (code, stderr, report) = run(&["-c", "import os, signal; os.kill(os.getpid(), signal.SIGSEGV)"], false);
     assert_eq!(code, 128 + 11, "killed by SIGSEGV: {stderr}");
     assert!(stderr.contains("killed by SIGSEGV (signal 11"), "{stderr}");
     assert_eq!(report["command"]["ended"], "killed");
     assert_eq!(report["command"]["signal"], 11);
 
-    let (code, stderr, report) = run("import sys; sys.exit(0)", true);
+    let (code, stderr, report) = run(&["-c", "import sys; sys.exit(0)"], true);
     assert_eq!(code, 0, "{stderr}");
     assert_eq!(report["command"]["status"], 0);
 
     // A leak under --fail-on-leak decides over the command's own status.
     let script = fixture("exit_leak.py");
-    let leaky =
-        format!("import sys; sys.argv = ['exit_leak.py', '3', '2']; exec(open({:?}).read())", script.to_str().unwrap());
+    let leaky = [script.to_str().unwrap(), "10", "2"];
     let (code, stderr, report) = run(&leaky, true);
     assert_eq!(code, 3, "the leak decides: {stderr}");
     assert!(stderr.contains("the command exited with status 2"), "{stderr}");
     assert_eq!(report["command"]["status"], 2);
-    let (code, stderr, _) = run(&leaky, false);
+    let (code, stderr, _) = run(&[script.to_str().unwrap(), "1", "2"], false);
     assert_eq!(code, 2, "without the gate the command's status: {stderr}");
     assert_no_leftover_probes();
 }

@@ -780,3 +780,193 @@ fn a_million_live_allocations_are_reported_in_seconds() {
     drop(fx);
     assert_no_leftover_probes();
 }
+
+/// `-o` as root: a symbolic link another user planted at the destination is refused before
+/// anything is traced (the file it points to is untouched), so is a destination that cannot be
+/// written; a report replaces the previous file with a private (0600) one.
+#[test]
+fn a_report_destination_is_written_safely() {
+    if !is_root() || python311().is_none() {
+        println!("skipped: not root or no CPython 3.11");
+        return;
+    }
+    use std::os::unix::fs::PermissionsExt;
+    let python = python311().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let victim = dir.path().join("shadow-like");
+    std::fs::write(&victim, "secret").unwrap();
+    std::fs::set_permissions(&victim, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let link = dir.path().join("r.json");
+    std::os::unix::fs::symlink(&victim, &link).unwrap();
+    std::os::unix::fs::lchown(&link, Some(65534), Some(65534)).unwrap();
+    let py = python.path.to_str().unwrap();
+    let started = Instant::now();
+    let (code, stdout, stderr) = run_limited(
+        &["record", "-q", "-o", link.to_str().unwrap(), "--", py, "-c", "print('ran')"],
+        Duration::from_secs(20),
+    );
+    assert_eq!(code, 1, "{stderr}");
+    assert!(stderr.contains("is a symbolic link owned by uid 65534") && stderr.contains("hint:"), "{stderr}");
+    assert!(!stdout.contains("ran") && !stderr.contains("tracing pid"), "refused before the run: {stderr}");
+    assert!(started.elapsed() < Duration::from_secs(5), "refused at once");
+    assert_eq!(std::fs::read_to_string(&victim).unwrap(), "secret");
+
+    let nowhere = dir.path().join("no/such/dir/r.json");
+    let (code, _, stderr) = run_limited(
+        &["record", "-q", "-o", nowhere.to_str().unwrap(), "--", py, "-c", "print('ran')"],
+        Duration::from_secs(20),
+    );
+    assert_eq!(code, 1, "{stderr}");
+    assert!(stderr.contains("cannot write") && !stderr.contains("tracing pid"), "checked before the run: {stderr}");
+
+    let _g = serial();
+    let out = dir.path().join("ok.json");
+    std::fs::write(&out, "previous").unwrap();
+    std::fs::set_permissions(&out, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let (code, _, stderr) =
+        run_limited(&["record", "-q", "-o", out.to_str().unwrap(), "--", py, "-c", "x = 1"], Duration::from_secs(60));
+    assert_eq!(code, 0, "{stderr}");
+    let report: Value = serde_json::from_str(&std::fs::read_to_string(&out).unwrap()).expect("a JSON report");
+    assert_eq!(report["command"]["status"], 0);
+    assert_eq!(std::fs::metadata(&out).unwrap().permissions().mode() & 0o777, 0o600, "private");
+    let names: Vec<String> =
+        std::fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
+    assert!(!names.iter().any(|n| n.ends_with(".tmp")), "no temporary file left: {names:?}");
+    assert_no_leftover_probes();
+}
+
+fn record_launched(extra: &[&str], script: &str, script_args: &[&str], out: &Path) -> (i32, String, String) {
+    let python = python311().unwrap();
+    let script = fixture(script);
+    let mut args = vec!["record", "-q", "-i", "500ms", "-o", out.to_str().unwrap()];
+    args.extend(extra);
+    args.extend(["--", python.path.to_str().unwrap(), script.to_str().unwrap()]);
+    args.extend(script_args);
+    run_limited(&args, Duration::from_secs(90))
+}
+
+/// A full allocation table makes "no leak" inconclusive (issue 21, item 1): the verdict says
+/// how many allocations were not recorded and what to raise, `--fail-on-leak` exits 4, stderr
+/// warns once, every format carries it. With a table that holds them the leak is found.
+#[test]
+fn a_full_table_makes_the_verdict_inconclusive() {
+    if !is_root() || python311().is_none() {
+        println!("skipped: not root or no CPython 3.11");
+        return;
+    }
+    let _g = serial();
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("r.json");
+    let (code, stdout, stderr) =
+        record_launched(&["--max-allocs", "65536", "--fail-on-leak"], "loss_fill.py", &["6"], &out);
+    assert!(stdout.contains("kept "), "{stdout}");
+    assert_eq!(code, 4, "inconclusive under --fail-on-leak: {stderr}");
+    assert_eq!(
+        stderr.matches("the allocation table is full (--max-allocs 65,536)").count(),
+        1,
+        "warned once: {stderr}"
+    );
+    assert!(stderr.contains("the BPF maps take "), "the maps' kernel memory is stated: {stderr}");
+    let report: Value = serde_json::from_str(&std::fs::read_to_string(&out).unwrap()).unwrap();
+    let lost = lost(&report, "allocs_map_full");
+    let inconclusive = &report["inconclusive"];
+    assert_eq!(inconclusive["unrecorded"].as_u64(), Some(lost), "{inconclusive:#}");
+    assert_eq!(inconclusive["flag"], "--max-allocs");
+    let reason = inconclusive["reason"].as_str().unwrap();
+    assert!(
+        reason.starts_with("inconclusive: ") && reason.contains("allocations not recorded (raise --max-allocs to ")
+    );
+    assert!(stderr.contains(reason), "stderr states the verdict: {stderr}");
+    let exported = |ext: &str| {
+        let path = dir.path().join(format!("r.{ext}"));
+        let (code, _, stderr) =
+            run_limited(&["report", out.to_str().unwrap(), "-o", path.to_str().unwrap()], Duration::from_secs(20));
+        assert_eq!(code, 0, "{stderr}");
+        std::fs::read(&path).unwrap()
+    };
+    let svg = String::from_utf8(exported("svg")).unwrap();
+    assert!(svg.contains(reason), "the SVG subtitle carries it");
+    let speedscope = String::from_utf8(exported("speedscope.json")).unwrap();
+    assert!(speedscope.contains(reason), "the speedscope profile name carries it");
+    let mut pprof = Vec::new();
+    flate2::read::GzDecoder::new(exported("pb.gz").as_slice()).read_to_end(&mut pprof).unwrap();
+    assert!(String::from_utf8_lossy(&pprof).contains(reason), "a pprof comment carries it");
+    let text = String::from_utf8(exported("txt")).unwrap();
+    assert!(text.contains(&format!("Inconclusive: {}", &reason["inconclusive: ".len()..])), "{text}");
+    assert!(!text.contains("No leaks"), "{text}");
+
+    // The known leak, with a table that holds the 70,000 blocks: found, exit 3.
+    let (code, _, stderr) =
+        record_launched(&["--max-allocs", "262144", "--fail-on-leak"], "loss_fill.py", &["10"], &out);
+    assert_eq!(code, 3, "{stderr}");
+    let report: Value = serde_json::from_str(&std::fs::read_to_string(&out).unwrap()).unwrap();
+    assert!(report.get("inconclusive").is_none(), "{:#}", report["totals"]);
+    let line = line_of("loss_fill.py", "LEAKED.append(bytearray(40_000))");
+    let at = suspects_at(&report, "leak", "loss_fill.py", line);
+    assert!(at.iter().any(|s| s["verdict"] == "leak"), "{report:#}");
+    assert_no_leftover_probes();
+}
+
+/// Table sizes whose kernel memory exceeds a quarter of the available memory are refused
+/// before anything is loaded or started, unless --force.
+#[test]
+fn oversized_tables_are_refused_without_force() {
+    if !is_root() || python311().is_none() {
+        println!("skipped: not root or no CPython 3.11");
+        return;
+    }
+    let available_kib: u64 = std::fs::read_to_string("/proc/meminfo")
+        .unwrap()
+        .lines()
+        .find_map(|l| l.strip_prefix("MemAvailable:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap();
+    // 67,108,864 allocations take about 7.5 GB.
+    if available_kib * 1024 / 4 > 7_000_000_000 {
+        println!("skipped: more than 28 GB available, the largest tables fit");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let (code, stdout, stderr) =
+        record_launched(&["--max-allocs", "67108864"], "exit_leak.py", &["1"], &dir.path().join("r.json"));
+    assert_eq!(code, 1, "{stderr}");
+    assert!(stderr.contains("of kernel memory, more than a quarter of the") && stderr.contains("--force"), "{stderr}");
+    assert!(stdout.is_empty() && !stderr.contains("tracing pid"), "refused before the run: {stderr}");
+}
+
+/// Names a target controls (issue 21, item 7): a function and a file named with a newline,
+/// ESC/OSC sequences and a bidi override are shown escaped in the text report and on stderr,
+/// and the SVG parses as XML.
+#[test]
+fn target_names_are_escaped_for_people() {
+    if !is_root() || python311().is_none() {
+        println!("skipped: not root or no CPython 3.11");
+        return;
+    }
+    let _g = serial();
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("r.json");
+    let (code, stdout, stderr) = record_launched(&["--fail-on-leak"], "evil_names.py", &["10"], &out);
+    assert!(stdout.contains("kept "), "{stdout}");
+    assert_eq!(code, 3, "the evil function leaks: {stderr}");
+    let escaped = "evil\\x0a\\x1b]0;pwned\\x07\\x1b[31m\\u{202e}txt.py";
+    assert!(stderr.contains(escaped), "stderr's leak list: {stderr}");
+    for text in [stderr.clone(), {
+        let (code, text, stderr) = run_limited(&["report", out.to_str().unwrap()], Duration::from_secs(20));
+        assert_eq!(code, 0, "{stderr}");
+        text
+    }] {
+        assert!(!text.contains('\x1b') && !text.contains('\u{202e}') && !text.contains('\x07'), "{text:?}");
+        assert!(!text.lines().any(|l| l.starts_with("\x1b]0;pwned")), "no forged line");
+    }
+    let (_, text, _) = run_limited(&["report", out.to_str().unwrap()], Duration::from_secs(20));
+    assert!(text.contains(escaped), "the name is readable, escaped: {text}");
+    let svg_path = dir.path().join("r.svg");
+    let (code, _, stderr) =
+        run_limited(&["report", out.to_str().unwrap(), "-o", svg_path.to_str().unwrap()], Duration::from_secs(20));
+    assert_eq!(code, 0, "{stderr}");
+    let svg = std::fs::read_to_string(&svg_path).unwrap();
+    roxmltree::Document::parse(&svg).unwrap_or_else(|e| panic!("the SVG is XML: {e}"));
+    assert!(svg.contains("\\u{202e}txt.py"), "the name is drawn escaped");
+    assert_no_leftover_probes();
+}

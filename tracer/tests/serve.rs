@@ -786,3 +786,48 @@ fn serve_all_serves_each_process_under_its_own_pid() {
     assert_released(&held, "tracer serve --all");
     drop((before, native));
 }
+
+/// 32 slow clients (connected, sending nothing) do not blind the daemon: `/metrics` answers at
+/// once beside them, connections beyond the cap are answered 503 instead of queueing, and a
+/// slow client is cut within its one deadline (issue 21, item 4).
+#[test]
+fn slow_clients_do_not_blind_metrics() {
+    if !require_root() {
+        return;
+    }
+    let _g = serial();
+    let Some(python) = python() else { return };
+    let target = Target::start(&python, 120);
+    let pid = target.pid().to_string();
+    let port = free_port();
+    let listen = format!("127.0.0.1:{port}");
+    let mut daemon = Daemon::start(&["-p", &pid, "--listen", &listen, "-i", "1s"]);
+    daemon.wait_answering(port);
+    let slow: Vec<TcpStream> = (0..32).map(|_| TcpStream::connect(("127.0.0.1", port)).unwrap()).collect();
+    std::thread::sleep(Duration::from_millis(300));
+    let asked = Instant::now();
+    let (status, head, _) = try_get(port, "/metrics").unwrap();
+    assert_eq!(status, 200, "{head}");
+    assert!(asked.elapsed() < Duration::from_secs(2), "answered beside 32 slow clients: {:?}", asked.elapsed());
+
+    // Twice the cap of slow clients: the ones beyond it are told 503 at once.
+    let more: Vec<TcpStream> = (0..64).map(|_| TcpStream::connect(("127.0.0.1", port)).unwrap()).collect();
+    std::thread::sleep(Duration::from_millis(300));
+    let (status, head, _) = try_get(port, "/metrics").unwrap();
+    assert_eq!(status, 503, "beyond the cap: {head}");
+    // Each slow client is cut within its deadline (5 s): then /metrics answers again.
+    let mut first = slow.into_iter().next().unwrap();
+    first.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let cut = Instant::now();
+    let mut answer = Vec::new();
+    let _ = first.read_to_end(&mut answer);
+    assert!(cut.elapsed() < Duration::from_secs(6), "cut within the deadline: {:?}", cut.elapsed());
+    assert!(String::from_utf8_lossy(&answer).starts_with("HTTP/1.1 408"), "{answer:?}");
+    std::thread::sleep(Duration::from_secs(1));
+    drop(more);
+    let (status, head, _) = try_get(port, "/metrics").unwrap();
+    assert_eq!(status, 200, "{head}");
+    drop(daemon);
+    drop(target);
+    assert_no_leftover_probes();
+}

@@ -14,6 +14,7 @@ mod folded;
 mod json;
 mod leaf;
 mod paths;
+mod people;
 mod pprof;
 pub mod prometheus;
 mod speedscope;
@@ -127,7 +128,7 @@ impl Default for ExportOptions {
 pub fn write(format: Format, report: &Report, opts: &ExportOptions, out: &mut dyn Write) -> anyhow::Result<()> {
     let reports = std::slice::from_ref(report);
     match format {
-        Format::Text => text::write(report, opts, out),
+        Format::Text => text::write(&people::report(report), opts, out),
         Format::Json => json::write(report, out),
         Format::Folded => folded::write(&Selection::new(reports, false, opts), out),
         Format::Svg => svg::write(reports, &Selection::new(reports, false, opts), out),
@@ -148,7 +149,10 @@ pub fn write_multi(
 ) -> anyhow::Result<()> {
     let reports = multi.processes.as_slice();
     match format {
-        Format::Text => text::write_multi(multi, opts, out),
+        Format::Text => {
+            let processes = multi.processes.iter().map(people::report).collect();
+            text::write_multi(&MultiReport { processes, ..multi.clone() }, opts, out)
+        }
         Format::Json => json::write(multi, out),
         Format::Folded => folded::write(&Selection::new(reports, true, opts), out),
         Format::Svg => svg::write(reports, &Selection::new(reports, true, opts), out),

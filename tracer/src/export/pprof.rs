@@ -275,6 +275,10 @@ pub(crate) fn profile(reports: &[Report], multi: bool, opts: &ExportOptions) -> 
         }
         let comment = b.string(&comment);
         b.profile.comment.push(comment);
+        if let Some(i) = &r.inconclusive {
+            let loss = b.string(&format!("tracer: pid {}: {}", t.pid, i.reason));
+            b.profile.comment.push(loss);
+        }
     }
 
     for r in reports {

@@ -8,7 +8,7 @@
 use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::fmt::Write as _;
 
-use crate::report::{FinalView, Frame, Holder, Report};
+use crate::report::{CensusType, FinalView, Frame, Holder, Report};
 
 /// What the daemon adds about itself to the reports' own figures.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -36,6 +36,7 @@ pub fn write(reports: &[Report], multi: bool, daemon: &Daemon) -> String {
     counter_families(&mut out, reports, multi);
     suspect_families(&mut out, reports, multi);
     holder_families(&mut out, reports, multi);
+    census_families(&mut out, reports, multi);
     out
 }
 
@@ -165,6 +166,30 @@ fn per_line(r: &Report) -> Vec<(LineKey, LineSums)> {
         }
     }
     per_line
+}
+
+/// Each process's live objects by type, and what the census costs.
+fn census_families(out: &mut String, reports: &[Report], multi: bool) {
+    let series = |f: fn(&CensusType) -> f64| -> Vec<(Labels, f64)> {
+        let of = |t: &CensusType| vec![("type", t.type_name.clone()), ("verdict", t.verdict.as_str().to_string())];
+        reports.iter().flat_map(|r| r.census.iter().map(move |t| (labels(r, multi, of(t)), f(t)))).collect()
+    };
+    let help = "Live GC-tracked objects of a type in the target (the census).";
+    family(out, "tracer_census_objects", "gauge", help, &series(|t| t.count as f64));
+    let help = "Live objects of a type added per second (the census).";
+    family(out, "tracer_census_growth_per_second", "gauge", help, &series(|t| t.growth_per_s));
+    let help = "Estimated bytes of the live objects of a type (their own size).";
+    family(out, "tracer_census_bytes_estimate", "gauge", help, &series(|t| t.bytes_est as f64));
+    let scans: Vec<&Report> = reports.iter().filter(|r| r.census_scan.is_some()).collect();
+    let cost = |f: fn(&crate::report::CensusSummary) -> f64| -> Vec<(Labels, f64)> {
+        scans.iter().filter_map(|r| r.census_scan.as_ref().map(|c| (labels(r, multi, vec![]), f(c)))).collect()
+    };
+    let help = "Mean seconds one census scan takes.";
+    family(out, "tracer_census_scan_seconds", "gauge", help, &cost(|c| c.mean_scan_s));
+    let help = "Objects one census scan visits.";
+    family(out, "tracer_census_scan_objects", "gauge", help, &cost(|c| c.objects_per_scan as f64));
+    let help = "Bytes of the target one census scan reads.";
+    family(out, "tracer_census_scan_bytes_read", "gauge", help, &cost(|c| c.bytes_read_per_scan as f64));
 }
 
 /// Each process's containers, by path (the first of a path and type when a report lists it

@@ -88,11 +88,15 @@ fn ss_frame(frame: &Frame) -> SsFrame {
 fn profile_name(report: &Report) -> String {
     let t = &report.target;
     let command = if t.cmdline.is_empty() { &t.exe } else { &t.cmdline };
-    if command.is_empty() {
+    let mut name = if command.is_empty() {
         format!("outstanding memory: pid {}", t.pid)
     } else {
         format!("outstanding memory: pid {} {command}", t.pid)
+    };
+    if let Some(i) = &report.inconclusive {
+        name.push_str(&format!(" ({})", i.reason));
     }
+    name
 }
 
 pub(super) fn write(

@@ -91,6 +91,7 @@ fn report() -> Report {
                 oldest_age_s: 59.8,
                 allocator: "malloc".into(),
                 reason: "+4.1 MiB over 60 s, 98% of 1,045 allocations still live, oldest 59.8 s".into(),
+                tests: Vec::new(),
                 // Innermost first: the native allocating call, then the Python line behind it.
                 stack: vec![
                     native("PyByteArray_Resize", "python3.11"),
@@ -112,6 +113,7 @@ fn report() -> Report {
                 oldest_age_s: 30.5,
                 allocator: "calloc".into(),
                 reason: String::new(),
+                tests: Vec::new(),
                 stack: vec![
                     py("register_callback", "/srv/app.py", 71),
                     py("handle", "/srv/app.py", 40),
@@ -131,6 +133,7 @@ fn report() -> Report {
                 oldest_age_s: 55.0,
                 allocator: "malloc".into(),
                 reason: "grew to 1.0 MiB in 5 s, then flat for 55 s".into(),
+                tests: Vec::new(),
                 stack: vec![
                     py("cache_put", "/srv/app.py", 30),
                     py("handle", "/srv/app.py", 40),
@@ -150,6 +153,7 @@ fn report() -> Report {
                 oldest_age_s: 0.0,
                 allocator: "mmap".into(),
                 reason: "allocated 762.9 MiB, all of it freed".into(),
+                tests: Vec::new(),
                 stack: vec![py("read_body", "/srv/app.py", 90), py("handle", "/srv/app.py", 40)],
             },
         ],
@@ -164,6 +168,7 @@ fn report() -> Report {
                 verdict: Verdict::Bounded,
                 score: 0.1,
                 reason: "reached 512 items at 5.0 s, flat since".into(),
+                tests: Vec::new(),
             },
             Holder {
                 path: "__main__.FAILED_REQUESTS".into(),
@@ -175,6 +180,7 @@ fn report() -> Report {
                 verdict: Verdict::Leak,
                 score: 0.95,
                 reason: "+2,835 items in 60.0 s, never shrank".into(),
+                tests: Vec::new(),
             },
         ],
         timeline: vec![
@@ -185,7 +191,10 @@ fn report() -> Report {
         sample_bytes: 0,
         windows: None,
         holders_scan: None,
+        inconclusive: None,
         command: None,
+        census: vec![],
+        census_scan: None,
     }
 }
 
@@ -216,7 +225,10 @@ fn empty_report() -> Report {
         sample_bytes: 0,
         windows: None,
         holders_scan: None,
+        inconclusive: None,
         command: None,
+        census: vec![],
+        census_scan: None,
     }
 }
 

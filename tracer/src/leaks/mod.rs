@@ -80,6 +80,18 @@
 //!      half as old as the growing part [min_oldest_age_share 0.5]. If every outstanding
 //!      allocation is young, memory is turning over, not being kept: *growing*.
 //!
+//! **A program that ended normally is judged as a whole run.** Its final view is taken when the
+//! interpreter starts finalizing, and what is still growing then will never be given back: a
+//! line whose memory kept growing for at least a third of the run [WHOLE_RUN_SHARE 1/3] (after
+//! start-up, to the end) meets the duration condition even when that is under 8 seconds, so a
+//! 3-second test that keeps 5 MiB is a *leak*. (A third, not a half: the interpreter's start-up
+//! and imports take half a second of a 1-second script.) Every other condition stays (5 samples, steady,
+//! significant, memory that stays); sampling is dense at the start of a recording
+//! (`session::driver`), so even a 1-second script has them. Start-up imports and a cache filled
+//! once stopped growing (step 6), a buffer freed before exit fell back (steps 4 and 7). Runs of
+//! 24 seconds and more, and every view other than finalization (a duration, a signal, a live
+//! snapshot), are judged by the criteria above unchanged (`Criteria::for_view`).
+//!
 //! The fraction of allocations still outstanding (live / allocated) is not a gate: a stack whose
 //! allocations are mostly freed but whose outstanding total still grows steadily is churn plus a
 //! leak, and is a leak. The live fraction lowers or raises the score and is shown in the reason.
@@ -112,9 +124,12 @@
 //!
 //! `judge` is the list of the steps above; each is a function of `steps` (the robust statistics
 //! they use are in `stats`). When an allocating line judged as a whole replaces its call paths is
-//! decided in `sites`, and which judged stacks and holders a report lists in `listing`.
+//! decided in `sites`, which judged stacks and holders a report lists in `listing`, and which test
+//! of a pytest suite leaked in `pytest`.
 
 mod listing;
+mod loss;
+mod pytest;
 mod sites;
 mod stats;
 mod steps;
@@ -122,12 +137,18 @@ mod steps;
 pub(crate) mod tests;
 
 pub use listing::{holders_to_list, stacks_to_list, ListedStack};
+pub use loss::{inconclusive, Capacities};
+pub use pytest::{by_test, judge_test_path, merge_tests};
 pub use sites::{merge_call_paths, CallPath};
 use steps::{Points, Shape};
 
-use crate::report::Verdict;
+use crate::report::{FinalView, Verdict};
 use crate::series::Series;
 pub use crate::units::Unit;
+
+/// At finalization, the share of the run growth must have lasted to be long enough for `leak`
+/// (see "A program that ended normally" above).
+pub const WHOLE_RUN_SHARE: f64 = 1.0 / 3.0;
 
 /// Thresholds; `Default` gives the documented defaults for bytes. The CLI's `--min-leak-bytes`
 /// sets `min_total_growth` and `--min-growth` sets `min_growth_per_s` of `for_bytes()`.
@@ -190,6 +211,17 @@ impl Criteria {
     /// Defaults for holders (container lengths, in items).
     pub fn for_items() -> Self {
         Criteria { min_growth_per_s: 0.01, min_total_growth: 20.0, ..Self::for_bytes() }
+    }
+
+    /// The criteria a report taken at `view`, `run_s` seconds into the recording, is judged by:
+    /// at finalization (the program ended normally) growth lasting [`WHOLE_RUN_SHARE`] of the
+    /// run is long enough, never more than `min_window_s`; any other view, unchanged.
+    pub fn for_view(&self, view: FinalView, run_s: f64) -> Criteria {
+        let mut c = self.clone();
+        if view == FinalView::Finalization && run_s.is_finite() && run_s > 0.0 {
+            c.min_window_s = c.min_window_s.min(WHOLE_RUN_SHARE * run_s);
+        }
+        c
     }
 
     /// Negative or non-finite thresholds would make every comparison false; use the defaults'

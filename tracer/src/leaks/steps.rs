@@ -453,34 +453,74 @@ pub(super) fn leak_or_growing(
     if not_yet.is_empty() {
         Judgement { verdict: Verdict::Leak, score: 0.6 + 0.4 * strength, growth_per_s: rate, reason }
     } else {
-        let _ = write!(reason, "; not yet conclusive: {}", not_yet.join(", "));
+        let clauses: Vec<String> = not_yet.iter().map(Unmet::describe).collect();
+        let _ = write!(reason, "; not yet conclusive: {}", clauses.join(", "));
         Judgement { verdict: Verdict::Growing, score: 0.3 + 0.25 * strength, growth_per_s: rate, reason }
     }
 }
 
-/// The conditions of step 9 that failed, worded for the reason.
-fn not_yet(p: &Points, g: &Growth, tau: f64, z: f64, evidence: Option<&Evidence>, c: &Criteria) -> Vec<String> {
+/// A condition of step 9 that failed, with the figures it was decided on: the reason is worded
+/// from these and nothing else, so it cannot contradict the verdict.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(super) enum Unmet {
+    /// Samples in the growing part.
+    Samples { have: usize, need: usize },
+    /// Seconds the growing part lasted.
+    Duration { have: f64, need: f64 },
+    /// Kendall's tau over the growing part.
+    Steadiness { tau: f64, need: f64 },
+    /// Mann-Kendall z over the growing part.
+    Trend { z: f64, need: f64 },
+    /// Age of the oldest live allocation against the share of the growing part it must reach.
+    Turnover { oldest_s: f64, need_s: f64 },
+}
+
+impl Unmet {
+    pub fn describe(&self) -> String {
+        match *self {
+            Unmet::Samples { have, need } => format!("only {have} samples (need {need})"),
+            Unmet::Duration { have, need } => units::short_of(have, need, units::duration),
+            Unmet::Steadiness { tau, need } => {
+                format!("noisy: Kendall's tau {}", units::short_of(tau, need, units::statistic))
+            }
+            Unmet::Trend { z, need } => {
+                format!("trend not yet significant: z {}", units::short_of(z, need, units::statistic))
+            }
+            Unmet::Turnover { oldest_s, need_s } => format!(
+                "memory turns over: oldest live allocation {}",
+                units::short_of(oldest_s, need_s, units::duration)
+            ),
+        }
+    }
+}
+
+/// The conditions of step 9 that failed. Steadiness is named only when tau fails; a steady
+/// series too short for the trend test to be significant says that instead.
+pub(super) fn not_yet(
+    p: &Points,
+    g: &Growth,
+    tau: f64,
+    z: f64,
+    evidence: Option<&Evidence>,
+    c: &Criteria,
+) -> Vec<Unmet> {
     let mut failed = Vec::new();
     let m = g.samples(p);
     if m < c.min_points {
-        failed.push(format!("only {} samples (need {})", m, c.min_points));
+        failed.push(Unmet::Samples { have: m, need: c.min_points });
     }
     if g.dur < c.min_window_s {
-        failed.push(format!("only {} (need {})", units::duration(g.dur), units::duration(c.min_window_s)));
+        failed.push(Unmet::Duration { have: g.dur, need: c.min_window_s });
     }
-    if tau < c.min_steadiness || z < c.min_trend_z {
-        failed.push(format!("noisy (rose in {} of sample pairs)", units::percent((1.0 + tau.max(-1.0)) / 2.0)));
+    if tau < c.min_steadiness {
+        failed.push(Unmet::Steadiness { tau, need: c.min_steadiness });
+    } else if z < c.min_trend_z {
+        failed.push(Unmet::Trend { z, need: c.min_trend_z });
     }
     if let Some(e) = evidence {
-        if e.live_count > 0
-            && e.oldest_age_s.is_finite()
-            && e.oldest_age_s > 0.0
-            && e.oldest_age_s < c.min_oldest_age_share * g.dur
-        {
-            failed.push(format!(
-                "oldest live allocation only {} old (turnover, not retention)",
-                units::duration(e.oldest_age_s)
-            ));
+        let need_s = c.min_oldest_age_share * g.dur;
+        if e.live_count > 0 && e.oldest_age_s.is_finite() && e.oldest_age_s > 0.0 && e.oldest_age_s < need_s {
+            failed.push(Unmet::Turnover { oldest_s: e.oldest_age_s, need_s });
         }
     }
     failed
@@ -688,15 +728,15 @@ mod tests {
         let short = points(4.0, 2.0, |t| MIB + 1e6 * t);
         let j = judged(&short, None);
         assert_eq!(j.verdict, Verdict::Growing);
-        let not_yet =
-            "not yet conclusive: only 3 samples (need 5), only 4 s (need 8 s), noisy (rose in 100% of sample pairs)";
+        let not_yet = "not yet conclusive: only 3 samples (need 5), only 4 s (need 8 s), trend not yet significant: \
+                       z only 1.04 (need 2.00)";
         assert!(j.reason.ends_with(not_yet), "{j:?}");
         assert!((0.3..=0.55).contains(&j.score));
         let steady = points(60.0, 2.0, |t| 100.0 * KIB * t);
         let young = Evidence { allocs: 300_000, live_count: 3000, oldest_age_s: 3.0, window_s: 60.0 };
         let j = judged(&steady, Some(&young));
         assert_eq!(j.verdict, Verdict::Growing);
-        assert!(j.reason.ends_with("oldest live allocation only 3 s old (turnover, not retention)"), "{j:?}");
+        assert!(j.reason.ends_with("memory turns over: oldest live allocation only 3 s (need 30 s)"), "{j:?}");
         let kept = Evidence { oldest_age_s: 59.0, ..young };
         let j = judged(&steady, Some(&kept));
         assert_eq!(j.verdict, Verdict::Leak);

@@ -94,7 +94,7 @@ fn young_outstanding_memory_is_turnover_not_leak() {
     let e = Evidence { allocs: 300_000, live_count: 3000, oldest_age_s: 3.0, window_s: 60.0 };
     let j = judge(&s, Some(&e), &Criteria::for_bytes(), Unit::Bytes);
     check(&j, Verdict::Growing);
-    assert!(j.reason.contains("turnover"), "{}", j.reason);
+    assert!(j.reason.contains("memory turns over"), "{}", j.reason);
 }
 
 #[test]
@@ -536,6 +536,169 @@ fn rank_orders_by_verdict_then_score_then_value() {
     ];
     assert_eq!(rank(&items), vec![3, 5, 1, 7, 4, 2, 8, 0, 6]);
     assert!(rank(&[]).is_empty());
+}
+
+/// Sample times as `record` takes them (`session::driver::Cadence::DenseStart` with a 2 s
+/// interval): every tenth of the time elapsed, from 100 ms to 2 s.
+fn dense_series(run_s: f64, mut f: impl FnMut(f64) -> f64) -> Series {
+    let mut s = Series::new();
+    let mut t = 0.0;
+    while t < run_s {
+        s.push(t, f(t));
+        t += (t / 10.0).clamp(0.1, 2.0);
+    }
+    s.push(run_s, f(run_s));
+    s
+}
+
+fn at_exit(s: &Series, run_s: f64, oldest_s: f64) -> Judgement {
+    let c = Criteria::for_bytes().for_view(FinalView::Finalization, run_s);
+    let e = Evidence { allocs: 500, live_count: 500, oldest_age_s: oldest_s, window_s: run_s };
+    judge(s, Some(&e), &c, Unit::Bytes)
+}
+
+/// A short script: 0.4 s of start-up imports (2 MiB), then what `f` does from there.
+fn script(run_s: f64, f: impl Fn(f64) -> f64) -> Series {
+    dense_series(run_s, |t| 2.0 * MIB * (t / 0.4).min(1.0) + if t > 0.4 { f(t - 0.4) } else { 0.0 })
+}
+
+#[test]
+fn a_short_run_that_ended_normally_is_judged_as_a_whole() {
+    for run in [1.0, 3.0, 6.0] {
+        // 9 kB every 10 ms kept to the end: a leak at exit, however short the run.
+        let leak = dense_series(run, |t| if t < 0.4 { 0.0 } else { 900_000.0 * (t - 0.4) });
+        let j = at_exit(&leak, run, run - 0.4);
+        check(&j, Verdict::Leak);
+        // The same series seen live (or stopped by -d) is judged by the long-run criteria.
+        let live = judge(&leak, None, &Criteria::for_bytes().for_view(FinalView::Duration, run), Unit::Bytes);
+        check(&live, Verdict::Growing);
+        // Start-up imports only; a warm cache filled once; a 20 MB buffer freed before exit.
+        let imports = script(run, |_| 0.0);
+        let cache = script(run, |t| 1.8 * MIB * (t / 0.1).min(1.0));
+        let freed = script(run, |t| if t < run - 0.6 { 20e6 } else { 0.0 });
+        for (what, s) in [("imports", imports), ("cache", cache), ("freed buffer", freed)] {
+            let j = at_exit(&s, run, run);
+            assert!(!j.verdict.is_growing(), "{run} s, {what}: {j:?}");
+        }
+    }
+}
+
+#[test]
+fn long_runs_and_other_views_keep_the_documented_criteria() {
+    let c = Criteria::for_bytes();
+    assert_eq!(c.for_view(FinalView::Finalization, 24.0), c);
+    assert_eq!(c.for_view(FinalView::Finalization, 3600.0), c);
+    for view in [FinalView::Duration, FinalView::Interrupted, FinalView::Live, FinalView::TargetExited] {
+        assert_eq!(c.for_view(view, 3.0), c, "{view:?}");
+    }
+    assert_eq!(c.for_view(FinalView::Finalization, 3.0).min_window_s, 1.0);
+    assert_eq!(c.for_view(FinalView::Finalization, f64::NAN), c);
+}
+
+/// Seconds from a duration as `units::duration` prints it (`0.7 s`, `12 s`, `1 min`, `9m58s`,
+/// `2 h`, `1h05m`).
+fn seconds(text: &str) -> f64 {
+    let t = text.trim();
+    if let Some(x) = t.strip_suffix(" s") {
+        return x.parse().unwrap();
+    }
+    if let Some(x) = t.strip_suffix(" min") {
+        return 60.0 * x.parse::<f64>().unwrap();
+    }
+    if let Some(x) = t.strip_suffix(" h") {
+        return 3600.0 * x.parse::<f64>().unwrap();
+    }
+    if let Some((m, s)) = t.strip_suffix('s').and_then(|x| x.split_once('m')) {
+        return 60.0 * m.parse::<f64>().unwrap() + s.parse::<f64>().unwrap();
+    }
+    let (h, m) = t.strip_suffix('m').and_then(|x| x.split_once('h')).unwrap_or_else(|| panic!("{t}"));
+    3600.0 * h.parse::<f64>().unwrap() + 60.0 * m.parse::<f64>().unwrap()
+}
+
+/// `only X (need Y)` as two numbers read by `read`, or `None` for `just under Y`.
+fn shortfall(clause: &str, read: impl Fn(&str) -> f64) -> Option<(f64, f64)> {
+    if clause.starts_with("just under ") {
+        return None;
+    }
+    let body = clause.strip_prefix("only ").unwrap_or_else(|| panic!("{clause}"));
+    let (have, need) =
+        body.strip_suffix(')').and_then(|b| b.split_once(" (need ")).unwrap_or_else(|| panic!("{clause}"));
+    Some((read(have), read(need)))
+}
+
+/// Checks one clause of "not yet conclusive: ..." against the criteria it names: the printed
+/// figure must fall short of the printed need. Returns which kind of clause it was.
+fn check_clause(clause: &str, reason: &str) -> &'static str {
+    let (kind, rest, read): (&str, &str, fn(&str) -> f64) =
+        if let Some(r) = clause.strip_prefix("noisy: Kendall's tau ") {
+            ("steadiness", r, |x| x.parse().unwrap())
+        } else if let Some(r) = clause.strip_prefix("trend not yet significant: z ") {
+            ("trend", r, |x| x.parse().unwrap())
+        } else if let Some(r) = clause.strip_prefix("memory turns over: oldest live allocation ") {
+            ("turnover", r, seconds)
+        } else if clause.ends_with(')') && clause.contains(" samples (need ") {
+            ("samples", clause, |x| x.trim_end_matches(" samples").parse().unwrap())
+        } else {
+            ("duration", clause, seconds)
+        };
+    if let Some((have, need)) = shortfall(rest, read) {
+        assert!(have < need, "{kind}: {have} is not short of {need}: {reason}");
+    }
+    kind
+}
+
+#[test]
+fn every_reason_clause_agrees_with_the_verdict() {
+    let mut kinds = std::collections::BTreeSet::new();
+    let mut verdicts = std::collections::BTreeSet::new();
+    for seed in 0..60u64 {
+        let mut rng = Rng::new(seed);
+        for (run, interval) in [(1.0, 0.25), (3.0, 0.5), (4.0, 1.0), (7.9, 2.0), (12.0, 1.0), (60.0, 2.0)] {
+            let noise = [0.0, 20.0 * KIB, 200.0 * KIB][(seed % 3) as usize];
+            let slope = 100.0 * KIB * (1.0 + (seed % 5) as f64);
+            let s = series(run, interval, |t| MIB + slope * t + noise * rng.sym());
+            let oldest = run * [1.0, 0.2][(seed % 2) as usize];
+            let e = Evidence { allocs: 100, live_count: 50, oldest_age_s: oldest, window_s: run };
+            let c = if seed % 4 == 0 {
+                Criteria::for_bytes().for_view(FinalView::Finalization, run)
+            } else {
+                Criteria::for_bytes()
+            };
+            let j = judge(&s, Some(&e), &c, Unit::Bytes);
+            verdicts.insert(j.verdict);
+            let (head, not_yet) = match j.reason.split_once("; not yet conclusive: ") {
+                Some((h, n)) => (h, Some(n)),
+                None => (j.reason.as_str(), None),
+            };
+            assert_eq!(not_yet.is_some(), j.verdict == Verdict::Growing, "{j:?}");
+            let Some(clauses) = not_yet else {
+                if j.verdict == Verdict::Leak {
+                    // "+X for D, ...": the growing part lasted long enough.
+                    let dur = head.split(", ").next().and_then(|h| h.split_once(" for ")).map(|(_, d)| seconds(d));
+                    assert!(dur.unwrap() >= c.min_window_s - 0.05, "{j:?}");
+                }
+                continue;
+            };
+            assert!(!clauses.is_empty(), "{j:?}");
+            for clause in clauses.split(", ") {
+                kinds.insert(check_clause(clause, &j.reason));
+            }
+        }
+    }
+    assert!(verdicts.contains(&Verdict::Leak) && verdicts.contains(&Verdict::Growing), "{verdicts:?}");
+    for kind in ["samples", "duration", "steadiness", "trend", "turnover"] {
+        assert!(kinds.contains(kind), "no clause of kind {kind} was checked: {kinds:?}");
+    }
+}
+
+#[test]
+fn four_rising_samples_are_not_called_noisy() {
+    // The case: 4 samples over 4 s, every pair rising.
+    let s = series(4.0, 4.0 / 3.0, |t| 850.0 * KIB * t);
+    let j = bytes(&s);
+    check(&j, Verdict::Growing);
+    assert!(!j.reason.contains("noisy"), "{j:?}");
+    assert!(j.reason.ends_with("trend not yet significant: z only 1.70 (need 2.00)"), "{j:?}");
 }
 
 /// Probe windows: a leak sampled once per 10 s period with allocations recorded 0.9 s of each

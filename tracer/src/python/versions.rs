@@ -20,10 +20,15 @@
 
 use std::ops::RangeInclusive;
 
+use super::census::GcLayout;
 use super::debug_offsets::Field::{self, *};
 use super::frames::FrameLayout;
 use super::heap::layout::{HeapLayout, InstanceLayout, KeysLayout};
 use super::pystr::StrLayout;
+
+/// `tp_flags` whose objects have a 16-byte pre-header: `MANAGED_DICT` (3.11+), `MANAGED_WEAKREF` (3.12+).
+const MANAGED_DICT: u64 = 1 << 4;
+const MANAGED: u64 = MANAGED_DICT | 1 << 3;
 
 /// The CPython 3 minor versions tracer reads.
 pub const SUPPORTED: RangeInclusive<u32> = 10..=15;
@@ -40,6 +45,8 @@ pub struct Offsets {
     pub frames: FrameLayout,
     pub heap: HeapLayout,
     pub str: StrLayout,
+    /// Where its lists of GC-tracked objects are (the census).
+    pub gc: GcLayout,
     /// Where the version's `_Py_DebugOffsets` records fields of this entry, as (field, u64
     /// index in the table); empty before 3.13, which has no such table.
     pub debug_offsets: &'static [(Field, usize)],
@@ -133,6 +140,7 @@ const V3_10: Offsets = Offsets {
         managed_dict_pre: 0,
     },
     str: StrLayout { ascii_data: 48, compact_data: 72 },
+    gc: GcLayout::classic(616, 0),
     debug_offsets: &[],
 };
 
@@ -174,6 +182,7 @@ const V3_11: Offsets = Offsets {
         ..V3_10.heap
     },
     str: StrLayout { ascii_data: 48, compact_data: 72 },
+    gc: GcLayout::classic(648, MANAGED_DICT),
     debug_offsets: &[],
 };
 
@@ -210,6 +219,7 @@ const V3_12: Offsets = Offsets {
         ..V3_11.heap
     },
     str: StrLayout { ascii_data: 40, compact_data: 56 },
+    gc: GcLayout::classic(112, MANAGED),
     debug_offsets: &[],
 };
 
@@ -244,6 +254,7 @@ const V3_13: Offsets = Offsets {
         ..V3_12.heap
     },
     str: StrLayout { ascii_data: 40, compact_data: 56 },
+    gc: GcLayout::classic(7400, MANAGED),
     debug_offsets: &[
         (InterpretersHead, 5),
         (ThreadsHead, 9),
@@ -303,6 +314,14 @@ const V3_14: Offsets = Offsets {
         ..V3_13.heap
     },
     str: StrLayout { ascii_data: 40, compact_data: 56 },
+    gc: GcLayout {
+        interp_gc: 7408,
+        heads: [24, 48, 72, 96],
+        collecting: 192,
+        generation0: 256,
+        heap_size: Some(216),
+        preheader_flags: MANAGED,
+    },
     debug_offsets: &[
         (InterpretersHead, 5),
         (ThreadsHead, 9),
@@ -348,6 +367,14 @@ const V3_15: Offsets = Offsets {
         ..V3_14.heap
     },
     str: StrLayout { ascii_data: 40, compact_data: 56 },
+    gc: GcLayout {
+        interp_gc: 7400,
+        heads: [8, 32, 56, 80],
+        collecting: 120,
+        generation0: 168,
+        heap_size: Some(144),
+        preheader_flags: MANAGED,
+    },
     debug_offsets: &[
         (InterpretersHead, 5),
         (ThreadsHead, 9),

@@ -7,10 +7,14 @@ use std::collections::BTreeMap;
 
 use tracer_ebpf::Counter;
 
+use crate::census::CensusView;
 use crate::collector::Counters;
 use crate::holders::Holders;
-use crate::leaks::{self, CallPath, Criteria, Evidence, ListedStack, Unit};
-use crate::report::{FinalView, Holder, Report, Suspect, TargetInfo, TimelinePoint, Totals, WindowsInfo, SCHEMA};
+use crate::leaks::{self, CallPath, Capacities, Criteria, Evidence, ListedStack, Unit};
+use crate::report::{
+    CensusSummary, CensusType, FinalView, Holder, Report, Suspect, TargetInfo, TimelinePoint, Totals, WindowsInfo,
+    SCHEMA,
+};
 use crate::stacks::StackTable;
 
 /// What one process's report is made from.
@@ -30,8 +34,12 @@ pub struct Input<'a> {
     pub criteria: &'a Criteria,
     /// Allocation-sampling period in bytes (0: every allocation).
     pub sample_bytes: u64,
+    /// The tables' sizes: a full one makes the verdict inconclusive.
+    pub capacities: Capacities,
     /// Probe windows, if the allocation probes were attached only part of the time.
     pub windows: Option<WindowsInfo>,
+    /// The directory the target runs in: test names are relative to it (`leaks::pytest`).
+    pub cwd: Option<String>,
 }
 
 /// The stacks of every traced process, and what is shared by all of them.
@@ -42,6 +50,9 @@ pub struct Stacks<'a> {
     pub counters: &'a Counters,
     /// Per record of `table`: age in seconds of its oldest outstanding allocation.
     pub ages: &'a [f64],
+    /// Several processes are traced: allocations and frees are counted from each process's own
+    /// stacks (the counters are the session's). The losses stay the session's.
+    pub per_process: bool,
 }
 
 pub fn target_info(target: &crate::target::Target) -> TargetInfo {
@@ -55,34 +66,45 @@ pub fn target_info(target: &crate::target::Target) -> TargetInfo {
 }
 
 pub fn build(input: Input) -> Report {
-    let Input { target, instance, view, started_unix_s, window_s, stacks, holders, criteria, sample_bytes, windows } =
-        input;
+    let Input {
+        target,
+        instance,
+        view,
+        started_unix_s,
+        window_s,
+        stacks,
+        holders,
+        criteria,
+        sample_bytes,
+        capacities,
+        windows,
+        cwd,
+    } = input;
     // Rates measured on the recorded share of the timeline are scaled to the whole of it (leaks).
-    let windowed;
-    let criteria = match &windows {
-        Some(w) => {
-            windowed = Criteria { recorded_share: w.recorded_share, ..criteria.clone() };
-            &windowed
-        }
-        None => criteria,
-    };
+    let mut criteria = criteria.for_view(view, window_s);
+    if let Some(w) = &windows {
+        criteria.recorded_share = w.recorded_share;
+    }
+    let criteria = &criteria;
     let mut totals = Totals::default();
     let mut suspects = Vec::new();
     let mut timeline = Vec::new();
     if let Some(s) = stacks {
-        suspects = judge_stacks(s.table, s.ages, instance, criteria, window_s);
-        totals = stack_totals(s.table, s.counters, instance);
+        let whole_run = view == FinalView::Finalization;
+        suspects = judge_stacks(s.table, s.ages, instance, criteria, (window_s, whole_run, cwd.as_deref()));
+        totals = stack_totals(&s, instance);
         timeline =
             s.table.timeline.points().iter().map(|&(t, v)| TimelinePoint { t, outstanding_bytes: v as u64 }).collect();
     }
     let mut judged_holders = Vec::new();
     if let Some(h) = holders {
-        judged_holders = judge_holders(h);
+        judged_holders = judge_holders(h, &Criteria::for_items().for_view(view, window_s));
         let t = &h.totals;
         totals.lost.insert("holders_torn_dropped".into(), t.dropped);
         totals.lost.insert("holders_scans_cut_by_budget".into(), t.cut_by_budget);
         crate::pairing::link(target.pid, &mut suspects, &mut judged_holders);
     }
+    let inconclusive = stacks.and_then(|_| leaks::inconclusive(&totals.lost, capacities));
     Report {
         schema: SCHEMA,
         target,
@@ -93,14 +115,26 @@ pub fn build(input: Input) -> Report {
         suspects,
         holders: judged_holders,
         holders_scan: holders.map(scan_summary),
+        census: holders.and_then(|h| h.census.as_ref()).map(judge_census).unwrap_or_default(),
+        census_scan: holders.and_then(|h| h.census.as_ref()).map(census_summary),
         timeline,
         sample_bytes,
+        inconclusive,
         command: None,
         windows,
     }
 }
 
-fn judge_stacks(table: &StackTable, ages: &[f64], instance: u64, criteria: &Criteria, window_s: f64) -> Vec<Suspect> {
+/// `run`: the seconds the report covers, whether the run ended normally (a call path under a test
+/// is then also judged as the test's own run), and the directory tests are named from.
+fn judge_stacks(
+    table: &StackTable,
+    ages: &[f64],
+    instance: u64,
+    criteria: &Criteria,
+    run: (f64, bool, Option<&str>),
+) -> Vec<Suspect> {
+    let (window_s, whole_run, root) = run;
     let evidence_of = |i: usize| {
         let s = table.records[i].stats;
         Evidence {
@@ -120,8 +154,14 @@ fn judge_stacks(table: &StackTable, ages: &[f64], instance: u64, criteria: &Crit
                 return None;
             }
             let evidence = evidence_of(i);
-            let j = leaks::judge(&record.series, Some(&evidence), criteria, Unit::Bytes);
-            Some(suspect(record.key.allocator, record.key.frames.clone(), s, &evidence, j))
+            let mut j = leaks::judge(&record.series, Some(&evidence), criteria, Unit::Bytes);
+            let tests = leaks::by_test([(&record.key.frames[..], s.outstanding_bytes.max(0) as u64)], root);
+            if whole_run && !tests.is_empty() && !j.verdict.is_growing() {
+                j = leaks::judge_test_path(&record.series, &evidence, criteria).unwrap_or(j);
+            }
+            let mut sus = suspect(record.key.allocator, record.key.frames.clone(), s, &evidence, j);
+            sus.tests = tests;
+            Some(sus)
         })
         .collect();
 
@@ -140,10 +180,17 @@ fn judge_stacks(table: &StackTable, ages: &[f64], instance: u64, criteria: &Crit
             stats.outstanding_bytes += s.outstanding_bytes.max(0);
             stats.outstanding_count += s.outstanding_count.max(0);
         }
+        let tests = leaks::by_test(
+            members
+                .iter()
+                .map(|&i| (&table.records[i].key.frames[..], table.records[i].stats.outstanding_bytes.max(0) as u64)),
+            root,
+        );
         let largest = members[merged.shown];
         let record = &table.records[largest];
-        let merged =
+        let mut merged =
             suspect(record.key.allocator, record.key.frames.clone(), stats, &merged.evidence, merged.judgement);
+        merged.tests = tests;
         for &i in &members {
             judged[i] = None;
         }
@@ -181,32 +228,38 @@ fn suspect(
         allocator: allocator.to_string(),
         reason: j.reason,
         stack,
+        tests: Vec::new(),
     }
 }
 
 /// Counters are kept for all traced processes together; outstanding memory per process.
-fn stack_totals(table: &StackTable, counters: &Counters, instance: u64) -> Totals {
+fn stack_totals(s: &Stacks, instance: u64) -> Totals {
+    let counters = s.counters;
     let lost: BTreeMap<String, u64> =
         Counter::ALL.into_iter().filter_map(|c| Some((c.lost_name()?.to_string(), counters.get(c)))).collect();
-    let mine = || table.records.iter().filter(|r| r.key.instance == instance);
+    let mine = || s.table.records.iter().filter(|r| r.key.instance == instance);
     let outstanding_bytes: i64 = mine().map(|r| r.stats.outstanding_bytes.max(0)).sum();
     let outstanding_count: i64 = mine().map(|r| r.stats.outstanding_count.max(0)).sum();
+    let (allocs, frees) = if s.per_process {
+        (mine().map(|r| r.stats.allocs).sum(), mine().map(|r| r.stats.frees).sum())
+    } else {
+        (counters.get(Counter::AllocsRecorded), counters.get(Counter::FreesMatched))
+    };
     Totals {
-        allocs: counters.get(Counter::AllocsRecorded),
-        frees: counters.get(Counter::FreesMatched),
+        allocs,
+        frees,
         outstanding_bytes: outstanding_bytes as u64,
         outstanding_count: outstanding_count as u64,
         lost,
     }
 }
 
-fn judge_holders(holders: &Holders) -> Vec<Holder> {
-    let criteria = Criteria::for_items();
+fn judge_holders(holders: &Holders, criteria: &Criteria) -> Vec<Holder> {
     let judged: Vec<Holder> = holders
         .tracks
         .values()
         .map(|track| {
-            let j = leaks::judge(&track.series, None, &criteria, Unit::Items);
+            let j = leaks::judge(&track.series, None, criteria, Unit::Items);
             Holder {
                 path: track.last.path.clone(),
                 type_name: track.last.type_name.clone(),
@@ -217,12 +270,59 @@ fn judge_holders(holders: &Holders) -> Vec<Holder> {
                 verdict: j.verdict,
                 score: j.score,
                 reason: j.reason,
+                tests: Vec::new(),
             }
         })
         .collect();
     let listed = leaks::holders_to_list(&judged.iter().map(|h| (h.verdict, h.score, h.len)).collect::<Vec<_>>());
     let mut slots: Vec<Option<Holder>> = judged.into_iter().map(Some).collect();
     listed.into_iter().filter_map(|i| slots[i].take()).collect()
+}
+
+/// Every type's count judged like a holder's length; listed like holders (every suspect and
+/// bounded type, the first stable ones).
+fn judge_census(c: &CensusView) -> Vec<CensusType> {
+    let criteria = Criteria::for_items();
+    let judged: Vec<CensusType> = c
+        .tracks
+        .iter()
+        .map(|(name, track)| {
+            let j = leaks::judge(&track.series, None, &criteria, Unit::Items);
+            CensusType {
+                type_name: name.clone(),
+                count: track.last.count,
+                bytes_est: track.last.bytes,
+                growth_per_s: j.growth_per_s,
+                verdict: j.verdict,
+                score: j.score,
+                reason: j.reason,
+            }
+        })
+        .collect();
+    let listed = leaks::holders_to_list(&judged.iter().map(|t| (t.verdict, t.score, t.count)).collect::<Vec<_>>());
+    let mut slots: Vec<Option<CensusType>> = judged.into_iter().map(Some).collect();
+    listed.into_iter().filter_map(|i| slots[i].take()).collect()
+}
+
+fn census_summary(c: &CensusView) -> CensusSummary {
+    let t = &c.totals;
+    let n = t.scans.max(1) as f64;
+    let per = |v: u64| (v as f64 / n).round() as u64;
+    CensusSummary {
+        scans: t.scans,
+        objects_per_scan: per(t.objects),
+        bytes_read_per_scan: per(t.bytes_read),
+        reads_per_scan: per(t.reads),
+        mean_scan_s: t.duration_s / n,
+        max_scan_s: t.max_duration_s,
+        torn_repaired: t.torn_repaired,
+        tail_completions: t.tail_completions,
+        torn_dropped: t.torn_dropped,
+        scans_discarded: t.scans_discarded,
+        scans_cut_by_budget: t.scans_cut_by_budget,
+        skipped_objects: t.skipped_last,
+        error: t.last_error.clone(),
+    }
 }
 
 fn scan_summary(h: &Holders) -> crate::report::ScanSummary {
@@ -288,7 +388,9 @@ mod tests {
             holders: None,
             criteria,
             sample_bytes: 4096,
+            capacities: Capacities { allocs: 1 << 20, stacks: 16_384 },
             windows: None,
+            cwd: None,
         }
     }
 
@@ -298,7 +400,7 @@ mod tests {
         let mut counters = Counters::default();
         counters.0[Counter::AllocsRecorded as usize] = 60;
         let ages = t.oldest_ages(30_000_000_000, &HashMap::from([(1u64, 1_000_000_000u64)]));
-        let stacks = Stacks { table: &t, counters: &counters, ages: &ages };
+        let stacks = Stacks { table: &t, counters: &counters, ages: &ages, per_process: false };
         let criteria = Criteria::for_bytes();
         let r = build(input(Some(stacks), 1, &criteria));
         assert_eq!(r.final_view, Some(FinalView::TargetExited));
@@ -309,7 +411,7 @@ mod tests {
         assert_eq!((s.rank, s.verdict, s.outstanding_bytes), (1, Verdict::Leak, 300_000));
         assert_eq!(s.oldest_age_s, 29.0);
         assert_eq!(r.totals.outstanding_bytes, 300_000);
-        assert_eq!(r.totals.allocs, 60, "counters are shared by all processes");
+        assert_eq!(r.totals.allocs, 60, "one process: the session's counters");
         assert!(Counter::ALL.iter().filter_map(|c| c.lost_name()).all(|name| r.totals.lost.contains_key(name)));
         assert_eq!(r.timeline.len(), 30);
         assert!(r.holders.is_empty() && r.holders_scan.is_none());
@@ -317,6 +419,13 @@ mod tests {
         let other = build(input(Some(stacks), 2, &criteria));
         assert_eq!(other.totals.outstanding_bytes, 0);
         assert!(other.suspects.iter().all(|s| s.verdict != Verdict::Leak));
+
+        // Several processes: each counts its own allocations and frees.
+        let apart = Stacks { per_process: true, ..stacks };
+        let one = build(input(Some(apart), 1, &criteria)).totals;
+        let two = build(input(Some(apart), 2, &criteria)).totals;
+        assert_eq!((one.allocs, one.frees), (30, 0));
+        assert_eq!((two.allocs, two.frees), (30, 30));
     }
 
     #[test]

@@ -29,17 +29,38 @@ pub struct Report {
     /// What reading the containers cost the target, per scan (absent without the holders view).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub holders_scan: Option<ScanSummary>,
+    /// Live GC-tracked objects by type, judged over time (the census); listed like holders.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub census: Vec<CensusType>,
+    /// What the census cost per scan, and what it skipped (absent without the census).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub census_scan: Option<CensusSummary>,
     pub timeline: Vec<TimelinePoint>,
     /// Allocation-sampling period in bytes (0 = every allocation recorded). When non-zero, byte
     /// and count figures are estimates scaled back from the samples.
     #[serde(default)]
     pub sample_bytes: u64,
+    /// A table filled: the verdicts may miss what was not recorded (`leaks::inconclusive`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub inconclusive: Option<Inconclusive>,
     /// Launch mode: how the command ended (in the first process's report only).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub command: Option<CommandEnd>,
     /// Probe windows (`--window`): absent when the allocation probes were attached throughout.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub windows: Option<WindowsInfo>,
+}
+
+/// Why a report's verdicts are inconclusive: allocations a full table could not hold.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Inconclusive {
+    /// Allocations not recorded, or charged to no stack.
+    pub unrecorded: u64,
+    /// The flag to raise, and the size that would have held them.
+    pub flag: String,
+    pub raise_to: u64,
+    /// `inconclusive: 7,285 allocations not recorded (raise --max-allocs to 131,072)`.
+    pub reason: String,
 }
 
 /// How a launched command ended, as the tracer saw it; `"command"` in the JSON.
@@ -254,6 +275,18 @@ pub struct Suspect {
     pub reason: String,
     /// Innermost first.
     pub stack: Vec<Frame>,
+    /// The pytest tests on whose call path the outstanding memory was allocated, largest first
+    /// (`leaks::pytest`). Empty outside a test suite.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tests: Vec<TestShare>,
+}
+
+/// Outstanding memory allocated under one test, named as pytest names it
+/// (`tests/test_api.py::test_upload`).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct TestShare {
+    pub test: String,
+    pub outstanding_bytes: u64,
 }
 
 impl Suspect {
@@ -306,6 +339,9 @@ pub struct Holder {
     pub score: f64,
     #[serde(default)]
     pub reason: String,
+    /// The tests that fed it: those of the allocation lines that fill it (`pairing`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tests: Vec<TestShare>,
 }
 
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq)]
@@ -316,6 +352,44 @@ pub struct ScanSummary {
     pub mean_scan_s: f64,
     pub max_scan_s: f64,
     pub torn_reads_retried: u64,
+}
+
+/// The live objects of one type (by `tp_name`), read from the interpreter's GC lists.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct CensusType {
+    #[serde(rename = "type")]
+    pub type_name: String,
+    /// Live objects at the last scan.
+    pub count: u64,
+    /// Their own size, estimated from their type (not what they keep alive).
+    pub bytes_est: u64,
+    pub growth_per_s: f64,
+    pub verdict: Verdict,
+    pub score: f64,
+    pub reason: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct CensusSummary {
+    pub scans: u64,
+    pub objects_per_scan: u64,
+    pub bytes_read_per_scan: u64,
+    pub reads_per_scan: u64,
+    pub mean_scan_s: f64,
+    pub max_scan_s: f64,
+    /// Nodes re-read after failing a check, lists finished from the tail, lists dropped.
+    pub torn_repaired: u64,
+    pub tail_completions: u64,
+    pub torn_dropped: u64,
+    /// Scans whose counts were not judged (a list dropped, or the scan failed).
+    pub scans_discarded: u64,
+    pub scans_cut_by_budget: u64,
+    /// Objects the last scan skipped because of `--census-budget` (when known).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub skipped_objects: Option<u64>,
+    /// Why the last scan failed, if it did.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq)]
@@ -344,6 +418,7 @@ pub(crate) mod tests {
             oldest_age_s: 1.0,
             allocator: "malloc".into(),
             reason: String::new(),
+            tests: Vec::new(),
             stack: vec![
                 Frame::Native { function: "PyByteArray_Resize".into(), module: "python3.11".into() },
                 Frame::Python { function: "leak \"x\"".into(), file: "/srv/a\\b.py".into(), line, def_line: None },
@@ -384,10 +459,14 @@ pub(crate) mod tests {
                 verdict: Verdict::Leak,
                 score: 0.9,
                 reason: String::new(),
+                tests: Vec::new(),
             }],
             holders_scan: None,
+            census: vec![],
+            census_scan: None,
             timeline: vec![],
             sample_bytes: 0,
+            inconclusive: None,
             command: None,
             windows: None,
         }

@@ -1,7 +1,7 @@
 //! The HTTP side of `serve`: a small HTTP/1.1 responder that never executes anything on
 //! request: one request per connection, `GET`/`HEAD` only (405 otherwise), request heads bounded
-//! to [`MAX_HEAD`] bytes (431 beyond), slow clients cut by timeouts, at most [`MAX_CONNECTIONS`]
-//! at once. Routes only format the last snapshot; `/` is a small HTML index.
+//! to [`MAX_HEAD`] bytes (431 beyond), one deadline per connection, at most [`MAX_CONNECTIONS`]
+//! at once (503 beyond). Routes only format the last snapshot; `/` is a small HTML index.
 
 use std::fmt::Write as _;
 use std::net::SocketAddr;
@@ -20,20 +20,29 @@ use super::Snapshot;
 
 /// Longest request head (request line and headers) accepted.
 pub const MAX_HEAD: usize = 8 * 1024;
-/// Connections served at once; more wait in the listen backlog.
-pub const MAX_CONNECTIONS: usize = 32;
-/// Time a client has to send its request head.
-const READ_TIMEOUT: Duration = Duration::from_secs(5);
-/// Time a client has to take the response.
-const WRITE_TIMEOUT: Duration = Duration::from_secs(20);
+/// Connections served at once; beyond, a connection is answered 503 at once and closed.
+pub const MAX_CONNECTIONS: usize = 64;
+/// Connections being told 503 at once; beyond, a connection is closed unanswered.
+const MAX_SHED: usize = 64;
+/// One deadline per connection, for the request head, the response and the drain together:
+/// a slow client holds its slot this long at most (Prometheus' scrape timeout is 10 s).
+const DEADLINE: Duration = Duration::from_secs(5);
+/// The part of it a client has to send its request head (408 after).
+const READ_TIMEOUT: Duration = Duration::from_secs(3);
+/// What is taken (and discarded) of what a client still sends after its response.
+const DRAIN_BYTES: usize = 64 * 1024;
+const DRAIN_TIME: Duration = Duration::from_millis(200);
 
 /// The last snapshot, as the daemon publishes it (`None` before the first interval).
 pub type Shared = watch::Receiver<Option<Arc<Snapshot>>>;
 
+/// Accepts every connection at once: up to [`MAX_CONNECTIONS`] are served, each within its
+/// [`DEADLINE`]; the others are answered 503 (shed), so that a queue of slow clients never
+/// hides the daemon from a scraper.
 pub async fn accept_loop(listener: TcpListener, state: Shared, opts: ExportOptions) {
     let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+    let shedding = Arc::new(Semaphore::new(MAX_SHED));
     loop {
-        let Ok(permit) = slots.clone().acquire_owned().await else { return };
         let (stream, peer) = match listener.accept().await {
             Ok(c) => c,
             Err(e) => {
@@ -42,12 +51,26 @@ pub async fn accept_loop(listener: TcpListener, state: Shared, opts: ExportOptio
                 continue;
             }
         };
-        let state = state.clone();
-        tokio::spawn(async move {
-            handle(stream, peer, &state, &opts).await;
-            drop(permit);
-        });
+        if let Ok(permit) = slots.clone().try_acquire_owned() {
+            let state = state.clone();
+            tokio::spawn(async move {
+                let _ = tokio::time::timeout(DEADLINE, handle(stream, peer, &state, &opts)).await;
+                drop(permit);
+            });
+        } else if let Ok(permit) = shedding.clone().try_acquire_owned() {
+            log::debug!("{peer}: 503, {MAX_CONNECTIONS} connections already");
+            tokio::spawn(async move {
+                let _ = tokio::time::timeout(Duration::from_secs(1), shed(stream)).await;
+                drop(permit);
+            });
+        }
     }
+}
+
+/// Answers 503 without reading the request.
+async fn shed(mut stream: TcpStream) -> std::io::Result<()> {
+    stream.write_all(&Response::text(503, "too many connections; retry shortly\n").bytes()).await?;
+    stream.shutdown().await
 }
 
 async fn handle(mut stream: TcpStream, peer: SocketAddr, state: &Shared, opts: &ExportOptions) {
@@ -64,22 +87,19 @@ async fn handle(mut stream: TcpStream, peer: SocketAddr, state: &Shared, opts: &
         }
     };
     log::debug!("{peer}: {}", response.status);
-    let _ = tokio::time::timeout(WRITE_TIMEOUT, async {
-        stream.write_all(&response.bytes()).await?;
-        stream.shutdown().await?;
-        // Take (and discard) what the client still sends, so that closing does not reset the
-        // connection before it read the answer; bounded in time and size.
-        let mut sink = [0u8; 4096];
-        let mut drained = 0usize;
-        while drained < 256 * 1024 {
-            match tokio::time::timeout(Duration::from_secs(1), stream.read(&mut sink)).await {
-                Ok(Ok(n)) if n > 0 => drained += n,
-                _ => break,
-            }
+    if stream.write_all(&response.bytes()).await.is_err() || stream.shutdown().await.is_err() {
+        return;
+    }
+    // Take (and discard) what the client still sends, so that closing does not reset the
+    // connection before it read the answer; a little, briefly.
+    let mut sink = [0u8; 4096];
+    let mut drained = 0usize;
+    while drained < DRAIN_BYTES {
+        match tokio::time::timeout(DRAIN_TIME, stream.read(&mut sink)).await {
+            Ok(Ok(n)) if n > 0 => drained += n,
+            _ => break,
         }
-        std::io::Result::Ok(())
-    })
-    .await;
+    }
 }
 
 enum Head {
@@ -270,18 +290,7 @@ fn route(path: &str, snapshot: Option<&Snapshot>, opts: &ExportOptions) -> Respo
 }
 
 fn html_escape(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for c in s.chars() {
-        match c {
-            '&' => out.push_str("&amp;"),
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '"' => out.push_str("&quot;"),
-            '\'' => out.push_str("&#39;"),
-            c => out.push(c),
-        }
-    }
-    out
+    crate::escape::markup(s)
 }
 
 fn index_html(snap: &Snapshot) -> String {

@@ -86,15 +86,17 @@ async fn serve(config: ServeConfig) -> Result<()> {
     }
     let mut session = Session::start(&config.record)?;
     let (tx, rx) = watch::channel::<Option<Arc<Snapshot>>>(None);
+    // The bound address: `--listen 127.0.0.1:0` picks a free port, which is the one to print.
+    let bound = listener.local_addr().unwrap_or(config.listen);
     let acceptor = tokio::spawn(http::accept_loop(listener, rx, config.export));
-    eprintln!("tracer: serving on http://{}/ (/debug/pprof/heap /flamegraph.svg /report.json /metrics)", config.listen);
+    eprintln!("tracer: serving on http://{bound}/ (/debug/pprof/heap /flamegraph.svg /report.json /metrics)");
     let pushed_as = match session.procs.first() {
         Some(first) if !session.is_host() => format!("pid={}", first.target.pid),
         _ => "mode=host".to_string(),
     };
     let pusher = config.push.map(|t| Arc::new(push::Pusher::new(t, pushed_as)));
     let interval = config.record.interval;
-    let result = driver::drive(&mut session, interval, None, |session, tick| {
+    let result = driver::drive(&mut session, (interval, driver::Cadence::Fixed), None, |session, tick| {
         let snapshot = Arc::new(live_snapshot(session, tick, interval));
         if let Some(p) = &pusher {
             p.push(&snapshot);

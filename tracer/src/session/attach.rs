@@ -9,9 +9,11 @@ use crate::btf;
 use crate::collector::Collector;
 use crate::config::{HoldersMode, RecordConfig, Targets};
 use crate::error::user_error;
+use crate::escape::visible;
 use crate::holders::Holders;
 use crate::host::{self, HostFilter, Newcomers};
 use crate::launch;
+use crate::leaks::Capacities;
 use crate::probes::{LoadOptions, ProbeVariant, Probes};
 use crate::python::code::CodeResolver;
 use crate::remote::ProcessMemory;
@@ -41,7 +43,32 @@ fn trace_target(probes: &mut Probes, target: &mut Target) -> Result<CodeResolver
     Ok(CodeResolver::new(ProcessMemory::new(target.pid), &target.interpreter, target.python.start..target.python.end))
 }
 
+/// The largest share of the host's available memory the maps may take without `--force`.
+const MAX_MEMORY_SHARE: f64 = 0.25;
+
+/// Refuses table sizes whose kernel memory (invisible in the tracer's RSS, and taken at once)
+/// exceeds a quarter of the host's available memory, unless `--force`.
+fn check_map_memory(sizes: crate::probes::MapSizes, force: bool) -> Result<()> {
+    let need = sizes.kernel_memory();
+    let meminfo = std::fs::read_to_string("/proc/meminfo").unwrap_or_default();
+    let Some(available) = crate::procfs::mem_available(&meminfo) else { return Ok(()) };
+    if force || (need as f64) <= available as f64 * MAX_MEMORY_SHARE {
+        return Ok(());
+    }
+    Err(user_error(
+        format!(
+            "--max-allocs {} and --max-stacks {} would take about {} of kernel memory, more than a quarter of the {} available",
+            crate::units::count(sizes.max_allocs),
+            crate::units::count(sizes.max_stacks),
+            crate::units::bytes(need as f64),
+            crate::units::bytes(available as f64)
+        ),
+        "lower them (or record with --sample-bytes), or pass --force to take it anyway",
+    ))
+}
+
 fn load_probes(config: &RecordConfig) -> Result<Probes> {
+    check_map_memory(config.tracing.sizes, config.tracing.force)?;
     let kernel = btf::Btf::from_kernel().context("reading the kernel's BTF (/sys/kernel/btf/vmlinux)")?;
     Probes::load(LoadOptions {
         fsbase_offset: kernel.offset_of("task_struct", &["thread", "fsbase"])?,
@@ -59,6 +86,7 @@ impl Session {
     /// CPython process found now; then collects until the session is finished.
     pub fn start(config: &RecordConfig) -> Result<Session> {
         require_root()?;
+        crate::redact::show_target_strings(config.tracing.show_target_strings);
         match &config.targets {
             Targets::Host(filter) => start_host(config, filter.clone()),
             Targets::Pid(pid) => start_single(config, *pid),
@@ -107,6 +135,11 @@ impl Session {
             last_exit_check: Instant::now(),
             criteria: config.tracing.criteria.clone(),
             sample_bytes: config.tracing.sample_bytes,
+            capacities: Capacities {
+                allocs: u64::from(config.tracing.sizes.max_allocs),
+                stacks: u64::from(config.tracing.sizes.max_stacks),
+            },
+            warned_full: Vec::new(),
             windows,
             sweeper: Default::default(),
         })
@@ -142,7 +175,7 @@ impl Session {
         let (pid, cmdline) = (target.pid, target.cmdline.clone());
         match self.attach(target, None) {
             Ok(()) => {
-                eprintln!("tracer: tracing pid {pid} ({why}): {cmdline}");
+                eprintln!("tracer: tracing pid {pid} ({why}): {}", visible(&cmdline));
                 true
             }
             Err(e) => {
@@ -164,6 +197,12 @@ impl Session {
             probes.attach_time.as_secs_f64() * 1e3,
             crate::units::bytes(probes.map_memory as f64)
         );
+        eprintln!(
+            "tracer: the BPF maps take {} of kernel memory (--max-allocs {}, --max-stacks {})",
+            crate::units::bytes(probes.map_memory as f64),
+            crate::units::count(self.capacities.allocs),
+            crate::units::count(self.capacities.stacks)
+        );
     }
 }
 
@@ -173,7 +212,7 @@ fn start_single(config: &RecordConfig, pid: u32) -> Result<Session> {
     let holders = match config.holders {
         HoldersMode::Off => None,
         HoldersMode::On | HoldersMode::Only => {
-            let h = Holders::new(&target, config.tracing.holder_budget);
+            let h = Holders::new(&target, config.tracing.holder_budget, config.tracing.census_budget);
             if h.is_none() {
                 log::warn!("the containers of CPython {} cannot be read: no holders view", target.interpreter.version);
             }
@@ -202,7 +241,7 @@ fn start_single(config: &RecordConfig, pid: u32) -> Result<Session> {
 fn start_host(config: &RecordConfig, filter: HostFilter) -> Result<Session> {
     let (mut found, skipped) = host::discover(&filter);
     for s in &skipped {
-        eprintln!("tracer: skipping pid {} ({}): {}", s.pid, s.cmdline, s.reason);
+        eprintln!("tracer: skipping pid {} ({}): {}", s.pid, visible(&s.cmdline), visible(&s.reason));
     }
     if found.is_empty() {
         return Err(user_error(
@@ -216,7 +255,7 @@ fn start_host(config: &RecordConfig, filter: HostFilter) -> Result<Session> {
     let (pid, cmdline) = (first.pid, first.cmdline.clone());
     session.attach(first, None)?;
     session.log_attached();
-    eprintln!("tracer: tracing pid {pid} (found on the host): {cmdline}");
+    eprintln!("tracer: tracing pid {pid} (found on the host): {}", visible(&cmdline));
     for t in found {
         session.add(t, "found on the host");
     }

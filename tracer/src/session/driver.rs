@@ -20,6 +20,33 @@ use super::{lifecycle, Session};
 /// announced; see `lifecycle`).
 pub const HOUSEKEEPING: Duration = Duration::from_millis(20);
 
+/// How far apart the first samples of a recording are (with `Cadence::DenseStart`).
+pub const DENSE: Duration = Duration::from_millis(100);
+
+/// When the session is sampled.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Cadence {
+    /// Every interval (`serve`: each sample rebuilds and publishes the live report).
+    Fixed,
+    /// Dense at the start, coarser as the recording goes on (`record`): a tenth of the time
+    /// elapsed, from [`DENSE`] up to the interval. A 1-second script gets about ten samples, a
+    /// 6-second one about thirty, and from 10 x the interval on it is the interval: long runs
+    /// are sampled as before. Each series stays bounded (`crate::series`).
+    DenseStart,
+}
+
+impl Cadence {
+    /// The time from a sample to the next, `elapsed` into the recording, when sampling took
+    /// `sampling`: never under twice that (the tracer spends at most a third of its time
+    /// reading), never over `interval`.
+    pub fn gap(self, elapsed: Duration, interval: Duration, sampling: Duration) -> Duration {
+        match self {
+            Cadence::Fixed => interval,
+            Cadence::DenseStart => (elapsed / 10).clamp(DENSE.min(interval), interval).max(sampling * 2).min(interval),
+        }
+    }
+}
+
 /// One sampling interval, as `on_tick` sees it.
 #[derive(Debug, Clone, Copy)]
 pub struct Tick {
@@ -30,20 +57,20 @@ pub struct Tick {
 }
 
 /// Drives `session` until `deadline` (from now), a signal, or (single mode) the end of its first
-/// process; returns the view the recording stopped at. Every `interval` the session is sampled,
-/// then `on_tick` runs.
+/// process; returns the view the recording stopped at. The session is sampled at once, then at
+/// the `cadence` (at most every `interval`), and after each sample `on_tick` runs.
 pub async fn drive(
     session: &mut Session,
-    interval: Duration,
+    (interval, cadence): (Duration, Cadence),
     deadline: Option<Duration>,
     mut on_tick: impl FnMut(&mut Session, Tick),
 ) -> Result<FinalView> {
-    let mut sigint = signal(SignalKind::interrupt())?;
-    let mut sigterm = signal(SignalKind::terminate())?;
-    let mut sighup = signal(SignalKind::hangup())?;
+    let mut sigint = Stop::new(libc::SIGINT)?;
+    let mut sigterm = Stop::new(libc::SIGTERM)?;
+    let mut sighup = Stop::new(libc::SIGHUP)?;
     let deadline = deadline.map(|d| tokio::time::Instant::now() + d);
-    let mut sample_tick = tokio::time::interval(interval);
-    sample_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let started = tokio::time::Instant::now();
+    let (mut next_sample, mut next_scan) = (started, started);
     let mut housekeeping = tokio::time::interval(HOUSEKEEPING);
     let events = Announcements::new(session.events_fd())?;
     let mut ticks = 0u64;
@@ -70,15 +97,59 @@ pub async fn drive(
             _ = sleep_until(session.next_window_event().map(tokio::time::Instant::from_std)) => {
                 session.step_windows();
             }
-            _ = sample_tick.tick() => {
-                let started = Instant::now();
-                session.sample();
+            _ = tokio::time::sleep_until(next_sample) => {
+                let began = Instant::now();
+                session.sample_series();
+                let stacks_took = began.elapsed();
+                // Containers are read on their own cadence: a scan costs more than the maps.
+                if tokio::time::Instant::now() >= next_scan {
+                    let scan = Instant::now();
+                    session.scan_holders();
+                    next_scan = tokio::time::Instant::now() + cadence.gap(started.elapsed(), interval, scan.elapsed());
+                }
                 ticks += 1;
-                on_tick(session, Tick { number: ticks, sampling: started.elapsed() });
+                let tick = Tick { number: ticks, sampling: began.elapsed() };
+                on_tick(session, tick);
+                next_sample = tokio::time::Instant::now() + cadence.gap(started.elapsed(), interval, stacks_took);
+                log::debug!("sample {ticks} at {:.3} s took {:?}", started.elapsed().as_secs_f64(), tick.sampling);
             }
         }
     };
     Ok(view)
+}
+
+/// A signal that stops the tracer, unless it was ignored when the tracer started (`nohup`
+/// ignores SIGHUP, a background job of a script SIGINT): that choice is kept, not replaced by a
+/// handler.
+pub struct Stop(Option<tokio::signal::unix::Signal>);
+
+impl Stop {
+    pub fn new(signo: libc::c_int) -> Result<Stop> {
+        if ignored(signo) {
+            return Ok(Stop(None));
+        }
+        Ok(Stop(Some(signal(SignalKind::from_raw(signo))?)))
+    }
+
+    /// Completes when the signal arrives; never when it is ignored.
+    pub async fn recv(&mut self) {
+        match self.0.as_mut() {
+            Some(s) => {
+                s.recv().await;
+            }
+            None => std::future::pending().await,
+        }
+    }
+}
+
+/// Whether `signo`'s disposition is "ignore" (left as it was inherited, or set before any
+/// handler of ours: tokio's handlers stay installed once registered).
+fn ignored(signo: libc::c_int) -> bool {
+    // SAFETY: a null new action only reads the current disposition into `old`.
+    unsafe {
+        let mut old: libc::sigaction = std::mem::zeroed();
+        libc::sigaction(signo, std::ptr::null(), &mut old) == 0 && old.sa_sigaction == libc::SIG_IGN
+    }
 }
 
 async fn sleep_until(deadline: Option<tokio::time::Instant>) {
@@ -133,5 +204,32 @@ impl Announcements {
         if let Ok(mut guard) = self.events.readable().await {
             guard.clear_ready();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MS: Duration = Duration::from_millis(1);
+
+    fn ms(n: u64) -> Duration {
+        Duration::from_millis(n)
+    }
+
+    #[test]
+    fn a_recording_is_sampled_densely_at_first_then_at_the_interval() {
+        let gap = |elapsed_ms: u64, sampling_ms: u64| {
+            Cadence::DenseStart.gap(ms(elapsed_ms), 2000 * MS, ms(sampling_ms)).as_millis()
+        };
+        assert_eq!(gap(0, 1), 100);
+        assert_eq!(gap(900, 1), 100);
+        assert_eq!(gap(3000, 1), 300);
+        assert_eq!(gap(20_000, 1), 2000);
+        assert_eq!(gap(600_000, 1), 2000, "long runs: the interval");
+        assert_eq!(gap(500, 70), 140, "sampling takes at most a third of the time");
+        assert_eq!(gap(500, 1200), 2000, "never over the interval");
+        assert_eq!(Cadence::DenseStart.gap(Duration::ZERO, 50 * MS, MS), 50 * MS, "a short interval stays");
+        assert_eq!(Cadence::Fixed.gap(Duration::ZERO, 2000 * MS, MS), 2000 * MS);
     }
 }

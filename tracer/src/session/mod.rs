@@ -22,14 +22,14 @@ pub mod windows;
 
 use std::time::{Duration, Instant};
 
-use tracer_ebpf::UNKNOWN_STACK;
+use tracer_ebpf::{Counter, UNKNOWN_STACK};
 
 use crate::clock::monotonic_ns;
 use crate::collector::{Announcement, Collector, Counters};
 use crate::holders::Holders;
 use crate::host::{HostFilter, Newcomers, Skipped};
 use crate::launch::Launched;
-use crate::leaks::Criteria;
+use crate::leaks::{Capacities, Criteria};
 use crate::probes::Probes;
 use crate::report::build::{self, Stacks};
 use crate::report::{FinalView, MultiReport, Report, Reports, WindowsInfo, SCHEMA};
@@ -93,6 +93,9 @@ pub struct Session {
     last_exit_check: Instant,
     criteria: Criteria,
     sample_bytes: u64,
+    capacities: Capacities,
+    /// The tables already said to be full (warned once each, as soon as they fill).
+    warned_full: Vec<Counter>,
     /// Probe windows (`--window`); None when the probes stay attached.
     windows: Option<windows::Windows>,
     /// Follows the blocks recorded in earlier windows (with `windows`).
@@ -154,9 +157,19 @@ impl Session {
     /// One point of every time series: stacks' outstanding memory, containers' lengths. With
     /// probe windows the stacks are sampled once per period instead (`step_windows`).
     pub fn sample(&mut self) {
+        self.sample_series();
+        self.scan_holders();
+    }
+
+    /// One point of every stack's series, unless probe windows sample them once per period.
+    fn sample_series(&mut self) {
         if self.windows.is_none() {
             self.sample_stacks();
         }
+    }
+
+    /// One point of every container's series (the holders view), if containers are read.
+    fn scan_holders(&mut self) {
         let t = self.started.elapsed().as_secs_f64();
         for p in self.procs.iter_mut().filter(|p| p.is_live()) {
             if let Some(h) = p.holders.as_mut() {
@@ -195,6 +208,29 @@ impl Session {
             let entries = collector.read_stats();
             self.intern(entries.iter().map(|&(id, _)| id).collect());
             self.stacks.push_totals(t, &entries);
+        }
+        self.warn_full_tables();
+    }
+
+    /// Says once, as soon as it happens, that a table filled: from then on the verdicts are
+    /// inconclusive (the report says so too).
+    fn warn_full_tables(&mut self) {
+        let Some(c) = self.counters() else { return };
+        let tables = [
+            (Counter::LostAllocsMapFull, "allocation", "--max-allocs", self.capacities.allocs, "not recorded"),
+            (Counter::LostStacksMapFull, "stack", "--max-stacks", self.capacities.stacks, "charged to no stack"),
+            (Counter::LostStatsMapFull, "stack totals", "--max-stacks", self.capacities.stacks, "not counted"),
+        ];
+        for (counter, table, flag, capacity, what) in tables {
+            if c.get(counter) == 0 || self.warned_full.contains(&counter) {
+                continue;
+            }
+            self.warned_full.push(counter);
+            eprintln!(
+                "tracer: warning: the {table} table is full ({flag} {}): allocations are {what} from now on \
+                 and the verdict will be inconclusive; raise {flag}",
+                crate::units::count(capacity)
+            );
         }
     }
 
@@ -240,14 +276,21 @@ impl Session {
             view,
             started_unix_s: crate::clock::unix_time_s(self.started),
             window_s: window.as_secs_f64(),
-            stacks: self.collector.as_ref().map(|_| Stacks { table: &self.stacks, counters, ages }),
+            stacks: self.collector.as_ref().map(|_| Stacks {
+                table: &self.stacks,
+                counters,
+                ages,
+                per_process: self.procs.len() > 1 || self.is_host(),
+            }),
             holders: p.holders.as_ref(),
             criteria: &self.criteria,
             sample_bytes: self.sample_bytes,
+            capacities: self.capacities,
             windows: self.windows.as_ref().map(|w| {
                 let (inferred_frees, inferred_by) = self.sweeper.summary();
                 WindowsInfo { inferred_frees, inferred_by, ..w.info(window) }
             }),
+            cwd: cwd_of(p.target.pid),
         })
     }
 
@@ -295,4 +338,13 @@ impl Session {
         }
         self.reports(lifecycle::view_of_running(stop))
     }
+}
+
+/// The directory a process runs in, or (once it has gone) the tracer's own: a launched command
+/// runs in the tracer's.
+fn cwd_of(pid: u32) -> Option<String> {
+    std::fs::read_link(format!("/proc/{pid}/cwd"))
+        .or_else(|_| std::env::current_dir())
+        .ok()
+        .map(|p| p.to_string_lossy().into_owned())
 }

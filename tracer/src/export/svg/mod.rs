@@ -104,18 +104,10 @@ fn drawn(label: String, detail: String) -> DrawnFrame {
     DrawnFrame { label, detail: visible(&detail) }
 }
 
-/// `s` with every character XML 1.0 cannot carry, and every other control character, written as
-/// an escape (`\x1b`, `\u{fffe}`), so the name stays readable and the document well-formed.
+/// `s` with every character XML 1.0 cannot carry, every other control character and every bidi
+/// control written as an escape (`crate::escape`).
 fn visible(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for c in s.chars() {
-        match c {
-            '\u{0}'..='\u{1f}' | '\u{7f}'..='\u{9f}' => out.push_str(&format!("\\x{:02x}", c as u32)),
-            '\u{fffe}' | '\u{ffff}' => out.push_str(&format!("\\u{{{:x}}}", c as u32)),
-            c => out.push(c),
-        }
-    }
-    out
+    crate::escape::visible(s).into_owned()
 }
 
 /// `pid 4242 · CPython 3.11.7 · python3 app.py · 60.0 s · 12.4 MiB outstanding in 2,345 blocks`.
@@ -142,6 +134,9 @@ fn subtitle(reports: &[Report], selection: &Selection<'_>) -> String {
     }
     parts.push(seconds(duration));
     parts.push(format!("{} outstanding in {} blocks", bytes(outstanding as f64), count(blocks)));
+    if let Some(i) = reports.iter().find_map(|r| r.inconclusive.as_ref()) {
+        parts.push(i.reason.clone());
+    }
     // The legend says which verdicts are drawn; only this choice needs saying here.
     if let Chosen::Largest(top) = selection.chosen {
         parts.push(format!("no leaks: the {top} largest stacks"));

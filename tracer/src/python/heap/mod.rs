@@ -98,7 +98,7 @@ const MAX_BASE_CHAIN: usize = 64; // bound on tp_base chains walked for __slots_
 /// Bytes of each object read (after its pre-header): every header field used lies below.
 const OBJ_READ: usize = 96;
 
-fn plausible_ptr(p: u64) -> bool {
+pub(crate) fn plausible_ptr(p: u64) -> bool {
     (0x1_0000..0x7fff_ffff_f000).contains(&p) && p.is_multiple_of(8)
 }
 
@@ -207,7 +207,7 @@ pub(crate) struct Scan<'a> {
     types: &'a TypeAddrs,
     type_cache: &'a mut TypeCache,
     budget: ScanBudget,
-    stats: ScanStats,
+    pub(crate) stats: ScanStats,
     str_cache: HashMap<u64, Option<String>>,
 }
 

@@ -16,7 +16,7 @@ pub(crate) fn child_path(prefix: &str, name: &str, style: NameStyle) -> Option<S
     match style {
         NameStyle::Attr if is_dunder(name) => None,
         NameStyle::Attr => Some(attr_path(prefix, name)),
-        NameStyle::Key => Some(format!("{prefix}[{}]", quote(name))),
+        NameStyle::Key => Some(format!("{prefix}[{}]", crate::redact::target_string("str", name))),
     }
 }
 
@@ -48,20 +48,7 @@ pub(crate) fn attr_path(prefix: &str, name: &str) -> String {
 
 /// A Python-style double-quoted literal, control characters escaped.
 pub(crate) fn quote(s: &str) -> String {
-    let mut o = String::with_capacity(s.len() + 2);
-    o.push('"');
-    for c in s.chars() {
-        match c {
-            '"' => o.push_str("\\\""),
-            '\\' => o.push_str("\\\\"),
-            c if c.is_control() => o.push_str(
-                &format!("\\x{:02x}", c as u32).replace("\\x", if (c as u32) < 0x100 { "\\x" } else { "\\u" }),
-            ),
-            c => o.push(c),
-        }
-    }
-    o.push('"');
-    o
+    crate::redact::python_quote(s)
 }
 
 #[cfg(test)]

@@ -1,0 +1,323 @@
+//! One census scan: the walk of the four GC lists with its checks and its repair ladder
+//! (module docs of `census`).
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::hash::{BuildHasherDefault, Hasher};
+use std::time::{Duration, Instant};
+
+use super::blocks::BlockCache;
+use super::layout::{GcLayout, PREV_MASK_COLLECTING, PTR_MASK};
+use super::{Census, CensusBudget, CensusStats, TypeCount, GC_WAIT, MAX_REPAIRS};
+use crate::python::heap::types::{Kind, TypeAddrs, TypeCache, TPFLAGS_HAVE_GC};
+use crate::python::heap::{plausible_ptr, HeapLayout, Scan, ScanBudget};
+use crate::python::pystr::StrLayout;
+use crate::remote::{le_u32, le_u64, Memory};
+
+/// Bytes read per node: `_gc_next`, `_gc_prev`, then the object's refcount, type, `ob_size`
+/// (variable-size objects) and, for lists, `allocated` (object + 32).
+const NODE: usize = 56;
+/// Larger lengths are not lengths (a pointer, or a torn word).
+const MAX_ITEMS: u64 = 1 << 28;
+/// Fewest steps allowed per list; beyond, 2 × the objects budget.
+const MIN_STEPS: u64 = 1_000_000;
+
+/// Addresses are already well mixed in their middle bits; one multiply spreads them.
+#[derive(Default)]
+pub(super) struct AddrHasher(u64);
+
+impl Hasher for AddrHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.0 = (self.0 ^ u64::from(b)).wrapping_mul(0x100_0000_01b3);
+        }
+    }
+    fn write_u64(&mut self, v: u64) {
+        self.0 = (v >> 3).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+    }
+}
+
+type AddrSet = HashSet<u64, BuildHasherDefault<AddrHasher>>;
+
+/// A node read and checked: where it leads and what it is.
+#[derive(Debug, Clone, Copy)]
+struct Node {
+    next: u64,
+    prev: u64,
+    ty: usize,
+    bytes: u64,
+}
+
+/// What the census needs of a type, per scan.
+struct Row {
+    name: String,
+    basicsize: u64,
+    itemsize: u64,
+    pre: u64,
+    list: bool,
+}
+
+pub(super) struct Walk<'a> {
+    cache: BlockCache<'a>,
+    scan: Scan<'a>,
+    gc: &'a GcLayout,
+    heap: &'a HeapLayout,
+    budget: CensusBudget,
+    /// Type address → row in `rows` (`None`: not a valid GC type).
+    type_rows: HashMap<u64, Option<usize>, BuildHasherDefault<AddrHasher>>,
+    rows: Vec<Row>,
+    counts: Vec<TypeCount>,
+    seen: AddrSet,
+    stats: CensusStats,
+    collecting_at: u64,
+    heads: [u64; 4],
+    waited: Duration,
+}
+
+impl<'a> Walk<'a> {
+    pub(super) fn new(
+        mem: &'a dyn Memory,
+        gc: &'a GcLayout,
+        heap: &'a HeapLayout,
+        strs: StrLayout,
+        types: &'a TypeAddrs,
+        type_cache: &'a mut TypeCache,
+        budget: CensusBudget,
+    ) -> Self {
+        let type_budget = ScanBudget { max_objects: usize::MAX, max_bytes: 256 << 20, max_depth: 0 };
+        Walk {
+            cache: BlockCache::new(mem, budget.cache_bytes),
+            scan: Scan::new(mem, heap, strs, types, type_cache, type_budget),
+            gc,
+            heap,
+            budget,
+            type_rows: HashMap::default(),
+            rows: Vec::new(),
+            counts: Vec::new(),
+            seen: AddrSet::default(),
+            stats: CensusStats::default(),
+            collecting_at: 0,
+            heads: [0; 4],
+            waited: Duration::ZERO,
+        }
+    }
+
+    /// Finds the GC state, then walks the four lists in order.
+    pub(super) fn run(&mut self, runtime_addr: u64) -> Result<(), String> {
+        let word = |c: &mut BlockCache, a: u64| c.read_live(a, 8).map(|b| le_u64(&b, 0));
+        let interp = word(&mut self.cache, runtime_addr + self.heap.runtime_interp_main).unwrap_or(0);
+        if !plausible_ptr(interp) {
+            return Err("the main interpreter could not be read".into());
+        }
+        let gc = interp + self.gc.interp_gc;
+        let gen0 = word(&mut self.cache, gc + self.gc.generation0).unwrap_or(0);
+        if gen0 != gc + self.gc.heads[0] {
+            return Err(format!("the GC state of this interpreter is not where expected (generation0 {gen0:#x})"));
+        }
+        self.collecting_at = gc + self.gc.collecting;
+        self.heads = self.gc.heads.map(|h| gc + h);
+        self.stats.heap_size = self.gc.heap_size.and_then(|o| word(&mut self.cache, gc + o));
+        self.seen.reserve(self.stats.heap_size.unwrap_or(0).min(self.budget.max_objects) as usize);
+        for head in self.heads {
+            if !self.walk_list(head) {
+                break;
+            }
+        }
+        Ok(())
+    }
+
+    /// Walks one list from its head; `false` when the budget ran out.
+    fn walk_list(&mut self, head: u64) -> bool {
+        self.wait_collector();
+        let Some(first) = self.cache.read_live(head, 16).map(|b| le_u64(&b, 0) & PTR_MASK) else {
+            self.stats.torn_dropped += 1;
+            return true;
+        };
+        let (mut prev, mut cur) = (head, first);
+        let (mut repairs, mut steps) = (0u32, 0u64);
+        let max_steps = MIN_STEPS.max(self.budget.max_objects.saturating_mul(2));
+        while cur != head {
+            if !self.budget_left() {
+                self.stats.cut_by_budget = true;
+                return false;
+            }
+            steps += 1;
+            let other_head = self.heads.contains(&cur);
+            match self.node(cur, prev).filter(|_| !other_head && steps <= max_steps) {
+                Some(n) => {
+                    self.count(cur, &n);
+                    (prev, cur) = (cur, n.next);
+                }
+                None if repairs < MAX_REPAIRS && steps <= max_steps => {
+                    repairs += 1;
+                    match self.repair(prev, head) {
+                        Some(next) => cur = next,
+                        None => return self.complete_from_tail(head),
+                    }
+                }
+                None => return self.complete_from_tail(head),
+            }
+        }
+        true
+    }
+
+    /// The node at `cur`, reached from `prev`, if every check passes.
+    fn node(&mut self, cur: u64, prev: u64) -> Option<Node> {
+        if !plausible_ptr(cur) {
+            return None;
+        }
+        let mut b = [0u8; NODE];
+        if !self.cache.read(cur, &mut b) {
+            return None;
+        }
+        let n = self.check(&b)?;
+        (n.prev == prev).then_some(n)
+    }
+
+    /// The checks that do not depend on where a node was reached from.
+    fn check(&mut self, b: &[u8]) -> Option<Node> {
+        let (next, prev_word) = (le_u64(b, 0), le_u64(b, 8));
+        if next & PTR_MASK == 0 || prev_word & PREV_MASK_COLLECTING != 0 {
+            return None;
+        }
+        if !self.heap.refcnt_plausible(le_u64(b, 16)) {
+            return None;
+        }
+        let ty = self.type_row(le_u64(b, 24))?;
+        let row = &self.rows[ty];
+        let mut bytes = 16 + row.pre + row.basicsize;
+        // `ob_size` of variable-size objects; types with an item size but no `ob_size` there
+        // (3.11+ frames) hold a pointer in that word, which is not a length.
+        let len = (le_u64(b, 32) as i64).unsigned_abs();
+        if row.itemsize > 0 && len < MAX_ITEMS {
+            bytes += row.itemsize * len;
+        }
+        let allocated = le_u64(b, 48);
+        if row.list && allocated < MAX_ITEMS {
+            bytes += 8 * allocated;
+        }
+        Some(Node { next: next & PTR_MASK, prev: prev_word & PTR_MASK, ty, bytes })
+    }
+
+    /// The row of a valid GC type at `t`, read and checked on first sight in this scan.
+    fn type_row(&mut self, t: u64) -> Option<usize> {
+        if let Some(r) = self.type_rows.get(&t) {
+            return *r;
+        }
+        let mut row = None;
+        if plausible_ptr(t) {
+            self.scan.resolve_types(&[t]);
+            row = self.scan.type_info(t).filter(|i| i.flags & TPFLAGS_HAVE_GC != 0).map(|i| Row {
+                name: i.name.clone(),
+                basicsize: i.basicsize,
+                itemsize: i.itemsize,
+                pre: if i.flags & self.gc.preheader_flags != 0 { 16 } else { 0 },
+                list: i.kind == Kind::List,
+            });
+        }
+        let idx = row.map(|r| {
+            self.rows.push(r);
+            self.counts.push(TypeCount::default());
+            self.rows.len() - 1
+        });
+        self.type_rows.insert(t, idx);
+        idx
+    }
+
+    fn count(&mut self, addr: u64, n: &Node) {
+        if !self.seen.insert(addr) {
+            self.stats.duplicates += 1;
+            return;
+        }
+        self.stats.objects += 1;
+        let c = &mut self.counts[n.ty];
+        c.count += 1;
+        c.bytes += n.bytes;
+    }
+
+    /// After a failed node: wait for the collector, drop the stale cache, and take `prev`'s
+    /// fresh `_gc_next` if `prev` is still a sane node (or the head).
+    fn repair(&mut self, prev: u64, head: u64) -> Option<u64> {
+        self.stats.torn_repaired += 1;
+        self.wait_collector();
+        self.cache.flush();
+        if prev == head {
+            let b = self.cache.read_live(head, 16)?;
+            return Some(le_u64(&b, 0) & PTR_MASK);
+        }
+        let b = self.cache.read_live(prev, NODE)?;
+        self.check(&b).map(|n| n.next)
+    }
+
+    /// Completes a list from its tail backwards until a node already counted is met; `false`
+    /// when the budget ran out.
+    fn complete_from_tail(&mut self, head: u64) -> bool {
+        self.stats.tail_completions += 1;
+        self.cache.flush();
+        let Some(mut node) = self.cache.read_live(head, 16).map(|b| le_u64(&b, 8) & PTR_MASK) else {
+            self.stats.torn_dropped += 1;
+            return true;
+        };
+        let mut later = head;
+        let max_steps = MIN_STEPS.max(self.budget.max_objects.saturating_mul(2));
+        for _ in 0..max_steps {
+            if node == head || self.seen.contains(&node) {
+                return true;
+            }
+            if !self.budget_left() {
+                self.stats.cut_by_budget = true;
+                return false;
+            }
+            let mut b = [0u8; NODE];
+            let n = plausible_ptr(node) && self.cache.read(node, &mut b);
+            match n.then(|| self.check(&b)).flatten().filter(|n| n.next == later) {
+                Some(n) => {
+                    self.count(node, &n);
+                    (later, node) = (node, n.prev);
+                }
+                None => break,
+            }
+        }
+        self.stats.torn_dropped += 1;
+        true
+    }
+
+    /// Waits (within [`GC_WAIT`] per scan) while a collection runs.
+    fn wait_collector(&mut self) {
+        let mut counted = false;
+        while self.waited < GC_WAIT {
+            let busy = self.cache.read_live(self.collecting_at, 4).map(|b| le_u32(&b, 0) != 0).unwrap_or(false);
+            if !busy {
+                return;
+            }
+            if !counted {
+                self.stats.gc_waits += 1;
+                counted = true;
+            }
+            let t = Instant::now();
+            std::thread::sleep(Duration::from_millis(2));
+            self.waited += t.elapsed();
+        }
+    }
+
+    fn budget_left(&self) -> bool {
+        self.stats.objects < self.budget.max_objects && self.cache.bytes_read < self.budget.max_bytes
+    }
+
+    pub(super) fn finish(self) -> Census {
+        let mut by_type: BTreeMap<String, TypeCount> = BTreeMap::new();
+        for (row, c) in self.rows.iter().zip(&self.counts) {
+            if c.count > 0 {
+                let e = by_type.entry(row.name.clone()).or_default();
+                e.count += c.count;
+                e.bytes += c.bytes;
+            }
+        }
+        let mut stats = self.stats;
+        stats.bytes_read = self.cache.bytes_read + self.scan.stats.bytes_read;
+        stats.reads = self.cache.reads + self.scan.stats.reads;
+        Census { by_type, stats, error: None }
+    }
+}

@@ -1,0 +1,74 @@
+//! Strings read from the target's memory (dict keys in holder paths: `CACHE["sk_live_…"]`) are
+//! data the target holds, often secrets, which a local user reading a report or the daemon's
+//! loopback port could not read from `/proc/PID/mem` themselves. By default they are shown as
+//! their type and a short hash (`CACHE[<str #5d41402a>]`: the same key gives the same path, so
+//! series and reports still line up); `--show-target-strings` shows them. This is the one rule:
+//! every place that puts a target's string into something served or written calls
+//! [`target_string`].
+
+use std::sync::atomic::{AtomicBool, Ordering};
+
+static SHOW: AtomicBool = AtomicBool::new(false);
+
+/// Set once at start from `--show-target-strings`.
+pub fn show_target_strings(show: bool) {
+    SHOW.store(show, Ordering::Relaxed);
+}
+
+/// `s` (a value of Python type `type_name` read from the target) as it may be shown: quoted as
+/// Python would (`"jobs"`) when shown, else `<str #5d41402a>`.
+pub fn target_string(type_name: &str, s: &str) -> String {
+    render(SHOW.load(Ordering::Relaxed), type_name, s)
+}
+
+fn render(show: bool, type_name: &str, s: &str) -> String {
+    if show {
+        python_quote(s)
+    } else {
+        format!("<{type_name} #{:08x}>", short_hash(s))
+    }
+}
+
+/// A Python-style double-quoted literal, control characters escaped.
+pub fn python_quote(s: &str) -> String {
+    let mut o = String::with_capacity(s.len() + 2);
+    o.push('"');
+    for c in s.chars() {
+        match c {
+            '"' => o.push_str("\\\""),
+            '\\' => o.push_str("\\\\"),
+            c if c.is_control() && (c as u32) < 0x100 => o.push_str(&format!("\\x{:02x}", c as u32)),
+            c if c.is_control() => o.push_str(&format!("\\u{:04x}", c as u32)),
+            c => o.push(c),
+        }
+    }
+    o.push('"');
+    o
+}
+
+/// 32 bits of FNV-1a: stable across runs and machines (no salt), so two reports of one service
+/// name a key alike. Not a secret: a short or guessable key can be found from it.
+fn short_hash(s: &str) -> u32 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in s.bytes() {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    (h ^ (h >> 32)) as u32
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_are_hidden_unless_asked_and_stable() {
+        let hidden = render(false, "str", "sk_live_51HxyzSECRET");
+        assert!(hidden.starts_with("<str #") && hidden.ends_with('>') && hidden.len() == 15, "{hidden}");
+        assert!(!hidden.contains("sk_live"));
+        assert_eq!(hidden, render(false, "str", "sk_live_51HxyzSECRET"), "the same key, the same path");
+        assert_ne!(hidden, render(false, "str", "sk_live_51HxyzSECRET2"));
+        assert_eq!(render(true, "str", "jobs"), "\"jobs\"");
+        assert_eq!(render(true, "str", "a\nb"), "\"a\\x0ab\"");
+    }
+}

@@ -1,0 +1,104 @@
+//! The census on real processes: every GC-tracked object counted by type from outside, judged
+//! over time. Reference cycles nobody holds (gc disabled) are named by type and called leaks;
+//! objects made and dropped and a capped LRU are not. Every CPython on the machine.
+
+mod common;
+
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+
+use common::*;
+use serde_json::Value;
+
+fn census_type<'a>(report: &'a Value, name: &str) -> Option<&'a Value> {
+    report["census"].as_array()?.iter().find(|t| t["type"] == name)
+}
+
+fn run_fixture(python: &Python, script: &str, env: &[(&str, &str)], extra: &[&str]) -> Value {
+    let mut cmd = Command::new(&python.path);
+    cmd.arg(fixture(script)).arg("60").stdout(Stdio::piped());
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let mut child = cmd.spawn().unwrap();
+    let mut out = BufReader::new(child.stdout.take().unwrap());
+    let mut line = String::new();
+    while line.trim() != "ready" {
+        line.clear();
+        assert!(out.read_line(&mut line).unwrap() > 0, "fixture died");
+    }
+    let pid = child.id().to_string();
+    let mut args = vec!["-p", pid.as_str(), "-d", "10s", "-i", "1s", "-q", "--holders-only"];
+    args.extend_from_slice(extra);
+    let mut tracer = Tracer::start(&args);
+    tracer.wait_attached();
+    let (code, report) = tracer.finish();
+    let _ = child.kill();
+    let _ = child.wait();
+    assert_eq!(code, 0);
+    report
+}
+
+fn check_cycles(python: &Python, report: &Value, label: &str) {
+    let name = format!("{} {label}", python.label);
+    for (ty, rate) in [("Cycle", 50.0), ("ValueError", 10.0)] {
+        let t =
+            census_type(report, ty).unwrap_or_else(|| panic!("{name}: {ty} not in the census: {:#}", report["census"]));
+        assert_eq!(t["verdict"], "leak", "{name}: {ty}: {t:#}");
+        let growth = t["growth_per_s"].as_f64().unwrap();
+        assert!((rate * 0.7..=rate * 1.3).contains(&growth), "{name}: {ty} grows ~{rate}/s, saw {growth}");
+        assert!(t["count"].as_u64().unwrap() as f64 > rate * 5.0, "{name}: {ty} count {t:#}");
+        assert!(t["bytes_est"].as_u64().unwrap() >= t["count"].as_u64().unwrap() * 32, "{name}: {ty} bytes {t:#}");
+    }
+    for control in ["Transient", "Cached"] {
+        if let Some(t) = census_type(report, control) {
+            assert!(!["leak", "growing"].contains(&t["verdict"].as_str().unwrap()), "{name}: {control}: {t:#}");
+        }
+    }
+    let cached = census_type(report, "Cached").unwrap_or_else(|| panic!("{name}: Cached not in the census"));
+    assert_eq!(cached["count"].as_u64(), Some(200), "{name}: the LRU holds 200: {cached:#}");
+    let scan = &report["census_scan"];
+    assert!(scan["scans"].as_u64().unwrap() >= 9, "{name}: scans {scan}");
+    assert!(scan["objects_per_scan"].as_u64().unwrap() > 5_000, "{name}: {scan}");
+    assert!(scan["mean_scan_s"].as_f64().unwrap() < 0.05, "{name}: a small heap scans fast: {scan}");
+    assert!(scan.get("error").is_none(), "{name}: {scan}");
+}
+
+#[test]
+fn cycles_nobody_holds_are_named_by_type_on_every_cpython() {
+    if !is_root() {
+        println!("skipped: not root");
+        return;
+    }
+    let _g = serial();
+    for minor in 10..=15 {
+        for python in pythons_of(minor) {
+            let report = run_fixture(&python, "census_cycles.py", &[], &[]);
+            check_cycles(&python, &report, "pymalloc");
+            if minor >= 13 {
+                let report = run_fixture(&python, "census_cycles.py", &[("PYTHONMALLOC", "mimalloc")], &[]);
+                check_cycles(&python, &report, "PYTHONMALLOC=mimalloc");
+            }
+        }
+    }
+}
+
+#[test]
+fn a_small_budget_cuts_the_scan_and_the_report_says_so() {
+    if !is_root() {
+        println!("skipped: not root");
+        return;
+    }
+    let _g = serial();
+    for python in pythons_of(11).into_iter().take(1) {
+        let report = run_fixture(&python, "census_cycles.py", &[], &["--census-budget", "1000"]);
+        let scan = &report["census_scan"];
+        assert!(scan["scans_cut_by_budget"].as_u64().unwrap() >= 9, "{scan}");
+        assert!(scan["objects_per_scan"].as_u64().unwrap() <= 1000, "{scan}");
+        // Known only where the interpreter counts its tracked objects (3.14+) or after a
+        // complete scan; when given it must be the rest of the heap.
+        if let Some(skipped) = scan["skipped_objects"].as_u64() {
+            assert!(skipped > 1000, "{scan}");
+        }
+    }
+}
