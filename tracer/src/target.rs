@@ -123,12 +123,28 @@ impl Target {
     }
 }
 
+/// How long a process that is still being loaded (its dynamic loader mapped, libc not yet) is
+/// given to finish: attaching right after a process starts races with ld.so.
+const LOADING_GRACE: std::time::Duration = std::time::Duration::from_secs(2);
+
 /// Finds the libc and the CPython runtime of `pid`, or explains why not.
 pub fn inspect(pid: u32) -> Result<Target> {
-    let maps = check_process(pid)?;
+    let deadline = std::time::Instant::now() + LOADING_GRACE;
+    loop {
+        let maps = check_process(pid)?;
+        let mapped = |want: fn(&str) -> bool| maps.iter().filter_map(|m| m.path.as_deref()).any(want);
+        let loading = !mapped(is_libc) && mapped(|p| p.contains("/ld-linux"));
+        if !loading || std::time::Instant::now() >= deadline {
+            return inspect_maps(pid, &maps);
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+}
+
+fn inspect_maps(pid: u32, maps: &[MapEntry]) -> Result<Target> {
     let exe = std::fs::read_link(format!("/proc/{pid}/exe")).map(|p| p.display().to_string()).unwrap_or_default();
     let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).map(|r| procfs::parse_cmdline(&r)).unwrap_or_default();
-    let files = mapped_files(&maps);
+    let files = mapped_files(maps);
 
     let python = find_python(pid, &files, &exe, &cmdline)?;
     let interpreter = Interpreter::inspect(pid, &python)?;

@@ -5,7 +5,7 @@ use crate::escape::{make_visible, visible};
 use crate::report::{Frame, Report};
 
 /// `r` with its target-made strings escaped (names, files, modules, command line, container
-/// paths and types, reasons).
+/// paths and types, census types, reasons).
 pub(super) fn report(r: &Report) -> Report {
     let mut r = r.clone();
     let t = &mut r.target;
@@ -34,6 +34,13 @@ pub(super) fn report(r: &Report) -> Report {
         make_visible(&mut h.reason);
         h.item_types =
             std::mem::take(&mut h.item_types).into_iter().map(|(k, n)| (visible(&k).into_owned(), n)).collect();
+    }
+    for t in &mut r.census {
+        make_visible(&mut t.type_name);
+        make_visible(&mut t.reason);
+    }
+    if let Some(e) = r.census_scan.as_mut().and_then(|c| c.error.as_mut()) {
+        make_visible(e);
     }
     r
 }

@@ -6,6 +6,7 @@
 
 use std::collections::HashMap;
 
+use super::walk::AddrMap;
 use crate::remote::Memory;
 
 pub const BLOCK: u64 = 64 << 10;
@@ -22,7 +23,7 @@ enum Block {
 
 pub struct BlockCache<'a> {
     mem: &'a dyn Memory,
-    blocks: HashMap<u64, Block>,
+    blocks: AddrMap<Block>,
     cached: usize,
     cap: usize,
     /// Bytes copied out of the target, and read requests made.
@@ -32,7 +33,7 @@ pub struct BlockCache<'a> {
 
 impl<'a> BlockCache<'a> {
     pub fn new(mem: &'a dyn Memory, cap: usize) -> Self {
-        BlockCache { mem, blocks: HashMap::new(), cached: 0, cap: cap.max(BLOCK as usize), bytes_read: 0, reads: 0 }
+        BlockCache { mem, blocks: AddrMap::default(), cached: 0, cap: cap.max(BLOCK as usize), bytes_read: 0, reads: 0 }
     }
 
     /// Forgets every cached byte (after a failed check: the copy is stale).

@@ -21,7 +21,8 @@ const MAX_ITEMS: u64 = 1 << 28;
 /// Fewest steps allowed per list; beyond, 2 × the objects budget.
 const MIN_STEPS: u64 = 1_000_000;
 
-/// Addresses are already well mixed in their middle bits; one multiply spreads them.
+/// A hasher for addresses: one multiply, then the product's well-mixed high half folded into
+/// the low bits (the table's index; object addresses share their low bits).
 #[derive(Default)]
 pub(super) struct AddrHasher(u64);
 
@@ -35,11 +36,13 @@ impl Hasher for AddrHasher {
         }
     }
     fn write_u64(&mut self, v: u64) {
-        self.0 = (v >> 3).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+        let h = v.wrapping_mul(0x9e37_79b9_7f4a_7c15);
+        self.0 = h ^ (h >> 32);
     }
 }
 
-type AddrSet = HashSet<u64, BuildHasherDefault<AddrHasher>>;
+pub(super) type AddrSet = HashSet<u64, BuildHasherDefault<AddrHasher>>;
+pub(super) type AddrMap<V> = HashMap<u64, V, BuildHasherDefault<AddrHasher>>;
 
 /// A node read and checked: where it leads and what it is.
 #[derive(Debug, Clone, Copy)]
@@ -66,7 +69,7 @@ pub(super) struct Walk<'a> {
     heap: &'a HeapLayout,
     budget: CensusBudget,
     /// Type address → row in `rows` (`None`: not a valid GC type).
-    type_rows: HashMap<u64, Option<usize>, BuildHasherDefault<AddrHasher>>,
+    type_rows: AddrMap<Option<usize>>,
     rows: Vec<Row>,
     counts: Vec<TypeCount>,
     seen: AddrSet,
@@ -93,7 +96,7 @@ impl<'a> Walk<'a> {
             gc,
             heap,
             budget,
-            type_rows: HashMap::default(),
+            type_rows: AddrMap::default(),
             rows: Vec::new(),
             counts: Vec::new(),
             seen: AddrSet::default(),
@@ -138,7 +141,19 @@ impl<'a> Walk<'a> {
         let (mut prev, mut cur) = (head, first);
         let (mut repairs, mut steps) = (0u32, 0u64);
         let max_steps = MIN_STEPS.max(self.budget.max_objects.saturating_mul(2));
-        while cur != head {
+        loop {
+            if cur == head {
+                // A stale cached block can show an old tail: the end counts only when the last
+                // node, read live, still ends the list.
+                match self.live_next(prev, head) {
+                    Some(next) if next != head && repairs < MAX_REPAIRS => {
+                        repairs += 1;
+                        self.stats.torn_repaired += 1;
+                        cur = next;
+                    }
+                    _ => return true,
+                }
+            }
             if !self.budget_left() {
                 self.stats.cut_by_budget = true;
                 return false;
@@ -160,7 +175,15 @@ impl<'a> Walk<'a> {
                 None => return self.complete_from_tail(head),
             }
         }
-        true
+    }
+
+    /// `_gc_next` of `node` (or of the head) read live, if `node` is still a sane node.
+    fn live_next(&mut self, node: u64, head: u64) -> Option<u64> {
+        if node == head {
+            return self.cache.read_live(head, 16).map(|b| le_u64(&b, 0) & PTR_MASK);
+        }
+        let b = self.cache.read_live(node, NODE)?;
+        self.check(&b).map(|n| n.next)
     }
 
     /// The node at `cur`, reached from `prev`, if every check passes.
@@ -243,12 +266,7 @@ impl<'a> Walk<'a> {
         self.stats.torn_repaired += 1;
         self.wait_collector();
         self.cache.flush();
-        if prev == head {
-            let b = self.cache.read_live(head, 16)?;
-            return Some(le_u64(&b, 0) & PTR_MASK);
-        }
-        let b = self.cache.read_live(prev, NODE)?;
-        self.check(&b).map(|n| n.next)
+        self.live_next(prev, head)
     }
 
     /// Completes a list from its tail backwards until a node already counted is met; `false`
