@@ -76,9 +76,13 @@ impl Daemon {
     }
 
     fn start_with_env(args: &[&str], env: &[(&str, &str)]) -> Daemon {
+        // These tests check the daemon with its probes attached throughout; serve's default
+        // `--window auto` is covered by windows.rs.
+        let window: &[&str] = if args.contains(&"--window") { &[] } else { &["--window", "off"] };
         let mut child = Command::new(tracer_bin())
             .arg("serve")
             .args(args)
+            .args(window)
             .envs(env.iter().copied())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())

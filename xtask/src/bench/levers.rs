@@ -39,6 +39,15 @@ pub fn configs(sample_bytes: u64) -> Vec<Config> {
             &["--max-allocs", "65536", "--max-stacks", "4096"],
         ),
         variant("sampled", &format!("tracer record -p PID --sample-bytes {sample}"), "", &["--sample-bytes", &sample]),
+        // Windows with the duty of 1s/10s, short enough for a lever run of a few seconds (a
+        // window opens at once, so a run shorter than a period would see only its first window).
+        variant("window", "tracer record -p PID --window 200ms/2s (the duty of 1s/10s)", "", &["--window", "200ms/2s"]),
+        variant(
+            "window-sampled",
+            &format!("tracer record -p PID --window 200ms/2s --sample-bytes {sample}"),
+            "",
+            &["--window", "200ms/2s", "--sample-bytes", &sample],
+        ),
         variant(
             "sampled-classic",
             &format!("tracer record -p PID --sample-bytes {sample}, perf-event uprobes and uretprobes"),
