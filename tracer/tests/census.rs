@@ -56,7 +56,9 @@ fn check_cycles(python: &Python, report: &Value, label: &str) {
         }
     }
     let cached = census_type(report, "Cached").unwrap_or_else(|| panic!("{name}: Cached not in the census"));
-    assert_eq!(cached["count"].as_u64(), Some(200), "{name}: the LRU holds 200: {cached:#}");
+    // The fixture inserts before it evicts, so a scan between the two sees 201.
+    let cached_count = cached["count"].as_u64().unwrap_or(0);
+    assert!((200..=201).contains(&cached_count), "{name}: the LRU holds 200 (201 mid-insert): {cached:#}");
     let scan = &report["census_scan"];
     assert!(scan["scans"].as_u64().unwrap() >= 9, "{name}: scans {scan}");
     assert!(scan["objects_per_scan"].as_u64().unwrap() > 5_000, "{name}: {scan}");
