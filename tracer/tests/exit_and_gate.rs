@@ -320,7 +320,7 @@ fn a_refused_command_does_not_run_and_a_running_one_is_named() {
     let report = read_report(&out);
     assert_eq!(report["command"]["ended"], "still_running", "{report:#}");
     let pid = report["command"]["pid"].as_u64().unwrap() as i32;
-    assert!(stderr.contains(&format!("still running (pid {pid})")), "{stderr}");
+    assert!(stderr.contains(&format!("is still running (pid {pid})")), "{stderr}");
     // SAFETY: kill(2) on the child this test's tracer started.
     assert_eq!(unsafe { libc::kill(pid, libc::SIGKILL) }, 0, "it was still running");
     assert_no_leftover_probes();

@@ -186,7 +186,7 @@ fn header(s: &mut String, r: &Report, w: usize) {
     }
 
     if let Some(end) = &r.command {
-        let _ = writeln!(s, "command: {end}");
+        let _ = writeln!(s, "the command {end}");
     }
     if r.sample_bytes > 0 {
         let _ = writeln!(

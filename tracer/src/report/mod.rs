@@ -95,7 +95,7 @@ impl std::fmt::Display for CommandEnd {
                 let core = if *core_dumped { ", core dumped" } else { "" };
                 write!(f, "killed by {name} (signal {signal}{core})")
             }
-            CommandEnd::StillRunning { pid } => write!(f, "still running (pid {pid}); not waited for"),
+            CommandEnd::StillRunning { pid } => write!(f, "is still running (pid {pid}); not waited for"),
         }
     }
 }
