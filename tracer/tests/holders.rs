@@ -15,28 +15,9 @@ fn holder<'a>(report: &'a Value, path: &str) -> Option<&'a Value> {
 }
 
 fn run_fixture(python: &Python, env: &[(&str, &str)], extra: &[&str]) -> Value {
-    let mut cmd = Command::new(&python.path);
-    cmd.arg(fixture("holders_fixture.py")).arg("60").stdout(Stdio::piped());
-    for (k, v) in env {
-        cmd.env(k, v);
-    }
-    let mut child = cmd.spawn().unwrap();
-    let mut out = BufReader::new(child.stdout.take().unwrap());
-    let mut line = String::new();
-    while line.trim() != "ready" {
-        line.clear();
-        assert!(out.read_line(&mut line).unwrap() > 0, "fixture died");
-    }
-    let pid = child.id().to_string();
-    let mut args = vec!["-p", pid.as_str(), "-d", "10s", "-i", "1s", "-q"];
+    let mut args = vec!["-d", "10s", "-i", "1s", "-q"];
     args.extend_from_slice(extra);
-    let mut tracer = Tracer::start(&args);
-    tracer.wait_attached();
-    let (code, report) = tracer.finish();
-    let _ = child.kill();
-    let _ = child.wait();
-    assert_eq!(code, 0);
-    report
+    record_ready_fixture(python, "holders_fixture.py", env, &args)
 }
 
 fn check(python: &Python, report: &Value, label: &str) {

@@ -394,6 +394,15 @@ pub fn assert_released(held: &[(String, u64)], label: &str) {
 /// The first byte of `malloc` in the process's own libc, read from its memory: 0xCC (int3)
 /// while a uprobe is installed in that process.
 pub fn malloc_first_byte(pid: u32) -> u8 {
+    let bytes = libc_function_bytes(pid, &["malloc"], 1);
+    let (_, _, in_memory) = bytes.first().unwrap_or_else(|| panic!("malloc not in the libc of {pid}"));
+    in_memory[0]
+}
+
+/// For each of `names` that the process's libc exports: (name, its first `len` bytes in the libc
+/// file, the same bytes in the process's memory).
+fn libc_function_bytes(pid: u32, names: &[&str], len: usize) -> Vec<(String, Vec<u8>, Vec<u8>)> {
+    use object::{Object, ObjectSegment, ObjectSymbol};
     let maps = std::fs::read_to_string(format!("/proc/{pid}/maps")).unwrap();
     let libc = maps
         .lines()
@@ -402,24 +411,30 @@ pub fn malloc_first_byte(pid: u32) -> u8 {
         .expect("libc mapped")
         .to_string();
     let data = std::fs::read(format!("/proc/{pid}/root{libc}")).unwrap();
-    use object::{Object, ObjectSegment, ObjectSymbol};
     let file = object::File::parse(&*data).unwrap();
-    let vaddr = file.dynamic_symbols().find(|s| s.name() == Ok("malloc")).unwrap().address();
-    let seg = file.segments().find(|s| vaddr >= s.address() && vaddr < s.address() + s.size()).unwrap();
-    let file_off = vaddr - seg.address() + seg.file_range().0;
-    for line in maps.lines().filter(|l| l.ends_with(&libc)) {
-        let f: Vec<&str> = line.split_whitespace().collect();
-        let (start, end) = f[0].split_once('-').unwrap();
-        let (start, end) = (u64::from_str_radix(start, 16).unwrap(), u64::from_str_radix(end, 16).unwrap());
-        let off = u64::from_str_radix(f[2], 16).unwrap();
-        if file_off >= off && file_off < off + (end - start) {
-            let mut b = [0u8; 1];
-            let mem = std::fs::File::open(format!("/proc/{pid}/mem")).unwrap();
-            std::os::unix::fs::FileExt::read_exact_at(&mem, &mut b, start + file_off - off).unwrap();
-            return b[0];
-        }
+    let mem = std::fs::File::open(format!("/proc/{pid}/mem")).unwrap();
+    let mut found = Vec::new();
+    for &name in names {
+        let Some(vaddr) = file.dynamic_symbols().find(|s| s.name().is_ok_and(|n| n == name)).map(|s| s.address())
+        else {
+            continue;
+        };
+        let seg = file.segments().find(|s| vaddr >= s.address() && vaddr < s.address() + s.size()).unwrap();
+        let file_off = vaddr - seg.address() + seg.file_range().0;
+        let on_disk = data[file_off as usize..file_off as usize + len].to_vec();
+        let mapping = maps.lines().filter(|l| l.ends_with(&libc)).find_map(|line| {
+            let f: Vec<&str> = line.split_whitespace().collect();
+            let (start, end) = f[0].split_once('-')?;
+            let (start, end) = (u64::from_str_radix(start, 16).ok()?, u64::from_str_radix(end, 16).ok()?);
+            let off = u64::from_str_radix(f[2], 16).ok()?;
+            (file_off >= off && file_off < off + (end - start)).then_some(start + file_off - off)
+        });
+        let addr = mapping.unwrap_or_else(|| panic!("{name} not mapped in {pid}"));
+        let mut in_memory = vec![0u8; len];
+        std::os::unix::fs::FileExt::read_exact_at(&mem, &mut in_memory, addr).unwrap();
+        found.push((name.to_string(), on_disk, in_memory));
     }
-    panic!("malloc not mapped in {pid}");
+    found
 }
 
 /// Every libc function the tracer probes (tracer/src/probes/plan.rs).
@@ -444,39 +459,32 @@ const PROBE_WINDOW: usize = 16;
 /// The first PROBE_WINDOW bytes of every probed libc function, read from the process's memory
 /// and from its libc file: the names whose bytes differ (a uprobe's int3 is in them).
 pub fn patched_libc_functions(pid: u32) -> Vec<String> {
-    use object::{Object, ObjectSegment, ObjectSymbol};
-    let maps = std::fs::read_to_string(format!("/proc/{pid}/maps")).unwrap();
-    let libc = maps
-        .lines()
-        .filter_map(|l| l.split_whitespace().nth(5))
-        .find(|p| p.contains("/libc.so"))
-        .expect("libc mapped")
-        .to_string();
-    let data = std::fs::read(format!("/proc/{pid}/root{libc}")).unwrap();
-    let file = object::File::parse(&*data).unwrap();
-    let mem = std::fs::File::open(format!("/proc/{pid}/mem")).unwrap();
-    let mut patched = Vec::new();
-    for name in PROBED {
-        let Some(vaddr) = file.dynamic_symbols().find(|s| s.name().is_ok_and(|n| n == name)).map(|s| s.address())
-        else {
-            continue;
-        };
-        let seg = file.segments().find(|s| vaddr >= s.address() && vaddr < s.address() + s.size()).unwrap();
-        let file_off = vaddr - seg.address() + seg.file_range().0;
-        let on_disk = &data[file_off as usize..file_off as usize + PROBE_WINDOW];
-        let mapping = maps.lines().filter(|l| l.ends_with(&libc)).find_map(|line| {
-            let f: Vec<&str> = line.split_whitespace().collect();
-            let (start, end) = f[0].split_once('-')?;
-            let (start, end) = (u64::from_str_radix(start, 16).ok()?, u64::from_str_radix(end, 16).ok()?);
-            let off = u64::from_str_radix(f[2], 16).ok()?;
-            (file_off >= off && file_off < off + (end - start)).then_some(start + file_off - off)
-        });
-        let addr = mapping.unwrap_or_else(|| panic!("{name} not mapped in {pid}"));
-        let mut in_memory = [0u8; PROBE_WINDOW];
-        std::os::unix::fs::FileExt::read_exact_at(&mem, &mut in_memory, addr).unwrap();
-        if in_memory != on_disk {
-            patched.push(name.to_string());
-        }
+    let bytes = libc_function_bytes(pid, &PROBED, PROBE_WINDOW);
+    bytes.into_iter().filter(|(_, on_disk, in_memory)| on_disk != in_memory).map(|(name, _, _)| name).collect()
+}
+
+/// Starts `script` (with the argument `60`) under `python` with `env`, waits for its "ready"
+/// line, traces it with `tracer record -p PID ARGS` and returns the JSON report; the fixture is
+/// ended afterwards.
+pub fn record_ready_fixture(python: &Python, script: &str, env: &[(&str, &str)], args: &[&str]) -> Value {
+    let mut cmd = Command::new(&python.path);
+    cmd.arg(fixture(script)).arg("60").stdout(Stdio::piped());
+    cmd.envs(env.iter().copied());
+    let mut child = cmd.spawn().unwrap();
+    let mut out = BufReader::new(child.stdout.take().unwrap());
+    let mut line = String::new();
+    while line.trim() != "ready" {
+        line.clear();
+        assert!(out.read_line(&mut line).unwrap() > 0, "fixture died");
     }
-    patched
+    let pid = child.id().to_string();
+    let mut all = vec!["-p", pid.as_str()];
+    all.extend_from_slice(args);
+    let mut tracer = Tracer::start(&all);
+    tracer.wait_attached();
+    let (code, report) = tracer.finish();
+    let _ = child.kill();
+    let _ = child.wait();
+    assert_eq!(code, 0);
+    report
 }
