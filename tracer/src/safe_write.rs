@@ -2,11 +2,13 @@
 //! beside the destination (mode 0600, created with `O_EXCL|O_NOFOLLOW`, so nothing planted there
 //! is followed or reused), which is then renamed over it. A failed write leaves the previous file
 //! as it was. A symbolic link at the destination that belongs to someone else is refused: as
-//! root, following it would let that user choose which file root overwrites.
+//! root, following it would let that user choose which file root overwrites. A character device
+//! or a FIFO (`-o /dev/stdout`, `/dev/null`, a named pipe) is written where it is: renaming a file
+//! over it would replace the device node for every process on the host.
 
 use std::fs::{File, OpenOptions};
 use std::io::Write;
-use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+use std::os::unix::fs::{FileTypeExt, MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU32, Ordering};
 
@@ -18,7 +20,9 @@ const HINT: &str = "pass -o a path in a directory you can write to";
 /// hours; finding out at its end loses it): the destination is not a foreign symbolic link nor
 /// a directory, and a file can be created beside it.
 pub fn check(path: &Path) -> anyhow::Result<()> {
-    refuse_unsafe_destination(path)?;
+    if destination(path)? == Destination::Stream {
+        return Ok(());
+    }
     let (tmp, file) = create_beside(path)?;
     drop(file);
     let _ = std::fs::remove_file(&tmp);
@@ -32,7 +36,11 @@ pub fn write(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
 }
 
 fn write_with(path: &Path, fill: impl FnOnce(&mut File) -> std::io::Result<()>) -> anyhow::Result<()> {
-    refuse_unsafe_destination(path)?;
+    if destination(path)? == Destination::Stream {
+        let written =
+            OpenOptions::new().write(true).custom_flags(libc::O_CLOEXEC).open(path).and_then(|mut f| fill(&mut f));
+        return written.map_err(|e| user_error(format!("cannot write {}: {e}", path.display()), HINT));
+    }
     let (tmp, mut file) = create_beside(path)?;
     let written = fill(&mut file).and_then(|()| file.sync_all()).and_then(|()| std::fs::rename(&tmp, path));
     if let Err(e) = written {
@@ -42,22 +50,56 @@ fn write_with(path: &Path, fill: impl FnOnce(&mut File) -> std::io::Result<()>) 
     Ok(())
 }
 
-/// A symbolic link owned by another user, or a directory, is not a place to write a report. A
-/// link the caller owns is replaced by the file (it is not followed).
-fn refuse_unsafe_destination(path: &Path) -> anyhow::Result<()> {
-    let Ok(meta) = std::fs::symlink_metadata(path) else { return Ok(()) };
+/// How the bytes reach the destination.
+#[derive(Debug, PartialEq, Eq)]
+enum Destination {
+    /// Nothing there yet, a regular file, or a link the caller owns: a new file, renamed over it.
+    Replace,
+    /// A character device or a FIFO: opened and written where it is.
+    Stream,
+}
+
+/// A symbolic link owned by another user (root's own links are trusted), a directory, a block
+/// device or a socket is not a place to write a report. A link to a character device or a FIFO
+/// is written through; any other trusted link is replaced by the file (it is not followed).
+fn destination(path: &Path) -> anyhow::Result<Destination> {
+    let Ok(meta) = std::fs::symlink_metadata(path) else { return Ok(Destination::Replace) };
     // SAFETY: geteuid has no preconditions.
     let me = unsafe { libc::geteuid() };
-    if meta.file_type().is_symlink() && meta.uid() != me {
-        return Err(user_error(
-            format!("{} is a symbolic link owned by uid {}: not writing through it", path.display(), meta.uid()),
-            "remove the link or pass -o another path (a link planted by another user could make root overwrite any file)",
-        ));
+    if meta.file_type().is_symlink() {
+        if meta.uid() != me && meta.uid() != 0 {
+            return Err(user_error(
+                format!("{} is a symbolic link owned by uid {}: not writing through it", path.display(), meta.uid()),
+                "remove the link or pass -o another path (a link planted by another user could make root overwrite any file)",
+            ));
+        }
+        return match std::fs::metadata(path) {
+            Ok(target) if is_stream(&target) => Ok(Destination::Stream),
+            Ok(target) if !target.is_file() && !target.is_dir() => Err(not_a_file(path)),
+            _ => Ok(Destination::Replace),
+        };
     }
     if meta.is_dir() {
         return Err(user_error(format!("{} is a directory", path.display()), "pass -o a file name"));
     }
-    Ok(())
+    if is_stream(&meta) {
+        return Ok(Destination::Stream);
+    }
+    if !meta.is_file() {
+        return Err(not_a_file(path));
+    }
+    Ok(Destination::Replace)
+}
+
+fn is_stream(meta: &std::fs::Metadata) -> bool {
+    meta.file_type().is_char_device() || meta.file_type().is_fifo()
+}
+
+fn not_a_file(path: &Path) -> anyhow::Error {
+    user_error(
+        format!("{} is neither a regular file, a character device nor a FIFO", path.display()),
+        "pass -o a file name (block devices and sockets are never written)",
+    )
 }
 
 /// A new file beside `path` that nobody else can have prepared: an unused name, `O_EXCL`,
@@ -135,5 +177,32 @@ mod tests {
         assert!(check(&dir.path().join("no/such/dir/r.json")).is_err());
         let long = dir.path().join("x".repeat(250));
         write(&long, b"a name near NAME_MAX").unwrap();
+    }
+
+    #[test]
+    fn a_device_or_fifo_is_written_where_it_is_never_replaced() {
+        let null = Path::new("/dev/null");
+        check(null).unwrap();
+        write(null, b"report").unwrap();
+        let meta = std::fs::symlink_metadata(null).unwrap();
+        assert!(meta.file_type().is_char_device(), "/dev/null is still the device");
+
+        let dir = tempfile::tempdir().unwrap();
+        let fifo = dir.path().join("pipe");
+        let c = std::ffi::CString::new(fifo.to_str().unwrap()).unwrap();
+        // SAFETY: a valid NUL-terminated path.
+        assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+        let reader = std::thread::spawn({
+            let fifo = fifo.clone();
+            move || std::fs::read_to_string(fifo).unwrap()
+        });
+        write(&fifo, b"through the pipe").unwrap();
+        assert_eq!(reader.join().unwrap(), "through the pipe");
+        assert!(std::fs::symlink_metadata(&fifo).unwrap().file_type().is_fifo());
+
+        let link = dir.path().join("to-null");
+        std::os::unix::fs::symlink(null, &link).unwrap();
+        write(&link, b"via an own link").unwrap();
+        assert!(std::fs::symlink_metadata(&link).unwrap().file_type().is_symlink(), "the link stays");
     }
 }

@@ -62,6 +62,7 @@ pub fn run(opts: Options) -> Result<Outcome> {
     let start = Instant::now();
     let mut apt = Apt::default();
 
+    dev_null()?;
     nightly_llvm()?;
     rustup_components(Some("nightly"), &["rust-src"])?;
     llvm_dev(&mut apt)?;
@@ -79,6 +80,21 @@ pub fn run(opts: Options) -> Result<Outcome> {
     }
     println!("setup: done in {}", elapsed(start));
     Ok(outcome)
+}
+
+/// Cargo probes rustc with its standard input on /dev/null. Once a file has been renamed over
+/// /dev/null (an earlier tracer did that for `-o /dev/null`), every build reads what others wrote
+/// there and fails with "unknown start of token". Put the device back.
+fn dev_null() -> Result<()> {
+    use std::os::unix::fs::FileTypeExt;
+    let null = Path::new("/dev/null");
+    if std::fs::symlink_metadata(null).is_ok_and(|m| m.file_type().is_char_device()) {
+        return Ok(());
+    }
+    println!("setup: /dev/null is not the null device (a file was renamed over it); restoring it");
+    let _ = std::fs::remove_file(null);
+    util::run(Command::new("mknod").args(["-m", "666", "/dev/null", "c", "1", "3"]))
+        .context("could not restore /dev/null\nhint: as root, `rm /dev/null && mknod -m 666 /dev/null c 1 3`")
 }
 
 fn nightly_llvm() -> Result<()> {
