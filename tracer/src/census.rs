@@ -7,7 +7,7 @@
 use std::collections::HashMap;
 
 use crate::python::census::{Census, CensusBudget, CensusReader, TypeCount};
-use crate::python::heap::TypeAddrs;
+use crate::python::heap::{RootKind, TypeAddrs};
 use crate::remote::ProcessMemory;
 use crate::series::Series;
 use crate::target::Target;
@@ -47,6 +47,8 @@ pub struct CensusView {
     pub totals: CensusTotals,
     /// Objects counted by the last complete scan (estimates what a cut scan skipped).
     last_complete: Option<u64>,
+    /// The roots beyond modules the last complete scan met (for the holders view).
+    pub roots: Vec<(u64, RootKind)>,
     /// No scan before this time: a big heap is scanned less often, so that the census takes at
     /// most `MAX_DUTY` of the tracer's time (and of the reads the target's memory sees).
     next_at_s: f64,
@@ -65,6 +67,7 @@ impl CensusView {
             tracks: HashMap::new(),
             totals: CensusTotals::default(),
             last_complete: None,
+            roots: Vec::new(),
             next_at_s: 0.0,
         }
     }
@@ -74,9 +77,12 @@ impl CensusView {
             self.totals.scans_paced += 1;
             return;
         }
-        let census = self.reader.scan(&self.budget);
+        let mut census = self.reader.scan(&self.budget);
         self.next_at_s = t_s + census.stats.duration_s / MAX_DUTY;
         self.account(&census);
+        if census.error.is_none() {
+            self.roots = std::mem::take(&mut census.roots);
+        }
         if census.error.is_some() || census.stats.torn_dropped > 0 {
             self.totals.scans_discarded += 1;
             return;

@@ -27,6 +27,8 @@ pub struct ScanTotals {
     pub torn_retried: u64,
     pub dropped: u64,
     pub cut_by_budget: u64,
+    /// Intervals without a scan because the last one took long (at most [`MAX_DUTY`]).
+    pub paced: u64,
 }
 
 impl ScanTotals {
@@ -49,7 +51,13 @@ pub struct Holders {
     pub totals: ScanTotals,
     /// Every tracked object by type; `None` when disabled (`--census-budget 0`).
     pub census: Option<CensusView>,
+    /// No scan before this time: a scan (census and containers) takes at most [`MAX_DUTY`] of
+    /// the time.
+    next_at_s: f64,
 }
+
+/// The largest share of wall time the containers scan and the census may spend together.
+const MAX_DUTY: f64 = 0.1;
 
 impl Holders {
     /// `None` when this interpreter's containers cannot be read (its types are not exported).
@@ -58,14 +66,20 @@ impl Holders {
         let types = TypeAddrs::from_lookup(|name| target.python.runtime_addr(name))?;
         let scanner = HeapScanner::new(ProcessMemory::new(target.pid), &interp.offsets, types, interp.runtime);
         let census = census.map(|b| CensusView::new(target, types, b));
-        Some(Self { scanner, budget, tracks: HashMap::new(), totals: ScanTotals::default(), census })
+        Some(Self { scanner, budget, tracks: HashMap::new(), totals: ScanTotals::default(), census, next_at_s: 0.0 })
     }
 
     pub fn scan(&mut self, t_s: f64) {
+        if t_s < self.next_at_s {
+            self.totals.paced += 1;
+            return;
+        }
+        let t0 = std::time::Instant::now();
         if let Some(c) = self.census.as_mut() {
             c.scan(t_s);
         }
-        let (samples, stats) = self.scanner.scan(&self.budget);
+        let roots = self.census.as_ref().map(|c| c.roots.as_slice()).unwrap_or(&[]);
+        let (samples, stats) = self.scanner.scan(&self.budget, roots);
         self.totals.add(&stats);
         for sample in samples {
             let key = (sample.path.clone(), sample.type_name.clone());
@@ -74,5 +88,6 @@ impl Holders {
             track.series.push(t_s, sample.len as f64);
             track.last = sample;
         }
+        self.next_at_s = t_s + t0.elapsed().as_secs_f64() / MAX_DUTY;
     }
 }

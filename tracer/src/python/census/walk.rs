@@ -9,7 +9,7 @@ use super::blocks::BlockCache;
 use super::layout::{GcLayout, PREV_MASK_COLLECTING, PTR_MASK};
 use super::{Census, CensusBudget, CensusStats, TypeCount, GC_WAIT, MAX_REPAIRS};
 use crate::python::heap::types::{Kind, TypeAddrs, TypeCache, TPFLAGS_HAVE_GC};
-use crate::python::heap::{plausible_ptr, HeapLayout, Scan, ScanBudget};
+use crate::python::heap::{plausible_ptr, HeapLayout, RootKind, Scan, ScanBudget};
 use crate::python::pystr::StrLayout;
 use crate::remote::{le_u32, le_u64, Memory};
 
@@ -60,6 +60,8 @@ struct Row {
     itemsize: u64,
     pre: u64,
     list: bool,
+    /// Objects of this type start paths of the holders view (coroutines, event loops, ...).
+    root: Option<RootKind>,
 }
 
 pub(super) struct Walk<'a> {
@@ -73,6 +75,7 @@ pub(super) struct Walk<'a> {
     rows: Vec<Row>,
     counts: Vec<TypeCount>,
     seen: AddrSet,
+    roots: Vec<(u64, RootKind)>,
     stats: CensusStats,
     collecting_at: u64,
     heads: [u64; 4],
@@ -100,6 +103,7 @@ impl<'a> Walk<'a> {
             rows: Vec::new(),
             counts: Vec::new(),
             seen: AddrSet::default(),
+            roots: Vec::new(),
             stats: CensusStats::default(),
             collecting_at: 0,
             heads: [0; 4],
@@ -238,6 +242,7 @@ impl<'a> Walk<'a> {
                 itemsize: i.itemsize,
                 pre: if i.flags & self.gc.preheader_flags != 0 { 16 } else { 0 },
                 list: i.kind == Kind::List,
+                root: RootKind::of_type(&i.name),
             });
         }
         let idx = row.map(|r| {
@@ -255,6 +260,10 @@ impl<'a> Walk<'a> {
             return;
         }
         self.stats.objects += 1;
+        if let Some(k) = self.rows[n.ty].root {
+            // `addr` is the GC head; the object follows it.
+            self.roots.push((addr + 16, k));
+        }
         let c = &mut self.counts[n.ty];
         c.count += 1;
         c.bytes += n.bytes;
@@ -336,6 +345,6 @@ impl<'a> Walk<'a> {
         let mut stats = self.stats;
         stats.bytes_read = self.cache.bytes_read + self.scan.stats.bytes_read;
         stats.reads = self.cache.reads + self.scan.stats.reads;
-        Census { by_type, stats, error: None }
+        Census { by_type, stats, error: None, roots: self.roots }
     }
 }
