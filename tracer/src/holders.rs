@@ -86,6 +86,12 @@ impl Holders {
             let track =
                 self.tracks.entry(key).or_insert_with(|| HolderTrack { last: sample.clone(), series: Series::new() });
             track.series.push(t_s, sample.len as f64);
+            let mut sample = sample;
+            if sample.item_types.is_empty() && sample.len > 0 {
+                // This scan's sample was torn (a busy container): keep the last good one.
+                sample.item_types = std::mem::take(&mut track.last.item_types);
+                sample.newest_items = std::mem::take(&mut track.last.newest_items);
+            }
             track.last = sample;
         }
         self.next_at_s = t_s + t0.elapsed().as_secs_f64() / MAX_DUTY;
