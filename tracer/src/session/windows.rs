@@ -55,6 +55,11 @@ pub struct Windows {
     recorded: Duration,
     /// Auto mode: each process's highest resident memory so far (bytes).
     highest: std::collections::HashMap<u32, u64>,
+    /// Auto mode: the processes that grew in the period that just ended, the only ones whose
+    /// allocation probes the next window attaches. In host mode an idle process then holds no
+    /// allocation link, which would otherwise make every other traced process's calls dearer
+    /// (docs/probes.md, "Host mode").
+    growing: Vec<u32>,
 }
 
 impl Windows {
@@ -72,6 +77,7 @@ impl Windows {
             skipped: 0,
             recorded: Duration::ZERO,
             highest: Default::default(),
+            growing: Vec::new(),
         })
     }
 
@@ -112,9 +118,13 @@ impl Windows {
                     following += self.spec.every;
                 }
                 self.phase = Phase::Shut { next: following };
-                if self.auto && !self.grew(targets) {
-                    self.skipped += 1;
-                    return Step::SampleStacks;
+                if self.auto {
+                    self.growing = self.grew(targets);
+                    log::debug!("auto windows: grew in the last period: {:?}", self.growing);
+                    if self.growing.is_empty() {
+                        self.skipped += 1;
+                        return Step::SampleStacks;
+                    }
                 }
                 Step::Open
             }
@@ -137,24 +147,25 @@ impl Windows {
     }
 
     /// Opens the window `step` said was due (if the last one's probes are gone; else this
-    /// period goes without).
+    /// period goes without): on every process, or in auto mode on those that grew.
     pub fn open<'a>(&mut self, now: Instant, probes: &mut Probes, targets: impl Iterator<Item = &'a Target>) {
-        if probes.open_window(targets) {
+        let (auto, growing) = (self.auto, &self.growing);
+        if probes.open_window(targets.filter(|t| !auto || growing.contains(&t.pid))) {
             self.opened += 1;
             self.phase = Phase::Recording { opened: now };
         }
     }
 
-    /// Auto mode's gate: did any process's resident memory rise above its highest so far by
-    /// `AUTO_GROWTH_BYTES`? (Every process's highest mark is updated.)
-    fn grew<'a>(&mut self, targets: impl Iterator<Item = &'a Target>) -> bool {
-        let mut grew = false;
+    /// Auto mode's gate: the processes whose resident memory rose above their highest so far by
+    /// `AUTO_GROWTH_BYTES`. (Every process's highest mark is updated.)
+    fn grew<'a>(&mut self, targets: impl Iterator<Item = &'a Target>) -> Vec<u32> {
+        let mut grew = Vec::new();
         for t in targets {
             let Some(rss) = resident_bytes(t.pid) else { continue };
             match self.highest.get_mut(&t.pid) {
                 Some(high) if rss >= high.saturating_add(AUTO_GROWTH_BYTES) => {
                     *high = rss;
-                    grew = true;
+                    grew.push(t.pid);
                 }
                 Some(high) => *high = (*high).max(rss),
                 None => {
