@@ -907,6 +907,22 @@ fn a_report_destination_is_written_safely() {
     let names: Vec<String> =
         std::fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
     assert!(!names.iter().any(|n| n.ends_with(".tmp")), "no temporary file left: {names:?}");
+
+    // A device is written where it is: `-o /dev/stdout` prints the report, and /dev/null stays
+    // the null device (a file renamed over it breaks every program on the host that reads it).
+    let (code, stdout, stderr) = run_limited(
+        &["record", "-q", "-f", "json", "-o", "/dev/stdout", "--", py, "-c", "x = 1"],
+        Duration::from_secs(60),
+    );
+    assert_eq!(code, 0, "{stderr}");
+    let report: Value = serde_json::from_str(&stdout).expect("the JSON report on stdout");
+    assert_eq!(report["command"]["status"], 0);
+    let (code, _, stderr) =
+        run_limited(&["record", "-q", "-o", "/dev/null", "--", py, "-c", "x = 1"], Duration::from_secs(60));
+    assert_eq!(code, 0, "{stderr}");
+    use std::os::unix::fs::FileTypeExt;
+    let null = std::fs::symlink_metadata("/dev/null").unwrap();
+    assert!(null.file_type().is_char_device(), "/dev/null is still the null device");
     assert_no_leftover_probes();
 }
 

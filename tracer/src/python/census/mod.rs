@@ -11,7 +11,7 @@
 //! # A scan
 //! `_PyRuntime` → main interpreter → `interp->gc` (checked: `generation0` must point at the first
 //! head, or the scan stops with a reason). Wait (at most [`GC_WAIT`]) while a collection runs,
-//! then walk each list from its head, reading through a [`BlockCache`] of 64 KiB blocks. Every
+//! then walk each list from its head, reading through a [`blocks::NodeStore`] (each 64 KiB block read once, its nodes kept as small records). Every
 //! node is checked before it is counted (§3.1 of the doc): `_gc_prev` points back at the node it
 //! was reached from and has no COLLECTING bit, the refcount is plausible, `ob_type` is a valid
 //! type object with `HAVE_GC` (the holders view's type checks, cached across scans).
