@@ -11,6 +11,10 @@
 set -euo pipefail
 PY=${1:-/root/.pyenv/versions/3.11.7/bin/python3}
 WINDOW=${WINDOW:-}
+# STEADY=1 (with WINDOW): the busy loop keeps nothing, so auto windows never open on it: its
+# `alone` row is then a steady process under --window auto against the untraced row.
+LEAK_EVERY=2000
+[ -n "${STEADY:-}" ] && LEAK_EVERY=0
 T=${TRACER:-$(cd "$(dirname "$0")/.." && pwd)/target/release/tracer}
 W=$(mktemp -d)
 cat >"$W/busy_hostcheck.py" <<'PY'
@@ -41,7 +45,7 @@ pids=()
 trap 'kill "${pids[@]}" 2>/dev/null; rm -rf "$W"' EXIT
 for _ in $(seq 5); do "$PY" idle_a_hostcheck.py & pids+=($!); done
 for _ in $(seq 15); do "$PY" idle_hostcheck.py & pids+=($!); done
-"$PY" busy_hostcheck.py rates ${WINDOW:+2000} & busy=$!; pids+=($busy)
+"$PY" busy_hostcheck.py rates ${WINDOW:+$LEAK_EVERY} & busy=$!; pids+=($busy)
 sleep 3
 mark() { echo "$1 $(wc -l <rates)" >>marks; }
 if [ -z "$WINDOW" ]; then
