@@ -127,6 +127,19 @@ impl CensusView {
         }
     }
 
+    /// The origin of a holder's newest items (`addrs`, newest first): the first in the
+    /// application's own code, else the first that has one.
+    pub fn origin_of_items(&mut self, addrs: &[u64]) -> Option<Origin> {
+        let mut first = None;
+        for o in self.origins.origins(addrs).into_iter().flatten() {
+            if in_app(&o) {
+                return Some(o);
+            }
+            first.get_or_insert(o);
+        }
+        first
+    }
+
     /// The origin of the newest object of type `name` that has one, preferring the
     /// application's own code (newest first).
     fn newest_origin(&mut self, name: &str, newest: &[u64]) -> Option<Origin> {

@@ -8,13 +8,19 @@ use crate::census::CensusView;
 use crate::python::census::CensusBudget;
 use crate::python::heap::{ContainerSample, HeapScanner, ScanBudget, ScanStats, TypeAddrs};
 use crate::remote::ProcessMemory;
+use crate::report::Origin;
 use crate::series::Series;
 use crate::target::Target;
 
 pub struct HolderTrack {
     pub last: ContainerSample,
     pub series: Series,
+    /// Where its newest items were made, read when its length last grew.
+    pub origin: Option<Origin>,
 }
+
+/// Growing holders whose newest items' origins are read per scan (the fastest growing).
+const ORIGIN_HOLDERS_PER_SCAN: usize = 8;
 
 /// Totals over all scans, for the report.
 #[derive(Debug, Clone, Default)]
@@ -81,12 +87,18 @@ impl Holders {
         let roots = self.census.as_ref().map(|c| c.roots.as_slice()).unwrap_or(&[]);
         let (samples, stats) = self.scanner.scan(&self.budget, roots);
         self.totals.add(&stats);
-        for sample in samples {
+        let mut grew: Vec<(u64, (String, String))> = Vec::new();
+        for mut sample in samples {
             let key = (sample.path.clone(), sample.type_name.clone());
-            let track =
-                self.tracks.entry(key).or_insert_with(|| HolderTrack { last: sample.clone(), series: Series::new() });
+            let track = self.tracks.entry(key.clone()).or_insert_with(|| HolderTrack {
+                last: sample.clone(),
+                series: Series::new(),
+                origin: None,
+            });
+            if sample.len > track.last.len {
+                grew.push((sample.len - track.last.len, key));
+            }
             track.series.push(t_s, sample.len as f64);
-            let mut sample = sample;
             if sample.item_types.is_empty() && sample.len > 0 {
                 // This scan's sample was torn (a busy container): keep the last good one.
                 sample.item_types = std::mem::take(&mut track.last.item_types);
@@ -94,6 +106,20 @@ impl Holders {
             }
             track.last = sample;
         }
+        self.read_origins(grew);
         self.next_at_s = t_s + t0.elapsed().as_secs_f64() / MAX_DUTY;
+    }
+
+    /// Where the newest items of the fastest growing holders were made (through the census's
+    /// origin reader; none without the census).
+    fn read_origins(&mut self, mut grew: Vec<(u64, (String, String))>) {
+        let Some(census) = self.census.as_mut() else { return };
+        grew.sort_unstable_by(|a, b| b.0.cmp(&a.0).then(a.1.cmp(&b.1)));
+        for (_, key) in grew.into_iter().take(ORIGIN_HOLDERS_PER_SCAN) {
+            let track = self.tracks.get_mut(&key).expect("tracked above");
+            if let Some(o) = census.origin_of_items(&track.last.newest_items) {
+                track.origin = Some(o);
+            }
+        }
     }
 }

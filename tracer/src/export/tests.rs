@@ -172,6 +172,7 @@ fn report() -> Report {
                 tests: Vec::new(),
                 root: None,
                 newest_items: Vec::new(),
+                origin: None,
             },
             Holder {
                 path: "__main__.FAILED_REQUESTS".into(),
@@ -186,6 +187,7 @@ fn report() -> Report {
                 tests: Vec::new(),
                 root: None,
                 newest_items: Vec::new(),
+                origin: None,
             },
         ],
         timeline: vec![

@@ -281,6 +281,7 @@ fn judge_holders(holders: &Holders, criteria: &Criteria) -> Vec<Holder> {
                 tests: Vec::new(),
                 root: holder_root(&track.last),
                 newest_items: track.last.newest_items.clone(),
+                origin: track.origin.clone(),
             }
         })
         .collect();

@@ -352,6 +352,9 @@ pub struct Holder {
     /// exported (addresses mean nothing once the process is gone).
     #[serde(skip)]
     pub newest_items: Vec<u64>,
+    /// Where its newest items were made (read while it grew), as for a census type.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub origin: Option<Origin>,
 }
 
 /// Where a holder's path starts: `{"kind": "task", "name": "task audit_consumer()", "rest":
@@ -520,6 +523,7 @@ pub(crate) mod tests {
                 tests: Vec::new(),
                 root: None,
                 newest_items: Vec::new(),
+                origin: None,
             }],
             holders_scan: None,
             census: vec![],
