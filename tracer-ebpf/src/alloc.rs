@@ -14,7 +14,7 @@ use tracer_ebpf::{
 
 use crate::diag::{report, Diag};
 use crate::maps::{
-    count, global, notify, ALLOCS, PENDING, SAMPLE_BYTES, SCRATCH, STACKS, STACK_STATS, TARGETS, WINDOW_CLOSING,
+    count, global, lose, notify, ALLOCS, PENDING, SAMPLE_BYTES, SCRATCH, STACKS, STACK_STATS, TARGETS, WINDOW_CLOSING,
 };
 use crate::pystack::{read_user_u64, walk_stack};
 
@@ -86,7 +86,7 @@ pub(crate) fn enter(kind: AllocKind, size: u64, arg: u64) -> bool {
                 count(Counter::NestedCalls);
                 return false;
             }
-            count(Counter::LostMissedReturn);
+            lose(Counter::LostMissedReturn);
             report(Diag::StaleEntry, now.wrapping_sub(started));
             unsafe { (*p).ts_ns = 0 };
         }
@@ -121,7 +121,7 @@ fn take_pending(kind: AllocKind) -> Option<Pending> {
         _ => {
             // Unsampled calls and file mappings leave no entry record on purpose.
             if kind != AllocKind::Mmap && global(&SAMPLE_BYTES) == 0 {
-                count(Counter::LostMissedReturn);
+                lose(Counter::LostMissedReturn);
                 report(Diag::ReturnWithoutEntry, kind as u64);
             }
             return None;
@@ -221,7 +221,7 @@ fn record(tgid: u32, cfg: &TargetConfig, kind: AllocKind, addr: u64, size: u64, 
 
 #[inline(always)]
 fn allocs_map_full() {
-    count(Counter::LostAllocsMapFull);
+    lose(Counter::LostAllocsMapFull);
     report(Diag::AllocsMapFull, 0);
 }
 
@@ -236,7 +236,7 @@ fn store_stack(tgid: u32, hash: u64) -> u64 {
             Ok(()) => notify(event::NEW_STACK, tgid, hash),
             Err(EEXIST) => {}
             Err(_) => {
-                count(Counter::LostStacksMapFull);
+                lose(Counter::LostStacksMapFull);
                 report(Diag::StacksMapFull, 0);
                 return UNKNOWN_STACK;
             }
@@ -279,7 +279,7 @@ fn stats_add(stack_id: u64, size: u64, blocks: u64) {
     match STACK_STATS.get_ptr_mut(&stack_id) {
         Some(s) => add_stats(s, size, blocks),
         None => {
-            count(Counter::LostStatsMapFull);
+            lose(Counter::LostStatsMapFull);
             report(Diag::StatsMapFull, 0);
         }
     }

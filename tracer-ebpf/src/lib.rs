@@ -28,6 +28,8 @@ pub mod maps {
     pub const PENDING: &str = "PENDING";
     pub const TSTATES: &str = "TSTATES";
     pub const COUNTERS: &str = "COUNTERS";
+    /// Per traced process (tgid): its own loss counters (`ProcLosses`), beside the session's.
+    pub const PROC_LOSSES: &str = "PROC_LOSSES";
     pub const EVENTS: &str = "EVENTS";
     /// One u64: nonzero while a probe window is closing (`--window`): allocation calls are not
     /// recorded then (frees still are), so blocks born just before the close are seen dying.
@@ -228,6 +230,51 @@ impl Counter {
         })
     }
 }
+
+/// The loss counters kept per process too (`ProcLosses`), in slot order: every counter with a
+/// `lost_name`.
+pub const LOSS_SLOTS: usize = 7;
+
+impl Counter {
+    /// This counter's slot in `ProcLosses::counts`, or None for a counter that is not a loss.
+    pub const fn loss_slot(self) -> Option<usize> {
+        Some(match self {
+            Counter::LostAllocsMapFull => 0,
+            Counter::LostStacksMapFull => 1,
+            Counter::LostStatsMapFull => 2,
+            Counter::LostMissedReturn => 3,
+            Counter::LostStackTruncated => 4,
+            Counter::LostReadFault => 5,
+            Counter::LostThreadLimit => 6,
+            _ => return None,
+        })
+    }
+}
+
+/// One process's loss counters (the PROC_LOSSES map's value), indexed by `Counter::loss_slot`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ProcLosses {
+    pub counts: [u64; LOSS_SLOTS],
+}
+
+#[cfg(feature = "user")]
+unsafe impl aya::Pod for ProcLosses {}
+
+const _: () = {
+    let mut i = 0;
+    let mut slots = 0;
+    while i < Counter::COUNT {
+        let c = Counter::ALL[i];
+        assert!(c.lost_name().is_some() == c.loss_slot().is_some(), "every loss counter has a slot");
+        if let Some(slot) = c.loss_slot() {
+            assert!(slot < LOSS_SLOTS, "slots are in range");
+            slots += 1;
+        }
+        i += 1;
+    }
+    assert!(slots == LOSS_SLOTS, "one slot per loss counter");
+};
 
 const _: () = {
     let mut i = 0;

@@ -1,13 +1,17 @@
 //! The maps shared with userspace (names in `tracer_ebpf::maps`), the BPF side's private
 //! working memory, and the globals userspace sets before loading (`tracer_ebpf::globals`).
 
+use core::intrinsics::{atomic_xadd, AtomicOrdering};
+
 use aya_ebpf::{
-    helpers::bpf_ktime_get_ns,
+    bindings::BPF_NOEXIST,
+    helpers::{bpf_get_current_pid_tgid, bpf_ktime_get_ns},
     macros::map,
     maps::{Array, HashMap, LruHashMap, PerCpuArray, RingBuf},
 };
 use tracer_ebpf::{
-    AllocInfo, AllocKey, Counter, Event, Pending, StackStats, StackTrace, TargetConfig, ThreadCache, READ_BUF_WORDS,
+    AllocInfo, AllocKey, Counter, Event, Pending, ProcLosses, StackStats, StackTrace, TargetConfig, ThreadCache,
+    READ_BUF_WORDS,
 };
 
 #[no_mangle]
@@ -37,6 +41,11 @@ pub(crate) static PENDING: LruHashMap<u64, Pending> = LruHashMap::with_max_entri
 pub(crate) static TSTATES: LruHashMap<u32, ThreadCache> = LruHashMap::with_max_entries(16384, 0);
 #[map]
 pub(crate) static COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(Counter::COUNT as u32, 0);
+/// Per traced process, its loss counters (a process's section shows its own). Entries leave
+/// when userspace lets the process go; beyond the bound a process's losses are counted only in
+/// COUNTERS.
+#[map]
+pub(crate) static PROC_LOSSES: HashMap<u32, ProcLosses> = HashMap::with_max_entries(4096, 0);
 #[map]
 pub(crate) static EVENTS: RingBuf = RingBuf::with_byte_size(1 << 20, 0);
 /// Set once any traced process starts finalizing: until then a free need not look its process
@@ -80,6 +89,23 @@ pub(crate) struct Scratch {
 pub(crate) fn count(counter: Counter) {
     if let Some(p) = COUNTERS.get_ptr_mut(counter as u32) {
         unsafe { *p += 1 };
+    }
+}
+
+/// Counts a loss, for the session (COUNTERS) and for the calling process (PROC_LOSSES). Losses
+/// are rare (a full map, a deep stack, a fault): the hash lookup is off the common path.
+#[inline(always)]
+pub(crate) fn lose(counter: Counter) {
+    count(counter);
+    let Some(slot) = counter.loss_slot() else { return };
+    let tgid = (bpf_get_current_pid_tgid() >> 32) as u32;
+    let mut entry = PROC_LOSSES.get_ptr_mut(&tgid);
+    if entry.is_none() {
+        let _ = PROC_LOSSES.insert(&tgid, &ProcLosses::default(), BPF_NOEXIST as u64);
+        entry = PROC_LOSSES.get_ptr_mut(&tgid);
+    }
+    if let Some(p) = entry {
+        unsafe { atomic_xadd::<u64, u64, { AtomicOrdering::Relaxed }>(&raw mut (*p).counts[slot], 1) };
     }
 }
 

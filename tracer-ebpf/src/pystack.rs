@@ -15,7 +15,7 @@ use tracer_ebpf::{
 };
 
 use crate::diag::{report, Diag};
-use crate::maps::{count, global, ReadBuf, FSBASE_OFFSET, LAST_THREAD, SCRATCH, TSTATES};
+use crate::maps::{count, global, lose, ReadBuf, FSBASE_OFFSET, LAST_THREAD, SCRATCH, TSTATES};
 
 /// Extra loop iterations for interpreter-internal frames that are skipped, not recorded.
 const SKIPPED_FRAMES_ALLOWANCE: usize = 16;
@@ -99,11 +99,11 @@ fn walk_frames(cfg: &TargetConfig, top: u64, trace: &mut StackTrace, buf: &mut R
         let depth = unsafe { core::ptr::read_volatile(depth_slot) } as usize;
         if depth >= MAX_FRAMES {
             trace.truncated = 1;
-            count(Counter::LostStackTruncated);
+            lose(Counter::LostStackTruncated);
             break;
         }
         if !read_into(buf, frame + start, read_len) {
-            count(Counter::LostReadFault);
+            lose(Counter::LostReadFault);
             report(Diag::FrameUnreadable, frame);
             break;
         }
@@ -200,7 +200,7 @@ fn find_tstate(cfg: &TargetConfig, fsbase: u64, buf: &mut ReadBuf) -> u64 {
             return 0;
         }
         if !read_into(buf, t, TSTATE_READ) {
-            count(Counter::LostReadFault);
+            lose(Counter::LostReadFault);
             report(Diag::ThreadStateUnreadable, t);
             return 0;
         }
@@ -210,7 +210,7 @@ fn find_tstate(cfg: &TargetConfig, fsbase: u64, buf: &mut ReadBuf) -> u64 {
         t = buf_u64(buf, cfg.tstate_next);
     }
     if t != 0 {
-        count(Counter::LostThreadLimit);
+        lose(Counter::LostThreadLimit);
         report(Diag::ThreadLimit, 0);
     }
     0

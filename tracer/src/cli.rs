@@ -8,8 +8,8 @@ use anyhow::Result;
 use clap::{Args, Parser, Subcommand};
 
 use crate::config::{
-    Destination, HoldersMode, PushTarget, RecordCommand, RecordConfig, ServeConfig, Targets, TracingConfig, WindowMode,
-    WindowSpec, DEFAULT_LISTEN,
+    Destination, HoldersMode, Listen, PushTarget, RecordCommand, RecordConfig, ServeConfig, Targets, TracingConfig,
+    WindowMode, WindowSpec, DEFAULT_LISTEN,
 };
 use crate::error::{user_error, UserError};
 use crate::export::{ExportOptions, Format};
@@ -147,7 +147,7 @@ impl HostArgs {
 
 #[derive(Args, Debug)]
 pub struct ReportArgs {
-    /// A report written by `tracer record -f json`.
+    /// A report written by `tracer record -f json` (`-`: read it from stdin).
     pub input: PathBuf,
     #[command(flatten)]
     pub output: OutputArgs,
@@ -171,9 +171,10 @@ pub struct ServeArgs {
     pub all: bool,
     #[command(flatten)]
     pub host: HostArgs,
-    /// Address to serve on. Loopback by default: another address only when given here.
-    #[arg(long, value_name = "ADDR", default_value = DEFAULT_LISTEN)]
-    pub listen: std::net::SocketAddr,
+    /// Address to serve on: IP:PORT, HOST:PORT, or unix:/path for a Unix socket created mode
+    /// 0600 (only root connects). Loopback by default: another address only when given here.
+    #[arg(long, value_name = "ADDR", default_value = DEFAULT_LISTEN, value_parser = parse_listen)]
+    pub listen: Listen,
     /// Sampling interval: the live report is rebuilt (and pushed) this often (at least 100ms).
     #[arg(short, long, default_value = "10s", value_parser = parse_interval)]
     pub interval: Duration,
@@ -342,6 +343,11 @@ impl ServeArgs {
             export: ExportOptions { all_stacks: self.all_stacks, top: self.top as usize, ..ExportOptions::default() },
         })
     }
+}
+
+/// `--listen`: a bad address is an `error:`/`hint:` pair.
+fn parse_listen(s: &str) -> Result<Listen, Box<dyn std::error::Error + Send + Sync>> {
+    Ok(Listen::parse(s)?)
 }
 
 /// A PID: a positive 32-bit number. A number that is not one is an `error:`/`hint:` pair (a
@@ -554,7 +560,7 @@ mod tests {
     fn serve_config() {
         let s = serve(&["serve", "-p", "42"]).unwrap();
         assert!(matches!(s.record.targets, Targets::Pid(42)));
-        assert_eq!(s.listen, DEFAULT_LISTEN.parse().unwrap());
+        assert_eq!(s.listen, Listen::Tcp(DEFAULT_LISTEN.parse().unwrap()));
         assert_eq!(s.record.duration, None);
         assert_eq!(s.record.interval, Duration::from_secs(10));
         assert_eq!(s.record.tracing.window, WindowMode::Auto(WindowSpec::AUTO), "serve: auto windows by default");

@@ -7,7 +7,7 @@ use std::collections::HashMap;
 use anyhow::Result;
 use aya::maps::{HashMap as BpfHashMap, MapData, PerCpuArray, RingBuf};
 use tracer_ebpf::Counter;
-use tracer_ebpf::{event, maps, AllocInfo, AllocKey, Event, StackStats, StackTrace, UNKNOWN_STACK};
+use tracer_ebpf::{event, maps, AllocInfo, AllocKey, Event, ProcLosses, StackStats, StackTrace, UNKNOWN_STACK};
 
 use crate::clock::monotonic_ns;
 use crate::probes::Probes;
@@ -25,13 +25,22 @@ pub enum Announcement {
     Exec(u32),
 }
 
-/// Counters summed over CPUs.
+/// Counters summed over CPUs, and each traced process's own loss counters.
 #[derive(Debug, Clone, Default)]
-pub struct Counters(pub [u64; Counter::COUNT]);
+pub struct Counters(pub [u64; Counter::COUNT], pub HashMap<u32, ProcLosses>);
 
 impl Counters {
     pub fn get(&self, counter: Counter) -> u64 {
         self.0[counter as usize]
+    }
+
+    /// Process `pid`'s own count of the loss `counter` (0 when it lost nothing, or for a
+    /// counter that is not a loss).
+    pub fn lost_by(&self, pid: u32, counter: Counter) -> u64 {
+        match (self.1.get(&pid), counter.loss_slot()) {
+            (Some(l), Some(slot)) => l.counts[slot],
+            _ => 0,
+        }
     }
 }
 
@@ -40,6 +49,7 @@ pub struct Collector {
     stacks: BpfHashMap<MapData, u64, StackTrace>,
     allocs: BpfHashMap<MapData, AllocKey, AllocInfo>,
     counters: PerCpuArray<MapData, u64>,
+    losses: BpfHashMap<MapData, u32, ProcLosses>,
     events: RingBuf<MapData>,
     frozen_counters: Option<Counters>,
 }
@@ -51,6 +61,7 @@ impl Collector {
             stacks: BpfHashMap::try_from(probes.take_map(maps::STACKS)?)?,
             allocs: BpfHashMap::try_from(probes.take_map(maps::ALLOCS)?)?,
             counters: PerCpuArray::try_from(probes.take_map(maps::COUNTERS)?)?,
+            losses: BpfHashMap::try_from(probes.take_map(maps::PROC_LOSSES)?)?,
             events: RingBuf::try_from(probes.take_map(maps::EVENTS)?)?,
             frozen_counters: None,
         })
@@ -165,6 +176,7 @@ impl Collector {
         for key in &dead {
             let _ = self.allocs.remove(key);
         }
+        let _ = self.losses.remove(&pid);
         for id in ids {
             let _ = self.stats.remove(id);
             let _ = self.stacks.remove(id);
@@ -188,6 +200,7 @@ impl Collector {
                 *slot = values.iter().sum();
             }
         }
+        c.1 = self.losses.iter().filter_map(|r| r.ok()).collect();
         c
     }
 

@@ -1,13 +1,14 @@
 //! What a command asks for, with the command line already interpreted: plain data, no clap.
 //! `cli.rs` builds these; `record`, `serve`, `session` and `output` read them.
 
-use std::net::SocketAddr;
+use std::fmt;
+use std::net::{SocketAddr, ToSocketAddrs};
 use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::Result;
 
-use crate::error::user_error;
+use crate::error::{user_error, UserError};
 use crate::export::{ExportOptions, Format};
 use crate::host::HostFilter;
 use crate::leaks::Criteria;
@@ -182,9 +183,52 @@ pub struct RecordCommand {
 #[derive(Debug, Clone)]
 pub struct ServeConfig {
     pub record: RecordConfig,
-    pub listen: SocketAddr,
+    pub listen: Listen,
     pub push: Option<PushTarget>,
     pub export: ExportOptions,
+}
+
+/// `--listen`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Listen {
+    Tcp(SocketAddr),
+    Unix(PathBuf),
+}
+
+impl Listen {
+    /// `unix:/path`, an `IP:PORT`, or `HOST:PORT` with a host name that resolves (its first
+    /// address).
+    pub fn parse(s: &str) -> Result<Listen, UserError> {
+        let hint = "give IP:PORT (127.0.0.1:6060), HOST:PORT (localhost:6060) or unix:/path/to.sock";
+        if let Some(path) = s.strip_prefix("unix:") {
+            if path.is_empty() || path.contains('\0') {
+                return Err(UserError::new(format!("{s:?} names no socket path"), hint));
+            }
+            return Ok(Listen::Unix(PathBuf::from(path)));
+        }
+        if let Ok(addr) = s.parse::<SocketAddr>() {
+            return Ok(Listen::Tcp(addr));
+        }
+        if !s.contains(':') {
+            return Err(UserError::new(format!("{s:?} has no port"), hint));
+        }
+        match s.to_socket_addrs() {
+            Ok(mut addrs) => match addrs.next() {
+                Some(addr) => Ok(Listen::Tcp(addr)),
+                None => Err(UserError::new(format!("{s:?} resolves to no address"), hint)),
+            },
+            Err(e) => Err(UserError::new(format!("cannot listen on {s:?}: {e}"), hint)),
+        }
+    }
+}
+
+impl fmt::Display for Listen {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Listen::Tcp(addr) => write!(f, "{addr}"),
+            Listen::Unix(path) => write!(f, "unix:{}", path.display()),
+        }
+    }
 }
 
 /// `--push http://host[:port][/prefix]`, where `/ingest` is appended.
@@ -299,15 +343,23 @@ impl PushTarget {
     pub fn parse(url: &str) -> Result<PushTarget> {
         let hint = "give the server's base URL, e.g. --push http://pyroscope:4040 (plain HTTP; /ingest is appended); \
                     for https, put a TLS-terminating proxy in front";
+        // Errors show the URL without its credentials: they go to logs.
+        let shown = without_userinfo(url);
         let Some(rest) = url.strip_prefix("http://") else {
-            return Err(user_error(format!("--push {url}: only http:// URLs are supported"), hint));
+            return Err(user_error(format!("--push {shown}: only http:// URLs are supported"), hint));
         };
         let (authority, path) = match rest.find('/') {
             Some(i) => (&rest[..i], &rest[i..]),
             None => (rest, ""),
         };
-        if authority.is_empty() || authority.contains('@') || path.contains(['?', '#']) {
-            return Err(user_error(format!("--push {url}: not a base URL"), hint));
+        if authority.contains('@') {
+            return Err(user_error(
+                format!("--push {shown}: credentials in the URL are not accepted (ps shows them)"),
+                "set TRACER_PUSH_USER and TRACER_PUSH_PASSWORD (or TRACER_PUSH_TOKEN) in the environment instead",
+            ));
+        }
+        if authority.is_empty() || path.contains(['?', '#']) {
+            return Err(user_error(format!("--push {shown}: not a base URL"), hint));
         }
         let has_port = match authority.rfind(':') {
             Some(i) => !authority[i..].contains(']'),
@@ -325,9 +377,48 @@ impl PushTarget {
     }
 }
 
+/// `url` with anything before an `@` in its authority replaced by `***`.
+fn without_userinfo(url: &str) -> String {
+    let (scheme, rest) = match url.find("://") {
+        Some(i) => url.split_at(i + 3),
+        None => ("", url),
+    };
+    let end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    match rest[..end].rfind('@') {
+        Some(at) => format!("{scheme}***{}", &rest[at..]),
+        None => url.to_string(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn push_errors_never_show_credentials() {
+        for url in ["http://user:s3cret@x:4040", "https://user:s3cret@x/p", "ftp://s3cret@x", "user:s3cret@x"] {
+            let e = PushTarget::parse(url).unwrap_err();
+            let u = e.downcast_ref::<UserError>().unwrap();
+            assert!(!format!("{} {}", u.message, u.hint).contains("s3cret"), "{url}: {} / {}", u.message, u.hint);
+            assert!(u.message.contains("***@x"), "{}", u.message);
+        }
+    }
+
+    #[test]
+    fn parses_addresses_names_and_sockets() {
+        assert_eq!(Listen::parse("127.0.0.1:0").unwrap(), Listen::Tcp("127.0.0.1:0".parse().unwrap()));
+        assert_eq!(Listen::parse("[::1]:6060").unwrap(), Listen::Tcp("[::1]:6060".parse().unwrap()));
+        match Listen::parse("localhost:6060").unwrap() {
+            Listen::Tcp(addr) => assert!(addr.ip().is_loopback() && addr.port() == 6060, "{addr}"),
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(Listen::parse("unix:/run/t.sock").unwrap(), Listen::Unix("/run/t.sock".into()));
+        assert_eq!(Listen::parse("unix:/run/t.sock").unwrap().to_string(), "unix:/run/t.sock");
+        for bad in ["unix:", "localhost", "6060", "no-such-host.invalid:80"] {
+            let e = Listen::parse(bad).unwrap_err();
+            assert!(e.hint.contains("unix:/path"), "{bad}: {e} / {}", e.hint);
+        }
+    }
 
     #[test]
     fn push_urls() {

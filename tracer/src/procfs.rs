@@ -59,6 +59,19 @@ pub fn rss_bytes(pid: u32) -> Option<u64> {
     parse_statm_rss(&text, page_size())
 }
 
+/// Bytes of `pid`'s anonymous writable mappings (`/proc/PID/maps`): glibc's `[heap]` and its
+/// other arenas, pymalloc's arenas, blocks glibc mmapped, thread stacks; counted whether their
+/// pages were touched or not, so a new pymalloc arena or a grown arena shows at once where the
+/// resident size rises a page at a time (or not at all, when file pages leave meanwhile).
+pub fn anon_writable_bytes(pid: u32) -> Option<u64> {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/maps")).ok()?;
+    Some(parse_anon_writable(&text))
+}
+
+pub fn parse_anon_writable(maps: &str) -> u64 {
+    parse_maps(maps).iter().filter(|m| m.path.is_none() && m.perms.starts_with("rw")).map(|m| m.end - m.start).sum()
+}
+
 pub fn parse_statm_rss(text: &str, page: u64) -> Option<u64> {
     text.split_whitespace().nth(1)?.parse::<u64>().ok().map(|pages| pages * page)
 }
@@ -96,6 +109,26 @@ pub fn parse_status(text: &str) -> Status {
 pub fn parse_stat_start_time(text: &str) -> Option<u64> {
     let rest = &text[text.rfind(')')? + 1..];
     rest.split_whitespace().nth(19)?.parse().ok()
+}
+
+/// Whether /proc/PID/stat's flags (field 9) carry PF_KTHREAD: a kernel thread, as opposed to
+/// a user process whose memory is gone because it is exiting.
+pub fn parse_stat_is_kernel_thread(text: &str) -> bool {
+    const PF_KTHREAD: u64 = 0x0020_0000;
+    let Some(rest) = text.rfind(')').map(|i| &text[i + 1..]) else { return false };
+    rest.split_whitespace().nth(6).and_then(|f| f.parse::<u64>().ok()).is_some_and(|flags| flags & PF_KTHREAD != 0)
+}
+
+/// Whether `pid` is a process that still runs and has its memory (not a zombie, not exiting).
+pub fn is_running(pid: u32) -> bool {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).map(|t| parse_status(&t));
+    status.is_ok_and(|s| s.state != 'Z' && s.state != 'X')
+        && std::fs::read_to_string(format!("/proc/{pid}/maps")).is_ok_and(|m| !m.is_empty())
+}
+
+/// Whether `pid` is a kernel thread (false when there is no such process).
+pub fn is_kernel_thread(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|t| parse_stat_is_kernel_thread(&t))
 }
 
 /// The start time of the process `pid` now has; None when there is no such process.
@@ -140,6 +173,13 @@ mod tests {
     }
 
     #[test]
+    fn kernel_threads_by_their_flags() {
+        assert!(parse_stat_is_kernel_thread("2 (kthreadd) S 0 0 0 0 -1 2129984 0 0 0 0 0 0 0 0 20 0 1 0 25 0 0"));
+        assert!(!parse_stat_is_kernel_thread("454 (c) a) R 450 450 11742 0 -1 4194304 123 0 0 0 0 0 0 0 20 0 1 0 9"));
+        assert!(!parse_stat_is_kernel_thread("garbage"));
+    }
+
+    #[test]
     fn stat_start_time() {
         let stat = "32037 (cat) R 31993 31993 23020 0 -1 4194304 100 0 0 0 0 0 0 0 20 0 1 0 1093740 3133440 394";
         assert_eq!(parse_stat_start_time(stat), Some(1093740));
@@ -166,6 +206,22 @@ mod tests {
         assert!(parse_maps_line("").is_none());
         assert!(parse_maps_line("zzzz-1000 r-xp 0 0 0").is_none());
         assert!(parse_maps_line("2000-1000 r-xp 00000000 00:00 0").is_none());
+    }
+
+    #[test]
+    fn anonymous_writable_mappings_are_summed() {
+        let maps = "\
+55d0c6a00000-55d0c6a21000 rw-p 00000000 00:00 0                          [heap]
+7f0000000000-7f0000100000 rw-p 00000000 00:00 0 
+7f0000100000-7f0000200000 ---p 00000000 00:00 0 
+7f1000000000-7f1000001000 rw-p 00002000 08:01 42                         /usr/lib/libc.so.6
+7f2000000000-7f2000010000 r--p 00000000 00:00 0 
+7ffc00000000-7ffc00021000 rw-p 00000000 00:00 0                          [stack]
+";
+        assert_eq!(parse_anon_writable(maps), 0x21000 + 0x100000 + 0x21000);
+        assert_eq!(parse_anon_writable("garbage\n"), 0);
+        assert!(anon_writable_bytes(std::process::id()).unwrap() > 1 << 20);
+        assert_eq!(anon_writable_bytes(u32::MAX), None);
     }
 
     #[test]

@@ -198,6 +198,67 @@ fn follow_forks_traces_a_multiprocessing_worker_in_its_own_section() {
     assert_no_leftover_probes();
 }
 
+/// Each process's section counts its own allocations, frees and losses (issue 21 item 6): the
+/// parent makes 500 allocations from a stack deeper than 64 frames (each counts
+/// `stack_truncated`), the child it forks 61. Counted for the session, both would show 561.
+#[test]
+fn follow_forks_counts_allocations_and_losses_per_process() {
+    if !is_root() {
+        println!("skipped: not root");
+        return;
+    }
+    let _g = serial();
+    let Some(python) = pythons_of(12).into_iter().chain(pythons_of(11)).next() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("r.json");
+    let script = fixture("fork_counts.py");
+    let (code, stdout, stderr) = run_tracer(&[
+        "record",
+        "--follow-forks",
+        "-i",
+        "500ms",
+        "-q",
+        "-o",
+        out.to_str().unwrap(),
+        "--",
+        python.path.to_str().unwrap(),
+        script.to_str().unwrap(),
+    ]);
+    assert_eq!(code, 0, "{}: {stderr}", python.label);
+    assert!(stdout.contains("child kept 61") && stdout.contains("parent kept 500"), "{stdout}");
+    let multi = read_report(&out);
+    let processes = multi["processes"].as_array().unwrap_or_else(|| panic!("a section per process: {multi:#}"));
+    assert_eq!(processes.len(), 2, "parent and child: {multi:#}");
+    let (parent, child) = (&processes[0], &processes[1]);
+    let line = line_of("fork_counts.py", "keep[i] = bytearray(5000)");
+    let blocks = |r: &Value| -> u64 {
+        let at: Vec<&Value> =
+            suspects_at(r, "deep", "fork_counts.py", line).into_iter().filter(|s| s["allocator"] != "mmap").collect();
+        sum(&at, "allocs")
+    };
+    let truncated = |r: &Value| r["totals"]["lost"]["stack_truncated"].as_u64().unwrap_or(0);
+    let allocs = |r: &Value| r["totals"]["allocs"].as_u64().unwrap_or(0);
+    println!(
+        "{}: parent {} allocs, {} truncated; child {} allocs, {} truncated",
+        python.label,
+        allocs(parent),
+        truncated(parent),
+        allocs(child),
+        truncated(child)
+    );
+    assert_eq!(blocks(parent), 500, "the parent's line: {parent:#}");
+    assert_eq!(blocks(child), 61, "the child's line: {child:#}");
+    assert!((61..=90).contains(&truncated(child)), "the child's own losses: {}", truncated(child));
+    assert!(truncated(parent) >= 500, "the parent's own losses: {}", truncated(parent));
+    assert!(
+        allocs(child) >= 61 && allocs(child) < allocs(parent),
+        "the child's own allocations: {} (parent {})",
+        allocs(child),
+        allocs(parent)
+    );
+    assert_no_leftover_probes();
+}
+
 #[test]
 fn a_target_that_execs_ends_the_recording_cleanly() {
     if !is_root() {

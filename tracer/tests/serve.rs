@@ -1023,3 +1023,73 @@ fn slow_clients_do_not_blind_metrics() {
     drop(target);
     assert_no_leftover_probes();
 }
+
+/// `--listen unix:/path`: the socket is created mode 0600 (only root connects, where a loopback
+/// port is open to every local user), answers like the port does, and is removed at the end.
+/// `--listen localhost:0`: a host name is accepted, and the port printed is the one bound.
+#[test]
+fn serves_on_a_private_unix_socket_and_names_the_bound_port() {
+    use std::os::unix::fs::{FileTypeExt, PermissionsExt};
+    use std::os::unix::net::UnixStream;
+    if !require_root() {
+        return;
+    }
+    let _g = serial();
+    let Some(python) = python() else { return };
+    let target = Target::start(&python, 60);
+    let pid = target.pid().to_string();
+    let dir = tempfile::tempdir().unwrap();
+    let sock = dir.path().join("tracer.sock");
+    let listen = format!("unix:{}", sock.display());
+    let mut daemon = Daemon::start(&["-p", &pid, "--listen", &listen, "-i", "1s"]);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let body = loop {
+        if let Some(status) = daemon.child.try_wait().unwrap() {
+            panic!("tracer serve exited ({status}): {}", daemon.stderr());
+        }
+        let answer = UnixStream::connect(&sock).and_then(|mut s| {
+            s.write_all(b"GET /metrics HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")?;
+            let mut bytes = Vec::new();
+            s.read_to_end(&mut bytes)?;
+            Ok(String::from_utf8_lossy(&bytes).into_owned())
+        });
+        match answer {
+            Ok(text) if text.starts_with("HTTP/1.1 200") => break text,
+            _ => {}
+        }
+        assert!(Instant::now() < deadline, "never answered on {listen}: {}", daemon.stderr());
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert!(body.contains("tracer_outstanding_bytes"), "{body}");
+    let meta = std::fs::symlink_metadata(&sock).unwrap();
+    assert!(meta.file_type().is_socket());
+    assert_eq!(meta.permissions().mode() & 0o777, 0o600, "only the owner may connect");
+    assert!(daemon.stderr().contains(&format!("serving on {listen} (mode 0600)")), "{}", daemon.stderr());
+    unsafe { libc::kill(daemon.child.id() as i32, libc::SIGTERM) };
+    let (code, stderr) = daemon.wait_exit(Duration::from_secs(8));
+    assert_eq!(code, 0, "{stderr}");
+    assert!(!sock.exists(), "the socket is removed at the end");
+
+    let mut daemon = Daemon::start(&["-p", &pid, "--listen", "localhost:0", "-i", "1s"]);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let port: u16 = loop {
+        let err = daemon.stderr();
+        if let Some(port) = err
+            .lines()
+            .find_map(|l| l.strip_prefix("tracer: serving on http://127.0.0.1:"))
+            .and_then(|rest| rest.split('/').next())
+            .and_then(|p| p.parse().ok())
+        {
+            break port;
+        }
+        assert!(Instant::now() < deadline, "no bound port printed: {err}");
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert_ne!(port, 0, "the bound port, not :0");
+    daemon.wait_answering(port);
+    unsafe { libc::kill(daemon.child.id() as i32, libc::SIGTERM) };
+    let (code, stderr) = daemon.wait_exit(Duration::from_secs(8));
+    assert_eq!(code, 0, "{stderr}");
+    assert_no_leftover_probes();
+    drop(target);
+}

@@ -1,11 +1,11 @@
 //! Prometheus text exposition (format 0.0.4) of the reports a daemon serves (`serve`'s
 //! `/metrics`). Like the other exporters it only formats: one family per measure, the target's
-//! figures, the shared BPF counters, the suspects keyed by their allocating line, the holders.
+//! figures, each process's event and loss counters, the suspects keyed by their allocating line, the holders.
 //!
 //! With several processes (host mode) every per-process series carries the process's `pid`
 //! label; one process alone keeps the label-free series it always had.
 
-use std::collections::{BTreeMap, BTreeSet, HashSet};
+use std::collections::{BTreeMap, HashSet};
 use std::fmt::Write as _;
 
 use crate::report::{CensusType, FinalView, Frame, Holder, Report, Verdict};
@@ -107,9 +107,8 @@ fn daemon_families(out: &mut String, reports: &[Report], daemon: &Daemon) {
     family(out, "tracer_report_timestamp_seconds", "gauge", help, &[(vec![], daemon.built_unix_s)]);
 }
 
-/// Outstanding memory per process, then the BPF counters: those are kept for all traced
-/// processes together, so one series each, never repeated per process (the highest value:
-/// ended processes carry an older copy).
+/// Per process: outstanding memory, its allocation and free events and its losses (each
+/// section's totals are its own; an ended process keeps the values it ended with).
 fn counter_families(out: &mut String, reports: &[Report], multi: bool) {
     let per_process = |f: fn(&Report) -> u64| -> Vec<(Labels, f64)> {
         reports.iter().map(|r| (labels(r, multi, vec![]), f(r) as f64)).collect()
@@ -122,17 +121,21 @@ fn counter_families(out: &mut String, reports: &[Report], multi: bool) {
         reports.iter().filter_map(|r| Some((labels(r, multi, vec![]), r.totals.rss_bytes? as f64))).collect();
     let help = "Resident set size of the traced process (RSS, bytes) when the report was built.";
     family(out, "tracer_target_rss_bytes", "gauge", help, &rss);
-    let highest = |f: &dyn Fn(&Report) -> u64| reports.iter().map(f).max().unwrap_or(0) as f64;
-    let events = [
-        (vec![("kind", "alloc".to_string())], highest(&|r| r.totals.allocs)),
-        (vec![("kind", "free".to_string())], highest(&|r| r.totals.frees)),
-    ];
-    let help = "Allocation and free events recorded (all traced processes together).";
-    family(out, "tracer_events_total", "counter", help, &events);
-    let names: BTreeSet<&String> = reports.iter().flat_map(|r| r.totals.lost.keys()).collect();
-    let lost: Vec<_> = names
-        .into_iter()
-        .map(|name| (vec![("counter", name.clone())], highest(&|r| r.totals.lost.get(name).copied().unwrap_or(0))))
+    let events: Vec<_> = reports
+        .iter()
+        .flat_map(|r| {
+            [
+                (labels(r, multi, vec![("kind", "alloc".to_string())]), r.totals.allocs as f64),
+                (labels(r, multi, vec![("kind", "free".to_string())]), r.totals.frees as f64),
+            ]
+        })
+        .collect();
+    family(out, "tracer_events_total", "counter", "Allocation and free events recorded.", &events);
+    let lost: Vec<_> = reports
+        .iter()
+        .flat_map(|r| {
+            r.totals.lost.iter().map(|(name, &n)| (labels(r, multi, vec![("counter", name.clone())]), n as f64))
+        })
         .collect();
     family(out, "tracer_lost_total", "counter", "Events that could not be recorded, by cause.", &lost);
 }
@@ -223,9 +226,12 @@ impl LineSums {
 /// Each process's live objects by type, and what the census costs.
 fn census_families(out: &mut String, reports: &[Report], multi: bool) {
     let series = |f: fn(&CensusType) -> f64| -> Vec<(Labels, f64)> {
-        let of = |t: &CensusType| vec![("type", t.type_name.clone()), ("verdict", t.verdict.as_str().to_string())];
+        // The type alone names a series, so it stays one series when its verdict changes.
+        let of = |t: &CensusType| vec![("type", t.type_name.clone())];
         reports.iter().flat_map(|r| r.census.iter().map(move |t| (labels(r, multi, of(t)), f(t)))).collect()
     };
+    let help = "Verdict on a type's live objects: 3 leak, 2 growing, 1 bounded, 0 stable.";
+    family(out, "tracer_census_verdict", "gauge", help, &series(|t| verdict_level(t.verdict)));
     let help = "Live GC-tracked objects of a type in the target (the census).";
     family(out, "tracer_census_objects", "gauge", help, &series(|t| t.count as f64));
     let help = "Live objects of a type added per second (the census).";
@@ -394,9 +400,9 @@ mod tests {
             );
         }
         assert!(text.contains(r#"tracer_processes{state="ended"} 1"#), "{text}");
-        // Shared counters are one series, not one per process.
-        assert_eq!(text.lines().filter(|l| l.starts_with("tracer_lost_total{")).count(), 1, "{text}");
         let per_process = [
+            "tracer_events_total",
+            "tracer_lost_total",
             "tracer_outstanding_bytes",
             "tracer_outstanding_allocations",
             "tracer_suspects",
@@ -426,6 +432,29 @@ mod tests {
             text.contains(r#"tracer_suspect_verdict{function="leak \"x\"",file="/srv/a\\b.py",line="7"} 3"#),
             "{text}"
         );
+    }
+
+    #[test]
+    fn a_census_type_is_one_series_and_its_verdict_a_gauge() {
+        let mut r = report();
+        let timer = |verdict| CensusType {
+            type_name: "TimerHandle".into(),
+            count: 1200,
+            bytes_est: 96_000,
+            growth_per_s: 10.0,
+            verdict,
+            score: 0.9,
+            reason: String::new(),
+            origin: None,
+        };
+        r.census = vec![timer(Verdict::Growing)];
+        let growing = write(&[r.clone()], false, &DAEMON);
+        r.census = vec![timer(Verdict::Leak)];
+        let leak = write(&[r], false, &DAEMON);
+        let objects = r#"tracer_census_objects{type="TimerHandle"} 1200"#;
+        assert!(growing.lines().any(|l| l == objects) && leak.lines().any(|l| l == objects), "{leak}");
+        assert!(growing.contains(r#"tracer_census_verdict{type="TimerHandle"} 2"#), "{growing}");
+        assert!(leak.contains(r#"tracer_census_verdict{type="TimerHandle"} 3"#), "{leak}");
     }
 
     #[test]

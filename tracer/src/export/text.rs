@@ -6,7 +6,7 @@ use std::io::Write;
 
 use super::ExportOptions;
 use crate::report::{Frame, Holder, MultiReport, Report, Reports, Suspect, Verdict};
-use crate::terminal::middle;
+use crate::terminal::{self, middle};
 use crate::units::{self, count, Unit};
 
 /// Columns when the report does not go to a terminal (`ExportOptions::width`); on a terminal
@@ -331,7 +331,7 @@ fn holders(s: &mut String, all: &[Holder], top: usize, width: usize) {
     let fixed = 3 + w[0] + 2 + 2 + w[2] + 2 + w[3] + 2 + w[4] + 2 + w[5] + 2;
     let path_room = width.saturating_sub(fixed + w[6]).max(24);
     if w[1] > path_room {
-        rows.iter_mut().for_each(|r| r[1] = middle(&r[1], path_room));
+        rows.iter_mut().for_each(|r| r[1] = terminal::path(&r[1], path_room));
         w = column_widths(&rows);
     }
     if fixed + w[1] + w[6] > width {

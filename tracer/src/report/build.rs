@@ -53,7 +53,7 @@ pub struct Stacks<'a> {
     /// Per record of `table`: age in seconds of its oldest outstanding allocation.
     pub ages: &'a [f64],
     /// Several processes are traced: allocations and frees are counted from each process's own
-    /// stacks (the counters are the session's). The losses stay the session's.
+    /// stacks, losses from its own loss counters (the session's counters sum all processes).
     pub per_process: bool,
 }
 
@@ -95,7 +95,7 @@ pub fn build(input: Input) -> Report {
     if let Some(s) = stacks {
         let whole_run = view == FinalView::Finalization;
         suspects = judge_stacks(s.table, s.ages, instance, criteria, (window_s, whole_run, cwd.as_deref()));
-        totals = stack_totals(&s, instance);
+        totals = stack_totals(&s, instance, target.pid);
         timeline =
             s.table.timeline.points().iter().map(|&(t, v)| TimelinePoint { t, outstanding_bytes: v as u64 }).collect();
     }
@@ -236,11 +236,14 @@ fn suspect(
     }
 }
 
-/// Counters are kept for all traced processes together; outstanding memory per process.
-fn stack_totals(s: &Stacks, instance: u64) -> Totals {
+/// One process's totals: with several processes, each counts its own allocations, frees
+/// (from its stacks) and losses (the BPF side's per-process loss counters); alone, the
+/// session's counters are its own.
+fn stack_totals(s: &Stacks, instance: u64, pid: u32) -> Totals {
     let counters = s.counters;
+    let lost_of = |c: Counter| if s.per_process { counters.lost_by(pid, c) } else { counters.get(c) };
     let lost: BTreeMap<String, u64> =
-        Counter::ALL.into_iter().filter_map(|c| Some((c.lost_name()?.to_string(), counters.get(c)))).collect();
+        Counter::ALL.into_iter().filter_map(|c| Some((c.lost_name()?.to_string(), lost_of(c)))).collect();
     let mine = || s.table.records.iter().filter(|r| r.key.instance == instance);
     let outstanding_bytes: i64 = mine().map(|r| r.stats.outstanding_bytes.max(0)).sum();
     let outstanding_count: i64 = mine().map(|r| r.stats.outstanding_count.max(0)).sum();
@@ -407,6 +410,10 @@ mod tests {
         let t = table();
         let mut counters = Counters::default();
         counters.0[Counter::AllocsRecorded as usize] = 60;
+        counters.0[Counter::LostStackTruncated as usize] = 70;
+        let mut own = tracer_ebpf::ProcLosses::default();
+        own.counts[Counter::LostStackTruncated.loss_slot().unwrap()] = 61;
+        counters.1.insert(41, own);
         let ages = t.oldest_ages(30_000_000_000, &HashMap::from([(1u64, 1_000_000_000u64)]));
         let stacks = Stacks { table: &t, counters: &counters, ages: &ages, per_process: false };
         let criteria = Criteria::for_bytes();
@@ -420,6 +427,7 @@ mod tests {
         assert_eq!(s.oldest_age_s, 29.0);
         assert_eq!(r.totals.outstanding_bytes, 300_000);
         assert_eq!(r.totals.allocs, 60, "one process: the session's counters");
+        assert_eq!(r.totals.lost["stack_truncated"], 70, "one process: the session's losses");
         assert!(Counter::ALL.iter().filter_map(|c| c.lost_name()).all(|name| r.totals.lost.contains_key(name)));
         assert_eq!(r.timeline.len(), 30);
         assert!(r.holders.is_empty() && r.holders_scan.is_none());
@@ -434,6 +442,7 @@ mod tests {
         let two = build(input(Some(apart), 2, &criteria)).totals;
         assert_eq!((one.allocs, one.frees), (30, 0));
         assert_eq!((two.allocs, two.frees), (30, 30));
+        assert_eq!((one.lost["stack_truncated"], two.lost["stack_truncated"]), (61, 0), "and its own losses");
     }
 
     #[test]

@@ -4,18 +4,17 @@
 //! at once (503 beyond). Routes only format the last snapshot; `/` is the live page (`page/`).
 
 use std::fmt::Write as _;
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Result;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{watch, Semaphore};
 
 use crate::export::{ExportOptions, Format};
 use crate::report::{Report, Reports};
 
+use super::listen::{Conn, Listener};
 use super::Snapshot;
 
 /// Longest request head (request line and headers) accepted.
@@ -39,7 +38,7 @@ pub type Shared = watch::Receiver<Option<Arc<Snapshot>>>;
 /// Accepts every connection at once: up to [`MAX_CONNECTIONS`] are served, each within its
 /// [`DEADLINE`]; the others are answered 503 (shed), so that a queue of slow clients never
 /// hides the daemon from a scraper.
-pub async fn accept_loop(listener: TcpListener, state: Shared, opts: ExportOptions) {
+pub async fn accept_loop(listener: Listener, state: Shared, opts: ExportOptions) {
     let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
     let shedding = Arc::new(Semaphore::new(MAX_SHED));
     loop {
@@ -68,12 +67,12 @@ pub async fn accept_loop(listener: TcpListener, state: Shared, opts: ExportOptio
 }
 
 /// Answers 503 without reading the request.
-async fn shed(mut stream: TcpStream) -> std::io::Result<()> {
+async fn shed(mut stream: Box<dyn Conn>) -> std::io::Result<()> {
     stream.write_all(&Response::text(503, "too many connections; retry shortly\n").bytes()).await?;
     stream.shutdown().await
 }
 
-async fn handle(mut stream: TcpStream, peer: SocketAddr, state: &Shared, opts: &ExportOptions) {
+async fn handle(mut stream: Box<dyn Conn>, peer: String, state: &Shared, opts: &ExportOptions) {
     let response = match tokio::time::timeout(READ_TIMEOUT, read_head(&mut stream)).await {
         Err(_) => Response::text(408, "request timeout\n"),
         Ok(Err(e)) => {
@@ -108,7 +107,7 @@ enum Head {
 }
 
 /// Reads up to the blank line ending the request head, never more than [`MAX_HEAD`] bytes.
-async fn read_head(stream: &mut TcpStream) -> std::io::Result<Head> {
+async fn read_head(stream: &mut Box<dyn Conn>) -> std::io::Result<Head> {
     let mut buf = Vec::with_capacity(1024);
     let mut chunk = [0u8; 1024];
     loop {

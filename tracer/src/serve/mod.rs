@@ -20,6 +20,7 @@
 
 mod history;
 mod http;
+pub mod listen;
 mod push;
 
 use std::process::ExitCode;
@@ -28,11 +29,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::Result;
-use tokio::net::TcpListener;
 use tokio::sync::watch;
 
 use crate::config::ServeConfig;
-use crate::error::user_error;
 use crate::export::{self, prometheus, ExportOptions, Format};
 use crate::report::{FinalView, Reports};
 use crate::session::driver::{self, Tick};
@@ -81,24 +80,20 @@ pub fn run(config: ServeConfig) -> Result<ExitCode> {
 async fn serve(config: ServeConfig) -> Result<()> {
     session::require_root()?;
     // Bind first: a taken port costs nothing to report, no probe was attached yet.
-    let listener = TcpListener::bind(config.listen).await.map_err(|e| {
-        user_error(
-            format!("cannot listen on {}: {e}", config.listen),
-            "pick a free address with --listen 127.0.0.1:PORT (or stop whatever uses it)",
-        )
-    })?;
-    if !config.listen.ip().is_loopback() {
-        log::warn!(
-            "listening on {} (not loopback): anyone who can reach it reads the target's stacks and file paths",
-            config.listen
-        );
+    let listener = listen::Listener::bind(&config.listen).await?;
+    if let listen::Listen::Tcp(addr) = &config.listen {
+        if !addr.ip().is_loopback() {
+            log::warn!(
+                "listening on {addr} (not loopback): anyone who can reach it reads the target's stacks and file paths"
+            );
+        }
     }
+    let mut stops = driver::Stops::new()?;
     let mut session = Session::start(&config.record)?;
     let (tx, rx) = watch::channel::<Option<Arc<Snapshot>>>(None);
-    // The bound address: `--listen 127.0.0.1:0` picks a free port, which is the one to print.
-    let bound = listener.local_addr().unwrap_or(config.listen);
+    let bound = listener.describe();
     let acceptor = tokio::spawn(http::accept_loop(listener, rx, config.export));
-    eprintln!("tracer: serving on http://{bound}/ (/debug/pprof/heap /flamegraph.svg /report.json /metrics)");
+    eprintln!("tracer: serving on {bound} (/debug/pprof/heap /flamegraph.svg /report.json /metrics)");
     let pushed_as = match session.procs.first() {
         Some(first) if !session.is_host() => format!("pid={}", first.target.pid),
         _ => "mode=host".to_string(),
@@ -106,7 +101,7 @@ async fn serve(config: ServeConfig) -> Result<()> {
     let pusher = config.push.map(|t| Arc::new(push::Pusher::new(t, pushed_as)));
     let interval = config.record.interval;
     let mut history = history::History::default();
-    let result = driver::drive(&mut session, (interval, driver::Cadence::Fixed), None, |session, tick| {
+    let result = driver::drive(&mut session, &mut stops, (interval, driver::Cadence::Fixed), None, |session, tick| {
         let mut snapshot = live_snapshot(session, tick, interval);
         history.record(&snapshot.view);
         snapshot.tracks = history.tracks();
