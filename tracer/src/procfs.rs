@@ -59,6 +59,19 @@ pub fn rss_bytes(pid: u32) -> Option<u64> {
     parse_statm_rss(&text, page_size())
 }
 
+/// Bytes of `pid`'s anonymous writable mappings (`/proc/PID/maps`): glibc's `[heap]` and its
+/// other arenas, pymalloc's arenas, blocks glibc mmapped, thread stacks; counted whether their
+/// pages were touched or not, so a new pymalloc arena or a grown arena shows at once where the
+/// resident size rises a page at a time (or not at all, when file pages leave meanwhile).
+pub fn anon_writable_bytes(pid: u32) -> Option<u64> {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/maps")).ok()?;
+    Some(parse_anon_writable(&text))
+}
+
+pub fn parse_anon_writable(maps: &str) -> u64 {
+    parse_maps(maps).iter().filter(|m| m.path.is_none() && m.perms.starts_with("rw")).map(|m| m.end - m.start).sum()
+}
+
 pub fn parse_statm_rss(text: &str, page: u64) -> Option<u64> {
     text.split_whitespace().nth(1)?.parse::<u64>().ok().map(|pages| pages * page)
 }
@@ -193,6 +206,22 @@ mod tests {
         assert!(parse_maps_line("").is_none());
         assert!(parse_maps_line("zzzz-1000 r-xp 0 0 0").is_none());
         assert!(parse_maps_line("2000-1000 r-xp 00000000 00:00 0").is_none());
+    }
+
+    #[test]
+    fn anonymous_writable_mappings_are_summed() {
+        let maps = "\
+55d0c6a00000-55d0c6a21000 rw-p 00000000 00:00 0                          [heap]
+7f0000000000-7f0000100000 rw-p 00000000 00:00 0 
+7f0000100000-7f0000200000 ---p 00000000 00:00 0 
+7f1000000000-7f1000001000 rw-p 00002000 08:01 42                         /usr/lib/libc.so.6
+7f2000000000-7f2000010000 r--p 00000000 00:00 0 
+7ffc00000000-7ffc00021000 rw-p 00000000 00:00 0                          [stack]
+";
+        assert_eq!(parse_anon_writable(maps), 0x21000 + 0x100000 + 0x21000);
+        assert_eq!(parse_anon_writable("garbage\n"), 0);
+        assert!(anon_writable_bytes(std::process::id()).unwrap() > 1 << 20);
+        assert_eq!(anon_writable_bytes(u32::MAX), None);
     }
 
     #[test]

@@ -32,9 +32,50 @@ pub fn middle(s: &str, max: usize) -> String {
     format!("{start}…{end}")
 }
 
+/// A holder's path shortened to `max` characters: the keys inside `[...]` give way first
+/// (`sys.path_importer_cache[…]._path_cache`: the names around them say what it is), then the middle.
+pub fn path(s: &str, max: usize) -> String {
+    if s.chars().count() <= max {
+        return s.to_string();
+    }
+    let mut keyless = String::with_capacity(s.len());
+    let mut depth = 0usize;
+    for c in s.chars() {
+        match c {
+            '[' => {
+                if depth == 0 {
+                    keyless.push_str("[…");
+                }
+                depth += 1;
+            }
+            ']' if depth > 0 => {
+                depth -= 1;
+                if depth == 0 {
+                    keyless.push(']');
+                }
+            }
+            _ if depth == 0 => keyless.push(c),
+            _ => {}
+        }
+    }
+    if depth > 0 {
+        keyless.push(']');
+    }
+    middle(&keyless, max)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_path_drops_its_keys_before_its_names() {
+        let p = "sys.path_importer_cache['/root/.pyenv/versions/3.11.7/lib/python3.11']._path_cache";
+        assert_eq!(path(p, 40), "sys.path_importer_cache[…]._path_cache");
+        assert_eq!(path("__main__.CACHE", 40), "__main__.CACHE");
+        assert_eq!(path("a[b[c]]d", 4), "a…]d");
+        assert_eq!(path("x[unclosed key", 5), "x[…]");
+    }
 
     #[test]
     fn shortened_in_the_middle() {

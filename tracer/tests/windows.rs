@@ -118,6 +118,27 @@ fn growth_that_stops_is_not_a_leak_under_auto_windows() {
     assert!(!leak.iter().any(|(v, ..)| v == "leak" || v == "growing"), "{leak:?}\n{report:#}");
 }
 
+/// `--window auto` on a steady process (churn and a full small cache, nothing kept): neither
+/// its resident size nor its anonymous mappings (glibc's and pymalloc's arenas) rise, so no
+/// window opens and its allocations are never trapped.
+#[test]
+fn a_steady_process_opens_no_window_under_auto() {
+    if !require_root() {
+        return;
+    }
+    let Some(python) = python311() else { return };
+    let _g = serial();
+    let env = [("DURATION", "16"), ("STOP_GROWING_AFTER", "0"), ("CACHE_SIZE", "10")];
+    let (report, truth) = record_fixture(&python, &env, &["--window", "auto:1s/3s"], 13);
+    assert_eq!(truth["kept"], 0, "the fixture kept nothing: {truth}");
+    let w = &report["windows"];
+    assert_eq!(w["mode"], "auto", "{w}");
+    assert_eq!(w["opened"], 0, "a steady process opened a window: {w}");
+    assert!(w["skipped_no_growth"].as_u64().unwrap() >= 3, "every period went without: {w}");
+    let churn = verdicts_at(&report, "churn", "buf = bytearray(3000)");
+    assert!(churn.is_empty(), "no allocation was trapped: {churn:?}");
+}
+
 /// Every way a windowed recording ends (inside a window, between windows, the target exiting)
 /// leaves no probe behind, and between windows only the rare probes stay attached.
 #[test]

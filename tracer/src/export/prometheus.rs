@@ -226,9 +226,12 @@ impl LineSums {
 /// Each process's live objects by type, and what the census costs.
 fn census_families(out: &mut String, reports: &[Report], multi: bool) {
     let series = |f: fn(&CensusType) -> f64| -> Vec<(Labels, f64)> {
-        let of = |t: &CensusType| vec![("type", t.type_name.clone()), ("verdict", t.verdict.as_str().to_string())];
+        // The type alone names a series, so it stays one series when its verdict changes.
+        let of = |t: &CensusType| vec![("type", t.type_name.clone())];
         reports.iter().flat_map(|r| r.census.iter().map(move |t| (labels(r, multi, of(t)), f(t)))).collect()
     };
+    let help = "Verdict on a type's live objects: 3 leak, 2 growing, 1 bounded, 0 stable.";
+    family(out, "tracer_census_verdict", "gauge", help, &series(|t| verdict_level(t.verdict)));
     let help = "Live GC-tracked objects of a type in the target (the census).";
     family(out, "tracer_census_objects", "gauge", help, &series(|t| t.count as f64));
     let help = "Live objects of a type added per second (the census).";
@@ -429,6 +432,29 @@ mod tests {
             text.contains(r#"tracer_suspect_verdict{function="leak \"x\"",file="/srv/a\\b.py",line="7"} 3"#),
             "{text}"
         );
+    }
+
+    #[test]
+    fn a_census_type_is_one_series_and_its_verdict_a_gauge() {
+        let mut r = report();
+        let timer = |verdict| CensusType {
+            type_name: "TimerHandle".into(),
+            count: 1200,
+            bytes_est: 96_000,
+            growth_per_s: 10.0,
+            verdict,
+            score: 0.9,
+            reason: String::new(),
+            origin: None,
+        };
+        r.census = vec![timer(Verdict::Growing)];
+        let growing = write(&[r.clone()], false, &DAEMON);
+        r.census = vec![timer(Verdict::Leak)];
+        let leak = write(&[r], false, &DAEMON);
+        let objects = r#"tracer_census_objects{type="TimerHandle"} 1200"#;
+        assert!(growing.lines().any(|l| l == objects) && leak.lines().any(|l| l == objects), "{leak}");
+        assert!(growing.contains(r#"tracer_census_verdict{type="TimerHandle"} 2"#), "{growing}");
+        assert!(leak.contains(r#"tracer_census_verdict{type="TimerHandle"} 3"#), "{leak}");
     }
 
     #[test]

@@ -14,12 +14,41 @@ use std::time::{Duration, Instant};
 
 use crate::config::{WindowMode, WindowSpec};
 use crate::probes::Probes;
+use crate::procfs;
 use crate::report::WindowsInfo;
 use crate::target::Target;
 
-/// `--window auto`: a window opens only when some traced process's resident memory rose by at
-/// least this much above its highest so far.
+/// `--window auto`: a window opens on a traced process only when its resident memory or its
+/// anonymous writable mappings (`Heap`) rose by at least this much above their highest so far.
 pub const AUTO_GROWTH_BYTES: u64 = 64 * 1024;
+
+/// What auto mode watches of a process's heap, read from outside.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+struct Heap {
+    /// Resident memory (`/proc/PID/statm`).
+    resident: u64,
+    /// Anonymous writable mappings (`/proc/PID/maps`): glibc's arenas (`[heap]` and the
+    /// others), pymalloc's arenas and mmapped blocks, touched or not: the Python heap's growth
+    /// shows here even while the resident size stays flat.
+    mapped: u64,
+}
+
+impl Heap {
+    fn of(pid: u32) -> Option<Heap> {
+        Some(Heap { resident: procfs::rss_bytes(pid)?, mapped: procfs::anon_writable_bytes(pid).unwrap_or(0) })
+    }
+
+    /// Whether `now` rose `AUTO_GROWTH_BYTES` above these marks in either measure.
+    fn outgrown_by(&self, now: Heap) -> bool {
+        now.resident >= self.resident.saturating_add(AUTO_GROWTH_BYTES)
+            || now.mapped >= self.mapped.saturating_add(AUTO_GROWTH_BYTES)
+    }
+
+    fn raise_to(&mut self, now: Heap) {
+        self.resident = self.resident.max(now.resident);
+        self.mapped = self.mapped.max(now.mapped);
+    }
+}
 
 /// The share of a window spent closing (see the module doc).
 const CLOSING_SHARE: f64 = 0.1;
@@ -53,8 +82,13 @@ pub struct Windows {
     skipped: u64,
     /// Time allocations were recorded.
     recorded: Duration,
-    /// Auto mode: each process's highest resident memory so far (bytes).
-    highest: std::collections::HashMap<u32, u64>,
+    /// Auto mode: each process's highest heap marks so far.
+    highest: std::collections::HashMap<u32, Heap>,
+    /// Auto mode: the processes that grew in the period that just ended, the only ones whose
+    /// allocation probes the next window attaches. In host mode an idle process then holds no
+    /// allocation link, which would otherwise make every other traced process's calls dearer
+    /// (docs/probes.md, "Host mode").
+    growing: Vec<u32>,
 }
 
 impl Windows {
@@ -72,6 +106,7 @@ impl Windows {
             skipped: 0,
             recorded: Duration::ZERO,
             highest: Default::default(),
+            growing: Vec::new(),
         })
     }
 
@@ -112,9 +147,13 @@ impl Windows {
                     following += self.spec.every;
                 }
                 self.phase = Phase::Shut { next: following };
-                if self.auto && !self.grew(targets) {
-                    self.skipped += 1;
-                    return Step::SampleStacks;
+                if self.auto {
+                    self.growing = self.grew(targets);
+                    log::debug!("auto windows: grew in the last period: {:?}", self.growing);
+                    if self.growing.is_empty() {
+                        self.skipped += 1;
+                        return Step::SampleStacks;
+                    }
                 }
                 Step::Open
             }
@@ -137,39 +176,35 @@ impl Windows {
     }
 
     /// Opens the window `step` said was due (if the last one's probes are gone; else this
-    /// period goes without).
+    /// period goes without): on every process, or in auto mode on those that grew.
     pub fn open<'a>(&mut self, now: Instant, probes: &mut Probes, targets: impl Iterator<Item = &'a Target>) {
-        if probes.open_window(targets) {
+        let (auto, growing) = (self.auto, &self.growing);
+        if probes.open_window(targets.filter(|t| !auto || growing.contains(&t.pid))) {
             self.opened += 1;
             self.phase = Phase::Recording { opened: now };
         }
     }
 
-    /// Auto mode's gate: did any process's resident memory rise above its highest so far by
-    /// `AUTO_GROWTH_BYTES`? (Every process's highest mark is updated.)
-    fn grew<'a>(&mut self, targets: impl Iterator<Item = &'a Target>) -> bool {
-        let mut grew = false;
+    /// Auto mode's gate: the processes whose resident memory or anonymous mappings rose above
+    /// their highest so far by `AUTO_GROWTH_BYTES`. (Every process's marks are raised.)
+    fn grew<'a>(&mut self, targets: impl Iterator<Item = &'a Target>) -> Vec<u32> {
+        let mut grew = Vec::new();
         for t in targets {
-            let Some(rss) = resident_bytes(t.pid) else { continue };
-            match self.highest.get_mut(&t.pid) {
-                Some(high) if rss >= high.saturating_add(AUTO_GROWTH_BYTES) => {
-                    *high = rss;
-                    grew = true;
-                }
-                Some(high) => *high = (*high).max(rss),
-                None => {
-                    self.highest.insert(t.pid, rss);
-                }
+            let Some(now) = Heap::of(t.pid) else { continue };
+            let high = self.highest.entry(t.pid).or_insert(now);
+            if high.outgrown_by(now) {
+                grew.push(t.pid);
             }
+            high.raise_to(now);
         }
         grew
     }
 
-    /// Auto mode: a process's starting point (its resident memory when it is first traced).
+    /// Auto mode: a process's starting point (its heap when it is first traced).
     pub fn watch(&mut self, pid: u32) {
         if self.auto {
-            if let Some(rss) = resident_bytes(pid) {
-                self.highest.insert(pid, rss);
+            if let Some(now) = Heap::of(pid) {
+                self.highest.insert(pid, now);
             }
         }
     }
@@ -195,15 +230,6 @@ impl Windows {
     }
 }
 
-/// A process's resident memory (bytes), from /proc/PID/statm.
-fn resident_bytes(pid: u32) -> Option<u64> {
-    let statm = std::fs::read_to_string(format!("/proc/{pid}/statm")).ok()?;
-    let pages: u64 = statm.split_whitespace().nth(1)?.parse().ok()?;
-    // SAFETY: sysconf has no preconditions.
-    let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
-    Some(pages * u64::try_from(page).ok()?)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -226,9 +252,16 @@ mod tests {
     }
 
     #[test]
-    fn resident_memory_of_this_process() {
-        let rss = resident_bytes(std::process::id()).unwrap();
-        assert!(rss > 1 << 20, "{rss}");
-        assert_eq!(resident_bytes(u32::MAX), None);
+    fn either_measure_opens_a_window_and_the_marks_only_rise() {
+        let mut high = Heap { resident: 10 << 20, mapped: 50 << 20 };
+        let flat_rss_grown_heap = Heap { resident: 10 << 20, mapped: (50 << 20) + AUTO_GROWTH_BYTES };
+        assert!(high.outgrown_by(flat_rss_grown_heap), "pymalloc/glibc arenas grew, RSS flat");
+        assert!(high.outgrown_by(Heap { resident: (10 << 20) + AUTO_GROWTH_BYTES, mapped: 50 << 20 }));
+        assert!(!high.outgrown_by(Heap { resident: (10 << 20) + 4096, mapped: (50 << 20) + 4096 }), "a page is noise");
+        assert!(!high.outgrown_by(Heap { resident: 1 << 20, mapped: 1 << 20 }), "shrinking is not growth");
+        high.raise_to(Heap { resident: 1 << 20, mapped: 60 << 20 });
+        assert_eq!(high, Heap { resident: 10 << 20, mapped: 60 << 20 });
+        assert!(!high.outgrown_by(flat_rss_grown_heap), "back under the highest mark: no window");
+        assert!(Heap::of(std::process::id()).unwrap().mapped > 0);
     }
 }

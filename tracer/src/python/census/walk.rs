@@ -5,7 +5,7 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::hash::{BuildHasherDefault, Hasher};
 use std::time::{Duration, Instant};
 
-use super::blocks::BlockCache;
+use super::blocks::{Lookup, NodeStore, Rec, BLOCK};
 use super::layout::{GcLayout, PREV_MASK_COLLECTING, PTR_MASK};
 use super::{Census, CensusBudget, CensusStats, TypeCount, GC_WAIT, MAX_REPAIRS};
 use crate::python::heap::types::{Kind, TypeAddrs, TypeCache, TPFLAGS_HAVE_GC};
@@ -15,11 +15,29 @@ use crate::remote::{le_u32, le_u64, Memory};
 
 /// Bytes read per node: `_gc_next`, `_gc_prev`, then the object's refcount, type, `ob_size`
 /// (variable-size objects) and, for lists, `allocated` (object + 32).
-const NODE: usize = 56;
+pub(super) const NODE: usize = 56;
+/// Types first met while extracting a block's nodes that may be checked per scan (random words
+/// at a type's position must not cost a read each without bound); beyond, the block is marked
+/// partial and its other positions are read live when asked for.
+const MAX_EXTRACT_VALIDATIONS: u32 = 4096;
 /// Larger lengths are not lengths (a pointer, or a torn word).
 const MAX_ITEMS: u64 = 1 << 28;
 /// Fewest steps allowed per list; beyond, 2 × the objects budget.
 const MIN_STEPS: u64 = 1_000_000;
+/// Words judged not to be types kept across scans at most (then forgotten).
+const MAX_KNOWN_INVALID: usize = 200_000;
+
+/// What earlier scans learnt about type addresses. A word once judged not a type is not
+/// checked again while extracting a block (the block is marked partial instead, so a node with
+/// that type would be read live); the valid ones are re-checked at the start of each scan.
+#[derive(Default)]
+pub(super) struct KnownTypes {
+    valid: Vec<u64>,
+    invalid: AddrSet,
+}
+
+/// Newest objects kept per type (their origins are read for growing types).
+pub(super) const NEWEST: usize = 3;
 
 /// A hasher for addresses: one multiply, then the product's well-mixed high half folded into
 /// the low bits (the table's index; object addresses share their low bits).
@@ -63,7 +81,7 @@ struct Row {
 }
 
 pub(super) struct Walk<'a> {
-    cache: BlockCache<'a>,
+    cache: NodeStore<'a>,
     scan: Scan<'a>,
     gc: &'a GcLayout,
     heap: &'a HeapLayout,
@@ -72,7 +90,16 @@ pub(super) struct Walk<'a> {
     type_rows: AddrMap<Option<usize>>,
     rows: Vec<Row>,
     counts: Vec<TypeCount>,
-    seen: AddrSet,
+    /// Per row: the youngest list it was met in, and its last objects there (the newest).
+    row_gen: Vec<u8>,
+    newest: Vec<Vec<u64>>,
+    gen: u8,
+    validations_left: u32,
+    /// Type addresses judged in earlier scans.
+    known: &'a mut KnownTypes,
+    /// Nodes read live because the store could not tell (debug figures).
+    live_lookups: u64,
+    partial_blocks: u64,
     stats: CensusStats,
     collecting_at: u64,
     heads: [u64; 4],
@@ -86,12 +113,12 @@ impl<'a> Walk<'a> {
         heap: &'a HeapLayout,
         strs: StrLayout,
         types: &'a TypeAddrs,
-        type_cache: &'a mut TypeCache,
+        (type_cache, known): (&'a mut TypeCache, &'a mut KnownTypes),
         budget: CensusBudget,
     ) -> Self {
         let type_budget = ScanBudget { max_objects: usize::MAX, max_bytes: 256 << 20, max_depth: 0 };
         Walk {
-            cache: BlockCache::new(mem, budget.cache_bytes),
+            cache: NodeStore::new(mem, budget.cache_bytes),
             scan: Scan::new(mem, heap, strs, types, type_cache, type_budget),
             gc,
             heap,
@@ -99,7 +126,13 @@ impl<'a> Walk<'a> {
             type_rows: AddrMap::default(),
             rows: Vec::new(),
             counts: Vec::new(),
-            seen: AddrSet::default(),
+            row_gen: Vec::new(),
+            newest: Vec::new(),
+            gen: 0,
+            validations_left: MAX_EXTRACT_VALIDATIONS,
+            known,
+            live_lookups: 0,
+            partial_blocks: 0,
             stats: CensusStats::default(),
             collecting_at: 0,
             heads: [0; 4],
@@ -109,7 +142,7 @@ impl<'a> Walk<'a> {
 
     /// Finds the GC state, then walks the four lists in order.
     pub(super) fn run(&mut self, runtime_addr: u64) -> Result<(), String> {
-        let word = |c: &mut BlockCache, a: u64| c.read_live(a, 8).map(|b| le_u64(&b, 0));
+        let word = |c: &mut NodeStore, a: u64| c.read_live(a, 8).map(|b| le_u64(&b, 0));
         let interp = word(&mut self.cache, runtime_addr + self.heap.runtime_interp_main).unwrap_or(0);
         if !plausible_ptr(interp) {
             return Err("the main interpreter could not be read".into());
@@ -122,8 +155,14 @@ impl<'a> Walk<'a> {
         self.collecting_at = gc + self.gc.collecting;
         self.heads = self.gc.heads.map(|h| gc + h);
         self.stats.heap_size = self.gc.heap_size.and_then(|o| word(&mut self.cache, gc + o));
-        self.seen.reserve(self.stats.heap_size.unwrap_or(0).min(self.budget.max_objects) as usize);
-        for head in self.heads {
+        // The types of the last scan, re-checked in one batch: blocks are then judged whole.
+        let valid = std::mem::take(&mut self.known.valid);
+        self.scan.resolve_types(&valid);
+        for t in valid {
+            self.type_row(t);
+        }
+        for (g, head) in self.heads.into_iter().enumerate() {
+            self.gen = g as u8;
             if !self.walk_list(head) {
                 break;
             }
@@ -188,15 +227,53 @@ impl<'a> Walk<'a> {
 
     /// The node at `cur`, reached from `prev`, if every check passes.
     fn node(&mut self, cur: u64, prev: u64) -> Option<Node> {
-        if !plausible_ptr(cur) {
+        self.fetch(cur).filter(|n| n.prev == prev)
+    }
+
+    /// The node at `addr` from the store (its block read and its nodes extracted on first
+    /// use), or read live where the store cannot tell.
+    fn fetch(&mut self, addr: u64) -> Option<Node> {
+        if !plausible_ptr(addr) {
             return None;
         }
-        let mut b = [0u8; NODE];
-        if !self.cache.read(cur, &mut b) {
-            return None;
+        if self.cache.needs_load(addr) {
+            self.load_block(addr);
         }
-        let n = self.check(&b)?;
-        (n.prev == prev).then_some(n)
+        match self.cache.lookup(addr) {
+            Lookup::Node(r) => Some(Node { next: r.next, prev: r.prev, ty: r.ty as usize, bytes: u64::from(r.bytes) }),
+            Lookup::NotANode => None,
+            Lookup::Unknown => {
+                self.live_lookups += 1;
+                let b = self.cache.read_live(addr, NODE)?;
+                self.check(&b)
+            }
+        }
+    }
+
+    /// Reads the block holding `addr` once and keeps every node in it that passes the checks.
+    fn load_block(&mut self, addr: u64) {
+        let raw = self.cache.read_block(addr, NODE);
+        let mut partial = !raw.whole();
+        let mut found = Vec::new();
+        for pos in (0..BLOCK as usize).step_by(super::blocks::ALIGN as usize) {
+            let Some(b) = raw.node(pos, NODE) else { continue };
+            if !quick_node(b) {
+                continue;
+            }
+            let t = le_u64(b, 24);
+            if !self.type_rows.contains_key(&t) {
+                if self.validations_left == 0 || self.known.invalid.contains(&t) {
+                    partial = true;
+                    continue;
+                }
+                self.validations_left -= 1;
+            }
+            if let Some(n) = self.check(b) {
+                found.push((pos, Rec::new(n.next, n.prev, n.ty, n.bytes)));
+            }
+        }
+        self.partial_blocks += u64::from(partial);
+        self.cache.store(raw.base, found, partial);
     }
 
     /// The checks that do not depend on where a node was reached from.
@@ -243,6 +320,8 @@ impl<'a> Walk<'a> {
         let idx = row.map(|r| {
             self.rows.push(r);
             self.counts.push(TypeCount::default());
+            self.row_gen.push(u8::MAX);
+            self.newest.push(Vec::new());
             self.rows.len() - 1
         });
         self.type_rows.insert(t, idx);
@@ -250,7 +329,7 @@ impl<'a> Walk<'a> {
     }
 
     fn count(&mut self, addr: u64, n: &Node) {
-        if !self.seen.insert(addr) {
+        if !self.cache.mark_seen(addr) {
             self.stats.duplicates += 1;
             return;
         }
@@ -258,6 +337,19 @@ impl<'a> Walk<'a> {
         let c = &mut self.counts[n.ty];
         c.count += 1;
         c.bytes += n.bytes;
+        // Lists append at their tail: the last objects met in the youngest list are the newest.
+        let g = &mut self.row_gen[n.ty];
+        if *g == u8::MAX {
+            *g = self.gen;
+        }
+        if *g == self.gen {
+            let v = &mut self.newest[n.ty];
+            if v.len() == NEWEST {
+                v.remove(0);
+            }
+            // The object starts after its 16-byte GC head.
+            v.push(addr + 16);
+        }
     }
 
     /// After a failed node: wait for the collector, drop the stale cache, and take `prev`'s
@@ -281,16 +373,14 @@ impl<'a> Walk<'a> {
         let mut later = head;
         let max_steps = MIN_STEPS.max(self.budget.max_objects.saturating_mul(2));
         for _ in 0..max_steps {
-            if node == head || self.seen.contains(&node) {
+            if node == head || self.cache.was_seen(node) {
                 return true;
             }
             if !self.budget_left() {
                 self.stats.cut_by_budget = true;
                 return false;
             }
-            let mut b = [0u8; NODE];
-            let n = plausible_ptr(node) && self.cache.read(node, &mut b);
-            match n.then(|| self.check(&b)).flatten().filter(|n| n.next == later) {
+            match self.fetch(node).filter(|n| n.next == later) {
                 Some(n) => {
                     self.count(node, &n);
                     (later, node) = (node, n.prev);
@@ -325,9 +415,31 @@ impl<'a> Walk<'a> {
     }
 
     pub(super) fn finish(self) -> Census {
+        log::debug!(
+            "census: {} nodes read live, {} partial blocks, {} types checked in blocks",
+            self.live_lookups,
+            self.partial_blocks,
+            MAX_EXTRACT_VALIDATIONS - self.validations_left
+        );
+        if self.known.invalid.len() > MAX_KNOWN_INVALID {
+            self.known.invalid.clear();
+        }
+        for (&t, row) in &self.type_rows {
+            match row {
+                Some(_) => self.known.valid.push(t),
+                None => {
+                    self.known.invalid.insert(t);
+                }
+            }
+        }
         let mut by_type: BTreeMap<String, TypeCount> = BTreeMap::new();
-        for (row, c) in self.rows.iter().zip(&self.counts) {
+        let mut newest: BTreeMap<String, Vec<u64>> = BTreeMap::new();
+        for ((row, c), addrs) in self.rows.iter().zip(&self.counts).zip(&self.newest) {
             if c.count > 0 {
+                let v = newest.entry(row.name.clone()).or_default();
+                v.extend(addrs);
+                let cut = v.len().saturating_sub(NEWEST);
+                v.drain(..cut);
                 let e = by_type.entry(row.name.clone()).or_default();
                 e.count += c.count;
                 e.bytes += c.bytes;
@@ -336,6 +448,16 @@ impl<'a> Walk<'a> {
         let mut stats = self.stats;
         stats.bytes_read = self.cache.bytes_read + self.scan.stats.bytes_read;
         stats.reads = self.cache.reads + self.scan.stats.reads;
-        Census { by_type, stats, error: None }
+        Census { by_type, newest, stats, error: None }
     }
+}
+
+/// Cheap checks on a position's first words before the full ones: both links plausible
+/// pointers, no collection in progress, a plausible type pointer.
+fn quick_node(b: &[u8]) -> bool {
+    let (next, prev) = (le_u64(b, 0) & PTR_MASK, le_u64(b, 8));
+    plausible_ptr(next)
+        && prev & PREV_MASK_COLLECTING == 0
+        && plausible_ptr(prev & PTR_MASK)
+        && plausible_ptr(le_u64(b, 24))
 }
