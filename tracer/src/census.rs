@@ -8,14 +8,21 @@ use std::collections::HashMap;
 
 use crate::python::census::{Census, CensusBudget, CensusReader, TypeCount};
 use crate::python::heap::TypeAddrs;
+use crate::python::origin::{in_app, OriginReader};
 use crate::remote::ProcessMemory;
+use crate::report::Origin;
 use crate::series::Series;
 use crate::target::Target;
 
 pub struct CensusTrack {
     pub last: TypeCount,
     pub series: Series,
+    /// Where its newest objects were made, read when its count last grew.
+    pub origin: Option<Origin>,
 }
+
+/// Growing types whose newest objects' origins are read per scan (the fastest growing).
+const ORIGIN_TYPES_PER_SCAN: usize = 8;
 
 /// Totals over all scans, for the report.
 #[derive(Debug, Clone, Default)]
@@ -42,6 +49,7 @@ pub struct CensusTotals {
 
 pub struct CensusView {
     reader: CensusReader,
+    origins: OriginReader<ProcessMemory>,
     budget: CensusBudget,
     pub tracks: HashMap<String, CensusTrack>,
     pub totals: CensusTotals,
@@ -58,9 +66,12 @@ const MAX_DUTY: f64 = 0.1;
 impl CensusView {
     pub fn new(target: &Target, types: TypeAddrs, budget: CensusBudget) -> Self {
         let interp = &target.interpreter;
-        let reader = CensusReader::new(ProcessMemory::new(target.pid), &interp.offsets, types, interp.runtime);
+        let mem = ProcessMemory::new(target.pid);
+        let reader = CensusReader::new(mem, &interp.offsets, types, interp.runtime);
+        let origins = OriginReader::new(mem, interp, target.python.start..target.python.end, types);
         CensusView {
             reader,
+            origins,
             budget,
             tracks: HashMap::new(),
             totals: CensusTotals::default(),
@@ -81,13 +92,25 @@ impl CensusView {
             self.totals.scans_discarded += 1;
             return;
         }
+        let mut grew: Vec<(u64, &String)> = Vec::new();
         for (name, count) in &census.by_type {
-            let track = self
-                .tracks
-                .entry(name.clone())
-                .or_insert_with(|| CensusTrack { last: TypeCount::default(), series: Series::new() });
+            let track = self.tracks.entry(name.clone()).or_insert_with(|| CensusTrack {
+                last: TypeCount::default(),
+                series: Series::new(),
+                origin: None,
+            });
+            if !track.series.points().is_empty() && count.count > track.last.count {
+                grew.push((count.count - track.last.count, name));
+            }
             track.series.push(t_s, count.count as f64);
             track.last = *count;
+        }
+        grew.sort_unstable_by(|a, b| b.0.cmp(&a.0).then(a.1.cmp(b.1)));
+        for (_, name) in grew.into_iter().take(ORIGIN_TYPES_PER_SCAN) {
+            let newest = census.newest.get(name).map(Vec::as_slice).unwrap_or_default();
+            if let Some(o) = self.newest_origin(name, newest) {
+                self.tracks.get_mut(name).expect("tracked above").origin = Some(o);
+            }
         }
         // A type no longer seen has no live objects left.
         for (name, track) in self.tracks.iter_mut() {
@@ -96,6 +119,20 @@ impl CensusView {
                 track.last = TypeCount::default();
             }
         }
+    }
+
+    /// The origin of the newest object of type `name` that has one, preferring the
+    /// application's own code (newest first).
+    fn newest_origin(&mut self, name: &str, newest: &[u64]) -> Option<Origin> {
+        let mut first = None;
+        for &addr in newest.iter().rev() {
+            let Some(o) = self.origins.origin_of_type(addr, name) else { continue };
+            if in_app(&o) {
+                return Some(o);
+            }
+            first.get_or_insert(o);
+        }
+        first
     }
 
     fn account(&mut self, c: &Census) {

@@ -147,7 +147,7 @@ impl HostArgs {
 
 #[derive(Args, Debug)]
 pub struct ReportArgs {
-    /// A report written by `tracer record -f json`.
+    /// A report written by `tracer record -f json` (`-`: read it from stdin).
     pub input: PathBuf,
     #[command(flatten)]
     pub output: OutputArgs,

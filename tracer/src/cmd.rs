@@ -16,18 +16,23 @@ use crate::report::Reports;
 /// memory).
 const MAX_REPORT_BYTES: u64 = 256 << 20;
 
-/// `tracer report FILE`: a saved JSON report (one process or several) in another format.
+/// `tracer report FILE`: a saved JSON report (one process or several) in another format;
+/// `tracer report -` reads it from stdin.
 pub fn report(input: &Path, destination: &Destination) -> Result<ExitCode> {
     output::check(destination)?;
-    let text = read_limited(input, MAX_REPORT_BYTES).map_err(|e| {
-        user_error(
-            format!("cannot read {}: {e}", input.display()),
-            "pass a JSON report written by `tracer record -f json -o FILE`",
-        )
+    let stdin = input == Path::new("-");
+    let name = if stdin { "stdin".to_string() } else { input.display().to_string() };
+    let read = if stdin {
+        read_limited(std::io::stdin().lock(), MAX_REPORT_BYTES)
+    } else {
+        std::fs::File::open(input).and_then(|f| read_limited(f, MAX_REPORT_BYTES))
+    };
+    let text = read.map_err(|e| {
+        user_error(format!("cannot read {name}: {e}"), "pass a JSON report written by `tracer record -f json -o FILE`")
     })?;
     let reports = Reports::parse(&text).map_err(|e| {
         user_error(
-            format!("{} is not a tracer JSON report: {e}", input.display()),
+            format!("{name} is not a tracer JSON report: {e}"),
             "pass a file written by `tracer record -f json -o FILE`",
         )
     })?;
@@ -35,10 +40,10 @@ pub fn report(input: &Path, destination: &Destination) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-fn read_limited(path: &Path, limit: u64) -> std::io::Result<String> {
+fn read_limited(input: impl std::io::Read, limit: u64) -> std::io::Result<String> {
     use std::io::Read;
     let mut text = String::new();
-    std::fs::File::open(path)?.take(limit + 1).read_to_string(&mut text)?;
+    input.take(limit + 1).read_to_string(&mut text)?;
     if text.len() as u64 > limit {
         return Err(std::io::Error::new(std::io::ErrorKind::InvalidData, format!("larger than {limit} bytes")));
     }

@@ -343,15 +343,23 @@ impl PushTarget {
     pub fn parse(url: &str) -> Result<PushTarget> {
         let hint = "give the server's base URL, e.g. --push http://pyroscope:4040 (plain HTTP; /ingest is appended); \
                     for https, put a TLS-terminating proxy in front";
+        // Errors show the URL without its credentials: they go to logs.
+        let shown = without_userinfo(url);
         let Some(rest) = url.strip_prefix("http://") else {
-            return Err(user_error(format!("--push {url}: only http:// URLs are supported"), hint));
+            return Err(user_error(format!("--push {shown}: only http:// URLs are supported"), hint));
         };
         let (authority, path) = match rest.find('/') {
             Some(i) => (&rest[..i], &rest[i..]),
             None => (rest, ""),
         };
-        if authority.is_empty() || authority.contains('@') || path.contains(['?', '#']) {
-            return Err(user_error(format!("--push {url}: not a base URL"), hint));
+        if authority.contains('@') {
+            return Err(user_error(
+                format!("--push {shown}: credentials in the URL are not accepted (ps shows them)"),
+                "set TRACER_PUSH_USER and TRACER_PUSH_PASSWORD (or TRACER_PUSH_TOKEN) in the environment instead",
+            ));
+        }
+        if authority.is_empty() || path.contains(['?', '#']) {
+            return Err(user_error(format!("--push {shown}: not a base URL"), hint));
         }
         let has_port = match authority.rfind(':') {
             Some(i) => !authority[i..].contains(']'),
@@ -369,9 +377,32 @@ impl PushTarget {
     }
 }
 
+/// `url` with anything before an `@` in its authority replaced by `***`.
+fn without_userinfo(url: &str) -> String {
+    let (scheme, rest) = match url.find("://") {
+        Some(i) => url.split_at(i + 3),
+        None => ("", url),
+    };
+    let end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    match rest[..end].rfind('@') {
+        Some(at) => format!("{scheme}***{}", &rest[at..]),
+        None => url.to_string(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn push_errors_never_show_credentials() {
+        for url in ["http://user:s3cret@x:4040", "https://user:s3cret@x/p", "ftp://s3cret@x", "user:s3cret@x"] {
+            let e = PushTarget::parse(url).unwrap_err();
+            let u = e.downcast_ref::<UserError>().unwrap();
+            assert!(!format!("{} {}", u.message, u.hint).contains("s3cret"), "{url}: {} / {}", u.message, u.hint);
+            assert!(u.message.contains("***@x"), "{}", u.message);
+        }
+    }
 
     #[test]
     fn parses_addresses_names_and_sockets() {

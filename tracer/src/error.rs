@@ -26,3 +26,10 @@ impl std::error::Error for UserError {}
 pub fn user_error(message: impl Into<String>, hint: impl Into<String>) -> anyhow::Error {
     UserError::new(message, hint).into()
 }
+
+/// A hint that depends on whether the tracer runs as root: telling root to "run as root" helps
+/// nobody.
+pub fn as_root_or(not_root: &str, root: &str) -> String {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } == 0 { root } else { not_root }.to_string()
+}

@@ -111,6 +111,26 @@ pub fn parse_stat_start_time(text: &str) -> Option<u64> {
     rest.split_whitespace().nth(19)?.parse().ok()
 }
 
+/// Whether /proc/PID/stat's flags (field 9) carry PF_KTHREAD: a kernel thread, as opposed to
+/// a user process whose memory is gone because it is exiting.
+pub fn parse_stat_is_kernel_thread(text: &str) -> bool {
+    const PF_KTHREAD: u64 = 0x0020_0000;
+    let Some(rest) = text.rfind(')').map(|i| &text[i + 1..]) else { return false };
+    rest.split_whitespace().nth(6).and_then(|f| f.parse::<u64>().ok()).is_some_and(|flags| flags & PF_KTHREAD != 0)
+}
+
+/// Whether `pid` is a process that still runs and has its memory (not a zombie, not exiting).
+pub fn is_running(pid: u32) -> bool {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).map(|t| parse_status(&t));
+    status.is_ok_and(|s| s.state != 'Z' && s.state != 'X')
+        && std::fs::read_to_string(format!("/proc/{pid}/maps")).is_ok_and(|m| !m.is_empty())
+}
+
+/// Whether `pid` is a kernel thread (false when there is no such process).
+pub fn is_kernel_thread(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|t| parse_stat_is_kernel_thread(&t))
+}
+
 /// The start time of the process `pid` now has; None when there is no such process.
 pub fn start_time(pid: u32) -> Option<u64> {
     parse_stat_start_time(&std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?)
@@ -150,6 +170,13 @@ mod tests {
     fn available_memory_from_meminfo() {
         assert_eq!(mem_available("MemTotal: 100 kB\nMemAvailable:    2048 kB\n"), Some(2 << 20));
         assert_eq!(mem_available("MemTotal: 100 kB\n"), None);
+    }
+
+    #[test]
+    fn kernel_threads_by_their_flags() {
+        assert!(parse_stat_is_kernel_thread("2 (kthreadd) S 0 0 0 0 -1 2129984 0 0 0 0 0 0 0 0 20 0 1 0 25 0 0"));
+        assert!(!parse_stat_is_kernel_thread("454 (c) a) R 450 450 11742 0 -1 4194304 123 0 0 0 0 0 0 0 20 0 1 0 9"));
+        assert!(!parse_stat_is_kernel_thread("garbage"));
     }
 
     #[test]

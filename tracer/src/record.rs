@@ -31,11 +31,13 @@ pub fn run(command: RecordCommand) -> Result<ExitCode> {
     output::check(&destination)?;
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     let (mut reports, ended) = runtime.block_on(async {
+        let mut stops = driver::Stops::new()?;
         let mut session = Session::start(&config)?;
         let progress = config.progress && std::io::stderr().is_terminal();
         let started = Instant::now();
         let stop = driver::drive(
             &mut session,
+            &mut stops,
             (config.interval, driver::Cadence::DenseStart),
             config.duration,
             |session, _| {

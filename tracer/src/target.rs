@@ -102,14 +102,24 @@ pub fn check_process(pid: u32) -> Result<Vec<MapEntry>> {
     let maps_text = std::fs::read_to_string(format!("/proc/{pid}/maps")).map_err(|e| {
         user_error(
             format!("cannot read the memory map of process {pid}: {e}"),
-            "run as root (sudo) or with CAP_SYS_PTRACE",
+            crate::error::as_root_or(
+                "run as root (sudo) or with CAP_SYS_PTRACE",
+                "you are root already: a security module (SELinux, AppArmor, Yama ptrace_scope 3) denies reading \
+                 it, or the process is exiting",
+            ),
         )
     })?;
     let maps = procfs::parse_maps(&maps_text);
     if maps.is_empty() {
+        if procfs::is_kernel_thread(pid) {
+            return Err(user_error(
+                format!("process {pid} ({}) is a kernel thread: it has no user memory", status.name),
+                "pass the PID of a Python process",
+            ));
+        }
         return Err(user_error(
-            format!("process {pid} ({}) is a kernel thread: it has no user memory", status.name),
-            "pass the PID of a Python process",
+            format!("process {pid} ({}) is exiting: its memory is already gone", status.name),
+            "trace a process that is still running",
         ));
     }
     Ok(maps)

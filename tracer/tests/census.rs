@@ -82,3 +82,48 @@ fn a_small_budget_cuts_the_scan_and_the_report_says_so() {
         }
     }
 }
+
+/// The line of `census_origins.py` carrying `marker`.
+fn marked_line(marker: &str) -> u64 {
+    let text = std::fs::read_to_string(fixture("census_origins.py")).unwrap();
+    text.lines().position(|l| l.contains(marker)).unwrap_or_else(|| panic!("no {marker}")) as u64 + 1
+}
+
+fn check_origin(name: &str, report: &Value, ty: &str, line: u64, function: &str) {
+    let t = census_type(report, ty).unwrap_or_else(|| panic!("{name}: {ty} not in the census: {:#}", report["census"]));
+    assert_eq!(t["verdict"], "leak", "{name}: {ty}: {t:#}");
+    let o = &t["origin"];
+    let chain = o["chain"].as_array().unwrap_or_else(|| panic!("{name}: {ty} has no origin: {t:#}"));
+    let shown = &chain[o["shown"].as_u64().unwrap() as usize];
+    assert!(shown["file"].as_str().unwrap().ends_with("/census_origins.py"), "{name}: {ty}: {o:#}");
+    assert_eq!(shown["line"].as_u64(), Some(line), "{name}: {ty}: {o:#}");
+    assert_eq!(shown["function"], function, "{name}: {ty}: {o:#}");
+}
+
+#[test]
+fn the_newest_objects_of_a_leaking_type_tell_where_they_were_made() {
+    if !is_root() {
+        println!("skipped: not root");
+        return;
+    }
+    let _g = serial();
+    let (tick, raise) = (marked_line("ORIGIN-TICK"), marked_line("ORIGIN-RAISE"));
+    for minor in 10..=15 {
+        for python in pythons_of(minor) {
+            let report = run_fixture(&python, "census_origins.py", &[], &[]);
+            let name = &python.label;
+            // TimerHandle -> functools.partial -> on_tick: the partial is followed to the function.
+            check_origin(name, &report, "TimerHandle", tick, "on_tick");
+            let chain = &census_type(&report, "TimerHandle").unwrap()["origin"]["chain"];
+            assert!(chain.as_array().unwrap().iter().any(|l| l["what"] == "functools.partial"), "{name}: {chain:#}");
+            // The exception's innermost traceback entry is the raise line.
+            check_origin(name, &report, "ValueError", raise, "fail");
+            for control in ["Transient", "Handle"] {
+                if let Some(t) = census_type(&report, control) {
+                    assert!(!["leak", "growing"].contains(&t["verdict"].as_str().unwrap()), "{name}: {t:#}");
+                    assert!(t.get("origin").is_none(), "{name}: only growing types carry an origin: {t:#}");
+                }
+            }
+        }
+    }
+}

@@ -1067,3 +1067,140 @@ fn target_names_are_escaped_for_people() {
     assert!(svg.contains("\\u{202e}txt.py"), "the name is drawn escaped");
     assert_no_leftover_probes();
 }
+
+/// A fork storm (issue 21, "Low"): 300 children that exit at once are not 300 warnings, and
+/// none is called a "kernel thread"; one line sums them up, and a child that lives is traced.
+#[test]
+fn a_fork_storm_is_summed_up_in_one_line() {
+    if !is_root() || python311().is_none() {
+        println!("skipped: not root or no CPython 3.11");
+        return;
+    }
+    let _g = serial();
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("r.json");
+    let (code, stdout, stderr) = record_launched(&["--follow-forks"], "fork_storm.py", &["300"], &out);
+    assert_eq!(code, 0, "{stderr}");
+    assert!(stdout.contains("storm done 300"), "{stdout}");
+    let other: Vec<&str> = stderr.lines().filter(|l| !l.starts_with("tracer: tracing pid")).collect();
+    println!("{} stderr lines besides 'tracing pid':\n{}", other.len(), other.join("\n"));
+    assert!(other.len() <= 8, "a few lines, not one per child: {stderr}");
+    assert!(!stderr.contains("kernel thread"), "{stderr}");
+    assert!(!stderr.to_lowercase().contains("warn"), "no warning for children that simply exited: {stderr}");
+    let summary = stderr.lines().find(|l| l.starts_with("tracer: processes not traced: ")).unwrap_or_else(|| {
+        panic!("one line sums the children up: {stderr}");
+    });
+    let exited: u64 = summary
+        .trim_start_matches("tracer: processes not traced: ")
+        .split(' ')
+        .next()
+        .and_then(|n| n.replace(',', "").parse().ok())
+        .unwrap_or_else(|| panic!("{summary}"));
+    let report: Value = serde_json::from_str(&std::fs::read_to_string(&out).unwrap()).unwrap();
+    let sections = report["processes"].as_array().map_or(1, Vec::len) as u64;
+    println!("{summary}; {sections} sections");
+    assert!(sections >= 2, "the child that lives 1.5 s is traced: {sections}");
+    assert!(exited + sections >= 250, "most of the 301 children are either traced or counted: {summary}");
+    assert_no_leftover_probes();
+}
+
+/// Whether `pid` has a handler for `sig` (/proc/PID/status SigCgt).
+fn catches(pid: u32, sig: i32) -> bool {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("SigCgt:"))
+        .and_then(|hex| u64::from_str_radix(hex.trim(), 16).ok())
+        .is_some_and(|mask| mask & (1 << (sig - 1)) != 0)
+}
+
+/// Ctrl-C while the probes are being attached (issue 21, "Low") stops the recording as soon
+/// as they are, with a report and status 0, not 130 and nothing. The report then goes through
+/// `tracer report -` (stdin), with `-o x.svg -f json`: the mismatch is said, JSON is written.
+#[test]
+fn ctrl_c_while_attaching_writes_a_report_and_report_reads_stdin() {
+    if !is_root() {
+        println!("skipped: not root");
+        return;
+    }
+    let Some(python) = python311() else { return };
+    let _g = serial();
+    let target = Target::start(&python);
+    let pid = target.pid().to_string();
+    let tracer = Tracer::start(&["-p", &pid, "-i", "500ms", "-q"]);
+    let tpid = tracer.child.id();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !catches(tpid, libc::SIGINT) {
+        assert!(Instant::now() < deadline, "the tracer never listens for SIGINT");
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    let links_before = bpf_ids_held_by(tpid).iter().filter(|(k, _)| k == "link_id").count();
+    tracer.interrupt();
+    assert_eq!(links_before, 0, "SIGINT is handled from before the probes are attached");
+    let (code, report) = tracer.finish();
+    assert_eq!(code, 0, "a report and status 0, not 130");
+    assert_eq!(report["final_view"], "interrupted");
+    assert_eq!(report["target"]["pid"].as_u64(), Some(u64::from(target.pid())));
+    assert_no_leftover_probes();
+    target.stop_cleanly("ctrl-c while attaching");
+
+    let dir = tempfile::tempdir().unwrap();
+    let svg = dir.path().join("x.svg");
+    let mut child = Command::new(tracer_bin())
+        .args(["report", "-", "-f", "json", "-o", svg.to_str().unwrap()])
+        .stdin(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::io::Write::write_all(&mut child.stdin.take().unwrap(), report.to_string().as_bytes()).unwrap();
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(stderr.contains("warning: writing json into") && stderr.contains("its name says svg"), "{stderr}");
+    let again: Value = serde_json::from_str(&std::fs::read_to_string(&svg).unwrap()).expect("JSON, as asked");
+    assert_eq!(again["target"]["pid"], report["target"]["pid"]);
+}
+
+/// `nohup tracer record ...` (issue 21, "Low"): a SIGHUP the tracer was started ignoring stays
+/// ignored (the recording runs to its duration); SIGTERM still stops it.
+#[test]
+fn an_ignored_sighup_stays_ignored() {
+    use std::os::unix::process::CommandExt;
+    if !is_root() {
+        println!("skipped: not root");
+        return;
+    }
+    let Some(python) = python311() else { return };
+    let _g = serial();
+    let target = Target::start(&python);
+    let pid = target.pid().to_string();
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("r.json");
+    let mut cmd = Command::new(tracer_bin());
+    cmd.args(["record", "-p", &pid, "-d", "4s", "-i", "500ms", "-q", "-o", out.to_str().unwrap()])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
+    // SAFETY: only async-signal-safe calls between fork and exec.
+    unsafe {
+        cmd.pre_exec(|| {
+            libc::signal(libc::SIGHUP, libc::SIG_IGN);
+            Ok(())
+        });
+    }
+    let mut tracer = Proc(cmd.spawn().unwrap());
+    let mut stderr = BufReader::new(tracer.0.stderr.take().unwrap());
+    let mut line = String::new();
+    while !line.starts_with("tracer: tracing pid") {
+        line.clear();
+        assert!(stderr.read_line(&mut line).unwrap() > 0, "tracer ended before attaching");
+    }
+    let started = Instant::now();
+    unsafe { libc::kill(tracer.0.id() as i32, libc::SIGHUP) };
+    let status = wait_timeout(&mut tracer.0, Duration::from_secs(30));
+    assert_eq!(status.code(), Some(0));
+    assert!(started.elapsed() >= Duration::from_secs(3), "ran on to its duration: {:?}", started.elapsed());
+    let report: Value = serde_json::from_str(&std::fs::read_to_string(&out).unwrap()).unwrap();
+    assert_eq!(report["final_view"], "duration", "SIGHUP was ignored, as nohup asked");
+    assert_no_leftover_probes();
+    target.stop_cleanly("nohup");
+}

@@ -25,6 +25,7 @@
 //! interleaving), `levers` and `host` (the sections beyond the workload), `stats` and `format`
 //! (figures), `targets` (PASS/FAIL) and `render` (the tables).
 
+mod census;
 mod format;
 mod host;
 mod levers;
@@ -104,6 +105,10 @@ pub struct BenchArgs {
     /// Do not build (use the existing target/release/tracer)
     #[arg(long)]
     pub skip_build: bool,
+    /// Run only the census leg (one scan of every tracked object on a 1M- and a ~100k-object
+    /// heap) and replace the Census section of BENCHMARKS.md
+    #[arg(long)]
+    pub census: bool,
 }
 
 pub fn bench(args: BenchArgs) -> Result<i32> {
@@ -113,6 +118,9 @@ pub fn bench(args: BenchArgs) -> Result<i32> {
     }
     let tracer = build::prepare(args.skip_setup, args.skip_build)?;
     let _machine = util::machine_lock()?;
+    if args.census {
+        return census_only(&args, &tracer);
+    }
     let plan = Plan::new(&args);
     let env = environment(&args, &plan, tracer)?;
     let machine = tools::machine(&env.ctx.python, env.ctx.memray.as_deref());
@@ -329,10 +337,29 @@ fn host_section(args: &BenchArgs, plan: &Plan, ctx: &Ctx, base: &Config) -> Opti
 }
 
 /// BENCHMARKS.md (or --output), keeping the Soak section `cargo xtask soak` wrote.
+/// `--census`: the census leg alone, written into its section of BENCHMARKS.md.
+fn census_only(args: &BenchArgs, tracer: &std::path::Path) -> Result<i32> {
+    let python = tools::bench_venv(!args.skip_setup)?;
+    let tmp = util::target_dir().join("bench/tmp-census");
+    util::remove_dir(&tmp)?;
+    util::mkdirs(&tmp)?;
+    let section = census::run(tracer, &python, &tmp)?;
+    println!("\n{section}");
+    let path = if args.output.is_absolute() { args.output.clone() } else { util::repo_root().join(&args.output) };
+    let old = fs::read_to_string(&path).unwrap_or_default();
+    fs::write(&path, crate::soak::replace_named(&old, census::HEADING, &section))?;
+    println!("bench: wrote {}", path.display());
+    Ok(0)
+}
+
 fn write_markdown(args: &BenchArgs, results: &render::Results) -> Result<()> {
     let path = if args.output.is_absolute() { args.output.clone() } else { util::repo_root().join(&args.output) };
     let old = fs::read_to_string(&path).unwrap_or_default();
     let text = render::markdown(results);
+    let text = match crate::soak::section_named(&old, census::HEADING) {
+        Some(c) => crate::soak::replace_named(&text, census::HEADING, c),
+        None => text,
+    };
     let text = match crate::soak::section_of(&old) {
         Some(soak) => crate::soak::replace_section(&text, soak),
         None => text,

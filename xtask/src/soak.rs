@@ -205,8 +205,14 @@ fn render(
 /// `text` with its Soak section (from HEADING to the next `## ` heading) replaced by
 /// `section`, or `section` appended when it has none.
 pub fn replace_section(text: &str, section: &str) -> String {
+    replace_named(text, HEADING, section)
+}
+
+/// `text` with its section under `heading` (to the next `## ` heading) replaced by `section`,
+/// or `section` appended.
+pub fn replace_named(text: &str, heading: &str, section: &str) -> String {
     let section = section.trim_end();
-    match find_section(text) {
+    match find_section(text, heading) {
         Some((start, end)) => {
             let rest = &text[end..];
             let sep = if rest.is_empty() { "\n" } else { "\n\n" };
@@ -219,12 +225,17 @@ pub fn replace_section(text: &str, section: &str) -> String {
 
 /// The Soak section of `text`, if it has one.
 pub fn section_of(text: &str) -> Option<&str> {
-    find_section(text).map(|(s, e)| text[s..e].trim_end())
+    section_named(text, HEADING)
 }
 
-fn find_section(text: &str) -> Option<(usize, usize)> {
-    let start = if text.starts_with(HEADING) { 0 } else { text.find(&format!("\n{HEADING}\n"))? + 1 };
-    let after = start + HEADING.len();
+/// The section of `text` whose heading starts with `heading`, if it has one.
+pub fn section_named<'a>(text: &'a str, heading: &str) -> Option<&'a str> {
+    find_section(text, heading).map(|(s, e)| text[s..e].trim_end())
+}
+
+fn find_section(text: &str, heading: &str) -> Option<(usize, usize)> {
+    let start = if text.starts_with(heading) { 0 } else { text.find(&format!("\n{heading}"))? + 1 };
+    let after = start + heading.len();
     let end = text[after..].find("\n## ").map(|i| after + i + 1).unwrap_or(text.len());
     Some((start, end))
 }

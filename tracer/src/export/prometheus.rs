@@ -445,6 +445,7 @@ mod tests {
             verdict,
             score: 0.9,
             reason: String::new(),
+            origin: None,
         };
         r.census = vec![timer(Verdict::Growing)];
         let growing = write(&[r.clone()], false, &DAEMON);

@@ -389,9 +389,11 @@ fn census(s: &mut String, r: &Report, top: usize, width: usize) {
         .collect();
     let w = column_widths(&rows);
     for (t, row) in shown.iter().zip(&rows) {
+        let made =
+            t.origin.as_ref().and_then(origin_text).map(|o| format!("   newest made at {o}")).unwrap_or_default();
         let _ = writeln!(
             s,
-            "   {:<w0$}  {:<w1$}  {:>w2$}  {:>w3$}  {:>w4$}",
+            "   {:<w0$}  {:<w1$}  {:>w2$}  {:>w3$}  {:>w4$}{made}",
             row[0],
             row[1],
             row[2],
@@ -410,6 +412,18 @@ fn census(s: &mut String, r: &Report, top: usize, width: usize) {
     if let Some(c) = &r.census_scan {
         wrapped(s, "   ", "   ", &census_cost(c), width);
     }
+}
+
+/// `app.py:42 (on_tick)`: the shown link's file (last component), line and function; `None`
+/// when the object leads to no code.
+fn origin_text(o: &crate::report::Origin) -> Option<String> {
+    let l = o.link();
+    let file = l.file.as_deref().map(|f| f.rsplit('/').next().unwrap_or(f))?;
+    let line = l.line?;
+    Some(match &l.function {
+        Some(func) => format!("{file}:{line} ({func})"),
+        None => format!("{file}:{line}"),
+    })
 }
 
 /// `census: 6 scans, 91,204 objects each, 24 MiB read in 410 reads, 38 ms (max 52 ms); ...`

@@ -24,6 +24,16 @@ enum Placement {
     Prologue,
 }
 
+/// A probe that could not be attached is worth a warning, unless its process has just exited
+/// (a fork storm's children do, while they are being attached): then it is a debug line.
+fn warn_unless_gone(pid: NonZeroU32, message: std::fmt::Arguments) {
+    if crate::procfs::is_running(pid.get()) {
+        log::warn!("{message}");
+    } else {
+        log::debug!("pid {pid} exited while being attached: {message}");
+    }
+}
+
 /// A perf-event uprobe to attach.
 struct PerfProbe {
     symbol: &'static str,
@@ -45,14 +55,14 @@ impl Probes {
             match probe.attach {
                 Attach::Session(kind) => {
                     if let Err(e) = self.attach_multi(kind.programs().session, probe, libc, pid, Placement::Entry) {
-                        log::warn!("{e:#}; {symbol} keeps a perf-event uprobe");
+                        warn_unless_gone(pid, format_args!("{e:#}; {symbol} keeps a perf-event uprobe"));
                         let p = kind.programs();
                         perf.extend(classic(symbol, hot, p.entry, Some(p.ret)));
                     }
                 }
                 Attach::EntryOnly { program, multi: true } => {
                     if let Err(e) = self.attach_multi(program, probe, libc, pid, Placement::Prologue) {
-                        log::warn!("{e:#}; {symbol} keeps a perf-event uprobe");
+                        warn_unless_gone(pid, format_args!("{e:#}; {symbol} keeps a perf-event uprobe"));
                         perf.push(entry_only(symbol, hot, program));
                     }
                 }
@@ -80,7 +90,7 @@ impl Probes {
         };
         let p = entry_only(probe.symbol, false, program);
         if let Err(e) = self.attach_perf(&p, elf, pid) {
-            log::warn!("no probe on {} ({e:#}): {without}", probe.symbol);
+            warn_unless_gone(pid, format_args!("no probe on {} ({e:#}): {without}", probe.symbol));
         }
     }
 

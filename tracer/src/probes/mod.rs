@@ -288,7 +288,11 @@ fn load_object(options: &LoadOptions, diagnostics: bool) -> Result<Ebpf> {
     loader.load(BPF_OBJECT).map_err(|e| match e {
         aya::EbpfError::MapError(m) => user_error(
             format!("cannot create the BPF maps: {m}"),
-            "run as root; if memory is short, lower --max-allocs / --max-stacks",
+            crate::error::as_root_or(
+                "run as root; if memory is short, lower --max-allocs / --max-stacks",
+                "memory is short (lower --max-allocs / --max-stacks), or the kernel forbids BPF maps \
+                 (lockdown=confidentiality, a container without CAP_BPF)",
+            ),
         ),
         other => anyhow::Error::new(other).context("loading the BPF programs"),
     })

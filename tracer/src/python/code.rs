@@ -67,6 +67,20 @@ impl<M: Memory> CodeResolver<M> {
         Some(Frame::Python { function: info.function.clone(), file: info.file.clone(), line, def_line })
     }
 
+    /// (function, file, line at `raw.instr`, definition line) of a readable code object, for
+    /// the origin reader; `None` when `raw.code` is not a code object.
+    pub fn code_frame(&mut self, raw: RawFrame) -> Option<(String, String, u32, u32)> {
+        let info = self.code_info(raw.code)?;
+        let line = self.line(&info, raw.instr);
+        Some((info.function.clone(), info.file.clone(), line, info.firstlineno.max(0) as u32))
+    }
+
+    /// Where the bytecode of the code object at `code` starts (3.11+; a traceback's byte
+    /// offset counts from there).
+    pub fn bytecode_start(&mut self, code: u64) -> Option<u64> {
+        self.code_info(code).map(|i| i.bytecode_start)
+    }
+
     fn line(&self, info: &CodeInfo, instr: u64) -> u32 {
         let first = info.firstlineno.max(0) as u32;
         let line = if self.layout.instr_is_index {

@@ -8,6 +8,7 @@ pub mod debug_offsets;
 pub mod frames;
 pub mod heap;
 pub mod linetable;
+pub mod origin;
 pub mod pystr;
 pub mod versions;
 

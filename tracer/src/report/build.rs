@@ -304,6 +304,7 @@ fn judge_census(c: &CensusView) -> Vec<CensusType> {
                 verdict: j.verdict,
                 score: j.score,
                 reason: j.reason,
+                origin: if j.verdict.is_growing() { track.origin.clone() } else { None },
             }
         })
         .collect();

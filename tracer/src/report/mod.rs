@@ -370,6 +370,39 @@ pub struct CensusType {
     pub verdict: Verdict,
     pub score: f64,
     pub reason: String,
+    /// Where the newest objects of a growing type were made (read from one of them).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub origin: Option<Origin>,
+}
+
+/// One step of an object's origin chain (python/origin.rs).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct OriginLink {
+    /// What the object is: `function`, `bound method`, `functools.partial`, `coroutine`,
+    /// `exception ValueError`, `instance of TimerHandle`, ...
+    pub what: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub function: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub file: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub line: Option<u32>,
+}
+
+/// Where an object was made, as far as the object itself tells: the chain from the object to
+/// the innermost code it leads to, and which link is shown (the first in the application's
+/// own code: outside the standard library and site-packages).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Origin {
+    pub chain: Vec<OriginLink>,
+    pub shown: usize,
+}
+
+impl Origin {
+    /// The link shown.
+    pub fn link(&self) -> &OriginLink {
+        &self.chain[self.shown.min(self.chain.len().saturating_sub(1))]
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]

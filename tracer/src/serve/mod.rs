@@ -88,6 +88,7 @@ async fn serve(config: ServeConfig) -> Result<()> {
             );
         }
     }
+    let mut stops = driver::Stops::new()?;
     let mut session = Session::start(&config.record)?;
     let (tx, rx) = watch::channel::<Option<Arc<Snapshot>>>(None);
     let bound = listener.describe();
@@ -100,7 +101,7 @@ async fn serve(config: ServeConfig) -> Result<()> {
     let pusher = config.push.map(|t| Arc::new(push::Pusher::new(t, pushed_as)));
     let interval = config.record.interval;
     let mut history = history::History::default();
-    let result = driver::drive(&mut session, (interval, driver::Cadence::Fixed), None, |session, tick| {
+    let result = driver::drive(&mut session, &mut stops, (interval, driver::Cadence::Fixed), None, |session, tick| {
         let mut snapshot = live_snapshot(session, tick, interval);
         history.record(&snapshot.view);
         snapshot.tracks = history.tracks();

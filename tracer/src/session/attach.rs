@@ -140,6 +140,7 @@ impl Session {
                 stacks: u64::from(config.tracing.sizes.max_stacks),
             },
             warned_full: Vec::new(),
+            unfollowed: Default::default(),
             windows,
             sweeper: Default::default(),
         })
@@ -177,6 +178,11 @@ impl Session {
             Ok(()) => {
                 eprintln!("tracer: tracing pid {pid} ({why}): {}", visible(&cmdline));
                 true
+            }
+            Err(e) if !crate::procfs::is_running(pid) => {
+                log::debug!("not tracing pid {pid} ({why}): it exited while being attached ({e:#})");
+                self.unfollowed.exited += 1;
+                false
             }
             Err(e) => {
                 log::warn!("not tracing pid {pid} ({why}): {e:#}");

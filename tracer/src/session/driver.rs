@@ -61,13 +61,12 @@ pub struct Tick {
 /// the `cadence` (at most every `interval`), and after each sample `on_tick` runs.
 pub async fn drive(
     session: &mut Session,
+    stops: &mut Stops,
     (interval, cadence): (Duration, Cadence),
     deadline: Option<Duration>,
     mut on_tick: impl FnMut(&mut Session, Tick),
 ) -> Result<FinalView> {
-    let mut sigint = Stop::new(libc::SIGINT)?;
-    let mut sigterm = Stop::new(libc::SIGTERM)?;
-    let mut sighup = Stop::new(libc::SIGHUP)?;
+    let Stops { int: sigint, term: sigterm, hup: sighup } = stops;
     let deadline = deadline.map(|d| tokio::time::Instant::now() + d);
     let started = tokio::time::Instant::now();
     let (mut next_sample, mut next_scan) = (started, started);
@@ -117,6 +116,22 @@ pub async fn drive(
         }
     };
     Ok(view)
+}
+
+/// The signals that stop a recording (SIGINT, SIGTERM, SIGHUP), listened to from before the
+/// session starts: a Ctrl-C while the probes are being attached stops the recording as soon as
+/// they are, with a report, instead of killing the tracer with none.
+pub struct Stops {
+    int: Stop,
+    term: Stop,
+    hup: Stop,
+}
+
+impl Stops {
+    /// Within the runtime, before `Session::start`.
+    pub fn new() -> Result<Stops> {
+        Ok(Stops { int: Stop::new(libc::SIGINT)?, term: Stop::new(libc::SIGTERM)?, hup: Stop::new(libc::SIGHUP)? })
+    }
 }
 
 /// A signal that stops the tracer, unless it was ignored when the tracer started (`nohup`

@@ -138,6 +138,39 @@ fn end(session: &mut Session, ending: &[(usize, FinalView)]) -> Option<FinalView
     stop
 }
 
+/// Processes (forked children, host-mode newcomers) that were not traced: a fork storm must not flood stderr (a thousand
+/// short-lived children made a thousand warnings), so the first few that could have been
+/// followed are named, and the rest are counted and summed up at the end.
+#[derive(Debug, Default)]
+pub struct Unfollowed {
+    /// Processes that exited before they could be inspected or attached to (the usual case in
+    /// a storm).
+    pub exited: u64,
+    /// Children still running that could not be traced.
+    pub refused: u64,
+}
+
+/// Children still running that are named on stderr; the others are counted.
+const UNFOLLOWED_NAMED: u64 = 3;
+
+impl Unfollowed {
+    /// One line for everything that was only counted.
+    pub fn summarize(&self) {
+        let quiet = self.refused.saturating_sub(UNFOLLOWED_NAMED);
+        if self.exited == 0 && quiet == 0 {
+            return;
+        }
+        let mut parts = Vec::new();
+        if self.exited > 0 {
+            parts.push(format!("{} exited before they could be traced", crate::units::count(self.exited)));
+        }
+        if quiet > 0 {
+            parts.push(format!("{} more could not be traced (-v names them)", crate::units::count(quiet)));
+        }
+        eprintln!("tracer: processes not traced: {}", parts.join(", "));
+    }
+}
+
 /// Traces a child the BPF side saw fork from a traced process (`--follow-forks`).
 fn follow_fork(session: &mut Session, child: u32, parent: u32) {
     match target::inspect(child) {
@@ -148,7 +181,19 @@ fn follow_fork(session: &mut Session, child: u32, parent: u32) {
             if let Some(p) = session.probes.as_mut() {
                 p.remove_target(child);
             }
-            log::warn!("not following pid {child} (forked from {parent}): {e:#}");
+            let u = &mut session.unfollowed;
+            if !crate::procfs::is_running(child) {
+                u.exited += 1;
+                log::info!("not following pid {child} (forked from {parent}): it exited first ({e:#})");
+                return;
+            }
+            u.refused += 1;
+            if u.refused <= UNFOLLOWED_NAMED {
+                let more = if u.refused == UNFOLLOWED_NAMED { "; further ones are counted, not listed" } else { "" };
+                log::warn!("not following pid {child} (forked from {parent}): {e:#}{more}");
+            } else {
+                log::info!("not following pid {child} (forked from {parent}): {e:#}");
+            }
         }
     }
 }

@@ -96,6 +96,8 @@ pub struct Session {
     capacities: Capacities,
     /// The tables already said to be full (warned once each, as soon as they fill).
     warned_full: Vec<Counter>,
+    /// Forked children that could not be followed (`--follow-forks`), said in one line at the end.
+    unfollowed: lifecycle::Unfollowed,
     /// Probe windows (`--window`); None when the probes stay attached.
     windows: Option<windows::Windows>,
     /// Follows the blocks recorded in earlier windows (with `windows`).
@@ -331,6 +333,7 @@ impl Session {
         if let Some(c) = self.collector.as_mut() {
             c.freeze_counters();
         }
+        self.unfollowed.summarize();
         if let Some(mut probes) = self.probes.take() {
             let t = Instant::now();
             probes.detach_all();

@@ -103,6 +103,9 @@ pub struct CensusStats {
 pub struct Census {
     /// By `tp_name`.
     pub by_type: BTreeMap<String, TypeCount>,
+    /// By `tp_name`: addresses of its newest objects (the last met in the youngest list
+    /// holding that type), newest last.
+    pub newest: BTreeMap<String, Vec<u64>>,
     pub stats: CensusStats,
     /// Why nothing could be counted (layout mismatch, unreadable runtime), if so.
     pub error: Option<String>,
@@ -117,6 +120,7 @@ pub struct CensusReader {
     types: TypeAddrs,
     runtime_addr: u64,
     type_cache: TypeCache,
+    known: walk::KnownTypes,
 }
 
 impl CensusReader {
@@ -129,6 +133,7 @@ impl CensusReader {
             types,
             runtime_addr,
             type_cache: TypeCache::default(),
+            known: walk::KnownTypes::default(),
         }
     }
 
@@ -136,8 +141,15 @@ impl CensusReader {
     pub fn scan(&mut self, budget: &CensusBudget) -> Census {
         let t0 = Instant::now();
         self.type_cache.next_generation();
-        let mut w =
-            walk::Walk::new(&*self.mem, &self.gc, &self.heap, self.strs, &self.types, &mut self.type_cache, *budget);
+        let mut w = walk::Walk::new(
+            &*self.mem,
+            &self.gc,
+            &self.heap,
+            self.strs,
+            &self.types,
+            (&mut self.type_cache, &mut self.known),
+            *budget,
+        );
         let error = w.run(self.runtime_addr).err();
         let mut census = w.finish();
         census.error = error;

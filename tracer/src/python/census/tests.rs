@@ -228,3 +228,162 @@ fn random_memory_never_panics_or_loops() {
         assert!(c.stats.objects <= 100_000);
     }
 }
+
+// ---------------------------------------------------------------------------------------------
+// Origins (python/origin.rs) over the same 3.11 images: code objects, functions, partials,
+// exceptions with a traceback, and random memory.
+// ---------------------------------------------------------------------------------------------
+
+mod origins {
+    use super::*;
+    use crate::python::origin::OriginReader;
+    use crate::python::{Interpreter, PyVersion};
+
+    const CODE_TYPE: u64 = TYPES + 0x8000;
+    const MISC: u64 = BASE + 0x30_0000;
+    const TPFLAGS_BASE_EXC: u64 = 1 << 30;
+
+    impl World {
+        /// An ASCII str object at `at` (3.11 layout: characters from +48).
+        fn put_str(&mut self, at: u64, s: &str) {
+            self.img.put(at, 1);
+            self.img.put(at + 16, s.len() as u64);
+            self.img.put(at + 32, (1 << 5) | (1 << 6) | (1 << 2));
+            let o = (at + 48 - BASE) as usize;
+            self.img.bytes[o..o + s.len()].copy_from_slice(s.as_bytes());
+        }
+
+        /// A code object at `at` named `func` in `file`, defined at `line` (empty line table).
+        fn put_code(&mut self, at: u64, func: &str, file: &str, line: u64) {
+            let f = self.offsets.frames;
+            self.img.put(at, 1);
+            self.img.put(at + 8, CODE_TYPE);
+            self.img.put(at + f.co_firstlineno, line);
+            self.put_str(at + 0x400, file);
+            self.put_str(at + 0x600, func);
+            self.img.put(at + f.co_filename, at + 0x400);
+            self.img.put(at + f.co_qualname.unwrap(), at + 0x600);
+            self.img.put(at + f.co_name, at + 0x600);
+            self.img.put(at + f.co_linetable, at + 0x800); // a bytes object of size 0
+        }
+
+        /// An object of type index `ty` at `at` with `words` from +16.
+        fn put_obj(&mut self, at: u64, ty: u64, words: &[(u64, u64)]) {
+            self.img.put(at, 1);
+            self.img.put(at + 8, type_addr(ty));
+            for &(off, v) in words {
+                self.img.put(at + off, v);
+            }
+        }
+
+        fn reader(&self) -> OriginReader<Image> {
+            let interp = Interpreter {
+                version: PyVersion { major: 3, minor: 11, micro: 7 },
+                offsets: self.offsets.clone(),
+                runtime: RUNTIME,
+                code_type: CODE_TYPE,
+            };
+            OriginReader::new(self.img.clone(), &interp, 0..0, self.types)
+        }
+    }
+
+    /// `function` (4), `functools.partial` (5), `ValueError` (6), `traceback` (7), `frame` (8).
+    fn world() -> World {
+        let mut w = World::new();
+        w.make_type(4, "function", READY | HAVE_GC, type_addr(1), 136);
+        w.make_type(5, "functools.partial", READY | HAVE_GC, type_addr(1), 56);
+        w.make_type(6, "ValueError", READY | HAVE_GC | TPFLAGS_BASE_EXC, type_addr(1), 72);
+        w.make_type(7, "traceback", READY | HAVE_GC, type_addr(1), 40);
+        w.make_type(8, "frame", READY | HAVE_GC, type_addr(1), 72);
+        w.types.function = type_addr(4);
+        w
+    }
+
+    #[test]
+    fn a_partial_is_followed_to_its_function_and_the_app_line_is_shown() {
+        let mut w = world();
+        let (code, func, partial) = (MISC, MISC + 0x1000, MISC + 0x1100);
+        w.put_code(code, "on_tick", "/srv/app/app.py", 42);
+        w.put_obj(func, 4, &[(w.offsets.heap.func_code, code)]);
+        w.put_obj(partial, 5, &[(16, func)]);
+        let got = w.reader().origins(&[partial, func, MISC + 0x2000]);
+        let o = got[0].as_ref().expect("an origin");
+        assert_eq!(o.chain.len(), 2, "{o:?}");
+        assert_eq!(o.chain[0].what, "functools.partial");
+        let l = o.link();
+        assert_eq!(
+            (l.file.as_deref(), l.line, l.function.as_deref()),
+            (Some("/srv/app/app.py"), Some(42), Some("on_tick"))
+        );
+        assert_eq!(got[1].as_ref().unwrap().chain.len(), 1);
+        assert!(got[2].is_none(), "zeros are no object: {:?}", got[2]);
+    }
+
+    #[test]
+    fn library_code_is_shown_only_when_nothing_is_the_apps() {
+        assert!(!crate::python::origin::is_app_file("/usr/lib/python3.11/asyncio/events.py"));
+        assert!(!crate::python::origin::is_app_file("/v/lib/python3.12/site-packages/tornado/ioloop.py"));
+        assert!(!crate::python::origin::is_app_file("<frozen runpy>"));
+        assert!(crate::python::origin::is_app_file("/srv/app/python3.11-tools/app.py"));
+        assert!(crate::python::origin::is_app_file("/home/me/app.py"));
+        let mut w = world();
+        let (code, func, partial) = (MISC, MISC + 0x1000, MISC + 0x1100);
+        w.put_code(code, "Handle._run", "/usr/lib/python3.11/asyncio/events.py", 80);
+        w.put_obj(func, 4, &[(w.offsets.heap.func_code, code)]);
+        w.put_obj(partial, 5, &[(16, func)]);
+        let o = w.reader().origins(&[partial]).pop().flatten().unwrap();
+        assert_eq!(o.shown, 1, "the last link with a file: {o:?}");
+        assert_eq!(o.link().line, Some(80));
+    }
+
+    #[test]
+    fn an_exception_is_placed_at_its_innermost_traceback_entry() {
+        let mut w = world();
+        let (outer_code, inner_code) = (MISC, MISC + 0x1000);
+        w.put_code(outer_code, "handle", "/srv/app/app.py", 10);
+        w.put_code(inner_code, "validate", "/srv/app/app.py", 20);
+        let (exc, tb1, tb2, fr1, fr2, if1, if2) =
+            (MISC + 0x2000, MISC + 0x2100, MISC + 0x2200, MISC + 0x2300, MISC + 0x2400, MISC + 0x2500, MISC + 0x2600);
+        let code_at = w.offsets.frames.frame_code;
+        w.img.put(if1 + code_at, outer_code);
+        w.img.put(if2 + code_at, inner_code);
+        w.put_obj(fr1, 8, &[(24, if1)]);
+        w.put_obj(fr2, 8, &[(24, if2)]);
+        // tb_next @16, tb_frame @24, tb_lasti @32 (i32), tb_lineno @36 (i32).
+        w.put_obj(tb1, 7, &[(16, tb2), (24, fr1), (32, 12 << 32)]);
+        w.put_obj(tb2, 7, &[(16, 0), (24, fr2), (32, 23 << 32)]);
+        w.put_obj(exc, 6, &[(40, tb1)]);
+        let o = w.reader().origins(&[exc]).pop().flatten().unwrap();
+        assert_eq!(o.chain[0].what, "exception ValueError");
+        let l = o.link();
+        assert_eq!((l.function.as_deref(), l.line), (Some("validate"), Some(23)), "{o:?}");
+    }
+
+    /// Random memory: no panic, no loop, and no origin names garbage as code.
+    #[test]
+    fn random_memory_never_panics_or_loops() {
+        let mut x: u64 = 0x2545_f491_4f6c_dd1d;
+        for round in 0..20 {
+            let mut w = world();
+            let words = SIZE as u64 / 8;
+            for i in 0..words {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                if x.is_multiple_of(2) {
+                    let v = if x.is_multiple_of(3) { (BASE + (x >> 8) % SIZE as u64) & !7 } else { x >> (x % 40) };
+                    w.img.put(BASE + i * 8, v);
+                }
+            }
+            let addrs: Vec<u64> = (0..2000).map(|i| (BASE + (i * 2053 * 16) % SIZE as u64) & !15).collect();
+            let t = Instant::now();
+            let got = w.reader().origins(&addrs);
+            assert!(t.elapsed().as_secs() < 10, "round {round}");
+            for o in got.into_iter().flatten() {
+                assert!(o.shown < o.chain.len());
+                // Code is named only through an object of PyCode_Type, which random bytes lack.
+                assert!(o.chain.iter().all(|l| l.file.is_none()), "round {round}: {o:?}");
+            }
+        }
+    }
+}

@@ -24,6 +24,20 @@ const MAX_EXTRACT_VALIDATIONS: u32 = 4096;
 const MAX_ITEMS: u64 = 1 << 28;
 /// Fewest steps allowed per list; beyond, 2 × the objects budget.
 const MIN_STEPS: u64 = 1_000_000;
+/// Words judged not to be types kept across scans at most (then forgotten).
+const MAX_KNOWN_INVALID: usize = 200_000;
+
+/// What earlier scans learnt about type addresses. A word once judged not a type is not
+/// checked again while extracting a block (the block is marked partial instead, so a node with
+/// that type would be read live); the valid ones are re-checked at the start of each scan.
+#[derive(Default)]
+pub(super) struct KnownTypes {
+    valid: Vec<u64>,
+    invalid: AddrSet,
+}
+
+/// Newest objects kept per type (their origins are read for growing types).
+pub(super) const NEWEST: usize = 3;
 
 /// A hasher for addresses: one multiply, then the product's well-mixed high half folded into
 /// the low bits (the table's index; object addresses share their low bits).
@@ -76,7 +90,16 @@ pub(super) struct Walk<'a> {
     type_rows: AddrMap<Option<usize>>,
     rows: Vec<Row>,
     counts: Vec<TypeCount>,
+    /// Per row: the youngest list it was met in, and its last objects there (the newest).
+    row_gen: Vec<u8>,
+    newest: Vec<Vec<u64>>,
+    gen: u8,
     validations_left: u32,
+    /// Type addresses judged in earlier scans.
+    known: &'a mut KnownTypes,
+    /// Nodes read live because the store could not tell (debug figures).
+    live_lookups: u64,
+    partial_blocks: u64,
     stats: CensusStats,
     collecting_at: u64,
     heads: [u64; 4],
@@ -90,7 +113,7 @@ impl<'a> Walk<'a> {
         heap: &'a HeapLayout,
         strs: StrLayout,
         types: &'a TypeAddrs,
-        type_cache: &'a mut TypeCache,
+        (type_cache, known): (&'a mut TypeCache, &'a mut KnownTypes),
         budget: CensusBudget,
     ) -> Self {
         let type_budget = ScanBudget { max_objects: usize::MAX, max_bytes: 256 << 20, max_depth: 0 };
@@ -103,7 +126,13 @@ impl<'a> Walk<'a> {
             type_rows: AddrMap::default(),
             rows: Vec::new(),
             counts: Vec::new(),
+            row_gen: Vec::new(),
+            newest: Vec::new(),
+            gen: 0,
             validations_left: MAX_EXTRACT_VALIDATIONS,
+            known,
+            live_lookups: 0,
+            partial_blocks: 0,
             stats: CensusStats::default(),
             collecting_at: 0,
             heads: [0; 4],
@@ -126,7 +155,14 @@ impl<'a> Walk<'a> {
         self.collecting_at = gc + self.gc.collecting;
         self.heads = self.gc.heads.map(|h| gc + h);
         self.stats.heap_size = self.gc.heap_size.and_then(|o| word(&mut self.cache, gc + o));
-        for head in self.heads {
+        // The types of the last scan, re-checked in one batch: blocks are then judged whole.
+        let valid = std::mem::take(&mut self.known.valid);
+        self.scan.resolve_types(&valid);
+        for t in valid {
+            self.type_row(t);
+        }
+        for (g, head) in self.heads.into_iter().enumerate() {
+            self.gen = g as u8;
             if !self.walk_list(head) {
                 break;
             }
@@ -207,6 +243,7 @@ impl<'a> Walk<'a> {
             Lookup::Node(r) => Some(Node { next: r.next, prev: r.prev, ty: r.ty as usize, bytes: u64::from(r.bytes) }),
             Lookup::NotANode => None,
             Lookup::Unknown => {
+                self.live_lookups += 1;
                 let b = self.cache.read_live(addr, NODE)?;
                 self.check(&b)
             }
@@ -225,7 +262,7 @@ impl<'a> Walk<'a> {
             }
             let t = le_u64(b, 24);
             if !self.type_rows.contains_key(&t) {
-                if self.validations_left == 0 {
+                if self.validations_left == 0 || self.known.invalid.contains(&t) {
                     partial = true;
                     continue;
                 }
@@ -235,6 +272,7 @@ impl<'a> Walk<'a> {
                 found.push((pos, Rec::new(n.next, n.prev, n.ty, n.bytes)));
             }
         }
+        self.partial_blocks += u64::from(partial);
         self.cache.store(raw.base, found, partial);
     }
 
@@ -282,6 +320,8 @@ impl<'a> Walk<'a> {
         let idx = row.map(|r| {
             self.rows.push(r);
             self.counts.push(TypeCount::default());
+            self.row_gen.push(u8::MAX);
+            self.newest.push(Vec::new());
             self.rows.len() - 1
         });
         self.type_rows.insert(t, idx);
@@ -297,6 +337,19 @@ impl<'a> Walk<'a> {
         let c = &mut self.counts[n.ty];
         c.count += 1;
         c.bytes += n.bytes;
+        // Lists append at their tail: the last objects met in the youngest list are the newest.
+        let g = &mut self.row_gen[n.ty];
+        if *g == u8::MAX {
+            *g = self.gen;
+        }
+        if *g == self.gen {
+            let v = &mut self.newest[n.ty];
+            if v.len() == NEWEST {
+                v.remove(0);
+            }
+            // The object starts after its 16-byte GC head.
+            v.push(addr + 16);
+        }
     }
 
     /// After a failed node: wait for the collector, drop the stale cache, and take `prev`'s
@@ -362,9 +415,31 @@ impl<'a> Walk<'a> {
     }
 
     pub(super) fn finish(self) -> Census {
+        log::debug!(
+            "census: {} nodes read live, {} partial blocks, {} types checked in blocks",
+            self.live_lookups,
+            self.partial_blocks,
+            MAX_EXTRACT_VALIDATIONS - self.validations_left
+        );
+        if self.known.invalid.len() > MAX_KNOWN_INVALID {
+            self.known.invalid.clear();
+        }
+        for (&t, row) in &self.type_rows {
+            match row {
+                Some(_) => self.known.valid.push(t),
+                None => {
+                    self.known.invalid.insert(t);
+                }
+            }
+        }
         let mut by_type: BTreeMap<String, TypeCount> = BTreeMap::new();
-        for (row, c) in self.rows.iter().zip(&self.counts) {
+        let mut newest: BTreeMap<String, Vec<u64>> = BTreeMap::new();
+        for ((row, c), addrs) in self.rows.iter().zip(&self.counts).zip(&self.newest) {
             if c.count > 0 {
+                let v = newest.entry(row.name.clone()).or_default();
+                v.extend(addrs);
+                let cut = v.len().saturating_sub(NEWEST);
+                v.drain(..cut);
                 let e = by_type.entry(row.name.clone()).or_default();
                 e.count += c.count;
                 e.bytes += c.bytes;
@@ -373,7 +448,7 @@ impl<'a> Walk<'a> {
         let mut stats = self.stats;
         stats.bytes_read = self.cache.bytes_read + self.scan.stats.bytes_read;
         stats.reads = self.cache.reads + self.scan.stats.reads;
-        Census { by_type, stats, error: None }
+        Census { by_type, newest, stats, error: None }
     }
 }
 

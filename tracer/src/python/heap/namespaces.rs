@@ -88,6 +88,24 @@ impl Scan<'_> {
         }
     }
 
+    /// The (name, value) attributes of the instance at `addr` (dict, managed dict or inline
+    /// values; not `__slots__`), for the origin reader. `None` when it cannot be read.
+    pub(crate) fn instance_entries(&mut self, addr: u64) -> Option<Vec<(Option<String>, u64)>> {
+        let node = super::Node { addr, path: String::new(), depth: 0, rank: 0, parent: super::Parent::Other };
+        let o = self.read_objects(vec![node]).pop()?;
+        let ti = self.type_info(o.ty)?.clone();
+        let src = match self.instance_attrs(&o, &ti) {
+            Attrs::At(src) => src,
+            Attrs::DictPointerAt(at) => {
+                let dict =
+                    self.batch(&[(at, 8)]).pop().flatten().map(|b| le_u64(&b, 0)).filter(|&d| plausible_ptr(d))?;
+                NsSource::Dict(dict)
+            }
+            Attrs::None => return None,
+        };
+        self.read_namespaces(&[(src, NsMode::Full)]).pop().flatten().map(|r| r.entries)
+    }
+
     /// Reads namespaces / dict contents, batched across jobs, with re-checks and retries.
     pub(crate) fn read_namespaces(&mut self, jobs: &[(NsSource, NsMode)]) -> Vec<Option<NsResult>> {
         let mut results: Vec<Option<NsResult>> = vec![None; jobs.len()];
