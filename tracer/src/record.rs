@@ -78,7 +78,8 @@ pub fn run(command: RecordCommand) -> Result<ExitCode> {
     if fail_on_leak && !leaking.is_empty() {
         eprintln!("tracer: {} leaks found", leaking.len());
         for l in &leaking {
-            eprintln!("  leak: {}", crate::escape::visible(l));
+            // Escaped piece by piece (`leaks_found`): the tests under a leak are lines of their own.
+            eprintln!("  leak: {l}");
         }
     }
     let inconclusive: Vec<&str> =
@@ -152,18 +153,21 @@ async fn wait_for_command(mut launched: Launched, stop: FinalView) -> Result<Com
     Ok(CommandEnd::StillRunning { pid: launched.pid })
 }
 
-/// One line per leak verdict (stacks and containers), for `--fail-on-leak`.
+/// One line per leak verdict (stacks and containers), for `--fail-on-leak`, with the tests
+/// under it on lines of their own; what comes from the target is escaped (`escape::visible`).
 fn leaks_found(reports: &Reports) -> Vec<String> {
+    use crate::escape::visible;
     reports
         .as_slice()
         .iter()
         .flat_map(|r| {
             let stacks = r.suspects.iter().filter(|s| s.verdict == Verdict::Leak).map(move |s| {
                 let site = s.site().map(|f| f.label()).unwrap_or_default();
-                format!("pid {}: {} ({}){}", r.target.pid, site, s.reason, in_tests(&s.tests))
+                format!("pid {}: {} ({}){}", r.target.pid, visible(&site), visible(&s.reason), in_tests(&s.tests))
             });
             let holders = r.holders.iter().filter(|h| h.verdict == Verdict::Leak).map(move |h| {
-                format!("pid {}: {} {} ({}){}", r.target.pid, h.path, h.type_name, h.reason, in_tests(&h.tests))
+                let (path, type_name) = (visible(&h.path), visible(&h.type_name));
+                format!("pid {}: {path} {type_name} ({}){}", r.target.pid, visible(&h.reason), in_tests(&h.tests))
             });
             stacks.chain(holders)
         })
@@ -175,7 +179,8 @@ fn in_tests(tests: &[TestShare]) -> String {
     const SHOWN: usize = 10;
     let mut out = String::new();
     for t in tests.iter().take(SHOWN) {
-        out.push_str(&format!("\n        in test {} ({})", t.test, crate::units::bytes(t.outstanding_bytes as f64)));
+        let (name, bytes) = (crate::escape::visible(&t.test), crate::units::bytes(t.outstanding_bytes as f64));
+        out.push_str(&format!("\n        in test {name} ({bytes})"));
     }
     if tests.len() > SHOWN {
         out.push_str(&format!("\n        and {} more tests", tests.len() - SHOWN));

@@ -25,10 +25,14 @@ fn venv_python() -> Option<String> {
 }
 
 /// `tracer record --fail-on-leak -o r.json -- ARGS` in `cwd`: exit code, stderr, the report.
+/// ARGS may start with more tracer flags, up to their own `--`.
 fn gate(cwd: &Path, args: &[&str]) -> (i32, String, Value) {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("r.json");
-    let mut all = vec!["record", "--fail-on-leak", "-q", "-o", out.to_str().unwrap(), "--"];
+    let mut all = vec!["record", "--fail-on-leak", "-q", "-o", out.to_str().unwrap()];
+    if !args.contains(&"--") {
+        all.push("--");
+    }
     all.extend_from_slice(args);
     let o = Command::new(tracer_bin()).args(&all).current_dir(cwd).output().expect("run tracer");
     let stderr = String::from_utf8_lossy(&o.stderr).into_owned();
@@ -112,7 +116,75 @@ fn a_suite_with_one_leaking_test_names_that_test() {
     // Only that test: every leak line of the gate is test_upload's.
     let leak_lines = stderr.lines().filter(|l| l.trim_start().starts_with("leak: ")).count();
     let named = stderr.lines().filter(|l| l.trim_start().starts_with("in test ")).collect::<Vec<_>>();
-    assert!(leak_lines >= 1 && named.iter().all(|l| l.contains("::test_upload (")), "{stderr}");
+    assert!(leak_lines >= 1 && !named.is_empty(), "the test is on a line of its own: {stderr}");
+    assert!(named.iter().all(|l| l.contains("::test_upload (")), "{stderr}");
+    assert_no_leftover_probes();
+}
+
+/// The venv's Python if it has pytest-xdist (`cargo xtask setup` installs it), else a
+/// "skipped" line.
+fn venv_python_with_xdist() -> Option<String> {
+    let p = venv_python()?;
+    let ok = Command::new(&p)
+        .args(["-c", "import xdist"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    if !ok {
+        println!("skipped: no pytest-xdist in the fixtures venv (run `cargo xtask setup`)");
+    }
+    ok.then_some(p)
+}
+
+/// `pytest -n 4` (issue 18, item 4): xdist's workers are forks of pytest that exec Python;
+/// under `--follow-forks` each is traced again as what it became, judged at its finalization,
+/// and the gate names the leaking test in the worker that ran it.
+#[test]
+fn a_parallel_suite_gates_every_worker_and_names_the_leaking_test() {
+    if !is_root() {
+        println!("skipped: not root");
+        return;
+    }
+    let Some(python) = venv_python_with_xdist() else { return };
+    let _g = serial();
+    let dir = fixture("pytest_one_leak");
+    let (code, stderr, report) =
+        gate(&dir, &["--follow-forks", "--", &python, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-n", "4"]);
+    assert_eq!(code, 3, "{stderr}");
+    let processes = report["processes"].as_array().unwrap_or_else(|| panic!("a section per process: {report:#}"));
+    let parent = processes[0]["target"]["pid"].as_u64().unwrap();
+    // The workers as the Python programs they exec'd: each judged when its interpreter finalized.
+    let workers: Vec<&Value> = processes
+        .iter()
+        .filter(|p| p["target"]["pid"].as_u64() != Some(parent) && p["final_view"] == "finalization")
+        .collect();
+    println!(
+        "{} sections, {} workers judged at finalization: {:?}",
+        processes.len(),
+        workers.len(),
+        workers.iter().map(|w| w["target"]["pid"].as_u64().unwrap()).collect::<Vec<_>>()
+    );
+    assert_eq!(workers.len(), 4, "four workers, each gated: {stderr}");
+    let line = line_of("pytest_one_leak/tests/test_api.py", "UPLOADS.append(bytearray(9000))  # the leak");
+    let leaking: Vec<&&Value> = workers
+        .iter()
+        .filter(|w| suspects_at(w, "test_upload", "test_api.py", line).iter().any(|s| s["verdict"] == "leak"))
+        .collect();
+    assert_eq!(leaking.len(), 1, "the worker that ran test_upload, and only it: {stderr}");
+    let worker = leaking[0];
+    let at = suspects_at(worker, "test_upload", "test_api.py", line);
+    let leak = at.iter().find(|s| s["verdict"] == "leak").unwrap();
+    assert_eq!(leak["tests"][0]["test"], "tests/test_api.py::test_upload", "{leak:#}");
+    assert_eq!(leak["outstanding_bytes"].as_u64().unwrap() % 9001, 0, "whole blocks of 9,001 bytes");
+    let pid = worker["target"]["pid"].as_u64().unwrap();
+    assert!(stderr.contains(&format!("leak: pid {pid}: test_upload (")), "the summary names the worker: {stderr}");
+    assert!(
+        stderr.lines().any(|l| l.trim_start().starts_with("in test tests/test_api.py::test_upload (")),
+        "and the test, on a line of its own: {stderr}"
+    );
+    let parent_leaks = suspects_at(&processes[0], "test_upload", "test_api.py", line);
+    assert!(parent_leaks.iter().all(|s| s["verdict"] != "leak"), "the controller ran no test");
     assert_no_leftover_probes();
 }
 

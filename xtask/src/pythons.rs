@@ -22,6 +22,8 @@ pub const BASE_VERSION: &str = "3.11.7";
 const MIN_VENV: (u32, u32) = (3, 10);
 const PIP_FLAGS: &[&str] = &["--disable-pip-version-check", "--no-input", "-q"];
 const REQUIREMENTS: &[&str] = &["tornado>=6,<7", "pytest"];
+/// The fixtures venv only: parallel pytest suites (`pytest -n 4`).
+const XDIST: &str = "pytest-xdist>=3,<4";
 
 #[derive(Clone, Debug)]
 pub struct Python {
@@ -105,7 +107,23 @@ pub fn discover(target: &Path) -> Vec<Python> {
 /// Make the fixtures venv (3.11.7); an error if it cannot be made.
 pub fn fixtures_venv(target: &Path, base: &Path) -> Result<PathBuf> {
     let dir = target.join("pyenv-venv");
-    ensure_venv(base, BASE_VERSION, &dir, base, "fixtures venv (CPython 3.11.7)")
+    let python = ensure_venv(base, BASE_VERSION, &dir, base, "fixtures venv (CPython 3.11.7)")?;
+    ensure_xdist(&python)?;
+    Ok(python)
+}
+
+/// pytest-xdist in the fixtures venv, for the parallel-suite test (`pytest -n 4`); installed
+/// once, skipped when it imports.
+fn ensure_xdist(python: &Path) -> Result<()> {
+    if util::python_ok(python, "import xdist") {
+        println!("setup: pytest-xdist ok (present in the fixtures venv)");
+        return Ok(());
+    }
+    step("setup", "installing pytest-xdist into the fixtures venv", || {
+        run_quiet(Command::new(python).args(["-m", "pip", "install"]).args(PIP_FLAGS).arg(XDIST))
+            .context("pip install pytest-xdist")?;
+        Ok(())
+    })
 }
 
 /// Give every interpreter >= 3.10 a venv (best effort: a failure is a message, not an error).

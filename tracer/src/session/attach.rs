@@ -141,6 +141,7 @@ impl Session {
             },
             warned_full: Vec::new(),
             unfollowed: Default::default(),
+            execed: (config.follow_forks && !config.targets.is_host()).then(Newcomers::default),
             windows,
             sweeper: Default::default(),
         })

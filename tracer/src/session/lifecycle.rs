@@ -5,6 +5,7 @@
 use std::time::{Duration, Instant};
 
 use crate::collector::Announcement;
+use crate::host::HostFilter;
 use crate::report::FinalView;
 use crate::target;
 
@@ -72,6 +73,10 @@ pub fn follow(session: &mut Session) -> Option<FinalView> {
                 Announcement::Exec(pid) => {
                     if let Some(i) = session.live_index(pid) {
                         stop = stop.or(end(session, &[(i, FinalView::TargetExited)]));
+                        // A followed child that execs is traced again as what it became.
+                        if let (Some(execed), true) = (session.execed.as_mut(), i > 0) {
+                            execed.add(pid);
+                        }
                     }
                     if let Mode::Host(h) = &mut session.mode {
                         h.newcomers.add(pid);
@@ -199,8 +204,19 @@ fn follow_fork(session: &mut Session, child: u32, parent: u32) {
 }
 
 /// Host mode: traces the processes started after the tracer once they are inspectable CPython
-/// processes, up to `--max-processes` traced at once.
+/// processes, up to `--max-processes` traced at once. With `--follow-forks`, the followed
+/// children that exec'd a CPython program.
 fn add_newcomers(session: &mut Session) {
+    if let Some(execed) = session.execed.as_mut() {
+        let anyone = HostFilter { matching: None, exclude: Vec::new(), max_processes: usize::MAX };
+        let mut not_python = Vec::new();
+        for t in execed.poll(&anyone, &mut not_python) {
+            session.add(t, "exec'd by a followed process");
+        }
+        for s in not_python {
+            log::info!("not following pid {} after its exec: {}", s.pid, s.reason);
+        }
+    }
     let live = session.live().count();
     let Mode::Host(h) = &mut session.mode else { return };
     let ready = h.newcomers.poll(&h.filter, &mut h.skipped);

@@ -96,6 +96,9 @@ pub struct Session {
     capacities: Capacities,
     /// The tables already said to be full (warned once each, as soon as they fill).
     warned_full: Vec<Counter>,
+    /// With `--follow-forks`: followed children that exec'd, waiting to be traced again as the
+    /// program they became (a pytest-xdist worker is a fork of pytest that execs Python).
+    execed: Option<Newcomers>,
     /// Forked children that could not be followed (`--follow-forks`), said in one line at the end.
     unfollowed: lifecycle::Unfollowed,
     /// Probe windows (`--window`); None when the probes stay attached.
