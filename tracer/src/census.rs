@@ -7,7 +7,7 @@
 use std::collections::HashMap;
 
 use crate::python::census::{Census, CensusBudget, CensusReader, TypeCount};
-use crate::python::heap::TypeAddrs;
+use crate::python::heap::{RootKind, TypeAddrs};
 use crate::python::origin::{in_app, OriginReader};
 use crate::remote::ProcessMemory;
 use crate::report::Origin;
@@ -55,6 +55,8 @@ pub struct CensusView {
     pub totals: CensusTotals,
     /// Objects counted by the last complete scan (estimates what a cut scan skipped).
     last_complete: Option<u64>,
+    /// The roots beyond modules the last complete scan met (for the holders view).
+    pub roots: Vec<(u64, RootKind)>,
     /// No scan before this time: a big heap is scanned less often, so that the census takes at
     /// most `MAX_DUTY` of the tracer's time (and of the reads the target's memory sees).
     next_at_s: f64,
@@ -76,6 +78,7 @@ impl CensusView {
             tracks: HashMap::new(),
             totals: CensusTotals::default(),
             last_complete: None,
+            roots: Vec::new(),
             next_at_s: 0.0,
         }
     }
@@ -85,9 +88,12 @@ impl CensusView {
             self.totals.scans_paced += 1;
             return;
         }
-        let census = self.reader.scan(&self.budget);
+        let mut census = self.reader.scan(&self.budget);
         self.next_at_s = t_s + census.stats.duration_s / MAX_DUTY;
         self.account(&census);
+        if census.error.is_none() {
+            self.roots = std::mem::take(&mut census.roots);
+        }
         if census.error.is_some() || census.stats.torn_dropped > 0 {
             self.totals.scans_discarded += 1;
             return;
@@ -119,6 +125,19 @@ impl CensusView {
                 track.last = TypeCount::default();
             }
         }
+    }
+
+    /// The origin of a holder's newest items (`addrs`, newest first): the first in the
+    /// application's own code, else the first that has one.
+    pub fn origin_of_items(&mut self, addrs: &[u64]) -> Option<Origin> {
+        let mut first = None;
+        for o in self.origins.origins(addrs).into_iter().flatten() {
+            if in_app(&o) {
+                return Some(o);
+            }
+            first.get_or_insert(o);
+        }
+        first
     }
 
     /// The origin of the newest object of type `name` that has one, preferring the

@@ -8,13 +8,19 @@ use crate::census::CensusView;
 use crate::python::census::CensusBudget;
 use crate::python::heap::{ContainerSample, HeapScanner, ScanBudget, ScanStats, TypeAddrs};
 use crate::remote::ProcessMemory;
+use crate::report::Origin;
 use crate::series::Series;
 use crate::target::Target;
 
 pub struct HolderTrack {
     pub last: ContainerSample,
     pub series: Series,
+    /// Where its newest items were made, read when its length last grew.
+    pub origin: Option<Origin>,
 }
+
+/// Growing holders whose newest items' origins are read per scan (the fastest growing).
+const ORIGIN_HOLDERS_PER_SCAN: usize = 8;
 
 /// Totals over all scans, for the report.
 #[derive(Debug, Clone, Default)]
@@ -27,6 +33,8 @@ pub struct ScanTotals {
     pub torn_retried: u64,
     pub dropped: u64,
     pub cut_by_budget: u64,
+    /// Intervals without a scan because the last one took long (at most [`MAX_DUTY`]).
+    pub paced: u64,
 }
 
 impl ScanTotals {
@@ -49,7 +57,13 @@ pub struct Holders {
     pub totals: ScanTotals,
     /// Every tracked object by type; `None` when disabled (`--census-budget 0`).
     pub census: Option<CensusView>,
+    /// No scan before this time: a scan (census and containers) takes at most [`MAX_DUTY`] of
+    /// the time.
+    next_at_s: f64,
 }
+
+/// The largest share of wall time the containers scan and the census may spend together.
+const MAX_DUTY: f64 = 0.1;
 
 impl Holders {
     /// `None` when this interpreter's containers cannot be read (its types are not exported).
@@ -58,21 +72,54 @@ impl Holders {
         let types = TypeAddrs::from_lookup(|name| target.python.runtime_addr(name))?;
         let scanner = HeapScanner::new(ProcessMemory::new(target.pid), &interp.offsets, types, interp.runtime);
         let census = census.map(|b| CensusView::new(target, types, b));
-        Some(Self { scanner, budget, tracks: HashMap::new(), totals: ScanTotals::default(), census })
+        Some(Self { scanner, budget, tracks: HashMap::new(), totals: ScanTotals::default(), census, next_at_s: 0.0 })
     }
 
     pub fn scan(&mut self, t_s: f64) {
+        if t_s < self.next_at_s {
+            self.totals.paced += 1;
+            return;
+        }
+        let t0 = std::time::Instant::now();
         if let Some(c) = self.census.as_mut() {
             c.scan(t_s);
         }
-        let (samples, stats) = self.scanner.scan(&self.budget);
+        let roots = self.census.as_ref().map(|c| c.roots.as_slice()).unwrap_or(&[]);
+        let (samples, stats) = self.scanner.scan(&self.budget, roots);
         self.totals.add(&stats);
-        for sample in samples {
+        let mut grew: Vec<(u64, (String, String))> = Vec::new();
+        for mut sample in samples {
             let key = (sample.path.clone(), sample.type_name.clone());
-            let track =
-                self.tracks.entry(key).or_insert_with(|| HolderTrack { last: sample.clone(), series: Series::new() });
+            let track = self.tracks.entry(key.clone()).or_insert_with(|| HolderTrack {
+                last: sample.clone(),
+                series: Series::new(),
+                origin: None,
+            });
+            if sample.len > track.last.len {
+                grew.push((sample.len - track.last.len, key));
+            }
             track.series.push(t_s, sample.len as f64);
+            if sample.item_types.is_empty() && sample.len > 0 {
+                // This scan's sample was torn (a busy container): keep the last good one.
+                sample.item_types = std::mem::take(&mut track.last.item_types);
+                sample.newest_items = std::mem::take(&mut track.last.newest_items);
+            }
             track.last = sample;
+        }
+        self.read_origins(grew);
+        self.next_at_s = t_s + t0.elapsed().as_secs_f64() / MAX_DUTY;
+    }
+
+    /// Where the newest items of the fastest growing holders were made (through the census's
+    /// origin reader; none without the census).
+    fn read_origins(&mut self, mut grew: Vec<(u64, (String, String))>) {
+        let Some(census) = self.census.as_mut() else { return };
+        grew.sort_unstable_by(|a, b| b.0.cmp(&a.0).then(a.1.cmp(&b.1)));
+        for (_, key) in grew.into_iter().take(ORIGIN_HOLDERS_PER_SCAN) {
+            let track = self.tracks.get_mut(&key).expect("tracked above");
+            if let Some(o) = census.origin_of_items(&track.last.newest_items) {
+                track.origin = Some(o);
+            }
         }
     }
 }

@@ -170,6 +170,9 @@ fn report() -> Report {
                 score: 0.1,
                 reason: "reached 512 items at 5.0 s, flat since".into(),
                 tests: Vec::new(),
+                root: None,
+                newest_items: Vec::new(),
+                origin: None,
             },
             Holder {
                 path: "__main__.FAILED_REQUESTS".into(),
@@ -182,6 +185,9 @@ fn report() -> Report {
                 score: 0.95,
                 reason: "+2,835 items in 60.0 s, never shrank".into(),
                 tests: Vec::new(),
+                root: None,
+                newest_items: Vec::new(),
+                origin: None,
             },
         ],
         timeline: vec![

@@ -358,6 +358,9 @@ fn holders(s: &mut String, all: &[Holder], top: usize, width: usize) {
         if !h.reason.is_empty() {
             wrapped(s, "       why: ", "            ", &h.reason, width);
         }
+        if let Some(o) = h.origin.as_ref().filter(|_| h.verdict.is_growing()).and_then(origin_text) {
+            let _ = writeln!(s, "       newest made at {o}");
+        }
     }
     let hidden = sorted.len() - shown.len();
     if hidden > 0 {

@@ -12,8 +12,8 @@ use crate::collector::Counters;
 use crate::holders::Holders;
 use crate::leaks::{self, CallPath, Capacities, Criteria, Evidence, ListedStack, Unit};
 use crate::report::{
-    CensusSummary, CensusType, FinalView, Holder, Report, Suspect, TargetInfo, TimelinePoint, Totals, WindowsInfo,
-    SCHEMA,
+    CensusSummary, CensusType, FinalView, Holder, HolderRoot, Report, Suspect, TargetInfo, TimelinePoint, Totals,
+    WindowsInfo, SCHEMA,
 };
 use crate::stacks::StackTable;
 
@@ -279,12 +279,22 @@ fn judge_holders(holders: &Holders, criteria: &Criteria) -> Vec<Holder> {
                 score: j.score,
                 reason: j.reason,
                 tests: Vec::new(),
+                root: holder_root(&track.last),
+                newest_items: track.last.newest_items.clone(),
+                origin: track.origin.clone(),
             }
         })
         .collect();
     let listed = leaks::holders_to_list(&judged.iter().map(|h| (h.verdict, h.score, h.len)).collect::<Vec<_>>());
     let mut slots: Vec<Option<Holder>> = judged.into_iter().map(Some).collect();
     listed.into_iter().filter_map(|i| slots[i].take()).collect()
+}
+
+/// The parts of a holder's path: its root and what follows it.
+fn holder_root(s: &crate::python::heap::ContainerSample) -> Option<HolderRoot> {
+    let rest = s.path.strip_prefix(s.root.name.as_str()).filter(|_| !s.root.kind.is_empty())?;
+    let rest = rest.strip_prefix(" → ").or_else(|| rest.strip_prefix('.')).unwrap_or(rest);
+    Some(HolderRoot { kind: s.root.kind.to_string(), name: s.root.name.clone(), rest: rest.to_string() })
 }
 
 /// Every type's count judged like a holder's length; listed like holders (every suspect and

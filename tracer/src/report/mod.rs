@@ -345,6 +345,26 @@ pub struct Holder {
     /// The tests that fed it: those of the allocation lines that fill it (`pairing`).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub tests: Vec<TestShare>,
+    /// The path's parts: where it starts and what follows.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub root: Option<HolderRoot>,
+    /// Addresses of its newest items in the target (last scan): where origins start. Not
+    /// exported (addresses mean nothing once the process is gone).
+    #[serde(skip)]
+    pub newest_items: Vec<u64>,
+    /// Where its newest items were made (read while it grew), as for a census type.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub origin: Option<Origin>,
+}
+
+/// Where a holder's path starts: `{"kind": "task", "name": "task audit_consumer()", "rest":
+/// "seen"}`; `kind` is one of module, frame, task, coroutine, generator, async generator,
+/// event loop.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct HolderRoot {
+    pub kind: String,
+    pub name: String,
+    pub rest: String,
 }
 
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq)]
@@ -501,6 +521,9 @@ pub(crate) mod tests {
                 score: 0.9,
                 reason: String::new(),
                 tests: Vec::new(),
+                root: None,
+                newest_items: Vec::new(),
+                origin: None,
             }],
             holders_scan: None,
             census: vec![],

@@ -41,7 +41,7 @@ use std::time::{Duration, Instant};
 pub use layout::GcLayout;
 
 use crate::python::heap::types::{TypeAddrs, TypeCache};
-use crate::python::heap::HeapLayout;
+use crate::python::heap::{HeapLayout, RootKind};
 use crate::python::pystr::StrLayout;
 use crate::python::versions::Offsets;
 use crate::remote::Memory;
@@ -109,6 +109,9 @@ pub struct Census {
     pub stats: CensusStats,
     /// Why nothing could be counted (layout mismatch, unreadable runtime), if so.
     pub error: Option<String>,
+    /// Objects that start paths of the holders view: coroutines, generators, event loops and
+    /// asyncio tasks, with their kind.
+    pub roots: Vec<(u64, RootKind)>,
 }
 
 /// The census reader of one process. Keeps a type cache across scans.

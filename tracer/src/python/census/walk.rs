@@ -9,7 +9,7 @@ use super::blocks::{Lookup, NodeStore, Rec, BLOCK};
 use super::layout::{GcLayout, PREV_MASK_COLLECTING, PTR_MASK};
 use super::{Census, CensusBudget, CensusStats, TypeCount, GC_WAIT, MAX_REPAIRS};
 use crate::python::heap::types::{Kind, TypeAddrs, TypeCache, TPFLAGS_HAVE_GC};
-use crate::python::heap::{plausible_ptr, HeapLayout, Scan, ScanBudget};
+use crate::python::heap::{plausible_ptr, HeapLayout, RootKind, Scan, ScanBudget};
 use crate::python::pystr::StrLayout;
 use crate::remote::{le_u32, le_u64, Memory};
 
@@ -78,6 +78,8 @@ struct Row {
     itemsize: u64,
     pre: u64,
     list: bool,
+    /// Objects of this type start paths of the holders view (coroutines, event loops, ...).
+    root: Option<RootKind>,
 }
 
 pub(super) struct Walk<'a> {
@@ -90,6 +92,7 @@ pub(super) struct Walk<'a> {
     type_rows: AddrMap<Option<usize>>,
     rows: Vec<Row>,
     counts: Vec<TypeCount>,
+    roots: Vec<(u64, RootKind)>,
     /// Per row: the youngest list it was met in, and its last objects there (the newest).
     row_gen: Vec<u8>,
     newest: Vec<Vec<u64>>,
@@ -126,6 +129,7 @@ impl<'a> Walk<'a> {
             type_rows: AddrMap::default(),
             rows: Vec::new(),
             counts: Vec::new(),
+            roots: Vec::new(),
             row_gen: Vec::new(),
             newest: Vec::new(),
             gen: 0,
@@ -315,6 +319,7 @@ impl<'a> Walk<'a> {
                 itemsize: i.itemsize,
                 pre: if i.flags & self.gc.preheader_flags != 0 { 16 } else { 0 },
                 list: i.kind == Kind::List,
+                root: RootKind::of_type(&i.name),
             });
         }
         let idx = row.map(|r| {
@@ -334,6 +339,10 @@ impl<'a> Walk<'a> {
             return;
         }
         self.stats.objects += 1;
+        if let Some(k) = self.rows[n.ty].root {
+            // `addr` is the GC head; the object follows it.
+            self.roots.push((addr + 16, k));
+        }
         let c = &mut self.counts[n.ty];
         c.count += 1;
         c.bytes += n.bytes;
@@ -448,7 +457,7 @@ impl<'a> Walk<'a> {
         let mut stats = self.stats;
         stats.bytes_read = self.cache.bytes_read + self.scan.stats.bytes_read;
         stats.reads = self.cache.reads + self.scan.stats.reads;
-        Census { by_type, newest, stats, error: None }
+        Census { by_type, newest, stats, error: None, roots: self.roots }
     }
 }
 

@@ -8,7 +8,7 @@ use std::collections::{BTreeMap, HashMap};
 use super::layout::HeapLayout;
 use super::namespaces::{NsMode, NsSource};
 use super::types::{Kind, TypeInfo, TPFLAGS_HAVE_GC, TPFLAGS_MANAGED_DICT};
-use super::{plausible_ptr, ContainerSample, Obj, Scan, MAX_RETRIES, OBJ_READ, SAMPLE_ITEMS};
+use super::{plausible_ptr, ContainerSample, Obj, Scan, MAX_RETRIES, NEWEST_ITEMS, OBJ_READ, SAMPLE_ITEMS};
 use crate::python::pystr::StrLayout;
 use crate::remote::{le_u32, le_u64};
 
@@ -275,7 +275,11 @@ impl Scan<'_> {
             }
             let mean = total.checked_div(n).unwrap_or(0);
             let Some(ti) = self.type_info(c.obj.ty) else { continue };
+            let root = self.roots.get(c.obj.node.rank).cloned().unwrap_or_default();
+            let newest_items = c.items.iter().rev().take(NEWEST_ITEMS).copied().collect();
             out.push(ContainerSample {
+                root,
+                newest_items,
                 path: c.obj.node.path,
                 type_name: ti.name.clone(),
                 len: c.len,

@@ -65,6 +65,7 @@ mod containers;
 pub mod layout;
 mod namespaces;
 mod paths;
+mod roots;
 #[cfg(test)]
 mod tests;
 pub mod types;
@@ -73,6 +74,7 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::time::Instant;
 
 pub use layout::HeapLayout;
+pub use roots::{RootKind, RootLayout, RootName};
 pub use types::TypeAddrs;
 
 use crate::python::pystr::{self, StrLayout};
@@ -89,6 +91,8 @@ pub const MAX_RETRIES: u32 = 3;
 pub const MODULE_DICT_DESCEND_MAX: u64 = 256;
 /// Items sampled per container for `item_types` and the size estimate.
 pub const SAMPLE_ITEMS: usize = 64;
+/// Item addresses kept per container for origins.
+pub const NEWEST_ITEMS: usize = 8;
 
 const MAX_REGION: usize = 4 << 20; // no single read is larger than this
 const MAX_NS_ENTRIES: u64 = 1 << 16; // namespaces (module/class/instance dicts) bigger than this are skipped
@@ -106,6 +110,10 @@ pub(crate) fn plausible_ptr(p: u64) -> bool {
 // Public results
 // ---------------------------------------------------------------------------------------------
 
+/// Hops followed from a root by default: deep enough for `main() → app.settings["bus"].subscribers`
+/// and registries a few objects down; the objects and bytes budgets bound the cost.
+pub const DEFAULT_DEPTH: u32 = 10;
+
 /// Limits for one scan.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ScanBudget {
@@ -116,7 +124,7 @@ pub struct ScanBudget {
 
 impl Default for ScanBudget {
     fn default() -> Self {
-        ScanBudget { max_objects: 200_000, max_bytes: 64 << 20, max_depth: 3 }
+        ScanBudget { max_objects: 200_000, max_bytes: 64 << 20, max_depth: DEFAULT_DEPTH }
     }
 }
 
@@ -136,6 +144,11 @@ pub struct ContainerSample {
     /// (item `tp_basicsize` + GC/managed pre-headers + variable part: str/bytes/tuple/int length).
     /// Not a retained-size computation: items' own referents are not counted.
     pub retained_bytes_est: u64,
+    /// Where its path starts (`module __main__`, `task audit_consumer()`, `event loop`).
+    pub root: RootName,
+    /// Addresses of up to [`NEWEST_ITEMS`] of its newest sampled items (list/deque tail, last
+    /// dict values): where an origin reader starts to say where the items were made.
+    pub newest_items: Vec<u64>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -166,6 +179,7 @@ pub struct HeapScanner {
     types: TypeAddrs,
     runtime_addr: u64,
     type_cache: TypeCache,
+    roots: Option<RootLayout>,
 }
 
 impl HeapScanner {
@@ -179,16 +193,18 @@ impl HeapScanner {
             types,
             runtime_addr,
             type_cache: TypeCache::default(),
+            roots: RootLayout::of(offsets),
         }
     }
 
-    /// One scan of every container reachable from `sys.modules` (see the module docs).
-    /// Output is sorted by path; each address appears once.
-    pub fn scan(&mut self, budget: &ScanBudget) -> (Vec<ContainerSample>, ScanStats) {
+    /// One scan of every container reachable from `sys.modules`, the threads' frames and
+    /// `found` (coroutines, generators, event loops and tasks the census met; see the module
+    /// docs). Output is sorted by path; each address appears once.
+    pub fn scan(&mut self, budget: &ScanBudget, found: &[(u64, RootKind)]) -> (Vec<ContainerSample>, ScanStats) {
         let t0 = Instant::now();
         self.type_cache.next_generation();
         let mut scan = Scan::new(&*self.mem, &self.layout, self.strs, &self.types, &mut self.type_cache, *budget);
-        let mut out = scan.walk_from_modules(self.runtime_addr);
+        let mut out = scan.walk_from_roots(self.runtime_addr, self.roots.as_ref(), found);
         out.sort_by(|a, b| a.path.cmp(&b.path));
         let mut stats = scan.stats;
         stats.duration_s = t0.elapsed().as_secs_f64();
@@ -209,6 +225,8 @@ pub(crate) struct Scan<'a> {
     budget: ScanBudget,
     pub(crate) stats: ScanStats,
     str_cache: HashMap<u64, Option<String>>,
+    /// Where each path starts, by rank.
+    roots: Vec<RootName>,
 }
 
 /// A reached object and the path it was reached by.
@@ -228,6 +246,8 @@ pub(crate) struct Node {
 pub(crate) enum Parent {
     SysModules,
     ModuleGlobals,
+    /// A root beyond modules (an event loop): its attributes are named `root → name`.
+    Root,
     Other,
 }
 
@@ -264,7 +284,17 @@ impl<'a> Scan<'a> {
         type_cache: &'a mut TypeCache,
         budget: ScanBudget,
     ) -> Self {
-        Scan { mem, layout, strs, types, type_cache, budget, stats: ScanStats::default(), str_cache: HashMap::new() }
+        Scan {
+            mem,
+            layout,
+            strs,
+            types,
+            type_cache,
+            budget,
+            stats: ScanStats::default(),
+            str_cache: HashMap::new(),
+            roots: Vec::new(),
+        }
     }
 
     /// Reads regions in one batch. A region that is empty, too large, outside user space or past
@@ -376,9 +406,30 @@ impl<'a> Scan<'a> {
 
     // ----- the walk -----
 
-    /// Runtime → main interpreter → `sys.modules` (containers §1.1), then breadth-first from
-    /// every module to `max_depth` hops.
-    fn walk_from_modules(&mut self, runtime_addr: u64) -> Vec<ContainerSample> {
+    /// Every module, then the roots beyond modules (roots.rs), breadth-first to `max_depth`
+    /// hops: a frame's locals are one hop from their frame.
+    fn walk_from_roots(
+        &mut self,
+        runtime_addr: u64,
+        rl: Option<&RootLayout>,
+        found: &[(u64, RootKind)],
+    ) -> Vec<ContainerSample> {
+        let mut frontier = self.module_roots(runtime_addr);
+        self.roots = frontier.iter().map(|n| RootName { kind: "module", name: n.path.clone() }).collect();
+        let mut later = Vec::new();
+        if let Some(rl) = rl {
+            let mut names = std::mem::take(&mut self.roots);
+            let (level0, level1) = self.frame_roots(rl, runtime_addr, found, &mut names);
+            self.roots = names;
+            frontier.extend(level0);
+            later = level1;
+        }
+        self.walk(frontier, later)
+    }
+
+    /// Runtime → main interpreter → `sys.modules` (containers §1.1): every module, `__main__`
+    /// first, then by name.
+    fn module_roots(&mut self, runtime_addr: u64) -> Vec<Node> {
         let l = self.layout;
         let got = self.batch(&[(runtime_addr + l.runtime_interp_main, 8)]);
         let interp = got[0].as_ref().map(|b| le_u64(b, 0)).unwrap_or(0);
@@ -393,17 +444,17 @@ impl<'a> Scan<'a> {
         let mut roots: Vec<(String, u64)> =
             mods.entries.into_iter().filter_map(|(n, v)| n.filter(|n| module_name_ok(n)).map(|n| (n, v))).collect();
         roots.sort_by(|a, b| (a.0 != "__main__", &a.0).cmp(&(b.0 != "__main__", &b.0)));
-        let frontier: Vec<Node> = roots
+        roots
             .into_iter()
             .enumerate()
             .map(|(rank, (name, addr))| Node { addr, path: name, depth: 0, rank, parent: Parent::SysModules })
-            .collect();
-        self.walk(frontier)
+            .collect()
     }
 
-    /// Breadth-first from `frontier`: each level's objects are read together, and an object is
-    /// visited once, by the best path of the earliest level that reaches it.
-    fn walk(&mut self, mut frontier: Vec<Node>) -> Vec<ContainerSample> {
+    /// Breadth-first from `frontier` (`later` joins the second level): each level's objects are
+    /// read together, and an object is visited once, by the best path of the earliest level that
+    /// reaches it.
+    fn walk(&mut self, mut frontier: Vec<Node>, mut later: Vec<Node>) -> Vec<ContainerSample> {
         let mut out = Vec::new();
         let mut visited: HashSet<u64> = HashSet::new();
         visited.insert(self.types.none);
@@ -430,6 +481,7 @@ impl<'a> Scan<'a> {
             }
             let objs = self.read_objects(std::mem::take(&mut frontier));
             frontier = self.process_level(objs, &mut out);
+            frontier.append(&mut later);
         }
         out
     }
@@ -471,6 +523,14 @@ impl<'a> Scan<'a> {
                 Kind::Type if below => found.types.push(o),
                 Kind::Function if below => found.funcs.push(o),
                 Kind::Other if below => found.instances.push(o),
+                // A cell (a frame's captured local) is see-through: its content keeps the path.
+                Kind::Cell if below => level.next.push(Node {
+                    addr: o.w(l.cell_ref),
+                    path: o.node.path.clone(),
+                    depth: o.node.depth + 1,
+                    rank: o.node.rank,
+                    parent: o.node.parent,
+                }),
                 _ => {}
             }
         }
@@ -507,7 +567,9 @@ impl<'a> Scan<'a> {
                 Attrs::None => {}
             }
             for (name, off) in ti.slots.iter().flatten() {
-                let path = format!("{}.{name}", o.node.path);
+                let Some(path) = child_path(&o.node.path, name, Owner::style_under(&o.node, NameStyle::Attr)) else {
+                    continue;
+                };
                 slot_reads.push((o.node.addr + off, path, o.node.depth + 1, o.node.rank));
             }
         }
@@ -532,11 +594,11 @@ impl<'a> Scan<'a> {
         }
     }
 
-    /// Module-global dicts with at most [`MODULE_DICT_DESCEND_MAX`] entries are registries:
-    /// their values are followed one level (`mod.REGISTRY["jobs"]`).
+    /// Dicts with at most [`MODULE_DICT_DESCEND_MAX`] entries are registries: their values with
+    /// str keys are followed (`mod.REGISTRY["jobs"]`, `main() → app.settings["bus"]`).
     fn registries(&self, containers: &[(Obj, Kind)], level: &mut Level) {
         for (o, kind) in containers {
-            if *kind == Kind::Dict && o.node.parent == Parent::ModuleGlobals && o.node.depth < self.budget.max_depth {
+            if *kind == Kind::Dict && o.node.depth < self.budget.max_depth {
                 let used = o.w(self.layout.dict_used);
                 if used > 0 && used <= MODULE_DICT_DESCEND_MAX {
                     level.namespace(NsSource::Dict(o.node.addr), Owner::of(&o.node, NameStyle::Key, Parent::Other));
@@ -583,7 +645,17 @@ struct Owner {
 impl Owner {
     /// The children of `node`: one hop deeper, from its module.
     fn of(node: &Node, style: NameStyle, parent: Parent) -> Owner {
+        let style = Owner::style_under(node, style);
         Owner { prefix: node.path.clone(), style, depth: node.depth + 1, rank: node.rank, parent }
+    }
+
+    /// Attributes of a root beyond modules join it with ` → `.
+    fn style_under(node: &Node, style: NameStyle) -> NameStyle {
+        if node.parent == Parent::Root && style == NameStyle::Attr {
+            NameStyle::Root
+        } else {
+            style
+        }
     }
 }
 

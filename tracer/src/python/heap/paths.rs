@@ -8,13 +8,17 @@ pub(crate) enum NameStyle {
     Attr,
     /// Dict keys: `owner["key"]`.
     Key,
+    /// Attributes of a root that is not a module: `asyncio event loop → _scheduled`.
+    Root,
 }
 
 /// The path of `name` under `prefix` in `style`; `None` for interpreter plumbing (dunder
 /// attributes).
 pub(crate) fn child_path(prefix: &str, name: &str, style: NameStyle) -> Option<String> {
     match style {
-        NameStyle::Attr if is_dunder(name) => None,
+        NameStyle::Attr | NameStyle::Root if is_dunder(name) => None,
+        NameStyle::Root if is_identifier(name) => Some(format!("{prefix} → {name}")),
+        NameStyle::Root => Some(format!("{prefix} → {}", quote(name))),
         NameStyle::Attr => Some(attr_path(prefix, name)),
         NameStyle::Key => Some(format!("{prefix}[{}]", crate::redact::target_string("str", name))),
     }
