@@ -339,7 +339,13 @@ fn host_section(args: &BenchArgs, plan: &Plan, ctx: &Ctx, base: &Config) -> Opti
 /// BENCHMARKS.md (or --output), keeping the Soak section `cargo xtask soak` wrote.
 /// `--census`: the census leg alone, written into its section of BENCHMARKS.md.
 fn census_only(args: &BenchArgs, tracer: &std::path::Path) -> Result<i32> {
-    let python = tools::bench_venv(!args.skip_setup)?;
+    // The census needs no package: any CPython with a census does (the bench venv's first).
+    let pyenv = std::path::PathBuf::from("/root/.pyenv/versions/3.11.7/bin/python3");
+    let python = match tools::bench_venv(!args.skip_setup) {
+        Ok(p) => p,
+        Err(_) if util::is_executable(&pyenv) => pyenv,
+        Err(e) => return Err(e),
+    };
     let tmp = util::target_dir().join("bench/tmp-census");
     util::remove_dir(&tmp)?;
     util::mkdirs(&tmp)?;
