@@ -66,6 +66,7 @@ pub mod layout;
 mod namespaces;
 mod paths;
 mod roots;
+mod runner;
 #[cfg(test)]
 mod tests;
 pub mod types;
@@ -441,8 +442,11 @@ impl<'a> Scan<'a> {
         let modules = got[0].as_ref().map(|b| le_u64(b, 0)).unwrap_or(0);
         let r = self.read_namespaces(&[(NsSource::Dict(modules), NsMode::Full)]);
         let Some(Some(mods)) = r.into_iter().next() else { return Vec::new() };
-        let mut roots: Vec<(String, u64)> =
-            mods.entries.into_iter().filter_map(|(n, v)| n.filter(|n| module_name_ok(n)).map(|n| (n, v))).collect();
+        let mut roots: Vec<(String, u64)> = mods
+            .entries
+            .into_iter()
+            .filter_map(|(n, v)| n.filter(|n| module_name_ok(n) && !runner::is_runner_module(n)).map(|n| (n, v)))
+            .collect();
         roots.sort_by(|a, b| (a.0 != "__main__", &a.0).cmp(&(b.0 != "__main__", &b.0)));
         roots
             .into_iter()

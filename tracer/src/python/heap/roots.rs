@@ -19,6 +19,7 @@
 use std::collections::{HashMap, HashSet};
 
 use super::paths::{is_dunder, quote};
+use super::runner::is_runner_file;
 use super::{plausible_ptr, Node, Parent, Scan};
 use crate::python::frames::FrameLayout;
 use crate::python::versions::Offsets;
@@ -103,6 +104,8 @@ struct FrameRoot {
     names: u64,
     /// The code object's `co_qualname` (3.10: `co_name`), then the root's label.
     name_ptr: u64,
+    /// The code object's `co_filename`.
+    file_ptr: u64,
     label: String,
     locals: Vec<u64>,
     names_list: Vec<u64>,
@@ -259,12 +262,15 @@ impl Scan<'_> {
             let names_at = if rl.code_varnames != 0 { rl.code_varnames } else { l.code_localsplusnames };
             fr.names = le_u64(&b, names_at as usize);
             fr.name_ptr = le_u64(&b, f.co_qualname.unwrap_or(f.co_name) as usize);
-            strs.push(fr.name_ptr);
+            fr.file_ptr = le_u64(&b, f.co_filename as usize);
+            strs.extend([fr.name_ptr, fr.file_ptr]);
             keep.push(fr);
         }
-        self.frame_locals(rl, &mut keep);
-        strs.extend(keep.iter().flat_map(|fr| fr.names_list.iter().copied()));
         self.read_strs(&strs);
+        keep.retain(|fr| !self.str_cache.get(&fr.file_ptr).cloned().flatten().is_some_and(|f| is_runner_file(&f)));
+        self.frame_locals(rl, &mut keep);
+        let names: Vec<u64> = keep.iter().flat_map(|fr| fr.names_list.iter().copied()).collect();
+        self.read_strs(&names);
         for fr in &mut keep {
             let name = self.str_cache.get(&fr.name_ptr).cloned().flatten().unwrap_or_else(|| "?".into());
             fr.label = format!("{}()", code_name(&name));
@@ -310,6 +316,7 @@ impl FrameRoot {
             code: 0,
             names: 0,
             name_ptr: 0,
+            file_ptr: 0,
             label: String::new(),
             locals: vec![],
             names_list: vec![],
