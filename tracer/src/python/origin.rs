@@ -3,7 +3,7 @@
 //! innermost file:line of its traceback; a coroutine or generator → where it is suspended; an
 //! asyncio `Handle`/`TimerHandle` → its callback's origin; `functools.partial` → its function's;
 //! an instance → its class, and the origin of a callback it holds (`callback`, `_callback`,
-//! `func`, `target`). Facts: ../shared/facts/cpython-heap-census.md §8; layouts per version
+//! `func`, `target`). Facts: docs/cpython/census.md §4; layouts per version
 //! below, each checked by reading an object of that kind in a real process (tests/census.rs).
 //!
 //! Wrappers are followed to the application's own code: the origin shown is the first one
