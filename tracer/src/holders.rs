@@ -33,6 +33,8 @@ pub struct ScanTotals {
     pub torn_retried: u64,
     pub dropped: u64,
     pub cut_by_budget: u64,
+    /// Container items not followed (past the per-container limit), over all scans.
+    pub items_not_followed: u64,
     /// Intervals without a scan because the last one took long (at most [`MAX_DUTY`]).
     pub paced: u64,
 }
@@ -47,6 +49,7 @@ impl ScanTotals {
         self.torn_retried += s.torn_retried;
         self.dropped += s.dropped;
         self.cut_by_budget += s.cut_by_budget as u64;
+        self.items_not_followed += s.items_not_followed;
     }
 }
 

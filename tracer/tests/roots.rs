@@ -1,6 +1,6 @@
 //! Roots beyond modules on real processes: a Tornado service whose state lives only in
 //! `main()`'s locals and in asyncio tasks (tests/fixtures/tornado_service_state.py), attached
-//! with `-p`. Its four leaks of small objects are named by the path a person would say, from
+//! with `-p`. Its seven leaks of small objects are named by the path a person would say, from
 //! the frame, task or event loop that holds them; its capped deque, capped LRU, periodically
 //! cleared registry and start-up imports are not leaks. Every CPython with a Tornado venv
 //! (`cargo xtask setup` makes them under target/venvs/ and target/pyenv-venv/).
@@ -43,7 +43,7 @@ fn holder<'a>(report: &'a Value, path: &str) -> Option<&'a Value> {
 }
 
 /// (path, root kind, root name, the rest of the path, an item type, lowest rate per second)
-const LEAKS: [(&str, &str, &str, &str, &str, f64); 4] = [
+const LEAKS: [(&str, &str, &str, &str, &str, f64); 7] = [
     ("asyncio event loop → _scheduled", "event loop", "asyncio event loop", "_scheduled", "TimerHandle", 15.0),
     ("task audit_consumer() → seen", "task", "task audit_consumer()", "seen", "tuple", 15.0),
     (
@@ -55,6 +55,16 @@ const LEAKS: [(&str, &str, &str, &str, &str, f64); 4] = [
         15.0,
     ),
     ("main() → app.error_log", "task", "main()", "app.error_log", "tuple", 4.0),
+    ("main() → workers[1].backlog", "task", "main()", "workers[1].backlog", "tuple", 15.0),
+    ("main() → flush_hook.func.__self__.pending", "task", "main()", "flush_hook.func.__self__.pending", "int", 15.0),
+    (
+        "main() → last_error.__traceback__.tb_frame → journal",
+        "task",
+        "main()",
+        "last_error.__traceback__.tb_frame → journal",
+        "tuple",
+        15.0,
+    ),
 ];
 
 fn check(python: &Python, report: &Value) {

@@ -16,7 +16,7 @@
 use tracer_ebpf::RawFrame;
 
 use super::code::CodeResolver;
-use super::heap::types::{TypeAddrs, TypeCache, TypeInfo};
+use super::heap::types::{TypeAddrs, TypeCache, TypeInfo, TPFLAGS_BASE_EXC_SUBCLASS};
 use super::heap::{plausible_ptr, HeapLayout, Scan, ScanBudget};
 use super::pystr::StrLayout;
 use super::Interpreter;
@@ -31,8 +31,6 @@ const MAX_TB: usize = 256;
 const MAX_ARGS: usize = 4;
 /// Bytes read at an object's start: every field used lies below.
 const OBJ: usize = 128;
-/// `Py_TPFLAGS_BASE_EXC_SUBCLASS`.
-const TPFLAGS_BASE_EXC: u64 = 1 << 30;
 /// Attribute names under which an instance keeps the callable it wraps.
 const CALLBACK_ATTRS: &[&str] = &["_callback", "callback", "func", "_func", "target", "_target"];
 
@@ -72,8 +70,6 @@ pub fn is_app_file(file: &str) -> bool {
 #[derive(Debug, Clone, Copy)]
 struct Layout {
     minor: u32,
-    /// `PyBaseExceptionObject.traceback`.
-    exc_traceback: u64,
     /// 3.11+: the `_PyInterpreterFrame` embedded in a generator (`gi_iframe`); 3.10: none
     /// (`gi_frame` @16 points at a frame object).
     gi_iframe: Option<u64>,
@@ -86,7 +82,7 @@ impl Layout {
             11 => Some(80),
             _ => Some(72),
         };
-        Layout { minor, exc_traceback: if minor == 10 { 32 } else { 40 }, gi_iframe }
+        Layout { minor, gi_iframe }
     }
 }
 
@@ -203,8 +199,8 @@ impl<M: Memory + Clone> OriginReader<M> {
             "coroutine" | "generator" | "async_generator" => chain.push(self.suspended(&o, &name)),
             "traceback" => chain.push(self.innermost("traceback", o.addr)),
             "frame" => chain.push(self.frame_link(o.addr)),
-            _ if o.ty.flags & TPFLAGS_BASE_EXC != 0 => {
-                let tb = o.w(self.layout.exc_traceback);
+            _ if o.ty.flags & TPFLAGS_BASE_EXC_SUBCLASS != 0 => {
+                let tb = o.w(self.heap.exc_traceback);
                 chain.push(self.innermost(&format!("exception {name}"), tb));
             }
             _ => self.instance(&o, chain, depth),

@@ -355,6 +355,7 @@ fn scan_summary(h: &Holders) -> crate::report::ScanSummary {
         mean_scan_s: t.duration_s / n,
         max_scan_s: t.max_duration_s,
         torn_reads_retried: t.torn_retried,
+        items_not_followed_per_scan: (t.items_not_followed as f64 / n).round() as u64,
     }
 }
 

@@ -375,6 +375,10 @@ pub struct ScanSummary {
     pub mean_scan_s: f64,
     pub max_scan_s: f64,
     pub torn_reads_retried: u64,
+    /// Items of big containers the walk did not follow (it follows each one's newest 1024),
+    /// per scan.
+    #[serde(default)]
+    pub items_not_followed_per_scan: u64,
 }
 
 /// The live objects of one type (by `tp_name`), read from the interpreter's GC lists.

@@ -67,7 +67,13 @@ pub struct HeapLayout {
     pub module_dict: u64,
     pub func_code: u64,
     pub func_closure: u64,
+    /// `__defaults__`, `__kwdefaults__` and `__dict__` of a function (census §6).
+    pub func_defaults: u64,
+    pub func_kwdefaults: u64,
+    pub func_dict: u64,
     pub cell_ref: u64,
+    /// `PyBaseExceptionObject.traceback`; `__context__` and `__cause__` follow it (census §6).
+    pub exc_traceback: u64,
     /// 3.10: `co_freevars` tuple offset; 3.11+: 0 (use `co_nfreevars` + `co_localsplusnames`).
     pub code_freevars: u64,
     pub code_nfreevars: u64,

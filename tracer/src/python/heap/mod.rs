@@ -8,15 +8,18 @@
 //! # What a scan does
 //! `_PyRuntime.interpreters.main` → `sys.modules` (containers §1.1). Every value of `sys.modules`
 //! that is a module (type chain reaches `PyModule_Type`) is a root at depth 0, `__main__` first,
-//! then by name. Breadth-first, each hop adds one path component, up to `ScanBudget::max_depth`
-//! hops after the module:
+//! then by name; then the roots beyond modules (roots.rs: frames, coroutines, tasks, event loops).
+//! Breadth-first, each hop adds one path component, with no depth limit of its own (the objects
+//! and bytes budgets bound a scan):
 //! * module globals (`md_dict`) → `mod.NAME`;
 //! * class attributes (heap type → `tp_dict`) → `mod.Cls.NAME`;
 //! * instance attributes (instance dict, 3.11 values, 3.12 tagged values, 3.13+ inline values,
 //!   `__slots__` of heap types along the `tp_base` chain) → `mod.OBJ.NAME` (containers §3);
 //! * closure cells of functions → `mod.FUNC<closure>.NAME`;
-//! * values of a module-global dict with str keys (only dicts with at most
-//!   [`MODULE_DICT_DESCEND_MAX`] entries) → `mod.REGISTRY["jobs"]`.
+//! * dict values → `mod.REGISTRY["jobs"]` (`mod.SESSIONS[#3]`: the 4th entry, a key that is
+//!   not a str);
+//! * container items, C objects' reference fields (bound methods, partials, tracebacks,
+//!   exceptions, asyncio futures and tasks, ...) and frame objects' locals (edges.rs).
 //!
 //! Objects are de-duplicated by address; within a BFS level the best path wins (`__main__` first,
 //! then module order, then the shorter path, then the lexically smaller one), and an earlier level
@@ -24,14 +27,11 @@
 //!
 //! # What is reported
 //! list, dict and dict subclasses (OrderedDict, defaultdict, Counter, user subclasses), set, and
-//! `collections.deque` (also list/set subclasses). They are leaves: the scanner samples up to 64 of
-//! their items for `item_types` but does not descend into them (except the module-global dict rule
-//! above).
+//! `collections.deque` (also list/set subclasses), with up to 64 sampled items for `item_types`.
+//! Their items are followed too (up to [`edges::FOLLOW_ITEMS`] per container, the newest).
 //!
 //! # What is skipped, and why
-//! * tuples and frozensets: immutable, they cannot grow, so they are neither reported nor
-//!   traversed (a tuple's elements are fixed at creation; following them would cost reads for
-//!   containers that are almost always also reachable by a shorter path);
+//! * tuples and frozensets are not reported (they cannot grow), only followed;
 //! * dunder names (`__x__`, including `__builtins__`, `__dict__`, `__module__`,
 //!   `__warningregistry__`): interpreter plumbing, not program state;
 //! * modules reached as attributes (`import os` → `__main__.os`): every module is scanned as a
@@ -58,10 +58,12 @@
 //! This file: the scanner, one scan's reads under its budget ([`Scan`]), object headers and the
 //! BFS level loop. layout.rs: the offsets per version. types.rs: type validation.
 //! namespaces.rs: module, class and instance namespaces and dict entries. containers.rs: the
-//! reported containers, per kind. closures.rs: closure cells. paths.rs: naming.
+//! reported containers, per kind. closures.rs: closure cells. edges.rs: items and C fields.
+//! roots.rs: roots beyond modules and frame locals. paths.rs: naming.
 
 mod closures;
 mod containers;
+mod edges;
 pub mod layout;
 mod namespaces;
 mod paths;
@@ -87,9 +89,6 @@ use types::{Kind, TypeCache};
 
 /// How many times a torn multi-read structure is read again before it is dropped.
 pub const MAX_RETRIES: u32 = 3;
-/// A module-global dict with str keys and at most this many entries is descended into
-/// (`mod.REGISTRY["jobs"]`); bigger ones are data (caches), not registries.
-pub const MODULE_DICT_DESCEND_MAX: u64 = 256;
 /// Items sampled per container for `item_types` and the size estimate.
 pub const SAMPLE_ITEMS: usize = 64;
 /// Item addresses kept per container for origins.
@@ -111,9 +110,9 @@ pub(crate) fn plausible_ptr(p: u64) -> bool {
 // Public results
 // ---------------------------------------------------------------------------------------------
 
-/// Hops followed from a root by default: deep enough for `main() → app.settings["bus"].subscribers`
-/// and registries a few objects down; the objects and bytes budgets bound the cost.
-pub const DEFAULT_DEPTH: u32 = 10;
+/// Hops followed from a root by default: no limit of its own; the objects and bytes budgets
+/// bound the cost (tests use small depths).
+pub const DEFAULT_DEPTH: u32 = u32::MAX;
 
 /// Limits for one scan.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -166,6 +165,8 @@ pub struct ScanStats {
     /// container samples).
     pub dropped: u64,
     pub cut_by_budget: bool,
+    /// Items of containers not followed (past [`edges::FOLLOW_ITEMS`] per container).
+    pub items_not_followed: u64,
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -228,6 +229,8 @@ pub(crate) struct Scan<'a> {
     str_cache: HashMap<u64, Option<String>>,
     /// Where each path starts, by rank.
     roots: Vec<RootName>,
+    /// Where frames keep their locals (frame objects met in the walk too).
+    root_layout: Option<RootLayout>,
 }
 
 /// A reached object and the path it was reached by.
@@ -263,7 +266,7 @@ pub(crate) struct Obj {
 
 impl Obj {
     /// The word at `off` in the object.
-    fn w(&self, off: u64) -> u64 {
+    pub(crate) fn w(&self, off: u64) -> u64 {
         le_u64(&self.bytes, self.pre + off as usize)
     }
 
@@ -295,6 +298,7 @@ impl<'a> Scan<'a> {
             stats: ScanStats::default(),
             str_cache: HashMap::new(),
             roots: Vec::new(),
+            root_layout: None,
         }
     }
 
@@ -418,6 +422,7 @@ impl<'a> Scan<'a> {
         let mut frontier = self.module_roots(runtime_addr);
         self.roots = frontier.iter().map(|n| RootName { kind: "module", name: n.path.clone() }).collect();
         let mut later = Vec::new();
+        self.root_layout = rl.copied();
         if let Some(rl) = rl {
             let mut names = std::mem::take(&mut self.roots);
             let (level0, level1) = self.frame_roots(rl, runtime_addr, found, &mut names);
@@ -493,12 +498,14 @@ impl<'a> Scan<'a> {
     /// Classifies one BFS level's objects, reports containers, and returns the next level.
     fn process_level(&mut self, objs: Vec<Obj>, out: &mut Vec<ContainerSample>) -> Vec<Node> {
         let mut level = Level::default();
-        let found = self.classify(objs, &mut level);
-        self.class_attributes(found.types, &mut level);
+        let mut found = self.classify(objs, &mut level);
+        self.class_attributes(std::mem::take(&mut found.types), &mut level);
         self.instance_attributes(&found.instances, &mut level);
-        self.registries(&found.containers, &mut level);
+        self.dict_values(&found.containers, &mut level);
+        self.function_attributes(&found.funcs, &mut level);
         let closures = self.closure_children(&found.funcs);
         level.next.extend(closures);
+        self.follow_edges(&found, &mut level);
         self.name_children(&mut level);
         out.extend(self.sample_containers(found.containers));
         level.next
@@ -524,6 +531,7 @@ impl<'a> Scan<'a> {
             }
             match kind {
                 Kind::List | Kind::Dict | Kind::Set | Kind::Deque => found.containers.push((o, kind)),
+                Kind::Tuple | Kind::FrozenSet if below => found.immutables.push((o, kind)),
                 Kind::Type if below => found.types.push(o),
                 Kind::Function if below => found.funcs.push(o),
                 Kind::Other if below => found.instances.push(o),
@@ -598,17 +606,55 @@ impl<'a> Scan<'a> {
         }
     }
 
-    /// Dicts with at most [`MODULE_DICT_DESCEND_MAX`] entries are registries: their values with
-    /// str keys are followed (`mod.REGISTRY["jobs"]`, `main() → app.settings["bus"]`).
-    fn registries(&self, containers: &[(Obj, Kind)], level: &mut Level) {
+    /// Dict values: all of a dict with at most [`edges::FOLLOW_ITEMS`] entries, by key
+    /// (`mod.REGISTRY["jobs"]`, `main() → app.settings["bus"]`); the newest of a bigger one.
+    fn dict_values(&mut self, containers: &[(Obj, Kind)], level: &mut Level) {
         for (o, kind) in containers {
             if *kind == Kind::Dict && o.node.depth < self.budget.max_depth {
                 let used = o.w(self.layout.dict_used);
-                if used > 0 && used <= MODULE_DICT_DESCEND_MAX {
-                    level.namespace(NsSource::Dict(o.node.addr), Owner::of(&o.node, NameStyle::Key, Parent::Other));
+                let mode = if used <= edges::FOLLOW_ITEMS { NsMode::Full } else { NsMode::Tail };
+                if used > 0 {
+                    let owner = Owner::of(&o.node, NameStyle::Key, Parent::Other);
+                    level.jobs.push((NsSource::Dict(o.node.addr), mode));
+                    level.owners.push(owner);
+                }
+                if mode == NsMode::Tail {
+                    self.stats.items_not_followed += used.saturating_sub(SAMPLE_ITEMS as u64);
                 }
             }
         }
+    }
+
+    /// A function's own attributes (`func.registry = []` → `mod.func.registry`).
+    fn function_attributes(&self, funcs: &[Obj], level: &mut Level) {
+        for f in funcs {
+            let dict = f.w(self.layout.func_dict);
+            if plausible_ptr(dict) {
+                level.namespace(NsSource::Dict(dict), Owner::of(&f.node, NameStyle::Attr, Parent::Other));
+            }
+        }
+    }
+
+    /// Container items, C objects' reference fields, functions' defaults and frame objects'
+    /// locals (edges.rs, roots.rs).
+    fn follow_edges(&mut self, found: &Found, level: &mut Level) {
+        let maxd = self.budget.max_depth;
+        let seqs: Vec<(&Obj, Kind)> = found
+            .containers
+            .iter()
+            .chain(&found.immutables)
+            .filter(|(o, _)| o.node.depth < maxd)
+            .map(|(o, k)| (o, *k))
+            .collect();
+        let items = self.item_children(&seqs);
+        level.next.extend(items);
+        let with_fields: Vec<&Obj> = found.instances.iter().chain(&found.funcs).collect();
+        let fields = self.field_children(&with_fields);
+        level.next.extend(fields);
+        let frames: Vec<&Obj> =
+            found.instances.iter().filter(|o| self.type_info(o.ty).is_some_and(|t| t.name == "frame")).collect();
+        let locals = self.frame_object_locals(&frames);
+        level.next.extend(locals);
     }
 
     /// Reads the level's namespaces; each named value becomes a node of the next level.
@@ -616,12 +662,17 @@ impl<'a> Scan<'a> {
         let res = self.read_namespaces(&level.jobs);
         for (r, owner) in res.into_iter().zip(&level.owners) {
             let Some(r) = r else { continue };
-            for (name, v) in r.entries {
-                let Some(name) = name else { continue };
+            for (k, (name, v)) in r.entries.into_iter().enumerate() {
                 if v == self.types.none || v == 0 {
                     continue;
                 }
-                let Some(path) = child_path(&owner.prefix, &name, owner.style) else { continue };
+                let path = match (name, owner.style) {
+                    (Some(name), style) => child_path(&owner.prefix, &name, style),
+                    // the k-th entry, whose key is not a str (or of a big dict's newest)
+                    (None, NameStyle::Key) => Some(format!("{}[#{k}]", owner.prefix)),
+                    (None, _) => None,
+                };
+                let Some(path) = path else { continue };
                 level.next.push(Node { addr: v, path, depth: owner.depth, rank: owner.rank, parent: owner.parent });
             }
         }
@@ -632,6 +683,8 @@ impl<'a> Scan<'a> {
 #[derive(Default)]
 struct Found {
     containers: Vec<(Obj, Kind)>,
+    /// Tuples and frozensets: followed, not reported.
+    immutables: Vec<(Obj, Kind)>,
     types: Vec<Obj>,
     funcs: Vec<Obj>,
     instances: Vec<Obj>,

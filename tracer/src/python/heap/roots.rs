@@ -20,7 +20,7 @@ use std::collections::{HashMap, HashSet};
 
 use super::paths::{is_dunder, quote};
 use super::runner::is_runner_file;
-use super::{plausible_ptr, Node, Parent, Scan};
+use super::{plausible_ptr, Node, Obj, Parent, Scan};
 use crate::python::frames::FrameLayout;
 use crate::python::versions::Offsets;
 use crate::remote::le_u64;
@@ -79,6 +79,9 @@ pub struct RootLayout {
     code_varnames: u64,
     /// Masks a tagged code reference (3.14+).
     code_mask: u64,
+    /// 3.11+: where a frame object (`PyFrameObject`) points at its `_PyInterpreterFrame`
+    /// (`f_frame` @24, census §5.1); 3.10: none, the frame object is the frame.
+    frame_object_frame: Option<u64>,
 }
 
 impl RootLayout {
@@ -91,7 +94,16 @@ impl RootLayout {
             _ => return None,
         };
         let code_mask = !offsets.frames.code_tag_bits & !3;
-        Some(RootLayout { frames: offsets.frames, gen_frame, gen_frame_is_ptr, localsplus, code_varnames, code_mask })
+        let frame_object_frame = (offsets.minor > 10).then_some(24);
+        Some(RootLayout {
+            frames: offsets.frames,
+            gen_frame,
+            gen_frame_is_ptr,
+            localsplus,
+            code_varnames,
+            code_mask,
+            frame_object_frame,
+        })
     }
 }
 
@@ -157,17 +169,48 @@ impl Scan<'_> {
             *n += 1;
             let label = if *n == 1 { label } else { format!("{label} #{n}") };
             let rank = names.len();
-            for (name, v) in f.names_list.iter().zip(&f.locals) {
-                let Some(name) = self.str_cache.get(name).cloned().flatten() else { continue };
-                if *v == 0 || *v == self.types.none || is_dunder(&name) {
-                    continue;
-                }
-                let path = local_path(&label, &name);
-                level1.push(Node { addr: *v & !1, path, depth: 1, rank, parent: Parent::Other });
-            }
+            level1.extend(self.local_nodes(&f, &label, 1, rank));
             names.push(RootName { kind, name: label });
         }
         (level0, level1)
+    }
+
+    /// The named locals of a frame read by [`Scan::read_frames`], as nodes `LABEL → name`.
+    fn local_nodes(&self, f: &FrameRoot, label: &str, depth: u32, rank: usize) -> Vec<Node> {
+        let mut out = Vec::new();
+        for (name, v) in f.names_list.iter().zip(&f.locals) {
+            let Some(name) = self.str_cache.get(name).cloned().flatten() else { continue };
+            if *v == 0 || *v == self.types.none || is_dunder(&name) {
+                continue;
+            }
+            let path = local_path(label, &name);
+            out.push(Node { addr: *v & !1, path, depth, rank, parent: Parent::Other });
+        }
+        out
+    }
+
+    /// The locals of frame objects met in the walk (a traceback's `tb_frame`): `PATH → name`.
+    pub(crate) fn frame_object_locals(&mut self, objs: &[&Obj]) -> Vec<Node> {
+        let Some(rl) = self.root_layout else { return vec![] };
+        let mut owner: HashMap<u64, &Node> = HashMap::new();
+        let mut frames = Vec::new();
+        for o in objs {
+            let frame = match rl.frame_object_frame {
+                Some(off) => o.w(off),
+                None => o.node.addr,
+            };
+            if plausible_ptr(frame) && owner.insert(frame, &o.node).is_none() {
+                frames.push(FrameRoot::new(frame, None));
+            }
+        }
+        let frames = self.read_frames(&rl, frames);
+        let mut out = Vec::new();
+        for f in &frames {
+            if let Some(node) = owner.get(&f.frame) {
+                out.extend(self.local_nodes(f, &node.path, node.depth + 1, node.rank));
+            }
+        }
+        out
     }
 
     /// Every thread's frame chain, innermost first (frames with locals only).

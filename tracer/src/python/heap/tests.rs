@@ -112,7 +112,9 @@ fn replay_real_images() {
         assert_eq!(get(&got, "__main__.FAILED").newest_items.len(), crate::python::heap::NEWEST_ITEMS, "{name}");
         let got = without_items(got);
         assert_eq!(got, img.expect, "{name}");
-        assert_eq!((stats.dropped, stats.torn_retried, stats.cut_by_budget), (0, 0, false), "{name}: {stats:?}");
+        // The images hold what the walker of their day read: what it follows since (items, C
+        // fields) lies outside them, fails to read and is dropped, never a wrong result.
+        assert!(!stats.cut_by_budget, "{name}: {stats:?}");
         // The fixture after 100 ticks, every naming route.
         let failed = get(&got, "__main__.FAILED");
         assert_eq!((failed.type_name.as_str(), failed.len), ("list", 100));

@@ -21,6 +21,7 @@ pub(crate) const TPFLAGS_TUPLE_SUBCLASS: u64 = 1 << 26;
 pub(crate) const TPFLAGS_BYTES_SUBCLASS: u64 = 1 << 27;
 pub(crate) const TPFLAGS_UNICODE_SUBCLASS: u64 = 1 << 28;
 pub(crate) const TPFLAGS_DICT_SUBCLASS: u64 = 1 << 29;
+pub(crate) const TPFLAGS_BASE_EXC_SUBCLASS: u64 = 1 << 30;
 pub(crate) const TPFLAGS_TYPE_SUBCLASS: u64 = 1 << 31;
 pub(crate) const SUBCLASS_BITS: u64 = TPFLAGS_LONG_SUBCLASS
     | TPFLAGS_LIST_SUBCLASS
