@@ -73,7 +73,8 @@ impl Holders {
     pub fn new(target: &Target, budget: ScanBudget, census: Option<CensusBudget>) -> Option<Self> {
         let interp = &target.interpreter;
         let types = TypeAddrs::from_lookup(|name| target.python.runtime_addr(name))?;
-        let scanner = HeapScanner::new(ProcessMemory::new(target.pid), &interp.offsets, types, interp.runtime);
+        let scanner = HeapScanner::new(ProcessMemory::new(target.pid), &interp.offsets, types, interp.runtime)
+            .with_static_objects(target.python.start..target.python.end);
         let census = census.map(|b| CensusView::new(target, types, b));
         Some(Self { scanner, budget, tracks: HashMap::new(), totals: ScanTotals::default(), census, next_at_s: 0.0 })
     }

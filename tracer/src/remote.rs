@@ -56,14 +56,61 @@ impl ProcessMemory {
         Self { pid }
     }
 
-    /// Reads many regions in as few syscalls as possible. Each result is `None` when that region
-    /// (or a region before it in the same batch) could not be read; such regions are retried
-    /// alone, so one bad pointer never spoils its neighbours.
+    /// Reads many regions in as few syscalls and kernel page walks as possible. Each result is
+    /// `None` when that region could not be read. Regions close together in the target (objects
+    /// of one allocator pool) are read as one span: the kernel's cost is per remote region and
+    /// page, not per byte. A span that faults is read again region by region.
     pub fn read_many(&self, regions: &[(u64, usize)]) -> Vec<Option<Vec<u8>>> {
+        let mut order: Vec<usize> = (0..regions.len()).collect();
+        order.sort_unstable_by_key(|&i| regions[i].0);
+        // (start, end, members as a range of `order`)
+        let mut spans: Vec<(u64, u64, std::ops::Range<usize>)> = Vec::new();
+        for (k, &i) in order.iter().enumerate() {
+            let (addr, len) = regions[i];
+            let end = addr.saturating_add(len as u64);
+            match spans.last_mut() {
+                Some(s) if addr <= s.1.saturating_add(SPAN_GAP) && end.max(s.1) - s.0 <= SPAN_MAX => {
+                    s.1 = s.1.max(end);
+                    s.2.end = k + 1;
+                }
+                _ => spans.push((addr, end, k..k + 1)),
+            }
+        }
+        let span_regions: Vec<(u64, usize)> = spans.iter().map(|s| (s.0, (s.1 - s.0) as usize)).collect();
+        let got = self.read_regions(&span_regions);
+        let mut out: Vec<Option<Vec<u8>>> = regions.iter().map(|_| None).collect();
+        let mut retry = Vec::new();
+        for (span, buf) in spans.iter().zip(got) {
+            for &i in &order[span.2.clone()] {
+                match &buf {
+                    Some(b) => {
+                        let (addr, len) = regions[i];
+                        let off = (addr - span.0) as usize;
+                        out[i] = Some(b[off..off + len].to_vec());
+                    }
+                    None if span.2.len() > 1 => retry.push(i),
+                    None => {}
+                }
+            }
+        }
+        if !retry.is_empty() {
+            let alone: Vec<(u64, usize)> = retry.iter().map(|&i| regions[i]).collect();
+            for (i, r) in retry.into_iter().zip(self.read_regions(&alone)) {
+                out[i] = r;
+            }
+        }
+        out
+    }
+
+    /// Reads each region as it is, in batches of `IOV_MAX`. The kernel stops a batch at the first
+    /// region that faults: that one is read alone (to tell a bad region from a short one) and
+    /// the batch goes on after it, so one bad pointer costs two syscalls.
+    fn read_regions(&self, regions: &[(u64, usize)]) -> Vec<Option<Vec<u8>>> {
         const IOV_MAX: usize = 1024;
         let mut out: Vec<Option<Vec<u8>>> = regions.iter().map(|_| None).collect();
-        for (chunk_idx, chunk) in regions.chunks(IOV_MAX).enumerate() {
-            let base = chunk_idx * IOV_MAX;
+        let mut start = 0;
+        while start < regions.len() {
+            let chunk = &regions[start..regions.len().min(start + IOV_MAX)];
             let mut bufs: Vec<Vec<u8>> = chunk.iter().map(|&(_, len)| vec![0u8; len]).collect();
             let remote: Vec<RemoteIoVec> =
                 chunk.iter().map(|&(addr, len)| RemoteIoVec { base: addr as usize, len }).collect();
@@ -72,22 +119,28 @@ impl ProcessMemory {
                 process_vm_readv(Pid::from_raw(self.pid as i32), &mut local, &remote).unwrap_or(0)
             };
             let mut consumed = 0usize;
+            let mut next = start + chunk.len();
             for (i, buf) in bufs.into_iter().enumerate() {
                 let len = buf.len();
-                if consumed + len <= got {
-                    out[base + i] = Some(buf);
-                    consumed += len;
-                } else {
-                    // The kernel stops at the first faulting region: read the rest one by one.
+                if consumed + len > got {
                     let (addr, len) = chunk[i];
-                    out[base + i] = self.read_vec(addr, len).ok();
-                    consumed = usize::MAX / 2;
+                    out[start + i] = self.read_vec(addr, len).ok();
+                    next = start + i + 1;
+                    break;
                 }
+                out[start + i] = Some(buf);
+                consumed += len;
             }
+            start = next;
         }
         out
     }
 }
+
+/// Regions at most this far apart are read as one span (bytes in between are read and dropped).
+const SPAN_GAP: u64 = 256;
+/// The longest span read as one.
+const SPAN_MAX: u64 = 64 << 10;
 
 impl Memory for ProcessMemory {
     fn read_batch(&self, regions: &[(u64, usize)]) -> Vec<Option<Vec<u8>>> {
@@ -134,6 +187,27 @@ mod tests {
             buf.copy_from_slice(src);
             Ok(())
         }
+    }
+
+    #[test]
+    fn a_live_batch_goes_on_after_a_bad_region() {
+        let a: Vec<u8> = (0..64).collect();
+        let b: Vec<u8> = (100..164).collect();
+        let (pa, pb) = (a.as_ptr() as u64, b.as_ptr() as u64);
+        let mem = ProcessMemory::new(std::process::id());
+        let mut regions = vec![(pa, 8), (0x10, 8), (pb, 16), (pa + 8, 8)];
+        // Past one iovec batch: the faulting region sits in the second.
+        regions.extend((0..1100).map(|k| (pa + (k % 56) as u64, 8)));
+        regions.push((0x20, 4));
+        regions.push((pb + 4, 4));
+        let got = mem.read_many(&regions);
+        assert_eq!(got[0].as_deref(), Some(&a[0..8]));
+        assert_eq!(got[1], None);
+        assert_eq!(got[2].as_deref(), Some(&b[0..16]));
+        assert_eq!(got[3].as_deref(), Some(&a[8..16]));
+        assert!(got[4..1104].iter().enumerate().all(|(k, g)| g.as_deref() == Some(&a[k % 56..k % 56 + 8])));
+        assert_eq!(got[1104], None);
+        assert_eq!(got[1105].as_deref(), Some(&b[4..8]));
     }
 
     #[test]

@@ -182,6 +182,7 @@ pub struct HeapScanner {
     runtime_addr: u64,
     type_cache: TypeCache,
     roots: Option<RootLayout>,
+    static_objects: std::ops::Range<u64>,
 }
 
 impl HeapScanner {
@@ -196,7 +197,16 @@ impl HeapScanner {
             runtime_addr,
             type_cache: TypeCache::default(),
             roots: RootLayout::of(offsets),
+            static_objects: 0..0,
         }
+    }
+
+    /// Objects in `range` (the interpreter's own image: static types, small ints, `True`,
+    /// singletons, static strings) are never containers nor hold any: the walk does not read
+    /// them.
+    pub fn with_static_objects(mut self, range: std::ops::Range<u64>) -> Self {
+        self.static_objects = range;
+        self
     }
 
     /// One scan of every container reachable from `sys.modules`, the threads' frames and
@@ -206,6 +216,7 @@ impl HeapScanner {
         let t0 = Instant::now();
         self.type_cache.next_generation();
         let mut scan = Scan::new(&*self.mem, &self.layout, self.strs, &self.types, &mut self.type_cache, *budget);
+        scan.static_objects = self.static_objects.clone();
         let mut out = scan.walk_from_roots(self.runtime_addr, self.roots.as_ref(), found);
         out.sort_by(|a, b| a.path.cmp(&b.path));
         let mut stats = scan.stats;
@@ -231,6 +242,8 @@ pub(crate) struct Scan<'a> {
     roots: Vec<RootName>,
     /// Where frames keep their locals (frame objects met in the walk too).
     root_layout: Option<RootLayout>,
+    /// Not read by the walk ([`HeapScanner::with_static_objects`]).
+    static_objects: std::ops::Range<u64>,
 }
 
 /// A reached object and the path it was reached by.
@@ -299,6 +312,7 @@ impl<'a> Scan<'a> {
             str_cache: HashMap::new(),
             roots: Vec::new(),
             root_layout: None,
+            static_objects: 0..0,
         }
     }
 
@@ -475,7 +489,9 @@ impl<'a> Scan<'a> {
                 break;
             }
             // Dedup: earlier levels win; within a level the best (rank, len, path).
-            frontier.retain(|n| plausible_ptr(n.addr) && !visited.contains(&n.addr));
+            frontier.retain(|n| {
+                plausible_ptr(n.addr) && !visited.contains(&n.addr) && !self.static_objects.contains(&n.addr)
+            });
             frontier
                 .sort_by(|a, b| (a.addr, a.rank, a.path.len(), &a.path).cmp(&(b.addr, b.rank, b.path.len(), &b.path)));
             frontier.dedup_by_key(|n| n.addr);
