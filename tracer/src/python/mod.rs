@@ -2,6 +2,7 @@
 //! ([`Interpreter::inspect`], from the one table in versions.rs), how to turn raw frames into
 //! `function (file:line)` (code.rs, linetable.rs), and how to read its containers (heap/).
 
+pub mod addrs;
 pub mod census;
 pub mod code;
 pub mod debug_offsets;

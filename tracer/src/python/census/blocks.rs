@@ -9,7 +9,7 @@
 //! list walk does. Which objects were already counted is kept apart from the records (one bit
 //! per 16-byte slot of each block touched), so it survives a flush.
 
-use super::walk::{AddrMap, AddrSet};
+use crate::python::addrs::{AddrMap, AddrSet};
 use crate::remote::Memory;
 
 pub const BLOCK: u64 = 64 << 10;

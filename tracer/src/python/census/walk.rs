@@ -1,13 +1,13 @@
 //! One census scan: the walk of the four GC lists with its checks and its repair ladder
 //! (module docs of `census`).
 
-use std::collections::{BTreeMap, HashMap, HashSet};
-use std::hash::{BuildHasherDefault, Hasher};
+use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use super::blocks::{Lookup, NodeStore, Rec, BLOCK};
 use super::layout::{GcLayout, PREV_MASK_COLLECTING, PTR_MASK};
 use super::{Census, CensusBudget, CensusStats, TypeCount, GC_WAIT, MAX_REPAIRS};
+use crate::python::addrs::{AddrMap, AddrSet};
 use crate::python::heap::types::{Kind, TypeAddrs, TypeCache, TPFLAGS_HAVE_GC};
 use crate::python::heap::{plausible_ptr, HeapLayout, RootKind, Scan, ScanBudget};
 use crate::python::pystr::StrLayout;
@@ -38,29 +38,6 @@ pub(super) struct KnownTypes {
 
 /// Newest objects kept per type (their origins are read for growing types).
 pub(super) const NEWEST: usize = 3;
-
-/// A hasher for addresses: one multiply, then the product's well-mixed high half folded into
-/// the low bits (the table's index; object addresses share their low bits).
-#[derive(Default)]
-pub(super) struct AddrHasher(u64);
-
-impl Hasher for AddrHasher {
-    fn finish(&self) -> u64 {
-        self.0
-    }
-    fn write(&mut self, bytes: &[u8]) {
-        for &b in bytes {
-            self.0 = (self.0 ^ u64::from(b)).wrapping_mul(0x100_0000_01b3);
-        }
-    }
-    fn write_u64(&mut self, v: u64) {
-        let h = v.wrapping_mul(0x9e37_79b9_7f4a_7c15);
-        self.0 = h ^ (h >> 32);
-    }
-}
-
-pub(super) type AddrSet = HashSet<u64, BuildHasherDefault<AddrHasher>>;
-pub(super) type AddrMap<V> = HashMap<u64, V, BuildHasherDefault<AddrHasher>>;
 
 /// A node read and checked: where it leads and what it is.
 #[derive(Debug, Clone, Copy)]

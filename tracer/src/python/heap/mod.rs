@@ -73,13 +73,14 @@ mod runner;
 mod tests;
 pub mod types;
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::BTreeMap;
 use std::time::Instant;
 
 pub use layout::HeapLayout;
 pub use roots::{RootKind, RootLayout, RootName};
 pub use types::TypeAddrs;
 
+use crate::python::addrs::{AddrMap, AddrSet};
 use crate::python::pystr::{self, StrLayout};
 use crate::python::versions::Offsets;
 use crate::remote::{le_u64, Memory};
@@ -237,7 +238,7 @@ pub(crate) struct Scan<'a> {
     type_cache: &'a mut TypeCache,
     budget: ScanBudget,
     pub(crate) stats: ScanStats,
-    str_cache: HashMap<u64, Option<String>>,
+    str_cache: AddrMap<Option<String>>,
     /// Where each path starts, by rank.
     roots: Vec<RootName>,
     /// Where frames keep their locals (frame objects met in the walk too).
@@ -309,7 +310,7 @@ impl<'a> Scan<'a> {
             type_cache,
             budget,
             stats: ScanStats::default(),
-            str_cache: HashMap::new(),
+            str_cache: AddrMap::default(),
             roots: Vec::new(),
             root_layout: None,
             static_objects: 0..0,
@@ -479,7 +480,7 @@ impl<'a> Scan<'a> {
     /// reaches it.
     fn walk(&mut self, mut frontier: Vec<Node>, mut later: Vec<Node>) -> Vec<ContainerSample> {
         let mut out = Vec::new();
-        let mut visited: HashSet<u64> = HashSet::new();
+        let mut visited = AddrSet::default();
         visited.insert(self.types.none);
         for _depth in 0..=self.budget.max_depth {
             if frontier.is_empty() || !self.budget_left() {

@@ -8,6 +8,7 @@ use std::collections::{HashMap, HashSet};
 
 use super::paths::is_identifier;
 use super::{plausible_ptr, Scan, MAX_BASE_CHAIN, MAX_TYPE_ROUNDS};
+use crate::python::addrs::AddrMap;
 use crate::remote::{le_u32, le_u64};
 
 pub(crate) const TPFLAGS_INLINE_VALUES: u64 = 1 << 2;
@@ -160,7 +161,7 @@ impl TypeInfo {
 /// Type information kept across scans, keyed by type address.
 #[derive(Default)]
 pub(crate) struct TypeCache {
-    map: HashMap<u64, TypeInfo>,
+    map: AddrMap<TypeInfo>,
     /// The current scan's number: an entry is trusted only when `checked` equals it.
     generation: u64,
 }
