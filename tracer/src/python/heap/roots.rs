@@ -13,6 +13,8 @@
 //! | code in the frame | `f_code` @32 | @32 | @0 | @0 | @0 (tagged) | @0 (tagged) |
 //! | locals in the frame | `f_localsplus` @352 | @72 | @72 | @72 | @80 | @80 |
 //! | names of the locals | `co_varnames` @72 | `co_localsplusnames` | same | same | same | same |
+//! | generator state (int8) | — (`gi_frame` NULL when done) | `gi_frame_state` @75 | @67 | @67 | @67 | @67 |
+//! | done from (COMPLETED) | — | 1 | 1 | 1 | 1 | 5 (CREATED 0 ... EXECUTING 4) |
 //!
 //! 3.10 names only plain locals (`co_varnames`); cell variables are then not named.
 
@@ -79,6 +81,9 @@ pub struct RootLayout {
     code_varnames: u64,
     /// Masks a tagged code reference (3.14+).
     code_mask: u64,
+    /// 3.11+: the generator's `gi_frame_state` (int8) and the first value at which its frame is
+    /// gone (COMPLETED); 3.10: none (a finished generator's `gi_frame` is NULL).
+    gen_state: Option<(u64, i8)>,
     /// 3.11+: where a frame object (`PyFrameObject`) points at its `_PyInterpreterFrame`
     /// (`f_frame` @24, census §5.1); 3.10: none, the frame object is the frame.
     frame_object_frame: Option<u64>,
@@ -95,6 +100,13 @@ impl RootLayout {
         };
         let code_mask = !offsets.frames.code_tag_bits & !3;
         let frame_object_frame = (offsets.minor > 10).then_some(24);
+        let gen_state = match offsets.minor {
+            10 => None,
+            11 => Some((75, 1)),
+            12..=14 => Some((67, 1)),
+            // CREATED 0, SUSPENDED 1-3, EXECUTING 4, COMPLETED 5 (measured on sid's 3.15.2)
+            _ => Some((67, 5)),
+        };
         Some(RootLayout {
             frames: offsets.frames,
             gen_frame,
@@ -103,6 +115,7 @@ impl RootLayout {
             code_varnames,
             code_mask,
             frame_object_frame,
+            gen_state,
         })
     }
 }
@@ -257,8 +270,16 @@ impl Scan<'_> {
             .copied()
             .filter(|r| matches!(r.1, RootKind::Coroutine | RootKind::Generator | RootKind::AsyncGenerator))
             .collect();
-        if !rl.gen_frame_is_ptr {
-            return gens.into_iter().map(|g| FrameRoot::new(g.0 + rl.gen_frame, Some(g))).collect();
+        if let Some((state, done)) = rl.gen_state {
+            // A finished generator's frame holds stale pointers to freed objects: only those
+            // created, suspended or running are read (census §5.2).
+            let got = self.batch(&gens.iter().map(|g| (g.0 + state, 1)).collect::<Vec<_>>());
+            return gens
+                .into_iter()
+                .zip(got)
+                .filter(|(_, b)| b.as_ref().is_some_and(|b| (b[0] as i8) < done))
+                .map(|(g, _)| FrameRoot::new(g.0 + rl.gen_frame, Some(g)))
+                .collect();
         }
         let regions: Vec<(u64, usize)> = gens.iter().map(|g| (g.0 + rl.gen_frame, 8)).collect();
         let got = self.batch(&regions);
