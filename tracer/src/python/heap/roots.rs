@@ -75,7 +75,6 @@ pub struct RootLayout {
     frames: FrameLayout,
     /// Offset of the frame in a generator object (3.10: of the `gi_frame` pointer).
     gen_frame: u64,
-    gen_frame_is_ptr: bool,
     localsplus: u64,
     /// 3.10: `co_varnames`; else 0 (`co_localsplusnames` of the heap layout).
     code_varnames: u64,
@@ -91,11 +90,11 @@ pub struct RootLayout {
 
 impl RootLayout {
     pub fn of(offsets: &Offsets) -> Option<RootLayout> {
-        let (gen_frame, gen_frame_is_ptr, localsplus, code_varnames) = match offsets.minor {
-            10 => (16, true, 352, 72),
-            11 => (80, false, 72, 0),
-            12 | 13 => (72, false, 72, 0),
-            14 | 15 => (72, false, 80, 0),
+        let (gen_frame, localsplus, code_varnames) = match offsets.minor {
+            10 => (16, 352, 72),
+            11 => (80, 72, 0),
+            12 | 13 => (72, 72, 0),
+            14 | 15 => (72, 80, 0),
             _ => return None,
         };
         let code_mask = !offsets.frames.code_tag_bits & !3;
@@ -110,7 +109,6 @@ impl RootLayout {
         Some(RootLayout {
             frames: offsets.frames,
             gen_frame,
-            gen_frame_is_ptr,
             localsplus,
             code_varnames,
             code_mask,
@@ -449,7 +447,7 @@ mod tests {
         for minor in crate::python::versions::SUPPORTED {
             let o = crate::python::versions::offsets(minor).unwrap();
             let rl = RootLayout::of(&o).unwrap_or_else(|| panic!("3.{minor}"));
-            assert_eq!(rl.gen_frame_is_ptr, minor == 10);
+            assert_eq!(rl.gen_state.is_none(), minor == 10, "3.10 alone points at a frame object");
         }
     }
 }
