@@ -329,35 +329,39 @@ fn holders(s: &mut String, all: &[Holder], top: usize, width: usize) {
         })
         .collect();
     let mut rows = rows;
-    let mut w = column_widths(&rows);
-    // The path gives way first (shortened in the middle), then the item types are dropped.
-    let fixed = 3 + w[0] + 2 + 2 + w[2] + 2 + w[3] + 2 + w[4] + 2 + w[5] + 2;
-    let path_room = width.saturating_sub(fixed + w[6]).max(24);
-    if w[1] > path_room {
-        rows.iter_mut().for_each(|r| r[1] = terminal::path(&r[1], path_room));
-        w = column_widths(&rows);
+    let w = column_widths(&rows);
+    // A path that does not fit beside the figures gets a line of its own (shortened in the
+    // middle only past the terminal's width), the figures under it; item types go first when
+    // even the figures do not fit.
+    let lead = 3 + w[0] + 2;
+    let figures_w = w[2] + 2 + w[3] + 2 + w[4] + 2 + w[5];
+    let own_line = lead + w[1] + 2 + figures_w + 2 + w[6] > width;
+    if own_line {
+        rows.iter_mut().for_each(|r| r[1] = terminal::path(&r[1], width.saturating_sub(lead).max(24)));
     }
-    if fixed + w[1] + w[6] > width {
+    let beside = if own_line { 0 } else { w[1] + 2 };
+    if lead + beside + figures_w + 2 + w[6] > width {
         rows.iter_mut().for_each(|r| r[6].clear());
     }
     for (h, row) in shown.iter().zip(&rows) {
-        let _ = writeln!(
-            s,
-            "   {:<w0$}  {:<w1$}  {:<w2$}  {:>w3$}  {:>w4$}  {:>w5$}  {}",
-            row[0],
-            row[1],
+        let figures = format!(
+            "{:<w2$}  {:>w3$}  {:>w4$}  {:>w5$}  {}",
             row[2],
             row[3],
             row[4],
             row[5],
             row[6],
-            w0 = w[0],
-            w1 = w[1],
             w2 = w[2],
             w3 = w[3],
             w4 = w[4],
             w5 = w[5],
         );
+        if own_line {
+            let _ = writeln!(s, "   {:<w0$}  {}", row[0], row[1], w0 = w[0]);
+            let _ = writeln!(s, "{:lead$}{}", "", figures.trim_end());
+        } else {
+            let _ = writeln!(s, "   {:<w0$}  {:<w1$}  {}", row[0], row[1], figures.trim_end(), w0 = w[0], w1 = w[1]);
+        }
         if !h.reason.is_empty() {
             wrapped(s, "       why: ", "            ", &h.reason, width);
         }
