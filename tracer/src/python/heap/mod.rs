@@ -514,6 +514,7 @@ impl<'a> Scan<'a> {
 
     /// Classifies one BFS level's objects, reports containers, and returns the next level.
     fn process_level(&mut self, objs: Vec<Obj>, out: &mut Vec<ContainerSample>) -> Vec<Node> {
+        let objs = self.without_runner_objects(objs);
         let mut level = Level::default();
         let mut found = self.classify(objs, &mut level);
         self.class_attributes(std::mem::take(&mut found.types), &mut level);

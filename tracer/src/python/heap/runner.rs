@@ -5,6 +5,14 @@
 //! therefore not roots of the holders view. What the suite itself keeps is still reached through
 //! the suite's own modules and frames; a leak held only by the runner's objects (a session
 //! fixture's cached value) is left to the stacks view, which sees its bytes.
+//!
+//! The walk also reaches the runner's objects from elsewhere (pytest replaces `pdb.set_trace`
+//! with a method of its own class): instances and classes whose class was defined in a runner's
+//! module (`__module__`, read once per class) are walls the walk does not pass.
+
+use super::namespaces::{NsMode, NsSource};
+use super::types::Kind;
+use super::{plausible_ptr, Obj, Scan};
 
 /// Packages of test runners, as top-level module names and as directories of their files.
 const RUNNER_PACKAGES: [&str; 6] = ["_pytest", "pytest", "pluggy", "xdist", "execnet", "unittest"];
@@ -26,6 +34,52 @@ pub(crate) fn is_runner_file(file: &str) -> bool {
         "unittest" => k > 0 && dirs[k - 1].starts_with("python3"),
         _ => false,
     })
+}
+
+impl Scan<'_> {
+    /// `objs` without the test runner's own instances and classes.
+    pub(crate) fn without_runner_objects(&mut self, mut objs: Vec<Obj>) -> Vec<Obj> {
+        let classes: Vec<u64> = objs.iter().filter(|o| self.is_kind(o.ty, Kind::Type)).map(|o| o.node.addr).collect();
+        self.resolve_types(&classes);
+        // (object, its class) for every heap class
+        let class_of = |s: &Self, o: &Obj| -> Option<(u64, u64)> {
+            let class = if s.is_kind(o.ty, Kind::Type) { o.node.addr } else { o.ty };
+            let ti = s.type_info(class)?;
+            (ti.heap() && plausible_ptr(ti.dict)).then_some((class, ti.dict))
+        };
+        let mut todo: Vec<(u64, u64)> = objs
+            .iter()
+            .filter_map(|o| class_of(self, o))
+            .filter(|k| !self.type_cache.modules.contains_key(k))
+            .collect();
+        todo.sort_unstable();
+        todo.dedup();
+        if !todo.is_empty() {
+            let jobs: Vec<(NsSource, NsMode)> = todo.iter().map(|&(_, d)| (NsSource::Dict(d), NsMode::Full)).collect();
+            let found = self.read_namespaces(&jobs);
+            let module_ptrs: Vec<u64> = found
+                .iter()
+                .map(|r| {
+                    r.as_ref()
+                        .and_then(|r| r.entries.iter().find(|e| e.0.as_deref() == Some("__module__")).map(|e| e.1))
+                        .unwrap_or(0)
+                })
+                .collect();
+            let names = self.read_strs(&module_ptrs);
+            for (key, name) in todo.into_iter().zip(names) {
+                self.type_cache.modules.insert(key, name);
+            }
+        }
+        objs.retain(|o| {
+            let module = class_of(self, o).and_then(|k| self.type_cache.modules.get(&k).cloned().flatten());
+            !module.is_some_and(|m| is_runner_module(&m))
+        });
+        objs
+    }
+
+    fn is_kind(&self, ty: u64, kind: Kind) -> bool {
+        self.type_info(ty).is_some_and(|t| t.kind == kind)
+    }
 }
 
 #[cfg(test)]

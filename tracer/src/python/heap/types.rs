@@ -162,6 +162,8 @@ impl TypeInfo {
 #[derive(Default)]
 pub(crate) struct TypeCache {
     map: AddrMap<TypeInfo>,
+    /// A heap type's `__module__`, by (type address, its dict's address); `None`: not a str.
+    pub(crate) modules: std::collections::HashMap<(u64, u64), Option<String>>,
     /// The current scan's number: an entry is trusted only when `checked` equals it.
     generation: u64,
 }
@@ -173,6 +175,9 @@ impl TypeCache {
         self.generation += 1;
         if self.map.len() > 50_000 {
             self.map.clear();
+        }
+        if self.modules.len() > 50_000 {
+            self.modules.clear();
         }
     }
 
