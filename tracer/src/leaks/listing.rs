@@ -47,8 +47,9 @@ pub fn stacks_to_list(stacks: &[ListedStack]) -> Vec<usize> {
         .collect()
 }
 
-/// The holders to list (indices, in report order: `rank`'s over verdict, score and length):
-/// every one that is not stable, and the first `MAX_STABLE_HOLDERS` stable ones.
+/// The holders (or census types) to list (indices, in report order: `rank`'s over verdict,
+/// score and size: the memory a holder keeps, a type's count): every one that is not stable,
+/// and the first `MAX_STABLE_HOLDERS` stable ones, the biggest.
 pub fn holders_to_list(holders: &[(Verdict, f64, u64)]) -> Vec<usize> {
     let order = rank(&holders.iter().map(|&(v, score, len)| (v, score, len as f64)).collect::<Vec<_>>());
     let mut stable = 0usize;

@@ -285,7 +285,8 @@ fn judge_holders(holders: &Holders, criteria: &Criteria) -> Vec<Holder> {
             }
         })
         .collect();
-    let listed = leaks::holders_to_list(&judged.iter().map(|h| (h.verdict, h.score, h.len)).collect::<Vec<_>>());
+    let listed =
+        leaks::holders_to_list(&judged.iter().map(|h| (h.verdict, h.score, h.retained_bytes_est)).collect::<Vec<_>>());
     let mut slots: Vec<Option<Holder>> = judged.into_iter().map(Some).collect();
     listed.into_iter().filter_map(|i| slots[i].take()).collect()
 }
