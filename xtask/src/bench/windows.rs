@@ -506,6 +506,20 @@ mod tests {
     }
 
     #[test]
+    fn a_report_taken_too_soon_cannot_fail_the_planted_leak() {
+        let row = |traced: f64, leak: bool| {
+            let mut w = fixture("0.2");
+            let run = &mut w.workload.1[0].runs[0];
+            run.traced_s = Some(traced);
+            run.leak = Some(("workload.py:41 x".into(), leak));
+            answer_rows(&w)[0][3].clone()
+        };
+        assert_eq!(row(50.0, false), "n/a");
+        assert_eq!(row(50.0, true), "PASS");
+        assert_eq!(row(130.0, false), "FAIL");
+    }
+
+    #[test]
     fn reads_the_one_minute_load_average() {
         assert_eq!(one_minute("0.52 1.10 2.00"), Some(0.52));
         assert_eq!(one_minute(""), None);
