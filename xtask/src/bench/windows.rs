@@ -229,13 +229,27 @@ fn cost_row(
     [
         what,
         format!("`{}`", s.cfg.label),
-        opt(med_of(&base.runs, |r| Some(r.value)), value),
+        untraced_cell(base, value),
         opt(med_of(&s.runs, |r| Some(r.value)), value),
         shown,
         per_round(&s.ratios),
         target.into(),
         verdict(pass),
     ]
+}
+
+/// The untraced runs' median, and how far apart they were (max - min over the median): the
+/// drift the interleaving has to cancel.
+fn untraced_cell(base: &Series, value: fn(f64) -> String) -> String {
+    let values: Vec<f64> = base.runs.iter().map(|r| r.value).collect();
+    let Some(median) = med_of(&base.runs, |r| Some(r.value)) else {
+        return "–".into();
+    };
+    let (lo, hi) = values.iter().fold((f64::MAX, f64::MIN), |(lo, hi), &v| (lo.min(v), hi.max(v)));
+    if values.len() < 2 {
+        return value(median);
+    }
+    format!("{} (runs {:.0}% apart)", value(median), (hi - lo) / median * 100.0)
 }
 
 fn first_error(s: &Series, base: &Series) -> String {
@@ -386,7 +400,7 @@ pub fn markdown(w: &Windows, context: &str) -> String {
         "{context}, {} round(s). Every cost is a ratio against untraced runs of the same invocation, interleaved (untraced, traced, untraced, …; the median over the rounds).\n",
         w.rounds
     );
-    t.push_str("| what | configuration | untraced (median) | traced (median) | ratio (median) | per round | target | |\n|---|---|---|---|---|---|---|---|\n");
+    t.push_str("| what | configuration | untraced (median; spread) | traced (median) | ratio (median) | per round | target | |\n|---|---|---|---|---|---|---|---|\n");
     for row in cost_rows(w) {
         let _ = writeln!(t, "| {} |", row.join(" | "));
     }
@@ -402,7 +416,7 @@ pub fn markdown(w: &Windows, context: &str) -> String {
     if let Some(l) = loaded(w) {
         let _ = writeln!(
             t,
-            "**The machine was loaded (one-minute load average {l:.2} > {QUIET_LOAD:.1}): a 1% difference cannot be resolved, so the auto rows are shown and not claimed.**"
+            "**The machine was loaded (one-minute load average {l:.2} > {QUIET_LOAD:.1}): a 1% difference cannot be resolved, so the auto rows are shown and not claimed; the other ratios are only as good as the untraced runs' spread.**"
         );
     }
     t.push_str("\n| planted leak | what the report said | target | |\n|---|---|---|---|\n");
@@ -490,7 +504,7 @@ mod tests {
     fn renders_costs_answers_and_the_load() {
         let md = markdown(&fixture("0.20 0.3 0.4"), "`cargo xtask bench --only windows`");
         assert!(md.starts_with(HEADING), "{md}");
-        assert!(md.contains("| **1.30x** | 1.30x | ≤ 1.5x | PASS |"), "{md}");
+        assert!(md.contains("| 10.00 s (runs 0% apart) | 13.00 s | **1.30x** | 1.30x | ≤ 1.5x | PASS |"), "{md}");
         assert!(md.contains("| **9.1%** | 1.10x | ≤ 8% | FAIL |"), "{md}");
         assert!(md.contains("| **+0.40%** | 1.00x | within 1% | PASS |"), "{md}");
         assert!(
