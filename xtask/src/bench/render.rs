@@ -524,6 +524,12 @@ mod tests {
         assert!(targets.contains("| 2.77x vs 2.65x alone (× 1.047) | PASS |"), "{targets}");
         assert!(md.contains("| `label bcc` | skipped (a tracer was running) |"), "{md}");
         assert!(md.contains("| `label x` | n/a (why) |"), "{md}");
+        assert!(!md.contains(windows::HEADING), "no windows leg in this run");
+        let with = Results { windows: Some(windows::tests::fixture("0.2")), ..fixture() };
+        let md = markdown(&with);
+        let at = md.find(windows::HEADING).expect("the windows section");
+        assert!(at > md.find("## Host mode").unwrap() && at < md.find("## Targets").unwrap(), "{md}");
+        assert!(terminal(&with).contains(windows::HEADING));
         let term = terminal(&r);
         assert!(term.contains("errors:\n- `label bcc`: skipped"), "{term}");
         assert!(term.contains("| full fidelity ≤ 3.0x | 2.60x | PASS |"), "{term}");

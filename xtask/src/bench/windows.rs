@@ -459,7 +459,7 @@ be `leak`.
 ";
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::bench::runs::Run;
 
@@ -479,7 +479,8 @@ mod tests {
         (series("untraced", &[10.0, 10.0], &[]), vec![series("x", &[10.0 * ratio], &[ratio])])
     }
 
-    fn fixture(load: &str) -> Windows {
+    /// Every part measured (the Tornado fixture failed), at one-minute load average `load`.
+    pub(crate) fn fixture(load: &str) -> Windows {
         Windows {
             sizes: Sizes::new(true),
             rounds: 1,
