@@ -61,13 +61,29 @@ def churn(i):
     return len(pairs) + len(names) + len(zeros) + len(buf) + len(grow)
 
 
-def work(iterations, leak_every=LEAK_EVERY):
+def work(iterations, leak_every=LEAK_EVERY, start=0):
     total = 0
-    for i in range(iterations):
+    for i in range(start, iterations):
         total += churn(i)
         if i % leak_every == 0:
             plant_leak(i)
     return total
+
+
+def work_paced(iterations, leak_every, pace):
+    """An idle service: `pace` iterations at each of ten wake-ups a second, asleep in between.
+    Returns the checksum and the seconds spent working (the sleeps left out)."""
+    total, busy, i = 0, 0.0, 0
+    tick = time.perf_counter()
+    while i < iterations:
+        t0 = time.perf_counter()
+        end = min(i + pace, iterations)
+        total += work(end, leak_every, start=i)
+        busy += time.perf_counter() - t0
+        i = end
+        tick += 0.1
+        time.sleep(max(0.0, tick - time.perf_counter()))
+    return total, busy
 
 
 def leak_site():
@@ -85,6 +101,7 @@ def main():
     ap.add_argument("--go", help="wait for this file to exist before starting the work loop")
     ap.add_argument("--hold", help="after the work, wait for this file to exist before exiting")
     ap.add_argument("--leak-every", type=int, default=LEAK_EVERY, help="iterations per planted leak block (the soak slows it down)")
+    ap.add_argument("--pace", type=int, default=0, help="an idle service: this many iterations at each of ten wake-ups a second; elapsed_s is then the time spent working")
     ap.add_argument("--tag", help="ignored: a word for `tracer record --all --match` to find this process by")
     args = ap.parse_args()
 
@@ -93,13 +110,18 @@ def main():
         wait_for(args.go)
     t0 = time.perf_counter()
     cpu0 = time.process_time()
-    total = work(args.iterations, max(1, args.leak_every))
-    elapsed = time.perf_counter() - t0
+    if args.pace > 0:
+        total, elapsed = work_paced(args.iterations, max(1, args.leak_every), args.pace)
+    else:
+        total = work(args.iterations, max(1, args.leak_every))
+        elapsed = time.perf_counter() - t0
+    wall = time.perf_counter() - t0
     cpu = time.process_time() - cpu0
     print(
         json.dumps(
             {
                 "elapsed_s": round(elapsed, 6),
+                "wall_s": round(wall, 6),
                 "cpu_s": round(cpu, 6),
                 "iterations": args.iterations,
                 "leaked_bytes": sum(len(b) for b in LEAK),

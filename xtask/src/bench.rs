@@ -12,6 +12,9 @@
 //!   untraced vs traced: requests per second.
 //! - host mode: the same workload traced alone (`record -p PID`) vs traced by `record --all
 //!   --match TAG` beside 20 idle CPython processes that are traced too (see `host.rs`).
+//! - probe windows (`--window 1s/10s` and `auto`): their costs against untraced runs, and
+//!   whether the planted leaks are still found, and how soon (see `windows.rs`;
+//!   `--only windows` runs this leg alone and replaces only its section of BENCHMARKS.md).
 //!
 //! It prints a table (median over rounds) with pass/fail against the project's targets and,
 //! unless `--quick` (then only with `--write`), writes BENCHMARKS.md. The measured processes run
@@ -22,13 +25,15 @@
 //! The modules, in the order a run flows through them: `tools` (what is installed, the machine),
 //! `runs` (one measured run of one configuration; `proc` watches the processes, `report` reads the
 //! tracer's JSON report), `rounds` (the
-//! interleaving), `levers` and `host` (the sections beyond the workload), `stats` and `format`
+//! interleaving), `levers`, `host` and `windows` (the sections beyond the workload; `planted`
+//! finds the windows leg's planted leaks in the reports), `stats` and `format`
 //! (figures), `targets` (PASS/FAIL) and `render` (the tables).
 
 mod census;
 mod format;
 mod host;
 mod levers;
+mod planted;
 pub mod proc;
 mod render;
 pub mod report;
@@ -37,6 +42,7 @@ mod runs;
 mod stats;
 mod targets;
 pub mod tools;
+mod windows;
 
 use std::fs;
 use std::path::PathBuf;
@@ -95,8 +101,12 @@ pub struct BenchArgs {
     /// Leave out the host-mode comparison (busy process alone vs beside 20 traced idle ones)
     #[arg(long)]
     pub no_host: bool,
+    /// Leave out the probe-windows leg (`--window 1s/10s` and `auto` against untraced runs)
+    #[arg(long)]
+    pub no_windows: bool,
     /// Run only these workload configurations (comma-separated keys: full, sampled, memray,
-    /// bcc, holders; host for the host-mode section), e.g. to debug one of them
+    /// bcc, holders) and sections (tornado, host, windows), e.g. to debug one of them;
+    /// `--only windows` writes only the probe-windows section of BENCHMARKS.md
     #[arg(long, value_delimiter = ',')]
     pub only: Vec<String>,
     /// Do not install anything (use what target/ and the machine already have)
@@ -125,6 +135,9 @@ pub fn bench(args: BenchArgs) -> Result<i32> {
     let env = environment(&args, &plan, tracer)?;
     let machine = tools::machine(&env.ctx.python, env.ctx.memray.as_deref());
     let base = Config { key: "untraced", label: "untraced".into(), tool: Tool::None };
+    if args.only.iter().all(|k| k == windows::KEY) && !args.only.is_empty() {
+        return windows_only(&args, &plan, &env.ctx, &base, &machine, start);
+    }
 
     let (configs, unavailable) = workload_configs(&args, &env);
     println!(
@@ -138,10 +151,11 @@ pub fn bench(args: BenchArgs) -> Result<i32> {
     let levers = levers_section(&args, &plan, &env.ctx, &base);
     let tornado = tornado_section(&args, &plan, &env, &base);
     let host = host_section(&args, &plan, &env.ctx, &base);
+    let windows = windows_section(&args, &plan, &env.ctx, &base);
     let _ = fs::remove_dir_all(&env.ctx.tmp);
 
     let results = render::Results {
-        command: format!("cargo xtask bench{}", if plan.quick { " --quick" } else { "" }),
+        command: plan.command(&args),
         machine,
         rounds: plan.rounds,
         iterations: plan.iterations,
@@ -154,6 +168,7 @@ pub fn bench(args: BenchArgs) -> Result<i32> {
         levers,
         levers_iterations: plan.levers_iterations,
         host,
+        windows,
         end_loadavg: tools::loadavg(),
         minutes: start.elapsed().as_secs_f64() / 60.0,
         note: args.note.clone(),
@@ -173,6 +188,22 @@ struct Plan {
     iterations: u64,
     levers_iterations: u64,
     tornado_seconds: f64,
+}
+
+impl Plan {
+    fn command(&self, args: &BenchArgs) -> String {
+        let mut c = String::from("cargo xtask bench");
+        if !args.only.is_empty() {
+            c.push_str(&format!(" --only {}", args.only.join(",")));
+        }
+        if self.quick {
+            c.push_str(" --quick");
+        }
+        if let Some(r) = args.rounds {
+            c.push_str(&format!(" --rounds {r}"));
+        }
+        c
+    }
 }
 
 impl Plan {
@@ -203,6 +234,8 @@ fn environment(args: &BenchArgs, plan: &Plan, tracer: PathBuf) -> Result<Env> {
     let memray = util::is_executable(&memray).then_some(memray);
     let bcc = if args.no_bcc {
         Err("left out (--no-bcc)".to_string())
+    } else if !args.only.is_empty() && !args.only.iter().any(|k| k == "bcc") {
+        Err("left out (--only)".to_string())
     } else {
         tools::bcc(!args.skip_setup).map_err(|e| format!("{e:#}"))
     };
@@ -233,6 +266,7 @@ fn environment(args: &BenchArgs, plan: &Plan, tracer: PathBuf) -> Result<Env> {
         libc_dir,
         tmp,
         iterations: plan.iterations,
+        workload_args: Vec::new(),
         tornado_seconds: plan.tornado_seconds,
         tornado_threads: args.tornado_threads,
         counter: Default::default(),
@@ -309,7 +343,7 @@ fn levers_section(args: &BenchArgs, plan: &Plan, ctx: &Ctx, base: &Config) -> Op
 
 /// Tornado's throughput, untraced vs the tracer at full fidelity (and sampled).
 fn tornado_section(args: &BenchArgs, plan: &Plan, env: &Env, base: &Config) -> Option<Section> {
-    if args.no_tornado {
+    if args.no_tornado || !selected(args, "tornado") {
         return None;
     }
     let mut configs = vec![full_config()];
@@ -325,7 +359,7 @@ fn tornado_section(args: &BenchArgs, plan: &Plan, env: &Env, base: &Config) -> O
 
 /// The workload traced alone vs with `--all` beside idle processes (`--only host` selects it).
 fn host_section(args: &BenchArgs, plan: &Plan, ctx: &Ctx, base: &Config) -> Option<Section> {
-    if args.no_host || (!args.only.is_empty() && !args.only.iter().any(|k| k == host::HOST)) {
+    if args.no_host || !selected(args, host::HOST) {
         return None;
     }
     println!(
@@ -334,6 +368,60 @@ fn host_section(args: &BenchArgs, plan: &Plan, ctx: &Ctx, base: &Config) -> Opti
         host::IDLE
     );
     host::run(ctx, base, plan.rounds).map_err(|e| println!("bench: host mode: could not run: {e:#}")).ok()
+}
+
+/// The section `key` runs: no `--only`, or `--only` naming it.
+fn selected(args: &BenchArgs, key: &str) -> bool {
+    args.only.is_empty() || args.only.iter().any(|k| k == key)
+}
+
+/// The probe-windows leg (`--only windows` selects it).
+fn windows_section(args: &BenchArgs, plan: &Plan, ctx: &Ctx, base: &Config) -> Option<windows::Windows> {
+    if args.no_windows || !selected(args, windows::KEY) {
+        return None;
+    }
+    Some(windows::run(ctx, base, windows::Sizes::new(plan.quick), plan.rounds))
+}
+
+/// `--only windows`: the probe-windows leg alone, written into its section of BENCHMARKS.md
+/// (the other sections kept as they are).
+fn windows_only(
+    args: &BenchArgs,
+    plan: &Plan,
+    ctx: &Ctx,
+    base: &Config,
+    machine: &tools::Machine,
+    start: Instant,
+) -> Result<i32> {
+    let w = windows::run(ctx, base, windows::Sizes::new(plan.quick), plan.rounds);
+    let _ = fs::remove_dir_all(&ctx.tmp);
+    let context = format!(
+        "`{}` ({:.1} minutes, {}; tracer {}, CPython {}, {} CPUs)",
+        plan.command(args),
+        start.elapsed().as_secs_f64() / 60.0,
+        machine.date,
+        machine.tracer_commit,
+        machine.python,
+        machine.nproc
+    );
+    let section = windows::markdown(&w, &context);
+    println!("\n{section}");
+    if !plan.quick || args.write {
+        let path = output_path(args);
+        let old = fs::read_to_string(&path).unwrap_or_default();
+        fs::write(&path, crate::soak::replace_named(&old, windows::HEADING, &section))?;
+        println!("bench: wrote {}", path.display());
+    }
+    println!("bench: done in {}", elapsed(start));
+    Ok(0)
+}
+
+fn output_path(args: &BenchArgs) -> PathBuf {
+    if args.output.is_absolute() {
+        args.output.clone()
+    } else {
+        util::repo_root().join(&args.output)
+    }
 }
 
 /// BENCHMARKS.md (or --output), keeping the Soak section `cargo xtask soak` wrote.
@@ -351,7 +439,7 @@ fn census_only(args: &BenchArgs, tracer: &std::path::Path) -> Result<i32> {
     util::mkdirs(&tmp)?;
     let section = census::run(tracer, &python, &tmp)?;
     println!("\n{section}");
-    let path = if args.output.is_absolute() { args.output.clone() } else { util::repo_root().join(&args.output) };
+    let path = output_path(args);
     let old = fs::read_to_string(&path).unwrap_or_default();
     fs::write(&path, crate::soak::replace_named(&old, census::HEADING, &section))?;
     println!("bench: wrote {}", path.display());
@@ -359,13 +447,19 @@ fn census_only(args: &BenchArgs, tracer: &std::path::Path) -> Result<i32> {
 }
 
 fn write_markdown(args: &BenchArgs, results: &render::Results) -> Result<()> {
-    let path = if args.output.is_absolute() { args.output.clone() } else { util::repo_root().join(&args.output) };
+    let path = output_path(args);
     let old = fs::read_to_string(&path).unwrap_or_default();
-    let text = render::markdown(results);
-    let text = match crate::soak::section_named(&old, census::HEADING) {
-        Some(c) => crate::soak::replace_named(&text, census::HEADING, c),
-        None => text,
-    };
+    let mut text = render::markdown(results);
+    // Sections this run did not measure are kept as they were.
+    let mut kept = vec![census::HEADING];
+    if results.windows.is_none() {
+        kept.push(windows::HEADING);
+    }
+    for heading in kept {
+        if let Some(c) = crate::soak::section_named(&old, heading) {
+            text = crate::soak::replace_named(&text, heading, c);
+        }
+    }
     let text = match crate::soak::section_of(&old) {
         Some(soak) => crate::soak::replace_section(&text, soak),
         None => text,

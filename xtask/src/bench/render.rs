@@ -10,6 +10,7 @@ use super::runs::{Config, Run};
 use super::stats::{max_of, med_of, slowdown};
 use super::targets::{self, leak_text};
 use super::tools::Machine;
+use super::windows::{self, Windows};
 
 pub struct Results {
     pub command: String,
@@ -26,6 +27,8 @@ pub struct Results {
     pub levers_iterations: u64,
     /// Host mode: untraced, traced alone, traced with `--all` beside the idle processes.
     pub host: Option<Section>,
+    /// The probe-windows leg.
+    pub windows: Option<Windows>,
     pub end_loadavg: String,
     pub minutes: f64,
     pub note: Option<String>,
@@ -228,6 +231,9 @@ pub fn terminal(r: &Results) -> String {
         let _ = writeln!(t, "\nHost mode (the workload beside {} idle CPython processes):\n", host::IDLE);
         t.push_str(&ht);
     }
+    if let Some(w) = &r.windows {
+        let _ = writeln!(t, "\n{}", windows::markdown(w, &format!("`{}`", r.command)));
+    }
     t.push('\n');
     t.push_str(&targets_table(r));
     let errors = errors_text(r);
@@ -326,6 +332,9 @@ pub fn markdown(r: &Results) -> String {
         );
         t.push_str(&ht);
     }
+    if let Some(w) = &r.windows {
+        let _ = write!(t, "\n{}", windows::markdown(w, &format!("`{}`", r.command)));
+    }
     t.push_str("\n## Targets\n\n");
     t.push_str(&targets_table(r));
     t.push_str("\n## Runs\n\n");
@@ -409,6 +418,8 @@ mod tests {
             lost_detail: vec![("allocs_map_full".into(), i + 1), ("holders_cut".into(), 3)],
             leak: Some(("workload.py:42 leak, rank 1, 1.0 MiB".into(), i != 1)),
             allocators: vec![("malloc".into(), 1000), ("calloc".into(), 20)],
+            traced_s: Some(value),
+            windows_opened: None,
             note: (i == 2).then(|| "a note".to_string()),
         }
     }
@@ -479,6 +490,7 @@ mod tests {
             levers: Some(levers),
             levers_iterations: 250,
             host: Some(host),
+            windows: None,
             end_loadavg: "0.2".into(),
             minutes: 12.5,
             note: Some("a note".into()),
@@ -512,6 +524,12 @@ mod tests {
         assert!(targets.contains("| 2.77x vs 2.65x alone (× 1.047) | PASS |"), "{targets}");
         assert!(md.contains("| `label bcc` | skipped (a tracer was running) |"), "{md}");
         assert!(md.contains("| `label x` | n/a (why) |"), "{md}");
+        assert!(!md.contains(windows::HEADING), "no windows leg in this run");
+        let with = Results { windows: Some(windows::tests::fixture("0.2")), ..fixture() };
+        let md = markdown(&with);
+        let at = md.find(windows::HEADING).expect("the windows section");
+        assert!(at > md.find("## Host mode").unwrap() && at < md.find("## Targets").unwrap(), "{md}");
+        assert!(terminal(&with).contains(windows::HEADING));
         let term = terminal(&r);
         assert!(term.contains("errors:\n- `label bcc`: skipped"), "{term}");
         assert!(term.contains("| full fidelity ≤ 3.0x | 2.60x | PASS |"), "{term}");

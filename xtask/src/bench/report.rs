@@ -12,9 +12,20 @@ use serde::Deserialize;
 #[derive(Debug, Deserialize)]
 pub struct Report {
     pub target: Target,
+    /// Seconds from attaching to the view the report was taken at.
+    pub duration_s: f64,
     pub totals: Totals,
     /// Ordered by rank.
     pub suspects: Vec<Suspect>,
+    /// Probe windows (`--window`): absent when the allocation probes were attached throughout.
+    #[serde(default)]
+    pub windows: Option<Windows>,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct Windows {
+    /// Windows opened (in auto mode, only while the heap grew).
+    pub opened: u64,
 }
 
 #[derive(Debug, Deserialize)]
@@ -71,10 +82,44 @@ pub enum Frame {
 impl Suspect {
     /// `file:line` of the innermost Python frame.
     pub fn python_line(&self) -> Option<String> {
-        self.stack.iter().find_map(|f| match f {
+        self.python_lines().next()
+    }
+
+    /// `file:line` of every Python frame, innermost first.
+    pub fn python_lines(&self) -> impl Iterator<Item = String> + '_ {
+        self.stack.iter().filter_map(|f| match f {
             Frame::Python { file, line } => Some(format!("{file}:{line}")),
             Frame::Native {} => None,
         })
+    }
+}
+
+impl Report {
+    /// What the report says about a planted leak at `site` (`path:line`), the innermost Python
+    /// line of its stacks (`innermost`) or any line of them: "file.py:41 leak, rank 1, 15.8 MiB"
+    /// (its first leak suspect there, else its first suspect there), and whether it is a leak.
+    pub fn planted(&self, site: &str, innermost: bool) -> (String, bool) {
+        let at = |s: &&Suspect| {
+            if innermost {
+                s.python_line().as_deref() == Some(site)
+            } else {
+                s.python_lines().any(|l| l == site)
+            }
+        };
+        let there: Vec<&Suspect> = self.suspects.iter().filter(at).collect();
+        let short = site.rsplit('/').next().unwrap_or(site);
+        match there.iter().find(|s| s.verdict == Verdict::Leak).or(there.first()) {
+            Some(s) => (
+                format!(
+                    "{short} {}, rank {}, {:.1} MiB",
+                    s.verdict.as_str(),
+                    s.rank,
+                    s.outstanding_bytes as f64 / 1048576.0
+                ),
+                s.verdict == Verdict::Leak,
+            ),
+            None => (format!("{short} not in the report"), false),
+        }
     }
 }
 

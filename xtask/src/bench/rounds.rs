@@ -38,6 +38,9 @@ pub fn interleave(
     let mut baseline = Series::new(base);
     let mut series: Vec<Series> = configs.iter().map(Series::new).collect();
     let k = configs.len();
+    if k == 0 {
+        return (baseline, series); // nothing to compare the untraced runs with
+    }
     let run_base = |baseline: &mut Series, round: u32| -> Option<f64> {
         match run(ctx, base) {
             Ok(r) => {

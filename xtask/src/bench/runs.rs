@@ -11,7 +11,7 @@ use anyhow::{bail, Context, Result};
 use serde::Deserialize;
 
 use super::proc::{self, PeakRss, Proc, Stream};
-use super::report::{self, Report, Verdict};
+use super::report::{self, Report};
 
 /// What measures a configuration.
 #[derive(Clone, Debug)]
@@ -62,6 +62,10 @@ pub struct Run {
     pub leak: Option<(String, bool)>,
     /// Allocations by allocator (from the report's stacks).
     pub allocators: Vec<(String, u64)>,
+    /// Seconds from attaching to the report's view (the report's `duration_s`).
+    pub traced_s: Option<f64>,
+    /// Probe windows opened (`--window`; the report's `windows.opened`).
+    pub windows_opened: Option<u64>,
     pub note: Option<String>,
 }
 
@@ -92,6 +96,8 @@ pub struct Ctx {
     pub libc_dir: Option<PathBuf>,
     pub tmp: PathBuf,
     pub iterations: u64,
+    /// More arguments of bench/workload.py (e.g. the probe-windows leg's steady and idle runs).
+    pub workload_args: Vec<String>,
     pub tornado_seconds: f64,
     pub tornado_threads: u32,
     pub counter: std::cell::Cell<u32>,
@@ -163,7 +169,8 @@ pub fn workload(ctx: &Ctx, cfg: &Config) -> Result<Run> {
         .arg("--hold")
         .arg(&hold)
         .arg("--tag")
-        .arg(&ctx.tag);
+        .arg(&ctx.tag)
+        .args(&ctx.workload_args);
     let mut wl = Proc::spawn("workload", &mut cmd)?;
     let (_, ready) = wl.wait_line("`ready` line", READY, |s, l| s == Stream::Out && l.starts_with("ready "))?;
     let pid: u32 = ready[6..].trim().parse().context("workload's ready line")?;
@@ -402,21 +409,10 @@ fn summarize(report: &Report, leak_site: &str, seconds: f64, run: &mut Run) {
     by_alloc.sort_by_key(|a| std::cmp::Reverse(a.1));
     run.allocators = by_alloc;
 
+    run.traced_s = Some(report.duration_s);
+    run.windows_opened = report.windows.as_ref().map(|w| w.opened);
     if !leak_site.is_empty() {
-        let found = report.suspects.iter().find(|s| s.python_line().as_deref() == Some(leak_site));
-        let short = leak_site.rsplit('/').next().unwrap_or(leak_site);
-        run.leak = Some(match found {
-            Some(s) => (
-                format!(
-                    "{short} {}, rank {}, {:.1} MiB",
-                    s.verdict.as_str(),
-                    s.rank,
-                    s.outstanding_bytes as f64 / 1048576.0
-                ),
-                s.verdict == Verdict::Leak,
-            ),
-            None => (format!("{short} not in the report"), false),
-        });
+        run.leak = Some(report.planted(leak_site, true));
     }
 }
 
