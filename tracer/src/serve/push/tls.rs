@@ -170,4 +170,55 @@ mod tests {
         assert!(Tls::for_target(&target).is_err());
         assert!(Tls::for_target(&PushTarget::parse("http://127.0.0.1:8080").unwrap()).unwrap().is_none());
     }
+
+    /// A TLS server on loopback whose certificate (for 127.0.0.1) a CA made here signed; the
+    /// CA's PEM is written to `dir/ca.pem`. Answers one handshake per connection.
+    async fn private_server(dir: &Path) -> std::net::SocketAddr {
+        use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, IsCa, KeyPair};
+        let mut ca = CertificateParams::new(Vec::<String>::new()).unwrap();
+        ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        let ca = CertifiedIssuer::self_signed(ca, KeyPair::generate().unwrap()).unwrap();
+        std::fs::write(dir.join("ca.pem"), ca.pem()).unwrap();
+        let key = KeyPair::generate().unwrap();
+        let cert = CertificateParams::new(vec!["127.0.0.1".to_string()]).unwrap().signed_by(&key, &ca).unwrap();
+        let key = rustls::pki_types::PrivatePkcs8KeyDer::from(key.serialize_der());
+        let config = rustls::ServerConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_no_client_auth()
+            .with_single_cert(vec![cert.der().clone()], key.into())
+            .unwrap();
+        let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move {
+            while let Ok((tcp, _)) = listener.accept().await {
+                let _ = acceptor.accept(tcp).await;
+            }
+        });
+        addr
+    }
+
+    async fn handshake(url: &str, ca_file: Option<&Path>, addr: std::net::SocketAddr) -> Result<(), Failure> {
+        let mut target = PushTarget::parse(url).unwrap();
+        target.ca_file = ca_file.map(Path::to_path_buf);
+        let tls = Tls::for_target(&target).unwrap().unwrap();
+        tls.handshake(TcpStream::connect(addr).await.unwrap()).await.map(drop)
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn handshakes_trust_the_private_ca_and_check_the_name() {
+        let dir = tempfile::tempdir().unwrap();
+        let addr = private_server(dir.path()).await;
+        let ca = dir.path().join("ca.pem");
+        let url = format!("https://{addr}");
+        assert!(handshake(&url, Some(&ca), addr).await.is_ok(), "the private CA is trusted");
+        let refused = handshake(&url, None, addr).await.unwrap_err();
+        let text = format!("{:#}", refused.error);
+        assert!(text.contains("UnknownIssuer") && text.contains("TRACER_PUSH_CA") && !refused.retry, "{text}");
+        // The same server reached under a name its certificate does not carry.
+        let refused = handshake(&format!("https://localhost:{}", addr.port()), Some(&ca), addr).await.unwrap_err();
+        let text = format!("{:#}", refused.error);
+        assert!(text.contains("not issued for localhost"), "{text}");
+    }
 }
