@@ -333,9 +333,8 @@ impl PushTarget {
 
 impl PushTarget {
     pub fn parse(url: &str) -> Result<PushTarget> {
-        let hint =
-            "give the server's base URL, e.g. --push https://pyroscope.example.com or --push http://pyroscope:4040 \
-                    (/ingest is appended)";
+        let hint = "give the server's base URL, e.g. --push https://pyroscope.example.com or \
+                    --push http://pyroscope:4040 (/ingest is appended)";
         // Errors show the URL without its credentials: they go to logs.
         let shown = without_userinfo(url);
         let (tls, rest) = match (url.strip_prefix("https://"), url.strip_prefix("http://")) {
