@@ -179,7 +179,8 @@ pub struct ServeArgs {
     #[arg(short, long, default_value = "10s", value_parser = parse_interval)]
     pub interval: Duration,
     /// Also POST the pprof profile to this Pyroscope-compatible server at every interval
-    /// (http://HOST:PORT; `/ingest` is appended).
+    /// (http://HOST:PORT or https://HOST[:PORT]; `/ingest` is appended). https trusts the host's
+    /// CA store, plus the PEM file named by TRACER_PUSH_CA (a private CA).
     #[arg(long, value_name = "URL")]
     pub push: Option<String>,
     /// Application name of the pushed profiles (default tracer.python). Credentials come from
@@ -566,7 +567,10 @@ mod tests {
         assert_eq!(s.record.tracing.window, WindowMode::Auto(WindowSpec::AUTO), "serve: auto windows by default");
         assert!(serve(&["serve", "--all"]).unwrap().record.targets.is_host());
         assert_eq!(parse(&["serve"]).unwrap_err().kind(), clap::error::ErrorKind::MissingRequiredArgument);
-        assert!(message(serve(&["serve", "-p", "1", "--push", "https://x"]).unwrap_err()).contains("only http://"));
+        let refused = message(serve(&["serve", "-p", "1", "--push", "ftp://x"]).unwrap_err());
+        assert!(refused.contains("only http:// and https://"), "{refused}");
+        let https = serve(&["serve", "-p", "1", "--push", "https://profiles.example.com"]).unwrap().push.unwrap();
+        assert_eq!((https.tls, https.authority.as_str()), (true, "profiles.example.com:443"));
     }
 
     #[test]

@@ -7,6 +7,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::Result;
+use base64::prelude::{Engine as _, BASE64_STANDARD};
 
 use crate::error::{user_error, UserError};
 use crate::export::{ExportOptions, Format};
@@ -231,13 +232,17 @@ impl fmt::Display for Listen {
     }
 }
 
-/// `--push http://host[:port][/prefix]`, where `/ingest` is appended.
+/// `--push http[s]://host[:port][/prefix]`, where `/ingest` is appended.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PushTarget {
+    /// `https://`: the push goes over TLS (serve/push/tls.rs).
+    pub tls: bool,
     /// `host:port` to connect to.
     pub authority: String,
     /// The Host header.
     pub host_header: String,
+    /// The host alone (no port, no brackets): the TLS server name the certificate must carry.
+    pub server_name: String,
     /// Path prefix without a trailing slash.
     pub prefix: String,
     /// The application name (`--push-name`, default `tracer.python`).
@@ -248,6 +253,9 @@ pub struct PushTarget {
     pub auth: Option<String>,
     /// The tenant (`X-Scope-OrgID`), from `TRACER_PUSH_TENANT`.
     pub tenant: Option<String>,
+    /// A PEM file of CA certificates trusted besides the host's store, from `TRACER_PUSH_CA`
+    /// (https only).
+    pub ca_file: Option<PathBuf>,
 }
 
 /// The default application name of a push.
@@ -289,9 +297,10 @@ impl PushTarget {
         Ok(self)
     }
 
-    /// Credentials and tenant from the environment: `TRACER_PUSH_TOKEN` (bearer), or
+    /// Credentials, tenant and private CA from the environment: `TRACER_PUSH_TOKEN` (bearer), or
     /// `TRACER_PUSH_USER` and `TRACER_PUSH_PASSWORD` (basic; Grafana Cloud: the stack's user id
-    /// and an access token), and `TRACER_PUSH_TENANT` (`X-Scope-OrgID`).
+    /// and an access token), `TRACER_PUSH_TENANT` (`X-Scope-OrgID`) and `TRACER_PUSH_CA` (a PEM
+    /// file, read when the pusher starts).
     pub fn with_credentials(mut self, env: impl Fn(&str) -> Option<String>) -> Result<PushTarget> {
         let set = |k: &str| env(k).filter(|v| !v.is_empty());
         let (token, user, password) = (set("TRACER_PUSH_TOKEN"), set("TRACER_PUSH_USER"), set("TRACER_PUSH_PASSWORD"));
@@ -301,7 +310,7 @@ impl PushTarget {
                 "set TRACER_PUSH_TOKEN for bearer auth, or TRACER_PUSH_USER and TRACER_PUSH_PASSWORD for basic auth",
             )),
             (Some(t), None, _) => Some(format!("Bearer {t}")),
-            (None, Some(u), Some(p)) => Some(format!("Basic {}", base64(format!("{u}:{p}").as_bytes()))),
+            (None, Some(u), Some(p)) => Some(format!("Basic {}", BASE64_STANDARD.encode(format!("{u}:{p}")))),
             (None, Some(_), None) => {
                 return Err(user_error(
                     "TRACER_PUSH_USER is set without TRACER_PUSH_PASSWORD",
@@ -317,36 +326,23 @@ impl PushTarget {
         if self.tenant.as_deref().is_some_and(|t| t.chars().any(char::is_control)) {
             return Err(user_error("TRACER_PUSH_TENANT holds a control character", "give the tenant id only"));
         }
+        self.ca_file = set("TRACER_PUSH_CA").map(PathBuf::from);
         Ok(self)
     }
 }
 
-/// Standard base64 with padding (RFC 4648), for the basic auth header.
-pub fn base64(data: &[u8]) -> String {
-    const ABC: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    let mut out = String::with_capacity(data.len().div_ceil(3) * 4);
-    for chunk in data.chunks(3) {
-        let b = [chunk[0], *chunk.get(1).unwrap_or(&0), *chunk.get(2).unwrap_or(&0)];
-        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
-        for i in 0..4 {
-            if i <= chunk.len() {
-                out.push(ABC[(n >> (18 - 6 * i) & 63) as usize] as char);
-            } else {
-                out.push('=');
-            }
-        }
-    }
-    out
-}
-
 impl PushTarget {
     pub fn parse(url: &str) -> Result<PushTarget> {
-        let hint = "give the server's base URL, e.g. --push http://pyroscope:4040 (plain HTTP; /ingest is appended); \
-                    for https, put a TLS-terminating proxy in front";
+        let hint = "give the server's base URL, e.g. --push https://pyroscope.example.com or \
+                    --push http://pyroscope:4040 (/ingest is appended)";
         // Errors show the URL without its credentials: they go to logs.
         let shown = without_userinfo(url);
-        let Some(rest) = url.strip_prefix("http://") else {
-            return Err(user_error(format!("--push {shown}: only http:// URLs are supported"), hint));
+        let (tls, rest) = match (url.strip_prefix("https://"), url.strip_prefix("http://")) {
+            (Some(rest), _) => (true, rest),
+            (None, Some(rest)) => (false, rest),
+            (None, None) => {
+                return Err(user_error(format!("--push {shown}: only http:// and https:// URLs are supported"), hint))
+            }
         };
         let (authority, path) = match rest.find('/') {
             Some(i) => (&rest[..i], &rest[i..]),
@@ -361,19 +357,37 @@ impl PushTarget {
         if authority.is_empty() || path.contains(['?', '#']) {
             return Err(user_error(format!("--push {shown}: not a base URL"), hint));
         }
-        let has_port = match authority.rfind(':') {
-            Some(i) => !authority[i..].contains(']'),
-            None => false,
+        let host = match authority.rfind(':') {
+            Some(i) if !authority[i..].contains(']') => &authority[..i],
+            _ => authority,
         };
+        let server_name = host.trim_start_matches('[').trim_end_matches(']');
+        if server_name.is_empty() || (tls && rustls::pki_types::ServerName::try_from(server_name).is_err()) {
+            return Err(user_error(format!("--push {shown}: {server_name:?} is not a host name or address"), hint));
+        }
+        let default_port = if tls { 443 } else { 80 };
         Ok(PushTarget {
-            authority: if has_port { authority.to_string() } else { format!("{authority}:80") },
+            tls,
+            authority: if host.len() < authority.len() {
+                authority.to_string()
+            } else {
+                format!("{authority}:{default_port}")
+            },
             host_header: authority.to_string(),
+            server_name: server_name.to_string(),
             prefix: path.trim_end_matches('/').to_string(),
             name: PUSH_NAME.to_string(),
             tags: Vec::new(),
             auth: None,
             tenant: None,
+            ca_file: None,
         })
+    }
+
+    /// The ingest URL, for messages: `https://host:port/prefix/ingest` (never with credentials).
+    pub fn ingest_url(&self) -> String {
+        let scheme = if self.tls { "https" } else { "http" };
+        format!("{scheme}://{}{}/ingest", self.host_header, self.prefix)
     }
 }
 
@@ -430,10 +444,22 @@ mod tests {
         let t = PushTarget::parse("http://example.com/base/").unwrap();
         assert_eq!((t.authority.as_str(), t.prefix.as_str()), ("example.com:80", "/base"));
         let t = PushTarget::parse("http://[::1]:4040").unwrap();
-        assert_eq!(t.authority, "[::1]:4040");
-        assert!(PushTarget::parse("https://x").is_err());
-        assert!(PushTarget::parse("http://user:pw@x").is_err());
-        assert!(PushTarget::parse("http://").is_err());
+        assert_eq!((t.authority.as_str(), t.server_name.as_str(), t.tls), ("[::1]:4040", "::1", false));
+        let t = PushTarget::parse("https://profiles.example.com/p").unwrap();
+        assert_eq!(
+            (t.authority.as_str(), t.host_header.as_str(), t.server_name.as_str(), t.tls),
+            ("profiles.example.com:443", "profiles.example.com", "profiles.example.com", true)
+        );
+        assert_eq!(t.ingest_url(), "https://profiles.example.com/p/ingest");
+        let t = PushTarget::parse("https://127.0.0.1:8443").unwrap();
+        assert_eq!((t.authority.as_str(), t.server_name.as_str()), ("127.0.0.1:8443", "127.0.0.1"));
+        let t = PushTarget::parse("https://[::1]").unwrap();
+        assert_eq!((t.authority.as_str(), t.server_name.as_str()), ("[::1]:443", "::1"));
+        for bad in
+            ["ftp://x", "x:4040", "http://user:pw@x", "http://", "https://:443", "https://bad_name!/", "http://x/?a"]
+        {
+            assert!(PushTarget::parse(bad).is_err(), "{bad}");
+        }
     }
 
     #[test]
@@ -470,9 +496,8 @@ mod tests {
         assert_eq!((bearer.auth.as_deref(), bearer.tenant.as_deref()), (Some("Bearer tok"), Some("team-a")));
         assert!(t.clone().with_credentials(env(&[("TRACER_PUSH_USER", "u")])).is_err());
         assert!(t.clone().with_credentials(env(&[("TRACER_PUSH_USER", "u"), ("TRACER_PUSH_TOKEN", "t")])).is_err());
+        let ca = t.clone().with_credentials(env(&[("TRACER_PUSH_CA", "/etc/ca.pem")])).unwrap();
+        assert_eq!(ca.ca_file, Some(PathBuf::from("/etc/ca.pem")));
         assert_eq!(t.with_credentials(env(&[])).unwrap().auth, None);
-        assert_eq!(base64(b"f"), "Zg==");
-        assert_eq!(base64(b"fo"), "Zm8=");
-        assert_eq!(base64(b"foobar"), "Zm9vYmFy");
     }
 }

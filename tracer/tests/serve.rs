@@ -2,7 +2,7 @@
 //! free loopback port, every endpoint fetched by a real client (`go tool pprof` for the profile,
 //! a plain TcpStream for the rest), the HTTP limits (405, oversized heads), SIGTERM with every
 //! probe released, stopping by itself when the target exits, and `--push` to a Pyroscope-style
-//! `/ingest` listener run by the test.
+//! `/ingest` listener run by the test, over http and over https (a private CA made by the test).
 
 #[path = "common/chromium.rs"]
 mod chromium;
@@ -177,15 +177,22 @@ fn get(port: u16, path: &str) -> (String, Vec<u8>) {
 
 /// `go tool pprof -top SOURCE` (a URL or a file), with its downloads kept in a temporary dir.
 fn pprof_top(source: &str) -> String {
+    pprof_run(&["-top"], source)
+}
+
+/// `go tool pprof FLAGS SOURCE`.
+fn pprof_run(flags: &[&str], source: &str) -> String {
     let dir = tempfile::tempdir().unwrap();
     let out = Command::new("go")
-        .args(["tool", "pprof", "-top", source])
+        .args(["tool", "pprof"])
+        .args(flags)
+        .arg(source)
         .env("PPROF_TMPDIR", dir.path())
         .env("HOME", dir.path())
         .output()
         .expect("go tool pprof (apt-get install golang-go)");
     let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
-    assert!(out.status.success(), "go tool pprof -top {source} failed:\n{text}");
+    assert!(out.status.success(), "go tool pprof {flags:?} {source} failed:\n{text}");
     text
 }
 
@@ -462,54 +469,98 @@ struct Ingested {
 /// A tiny HTTP listener that records every request and answers 200 (503 to the first
 /// `fail_first` requests).
 fn fake_pyroscope(fail_first: usize) -> (u16, Arc<Mutex<Vec<Ingested>>>) {
+    fake_pyroscope_over(fail_first, None)
+}
+
+/// [`fake_pyroscope`], speaking https with `tls` when given: a connection whose handshake fails
+/// records nothing.
+fn fake_pyroscope_over(fail_first: usize, tls: Option<Arc<rustls::ServerConfig>>) -> (u16, Arc<Mutex<Vec<Ingested>>>) {
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let port = listener.local_addr().unwrap().port();
     let seen = Arc::new(Mutex::new(Vec::new()));
     let sink = Arc::clone(&seen);
     std::thread::spawn(move || {
         for stream in listener.incoming() {
-            let Ok(mut stream) = stream else { continue };
+            let Ok(stream) = stream else { continue };
             stream.set_read_timeout(Some(Duration::from_secs(5))).ok();
-            let mut bytes = Vec::new();
-            let mut chunk = [0u8; 8192];
-            let head_end = loop {
-                if let Some(i) = bytes.windows(4).position(|w| w == b"\r\n\r\n") {
-                    break Some(i + 4);
+            match &tls {
+                Some(config) => {
+                    let conn = rustls::ServerConnection::new(Arc::clone(config)).unwrap();
+                    let mut stream = rustls::StreamOwned::new(conn, stream);
+                    answer_ingest(&mut stream, fail_first, &sink);
+                    stream.conn.send_close_notify();
+                    let _ = stream.flush();
                 }
-                match stream.read(&mut chunk) {
-                    Ok(n) if n > 0 => bytes.extend_from_slice(&chunk[..n]),
-                    _ => break None,
-                }
-            };
-            let Some(head_end) = head_end else { continue };
-            let head = String::from_utf8_lossy(&bytes[..head_end]).into_owned();
-            let length: usize = head
-                .lines()
-                .find_map(|l| {
-                    l.to_ascii_lowercase().strip_prefix("content-length:").map(|v| v.trim().parse().unwrap_or(0))
-                })
-                .unwrap_or(0);
-            while bytes.len() < head_end + length {
-                match stream.read(&mut chunk) {
-                    Ok(n) if n > 0 => bytes.extend_from_slice(&chunk[..n]),
-                    _ => break,
-                }
+                None => answer_ingest(&mut { stream }, fail_first, &sink),
             }
-            let mut seen = sink.lock().unwrap();
-            let answer: &[u8] = if seen.len() < fail_first {
-                b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
-            } else {
-                b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
-            };
-            let _ = stream.write_all(answer);
-            seen.push(Ingested {
-                request_line: head.lines().next().unwrap_or("").to_string(),
-                head: head.clone(),
-                body: bytes[head_end..].to_vec(),
-            });
         }
     });
     (port, seen)
+}
+
+/// Reads one request from `stream`, records it and answers it.
+fn answer_ingest(stream: &mut impl ReadWrite, fail_first: usize, sink: &Mutex<Vec<Ingested>>) {
+    let mut bytes = Vec::new();
+    let mut chunk = [0u8; 8192];
+    let head_end = loop {
+        if let Some(i) = bytes.windows(4).position(|w| w == b"\r\n\r\n") {
+            break Some(i + 4);
+        }
+        match stream.read(&mut chunk) {
+            Ok(n) if n > 0 => bytes.extend_from_slice(&chunk[..n]),
+            _ => break None,
+        }
+    };
+    let Some(head_end) = head_end else { return };
+    let head = String::from_utf8_lossy(&bytes[..head_end]).into_owned();
+    let length: usize = head
+        .lines()
+        .find_map(|l| l.to_ascii_lowercase().strip_prefix("content-length:").map(|v| v.trim().parse().unwrap_or(0)))
+        .unwrap_or(0);
+    while bytes.len() < head_end + length {
+        match stream.read(&mut chunk) {
+            Ok(n) if n > 0 => bytes.extend_from_slice(&chunk[..n]),
+            _ => break,
+        }
+    }
+    let mut seen = sink.lock().unwrap();
+    let answer: &[u8] = if seen.len() < fail_first {
+        b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+    } else {
+        b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+    };
+    let _ = stream.write_all(answer);
+    let _ = stream.flush();
+    seen.push(Ingested {
+        request_line: head.lines().next().unwrap_or("").to_string(),
+        head: head.clone(),
+        body: bytes[head_end..].to_vec(),
+    });
+}
+
+trait ReadWrite: Read + Write {}
+impl<T: Read + Write> ReadWrite for T {}
+
+/// A private CA made for this run (its PEM) and the ingest server's TLS config: a certificate
+/// for 127.0.0.1 signed by that CA.
+fn private_ca_and_server() -> (String, Arc<rustls::ServerConfig>) {
+    use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, DnType, ExtendedKeyUsagePurpose, IsCa, KeyPair};
+    let mut ca = CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    ca.distinguished_name.push(DnType::CommonName, "tracer test CA");
+    let ca = CertifiedIssuer::self_signed(ca, KeyPair::generate().unwrap()).unwrap();
+    let key = KeyPair::generate().unwrap();
+    let mut server = CertificateParams::new(vec!["127.0.0.1".to_string()]).unwrap();
+    server.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
+    let server = server.signed_by(&key, &ca).unwrap();
+    let key = rustls::pki_types::PrivatePkcs8KeyDer::from(key.serialize_der());
+    let config = rustls::ServerConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(vec![server.der().clone(), ca.der().clone()], key.into())
+        .unwrap();
+    (ca.pem(), Arc::new(config))
 }
 
 #[test]
@@ -580,7 +631,10 @@ fn clear_errors_before_attaching() {
     let addr = taken.local_addr().unwrap().to_string();
     let cases: [(&[&str], &str); 4] = [
         (&["serve", "-p", &pid, "--listen", &addr], "cannot listen on"),
-        (&["serve", "-p", &pid, "--listen", "127.0.0.1:0", "--push", "https://pyroscope:4040"], "only http:// URLs"),
+        (
+            &["serve", "-p", &pid, "--listen", "127.0.0.1:0", "--push", "ftp://pyroscope:4040"],
+            "only http:// and https://",
+        ),
         (&["serve", "-p", "0", "--listen", "127.0.0.1:0"], "not a valid PID"),
         (&["serve", "-p", "999999999", "--listen", "127.0.0.1:0"], ""),
     ];
@@ -591,6 +645,17 @@ fn clear_errors_before_attaching() {
         assert!(err.lines().any(|l| l.starts_with("hint: ")), "{args:?}: {err}");
         assert!(!err.contains("panicked"), "{args:?}: {err}");
     }
+    // A private CA that cannot be read stops the daemon before anything is attached.
+    let out = Command::new(tracer_bin())
+        .args(["serve", "-p", &pid, "--listen", "127.0.0.1:0", "--push", "https://127.0.0.1:1"])
+        .env("TRACER_PUSH_CA", "/nonexistent/ca.pem")
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.lines().any(|l| l.starts_with("error: TRACER_PUSH_CA=/nonexistent/ca.pem")), "{err}");
+    assert!(err.lines().any(|l| l.starts_with("hint: ") && l.contains("PEM")), "{err}");
+    assert!(!err.contains("serving on") && !err.contains("panicked"), "{err}");
     drop(taken);
     drop(target);
 }
@@ -976,6 +1041,118 @@ fn pushes_with_a_name_tags_credentials_and_retries() {
     assert_eq!(pushes[1].request_line, pushes[2].request_line, "a retry sends the same push");
     assert!(!stderr.contains("failed"), "a push that lands after retries is not a failure: {stderr}");
     assert!(!stderr.contains("s3cret"), "credentials are never printed: {stderr}");
+    drop(target);
+}
+
+/// `--push https://127.0.0.1:PORT` to an ingest server whose certificate a private CA made for
+/// this run signed, trusted through TRACER_PUSH_CA: the profile lands with its name, tags and
+/// basic auth header, and names the fixture's leaking function.
+#[test]
+fn pushes_over_https_trusting_a_private_ca() {
+    if !require_root() {
+        return;
+    }
+    let _g = serial();
+    let Some(python) = python() else { return };
+    let target = Target::start(&python, 120);
+    let pid = target.pid();
+    let (ca_pem, server_tls) = private_ca_and_server();
+    let dir = tempfile::tempdir().unwrap();
+    let ca_file = dir.path().join("ca.pem");
+    std::fs::write(&ca_file, ca_pem).unwrap();
+    let (ingest_port, seen) = fake_pyroscope_over(0, Some(server_tls));
+    let port = free_port();
+    let push = format!("https://127.0.0.1:{ingest_port}");
+    let args = [
+        "-p",
+        &pid.to_string(),
+        "--listen",
+        &format!("127.0.0.1:{port}"),
+        "-i",
+        "1s",
+        "--push",
+        &push,
+        "--push-name",
+        "checkout.api",
+        "--push-tag",
+        "env=tls",
+    ]
+    .map(String::from);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let env = [
+        ("TRACER_PUSH_USER", "ingest"),
+        ("TRACER_PUSH_PASSWORD", "s3cret"),
+        ("TRACER_PUSH_CA", ca_file.to_str().unwrap()),
+    ];
+    let mut daemon = Daemon::start_with_env(&args, &env);
+    daemon.wait_answering(port);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while seen.lock().unwrap().len() < 3 {
+        assert!(Instant::now() < deadline, "fewer than 3 https pushes in 30 s: {}", daemon.stderr());
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    unsafe { libc::kill(daemon.child.id() as i32, libc::SIGINT) };
+    let (code, stderr) = daemon.wait_exit(Duration::from_secs(5));
+    assert_eq!(code, 0, "{stderr}");
+    let pushes = seen.lock().unwrap().clone();
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap();
+    let name = format!("checkout.api%7Bpid%3D{pid}%2Chostname%3D{}%2Cenv%3Dtls%7D", host.trim());
+    for p in &pushes {
+        assert!(p.request_line.starts_with(&format!("POST /ingest?name={name}&")), "{}", p.request_line);
+        assert!(p.request_line.contains("&format=pprof"), "{}", p.request_line);
+        assert!(p.head.contains(&format!("Host: 127.0.0.1:{ingest_port}\r\n")), "{}", p.head);
+        // base64("ingest:s3cret")
+        assert!(p.head.contains("Authorization: Basic aW5nZXN0OnMzY3JldA==\r\n"), "{}", p.head);
+        assert_eq!(&p.body[..2], &[0x1f, 0x8b], "body is a gzipped profile");
+    }
+    let file = dir.path().join("pushed.pb.gz");
+    std::fs::write(&file, &pushes.last().unwrap().body).unwrap();
+    let top = pprof_run(&["-top", "-lines"], file.to_str().unwrap());
+    println!("go tool pprof -top -lines of the last https push:\n{top}");
+    // The leaking line of the fixture: `KEPT_SMALL.append(bytearray(1000))`.
+    assert!(top.lines().any(|l| l.contains("leak_small") && l.contains("two_leaks.py:17")), "{top}");
+    assert!(!stderr.contains("failed"), "{stderr}");
+    assert!(!stderr.contains("s3cret") && !stderr.contains("aW5nZXN0"), "credentials are never printed: {stderr}");
+    drop(target);
+}
+
+/// The same https server without TRACER_PUSH_CA: its certificate is refused, no byte of the
+/// profile or the credentials reaches it, the failure is one warning line naming the host, the
+/// TLS error and the fix, and the daemon still runs to the target's end and detaches.
+#[test]
+fn https_push_to_an_untrusted_certificate_fails_with_a_hint() {
+    if !require_root() {
+        return;
+    }
+    let _g = serial();
+    let Some(python) = python() else { return };
+    let target = Target::start(&python, 6);
+    let pid = target.pid().to_string();
+    let (_, server_tls) = private_ca_and_server();
+    let (ingest_port, seen) = fake_pyroscope_over(0, Some(server_tls));
+    let port = free_port();
+    let push = format!("https://127.0.0.1:{ingest_port}");
+    let args = ["-p", &pid, "--listen", &format!("127.0.0.1:{port}"), "-i", "500ms", "--push", &push];
+    let mut daemon = Daemon::start_with_env(&args, &[("TRACER_PUSH_TOKEN", "s3cret")]);
+    daemon.wait_answering(port);
+    let held = bpf_ids_held_by(daemon.child.id());
+    let (code, stderr) = daemon.wait_exit(Duration::from_secs(30));
+    assert_eq!(code, 0, "{stderr}");
+    assert!(
+        stderr.contains("stopped (finalization)") || stderr.contains("stopped (target_exited)"),
+        "stopped because the target ended: {stderr}"
+    );
+    assert!(stderr.contains("all probes detached"), "{stderr}");
+    let failures: Vec<&str> = stderr.lines().filter(|l| l.contains("failed")).collect();
+    assert_eq!(failures.len(), 1, "push failures logged once: {stderr}");
+    let line = failures[0];
+    println!("the warning: {line}");
+    assert!(line.contains(&format!("push to https://127.0.0.1:{ingest_port}/ingest failed")), "{line}");
+    assert!(line.contains("TLS handshake with 127.0.0.1") && line.contains("UnknownIssuer"), "{line}");
+    assert!(line.contains("set TRACER_PUSH_CA="), "{line}");
+    assert!(!stderr.contains("s3cret") && !stderr.contains("panicked"), "{stderr}");
+    assert!(seen.lock().unwrap().is_empty(), "nothing is sent to a server whose certificate was refused");
+    assert_released(&held, "tracer serve");
     drop(target);
 }
 

@@ -83,6 +83,7 @@ pub fn run_dist() -> Result<PathBuf> {
          Maintainer: tracer developers <tracer@localhost>\n\
          Installed-Size: {installed_kb}\n\
          Depends: libc6 (>= {}.{})\n\
+         Recommends: ca-certificates\n\
          Section: devel\n\
          Priority: optional\n\
          Description: find the Python lines that leak memory in a running CPython process\n \

@@ -88,6 +88,10 @@ async fn serve(config: ServeConfig) -> Result<()> {
             );
         }
     }
+    let push_tls = match &config.push {
+        Some(target) => push::Tls::for_target(target)?,
+        None => None,
+    };
     let mut stops = driver::Stops::new()?;
     let mut session = Session::start(&config.record)?;
     let (tx, rx) = watch::channel::<Option<Arc<Snapshot>>>(None);
@@ -98,7 +102,7 @@ async fn serve(config: ServeConfig) -> Result<()> {
         Some(first) if !session.is_host() => format!("pid={}", first.target.pid),
         _ => "mode=host".to_string(),
     };
-    let pusher = config.push.map(|t| Arc::new(push::Pusher::new(t, pushed_as)));
+    let pusher = config.push.map(|t| Arc::new(push::Pusher::new(t, push_tls, pushed_as)));
     let interval = config.record.interval;
     let mut history = history::History::default();
     let result = driver::drive(&mut session, &mut stops, (interval, driver::Cadence::Fixed), None, |session, tick| {

@@ -2,7 +2,12 @@
 //! interval, best effort: one push in flight at most, a timeout, retries with backoff
 //! ([`RETRY_DELAYS`]) on connection errors, 5xx and 429, failures logged once. The name is
 //! `--push-name{pid=N,hostname=H,--push-tag...}`; credentials and tenant come from the
-//! environment (`config::PushTarget::with_credentials`).
+//! environment (`config::PushTarget::with_credentials`). `https://` URLs go over TLS (`tls`); a
+//! certificate the host does not trust fails the push without retries.
+
+mod tls;
+
+pub use tls::Tls;
 
 use std::fmt::Write as _;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -10,7 +15,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 use crate::config::PushTarget;
@@ -44,6 +49,8 @@ fn query_escape(s: &str) -> String {
 
 pub struct Pusher {
     target: PushTarget,
+    /// The TLS client of an `https://` target.
+    tls: Option<Tls>,
     /// The label of the pushed application name: `pid=N`, or `mode=host` with --all (the
     /// profile's samples then carry a `pid` label each).
     label: String,
@@ -53,10 +60,11 @@ pub struct Pusher {
 }
 
 impl Pusher {
-    pub fn new(target: PushTarget, label: String) -> Pusher {
+    pub fn new(target: PushTarget, tls: Option<Tls>, label: String) -> Pusher {
         let now = unix_now() as u64;
         Pusher {
             target,
+            tls,
             label,
             in_flight: AtomicBool::new(false),
             failing: AtomicBool::new(false),
@@ -92,19 +100,14 @@ impl Pusher {
             match result {
                 Ok(()) => {
                     if this.failing.swap(false, Ordering::AcqRel) {
-                        log::warn!(
-                            "push to http://{}{}/ingest works again",
-                            this.target.host_header,
-                            this.target.prefix
-                        );
+                        log::warn!("push to {} works again", this.target.ingest_url());
                     }
                 }
                 Err(e) => {
                     if !this.failing.swap(true, Ordering::AcqRel) {
                         log::warn!(
-                            "push to http://{}{}/ingest failed: {e:#} (further failures are not logged until it works again)",
-                            this.target.host_header,
-                            this.target.prefix
+                            "push to {} failed: {e:#} (further failures are not logged until it works again)",
+                            this.target.ingest_url()
                         );
                     } else {
                         log::debug!("push failed: {e:#}");
@@ -159,13 +162,18 @@ impl Pusher {
             let _ = write!(head, "X-Scope-OrgID: {tenant}\r\n");
         }
         head.push_str("\r\n");
-        let mut stream = TcpStream::connect(&self.target.authority)
+        let tcp = TcpStream::connect(&self.target.authority)
             .await
             .with_context(|| format!("connecting to {}", self.target.authority))
             .map_err(retry)?;
-        stream.write_all(head.as_bytes()).await.map_err(|e| retry(e.into()))?;
-        stream.write_all(body).await.map_err(|e| retry(e.into()))?;
-        let line = status_line(&mut stream).await.map_err(retry)?;
+        let line = match &self.tls {
+            Some(tls) => {
+                let stream = tls.handshake(tcp).await?;
+                exchange(stream, head.as_bytes(), body).await
+            }
+            None => exchange(tcp, head.as_bytes(), body).await,
+        }
+        .map_err(retry)?;
         let status: u16 = line
             .split(' ')
             .nth(1)
@@ -181,8 +189,12 @@ impl Pusher {
     }
 }
 
-/// The response's status line (a bounded read: it is all a push needs).
-async fn status_line(stream: &mut TcpStream) -> Result<String> {
+/// Sends the request and returns the response's status line (a bounded read: it is all a push
+/// needs).
+async fn exchange<S: AsyncRead + AsyncWrite + Unpin>(mut stream: S, head: &[u8], body: &[u8]) -> Result<String> {
+    stream.write_all(head).await?;
+    stream.write_all(body).await?;
+    stream.flush().await?;
     let mut buf = Vec::new();
     let mut chunk = [0u8; 1024];
     while !buf.contains(&b'\n') && buf.len() < 4096 {
