@@ -37,9 +37,12 @@ const C_FIELDS: &[(&str, &[(u64, &str)])] = &[
     ("functools.partial", &[(16, ".func"), (24, ".args"), (32, ".keywords")]),
     ("traceback", &[(16, ".tb_next"), (24, ".tb_frame")]),
     ("functools._lru_cache_wrapper", &[(72, "<lru_cache>"), (88, ".__wrapped__")]),
-    ("_asyncio.Future", &[(24, "._callbacks[0]"), (40, "._callbacks"), (48, ".exception()"), (64, ".result()")]),
-    ("_asyncio.Task", &[(24, "._callbacks[0]"), (40, "._callbacks"), (48, ".exception()"), (64, ".result()")]),
+    ("_asyncio.Future", FUTURE_FIELDS),
+    ("_asyncio.Task", FUTURE_FIELDS),
 ];
+/// A Task is a Future: the same fields before its own (its coroutine is a root already).
+const FUTURE_FIELDS: &[(u64, &str)] =
+    &[(24, "._callbacks[0]"), (40, "._callbacks"), (48, ".exception()"), (64, ".result()")];
 
 /// One container's items on their way to nodes.
 struct Items<'o> {
