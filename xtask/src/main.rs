@@ -109,7 +109,18 @@ enum Cmd {
     Soak(soak::SoakArgs),
 }
 
+/// The benchmarks, soaks and tests stop the tracer with SIGINT, as a person's Ctrl-C does. A task
+/// started in the background by a script inherits SIGINT ignored, which the tracer keeps (as a
+/// background job should): its children get the default back, so SIGINT stops them.
+fn sigint_to_default() {
+    // SAFETY: sets a disposition to the default before any thread is started.
+    unsafe {
+        libc::signal(libc::SIGINT, libc::SIG_DFL);
+    }
+}
+
 fn main() -> ExitCode {
+    sigint_to_default();
     let cli = Cli::parse();
     let result = match cli.command {
         Cmd::Setup { build_only } => setup::run(setup::Options { test_tools: !build_only }).map(|_| 0),

@@ -3,6 +3,7 @@
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
+use std::os::unix::process::CommandExt;
 use std::process::{Child, ChildStderr, Command, Stdio};
 use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
@@ -175,16 +176,23 @@ impl Tracer {
         let dir = tempfile::tempdir().unwrap();
         let output = dir.path().join("report.json");
         let split = args.iter().position(|a| *a == "--").unwrap_or(args.len());
-        let mut child = Command::new(tracer_bin())
-            .arg("record")
+        let mut cmd = Command::new(tracer_bin());
+        cmd.arg("record")
             .args(&args[..split])
             .arg("-o")
             .arg(&output)
             .args(&args[split..])
             .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("start tracer");
+            .stderr(Stdio::piped());
+        // Tests stop it with SIGINT: not ignored even when the tests run as a background job.
+        // SAFETY: only async-signal-safe calls between fork and exec.
+        unsafe {
+            cmd.pre_exec(|| {
+                libc::signal(libc::SIGINT, libc::SIG_DFL);
+                Ok(())
+            });
+        }
+        let mut child = cmd.spawn().expect("start tracer");
         let stderr = BufReader::new(child.stderr.take().unwrap());
         Tracer { child, output, stderr, stderr_text: String::new(), _dir: dir }
     }
