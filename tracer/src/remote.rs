@@ -2,6 +2,7 @@
 
 use std::io::IoSliceMut;
 
+use bytes::Bytes;
 use nix::sys::uio::{process_vm_readv, RemoteIoVec};
 use nix::unistd::Pid;
 
@@ -24,9 +25,10 @@ pub trait Memory {
     }
 
     /// Reads many regions; each result is `None` when that region could not be read. One region
-    /// at a time unless the implementation can batch (a live process does).
-    fn read_batch(&self, regions: &[(u64, usize)]) -> Vec<Option<Vec<u8>>> {
-        regions.iter().map(|&(addr, len)| self.read_vec(addr, len).ok()).collect()
+    /// at a time unless the implementation can batch (a live process does). A result may share
+    /// its buffer with others of the batch (no copy, no allocation per region).
+    fn read_batch(&self, regions: &[(u64, usize)]) -> Vec<Option<Bytes>> {
+        regions.iter().map(|&(addr, len)| self.read_vec(addr, len).ok().map(Bytes::from)).collect()
     }
 }
 
@@ -60,7 +62,7 @@ impl ProcessMemory {
     /// `None` when that region could not be read. Regions close together in the target (objects
     /// of one allocator pool) are read as one span: the kernel's cost is per remote region and
     /// page, not per byte. A span that faults is read again region by region.
-    pub fn read_many(&self, regions: &[(u64, usize)]) -> Vec<Option<Vec<u8>>> {
+    pub fn read_many(&self, regions: &[(u64, usize)]) -> Vec<Option<Bytes>> {
         let mut order: Vec<usize> = (0..regions.len()).collect();
         order.sort_unstable_by_key(|&i| regions[i].0);
         // (start, end, members as a range of `order`)
@@ -78,7 +80,7 @@ impl ProcessMemory {
         }
         let span_regions: Vec<(u64, usize)> = spans.iter().map(|s| (s.0, (s.1 - s.0) as usize)).collect();
         let got = self.read_regions(&span_regions);
-        let mut out: Vec<Option<Vec<u8>>> = regions.iter().map(|_| None).collect();
+        let mut out: Vec<Option<Bytes>> = vec![None; regions.len()];
         let mut retry = Vec::new();
         for (span, buf) in spans.iter().zip(got) {
             for &i in &order[span.2.clone()] {
@@ -86,7 +88,7 @@ impl ProcessMemory {
                     Some(b) => {
                         let (addr, len) = regions[i];
                         let off = (addr - span.0) as usize;
-                        out[i] = Some(b[off..off + len].to_vec());
+                        out[i] = Some(b.slice(off..off + len));
                     }
                     None if span.2.len() > 1 => retry.push(i),
                     None => {}
@@ -102,33 +104,40 @@ impl ProcessMemory {
         out
     }
 
-    /// Reads each region as it is, in batches of `IOV_MAX`. The kernel stops a batch at the first
-    /// region that faults: that one is read alone (to tell a bad region from a short one) and
-    /// the batch goes on after it, so one bad pointer costs two syscalls.
-    fn read_regions(&self, regions: &[(u64, usize)]) -> Vec<Option<Vec<u8>>> {
+    /// Reads each region as it is, in batches of `IOV_MAX` into one buffer per batch (the
+    /// results are views of it). The kernel stops a batch at the first region that faults: that
+    /// one is read alone (to tell a bad region from a short one) and the batch goes on after it,
+    /// so one bad pointer costs two syscalls.
+    fn read_regions(&self, regions: &[(u64, usize)]) -> Vec<Option<Bytes>> {
         const IOV_MAX: usize = 1024;
-        let mut out: Vec<Option<Vec<u8>>> = regions.iter().map(|_| None).collect();
+        let mut out: Vec<Option<Bytes>> = vec![None; regions.len()];
         let mut start = 0;
         while start < regions.len() {
             let chunk = &regions[start..regions.len().min(start + IOV_MAX)];
-            let mut bufs: Vec<Vec<u8>> = chunk.iter().map(|&(_, len)| vec![0u8; len]).collect();
+            let total: usize = chunk.iter().map(|r| r.1).sum();
+            let mut buf = vec![0u8; total];
             let remote: Vec<RemoteIoVec> =
                 chunk.iter().map(|&(addr, len)| RemoteIoVec { base: addr as usize, len }).collect();
             let got = {
-                let mut local: Vec<IoSliceMut> = bufs.iter_mut().map(|b| IoSliceMut::new(b)).collect();
+                let mut local: Vec<IoSliceMut> = Vec::with_capacity(chunk.len());
+                let mut rest = buf.as_mut_slice();
+                for &(_, len) in chunk {
+                    let (head, tail) = rest.split_at_mut(len);
+                    local.push(IoSliceMut::new(head));
+                    rest = tail;
+                }
                 process_vm_readv(Pid::from_raw(self.pid as i32), &mut local, &remote).unwrap_or(0)
             };
+            let buf = Bytes::from(buf);
             let mut consumed = 0usize;
             let mut next = start + chunk.len();
-            for (i, buf) in bufs.into_iter().enumerate() {
-                let len = buf.len();
+            for (i, &(addr, len)) in chunk.iter().enumerate() {
                 if consumed + len > got {
-                    let (addr, len) = chunk[i];
-                    out[start + i] = self.read_vec(addr, len).ok();
+                    out[start + i] = self.read_vec(addr, len).ok().map(Bytes::from);
                     next = start + i + 1;
                     break;
                 }
-                out[start + i] = Some(buf);
+                out[start + i] = Some(buf.slice(consumed..consumed + len));
                 consumed += len;
             }
             start = next;
@@ -143,7 +152,7 @@ const SPAN_GAP: u64 = 256;
 const SPAN_MAX: u64 = 64 << 10;
 
 impl Memory for ProcessMemory {
-    fn read_batch(&self, regions: &[(u64, usize)]) -> Vec<Option<Vec<u8>>> {
+    fn read_batch(&self, regions: &[(u64, usize)]) -> Vec<Option<Bytes>> {
         self.read_many(regions)
     }
 
@@ -214,6 +223,7 @@ mod tests {
     fn one_bad_region_spoils_only_itself() {
         let mem = Region(0x1000, (0..32).collect());
         let got = mem.read_batch(&[(0x1000, 4), (0x0fff, 4), (0x101c, 4), (0x101d, 4)]);
-        assert_eq!(got, vec![Some(vec![0, 1, 2, 3]), None, Some(vec![28, 29, 30, 31]), None]);
+        let got: Vec<Option<&[u8]>> = got.iter().map(|g| g.as_deref()).collect();
+        assert_eq!(got, vec![Some(&[0u8, 1, 2, 3][..]), None, Some(&[28, 29, 30, 31][..]), None]);
     }
 }

@@ -5,6 +5,7 @@
 use super::paths::is_identifier;
 use super::{plausible_ptr, Node, Obj, Parent, Scan};
 use crate::remote::{le_u32, le_u64};
+use bytes::Bytes;
 
 /// Cells read per closure; a function with more free variables is not followed.
 const MAX_CELLS: u64 = 32;
@@ -86,7 +87,7 @@ impl Scan<'_> {
         let mut out = Vec::new();
         for mut c in closures {
             let ntb = it.next().flatten();
-            let cbs: Vec<Option<Vec<u8>>> = c.cells.iter().map(|_| it.next().flatten()).collect();
+            let cbs: Vec<Option<Bytes>> = c.cells.iter().map(|_| it.next().flatten()).collect();
             let Some(ntb) = ntb else { continue };
             if le_u64(&ntb, 8) != self.types.tuple {
                 continue;

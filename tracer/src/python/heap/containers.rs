@@ -3,12 +3,15 @@
 //! [`SAMPLE_ITEMS`] of its newest items. Per kind: which header words are sane, where the sampled
 //! items are, and how a re-read header proves the sample was not torn (containers §2.2, §5).
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
+
+use bytes::Bytes;
 
 use super::layout::HeapLayout;
 use super::namespaces::{NsMode, NsSource};
 use super::types::{Kind, TypeInfo, TPFLAGS_HAVE_GC, TPFLAGS_MANAGED_DICT};
 use super::{plausible_ptr, ContainerSample, Obj, Scan, MAX_RETRIES, NEWEST_ITEMS, OBJ_READ, SAMPLE_ITEMS};
+use crate::python::addrs::AddrMap;
 use crate::python::pystr::StrLayout;
 use crate::remote::{le_u32, le_u64};
 
@@ -292,13 +295,13 @@ impl Scan<'_> {
 
     /// The first [`ITEM_READ`] bytes of each plausible item (types resolved), with what it owns
     /// that takes a read of its own ([`Scan::owned_elsewhere`]).
-    fn item_headers(&mut self, mut ptrs: Vec<u64>) -> HashMap<u64, (Vec<u8>, u64)> {
+    fn item_headers(&mut self, mut ptrs: Vec<u64>) -> AddrMap<(Bytes, u64)> {
         let l = self.layout;
         ptrs.sort_unstable();
         ptrs.dedup();
         ptrs.retain(|&p| plausible_ptr(p));
         let got = self.batch(&ptrs.iter().map(|&p| (p, ITEM_READ)).collect::<Vec<_>>());
-        let hdrs: Vec<(u64, Vec<u8>)> = ptrs
+        let hdrs: Vec<(u64, Bytes)> = ptrs
             .iter()
             .zip(got)
             .filter_map(|(&p, b)| b.filter(|b| l.refcnt_plausible(le_u64(b, 0))).map(|b| (p, b)))
@@ -312,7 +315,7 @@ impl Scan<'_> {
     /// Per item, what it owns outside the bytes read, as `sys.getsizeof` counts it: a dict's
     /// keys (unshared only: shared keys are the type's), a deque's blocks (from its `leftindex`
     /// word, past the header read; taken as 0 if it cannot be read). 0 for other items.
-    fn owned_elsewhere(&mut self, hdrs: &[(u64, Vec<u8>)]) -> Vec<u64> {
+    fn owned_elsewhere(&mut self, hdrs: &[(u64, Bytes)]) -> Vec<u64> {
         let l = self.layout;
         let kind = |s: &Self, h: &[u8]| s.type_info(le_u64(h, 8)).map(|t| t.kind);
         let regions: Vec<(u64, usize)> = hdrs

@@ -76,6 +76,11 @@ pub mod types;
 use std::collections::BTreeMap;
 use std::time::Instant;
 
+use bytes::Bytes;
+
+/// A name read from the target (an attribute, key or local), shared rather than copied.
+pub(crate) type Name = std::rc::Rc<str>;
+
 pub use layout::HeapLayout;
 pub use roots::{RootKind, RootLayout, RootName};
 pub use types::TypeAddrs;
@@ -238,7 +243,8 @@ pub(crate) struct Scan<'a> {
     type_cache: &'a mut TypeCache,
     budget: ScanBudget,
     pub(crate) stats: ScanStats,
-    str_cache: AddrMap<Option<String>>,
+    /// `str` objects read in this scan, by address (names shared by every path they are in).
+    str_cache: AddrMap<Option<Name>>,
     /// Where each path starts, by rank.
     roots: Vec<RootName>,
     /// Where frames keep their locals (frame objects met in the walk too).
@@ -273,7 +279,7 @@ pub(crate) enum Parent {
 pub(crate) struct Obj {
     pub(crate) node: Node,
     /// `pre_header` bytes before the object, then [`OBJ_READ`] bytes of the object.
-    bytes: Vec<u8>,
+    bytes: Bytes,
     pre: usize,
     pub(crate) ty: u64,
 }
@@ -319,8 +325,8 @@ impl<'a> Scan<'a> {
 
     /// Reads regions in one batch. A region that is empty, too large, outside user space or past
     /// the byte budget is not read (`None`), nor is a short read accepted.
-    fn batch(&mut self, regions: &[(u64, usize)]) -> Vec<Option<Vec<u8>>> {
-        let mut out: Vec<Option<Vec<u8>>> = vec![None; regions.len()];
+    fn batch(&mut self, regions: &[(u64, usize)]) -> Vec<Option<Bytes>> {
+        let mut out: Vec<Option<Bytes>> = vec![None; regions.len()];
         let mut idx = Vec::new();
         let mut req = Vec::new();
         let mut total = self.stats.bytes_read as usize;
@@ -360,7 +366,7 @@ impl<'a> Scan<'a> {
     /// Reads `str` objects (exact `PyUnicode_Type`, compact) into Rust strings; `None` if not one.
     /// One batch of headers (with the characters of short strings), one of the longer strings'
     /// characters.
-    fn read_strs(&mut self, ptrs: &[u64]) -> Vec<Option<String>> {
+    fn read_strs(&mut self, ptrs: &[u64]) -> Vec<Option<Name>> {
         let l = self.layout;
         let mut todo: Vec<u64> =
             ptrs.iter().copied().filter(|p| plausible_ptr(*p) && !self.str_cache.contains_key(p)).collect();
@@ -381,7 +387,7 @@ impl<'a> Scan<'a> {
             let (start, len) = self.strs.data(&h);
             match b.get(start as usize..).filter(|d| d.len() >= len) {
                 Some(data) => {
-                    self.str_cache.insert(p, pystr::decode(h.state, h.length, data));
+                    self.str_cache.insert(p, pystr::decode(h.state, h.length, data).map(Name::from));
                 }
                 None => more.push((p, h, start, len)),
             }
@@ -390,7 +396,7 @@ impl<'a> Scan<'a> {
             let regions: Vec<(u64, usize)> = more.iter().map(|&(p, _, start, len)| (p + start, len)).collect();
             let got = self.batch(&regions);
             for (&(p, h, _, _), b) in more.iter().zip(got) {
-                self.str_cache.insert(p, b.and_then(|b| pystr::decode(h.state, h.length, &b)));
+                self.str_cache.insert(p, b.and_then(|b| pystr::decode(h.state, h.length, &b)).map(Name::from));
             }
         }
         ptrs.iter().map(|p| self.str_cache.get(p).cloned().flatten()).collect()
@@ -465,7 +471,9 @@ impl<'a> Scan<'a> {
         let mut roots: Vec<(String, u64)> = mods
             .entries
             .into_iter()
-            .filter_map(|(n, v)| n.filter(|n| module_name_ok(n) && !runner::is_runner_module(n)).map(|n| (n, v)))
+            .filter_map(|(n, v)| {
+                n.filter(|n| module_name_ok(n) && !runner::is_runner_module(n)).map(|n| (n.to_string(), v))
+            })
             .collect();
         roots.sort_by(|a, b| (a.0 != "__main__", &a.0).cmp(&(b.0 != "__main__", &b.0)));
         roots

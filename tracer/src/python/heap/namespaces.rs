@@ -5,9 +5,11 @@
 //! of a BFS level (headers, keys, entries, then key strings and re-checks), and a torn one is read
 //! again up to [`MAX_RETRIES`] times (containers §5).
 
+use bytes::Bytes;
+
 use super::layout::{InstanceLayout, KeysLayout};
 use super::types::{Kind, TypeInfo, TPFLAGS_INLINE_VALUES, TPFLAGS_MANAGED_DICT};
-use super::{plausible_ptr, Obj, Scan, MAX_NS_ENTRIES, MAX_RETRIES, OBJ_READ, SAMPLE_ITEMS};
+use super::{plausible_ptr, Name, Obj, Scan, MAX_NS_ENTRIES, MAX_RETRIES, OBJ_READ, SAMPLE_ITEMS};
 use crate::remote::le_u64;
 
 /// Where a namespace's (name → value) pairs come from.
@@ -32,7 +34,7 @@ pub(crate) enum NsMode {
 #[derive(Debug, Clone, Default)]
 pub(crate) struct NsResult {
     /// (name, value) for Full; (None, value) for Tail.
-    pub(crate) entries: Vec<(Option<String>, u64)>,
+    pub(crate) entries: Vec<(Option<Name>, u64)>,
     /// `ma_used` (dicts) or live count.
     pub(crate) used: u64,
     /// Allocation size of the keys object plus split values (retained estimate).
@@ -90,7 +92,7 @@ impl Scan<'_> {
 
     /// The (name, value) attributes of the instance at `addr` (dict, managed dict or inline
     /// values; not `__slots__`), for the origin reader. `None` when it cannot be read.
-    pub(crate) fn instance_entries(&mut self, addr: u64) -> Option<Vec<(Option<String>, u64)>> {
+    pub(crate) fn instance_entries(&mut self, addr: u64) -> Option<Vec<(Option<Name>, u64)>> {
         let node = super::Node { addr, path: String::new(), depth: 0, rank: 0, parent: super::Parent::Other };
         let o = self.read_objects(vec![node]).pop()?;
         let ti = self.type_info(o.ty)?.clone();
@@ -289,8 +291,8 @@ struct DictRead {
     cap: u64,
     /// The first entry read (Tail mode reads only the last ones).
     first: u64,
-    entries: Vec<u8>,
-    vals: Vec<u8>,
+    entries: Bytes,
+    vals: Bytes,
 }
 
 impl DictRead {
@@ -307,8 +309,8 @@ impl DictRead {
             keys_info: None,
             cap: u64::MAX,
             first: 0,
-            entries: vec![],
-            vals: vec![],
+            entries: Bytes::new(),
+            vals: Bytes::new(),
         }
     }
 }
@@ -500,7 +502,7 @@ impl<'j> NamespaceRead<'j> {
         let mut done = Vec::new();
         for (((r, pairs), rb), kb) in reads.into_iter().zip(pairs).zip(rechecks).zip(keys_rechecks) {
             let full = self.mode(&r) == NsMode::Full;
-            let names: Vec<Option<String>> =
+            let names: Vec<Option<Name>> =
                 if full { (0..pairs.len()).map(|_| names.next().flatten()).collect() } else { vec![] };
             let ki = r.keys_info.unwrap_or_default();
             let mut ok =

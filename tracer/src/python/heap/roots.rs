@@ -26,6 +26,7 @@ use super::{plausible_ptr, Node, Obj, Parent, Scan};
 use crate::python::frames::FrameLayout;
 use crate::python::versions::Offsets;
 use crate::remote::le_u64;
+use bytes::Bytes;
 
 /// Locals read per frame; a frame with more is read up to this many.
 const MAX_LOCALS: u64 = 256;
@@ -308,7 +309,7 @@ impl Scan<'_> {
         }
         frames.retain(|fr| plausible_ptr(fr.code));
         let got = self.batch(&frames.iter().map(|fr| (fr.code, CODE_READ)).collect::<Vec<_>>());
-        let codes: Vec<Option<Vec<u8>>> = got;
+        let codes: Vec<Option<Bytes>> = got;
         let tys: Vec<u64> = codes.iter().flatten().map(|b| le_u64(b, 8)).collect();
         self.resolve_types(&tys);
         let mut keep = Vec::new();

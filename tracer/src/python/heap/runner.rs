@@ -67,12 +67,12 @@ impl Scan<'_> {
                 .collect();
             let names = self.read_strs(&module_ptrs);
             for (key, name) in todo.into_iter().zip(names) {
-                self.type_cache.modules.insert(key, name);
+                self.type_cache.modules.insert(key, name.map(|n| n.to_string()));
             }
         }
         objs.retain(|o| {
-            let module = class_of(self, o).and_then(|k| self.type_cache.modules.get(&k).cloned().flatten());
-            !module.is_some_and(|m| is_runner_module(&m))
+            let module = class_of(self, o).and_then(|k| self.type_cache.modules.get(&k)).and_then(|m| m.as_deref());
+            !module.is_some_and(is_runner_module)
         });
         objs
     }

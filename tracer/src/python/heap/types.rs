@@ -279,7 +279,7 @@ impl Scan<'_> {
         let mut named = Vec::new();
         for (&a, pair) in fresh.iter().zip(raw.chunks(2)) {
             let Some(b) = pair[0].as_ref().map(|h| {
-                let mut b = h.clone();
+                let mut b = h.to_vec();
                 if let Some(ck) = &pair[1] {
                     b.resize(heap_read, 0);
                     b[l.ht_cached_keys as usize..heap_read].copy_from_slice(ck);
