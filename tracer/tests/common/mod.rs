@@ -184,11 +184,13 @@ impl Tracer {
             .args(&args[split..])
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
-        // Tests stop it with SIGINT: not ignored even when the tests run as a background job.
+        // Tests stop it with SIGINT and SIGHUP: not ignored even when the tests run as a
+        // background job or under nohup (the tracer keeps an inherited "ignore").
         // SAFETY: only async-signal-safe calls between fork and exec.
         unsafe {
             cmd.pre_exec(|| {
                 libc::signal(libc::SIGINT, libc::SIG_DFL);
+                libc::signal(libc::SIGHUP, libc::SIG_DFL);
                 Ok(())
             });
         }
