@@ -2,10 +2,11 @@
 //! variables (3.10: `co_freevars`; 3.11+: the last `co_nfreevars` names of `co_localsplusnames`;
 //! containers §2.2). Each cell's content is reached as `FUNC<closure>.NAME`.
 
+use bytes::Bytes;
+
 use super::paths::is_identifier;
 use super::{plausible_ptr, Node, Obj, Parent, Scan};
 use crate::remote::{le_u32, le_u64};
-use bytes::Bytes;
 
 /// Cells read per closure; a function with more free variables is not followed.
 const MAX_CELLS: u64 = 32;

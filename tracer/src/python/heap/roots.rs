@@ -20,13 +20,14 @@
 
 use std::collections::{HashMap, HashSet};
 
+use bytes::Bytes;
+
 use super::paths::{is_dunder, quote};
 use super::runner::is_runner_file;
 use super::{plausible_ptr, Node, Obj, Parent, Scan};
 use crate::python::frames::FrameLayout;
 use crate::python::versions::Offsets;
 use crate::remote::le_u64;
-use bytes::Bytes;
 
 /// Locals read per frame; a frame with more is read up to this many.
 const MAX_LOCALS: u64 = 256;
