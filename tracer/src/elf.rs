@@ -2,7 +2,8 @@
 //! where each is mapped in the target.
 
 use std::collections::HashMap;
-use std::os::unix::fs::MetadataExt;
+use std::io::Read;
+use std::os::unix::fs::{FileExt, MetadataExt};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, Weak};
 
@@ -17,6 +18,9 @@ struct Segment {
     filesz: u64,
 }
 
+/// The most bytes one `bytes_at` reads (its callers read tables of a few hundred bytes).
+const MAX_BYTES_AT: usize = 1 << 20;
+
 /// The parts of an ELF file the tracer uses, parsed once.
 pub struct ElfImage {
     /// How this process's copy was opened (uprobes are attached through it).
@@ -25,7 +29,10 @@ pub struct ElfImage {
 }
 
 struct Parsed {
-    data: Vec<u8>,
+    /// Where initialised bytes are read from: the file itself, kept open rather than in memory
+    /// (a libpython is ~25 MiB and only a few hundred bytes of it are ever read again; the open
+    /// file stays the one that is mapped even if a package upgrade replaces the path).
+    bytes: Bytes,
     /// Defined symbols from .dynsym and .symtab (dynsym wins), name -> virtual address.
     symbols: HashMap<String, u64>,
     segments: Vec<Segment>,
@@ -33,6 +40,30 @@ struct Parsed {
 
 /// (device, inode, size, mtime): the same file, whichever path or process it is seen through.
 type FileKey = (u64, u64, u64, i64, i64);
+
+enum Bytes {
+    File(std::fs::File),
+    /// Images parsed from memory (tests).
+    #[cfg(test)]
+    Memory(Vec<u8>),
+}
+
+impl Bytes {
+    fn get(&self, off: u64, len: usize) -> Option<Vec<u8>> {
+        match self {
+            Bytes::File(f) => {
+                let mut buf = vec![0; len];
+                f.read_exact_at(&mut buf, off).ok()?;
+                Some(buf)
+            }
+            #[cfg(test)]
+            Bytes::Memory(data) => {
+                let off = usize::try_from(off).ok()?;
+                data.get(off..off.checked_add(len)?).map(<[u8]>::to_vec)
+            }
+        }
+    }
+}
 
 /// Files parsed and still held by some `ElfImage`. In host mode twenty processes of one
 /// interpreter share one copy of its libpython (about 25 MiB) instead of holding twenty.
@@ -47,15 +78,27 @@ impl ElfImage {
         if let Some(parsed) = cache.iter().find(|(k, _)| *k == key).and_then(|(_, w)| w.upgrade()) {
             return Ok(Self { path: path.to_path_buf(), parsed });
         }
-        let data = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
-        let image = Self::parse(path.to_path_buf(), data)?;
+        let mut file = std::fs::File::open(path).with_context(|| format!("reading {}", path.display()))?;
+        let mut data = Vec::new();
+        file.read_to_end(&mut data).with_context(|| format!("reading {}", path.display()))?;
+        let (symbols, segments) = Self::parse_tables(path, &data)?;
+        drop(data);
+        let image =
+            Self { path: path.to_path_buf(), parsed: Arc::new(Parsed { bytes: Bytes::File(file), symbols, segments }) };
         cache.push((key, Arc::downgrade(&image.parsed)));
         Ok(image)
     }
 
+    /// An image parsed from bytes in memory.
+    #[cfg(test)]
     pub fn parse(path: PathBuf, data: Vec<u8>) -> Result<Self> {
-        let (symbols, segments) = {
-            let file = object::File::parse(&*data).with_context(|| format!("{} is not an ELF file", path.display()))?;
+        let (symbols, segments) = Self::parse_tables(&path, &data)?;
+        Ok(Self { path, parsed: Arc::new(Parsed { bytes: Bytes::Memory(data), symbols, segments }) })
+    }
+
+    fn parse_tables(path: &Path, data: &[u8]) -> Result<(HashMap<String, u64>, Vec<Segment>)> {
+        let tables = {
+            let file = object::File::parse(data).with_context(|| format!("{} is not an ELF file", path.display()))?;
             let mut symbols = HashMap::new();
             for sym in file.symbols().chain(file.dynamic_symbols()) {
                 if sym.is_undefined() || sym.address() == 0 {
@@ -76,7 +119,7 @@ impl ElfImage {
                 .collect();
             (symbols, segments)
         };
-        Ok(Self { path, parsed: Arc::new(Parsed { data, symbols, segments }) })
+        Ok(tables)
     }
 
     pub fn symbol(&self, name: &str) -> Option<u64> {
@@ -103,13 +146,15 @@ impl ElfImage {
     }
 
     /// Initialised bytes at a virtual address, straight from the file (constants in .rodata).
-    pub fn bytes_at(&self, vaddr: u64, len: usize) -> Option<&[u8]> {
-        let off = self.file_offset(vaddr)? as usize;
-        self.parsed.data.get(off..off.checked_add(len)?)
+    pub fn bytes_at(&self, vaddr: u64, len: usize) -> Option<Vec<u8>> {
+        if len > MAX_BYTES_AT {
+            return None;
+        }
+        self.parsed.bytes.get(self.file_offset(vaddr)?, len)
     }
 
     /// Bytes of the function at `vaddr`, for decoding its prologue.
-    pub fn code_at(&self, vaddr: u64, len: usize) -> Option<&[u8]> {
+    pub fn code_at(&self, vaddr: u64, len: usize) -> Option<Vec<u8>> {
         self.bytes_at(vaddr, len)
     }
 }

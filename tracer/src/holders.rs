@@ -17,7 +17,18 @@ pub struct HolderTrack {
     pub series: Series,
     /// Where its newest items were made, read when its length last grew.
     pub origin: Option<Origin>,
+    /// The scan that last reached it.
+    seen_in_scan: u64,
 }
+
+/// Points kept per container: enough for a trend, and a service reaches tens of thousands of
+/// containers (a series per session dict), so the default 512 would cost ~8 KiB each.
+const HOLDER_POINTS: usize = 128;
+
+/// A container no scan has reached for this many scans is gone (a finished request's dict, an
+/// expired session's): its track is dropped, or a service that churns keys would grow the
+/// tracer without bound.
+const FORGET_AFTER_SCANS: u64 = 30;
 
 /// Growing holders whose newest items' origins are read per scan (the fastest growing).
 const ORIGIN_HOLDERS_PER_SCAN: usize = 8;
@@ -91,14 +102,17 @@ impl Holders {
         let roots = self.census.as_ref().map(|c| c.roots.as_slice()).unwrap_or(&[]);
         let (samples, stats) = self.scanner.scan(&self.budget, roots);
         self.totals.add(&stats);
+        let scan_no = self.totals.scans;
         let mut grew: Vec<(u64, (String, String))> = Vec::new();
         for mut sample in samples {
             let key = (sample.path.clone(), sample.type_name.clone());
             let track = self.tracks.entry(key.clone()).or_insert_with(|| HolderTrack {
                 last: sample.clone(),
-                series: Series::new(),
+                series: Series::with_capacity(HOLDER_POINTS),
                 origin: None,
+                seen_in_scan: scan_no,
             });
+            track.seen_in_scan = scan_no;
             if sample.len > track.last.len {
                 grew.push((sample.len - track.last.len, key));
             }
@@ -110,6 +124,7 @@ impl Holders {
             }
             track.last = sample;
         }
+        self.tracks.retain(|_, t| scan_no - t.seen_in_scan < FORGET_AFTER_SCANS);
         self.read_origins(grew);
         self.next_at_s = t_s + t0.elapsed().as_secs_f64() / MAX_DUTY;
     }

@@ -33,10 +33,11 @@ impl Series {
         Self::with_capacity(DEFAULT_CAPACITY)
     }
 
-    /// `cap` below 2 is raised to 2.
+    /// `cap` below 2 is raised to 2. Memory grows with the points kept, not with `cap`: the
+    /// holders view keeps one series per live container, tens of thousands on a big service.
     pub fn with_capacity(cap: usize) -> Self {
         let cap = cap.max(2);
-        Series { points: Vec::with_capacity(cap), cap, stride: 1, pending: 0 }
+        Series { points: Vec::new(), cap, stride: 1, pending: 0 }
     }
 
     /// Adds a sample. Non-finite times or values are ignored, and so is a sample older than the
@@ -67,6 +68,10 @@ impl Series {
         }
         if self.points.len() >= self.cap {
             self.compact();
+        }
+        let len = self.points.len();
+        if len == self.points.capacity() {
+            self.points.reserve_exact(len.max(4).min(self.cap - len));
         }
         self.points.push((t_s, value));
         if self.stride > 1 {
@@ -153,6 +158,19 @@ mod tests {
         assert_eq!(s.points(), &[(1.0, 1.0), (3.0, 3.0), (5.0, 5.0)]);
         s.push(6.0, 6.0);
         assert_eq!(s.points(), &[(1.0, 1.0), (3.0, 3.0), (5.0, 5.0), (6.0, 6.0)]);
+    }
+
+    #[test]
+    fn memory_grows_with_the_points_kept() {
+        let mut s = Series::new();
+        assert_eq!(s.points.capacity(), 0);
+        s.push(1.0, 1.0);
+        assert!(s.points.capacity() <= 4, "{}", s.points.capacity());
+        let mut small = Series::with_capacity(3);
+        for i in 0..10 {
+            small.push(i as f64, 1.0);
+            assert!(small.points.capacity() <= 3, "{}", small.points.capacity());
+        }
     }
 
     #[test]

@@ -133,7 +133,7 @@ impl Probes {
         };
         let mut offset = elf.file_offset(vaddr).with_context(|| format!("{symbol} has no file offset"))?;
         if placement == Placement::Prologue && self.plan.prologue_offsets {
-            offset += elf.code_at(vaddr, 16).map(cheap_probe_offset).unwrap_or(0);
+            offset += elf.code_at(vaddr, 16).map(|code| cheap_probe_offset(&code)).unwrap_or(0);
         }
         Ok(Some(offset))
     }

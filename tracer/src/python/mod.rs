@@ -110,11 +110,7 @@ fn with_debug_offsets(pid: u32, python: &Mapped, runtime: u64, builtin: Offsets)
     }
     let minor = builtin.minor;
     let from_memory = ProcessMemory::new(pid).read_vec(runtime, debug_offsets::TABLE_BYTES).ok();
-    let from_file = python
-        .elf
-        .symbol("_PyRuntime")
-        .and_then(|v| python.elf.bytes_at(v, debug_offsets::TABLE_BYTES))
-        .map(<[u8]>::to_vec);
+    let from_file = python.elf.symbol("_PyRuntime").and_then(|v| python.elf.bytes_at(v, debug_offsets::TABLE_BYTES));
     let parsed = [from_memory, from_file]
         .into_iter()
         .flatten()
