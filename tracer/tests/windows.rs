@@ -185,12 +185,11 @@ fn windows_detach_on_every_exit_path() {
     assert_no_leftover_probes();
 }
 
-/// A bounded cache whose evictions fall mostly between windows: not a leak. Ignored: blocks
-/// reused size for size at once (ABA) are not caught from outside, and in 2 of 3 runs here the
-/// cache came out `stable`, in 1 `leak` (24% of its blocks live, the rest stale records that
-/// decay only as their addresses are freed inside windows). Run with `--ignored`.
+/// A bounded cache whose evictions fall mostly between windows: not a leak. Its blocks are
+/// reused size for size (ABA), which is not caught from outside; before `leaks` asked for 8
+/// periods of growth and no turnover among window survivors (docs/probes.md), 1 run in 3 here
+/// came out `leak`. Passed 4 of 4 runs since.
 #[test]
-#[ignore = "known limit: a cache reusing blocks size for size converges slowly (docs/probes.md)"]
 fn a_bounded_cache_is_not_a_leak() {
     if !require_root() {
         return;

@@ -92,6 +92,15 @@
 //! 24 seconds and more, and every view other than finalization (a duration, a signal, a live
 //! snapshot), are judged by the criteria above unchanged (`Criteria::for_view`).
 //!
+//! **Under probe windows** (`--window ON/EVERY`) a block's death is seen only when a window sees
+//! its free or its address handed out again, or a sweep between windows reads its chunk as
+//! freed. A cache that hands a freed block at once to an identical new one keeps the address
+//! looking alive until a window happens to see the reuse, which can take several periods. So
+//! under windows `leak` also needs:
+//!    * growth lasting at least 8 periods [WINDOW_PERIODS 8] (80 s at `1s/10s`);
+//!    * memory that does not turn over: of the blocks still live when a window closed, fewer
+//!      than 2, or under 5%, found dead later (`Outlived`).
+//!
 //! The fraction of allocations still outstanding (live / allocated) is not a gate: a stack whose
 //! allocations are mostly freed but whose outstanding total still grows steadily is churn plus a
 //! leak, and is a leak. The live fraction lowers or raises the score and is shown in the reason.
@@ -213,6 +222,17 @@ impl Criteria {
         Criteria { min_growth_per_s: 0.01, min_total_growth: 20.0, ..Self::for_bytes() }
     }
 
+    /// The criteria under probe windows opening every `every_s` seconds and recording
+    /// `recorded_share` of the time (see the module docs).
+    pub fn under_windows(&self, every_s: f64, recorded_share: f64) -> Criteria {
+        let mut c = self.clone();
+        c.recorded_share = recorded_share;
+        if every_s.is_finite() && every_s > 0.0 {
+            c.min_window_s = c.min_window_s.max(WINDOW_PERIODS * every_s);
+        }
+        c
+    }
+
     /// The criteria a report taken at `view`, `run_s` seconds into the recording, is judged by:
     /// at finalization (the program ended normally) growth lasting [`WHOLE_RUN_SHARE`] of the
     /// run is long enough, never more than `min_window_s`; any other view, unchanged.
@@ -260,7 +280,32 @@ pub struct Evidence {
     pub oldest_age_s: f64,
     /// Length of the recording.
     pub window_s: f64,
+    /// Under probe windows: allocations still live when a window closed, and how many of those
+    /// died later (0 and 0 without windows).
+    pub outlived: Outlived,
 }
+
+/// Allocations that outlived a probe window, and of those, how many died later.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Outlived {
+    pub survivors: u64,
+    pub died: u64,
+}
+
+impl Outlived {
+    /// Enough survivors died later that memory turns over, though the deaths seen are too few
+    /// to keep the series flat (between windows a dead block handed out again to an identical
+    /// one looks alive until a later window sees its address reused).
+    pub fn turns_over(&self) -> bool {
+        self.died >= MIN_OUTLIVED_DEATHS && self.died * 20 >= self.survivors
+    }
+}
+
+/// Periods of probe windows a growth must last to be `leak` (module docs).
+const WINDOW_PERIODS: f64 = 8.0;
+
+/// Deaths of window survivors that show turnover (with at least 5% of them).
+const MIN_OUTLIVED_DEATHS: u64 = 2;
 
 impl Evidence {
     /// live_count / allocs, when there were allocations.

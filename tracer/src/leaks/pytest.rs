@@ -158,7 +158,7 @@ mod tests {
 
     #[test]
     fn a_test_that_kept_what_it_grew_leaked_in_that_test() {
-        let e = Evidence { allocs: 100, live_count: 100, oldest_age_s: 20.0, window_s: 30.0 };
+        let e = Evidence { allocs: 100, live_count: 100, oldest_age_s: 20.0, window_s: 30.0, ..Default::default() };
         let c = Criteria::for_bytes();
         // Flat, 1.5 s of steady growth (4.5 MB) at 10 s, then flat for 20 s: bounded as a whole.
         let v = |t: f64| 3e6 * (t - 10.0).clamp(0.0, 1.5);

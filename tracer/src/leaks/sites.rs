@@ -3,7 +3,7 @@
 //! allocating line is judged as a whole too, and when that verdict is worse than each of its
 //! paths' own and is leak or growing, the line replaces its paths in the report.
 
-use super::{judge, Criteria, Evidence, Judgement};
+use super::{judge, Criteria, Evidence, Judgement, Outlived};
 use crate::report::{Suspect, Verdict};
 use crate::series::Series;
 use crate::units::Unit;
@@ -19,6 +19,8 @@ pub struct CallPath {
     pub outstanding_bytes: u64,
     /// Age of its oldest outstanding allocation.
     pub oldest_age_s: f64,
+    /// Under probe windows: its allocations that outlived a window, and their deaths.
+    pub outlived: Outlived,
 }
 
 impl From<&Suspect> for CallPath {
@@ -29,6 +31,7 @@ impl From<&Suspect> for CallPath {
             live_count: s.outstanding_count,
             outstanding_bytes: s.outstanding_bytes,
             oldest_age_s: s.oldest_age_s,
+            outlived: Outlived::default(),
         }
     }
 }
@@ -57,6 +60,10 @@ pub fn merge_call_paths(line: &Series, paths: &[CallPath], window_s: f64, criter
         live_count: paths.iter().map(|p| p.live_count).sum(),
         oldest_age_s: paths.iter().map(|p| p.oldest_age_s).fold(0.0, f64::max),
         window_s,
+        outlived: Outlived {
+            survivors: paths.iter().map(|p| p.outlived.survivors).sum(),
+            died: paths.iter().map(|p| p.outlived.died).sum(),
+        },
     };
     let mut judgement = judge(line, Some(&evidence), criteria, Unit::Bytes);
     if judgement.verdict >= worst_path || !judgement.verdict.is_growing() {
@@ -83,7 +90,14 @@ mod tests {
     }
 
     fn path(verdict: Verdict, outstanding_bytes: u64) -> CallPath {
-        CallPath { verdict, allocs: 100, live_count: 90, outstanding_bytes, oldest_age_s: 50.0 }
+        CallPath {
+            verdict,
+            allocs: 100,
+            live_count: 90,
+            outstanding_bytes,
+            oldest_age_s: 50.0,
+            outlived: Outlived::default(),
+        }
     }
 
     #[test]
@@ -93,7 +107,10 @@ mod tests {
         let merged = merge_call_paths(&line(|t| 20.0 * KIB * t), &paths, 60.0, &Criteria::for_bytes()).unwrap();
         assert_eq!(merged.judgement.verdict, Verdict::Leak, "{merged:?}");
         assert!(merged.judgement.reason.ends_with("; across 10 call paths (the largest shown)"), "{merged:?}");
-        assert_eq!(merged.evidence, Evidence { allocs: 1000, live_count: 900, oldest_age_s: 50.0, window_s: 60.0 });
+        assert_eq!(
+            merged.evidence,
+            Evidence { allocs: 1000, live_count: 900, oldest_age_s: 50.0, window_s: 60.0, ..Default::default() }
+        );
         // The largest path; of equals, the last.
         assert_eq!(merged.shown, 8);
     }

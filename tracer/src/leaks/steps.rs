@@ -473,6 +473,8 @@ pub(super) enum Unmet {
     Trend { z: f64, need: f64 },
     /// Age of the oldest live allocation against the share of the growing part it must reach.
     Turnover { oldest_s: f64, need_s: f64 },
+    /// Under probe windows: allocations live when a window closed that were found dead later.
+    Outlived { survivors: u64, died: u64 },
 }
 
 impl Unmet {
@@ -489,6 +491,11 @@ impl Unmet {
             Unmet::Turnover { oldest_s, need_s } => format!(
                 "memory turns over: oldest live allocation {}",
                 units::short_of(oldest_s, need_s, units::duration)
+            ),
+            Unmet::Outlived { survivors, died } => format!(
+                "memory turns over: {} of {} allocations live at a window's close died later",
+                units::count(died),
+                units::count(survivors)
             ),
         }
     }
@@ -521,6 +528,9 @@ pub(super) fn not_yet(
         let need_s = c.min_oldest_age_share * g.dur;
         if e.live_count > 0 && e.oldest_age_s.is_finite() && e.oldest_age_s > 0.0 && e.oldest_age_s < need_s {
             failed.push(Unmet::Turnover { oldest_s: e.oldest_age_s, need_s });
+        }
+        if e.outlived.turns_over() {
+            failed.push(Unmet::Outlived { survivors: e.outlived.survivors, died: e.outlived.died });
         }
     }
     failed
@@ -733,7 +743,8 @@ mod tests {
         assert!(j.reason.ends_with(not_yet), "{j:?}");
         assert!((0.3..=0.55).contains(&j.score));
         let steady = points(60.0, 2.0, |t| 100.0 * KIB * t);
-        let young = Evidence { allocs: 300_000, live_count: 3000, oldest_age_s: 3.0, window_s: 60.0 };
+        let young =
+            Evidence { allocs: 300_000, live_count: 3000, oldest_age_s: 3.0, window_s: 60.0, ..Default::default() };
         let j = judged(&steady, Some(&young));
         assert_eq!(j.verdict, Verdict::Growing);
         assert!(j.reason.ends_with("memory turns over: oldest live allocation only 3 s (need 30 s)"), "{j:?}");

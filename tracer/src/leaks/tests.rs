@@ -69,7 +69,7 @@ fn linear_growth_is_leak() {
 #[test]
 fn leak_reason_with_evidence() {
     let s = series(600.0, 2.0, |t| 1.2 * MIB / 60.0 * t);
-    let e = Evidence { allocs: 3000, live_count: 2940, oldest_age_s: 598.0, window_s: 600.0 };
+    let e = Evidence { allocs: 3000, live_count: 2940, oldest_age_s: 598.0, window_s: 600.0, ..Default::default() };
     let j = judge(&s, Some(&e), &Criteria::for_bytes(), Unit::Bytes);
     check(&j, Verdict::Leak);
     assert_eq!(j.reason, "+1.2 MiB/min for 10 min, 98% of 3,000 allocations still live, oldest 9m58s");
@@ -78,8 +78,9 @@ fn leak_reason_with_evidence() {
 #[test]
 fn churn_plus_growth_is_still_leak_with_lower_score() {
     let s = series(60.0, 2.0, |t| 100.0 * KIB * t);
-    let kept = Evidence { allocs: 3000, live_count: 2900, oldest_age_s: 59.0, window_s: 60.0 };
-    let churn = Evidence { allocs: 300_000, live_count: 3000, oldest_age_s: 59.0, window_s: 60.0 };
+    let kept = Evidence { allocs: 3000, live_count: 2900, oldest_age_s: 59.0, window_s: 60.0, ..Default::default() };
+    let churn =
+        Evidence { allocs: 300_000, live_count: 3000, oldest_age_s: 59.0, window_s: 60.0, ..Default::default() };
     let a = judge(&s, Some(&kept), &Criteria::for_bytes(), Unit::Bytes);
     let b = judge(&s, Some(&churn), &Criteria::for_bytes(), Unit::Bytes);
     check(&a, Verdict::Leak);
@@ -89,9 +90,51 @@ fn churn_plus_growth_is_still_leak_with_lower_score() {
 }
 
 #[test]
+fn under_windows_blocks_that_outlived_a_window_and_died_later_are_turnover_not_leak() {
+    // A cache whose evictions fall between windows and whose blocks are handed out again at
+    // once to identical new ones: its series rises like a leak's while those deaths go unseen.
+    let s = series(120.0, 10.0, |t| 20.0 * KIB * t);
+    let c = Criteria::for_bytes().under_windows(10.0, 0.1);
+    let e = |survivors, died| Evidence {
+        allocs: 300,
+        live_count: 280,
+        oldest_age_s: 119.0,
+        window_s: 120.0,
+        outlived: Outlived { survivors, died },
+    };
+    let cache = judge(&s, Some(&e(300, 20)), &c, Unit::Bytes);
+    check(&cache, Verdict::Growing);
+    assert!(
+        cache.reason.ends_with("memory turns over: 20 of 300 allocations live at a window's close died later"),
+        "{}",
+        cache.reason
+    );
+    // A leak's survivors never die; one inferred death (5% at least, and 2) is not turnover.
+    check(&judge(&s, Some(&e(300, 0)), &c, Unit::Bytes), Verdict::Leak);
+    check(&judge(&s, Some(&e(300, 1)), &c, Unit::Bytes), Verdict::Leak);
+    check(&judge(&s, Some(&e(300, 14)), &c, Unit::Bytes), Verdict::Leak);
+}
+
+#[test]
+fn under_windows_a_leak_needs_eight_periods_of_growth() {
+    let e = Evidence { allocs: 60, live_count: 60, oldest_age_s: 70.0, window_s: 70.0, ..Default::default() };
+    let c = Criteria::for_bytes().under_windows(10.0, 0.1);
+    let short = judge(&series(70.0, 10.0, |t| 20.0 * KIB * t), Some(&e), &c, Unit::Bytes);
+    check(&short, Verdict::Growing);
+    assert!(short.reason.contains("only 1m10s (need 1m20s)"), "{}", short.reason);
+    let e = Evidence { oldest_age_s: 90.0, window_s: 90.0, ..e };
+    check(&judge(&series(90.0, 10.0, |t| 20.0 * KIB * t), Some(&e), &c, Unit::Bytes), Verdict::Leak);
+    // Without windows, 8 seconds are enough.
+    check(
+        &judge(&series(70.0, 10.0, |t| 20.0 * KIB * t), Some(&e), &Criteria::for_bytes(), Unit::Bytes),
+        Verdict::Leak,
+    );
+}
+
+#[test]
 fn young_outstanding_memory_is_turnover_not_leak() {
     let s = series(60.0, 2.0, |t| 100.0 * KIB * t);
-    let e = Evidence { allocs: 300_000, live_count: 3000, oldest_age_s: 3.0, window_s: 60.0 };
+    let e = Evidence { allocs: 300_000, live_count: 3000, oldest_age_s: 3.0, window_s: 60.0, ..Default::default() };
     let j = judge(&s, Some(&e), &Criteria::for_bytes(), Unit::Bytes);
     check(&j, Verdict::Growing);
     assert!(j.reason.contains("memory turns over"), "{}", j.reason);
@@ -502,7 +545,8 @@ fn no_panics_on_degenerate_input() {
         min_oldest_age_share: f64::NAN,
         recorded_share: f64::NAN,
     };
-    let e = Evidence { allocs: 0, live_count: 7, oldest_age_s: f64::NAN, window_s: f64::INFINITY };
+    let e =
+        Evidence { allocs: 0, live_count: 7, oldest_age_s: f64::NAN, window_s: f64::INFINITY, ..Default::default() };
     for cr in [&c, &weird, &Criteria::for_items()] {
         for ev in [None, Some(&e)] {
             for u in [Unit::Bytes, Unit::Items] {
@@ -553,7 +597,7 @@ fn dense_series(run_s: f64, mut f: impl FnMut(f64) -> f64) -> Series {
 
 fn at_exit(s: &Series, run_s: f64, oldest_s: f64) -> Judgement {
     let c = Criteria::for_bytes().for_view(FinalView::Finalization, run_s);
-    let e = Evidence { allocs: 500, live_count: 500, oldest_age_s: oldest_s, window_s: run_s };
+    let e = Evidence { allocs: 500, live_count: 500, oldest_age_s: oldest_s, window_s: run_s, ..Default::default() };
     judge(s, Some(&e), &c, Unit::Bytes)
 }
 
@@ -658,7 +702,7 @@ fn every_reason_clause_agrees_with_the_verdict() {
             let slope = 100.0 * KIB * (1.0 + (seed % 5) as f64);
             let s = series(run, interval, |t| MIB + slope * t + noise * rng.sym());
             let oldest = run * [1.0, 0.2][(seed % 2) as usize];
-            let e = Evidence { allocs: 100, live_count: 50, oldest_age_s: oldest, window_s: run };
+            let e = Evidence { allocs: 100, live_count: 50, oldest_age_s: oldest, window_s: run, ..Default::default() };
             let c = if seed % 4 == 0 {
                 Criteria::for_bytes().for_view(FinalView::Finalization, run)
             } else {

@@ -10,7 +10,7 @@ use tracer_ebpf::Counter;
 use crate::census::CensusView;
 use crate::collector::Counters;
 use crate::holders::Holders;
-use crate::leaks::{self, CallPath, Capacities, Criteria, Evidence, ListedStack, Unit};
+use crate::leaks::{self, CallPath, Capacities, Criteria, Evidence, ListedStack, Outlived, Unit};
 use crate::report::{
     CensusSummary, CensusType, FinalView, Holder, HolderRoot, Report, Suspect, TargetInfo, TimelinePoint, Totals,
     WindowsInfo, SCHEMA,
@@ -52,6 +52,9 @@ pub struct Stacks<'a> {
     pub counters: &'a Counters,
     /// Per record of `table`: age in seconds of its oldest outstanding allocation.
     pub ages: &'a [f64],
+    /// Per record of `table`, under probe windows: its allocations that outlived a window and
+    /// how many of them died later (empty without windows).
+    pub outlived: &'a [Outlived],
     /// Several processes are traced: allocations and frees are counted from each process's own
     /// stacks, losses from its own loss counters (the session's counters sum all processes).
     pub per_process: bool,
@@ -86,7 +89,7 @@ pub fn build(input: Input) -> Report {
     // Rates measured on the recorded share of the timeline are scaled to the whole of it (leaks).
     let mut criteria = criteria.for_view(view, window_s);
     if let Some(w) = &windows {
-        criteria.recorded_share = w.recorded_share;
+        criteria = criteria.under_windows(w.every_s, w.recorded_share);
     }
     let criteria = &criteria;
     let mut totals = Totals::default();
@@ -94,7 +97,7 @@ pub fn build(input: Input) -> Report {
     let mut timeline = Vec::new();
     if let Some(s) = stacks {
         let whole_run = view == FinalView::Finalization;
-        suspects = judge_stacks(s.table, s.ages, instance, criteria, (window_s, whole_run, cwd.as_deref()));
+        suspects = judge_stacks(&s, instance, criteria, (window_s, whole_run, cwd.as_deref()));
         totals = stack_totals(&s, instance, target.pid);
         timeline =
             s.table.timeline.points().iter().map(|&(t, v)| TimelinePoint { t, outstanding_bytes: v as u64 }).collect();
@@ -131,14 +134,9 @@ pub fn build(input: Input) -> Report {
 
 /// `run`: the seconds the report covers, whether the run ended normally (a call path under a test
 /// is then also judged as the test's own run), and the directory tests are named from.
-fn judge_stacks(
-    table: &StackTable,
-    ages: &[f64],
-    instance: u64,
-    criteria: &Criteria,
-    run: (f64, bool, Option<&str>),
-) -> Vec<Suspect> {
+fn judge_stacks(stacks: &Stacks, instance: u64, criteria: &Criteria, run: (f64, bool, Option<&str>)) -> Vec<Suspect> {
     let (window_s, whole_run, root) = run;
+    let Stacks { table, ages, outlived, .. } = *stacks;
     let evidence_of = |i: usize| {
         let s = table.records[i].stats;
         Evidence {
@@ -146,6 +144,7 @@ fn judge_stacks(
             live_count: s.outstanding_count.max(0) as u64,
             oldest_age_s: ages.get(i).copied().unwrap_or(0.0),
             window_s,
+            outlived: outlived.get(i).copied().unwrap_or_default(),
         }
     };
     let mut judged: Vec<Option<Suspect>> = table
@@ -173,7 +172,11 @@ fn judge_stacks(
     // a little per path: judge every allocating line as a whole too.
     for site in &table.sites {
         let members: Vec<usize> = site.records.iter().copied().filter(|&i| judged[i].is_some()).collect();
-        let paths: Vec<CallPath> = members.iter().filter_map(|&i| judged[i].as_ref()).map(CallPath::from).collect();
+        let paths: Vec<CallPath> = members
+            .iter()
+            .filter_map(|&i| judged[i].as_ref().map(|s| (i, s)))
+            .map(|(i, s)| CallPath { outlived: outlived.get(i).copied().unwrap_or_default(), ..CallPath::from(s) })
+            .collect();
         let Some(merged) = leaks::merge_call_paths(&site.series, &paths, window_s, criteria) else { continue };
         let mut stats = tracer_ebpf::StackStats::default();
         for &i in &members {
@@ -427,7 +430,7 @@ mod tests {
         own.counts[Counter::LostStackTruncated.loss_slot().unwrap()] = 61;
         counters.1.insert(41, own);
         let ages = t.oldest_ages(30_000_000_000, &HashMap::from([(1u64, 1_000_000_000u64)]));
-        let stacks = Stacks { table: &t, counters: &counters, ages: &ages, per_process: false };
+        let stacks = Stacks { table: &t, counters: &counters, ages: &ages, outlived: &[], per_process: false };
         let criteria = Criteria::for_bytes();
         let r = build(input(Some(stacks), 1, &criteria));
         assert_eq!(r.final_view, Some(FinalView::TargetExited));

@@ -29,7 +29,7 @@ use crate::collector::{Announcement, Collector, Counters};
 use crate::holders::Holders;
 use crate::host::{HostFilter, Newcomers, Skipped};
 use crate::launch::Launched;
-use crate::leaks::{Capacities, Criteria};
+use crate::leaks::{Capacities, Criteria, Outlived};
 use crate::probes::Probes;
 use crate::report::build::{self, Stacks};
 use crate::report::{FinalView, MultiReport, Report, Reports, WindowsInfo, SCHEMA};
@@ -271,10 +271,28 @@ impl Session {
         self.stacks.oldest_ages(end_ns, &live)
     }
 
+    /// Per stack record, under probe windows: its allocations that outlived a window and how
+    /// many of them died later (empty without windows).
+    fn outlived(&self) -> Vec<Outlived> {
+        let mut per_record = Vec::new();
+        if self.windows.is_none() {
+            return per_record;
+        }
+        per_record.resize(self.stacks.records.len(), Outlived::default());
+        for (&id, t) in &self.sweeper.turnover {
+            if let Some(o) = self.stacks.index_of(id).and_then(|i| per_record.get_mut(i)) {
+                o.survivors += t.survivors;
+                o.died += t.died;
+            }
+        }
+        per_record
+    }
+
     /// The report of `procs[i]` as of now, taken at `view`.
     fn report(&self, i: usize, view: FinalView, counters: &Counters, ages: &[f64]) -> Report {
         let p = &self.procs[i];
         let window = self.window.unwrap_or_else(|| self.started.elapsed());
+        let outlived = self.outlived();
         build::build(build::Input {
             target: build::target_info(&p.target),
             instance: p.target.instance,
@@ -285,6 +303,7 @@ impl Session {
                 table: &self.stacks,
                 counters,
                 ages,
+                outlived: &outlived,
                 per_process: self.procs.len() > 1 || self.is_host(),
             }),
             holders: p.holders.as_ref(),

@@ -23,6 +23,20 @@ pub struct Sweeper {
     tcache_keys: HashMap<u32, u64>,
     /// Deaths inferred so far, by what showed them.
     pub deaths: BTreeMap<Death, u64>,
+    /// The blocks outstanding after the last sweep (a window had closed on them), to see which
+    /// of them die later, whether a later window saw the free or a sweep inferred it.
+    survivors: HashMap<AllocKey, AllocInfo>,
+    /// Per raw stack id: allocations that outlived a window, and how many of those died later.
+    pub turnover: HashMap<u64, Turnover>,
+}
+
+/// Allocations of one stack that were still live when a probe window closed, and how many of
+/// them were later found dead. A leak's never die; a cache's or a queue's do, even when the
+/// chunk is handed out again to an identical block that keeps its address looking alive.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Turnover {
+    pub survivors: u64,
+    pub died: u64,
 }
 
 impl Sweeper {
@@ -62,8 +76,38 @@ impl Sweeper {
         for (k, _) in &dead {
             self.fingerprints.remove(k);
         }
+        self.count_turnover(&records, &dead, pids);
         let dropped = collector.drop_dead(&dead);
         log::debug!("between windows: {dropped} of {} outstanding blocks found dead", records.len());
+    }
+
+    /// Which survivors of earlier windows are gone (`records`: outstanding now, `dead`: of
+    /// which found dead by this sweep), and which blocks are new survivors. Blocks of processes
+    /// not in `pids` (ended) are forgotten uncounted.
+    fn count_turnover(&mut self, records: &[(AllocKey, AllocInfo)], dead: &[(AllocKey, AllocInfo)], pids: &[u32]) {
+        let dead: std::collections::HashSet<(&AllocKey, u64)> = dead.iter().map(|(k, i)| (k, i.ts_ns)).collect();
+        let mut now: HashMap<AllocKey, AllocInfo> = HashMap::with_capacity(records.len());
+        for (k, info) in records.iter().filter(|(k, _)| pids.contains(&k.tgid)) {
+            let known = self.survivors.get(k).is_some_and(|old| old.ts_ns == info.ts_ns);
+            let t = self.turnover.entry(info.stack_id).or_default();
+            if !known {
+                t.survivors += info.count;
+            }
+            if dead.contains(&(k, info.ts_ns)) {
+                t.died += info.count;
+            } else {
+                now.insert(*k, *info);
+            }
+        }
+        for (k, old) in self.survivors.drain() {
+            let gone = pids.contains(&k.tgid) && now.get(&k).is_none_or(|info| info.ts_ns != old.ts_ns);
+            if gone && !dead.contains(&(&k, old.ts_ns)) {
+                self.turnover.entry(old.stack_id).or_default().died += old.count;
+            }
+        }
+        self.survivors = now;
+        let (kept, died) = self.turnover.values().fold((0, 0), |(k, d), t| (k + t.survivors, d + t.died));
+        log::debug!("between windows: {kept} blocks outlived a window, {died} of them died later");
     }
 
     /// The fingerprint of a record, taken the first time it is followed.
