@@ -9,7 +9,7 @@ use tracer_ebpf::Counter;
 
 use crate::census::CensusView;
 use crate::collector::Counters;
-use crate::holders::Holders;
+use crate::holders::{HolderTrack, Holders};
 use crate::leaks::{self, CallPath, Capacities, Criteria, Evidence, ListedStack, Outlived, Unit};
 use crate::report::{
     CensusSummary, CensusType, FinalView, Holder, HolderRoot, Report, Suspect, TargetInfo, TimelinePoint, Totals,
@@ -266,17 +266,26 @@ fn stack_totals(s: &Stacks, instance: u64, pid: u32) -> Totals {
 }
 
 fn judge_holders(holders: &Holders, criteria: &Criteria) -> Vec<Holder> {
-    let judged: Vec<Holder> = holders
-        .tracks
-        .values()
-        .map(|track| {
-            let j = leaks::judge(&track.series, None, criteria, Unit::Items);
-            Holder {
+    // Every container is judged; only the listed ones are written out (a service has tens of
+    // thousands of small stable ones).
+    let tracks: Vec<&HolderTrack> = holders.tracks.values().collect();
+    let judged: Vec<leaks::Judgement> =
+        tracks.iter().map(|track| leaks::judge(&track.series, None, criteria, Unit::Items)).collect();
+    let listed = leaks::holders_to_list(
+        &judged.iter().zip(&tracks).map(|(j, t)| (j.verdict, j.score, t.last.retained_bytes_est)).collect::<Vec<_>>(),
+    );
+    let mut judged: Vec<Option<leaks::Judgement>> = judged.into_iter().map(Some).collect();
+    listed
+        .into_iter()
+        .filter_map(|i| {
+            let j = judged[i].take()?;
+            let track = tracks[i];
+            Some(Holder {
                 path: track.last.path.clone(),
                 type_name: track.last.type_name.clone(),
                 len: track.last.len,
                 growth_per_s: j.growth_per_s,
-                item_types: track.last.item_types.clone(),
+                item_types: track.last.item_types.to_map(),
                 retained_bytes_est: track.last.retained_bytes_est,
                 verdict: j.verdict,
                 score: j.score,
@@ -285,13 +294,9 @@ fn judge_holders(holders: &Holders, criteria: &Criteria) -> Vec<Holder> {
                 root: holder_root(&track.last),
                 newest_items: track.last.newest_items.clone(),
                 origin: track.origin.clone(),
-            }
+            })
         })
-        .collect();
-    let listed =
-        leaks::holders_to_list(&judged.iter().map(|h| (h.verdict, h.score, h.retained_bytes_est)).collect::<Vec<_>>());
-    let mut slots: Vec<Option<Holder>> = judged.into_iter().map(Some).collect();
-    listed.into_iter().filter_map(|i| slots[i].take()).collect()
+        .collect()
 }
 
 /// The parts of a holder's path: its root and what follows it.

@@ -3,14 +3,14 @@
 //! [`SAMPLE_ITEMS`] of its newest items. Per kind: which header words are sane, where the sampled
 //! items are, and how a re-read header proves the sample was not torn (containers §2.2, §5).
 
-use std::collections::BTreeMap;
-
 use bytes::Bytes;
 
 use super::layout::HeapLayout;
 use super::namespaces::{NsMode, NsSource};
 use super::types::{Kind, TypeInfo, TPFLAGS_HAVE_GC, TPFLAGS_MANAGED_DICT};
-use super::{plausible_ptr, ContainerSample, Obj, Scan, MAX_RETRIES, NEWEST_ITEMS, OBJ_READ, SAMPLE_ITEMS};
+use super::{
+    plausible_ptr, ContainerSample, ItemTypes, Obj, Sample, Scan, MAX_RETRIES, NEWEST_ITEMS, OBJ_READ, SAMPLE_ITEMS,
+};
 use crate::python::addrs::AddrMap;
 use crate::python::pystr::StrLayout;
 use crate::remote::{le_u32, le_u64};
@@ -32,6 +32,8 @@ struct Sampled {
     /// The container's own allocation (header, table, blocks).
     own: u64,
     items: Vec<u64>,
+    /// Its sample was taken by the follow (`Sample`).
+    sampled: bool,
     /// False once the object turned out not to be this container any more.
     ok: bool,
 }
@@ -160,9 +162,22 @@ impl Seq {
 }
 
 impl Scan<'_> {
-    /// Samples the containers found in one BFS level.
-    pub(crate) fn sample_containers(&mut self, containers: Vec<(Obj, Kind)>) -> Vec<ContainerSample> {
+    /// Samples the containers found in one BFS level; `taken` holds the samples the follow
+    /// already read (by address), the others are read here.
+    pub(crate) fn sample_containers(
+        &mut self,
+        containers: Vec<(Obj, Kind)>,
+        mut taken: AddrMap<Sample>,
+    ) -> Vec<ContainerSample> {
         let mut cs = self.container_shapes(containers);
+        for c in cs.iter_mut() {
+            if let Some(s) = taken.remove(&c.obj.node.addr) {
+                c.len = s.len;
+                c.own += s.table_bytes;
+                c.items = s.items;
+                c.sampled = true;
+            }
+        }
         self.sample_dicts(&mut cs);
         self.sample_sequences(&mut cs);
         self.describe(cs)
@@ -184,14 +199,14 @@ impl Scan<'_> {
                 self.stats.dropped += 1;
                 continue;
             };
-            cs.push(Sampled { obj: o, kind, len, own, items: vec![], ok: true });
+            cs.push(Sampled { obj: o, kind, len, own, items: vec![], sampled: false, ok: true });
         }
         cs
     }
 
     /// Dicts: the tail entries through the namespace reader (validated and retried there).
     fn sample_dicts(&mut self, cs: &mut [Sampled]) {
-        let dicts: Vec<usize> = (0..cs.len()).filter(|&k| cs[k].kind == Kind::Dict).collect();
+        let dicts: Vec<usize> = (0..cs.len()).filter(|&k| cs[k].kind == Kind::Dict && !cs[k].sampled).collect();
         let jobs: Vec<(NsSource, NsMode)> =
             dicts.iter().map(|&k| (NsSource::Dict(cs[k].obj.node.addr), NsMode::Tail)).collect();
         let res = self.read_namespaces(&jobs);
@@ -211,7 +226,7 @@ impl Scan<'_> {
     /// One torn every time keeps its (single-word, validated) length and loses its sample.
     fn sample_sequences(&mut self, cs: &mut [Sampled]) {
         let l = self.layout;
-        let mut todo: Vec<usize> = (0..cs.len()).filter(|&k| cs[k].kind != Kind::Dict).collect();
+        let mut todo: Vec<usize> = (0..cs.len()).filter(|&k| cs[k].kind != Kind::Dict && !cs[k].sampled).collect();
         for attempt in 0..=MAX_RETRIES {
             if todo.is_empty() {
                 break;
@@ -267,12 +282,12 @@ impl Scan<'_> {
                 self.stats.dropped += 1;
                 continue;
             }
-            let mut item_types = BTreeMap::new();
+            let mut item_types = ItemTypes::default();
             let (mut total, mut n) = (0u64, 0u64);
             for p in &c.items {
                 let Some((h, keys)) = hdrs.get(p) else { continue };
                 let Some(ti) = self.type_info(le_u64(h, 8)) else { continue };
-                *item_types.entry(ti.name.clone()).or_insert(0u64) += 1;
+                item_types.add(&ti.name);
                 total += item_size(self.layout, &self.strs, ti, h) + keys;
                 n += 1;
             }

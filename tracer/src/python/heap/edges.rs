@@ -17,7 +17,8 @@
 use super::containers::Seq;
 use super::layout::HeapLayout;
 use super::types::{Kind, TypeInfo, TPFLAGS_BASE_EXC_SUBCLASS};
-use super::{plausible_ptr, Node, Obj, Parent, Scan, OBJ_READ};
+use super::{plausible_ptr, Node, Obj, Parent, Sample, Scan, OBJ_READ, SAMPLE_ITEMS};
+use crate::python::addrs::AddrMap;
 use crate::remote::le_u64;
 
 /// Items followed per container.
@@ -52,6 +53,8 @@ struct Items<'o> {
     first: u64,
     /// The length when read.
     len: u64,
+    /// A reported container (list, set, deque): its newest items are its sample too.
+    reported: bool,
 }
 
 impl Scan<'_> {
@@ -96,7 +99,9 @@ impl Scan<'_> {
     /// Up to [`FOLLOW_ITEMS`] items of each list, tuple, deque, set and frozenset in `objs`
     /// (below the depth limit). A body whose header changed while it was read is left for the
     /// next scan (counted as dropped).
-    pub(crate) fn item_children(&mut self, objs: &[(&Obj, Kind)]) -> Vec<Node> {
+    /// The newest items of each list, set and deque read here are also its sample for the
+    /// report (`samples`, by address), so sampling does not read them again.
+    pub(crate) fn item_children(&mut self, objs: &[(&Obj, Kind)], samples: &mut AddrMap<Sample>) -> Vec<Node> {
         let l = self.layout;
         let mut todo = Vec::new();
         let mut regions = Vec::new();
@@ -138,7 +143,8 @@ impl Scan<'_> {
             if body.1 == 0 {
                 continue;
             }
-            todo.push(Items { obj: o, seq, first, len });
+            let reported = matches!(kind, Kind::List | Kind::Set | Kind::Deque);
+            todo.push(Items { obj: o, seq, first, len, reported });
             regions.push(body);
             // The header again, after the body: proves the body was not replaced meanwhile.
             regions.push(if seq.is_some() { (o.node.addr, OBJ_READ) } else { (0, 0) });
@@ -166,6 +172,9 @@ impl Scan<'_> {
                     if !stable {
                         self.stats.dropped += 1;
                         continue;
+                    }
+                    if let Some(s) = c.reported.then(|| sample_of(l, seq, c.obj, &h, &items)).flatten() {
+                        samples.insert(c.obj.node.addr, s);
                     }
                     items
                 }
@@ -208,6 +217,29 @@ fn set_members(l: &HeapLayout, o: &Obj, h: &[u8], body: &[u8], dummy: u64) -> (b
         .take(FOLLOW_ITEMS as usize)
         .collect();
     (stable, members)
+}
+
+/// The report's sample of a container from the items the follow read (`items`, in the order
+/// [`Seq::items`] and [`set_members`] give them) and the header re-read after them (`h`):
+/// what sampling would read, [`SAMPLE_ITEMS`] of them. `None` for a set whose whole table was
+/// read but whose members do not add up to its length (torn: sampling reads it again).
+fn sample_of(l: &HeapLayout, seq: Seq, o: &Obj, h: &[u8], items: &[u64]) -> Option<Sample> {
+    let len = seq.len(l, h);
+    let items = match seq {
+        // oldest to newest: the newest are the last
+        Seq::List => items[items.len().saturating_sub(SAMPLE_ITEMS)..].to_vec(),
+        Seq::Deque => items.iter().take(SAMPLE_ITEMS).copied().collect(),
+        Seq::Set => {
+            let first: Vec<u64> = items.iter().take(SAMPLE_ITEMS).copied().collect();
+            let whole = o.w(l.set_mask) < SET_SLOTS_FOLLOWED;
+            let counted = !whole || first.len() as u64 == len.min(SAMPLE_ITEMS as u64) || first.len() == SAMPLE_ITEMS;
+            if !counted {
+                return None;
+            }
+            first
+        }
+    };
+    Some(Sample { len, items, table_bytes: 0 })
 }
 
 /// A node one hop below `o`.

@@ -143,7 +143,7 @@ pub struct ContainerSample {
     pub len: u64,
     /// `tp_name` → count over up to [`SAMPLE_ITEMS`] sampled items (the newest: list/dict/deque
     /// tail, the first slots of a set's table). Empty when the sample was torn and dropped.
-    pub item_types: BTreeMap<String, u64>,
+    pub item_types: ItemTypes,
     /// Estimate: the container's own allocation (list: header + `allocated`×8; dict: header +
     /// keys table + split values; set: header + (mask+1)×16 when not the inline table; deque:
     /// header + 528 B per 64-item block) plus `len` × the mean size of the sampled items
@@ -155,6 +155,53 @@ pub struct ContainerSample {
     /// Addresses of up to [`NEWEST_ITEMS`] of its newest sampled items (list/deque tail, last
     /// dict values): where an origin reader starts to say where the items were made.
     pub newest_items: Vec<u64>,
+}
+
+/// `tp_name` → count, sorted by name: a few types per container, kept per container reached
+/// (tens of thousands on a big service), so a small vector rather than a map's nodes.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ItemTypes(Vec<(String, u64)>);
+
+impl ItemTypes {
+    pub fn add(&mut self, name: &str) {
+        match self.0.binary_search_by(|(n, _)| n.as_str().cmp(name)) {
+            Ok(i) => self.0[i].1 += 1,
+            Err(i) => self.0.insert(i, (name.to_string(), 1)),
+        }
+    }
+
+    #[cfg(test)]
+    pub fn get(&self, name: &str) -> Option<&u64> {
+        self.0.binary_search_by(|(n, _)| n.as_str().cmp(name)).ok().map(|i| &self.0[i].1)
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    #[cfg(test)]
+    pub fn values(&self) -> impl Iterator<Item = &u64> {
+        self.0.iter().map(|(_, n)| n)
+    }
+
+    pub fn to_map(&self) -> BTreeMap<String, u64> {
+        self.0.iter().cloned().collect()
+    }
+}
+
+impl FromIterator<(String, u64)> for ItemTypes {
+    fn from_iter<I: IntoIterator<Item = (String, u64)>>(iter: I) -> Self {
+        let mut v: Vec<(String, u64)> = iter.into_iter().collect();
+        v.sort();
+        v.dedup_by(|later, kept| {
+            let same = later.0 == kept.0;
+            if same {
+                kept.1 += later.1;
+            }
+            same
+        });
+        ItemTypes(v)
+    }
 }
 
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -273,6 +320,18 @@ pub(crate) enum Parent {
     /// A root beyond modules (an event loop): its attributes are named `root → name`.
     Root,
     Other,
+}
+
+/// A reported container's sample taken from the reads that followed its items (a dict's
+/// entries, a list's, set's or deque's body), so it is not read twice.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Sample {
+    /// Its length as the re-checked read saw it.
+    pub(crate) len: u64,
+    /// Up to [`SAMPLE_ITEMS`] items, in the order sampling gives them.
+    pub(crate) items: Vec<u64>,
+    /// A dict's keys table and split values (0 for the others).
+    pub(crate) table_bytes: u64,
 }
 
 /// An object whose header passed the checks.
@@ -531,9 +590,10 @@ impl<'a> Scan<'a> {
         self.function_attributes(&found.funcs, &mut level);
         let closures = self.closure_children(&found.funcs);
         level.next.extend(closures);
-        self.follow_edges(&found, &mut level);
-        self.name_children(&mut level);
-        out.extend(self.sample_containers(found.containers));
+        let mut samples = AddrMap::default();
+        self.follow_edges(&found, &mut level, &mut samples);
+        self.name_children(&mut level, &mut samples);
+        out.extend(self.sample_containers(found.containers, samples));
         level.next
     }
 
@@ -641,6 +701,7 @@ impl<'a> Scan<'a> {
                 let mode = if used <= edges::FOLLOW_ITEMS { NsMode::Full } else { NsMode::Tail };
                 if used > 0 {
                     let owner = Owner::of(&o.node, NameStyle::Key, Parent::Other);
+                    level.reported_dicts.push(level.jobs.len());
                     level.jobs.push((NsSource::Dict(o.node.addr), mode));
                     level.owners.push(owner);
                 }
@@ -663,7 +724,7 @@ impl<'a> Scan<'a> {
 
     /// Container items, C objects' reference fields, functions' defaults and frame objects'
     /// locals (edges.rs, roots.rs).
-    fn follow_edges(&mut self, found: &Found, level: &mut Level) {
+    fn follow_edges(&mut self, found: &Found, level: &mut Level, samples: &mut AddrMap<Sample>) {
         let maxd = self.budget.max_depth;
         let seqs: Vec<(&Obj, Kind)> = found
             .containers
@@ -672,7 +733,7 @@ impl<'a> Scan<'a> {
             .filter(|(o, _)| o.node.depth < maxd)
             .map(|(o, k)| (o, *k))
             .collect();
-        let items = self.item_children(&seqs);
+        let items = self.item_children(&seqs, samples);
         level.next.extend(items);
         let with_fields: Vec<&Obj> = found.instances.iter().chain(&found.funcs).collect();
         let fields = self.field_children(&with_fields);
@@ -683,11 +744,22 @@ impl<'a> Scan<'a> {
         level.next.extend(locals);
     }
 
-    /// Reads the level's namespaces; each named value becomes a node of the next level.
-    fn name_children(&mut self, level: &mut Level) {
+    /// Reads the level's namespaces; each named value becomes a node of the next level. The
+    /// newest values of a reported dict are also its sample (`samples`).
+    fn name_children(&mut self, level: &mut Level, samples: &mut AddrMap<Sample>) {
         let res = self.read_namespaces(&level.jobs);
-        for (r, owner) in res.into_iter().zip(&level.owners) {
+        let mut reported = level.reported_dicts.iter().copied().peekable();
+        for (job, (r, owner)) in res.into_iter().zip(&level.owners).enumerate() {
+            let sampled = reported.next_if_eq(&job).is_some();
             let Some(r) = r else { continue };
+            if let (true, NsSource::Dict(addr)) = (sampled, level.jobs[job].0) {
+                // Full: oldest first; Tail: newest first already.
+                let newest: Vec<u64> = match level.jobs[job].1 {
+                    NsMode::Full => r.entries.iter().rev().take(SAMPLE_ITEMS).map(|e| e.1).collect(),
+                    NsMode::Tail => r.entries.iter().take(SAMPLE_ITEMS).map(|e| e.1).collect(),
+                };
+                samples.insert(addr, Sample { len: r.used, items: newest, table_bytes: r.table_bytes });
+            }
             for (k, (name, v)) in r.entries.into_iter().enumerate() {
                 if v == self.types.none || v == 0 {
                     continue;
@@ -748,6 +820,8 @@ impl Owner {
 struct Level {
     jobs: Vec<(NsSource, NsMode)>,
     owners: Vec<Owner>,
+    /// Indices into `jobs` of the reported dicts' own entries, ascending.
+    reported_dicts: Vec<usize>,
     next: Vec<Node>,
 }
 
