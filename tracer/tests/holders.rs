@@ -38,7 +38,9 @@ fn check(python: &Python, report: &Value, label: &str) {
     let cache = holder(report, "__main__.CACHE").unwrap_or_else(|| panic!("{name}: CACHE not found"));
     assert_ne!(cache["verdict"], "leak", "{name}: the capped cache is not a leak");
     assert_ne!(cache["verdict"], "growing", "{name}: the capped cache is not growing");
-    assert_eq!(cache["len"].as_u64(), Some(500), "{name}: CACHE len");
+    // The fixture inserts, then evicts the oldest: a scan that lands between the two sees 501.
+    let len = cache["len"].as_u64();
+    assert!(matches!(len, Some(500 | 501)), "{name}: CACHE len {len:?}");
     let leaks: Vec<&str> = report["holders"]
         .as_array()
         .unwrap()
