@@ -292,6 +292,13 @@ pub struct Outlived {
     pub died: u64,
 }
 
+impl std::ops::Add for Outlived {
+    type Output = Outlived;
+    fn add(self, o: Outlived) -> Outlived {
+        Outlived { survivors: self.survivors + o.survivors, died: self.died + o.died }
+    }
+}
+
 impl Outlived {
     /// Enough survivors died later that memory turns over, though the deaths seen are too few
     /// to keep the series flat (between windows a dead block handed out again to an identical

@@ -60,10 +60,7 @@ pub fn merge_call_paths(line: &Series, paths: &[CallPath], window_s: f64, criter
         live_count: paths.iter().map(|p| p.live_count).sum(),
         oldest_age_s: paths.iter().map(|p| p.oldest_age_s).fold(0.0, f64::max),
         window_s,
-        outlived: Outlived {
-            survivors: paths.iter().map(|p| p.outlived.survivors).sum(),
-            died: paths.iter().map(|p| p.outlived.died).sum(),
-        },
+        outlived: paths.iter().fold(Outlived::default(), |acc, p| acc + p.outlived),
     };
     let mut judgement = judge(line, Some(&evidence), criteria, Unit::Bytes);
     if judgement.verdict >= worst_path || !judgement.verdict.is_growing() {

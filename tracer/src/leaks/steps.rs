@@ -5,7 +5,7 @@
 use std::fmt::Write as _;
 
 use super::stats::{mann_kendall, median, step_noise, theil_sen, thin, MAX_PAIRWISE};
-use super::{Criteria, Evidence, Judgement};
+use super::{Criteria, Evidence, Judgement, Outlived};
 use crate::report::Verdict;
 use crate::units::{self, amount, Unit};
 
@@ -474,7 +474,7 @@ pub(super) enum Unmet {
     /// Age of the oldest live allocation against the share of the growing part it must reach.
     Turnover { oldest_s: f64, need_s: f64 },
     /// Under probe windows: allocations live when a window closed that were found dead later.
-    Outlived { survivors: u64, died: u64 },
+    Outlived(Outlived),
 }
 
 impl Unmet {
@@ -492,10 +492,10 @@ impl Unmet {
                 "memory turns over: oldest live allocation {}",
                 units::short_of(oldest_s, need_s, units::duration)
             ),
-            Unmet::Outlived { survivors, died } => format!(
+            Unmet::Outlived(o) => format!(
                 "memory turns over: {} of {} allocations live at a window's close died later",
-                units::count(died),
-                units::count(survivors)
+                units::count(o.died),
+                units::count(o.survivors)
             ),
         }
     }
@@ -530,7 +530,7 @@ pub(super) fn not_yet(
             failed.push(Unmet::Turnover { oldest_s: e.oldest_age_s, need_s });
         }
         if e.outlived.turns_over() {
-            failed.push(Unmet::Outlived { survivors: e.outlived.survivors, died: e.outlived.died });
+            failed.push(Unmet::Outlived(e.outlived));
         }
     }
     failed

@@ -281,8 +281,7 @@ impl Session {
         per_record.resize(self.stacks.records.len(), Outlived::default());
         for (&id, t) in &self.sweeper.turnover {
             if let Some(o) = self.stacks.index_of(id).and_then(|i| per_record.get_mut(i)) {
-                o.survivors += t.survivors;
-                o.died += t.died;
+                *o = *o + *t;
             }
         }
         per_record

@@ -9,6 +9,7 @@ use tracer_ebpf::{AllocInfo, AllocKey};
 
 use crate::chunks::{self, Block, Death, Fingerprint};
 use crate::collector::Collector;
+use crate::leaks::Outlived;
 use crate::remote::ProcessMemory;
 
 /// Blocks checked per process per sweep, at most (a bounded cost per period; the rest wait).
@@ -27,16 +28,9 @@ pub struct Sweeper {
     /// of them die later, whether a later window saw the free or a sweep inferred it.
     survivors: HashMap<AllocKey, AllocInfo>,
     /// Per raw stack id: allocations that outlived a window, and how many of those died later.
-    pub turnover: HashMap<u64, Turnover>,
-}
-
-/// Allocations of one stack that were still live when a probe window closed, and how many of
-/// them were later found dead. A leak's never die; a cache's or a queue's do, even when the
-/// chunk is handed out again to an identical block that keeps its address looking alive.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct Turnover {
-    pub survivors: u64,
-    pub died: u64,
+    /// A leak's never die; a cache's or a queue's do, even when the chunk is handed out again
+    /// to an identical block that keeps its address looking alive.
+    pub turnover: HashMap<u64, Outlived>,
 }
 
 impl Sweeper {
@@ -81,13 +75,13 @@ impl Sweeper {
         log::debug!("between windows: {dropped} of {} outstanding blocks found dead", records.len());
     }
 
-    /// Which survivors of earlier windows are gone (`records`: outstanding now, `dead`: of
-    /// which found dead by this sweep), and which blocks are new survivors. Blocks of processes
-    /// not in `pids` (ended) are forgotten uncounted.
+    /// Which survivors of earlier windows are gone (`records`: outstanding now in `pids`,
+    /// `dead`: of which found dead by this sweep), and which blocks are new survivors. Blocks of
+    /// processes not in `pids` (ended) are forgotten uncounted.
     fn count_turnover(&mut self, records: &[(AllocKey, AllocInfo)], dead: &[(AllocKey, AllocInfo)], pids: &[u32]) {
         let dead: std::collections::HashSet<(&AllocKey, u64)> = dead.iter().map(|(k, i)| (k, i.ts_ns)).collect();
         let mut now: HashMap<AllocKey, AllocInfo> = HashMap::with_capacity(records.len());
-        for (k, info) in records.iter().filter(|(k, _)| pids.contains(&k.tgid)) {
+        for (k, info) in records {
             let known = self.survivors.get(k).is_some_and(|old| old.ts_ns == info.ts_ns);
             let t = self.turnover.entry(info.stack_id).or_default();
             if !known {
@@ -106,8 +100,8 @@ impl Sweeper {
             }
         }
         self.survivors = now;
-        let (kept, died) = self.turnover.values().fold((0, 0), |(k, d), t| (k + t.survivors, d + t.died));
-        log::debug!("between windows: {kept} blocks outlived a window, {died} of them died later");
+        let all = self.turnover.values().fold(Outlived::default(), |acc, t| acc + *t);
+        log::debug!("between windows: {} blocks outlived a window, {} of them died later", all.survivors, all.died);
     }
 
     /// The fingerprint of a record, taken the first time it is followed.
