@@ -4,8 +4,9 @@
 //! their type and a short hash (`CACHE[<str #5d41402a>]`: the same key gives the same path, so
 //! series and reports still line up); `--show-target-strings` shows them. This is the one rule:
 //! every place that puts a target's string into something served or written calls
-//! [`target_string`].
+//! [`write_target_string`].
 
+use std::fmt::Write;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 static SHOW: AtomicBool = AtomicBool::new(false);
@@ -15,35 +16,40 @@ pub fn show_target_strings(show: bool) {
     SHOW.store(show, Ordering::Relaxed);
 }
 
-/// `s` (a value of Python type `type_name` read from the target) as it may be shown: quoted as
-/// Python would (`"jobs"`) when shown, else `<str #5d41402a>`.
-pub fn target_string(type_name: &str, s: &str) -> String {
-    render(SHOW.load(Ordering::Relaxed), type_name, s)
+/// `s` (a value of Python type `type_name` read from the target) written to `w` as it may be
+/// shown: quoted as Python would (`"jobs"`) when shown, else `<str #5d41402a>`.
+pub fn write_target_string(w: &mut impl Write, type_name: &str, s: &str) -> std::fmt::Result {
+    render(w, SHOW.load(Ordering::Relaxed), type_name, s)
 }
 
-fn render(show: bool, type_name: &str, s: &str) -> String {
+fn render(w: &mut impl Write, show: bool, type_name: &str, s: &str) -> std::fmt::Result {
     if show {
-        python_quote(s)
+        write_python_quote(w, s)
     } else {
-        format!("<{type_name} #{:08x}>", short_hash(s))
+        write!(w, "<{type_name} #{:08x}>", short_hash(s))
     }
 }
 
 /// A Python-style double-quoted literal, control characters escaped.
 pub fn python_quote(s: &str) -> String {
     let mut o = String::with_capacity(s.len() + 2);
-    o.push('"');
+    let _ = write_python_quote(&mut o, s);
+    o
+}
+
+/// [`python_quote`] written to `w`.
+pub fn write_python_quote(w: &mut impl Write, s: &str) -> std::fmt::Result {
+    w.write_char('"')?;
     for c in s.chars() {
         match c {
-            '"' => o.push_str("\\\""),
-            '\\' => o.push_str("\\\\"),
-            c if c.is_control() && (c as u32) < 0x100 => o.push_str(&format!("\\x{:02x}", c as u32)),
-            c if c.is_control() => o.push_str(&format!("\\u{:04x}", c as u32)),
-            c => o.push(c),
+            '"' => w.write_str("\\\"")?,
+            '\\' => w.write_str("\\\\")?,
+            c if c.is_control() && (c as u32) < 0x100 => write!(w, "\\x{:02x}", c as u32)?,
+            c if c.is_control() => write!(w, "\\u{:04x}", c as u32)?,
+            c => w.write_char(c)?,
         }
     }
-    o.push('"');
-    o
+    w.write_char('"')
 }
 
 /// 32 bits of FNV-1a: stable across runs and machines (no salt), so two reports of one service
@@ -61,14 +67,20 @@ fn short_hash(s: &str) -> u32 {
 mod tests {
     use super::*;
 
+    fn shown(show: bool, type_name: &str, s: &str) -> String {
+        let mut o = String::new();
+        render(&mut o, show, type_name, s).unwrap();
+        o
+    }
+
     #[test]
     fn keys_are_hidden_unless_asked_and_stable() {
-        let hidden = render(false, "str", "sk_live_51HxyzSECRET");
+        let hidden = shown(false, "str", "sk_live_51HxyzSECRET");
         assert!(hidden.starts_with("<str #") && hidden.ends_with('>') && hidden.len() == 15, "{hidden}");
         assert!(!hidden.contains("sk_live"));
-        assert_eq!(hidden, render(false, "str", "sk_live_51HxyzSECRET"), "the same key, the same path");
-        assert_ne!(hidden, render(false, "str", "sk_live_51HxyzSECRET2"));
-        assert_eq!(render(true, "str", "jobs"), "\"jobs\"");
-        assert_eq!(render(true, "str", "a\nb"), "\"a\\x0ab\"");
+        assert_eq!(hidden, shown(false, "str", "sk_live_51HxyzSECRET"), "the same key, the same path");
+        assert_ne!(hidden, shown(false, "str", "sk_live_51HxyzSECRET2"));
+        assert_eq!(shown(true, "str", "jobs"), "\"jobs\"");
+        assert_eq!(shown(true, "str", "a\nb"), "\"a\\x0ab\"");
     }
 }

@@ -4,7 +4,7 @@
 
 use bytes::Bytes;
 
-use super::paths::is_identifier;
+use super::paths::{is_identifier, Seg};
 use super::{plausible_ptr, Node, Obj, Parent, Scan};
 use crate::remote::{le_u32, le_u64};
 
@@ -135,7 +135,7 @@ impl Scan<'_> {
                 if v != 0 && v != self.types.none {
                     out.push(Node {
                         addr: v,
-                        path: format!("{}<closure>.{name}", c.func.node.path),
+                        path: self.paths.child(c.func.node.path, Seg::Closure(name)),
                         depth: c.func.node.depth + 1,
                         rank: c.func.node.rank,
                         parent: Parent::Other,

@@ -298,7 +298,7 @@ impl Scan<'_> {
             out.push(ContainerSample {
                 root,
                 newest_items,
-                path: c.obj.node.path,
+                path: self.paths.text(c.obj.node.path),
                 type_name: ti.name.clone(),
                 len: c.len,
                 item_types,

@@ -16,6 +16,7 @@
 
 use super::containers::Seq;
 use super::layout::HeapLayout;
+use super::paths::{PathId, Seg};
 use super::types::{Kind, TypeInfo, TPFLAGS_BASE_EXC_SUBCLASS};
 use super::{plausible_ptr, Node, Obj, Parent, Sample, Scan, OBJ_READ, SAMPLE_ITEMS};
 use crate::python::addrs::AddrMap;
@@ -76,7 +77,7 @@ impl Scan<'_> {
             for (off, label) in fields {
                 let v = if off as usize + 8 <= OBJ_READ { o.w(off) } else { 0 };
                 if plausible_ptr(v) && v != self.types.none {
-                    out.push(child(o, format!("{}{label}", o.node.path), v));
+                    out.push(child(o, self.paths.child(o.node.path, Seg::Field(label)), v));
                 }
             }
         }
@@ -186,23 +187,21 @@ impl Scan<'_> {
     }
 
     /// Nodes for the items read of one container, named by index (set members: `{#k}`).
-    fn item_nodes(&self, c: &Items, items: Vec<u64>) -> Vec<Node> {
-        let path = &c.obj.node.path;
-        let named = |k: usize, v: u64| {
-            let name = match c.seq {
-                Some(Seq::Set) => format!("{path}{{#{k}}}"),
+    fn item_nodes(&mut self, c: &Items, items: Vec<u64>) -> Vec<Node> {
+        let mut out = Vec::with_capacity(items.len());
+        for (k, v) in items.into_iter().enumerate() {
+            if !plausible_ptr(v) || v == self.types.none {
+                continue;
+            }
+            let seg = match c.seq {
+                Some(Seq::Set) => Seg::Member(k as u32),
                 // newest first: the rightmost item is the last index
-                Some(Seq::Deque) => format!("{path}[{}]", c.len.saturating_sub(1 + k as u64)),
-                _ => format!("{path}[{}]", c.first + k as u64),
+                Some(Seq::Deque) => Seg::Index(c.len.saturating_sub(1 + k as u64)),
+                _ => Seg::Index(c.first + k as u64),
             };
-            child(c.obj, name, v)
-        };
-        items
-            .into_iter()
-            .enumerate()
-            .filter(|&(_, v)| plausible_ptr(v) && v != self.types.none)
-            .map(|(k, v)| named(k, v))
-            .collect()
+            out.push(child(c.obj, self.paths.child(c.obj.node.path, seg), v));
+        }
+        out
     }
 }
 
@@ -243,6 +242,6 @@ fn sample_of(l: &HeapLayout, seq: Seq, o: &Obj, h: &[u8], items: &[u64]) -> Opti
 }
 
 /// A node one hop below `o`.
-fn child(o: &Obj, path: String, addr: u64) -> Node {
+fn child(o: &Obj, path: PathId, addr: u64) -> Node {
     Node { addr, path, depth: o.node.depth + 1, rank: o.node.rank, parent: Parent::Other }
 }

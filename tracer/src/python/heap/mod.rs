@@ -90,7 +90,7 @@ use crate::python::pystr::{self, StrLayout};
 use crate::python::versions::Offsets;
 use crate::remote::{le_u64, Memory};
 use namespaces::{Attrs, NsMode, NsSource};
-use paths::{child_path, module_name_ok, NameStyle};
+use paths::{module_name_ok, NameStyle, PathId, Paths, Seg};
 use types::{Kind, TypeCache};
 
 /// How many times a torn multi-read structure is read again before it is dropped.
@@ -236,6 +236,8 @@ pub struct HeapScanner {
     type_cache: TypeCache,
     roots: Option<RootLayout>,
     static_objects: std::ops::Range<u64>,
+    /// Paths the last scan made: the next one reserves as many at once.
+    paths_made: usize,
 }
 
 impl HeapScanner {
@@ -251,6 +253,7 @@ impl HeapScanner {
             type_cache: TypeCache::default(),
             roots: RootLayout::of(offsets),
             static_objects: 0..0,
+            paths_made: 0,
         }
     }
 
@@ -270,8 +273,10 @@ impl HeapScanner {
         self.type_cache.next_generation();
         let mut scan = Scan::new(&*self.mem, &self.layout, self.strs, &self.types, &mut self.type_cache, *budget);
         scan.static_objects = self.static_objects.clone();
+        scan.paths = Paths::with_capacity(self.paths_made);
         let mut out = scan.walk_from_roots(self.runtime_addr, self.roots.as_ref(), found);
         out.sort_by(|a, b| a.path.cmp(&b.path));
+        self.paths_made = scan.paths.made();
         let mut stats = scan.stats;
         stats.duration_s = t0.elapsed().as_secs_f64();
         (out, stats)
@@ -298,13 +303,15 @@ pub(crate) struct Scan<'a> {
     root_layout: Option<RootLayout>,
     /// Not read by the walk ([`HeapScanner::with_static_objects`]).
     static_objects: std::ops::Range<u64>,
+    /// The paths of this scan's nodes.
+    pub(crate) paths: Paths,
 }
 
 /// A reached object and the path it was reached by.
 #[derive(Debug, Clone)]
 pub(crate) struct Node {
     pub(crate) addr: u64,
-    pub(crate) path: String,
+    pub(crate) path: PathId,
     /// Hops since its module.
     pub(crate) depth: u32,
     /// Its module's position (`__main__` first, then by name): lower wins a tie.
@@ -379,6 +386,7 @@ impl<'a> Scan<'a> {
             roots: Vec::new(),
             root_layout: None,
             static_objects: 0..0,
+            paths: Paths::default(),
         }
     }
 
@@ -500,7 +508,7 @@ impl<'a> Scan<'a> {
         found: &[(u64, RootKind)],
     ) -> Vec<ContainerSample> {
         let mut frontier = self.module_roots(runtime_addr);
-        self.roots = frontier.iter().map(|n| RootName { kind: "module", name: n.path.clone() }).collect();
+        self.roots = frontier.iter().map(|n| RootName { kind: "module", name: self.paths.text(n.path) }).collect();
         let mut later = Vec::new();
         self.root_layout = rl.copied();
         if let Some(rl) = rl {
@@ -527,18 +535,22 @@ impl<'a> Scan<'a> {
         let modules = got[0].as_ref().map(|b| le_u64(b, 0)).unwrap_or(0);
         let r = self.read_namespaces(&[(NsSource::Dict(modules), NsMode::Full)]);
         let Some(Some(mods)) = r.into_iter().next() else { return Vec::new() };
-        let mut roots: Vec<(String, u64)> = mods
+        let mut roots: Vec<(Name, u64)> = mods
             .entries
             .into_iter()
-            .filter_map(|(n, v)| {
-                n.filter(|n| module_name_ok(n) && !runner::is_runner_module(n)).map(|n| (n.to_string(), v))
-            })
+            .filter_map(|(n, v)| n.filter(|n| module_name_ok(n) && !runner::is_runner_module(n)).map(|n| (n, v)))
             .collect();
-        roots.sort_by(|a, b| (a.0 != "__main__", &a.0).cmp(&(b.0 != "__main__", &b.0)));
+        roots.sort_by(|a, b| (&*a.0 != "__main__", &a.0).cmp(&(&*b.0 != "__main__", &b.0)));
         roots
             .into_iter()
             .enumerate()
-            .map(|(rank, (name, addr))| Node { addr, path: name, depth: 0, rank, parent: Parent::SysModules })
+            .map(|(rank, (name, addr))| Node {
+                addr,
+                path: self.paths.root(name),
+                depth: 0,
+                rank,
+                parent: Parent::SysModules,
+            })
             .collect()
     }
 
@@ -560,12 +572,11 @@ impl<'a> Scan<'a> {
             frontier.retain(|n| {
                 plausible_ptr(n.addr) && !visited.contains(&n.addr) && !self.static_objects.contains(&n.addr)
             });
-            frontier
-                .sort_by(|a, b| (a.addr, a.rank, a.path.len(), &a.path).cmp(&(b.addr, b.rank, b.path.len(), &b.path)));
-            frontier.dedup_by_key(|n| n.addr);
+            let paths = &self.paths;
+            frontier = best_of_each_address(frontier, paths);
             let room = self.budget.max_objects.saturating_sub(self.stats.objects_visited as usize);
             if frontier.len() > room {
-                frontier.sort_by(|a, b| (a.rank, a.path.len(), &a.path).cmp(&(b.rank, b.path.len(), &b.path)));
+                frontier.sort_by(|a, b| a.rank.cmp(&b.rank).then_with(|| paths.cmp(a.path, b.path)));
                 frontier.truncate(room);
                 self.stats.cut_by_budget = true;
             }
@@ -624,7 +635,7 @@ impl<'a> Scan<'a> {
                 // A cell (a frame's captured local) is see-through: its content keeps the path.
                 Kind::Cell if below => level.next.push(Node {
                     addr: o.w(l.cell_ref),
-                    path: o.node.path.clone(),
+                    path: o.node.path,
                     depth: o.node.depth + 1,
                     rank: o.node.rank,
                     parent: o.node.parent,
@@ -654,7 +665,7 @@ impl<'a> Scan<'a> {
         let tys: Vec<u64> = instances.iter().map(|o| o.ty).collect();
         self.resolve_slots(&tys);
         // (address of a slot, its path, depth, rank)
-        let mut slot_reads: Vec<(u64, String, u32, usize)> = Vec::new();
+        let mut slot_reads: Vec<(u64, PathId, u32, usize)> = Vec::new();
         // (address of a dict pointer, instance index)
         let mut word_reads: Vec<(u64, usize)> = Vec::new();
         for (k, o) in instances.iter().enumerate() {
@@ -664,10 +675,10 @@ impl<'a> Scan<'a> {
                 Attrs::DictPointerAt(addr) => word_reads.push((addr, k)),
                 Attrs::None => {}
             }
-            for (name, off) in ti.slots.iter().flatten() {
-                let Some(path) = child_path(&o.node.path, name, Owner::style_under(&o.node, NameStyle::Attr)) else {
-                    continue;
-                };
+            let Some(slots) = ti.slots.clone() else { continue };
+            let style = Owner::style_under(&o.node, NameStyle::Attr);
+            for (name, off) in slots {
+                let Some(path) = self.paths.named(o.node.path, &Name::from(name), style) else { continue };
                 slot_reads.push((o.node.addr + off, path, o.node.depth + 1, o.node.rank));
             }
         }
@@ -765,9 +776,9 @@ impl<'a> Scan<'a> {
                     continue;
                 }
                 let path = match (name, owner.style) {
-                    (Some(name), style) => child_path(&owner.prefix, &name, style),
+                    (Some(name), style) => self.paths.named(owner.prefix, &name, style),
                     // the k-th entry, whose key is not a str (or of a big dict's newest)
-                    (None, NameStyle::Key) => Some(format!("{}[#{k}]", owner.prefix)),
+                    (None, NameStyle::Key) => Some(self.paths.child(owner.prefix, Seg::NthKey(k as u32))),
                     (None, _) => None,
                 };
                 let Some(path) = path else { continue };
@@ -775,6 +786,33 @@ impl<'a> Scan<'a> {
             }
         }
     }
+}
+
+/// One node per address: the best of its paths (lowest rank, then shortest, then lexically
+/// smallest). Only rivals tied on rank and length are written out to be compared, once each.
+fn best_of_each_address(mut nodes: Vec<Node>, paths: &Paths) -> Vec<Node> {
+    nodes.sort_unstable_by_key(|n| (n.addr, n.rank, paths.len(n.path)));
+    let mut kept = Vec::with_capacity(nodes.len());
+    let mut i = 0;
+    while i < nodes.len() {
+        let first = &nodes[i];
+        let key = (first.rank, paths.len(first.path));
+        let (mut best, mut best_text) = (i, None);
+        let mut j = i + 1;
+        while j < nodes.len() && nodes[j].addr == first.addr {
+            if (nodes[j].rank, paths.len(nodes[j].path)) == key {
+                let text = paths.text(nodes[j].path);
+                let held = best_text.get_or_insert_with(|| paths.text(nodes[best].path));
+                if text < *held {
+                    (best, *held) = (j, text);
+                }
+            }
+            j += 1;
+        }
+        kept.push(nodes[best].clone());
+        i = j;
+    }
+    kept
 }
 
 /// A level's objects by what is done with them.
@@ -790,7 +828,7 @@ struct Found {
 
 /// How to name and place what a namespace holds.
 struct Owner {
-    prefix: String,
+    prefix: PathId,
     style: NameStyle,
     depth: u32,
     rank: usize,
@@ -801,7 +839,7 @@ impl Owner {
     /// The children of `node`: one hop deeper, from its module.
     fn of(node: &Node, style: NameStyle, parent: Parent) -> Owner {
         let style = Owner::style_under(node, style);
-        Owner { prefix: node.path.clone(), style, depth: node.depth + 1, rank: node.rank, parent }
+        Owner { prefix: node.path, style, depth: node.depth + 1, rank: node.rank, parent }
     }
 
     /// Attributes of a root beyond modules join it with ` → `.

@@ -93,7 +93,8 @@ impl Scan<'_> {
     /// The (name, value) attributes of the instance at `addr` (dict, managed dict or inline
     /// values; not `__slots__`), for the origin reader. `None` when it cannot be read.
     pub(crate) fn instance_entries(&mut self, addr: u64) -> Option<Vec<(Option<Name>, u64)>> {
-        let node = super::Node { addr, path: String::new(), depth: 0, rank: 0, parent: super::Parent::Other };
+        let path = self.paths.root(Name::from(""));
+        let node = super::Node { addr, path, depth: 0, rank: 0, parent: super::Parent::Other };
         let o = self.read_objects(vec![node]).pop()?;
         let ti = self.type_info(o.ty)?.clone();
         let src = match self.instance_attrs(&o, &ti) {

@@ -1,6 +1,10 @@
 //! Paths a person would type for what the scanner reaches: `mod.NAME`, `mod.Cls.NAME`,
 //! `mod.FUNC<closure>.NAME`, `mod.REGISTRY["jobs"]`, with names that are not identifiers quoted.
 
+use std::fmt::Write;
+
+use super::Name;
+
 /// How a namespace's names join its owner's path.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum NameStyle {
@@ -12,15 +16,163 @@ pub(crate) enum NameStyle {
     Root,
 }
 
-/// The path of `name` under `prefix` in `style`; `None` for interpreter plumbing (dunder
-/// attributes).
-pub(crate) fn child_path(prefix: &str, name: &str, style: NameStyle) -> Option<String> {
-    match style {
-        NameStyle::Attr | NameStyle::Root if is_dunder(name) => None,
-        NameStyle::Root if is_identifier(name) => Some(format!("{prefix} → {name}")),
-        NameStyle::Root => Some(format!("{prefix} → {}", quote(name))),
-        NameStyle::Attr => Some(attr_path(prefix, name)),
-        NameStyle::Key => Some(format!("{prefix}[{}]", crate::redact::target_string("str", name))),
+/// A path in one scan's [`Paths`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct PathId(u32);
+
+/// The last part of a path, as it is written after its parent's.
+#[derive(Debug, Clone)]
+pub(crate) enum Seg {
+    /// Where a path starts, as is: `__main__`, `task audit_consumer()`, `asyncio event loop`.
+    Root(Name),
+    /// `.name`, or `["odd name"]`.
+    Attr(Name),
+    /// ` → name` (a root's attribute, a frame's local), or ` → "odd name"`.
+    Arrow(Name),
+    /// `[<str #5d41402a>]`: a dict's str key, as [`crate::redact`] lets it be shown.
+    Key(Name),
+    /// `[#3]`: the 4th entry of a dict, whose key is not a str.
+    NthKey(u32),
+    /// `[12]`: a list, tuple or deque item.
+    Index(u64),
+    /// `{#3}`: a set's member, by table order.
+    Member(u32),
+    /// A C field as written, dot included: `.__traceback__`.
+    Field(&'static str),
+    /// `<closure>.name`: a function's closure cell.
+    Closure(Name),
+}
+
+impl Seg {
+    fn write(&self, w: &mut impl Write) -> std::fmt::Result {
+        match self {
+            Seg::Root(s) => w.write_str(s),
+            Seg::Attr(n) if is_identifier(n) => write!(w, ".{n}"),
+            Seg::Arrow(n) if is_identifier(n) => write!(w, " → {n}"),
+            Seg::Attr(n) => {
+                w.write_char('[')?;
+                crate::redact::write_python_quote(w, n)?;
+                w.write_char(']')
+            }
+            Seg::Arrow(n) => {
+                w.write_str(" → ")?;
+                crate::redact::write_python_quote(w, n)
+            }
+            Seg::Key(n) => {
+                w.write_char('[')?;
+                crate::redact::write_target_string(w, "str", n)?;
+                w.write_char(']')
+            }
+            Seg::NthKey(k) => write!(w, "[#{k}]"),
+            Seg::Index(k) => write!(w, "[{k}]"),
+            Seg::Member(k) => write!(w, "{{#{k}}}"),
+            Seg::Field(f) => w.write_str(f),
+            Seg::Closure(n) => write!(w, "<closure>.{n}"),
+        }
+    }
+
+    /// Bytes it is written in.
+    fn len(&self) -> usize {
+        let mut n = Count(0);
+        let _ = self.write(&mut n);
+        n.0
+    }
+}
+
+struct Count(usize);
+
+impl Write for Count {
+    fn write_str(&mut self, s: &str) -> std::fmt::Result {
+        self.0 += s.len();
+        Ok(())
+    }
+}
+
+struct Part {
+    /// `NO_PARENT` for a root.
+    parent: u32,
+    /// Bytes of the whole path written out.
+    len: u32,
+    seg: Seg,
+}
+
+const NO_PARENT: u32 = u32::MAX;
+
+/// One scan's paths, a part each: a path is its parent's and one segment, so a walk over a
+/// hundred thousand objects builds no string per object; only the paths of reported containers,
+/// and of rivals for one object whose rank and length tie, are written out.
+#[derive(Default)]
+pub(crate) struct Paths {
+    parts: Vec<Part>,
+}
+
+impl Paths {
+    pub(crate) fn with_capacity(parts: usize) -> Paths {
+        Paths { parts: Vec::with_capacity(parts) }
+    }
+
+    /// Paths made so far.
+    pub(crate) fn made(&self) -> usize {
+        self.parts.len()
+    }
+
+    pub(crate) fn root(&mut self, name: Name) -> PathId {
+        self.push(NO_PARENT, 0, Seg::Root(name))
+    }
+
+    pub(crate) fn child(&mut self, parent: PathId, seg: Seg) -> PathId {
+        let base = self.parts.get(parent.0 as usize).map_or(0, |p| p.len);
+        self.push(parent.0, base, seg)
+    }
+
+    /// `name` under `parent` in `style`; `None` for interpreter plumbing (dunder attributes).
+    pub(crate) fn named(&mut self, parent: PathId, name: &Name, style: NameStyle) -> Option<PathId> {
+        let seg = match style {
+            NameStyle::Attr | NameStyle::Root if is_dunder(name) => return None,
+            NameStyle::Root => Seg::Arrow(name.clone()),
+            NameStyle::Attr => Seg::Attr(name.clone()),
+            NameStyle::Key => Seg::Key(name.clone()),
+        };
+        Some(self.child(parent, seg))
+    }
+
+    fn push(&mut self, parent: u32, base: u32, seg: Seg) -> PathId {
+        let len = base.saturating_add(u32::try_from(seg.len()).unwrap_or(u32::MAX));
+        let id = PathId(u32::try_from(self.parts.len()).unwrap_or(NO_PARENT - 1));
+        self.parts.push(Part { parent, len, seg });
+        id
+    }
+
+    /// Bytes of the path written out.
+    pub(crate) fn len(&self, id: PathId) -> u32 {
+        self.parts.get(id.0 as usize).map_or(0, |p| p.len)
+    }
+
+    /// The path written out.
+    pub(crate) fn text(&self, id: PathId) -> String {
+        let mut chain = Vec::new();
+        let mut at = id.0;
+        while let Some(p) = self.parts.get(at as usize) {
+            chain.push(&p.seg);
+            // Parents are made before their children: a chain always ends.
+            if p.parent >= at {
+                break;
+            }
+            at = p.parent;
+        }
+        let mut out = String::with_capacity(self.len(id) as usize);
+        for seg in chain.iter().rev() {
+            let _ = seg.write(&mut out);
+        }
+        out
+    }
+
+    /// Orders two paths as their texts would be: by length, then lexically.
+    pub(crate) fn cmp(&self, a: PathId, b: PathId) -> std::cmp::Ordering {
+        if a == b {
+            return std::cmp::Ordering::Equal;
+        }
+        self.len(a).cmp(&self.len(b)).then_with(|| self.text(a).cmp(&self.text(b)))
     }
 }
 
@@ -41,15 +193,6 @@ pub(crate) fn module_name_ok(s: &str) -> bool {
     !s.is_empty() && s.split('.').all(is_identifier)
 }
 
-/// `prefix.name` for identifiers, `prefix["odd name"]` otherwise.
-pub(crate) fn attr_path(prefix: &str, name: &str) -> String {
-    if is_identifier(name) {
-        format!("{prefix}.{name}")
-    } else {
-        format!("{prefix}[{}]", quote(name))
-    }
-}
-
 /// A Python-style double-quoted literal, control characters escaped.
 pub(crate) fn quote(s: &str) -> String {
     crate::redact::python_quote(s)
@@ -61,8 +204,27 @@ mod tests {
 
     #[test]
     fn path_formatting() {
-        assert_eq!(attr_path("m", "x"), "m.x");
-        assert_eq!(attr_path("m", "a b"), "m[\"a b\"]");
+        let mut p = Paths::default();
+        let m = p.root("m".into());
+        let x = p.named(m, &"x".into(), NameStyle::Attr).unwrap();
+        let odd = p.named(m, &"a b".into(), NameStyle::Attr).unwrap();
+        assert_eq!((p.text(x), p.text(odd)), ("m.x".to_string(), "m[\"a b\"]".to_string()));
+        assert_eq!(p.named(m, &"__dict__".into(), NameStyle::Attr), None);
+        let items = p.child(x, Seg::Index(3));
+        let member = p.child(items, Seg::Member(1));
+        let local = p.named(member, &"é x".into(), NameStyle::Root).unwrap();
+        let tb = p.child(local, Seg::Field(".__traceback__"));
+        let cell = p.child(tb, Seg::Closure("f".into()));
+        let nth = p.child(cell, Seg::NthKey(2));
+        let key = p.named(nth, &"k".into(), NameStyle::Key).unwrap();
+        let text = p.text(key);
+        assert!(text.starts_with("m.x[3]{#1} → \"é x\".__traceback__<closure>.f[#2][<str #"), "{text}");
+        // Every part's length is the length of its path written out.
+        for id in [m, x, odd, items, member, local, tb, cell, nth, key] {
+            assert_eq!(p.len(id) as usize, p.text(id).len(), "{}", p.text(id));
+        }
+        assert_eq!(p.cmp(x, odd), std::cmp::Ordering::Less);
+        assert_eq!(p.cmp(items, x), std::cmp::Ordering::Greater);
         assert_eq!(quote("q\"\n"), "\"q\\\"\\x0a\"");
         assert!(is_dunder("__builtins__") && !is_dunder("__") && !is_dunder("_x_"));
         assert!(module_name_ok("a.b_c") && !module_name_ok("a..b") && !module_name_ok(""));

@@ -22,9 +22,9 @@ use std::collections::{HashMap, HashSet};
 
 use bytes::Bytes;
 
-use super::paths::{is_dunder, quote};
+use super::paths::{is_dunder, quote, PathId, Seg};
 use super::runner::is_runner_file;
-use super::{plausible_ptr, Node, Obj, Parent, Scan};
+use super::{plausible_ptr, Name, Node, Obj, Parent, Scan};
 use crate::python::frames::FrameLayout;
 use crate::python::versions::Offsets;
 use crate::remote::le_u64;
@@ -151,7 +151,8 @@ impl Scan<'_> {
         let loops: Vec<u64> = found.iter().filter(|r| r.1 == RootKind::EventLoop).map(|r| r.0).collect();
         for (k, addr) in loops.into_iter().enumerate() {
             let name = if k == 0 { "asyncio event loop".to_string() } else { format!("asyncio event loop #{}", k + 1) };
-            level0.push(Node { addr, path: name.clone(), depth: 0, rank: names.len(), parent: Parent::Root });
+            let path = self.paths.root(Name::from(name.as_str()));
+            level0.push(Node { addr, path, depth: 0, rank: names.len(), parent: Parent::Root });
             names.push(RootName { kind: "event loop", name });
         }
         let gens = self.generator_frames(rl, found);
@@ -182,21 +183,22 @@ impl Scan<'_> {
             *n += 1;
             let label = if *n == 1 { label } else { format!("{label} #{n}") };
             let rank = names.len();
-            level1.extend(self.local_nodes(&f, &label, 1, rank));
+            let root = self.paths.root(Name::from(label.as_str()));
+            level1.extend(self.local_nodes(&f, root, 1, rank));
             names.push(RootName { kind, name: label });
         }
         (level0, level1)
     }
 
     /// The named locals of a frame read by [`Scan::read_frames`], as nodes `LABEL → name`.
-    fn local_nodes(&self, f: &FrameRoot, label: &str, depth: u32, rank: usize) -> Vec<Node> {
+    fn local_nodes(&mut self, f: &FrameRoot, label: PathId, depth: u32, rank: usize) -> Vec<Node> {
         let mut out = Vec::new();
         for (name, v) in f.names_list.iter().zip(&f.locals) {
             let Some(name) = self.str_cache.get(name).cloned().flatten() else { continue };
             if *v == 0 || *v == self.types.none || is_dunder(&name) {
                 continue;
             }
-            let path = local_path(label, &name);
+            let path = self.paths.child(label, Seg::Arrow(name));
             out.push(Node { addr: *v & !1, path, depth, rank, parent: Parent::Other });
         }
         out
@@ -205,14 +207,14 @@ impl Scan<'_> {
     /// The locals of frame objects met in the walk (a traceback's `tb_frame`): `PATH → name`.
     pub(crate) fn frame_object_locals(&mut self, objs: &[&Obj]) -> Vec<Node> {
         let Some(rl) = self.root_layout else { return vec![] };
-        let mut owner: HashMap<u64, &Node> = HashMap::new();
+        let mut owner: HashMap<u64, Node> = HashMap::new();
         let mut frames = Vec::new();
         for o in objs {
             let frame = match rl.frame_object_frame {
                 Some(off) => o.w(off),
                 None => o.node.addr,
             };
-            if plausible_ptr(frame) && owner.insert(frame, &o.node).is_none() {
+            if plausible_ptr(frame) && owner.insert(frame, o.node.clone()).is_none() {
                 frames.push(FrameRoot::new(frame, None));
             }
         }
@@ -220,7 +222,7 @@ impl Scan<'_> {
         let mut out = Vec::new();
         for f in &frames {
             if let Some(node) = owner.get(&f.frame) {
-                out.extend(self.local_nodes(f, &node.path, node.depth + 1, node.rank));
+                out.extend(self.local_nodes(f, node.path, node.depth + 1, node.rank));
             }
         }
         out
@@ -396,15 +398,6 @@ fn tuple_len(b: &[u8], tuple_type: u64) -> u64 {
     le_u64(b, 16).min(MAX_LOCALS)
 }
 
-/// `label → name`, a name that is not an identifier quoted.
-fn local_path(label: &str, name: &str) -> String {
-    if super::paths::is_identifier(name) {
-        format!("{label} → {name}")
-    } else {
-        format!("{label} → {}", quote(name))
-    }
-}
-
 /// A code object's (qualified) name as shown: dotted identifiers and `<locals>`/`<lambda>`
 /// parts as they are, anything else quoted.
 fn code_name(s: &str) -> String {
@@ -419,7 +412,7 @@ fn code_name(s: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::python::heap::paths::{child_path, NameStyle};
+    use crate::python::heap::paths::{NameStyle, Paths};
 
     #[test]
     fn roots_are_known_by_type_name() {
@@ -434,14 +427,20 @@ mod tests {
 
     #[test]
     fn root_paths_read_as_said() {
-        assert_eq!(local_path("task audit_consumer()", "seen"), "task audit_consumer() → seen");
-        assert_eq!(local_path("f()", ".0"), "f() → \".0\"");
+        let mut p = Paths::default();
+        let task = p.root("task audit_consumer()".into());
+        let seen = p.child(task, Seg::Arrow("seen".into()));
+        assert_eq!(p.text(seen), "task audit_consumer() → seen");
+        let f = p.root("f()".into());
+        let odd = p.child(f, Seg::Arrow(".0".into()));
+        assert_eq!(p.text(odd), "f() → \".0\"");
         assert_eq!(code_name("Runner.run"), "Runner.run");
         assert_eq!(code_name("main.<locals>.inner"), "main.<locals>.inner");
         assert_eq!(code_name("bad\nname"), "\"bad\\x0aname\"");
-        let loop_ = "asyncio event loop";
-        assert_eq!(child_path(loop_, "_scheduled", NameStyle::Root).unwrap(), "asyncio event loop → _scheduled");
-        assert_eq!(child_path(loop_, "__dict__", NameStyle::Root), None);
+        let loop_ = p.root("asyncio event loop".into());
+        let scheduled = p.named(loop_, &"_scheduled".into(), NameStyle::Root).unwrap();
+        assert_eq!(p.text(scheduled), "asyncio event loop → _scheduled");
+        assert_eq!(p.named(loop_, &"__dict__".into(), NameStyle::Root), None);
     }
 
     #[test]

@@ -78,10 +78,17 @@ fn load(name: &str) -> Image {
 }
 
 /// `a["k"]` as the scanner names it by default: `a[<str #...>]`.
+/// A str key as a path shows it.
+fn shown_key(s: &str) -> String {
+    let mut o = String::new();
+    crate::redact::write_target_string(&mut o, "str", s).unwrap();
+    o
+}
+
 fn redacted_keys(path: &str) -> String {
     match path.split_once("[\"") {
         Some((owner, rest)) if rest.ends_with("\"]") => {
-            format!("{owner}[{}]", crate::redact::target_string("str", &rest[..rest.len() - 2]))
+            format!("{owner}[{}]", shown_key(&rest[..rest.len() - 2]))
         }
         _ => path.to_string(),
     }
@@ -128,7 +135,7 @@ fn replay_real_images() {
         assert_eq!(get(&got, "__main__.D2.items").len, 2);
         assert_eq!(get(&got, "__main__.D3.attr39").len, 1);
         // Dict keys are the target's data: shown as type and hash by default (`redact`).
-        let jobs = format!("__main__.REGISTRY[{}]", crate::redact::target_string("str", "jobs"));
+        let jobs = format!("__main__.REGISTRY[{}]", shown_key("jobs"));
         assert_eq!(get(&got, &jobs).len, 6);
         assert_eq!(get(&got, "__main__.COUNTS").type_name, "Counter");
         // A second scan with warm caches gives the same answer with fewer bytes.
