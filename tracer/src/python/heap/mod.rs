@@ -668,6 +668,8 @@ impl<'a> Scan<'a> {
         let mut slot_reads: Vec<(u64, PathId, u32, usize)> = Vec::new();
         // (address of a dict pointer, instance index)
         let mut word_reads: Vec<(u64, usize)> = Vec::new();
+        // Each type's `__slots__` names, made once per level rather than once per instance.
+        let mut slots_of: AddrMap<std::rc::Rc<[(Name, u64)]>> = AddrMap::default();
         for (k, o) in instances.iter().enumerate() {
             let Some(ti) = self.type_info(o.ty) else { continue };
             match self.instance_attrs(o, ti) {
@@ -675,10 +677,16 @@ impl<'a> Scan<'a> {
                 Attrs::DictPointerAt(addr) => word_reads.push((addr, k)),
                 Attrs::None => {}
             }
-            let Some(slots) = ti.slots.clone() else { continue };
+            if ti.slots.as_ref().is_none_or(|s| s.is_empty()) {
+                continue;
+            }
+            let slots = slots_of
+                .entry(o.ty)
+                .or_insert_with(|| ti.slots.iter().flatten().map(|(n, off)| (Name::from(n.as_str()), *off)).collect())
+                .clone();
             let style = Owner::style_under(&o.node, NameStyle::Attr);
-            for (name, off) in slots {
-                let Some(path) = self.paths.named(o.node.path, &Name::from(name), style) else { continue };
+            for (name, off) in slots.iter() {
+                let Some(path) = self.paths.named(o.node.path, name, style) else { continue };
                 slot_reads.push((o.node.addr + off, path, o.node.depth + 1, o.node.rank));
             }
         }
