@@ -70,7 +70,8 @@ impl CensusView {
         let interp = &target.interpreter;
         let mem = ProcessMemory::new(target.pid);
         let reader = CensusReader::new(mem, &interp.offsets, types, interp.runtime);
-        let origins = OriginReader::new(mem, interp, target.python.start..target.python.end, types);
+        let origins =
+            OriginReader::new(ProcessMemory::new(target.pid), interp, target.python.start..target.python.end, types);
         CensusView {
             reader,
             origins,

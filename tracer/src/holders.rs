@@ -105,13 +105,20 @@ impl Holders {
         let scan_no = self.totals.scans;
         let mut grew: Vec<(u64, (String, String))> = Vec::new();
         for mut sample in samples {
-            let key = (sample.path.clone(), sample.type_name.clone());
-            let track = self.tracks.entry(key.clone()).or_insert_with(|| HolderTrack {
-                last: sample.clone(),
-                series: Series::with_capacity(HOLDER_POINTS),
-                origin: None,
-                seen_in_scan: scan_no,
-            });
+            // The key is moved out of the sample and back (tens of thousands of containers per
+            // scan on a big service: no string is copied for one already tracked).
+            let key = (std::mem::take(&mut sample.path), std::mem::take(&mut sample.type_name));
+            if !self.tracks.contains_key(&key) {
+                let first = ContainerSample { path: key.0.clone(), type_name: key.1.clone(), ..sample.clone() };
+                let track = HolderTrack {
+                    last: first,
+                    series: Series::with_capacity(HOLDER_POINTS),
+                    origin: None,
+                    seen_in_scan: scan_no,
+                };
+                self.tracks.insert(key.clone(), track);
+            }
+            let track = self.tracks.get_mut(&key).expect("inserted above");
             track.seen_in_scan = scan_no;
             if sample.len > track.last.len {
                 grew.push((sample.len - track.last.len, key));
@@ -122,6 +129,8 @@ impl Holders {
                 sample.item_types = std::mem::take(&mut track.last.item_types);
                 sample.newest_items = std::mem::take(&mut track.last.newest_items);
             }
+            sample.path = std::mem::take(&mut track.last.path);
+            sample.type_name = std::mem::take(&mut track.last.type_name);
             track.last = sample;
         }
         self.tracks.retain(|_, t| scan_no - t.seen_in_scan < FORGET_AFTER_SCANS);
