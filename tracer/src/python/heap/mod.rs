@@ -422,12 +422,13 @@ impl<'a> Scan<'a> {
             return out;
         }
         self.stats.reads += req.len() as u64;
-        self.stats.bytes_read += req.iter().map(|r| r.1 as u64).sum::<u64>();
+        let asked: u64 = req.iter().map(|r| r.1 as u64).sum();
         let got = self.mem.read_batch(&req);
         // What was copied, the gaps between close regions included, when the memory counts it.
-        if let (Some(start), Some(now)) = (self.copied_at_start, self.mem.bytes_copied()) {
-            self.stats.bytes_read = now.saturating_sub(start);
-        }
+        self.stats.bytes_read = match (self.copied_at_start, self.mem.bytes_copied()) {
+            (Some(start), Some(now)) => now.saturating_sub(start),
+            _ => self.stats.bytes_read + asked,
+        };
         for (k, r) in got.into_iter().enumerate() {
             if let Some(&i) = idx.get(k) {
                 out[i] = r.filter(|b| b.len() == regions[i].1);
