@@ -46,6 +46,8 @@ pub struct ScanTotals {
     pub cut_by_budget: u64,
     /// Container items not followed (past the per-container limit), over all scans.
     pub items_not_followed: u64,
+    /// Bytes copied in whole chunks before the walks, over all scans.
+    pub snapshot_bytes: u64,
     /// Intervals without a scan because the last one took long (at most [`MAX_DUTY`]).
     pub paced: u64,
 }
@@ -61,6 +63,7 @@ impl ScanTotals {
         self.dropped += s.dropped;
         self.cut_by_budget += s.cut_by_budget as u64;
         self.items_not_followed += s.items_not_followed;
+        self.snapshot_bytes += s.snapshot_bytes;
     }
 }
 

@@ -22,6 +22,35 @@ pub fn write_target_string(w: &mut impl Write, type_name: &str, s: &str) -> std:
     render(w, SHOW.load(Ordering::Relaxed), type_name, s)
 }
 
+/// Bytes [`write_target_string`] writes for `s`, without writing (or hashing) it: a walk
+/// measures every path it makes and writes out only a few.
+pub fn target_string_len(type_name: &str, s: &str) -> usize {
+    rendered_len(SHOW.load(Ordering::Relaxed), type_name, s)
+}
+
+fn rendered_len(show: bool, type_name: &str, s: &str) -> usize {
+    if show {
+        python_quote_len(s)
+    } else {
+        "< #>".len() + type_name.len() + 8
+    }
+}
+
+/// Bytes [`write_python_quote`] writes for `s`.
+pub fn python_quote_len(s: &str) -> usize {
+    let escaped = |c: char| match c {
+        '"' | '\\' => 2,
+        c if c.is_control() && (c as u32) < 0x100 => 4,
+        c if c.is_control() => 2 + format!("{:04x}", c as u32).len(),
+        c => c.len_utf8(),
+    };
+    2 + if s.bytes().all(|b| (0x20..0x7f).contains(&b) && b != b'"' && b != b'\\') {
+        s.len()
+    } else {
+        s.chars().map(escaped).sum()
+    }
+}
+
 fn render(w: &mut impl Write, show: bool, type_name: &str, s: &str) -> std::fmt::Result {
     if show {
         write_python_quote(w, s)
@@ -82,5 +111,15 @@ mod tests {
         assert_ne!(hidden, shown(false, "str", "sk_live_51HxyzSECRET2"));
         assert_eq!(shown(true, "str", "jobs"), "\"jobs\"");
         assert_eq!(shown(true, "str", "a\nb"), "\"a\\x0ab\"");
+    }
+
+    #[test]
+    fn lengths_are_what_is_written() {
+        for s in ["jobs", "", "a\nb", "q\"\\", "é x", "\u{85}\u{7f}", "sk_live_51HxyzSECRET"] {
+            for show in [false, true] {
+                assert_eq!(rendered_len(show, "str", s), shown(show, "str", s).len(), "{s:?} {show}");
+            }
+            assert_eq!(python_quote_len(s), python_quote(s).len(), "{s:?}");
+        }
     }
 }

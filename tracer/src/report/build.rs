@@ -365,6 +365,7 @@ fn scan_summary(h: &Holders) -> crate::report::ScanSummary {
         max_scan_s: t.max_duration_s,
         torn_reads_retried: t.torn_retried,
         items_not_followed_per_scan: (t.items_not_followed as f64 / n).round() as u64,
+        copied_whole_per_scan: (t.snapshot_bytes as f64 / n).round() as u64,
     }
 }
 

@@ -379,6 +379,10 @@ pub struct ScanSummary {
     /// per scan.
     #[serde(default)]
     pub items_not_followed_per_scan: u64,
+    /// Of `bytes_read_per_scan`, what was copied in whole 1 MiB chunks before the walk (the
+    /// parts of the heap the last walk read densely), per scan.
+    #[serde(default)]
+    pub copied_whole_per_scan: u64,
 }
 
 /// The live objects of one type (by `tp_name`), read from the interpreter's GC lists.

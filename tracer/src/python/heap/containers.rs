@@ -234,18 +234,15 @@ impl Scan<'_> {
             if attempt > 0 {
                 self.stats.torn_retried += todo.len() as u64;
             }
-            let mut regions = Vec::new();
-            for &k in &todo {
-                let o = &cs[k].obj;
-                regions.push(Seq::of(cs[k].kind).map_or((0, 0), |seq| seq.body(l, o)));
-                regions.push((o.node.addr, OBJ_READ));
-            }
-            let got = self.batch(&regions);
-            let mut it = got.into_iter();
+            let bodies: Vec<(u64, usize)> =
+                todo.iter().map(|&k| Seq::of(cs[k].kind).map_or((0, 0), |seq| seq.body(l, &cs[k].obj))).collect();
+            // A retry reads the body live too; the header is always re-read live, after the body.
+            self.live_reads = attempt > 0;
+            let got = self.batch(&bodies);
+            self.live_reads = false;
+            let hdrs = self.batch_live(&todo.iter().map(|&k| (cs[k].obj.node.addr, OBJ_READ)).collect::<Vec<_>>());
             let mut failed = Vec::new();
-            for (&k, r) in todo.iter().zip(regions.chunks(2)) {
-                let body = it.next().flatten();
-                let hdr = it.next().flatten();
+            for (((&k, r), body), hdr) in todo.iter().zip(&bodies).zip(got).zip(hdrs) {
                 let c = &mut cs[k];
                 let (Some(h), Some(seq)) = (hdr, Seq::of(c.kind)) else {
                     failed.push(k);
@@ -253,7 +250,7 @@ impl Scan<'_> {
                 };
                 let same_type = le_u64(&h, 8) == c.obj.ty && l.refcnt_plausible(le_u64(&h, 0));
                 let (stable, items) = seq.items(l, &c.obj, &h, body.as_deref(), self.types.set_dummy);
-                let body_ok = body.is_some() || r[0].1 == 0;
+                let body_ok = body.is_some() || r.1 == 0;
                 if same_type && stable && body_ok {
                     // the length is one word: take the newest value
                     c.len = seq.len(l, &h);

@@ -105,7 +105,7 @@ impl Scan<'_> {
     pub(crate) fn item_children(&mut self, objs: &[(&Obj, Kind)], samples: &mut AddrMap<Sample>) -> Vec<Node> {
         let l = self.layout;
         let mut todo = Vec::new();
-        let mut regions = Vec::new();
+        let (mut bodies, mut headers) = (Vec::new(), Vec::new());
         for &(o, kind) in objs {
             let (seq, len, first, body) = match kind {
                 Kind::Tuple => {
@@ -146,15 +146,15 @@ impl Scan<'_> {
             }
             let reported = matches!(kind, Kind::List | Kind::Set | Kind::Deque);
             todo.push(Items { obj: o, seq, first, len, reported });
-            regions.push(body);
-            // The header again, after the body: proves the body was not replaced meanwhile.
-            regions.push(if seq.is_some() { (o.node.addr, OBJ_READ) } else { (0, 0) });
+            bodies.push(body);
+            headers.push(if seq.is_some() { (o.node.addr, OBJ_READ) } else { (0, 0) });
         }
-        let got = self.batch(&regions);
-        let mut it = got.into_iter();
+        let bodies = self.batch(&bodies);
+        // The header again, after the body and from the live target: proves the body was not
+        // replaced since the header was read.
+        let headers = self.batch_live(&headers);
         let mut out = Vec::new();
-        for c in todo {
-            let (body, hdr) = (it.next().flatten(), it.next().flatten());
+        for ((c, body), hdr) in todo.into_iter().zip(bodies).zip(headers) {
             let Some(body) = body else {
                 self.stats.dropped += 1;
                 continue;

@@ -88,7 +88,7 @@ pub use types::TypeAddrs;
 use crate::python::addrs::{AddrMap, AddrSet};
 use crate::python::pystr::{self, StrLayout};
 use crate::python::versions::Offsets;
-use crate::remote::{le_u64, Memory};
+use crate::remote::{le_u64, Demand, Memory, Snapshot};
 use namespaces::{Attrs, NsMode, NsSource};
 use paths::{module_name_ok, NameStyle, PathId, Paths, Seg};
 use types::{Kind, TypeCache};
@@ -101,6 +101,9 @@ pub const SAMPLE_ITEMS: usize = 64;
 pub const NEWEST_ITEMS: usize = 8;
 
 const MAX_REGION: usize = 4 << 20; // no single read is larger than this
+/// The largest copy of the heap taken before a walk (remote/snapshot.rs); at most half the
+/// byte budget too. Kept between scans: the tracer's resident size grows by as much.
+const SNAPSHOT_MAX: u64 = 64 << 20;
 const MAX_NS_ENTRIES: u64 = 1 << 16; // namespaces (module/class/instance dicts) bigger than this are skipped
 const MAX_STR_CHARS: usize = 1024; // attribute/key names longer than this are not used
 const MAX_TYPE_ROUNDS: usize = 48; // bound on dependent type-resolution rounds per call
@@ -220,6 +223,8 @@ pub struct ScanStats {
     /// Structures given up after [`MAX_RETRIES`] or failing validation (objects, namespaces,
     /// container samples).
     pub dropped: u64,
+    /// Bytes of the heap copied whole before the walk (part of `bytes_read`).
+    pub snapshot_bytes: u64,
     pub cut_by_budget: bool,
     /// Items of containers not followed (past [`edges::FOLLOW_ITEMS`] per container).
     pub items_not_followed: u64,
@@ -241,6 +246,10 @@ pub struct HeapScanner {
     static_objects: std::ops::Range<u64>,
     /// Paths the last scan made: the next one reserves as many at once.
     paths_made: usize,
+    /// What the last walk read where: which parts of the heap the next one copies first.
+    demand: Demand,
+    /// The last copy's buffer, reused.
+    snapshot_buf: Vec<u8>,
 }
 
 impl HeapScanner {
@@ -257,6 +266,8 @@ impl HeapScanner {
             roots: RootLayout::of(offsets),
             static_objects: 0..0,
             paths_made: 0,
+            demand: Demand::default(),
+            snapshot_buf: Vec::new(),
         }
     }
 
@@ -274,14 +285,21 @@ impl HeapScanner {
     pub fn scan(&mut self, budget: &ScanBudget, found: &[(u64, RootKind)]) -> (Vec<ContainerSample>, ScanStats) {
         let t0 = Instant::now();
         self.type_cache.next_generation();
-        let mut scan = Scan::new(&*self.mem, &self.layout, self.strs, &self.types, &mut self.type_cache, *budget);
+        let copied_at_start = self.mem.bytes_copied();
+        let cap = SNAPSHOT_MAX.min(budget.max_bytes as u64 / 2);
+        let parts = self.demand.dense_parts(&self.mem.writable_mappings(), cap);
+        let snap = Snapshot::take(&*self.mem, &parts, std::mem::take(&mut self.snapshot_buf));
+        let mut scan = Scan::new(&snap, &self.layout, self.strs, &self.types, &mut self.type_cache, *budget);
         scan.static_objects = self.static_objects.clone();
-        scan.copied_at_start = self.mem.bytes_copied();
+        scan.copied_at_start = copied_at_start;
+        scan.stats.snapshot_bytes = snap.copied();
+        scan.stats.bytes_read = snap.copied();
         scan.paths = Paths::with_capacity(self.paths_made);
         let mut out = scan.walk_from_roots(self.runtime_addr, self.roots.as_ref(), found);
-        out.sort_by(|a, b| a.path.cmp(&b.path));
         self.paths_made = scan.paths.made();
         let mut stats = scan.stats;
+        (self.demand, self.snapshot_buf) = snap.finish();
+        out.sort_by(|a, b| a.path.cmp(&b.path));
         stats.duration_s = t0.elapsed().as_secs_f64();
         (out, stats)
     }
@@ -312,6 +330,8 @@ pub(crate) struct Scan<'a> {
     /// `mem`'s count of bytes copied when the walk began: `bytes_read` is then what was copied
     /// (set by the walk alone, whose memory no other reader shares).
     copied_at_start: Option<u64>,
+    /// Every read goes to the target as it is now (a torn structure's retry), none to a copy.
+    live_reads: bool,
 }
 
 /// A reached object and the path it was reached by.
@@ -395,12 +415,23 @@ impl<'a> Scan<'a> {
             static_objects: 0..0,
             paths: Paths::default(),
             copied_at_start: None,
+            live_reads: false,
         }
     }
 
     /// Reads regions in one batch. A region that is empty, too large, outside user space or past
     /// the byte budget is not read (`None`), nor is a short read accepted.
     fn batch(&mut self, regions: &[(u64, usize)]) -> Vec<Option<Bytes>> {
+        self.batch_from(regions, self.live_reads)
+    }
+
+    /// [`Scan::batch`] from the target as it is now, never from the copy taken before the walk:
+    /// the re-read that proves a structure was not changed while it was read.
+    fn batch_live(&mut self, regions: &[(u64, usize)]) -> Vec<Option<Bytes>> {
+        self.batch_from(regions, true)
+    }
+
+    fn batch_from(&mut self, regions: &[(u64, usize)], live: bool) -> Vec<Option<Bytes>> {
         let mut out: Vec<Option<Bytes>> = vec![None; regions.len()];
         let mut idx = Vec::new();
         let mut req = Vec::new();
@@ -423,7 +454,7 @@ impl<'a> Scan<'a> {
         }
         self.stats.reads += req.len() as u64;
         let asked: u64 = req.iter().map(|r| r.1 as u64).sum();
-        let got = self.mem.read_batch(&req);
+        let got = if live { self.mem.read_batch_live(&req) } else { self.mem.read_batch(&req) };
         // What was copied, the gaps between close regions included, when the memory counts it.
         self.stats.bytes_read = match (self.copied_at_start, self.mem.bytes_copied()) {
             (Some(start), Some(now)) => now.saturating_sub(start),

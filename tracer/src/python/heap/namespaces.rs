@@ -121,9 +121,12 @@ impl Scan<'_> {
                 self.stats.torn_retried += todo.len() as u64;
             }
             let mut pass = NamespaceRead::new(jobs);
+            // A retry reads live throughout; the re-checks always do.
+            self.live_reads = attempt > 0;
             pass.read_headers(self, &todo);
             pass.read_keys(self);
             pass.read_entries(self);
+            self.live_reads = false;
             for (i, r) in pass.recheck(self) {
                 results[i] = Some(r);
             }
@@ -498,8 +501,8 @@ impl<'j> NamespaceRead<'j> {
                 }
             })
             .collect();
-        let rechecks = scan.batch(&regions);
-        let keys_rechecks = scan.batch(&reads.iter().map(|r| (r.keys, 40usize)).collect::<Vec<_>>());
+        let rechecks = scan.batch_live(&regions);
+        let keys_rechecks = scan.batch_live(&reads.iter().map(|r| (r.keys, 40usize)).collect::<Vec<_>>());
         let mut done = Vec::new();
         for (((r, pairs), rb), kb) in reads.into_iter().zip(pairs).zip(rechecks).zip(keys_rechecks) {
             let full = self.mode(&r) == NsMode::Full;

@@ -48,14 +48,14 @@ impl Seg {
         match self {
             Seg::Root(s) => w.write_str(s),
             Seg::Attr(n) if is_identifier(n) => write!(w, ".{n}"),
-            Seg::Arrow(n) if is_identifier(n) => write!(w, " → {n}"),
+            Seg::Arrow(n) if is_identifier(n) => write!(w, "{ARROW}{n}"),
             Seg::Attr(n) => {
                 w.write_char('[')?;
                 crate::redact::write_python_quote(w, n)?;
                 w.write_char(']')
             }
             Seg::Arrow(n) => {
-                w.write_str(" → ")?;
+                w.write_str(ARROW)?;
                 crate::redact::write_python_quote(w, n)
             }
             Seg::Key(n) => {
@@ -71,21 +71,30 @@ impl Seg {
         }
     }
 
-    /// Bytes it is written in.
+    /// Bytes it is written in, counted without writing it: every object the walk reaches gets a
+    /// path, and only a few are written out.
     fn len(&self) -> usize {
-        let mut n = Count(0);
-        let _ = self.write(&mut n);
-        n.0
+        use crate::redact::{python_quote_len, target_string_len};
+        match self {
+            Seg::Root(s) => s.len(),
+            Seg::Attr(n) if is_identifier(n) => 1 + n.len(),
+            Seg::Arrow(n) if is_identifier(n) => ARROW.len() + n.len(),
+            Seg::Attr(n) => 2 + python_quote_len(n),
+            Seg::Arrow(n) => ARROW.len() + python_quote_len(n),
+            Seg::Key(n) => 2 + target_string_len("str", n),
+            Seg::NthKey(k) | Seg::Member(k) => 3 + digits(u64::from(*k)),
+            Seg::Index(k) => 2 + digits(*k),
+            Seg::Field(f) => f.len(),
+            Seg::Closure(n) => "<closure>.".len() + n.len(),
+        }
     }
 }
 
-struct Count(usize);
+const ARROW: &str = " → ";
 
-impl Write for Count {
-    fn write_str(&mut self, s: &str) -> std::fmt::Result {
-        self.0 += s.len();
-        Ok(())
-    }
+/// Decimal digits of `k`.
+fn digits(k: u64) -> usize {
+    k.checked_ilog10().map_or(1, |d| d as usize + 1)
 }
 
 struct Part {
@@ -177,6 +186,12 @@ impl Paths {
 }
 
 pub(crate) fn is_identifier(s: &str) -> bool {
+    if let [first, rest @ ..] = s.as_bytes() {
+        if s.is_ascii() {
+            return (*first == b'_' || first.is_ascii_alphabetic())
+                && rest.iter().all(|c| *c == b'_' || c.is_ascii_alphanumeric());
+        }
+    }
     let mut cs = s.chars();
     match cs.next() {
         Some(c) if c == '_' || c.is_alphabetic() => {}
@@ -216,16 +231,19 @@ mod tests {
         let tb = p.child(local, Seg::Field(".__traceback__"));
         let cell = p.child(tb, Seg::Closure("f".into()));
         let nth = p.child(cell, Seg::NthKey(2));
+        let big = p.child(nth, Seg::Index(1_000_000));
+        let zero = p.child(big, Seg::Member(0));
         let key = p.named(nth, &"k".into(), NameStyle::Key).unwrap();
         let text = p.text(key);
         assert!(text.starts_with("m.x[3]{#1} → \"é x\".__traceback__<closure>.f[#2][<str #"), "{text}");
         // Every part's length is the length of its path written out.
-        for id in [m, x, odd, items, member, local, tb, cell, nth, key] {
+        for id in [m, x, odd, items, member, local, tb, cell, nth, key, big, zero] {
             assert_eq!(p.len(id) as usize, p.text(id).len(), "{}", p.text(id));
         }
         assert_eq!(p.cmp(x, odd), std::cmp::Ordering::Less);
         assert_eq!(p.cmp(items, x), std::cmp::Ordering::Greater);
         assert_eq!(quote("q\"\n"), "\"q\\\"\\x0a\"");
+        assert!(is_identifier("_a1") && is_identifier("é") && !is_identifier("1a") && !is_identifier(""));
         assert!(is_dunder("__builtins__") && !is_dunder("__") && !is_dunder("_x_"));
         assert!(module_name_ok("a.b_c") && !module_name_ok("a..b") && !module_name_ok(""));
     }

@@ -1,12 +1,18 @@
-//! Reading another process's memory without stopping it: `process_vm_readv`, batched.
+//! Reading another process's memory without stopping it: `process_vm_readv`, batched, or
+//! from a copy of its densest parts taken before a walk (snapshot.rs).
+
+mod snapshot;
 
 use std::io::IoSliceMut;
+use std::ops::Range;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use bytes::Bytes;
 use nix::sys::uio::{process_vm_readv, RemoteIoVec};
 use nix::unistd::Pid;
+
+pub use snapshot::{Demand, Snapshot};
 
 /// Read-only access to a target's address space. Implemented by the live process and by memory
 /// images in tests.
@@ -33,10 +39,22 @@ pub trait Memory {
         regions.iter().map(|&(addr, len)| self.read_vec(addr, len).ok().map(Bytes::from)).collect()
     }
 
+    /// Like [`Memory::read_batch`], but from the target as it is now, never from a copy: what
+    /// proves a structure was not changed while it was read (a header re-read after a body).
+    fn read_batch_live(&self, regions: &[(u64, usize)]) -> Vec<Option<Bytes>> {
+        self.read_batch(regions)
+    }
+
     /// Bytes copied out of the target so far, when the implementation counts them (batched
     /// reads copy the gaps between close regions too).
     fn bytes_copied(&self) -> Option<u64> {
         None
+    }
+
+    /// The anonymous writable private mappings (where the heap is), when known: what a
+    /// [`Snapshot`] may copy. None for memory that is not a live process.
+    fn writable_mappings(&self) -> Vec<Range<u64>> {
+        Vec::new()
     }
 }
 
@@ -176,6 +194,15 @@ impl Memory for ProcessMemory {
 
     fn bytes_copied(&self) -> Option<u64> {
         Some(self.copied.load(Ordering::Relaxed))
+    }
+
+    fn writable_mappings(&self) -> Vec<Range<u64>> {
+        let maps = std::fs::read_to_string(format!("/proc/{}/maps", self.pid)).unwrap_or_default();
+        crate::procfs::parse_maps(&maps)
+            .into_iter()
+            .filter(|m| m.path.is_none() && m.perms.starts_with("rw") && m.perms.ends_with('p'))
+            .map(|m| m.start..m.end)
+            .collect()
     }
 
     fn read(&self, addr: u64, buf: &mut [u8]) -> std::io::Result<()> {
