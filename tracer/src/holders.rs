@@ -2,11 +2,12 @@
 //! one's length as a bounded series, keyed by the path a person would type. The census of every
 //! tracked object by type (census.rs) is read at the same moments.
 
+use std::collections::hash_map::Entry;
 use std::collections::HashMap;
 
 use crate::census::CensusView;
 use crate::python::census::CensusBudget;
-use crate::python::heap::{ContainerSample, HeapScanner, ScanBudget, ScanStats, TypeAddrs};
+use crate::python::heap::{ContainerSample, HeapScanner, Name, ScanBudget, ScanStats, TypeAddrs};
 use crate::remote::ProcessMemory;
 use crate::report::Origin;
 use crate::series::Series;
@@ -70,7 +71,8 @@ impl ScanTotals {
 pub struct Holders {
     scanner: HeapScanner,
     budget: ScanBudget,
-    pub tracks: HashMap<(String, String), HolderTrack>,
+    /// By (path, type name); hashed fast: tens of thousands of lookups per scan on a big service.
+    pub tracks: HashMap<(String, Name), HolderTrack, foldhash::fast::RandomState>,
     pub totals: ScanTotals,
     /// Every tracked object by type; `None` when disabled (`--census-budget 0`).
     pub census: Option<CensusView>,
@@ -90,7 +92,14 @@ impl Holders {
         let scanner = HeapScanner::new(ProcessMemory::new(target.pid), &interp.offsets, types, interp.runtime)
             .with_static_objects(target.python.start..target.python.end);
         let census = census.map(|b| CensusView::new(target, types, b));
-        Some(Self { scanner, budget, tracks: HashMap::new(), totals: ScanTotals::default(), census, next_at_s: 0.0 })
+        Some(Self {
+            scanner,
+            budget,
+            tracks: HashMap::default(),
+            totals: ScanTotals::default(),
+            census,
+            next_at_s: 0.0,
+        })
     }
 
     pub fn scan(&mut self, t_s: f64) {
@@ -106,25 +115,27 @@ impl Holders {
         let (samples, stats) = self.scanner.scan(&self.budget, roots);
         self.totals.add(&stats);
         let scan_no = self.totals.scans;
-        let mut grew: Vec<(u64, (String, String))> = Vec::new();
+        let mut grew: Vec<(u64, (String, Name))> = Vec::new();
         for mut sample in samples {
             // The key is moved out of the sample and back (tens of thousands of containers per
             // scan on a big service: no string is copied for one already tracked).
             let key = (std::mem::take(&mut sample.path), std::mem::take(&mut sample.type_name));
-            if !self.tracks.contains_key(&key) {
-                let first = ContainerSample { path: key.0.clone(), type_name: key.1.clone(), ..sample.clone() };
-                let track = HolderTrack {
-                    last: first,
-                    series: Series::with_capacity(HOLDER_POINTS),
-                    origin: None,
-                    seen_in_scan: scan_no,
-                };
-                self.tracks.insert(key.clone(), track);
-            }
-            let track = self.tracks.get_mut(&key).expect("inserted above");
+            let track = match self.tracks.entry(key) {
+                Entry::Occupied(e) => e.into_mut(),
+                Entry::Vacant(e) => {
+                    let (path, type_name) = e.key().clone();
+                    let first = ContainerSample { path, type_name, ..sample.clone() };
+                    e.insert(HolderTrack {
+                        last: first,
+                        series: Series::with_capacity(HOLDER_POINTS),
+                        origin: None,
+                        seen_in_scan: scan_no,
+                    })
+                }
+            };
             track.seen_in_scan = scan_no;
             if sample.len > track.last.len {
-                grew.push((sample.len - track.last.len, key));
+                grew.push((sample.len - track.last.len, (track.last.path.clone(), track.last.type_name.clone())));
             }
             track.series.push(t_s, sample.len as f64);
             if sample.item_types.is_empty() && sample.len > 0 {
@@ -143,7 +154,7 @@ impl Holders {
 
     /// Where the newest items of the fastest growing holders were made (through the census's
     /// origin reader; none without the census).
-    fn read_origins(&mut self, mut grew: Vec<(u64, (String, String))>) {
+    fn read_origins(&mut self, mut grew: Vec<(u64, (String, Name))>) {
         let Some(census) = self.census.as_mut() else { return };
         grew.sort_unstable_by(|a, b| b.0.cmp(&a.0).then(a.1.cmp(&b.1)));
         for (_, key) in grew.into_iter().take(ORIGIN_HOLDERS_PER_SCAN) {

@@ -138,7 +138,7 @@ impl<M: Memory + Clone> OriginReader<M> {
     pub fn origin_of_type(&mut self, addr: u64, type_name: &str) -> Option<Origin> {
         self.type_cache.next_generation();
         let o = self.object(addr)?;
-        if o.ty.name != type_name {
+        if *o.ty.name != *type_name {
             return None;
         }
         self.origins(&[addr]).pop().flatten()
@@ -186,13 +186,13 @@ impl<M: Memory + Clone> OriginReader<M> {
             chain.push(self.code_link("function", code, None));
             return;
         }
-        match name.as_str() {
+        match &*name {
             "method" => {
                 chain.push(Link { what: "bound method".into(), function: None, file: None, line: None });
                 self.follow(o.w(16), chain, depth + 1);
             }
             "functools.partial" => {
-                chain.push(Link { what: name.clone(), function: None, file: None, line: None });
+                chain.push(Link { what: name.to_string(), function: None, file: None, line: None });
                 self.follow(o.w(16), chain, depth + 1);
             }
             "cell" => self.follow(o.w(self.heap.cell_ref), chain, depth + 1),

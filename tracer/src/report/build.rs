@@ -282,7 +282,7 @@ fn judge_holders(holders: &Holders, criteria: &Criteria) -> Vec<Holder> {
             let track = tracks[i];
             Some(Holder {
                 path: track.last.path.clone(),
-                type_name: track.last.type_name.clone(),
+                type_name: track.last.type_name.to_string(),
                 len: track.last.len,
                 growth_per_s: j.growth_per_s,
                 item_types: track.last.item_types.to_map(),
@@ -301,9 +301,9 @@ fn judge_holders(holders: &Holders, criteria: &Criteria) -> Vec<Holder> {
 
 /// The parts of a holder's path: its root and what follows it.
 fn holder_root(s: &crate::python::heap::ContainerSample) -> Option<HolderRoot> {
-    let rest = s.path.strip_prefix(s.root.name.as_str()).filter(|_| !s.root.kind.is_empty())?;
+    let rest = s.path.strip_prefix(&*s.root.name).filter(|_| !s.root.kind.is_empty())?;
     let rest = rest.strip_prefix(" → ").or_else(|| rest.strip_prefix('.')).unwrap_or(rest);
-    Some(HolderRoot { kind: s.root.kind.to_string(), name: s.root.name.clone(), rest: rest.to_string() })
+    Some(HolderRoot { kind: s.root.kind.to_string(), name: s.root.name.to_string(), rest: rest.to_string() })
 }
 
 /// Every type's count judged like a holder's length; listed like holders (every suspect and

@@ -291,7 +291,7 @@ impl<'a> Walk<'a> {
         if plausible_ptr(t) {
             self.scan.resolve_types(&[t]);
             row = self.scan.type_info(t).filter(|i| i.flags & TPFLAGS_HAVE_GC != 0).map(|i| Row {
-                name: i.name.clone(),
+                name: i.name.to_string(),
                 basicsize: i.basicsize,
                 itemsize: i.itemsize,
                 pre: if i.flags & self.gc.preheader_flags != 0 { 16 } else { 0 },

@@ -89,7 +89,7 @@ impl Scan<'_> {
         let mut t = Some(ti);
         for _ in 0..MAX_BASES {
             let Some(cur) = t else { break };
-            if let Some((_, f)) = C_FIELDS.iter().find(|(n, _)| *n == cur.name) {
+            if let Some((_, f)) = C_FIELDS.iter().find(|(n, _)| **n == *cur.name) {
                 return f;
             }
             t = self.type_info(cur.base);

@@ -143,8 +143,9 @@ impl Default for ScanBudget {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ContainerSample {
     pub path: String,
-    /// `tp_name` of the container's type (`list`, `dict`, `collections.deque`, `Counter`, ...).
-    pub type_name: String,
+    /// `tp_name` of the container's type (`list`, `dict`, `collections.deque`, `Counter`, ...),
+    /// shared with the type cache.
+    pub type_name: Name,
     pub len: u64,
     /// `tp_name` → count over up to [`SAMPLE_ITEMS`] sampled items (the newest: list/dict/deque
     /// tail, the first slots of a set's table). Empty when the sample was torn and dropped.
@@ -165,19 +166,19 @@ pub struct ContainerSample {
 /// `tp_name` → count, sorted by name: a few types per container, kept per container reached
 /// (tens of thousands on a big service), so a small vector rather than a map's nodes.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct ItemTypes(Vec<(String, u64)>);
+pub struct ItemTypes(Vec<(Name, u64)>);
 
 impl ItemTypes {
-    pub fn add(&mut self, name: &str) {
-        match self.0.binary_search_by(|(n, _)| n.as_str().cmp(name)) {
+    pub fn add(&mut self, name: &Name) {
+        match self.0.binary_search_by(|(n, _)| (**n).cmp(name)) {
             Ok(i) => self.0[i].1 += 1,
-            Err(i) => self.0.insert(i, (name.to_string(), 1)),
+            Err(i) => self.0.insert(i, (name.clone(), 1)),
         }
     }
 
     #[cfg(test)]
     pub fn get(&self, name: &str) -> Option<&u64> {
-        self.0.binary_search_by(|(n, _)| n.as_str().cmp(name)).ok().map(|i| &self.0[i].1)
+        self.0.binary_search_by(|(n, _)| (**n).cmp(name)).ok().map(|i| &self.0[i].1)
     }
 
     pub fn is_empty(&self) -> bool {
@@ -190,13 +191,13 @@ impl ItemTypes {
     }
 
     pub fn to_map(&self) -> BTreeMap<String, u64> {
-        self.0.iter().cloned().collect()
+        self.0.iter().map(|(n, c)| (n.to_string(), *c)).collect()
     }
 }
 
 impl FromIterator<(String, u64)> for ItemTypes {
     fn from_iter<I: IntoIterator<Item = (String, u64)>>(iter: I) -> Self {
-        let mut v: Vec<(String, u64)> = iter.into_iter().collect();
+        let mut v: Vec<(Name, u64)> = iter.into_iter().map(|(n, c)| (Name::from(n), c)).collect();
         v.sort();
         v.dedup_by(|later, kept| {
             let same = later.0 == kept.0;
@@ -299,7 +300,8 @@ impl HeapScanner {
         self.paths_made = scan.paths.made();
         let mut stats = scan.stats;
         (self.demand, self.snapshot_buf) = snap.finish();
-        out.sort_by(|a, b| a.path.cmp(&b.path));
+        // In place: tens of thousands of samples, no scratch copy of them.
+        out.sort_unstable_by(|a, b| a.path.cmp(&b.path));
         stats.duration_s = t0.elapsed().as_secs_f64();
         (out, stats)
     }
@@ -552,7 +554,8 @@ impl<'a> Scan<'a> {
         found: &[(u64, RootKind)],
     ) -> Vec<ContainerSample> {
         let mut frontier = self.module_roots(runtime_addr);
-        self.roots = frontier.iter().map(|n| RootName { kind: "module", name: self.paths.text(n.path) }).collect();
+        self.roots =
+            frontier.iter().map(|n| RootName { kind: "module", name: self.paths.text(n.path).into() }).collect();
         let mut later = Vec::new();
         self.root_layout = rl.copied();
         if let Some(rl) = rl {
@@ -802,7 +805,7 @@ impl<'a> Scan<'a> {
         let fields = self.field_children(&with_fields);
         level.next.extend(fields);
         let frames: Vec<&Obj> =
-            found.instances.iter().filter(|o| self.type_info(o.ty).is_some_and(|t| t.name == "frame")).collect();
+            found.instances.iter().filter(|o| self.type_info(o.ty).is_some_and(|t| &*t.name == "frame")).collect();
         let locals = self.frame_object_locals(&frames);
         level.next.extend(locals);
     }

@@ -68,7 +68,7 @@ impl RootKind {
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct RootName {
     pub kind: &'static str,
-    pub name: String,
+    pub name: super::Name,
 }
 
 /// Where frames and their locals are, per version (module docs).
@@ -153,7 +153,7 @@ impl Scan<'_> {
             let name = if k == 0 { "asyncio event loop".to_string() } else { format!("asyncio event loop #{}", k + 1) };
             let path = self.paths.root(Name::from(name.as_str()));
             level0.push(Node { addr, path, depth: 0, rank: names.len(), parent: Parent::Root });
-            names.push(RootName { kind: "event loop", name });
+            names.push(RootName { kind: "event loop", name: name.into() });
         }
         let gens = self.generator_frames(rl, found);
         let gen_frames: HashSet<u64> = gens.iter().map(|g| g.frame).collect();
@@ -185,7 +185,7 @@ impl Scan<'_> {
             let rank = names.len();
             let root = self.paths.root(Name::from(label.as_str()));
             level1.extend(self.local_nodes(&f, root, 1, rank));
-            names.push(RootName { kind, name: label });
+            names.push(RootName { kind, name: label.into() });
         }
         (level0, level1)
     }
@@ -319,7 +319,7 @@ impl Scan<'_> {
         let mut strs = Vec::new();
         for (mut fr, b) in frames.into_iter().zip(codes) {
             let ok = b.filter(|b| {
-                l.refcnt_plausible(le_u64(b, 0)) && self.type_info(le_u64(b, 8)).is_some_and(|t| t.name == "code")
+                l.refcnt_plausible(le_u64(b, 0)) && self.type_info(le_u64(b, 8)).is_some_and(|t| &*t.name == "code")
             });
             let Some(b) = ok else {
                 self.stats.dropped += 1;

@@ -60,7 +60,7 @@ fn load(name: &str) -> Image {
         .map(|e| ContainerSample {
             // The images were captured showing dict keys; by default they are redacted (`redact`).
             path: redacted_keys(e["path"].as_str().unwrap()),
-            type_name: e["type"].as_str().unwrap().to_string(),
+            type_name: e["type"].as_str().unwrap().into(),
             len: e["len"].as_u64().unwrap(),
             item_types: e["item_types"]
                 .as_object()
@@ -124,20 +124,20 @@ fn replay_real_images() {
         assert!(!stats.cut_by_budget, "{name}: {stats:?}");
         // The fixture after 100 ticks, every naming route.
         let failed = get(&got, "__main__.FAILED");
-        assert_eq!((failed.type_name.as_str(), failed.len), ("list", 100));
+        assert_eq!((&*failed.type_name, failed.len), ("list", 100));
         assert_eq!(failed.item_types.get("ValueError"), Some(&64));
         assert_eq!(get(&got, "__main__.CALLBACKS").item_types.get("function"), Some(&64));
         assert_eq!(get(&got, "__main__.DISPATCHER.pending").item_types.get("tuple"), Some(&64));
         assert_eq!(get(&got, "__main__.CACHE").len, 100);
         assert_eq!(get(&got, "__main__.Registry.handlers").len, 3);
         assert_eq!(get(&got, "__main__.HIT<closure>.seen").len, 4);
-        assert_eq!(get(&got, "__main__.SLOTTED.queue").type_name, "collections.deque");
+        assert_eq!(&*get(&got, "__main__.SLOTTED.queue").type_name, "collections.deque");
         assert_eq!(get(&got, "__main__.D2.items").len, 2);
         assert_eq!(get(&got, "__main__.D3.attr39").len, 1);
         // Dict keys are the target's data: shown as type and hash by default (`redact`).
         let jobs = format!("__main__.REGISTRY[{}]", shown_key("jobs"));
         assert_eq!(get(&got, &jobs).len, 6);
-        assert_eq!(get(&got, "__main__.COUNTS").type_name, "Counter");
+        assert_eq!(&*get(&got, "__main__.COUNTS").type_name, "Counter");
         // A second scan with warm caches gives the same answer with fewer bytes.
         let (again, stats2) = sc.scan(&DEPTH2, &[]);
         assert_eq!(without_items(again), got, "{name} warm");

@@ -132,7 +132,7 @@ pub(crate) struct TypeInfo {
     pub(crate) cached_keys: u64,
     // Derived.
     pub(crate) valid: bool,
-    pub(crate) name: String,
+    pub(crate) name: super::Name,
     pub(crate) kind: Kind,
     /// `__slots__` object members along the heap-type `tp_base` chain: (name, offset).
     pub(crate) slots: Option<Vec<(String, u64)>>,
@@ -219,7 +219,7 @@ impl Scan<'_> {
             dictoffset: w(l.tp_dictoffset) as i64,
             cached_keys,
             valid: l.refcnt_plausible(w(0)),
-            name: String::new(),
+            name: "".into(),
             kind: Kind::Other,
             slots: None,
             checked: 0,
@@ -314,7 +314,7 @@ impl Scan<'_> {
         for ((a, mut info), name) in named.into_iter().zip(names) {
             match name {
                 Some(name) => {
-                    info.name = name;
+                    info.name = name.into();
                     info.slots = None;
                     pending.insert(a, info);
                 }
@@ -557,7 +557,7 @@ pub(crate) fn invalid_type(gen: u64) -> TypeInfo {
         dictoffset: 0,
         cached_keys: 0,
         valid: false,
-        name: String::new(),
+        name: "".into(),
         kind: Kind::Other,
         slots: None,
         checked: gen,
