@@ -332,7 +332,7 @@ pub(crate) struct Scan<'a> {
     /// `mem`'s count of bytes copied when the walk began: `bytes_read` is then what was copied
     /// (set by the walk alone, whose memory no other reader shares).
     copied_at_start: Option<u64>,
-    /// Every read goes to the target as it is now (a torn structure's retry), none to a copy.
+    /// Every read goes to the target as it is now (the roots, a torn structure's retry), none to a copy.
     live_reads: bool,
 }
 
@@ -560,7 +560,11 @@ impl<'a> Scan<'a> {
         self.root_layout = rl.copied();
         if let Some(rl) = rl {
             let mut names = std::mem::take(&mut self.roots);
+            // Live: a thread's stack changes with every call, so a copy of it taken apart from
+            // its thread state's frame pointer would seldom agree with it.
+            self.live_reads = true;
             let (level0, level1) = self.frame_roots(rl, runtime_addr, found, &mut names);
+            self.live_reads = false;
             self.roots = names;
             frontier.extend(level0);
             later = level1;

@@ -122,11 +122,12 @@ impl Scan<'_> {
             }
             let mut pass = NamespaceRead::new(jobs);
             // A retry reads live throughout; the re-checks always do.
-            self.live_reads = attempt > 0;
+            let live = self.live_reads;
+            self.live_reads = live || attempt > 0;
             pass.read_headers(self, &todo);
             pass.read_keys(self);
             pass.read_entries(self);
-            self.live_reads = false;
+            self.live_reads = live;
             for (i, r) in pass.recheck(self) {
                 results[i] = Some(r);
             }
