@@ -251,6 +251,8 @@ pub struct HeapScanner {
     demand: Demand,
     /// The last copy's buffer, reused.
     snapshot_buf: Vec<u8>,
+    /// Coroutines the last scan found held by a thread's frame (named as their function).
+    stack_held: AddrSet,
 }
 
 impl HeapScanner {
@@ -269,6 +271,7 @@ impl HeapScanner {
             paths_made: 0,
             demand: Demand::default(),
             snapshot_buf: Vec::new(),
+            stack_held: AddrSet::default(),
         }
     }
 
@@ -292,12 +295,14 @@ impl HeapScanner {
         let snap = Snapshot::take(&*self.mem, &parts, std::mem::take(&mut self.snapshot_buf));
         let mut scan = Scan::new(&snap, &self.layout, self.strs, &self.types, &mut self.type_cache, *budget);
         scan.static_objects = self.static_objects.clone();
+        scan.stack_held_before = std::mem::take(&mut self.stack_held);
         scan.copied_at_start = copied_at_start;
         scan.stats.snapshot_bytes = snap.copied();
         scan.stats.bytes_read = snap.copied();
         scan.paths = Paths::with_capacity(self.paths_made);
         let mut out = scan.walk_from_roots(self.runtime_addr, self.roots.as_ref(), found);
         self.paths_made = scan.paths.made();
+        self.stack_held = std::mem::take(&mut scan.stack_held);
         let mut stats = scan.stats;
         (self.demand, self.snapshot_buf) = snap.finish();
         // In place: tens of thousands of samples, no scratch copy of them.
@@ -327,6 +332,9 @@ pub(crate) struct Scan<'a> {
     root_layout: Option<RootLayout>,
     /// Not read by the walk ([`HeapScanner::with_static_objects`]).
     static_objects: std::ops::Range<u64>,
+    /// Coroutines the last scan found held by a thread's frame, and those this scan finds.
+    stack_held_before: AddrSet,
+    pub(crate) stack_held: AddrSet,
     /// The paths of this scan's nodes.
     pub(crate) paths: Paths,
     /// `mem`'s count of bytes copied when the walk began: `bytes_read` is then what was copied
@@ -415,6 +423,8 @@ impl<'a> Scan<'a> {
             roots: Vec::new(),
             root_layout: None,
             static_objects: 0..0,
+            stack_held_before: AddrSet::default(),
+            stack_held: AddrSet::default(),
             paths: Paths::default(),
             copied_at_start: None,
             live_reads: false,

@@ -164,9 +164,18 @@ impl Scan<'_> {
         let frames = self.read_frames(rl, frames);
         let tasks = self.task_coroutines(found);
         // A coroutine that a thread's frame holds (`asyncio.run`'s `main`) is named as the
-        // function it runs: `main()`.
-        let on_stack: HashSet<u64> =
+        // function it runs: `main()`. It keeps that name while it lives, also in a scan whose
+        // read of the thread's stack was cut short by a call or return.
+        let mut on_stack: HashSet<u64> =
             frames.iter().filter(|f| f.gen.is_none()).flat_map(|f| f.locals.iter().copied()).collect();
+        for f in &frames {
+            if let Some((g, _)) = f.gen {
+                if on_stack.contains(&g) || self.stack_held_before.contains(&g) {
+                    on_stack.insert(g);
+                    self.stack_held.insert(g);
+                }
+            }
+        }
         let mut level1 = Vec::new();
         let mut used: HashMap<String, u32> = HashMap::new();
         for f in frames {
