@@ -36,18 +36,24 @@ fn rendered_len(show: bool, type_name: &str, s: &str) -> usize {
     }
 }
 
-/// Bytes [`write_python_quote`] writes for `s`.
+/// Bytes [`write_python_quote`] writes for `s`: counted directly when nothing in it is escaped
+/// (names almost always), else by writing it to a counter, so the escape rules stay in one place.
 pub fn python_quote_len(s: &str) -> usize {
-    let escaped = |c: char| match c {
-        '"' | '\\' => 2,
-        c if c.is_control() && (c as u32) < 0x100 => 4,
-        c if c.is_control() => 2 + format!("{:04x}", c as u32).len(),
-        c => c.len_utf8(),
-    };
-    2 + if s.bytes().all(|b| (0x20..0x7f).contains(&b) && b != b'"' && b != b'\\') {
-        s.len()
-    } else {
-        s.chars().map(escaped).sum()
+    if s.bytes().all(|b| (0x20..0x7f).contains(&b) && b != b'"' && b != b'\\') {
+        return 2 + s.len();
+    }
+    let mut n = ByteCount(0);
+    let _ = write_python_quote(&mut n, s);
+    n.0
+}
+
+/// A writer that only counts the bytes written to it.
+struct ByteCount(usize);
+
+impl Write for ByteCount {
+    fn write_str(&mut self, s: &str) -> std::fmt::Result {
+        self.0 += s.len();
+        Ok(())
     }
 }
 
