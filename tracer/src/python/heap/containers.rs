@@ -237,10 +237,7 @@ impl Scan<'_> {
             let bodies: Vec<(u64, usize)> =
                 todo.iter().map(|&k| Seq::of(cs[k].kind).map_or((0, 0), |seq| seq.body(l, &cs[k].obj))).collect();
             // A retry reads the body live too; the header is always re-read live, after the body.
-            let live = self.live_reads;
-            self.live_reads = live || attempt > 0;
-            let got = self.batch(&bodies);
-            self.live_reads = live;
+            let got = self.reading_live(attempt > 0, |s| s.batch(&bodies));
             let hdrs = self.batch_live(&todo.iter().map(|&k| (cs[k].obj.node.addr, OBJ_READ)).collect::<Vec<_>>());
             let mut failed = Vec::new();
             for (((&k, r), body), hdr) in todo.iter().zip(&bodies).zip(got).zip(hdrs) {

@@ -443,6 +443,15 @@ impl<'a> Scan<'a> {
         self.batch_from(regions, true)
     }
 
+    /// Runs `f` with every read going live when `live` (or when it already was).
+    fn reading_live<T>(&mut self, live: bool, f: impl FnOnce(&mut Self) -> T) -> T {
+        let was = self.live_reads;
+        self.live_reads = was || live;
+        let out = f(self);
+        self.live_reads = was;
+        out
+    }
+
     fn batch_from(&mut self, regions: &[(u64, usize)], live: bool) -> Vec<Option<Bytes>> {
         let mut out: Vec<Option<Bytes>> = vec![None; regions.len()];
         let mut idx = Vec::new();
@@ -572,9 +581,7 @@ impl<'a> Scan<'a> {
             let mut names = std::mem::take(&mut self.roots);
             // Live: a thread's stack changes with every call, so a copy of it taken apart from
             // its thread state's frame pointer would seldom agree with it.
-            self.live_reads = true;
-            let (level0, level1) = self.frame_roots(rl, runtime_addr, found, &mut names);
-            self.live_reads = false;
+            let (level0, level1) = self.reading_live(true, |s| s.frame_roots(rl, runtime_addr, found, &mut names));
             self.roots = names;
             frontier.extend(level0);
             later = level1;

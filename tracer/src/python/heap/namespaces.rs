@@ -122,12 +122,11 @@ impl Scan<'_> {
             }
             let mut pass = NamespaceRead::new(jobs);
             // A retry reads live throughout; the re-checks always do.
-            let live = self.live_reads;
-            self.live_reads = live || attempt > 0;
-            pass.read_headers(self, &todo);
-            pass.read_keys(self);
-            pass.read_entries(self);
-            self.live_reads = live;
+            self.reading_live(attempt > 0, |s| {
+                pass.read_headers(s, &todo);
+                pass.read_keys(s);
+                pass.read_entries(s);
+            });
             for (i, r) in pass.recheck(self) {
                 results[i] = Some(r);
             }
