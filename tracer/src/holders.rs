@@ -72,7 +72,7 @@ pub struct Holders {
     scanner: HeapScanner,
     budget: ScanBudget,
     /// By (path, type name); hashed fast: tens of thousands of lookups per scan on a big service.
-    pub tracks: HashMap<(String, Name), HolderTrack, foldhash::fast::RandomState>,
+    pub tracks: HashMap<(Name, Name), HolderTrack, foldhash::fast::RandomState>,
     pub totals: ScanTotals,
     /// Every tracked object by type; `None` when disabled (`--census-budget 0`).
     pub census: Option<CensusView>,
@@ -115,10 +115,10 @@ impl Holders {
         let (samples, stats) = self.scanner.scan(&self.budget, roots);
         self.totals.add(&stats);
         let scan_no = self.totals.scans;
-        let mut grew: Vec<(u64, (String, Name))> = Vec::new();
+        let mut grew: Vec<(u64, (Name, Name))> = Vec::new();
         for mut sample in samples {
             // The key is moved out of the sample and back (tens of thousands of containers per
-            // scan on a big service: no string is copied for one already tracked).
+            // scan on a big service: no count of references changes for one already tracked).
             let key = (std::mem::take(&mut sample.path), std::mem::take(&mut sample.type_name));
             let track = match self.tracks.entry(key) {
                 Entry::Occupied(e) => e.into_mut(),
@@ -154,7 +154,7 @@ impl Holders {
 
     /// Where the newest items of the fastest growing holders were made (through the census's
     /// origin reader; none without the census).
-    fn read_origins(&mut self, mut grew: Vec<(u64, (String, Name))>) {
+    fn read_origins(&mut self, mut grew: Vec<(u64, (Name, Name))>) {
         let Some(census) = self.census.as_mut() else { return };
         grew.sort_unstable_by(|a, b| b.0.cmp(&a.0).then(a.1.cmp(&b.1)));
         for (_, key) in grew.into_iter().take(ORIGIN_HOLDERS_PER_SCAN) {

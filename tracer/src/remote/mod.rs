@@ -45,6 +45,12 @@ pub trait Memory {
         self.read_batch(regions)
     }
 
+    /// The word at `addr` in a copy of the target taken before, when there is one and it holds
+    /// the word; never a read of the target itself.
+    fn copied_u64(&self, _addr: u64) -> Option<u64> {
+        None
+    }
+
     /// Bytes copied out of the target so far, when the implementation counts them (batched
     /// reads copy the gaps between close regions too).
     fn bytes_copied(&self) -> Option<u64> {

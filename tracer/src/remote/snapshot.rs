@@ -152,11 +152,16 @@ impl<'a> Snapshot<'a> {
 
     /// The copied bytes of `[addr, addr + len)`, when one part holds all of them.
     fn find(&self, addr: u64, len: usize) -> Option<Bytes> {
+        let (k, off) = self.locate(addr, len)?;
+        Some(self.parts[k].1.slice(off..off + len))
+    }
+
+    /// The part holding all of `[addr, addr + len)`, and where in it `addr` is.
+    fn locate(&self, addr: u64, len: usize) -> Option<(usize, usize)> {
         let k = self.parts.partition_point(|p| p.0 <= addr).checked_sub(1)?;
         let (start, bytes) = &self.parts[k];
         let off = usize::try_from(addr - start).ok()?;
-        let end = off.checked_add(len)?;
-        (end <= bytes.len()).then(|| bytes.slice(off..end))
+        (off.checked_add(len)? <= bytes.len()).then_some((k, off))
     }
 }
 
@@ -190,6 +195,12 @@ impl Memory for Snapshot<'_> {
             }
         }
         out
+    }
+
+    fn copied_u64(&self, addr: u64) -> Option<u64> {
+        // Not noted as demand: a word this small says nothing of which chunks are dense.
+        let (k, off) = self.locate(addr, 8)?;
+        Some(crate::remote::le_u64(&self.parts[k].1, off))
     }
 
     fn read_batch_live(&self, regions: &[(u64, usize)]) -> Vec<Option<Bytes>> {
@@ -262,6 +273,10 @@ mod tests {
         assert_eq!(got[2].as_deref(), Some(&[0u8, 1][..]));
         assert_eq!(got[3], None);
         assert_eq!(*mem.reads.borrow() - before, 3, "one live read per miss, none for the hit");
+        // A word from the copy only: none where the copy does not hold it whole, and no live read.
+        assert_eq!(snap.copied_u64(0x10_0008), Some(u64::from_le_bytes([8, 9, 10, 11, 12, 13, 14, 15])));
+        assert_eq!((snap.copied_u64(0x1f_fffc), snap.copied_u64(0x20_0000)), (None, None));
+        assert_eq!(*mem.reads.borrow() - before, 3);
         drop(got);
         let (demand, buf) = snap.finish();
         assert!(buf.capacity() >= 1 << 20, "the buffer comes back for the next copy");

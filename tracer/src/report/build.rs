@@ -281,7 +281,7 @@ fn judge_holders(holders: &Holders, criteria: &Criteria) -> Vec<Holder> {
             let j = judged[i].take()?;
             let track = tracks[i];
             Some(Holder {
-                path: track.last.path.clone(),
+                path: track.last.path.to_string(),
                 type_name: track.last.type_name.to_string(),
                 len: track.last.len,
                 growth_per_s: j.growth_per_s,

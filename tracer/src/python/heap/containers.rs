@@ -9,7 +9,8 @@ use super::layout::HeapLayout;
 use super::namespaces::{NsMode, NsSource};
 use super::types::{Kind, TypeInfo, TPFLAGS_HAVE_GC, TPFLAGS_MANAGED_DICT};
 use super::{
-    plausible_ptr, ContainerSample, ItemTypes, Obj, Sample, Scan, MAX_RETRIES, NEWEST_ITEMS, OBJ_READ, SAMPLE_ITEMS,
+    plausible_ptr, ContainerSample, ItemTypes, Name, Obj, Sample, Scan, MAX_RETRIES, NEWEST_ITEMS, OBJ_READ,
+    SAMPLE_ITEMS,
 };
 use crate::python::addrs::AddrMap;
 use crate::python::pystr::StrLayout;
@@ -287,20 +288,32 @@ impl Scan<'_> {
                 n += 1;
             }
             let mean = total.checked_div(n).unwrap_or(0);
-            let Some(ti) = self.type_info(c.obj.ty) else { continue };
+            let Some(type_name) = self.type_info(c.obj.ty).map(|ti| ti.name.clone()) else { continue };
             let root = self.roots.get(c.obj.node.rank).cloned().unwrap_or_default();
             let newest_items = c.items.iter().rev().take(NEWEST_ITEMS).copied().collect();
             out.push(ContainerSample {
                 root,
                 newest_items,
-                path: self.paths.text(c.obj.node.path),
-                type_name: ti.name.clone(),
+                path: self.path_text(c.obj.node.path),
+                type_name,
                 len: c.len,
                 item_types,
                 retained_bytes_est: c.own.saturating_add(c.len.saturating_mul(mean)),
             });
         }
         out
+    }
+
+    /// A reported container's path written out, or as the last scan wrote it.
+    fn path_text(&mut self, id: super::paths::PathId) -> Name {
+        let fp = self.paths.fingerprint(id);
+        let len = self.paths.len(id) as usize;
+        let text = match self.texts_before.remove(&fp).filter(|t| t.len() == len) {
+            Some(t) => t,
+            None => Name::from(self.paths.text(id)),
+        };
+        self.texts.insert(fp, text.clone());
+        text
     }
 
     /// The first [`ITEM_READ`] bytes of each plausible item (types resolved), with what it owns

@@ -142,7 +142,8 @@ impl Default for ScanBudget {
 /// One live container and the path it was reached by.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ContainerSample {
-    pub path: String,
+    /// Shared with the scans before that wrote the same path.
+    pub path: Name,
     /// `tp_name` of the container's type (`list`, `dict`, `collections.deque`, `Counter`, ...),
     /// shared with the type cache.
     pub type_name: Name,
@@ -253,7 +254,13 @@ pub struct HeapScanner {
     snapshot_buf: Vec<u8>,
     /// Coroutines the last scan found held by a thread's frame (named as their function).
     stack_held: AddrSet,
+    /// The last scan's reported paths written out, by fingerprint.
+    texts: PathTexts,
 }
+
+/// Reported containers' paths written out, by [`Paths::fingerprint`]: most are the same in
+/// every scan (a service's tens of thousands of session dicts), so each is written once.
+pub(crate) type PathTexts = std::collections::HashMap<u64, Name, foldhash::fast::RandomState>;
 
 impl HeapScanner {
     /// A scanner of the process whose memory is `mem`, an interpreter with these `offsets`,
@@ -272,6 +279,7 @@ impl HeapScanner {
             demand: Demand::default(),
             snapshot_buf: Vec::new(),
             stack_held: AddrSet::default(),
+            texts: PathTexts::default(),
         }
     }
 
@@ -296,6 +304,7 @@ impl HeapScanner {
         let mut scan = Scan::new(&snap, &self.layout, self.strs, &self.types, &mut self.type_cache, *budget);
         scan.static_objects = self.static_objects.clone();
         scan.stack_held_before = std::mem::take(&mut self.stack_held);
+        scan.texts_before = std::mem::take(&mut self.texts);
         scan.copied_at_start = copied_at_start;
         scan.stats.snapshot_bytes = snap.copied();
         scan.stats.bytes_read = snap.copied();
@@ -303,6 +312,7 @@ impl HeapScanner {
         let mut out = scan.walk_from_roots(self.runtime_addr, self.roots.as_ref(), found);
         self.paths_made = scan.paths.made();
         self.stack_held = std::mem::take(&mut scan.stack_held);
+        self.texts = std::mem::take(&mut scan.texts);
         let mut stats = scan.stats;
         (self.demand, self.snapshot_buf) = snap.finish();
         // In place: tens of thousands of samples, no scratch copy of them.
@@ -337,6 +347,9 @@ pub(crate) struct Scan<'a> {
     pub(crate) stack_held: AddrSet,
     /// The paths of this scan's nodes.
     pub(crate) paths: Paths,
+    /// Reported paths written out by the last scan, and by this one.
+    texts_before: PathTexts,
+    texts: PathTexts,
     /// `mem`'s count of bytes copied when the walk began: `bytes_read` is then what was copied
     /// (set by the walk alone, whose memory no other reader shares).
     copied_at_start: Option<u64>,
@@ -426,6 +439,8 @@ impl<'a> Scan<'a> {
             stack_held_before: AddrSet::default(),
             stack_held: AddrSet::default(),
             paths: Paths::default(),
+            texts_before: PathTexts::default(),
+            texts: PathTexts::default(),
             copied_at_start: None,
             live_reads: false,
         }
@@ -487,6 +502,12 @@ impl<'a> Scan<'a> {
             }
         }
         out
+    }
+
+    /// A `str` or `int` by the type word in the copy of the heap: it holds nothing, so the walk
+    /// neither reads nor counts it (a third of what a service's containers hold).
+    fn is_leaf(&self, addr: u64) -> bool {
+        self.mem.copied_u64(addr.wrapping_add(8)).is_some_and(|t| t == self.types.unicode || t == self.types.long)
     }
 
     fn budget_left(&self) -> bool {
@@ -638,7 +659,10 @@ impl<'a> Scan<'a> {
             }
             // Dedup: earlier levels win; within a level the best (rank, len, path).
             frontier.retain(|n| {
-                plausible_ptr(n.addr) && !visited.contains(&n.addr) && !self.static_objects.contains(&n.addr)
+                plausible_ptr(n.addr)
+                    && !visited.contains(&n.addr)
+                    && !self.static_objects.contains(&n.addr)
+                    && !self.is_leaf(n.addr)
             });
             let paths = &self.paths;
             frontier = best_of_each_address(frontier, paths);
@@ -865,7 +889,7 @@ impl<'a> Scan<'a> {
 }
 
 /// One node per address: the best of its paths (lowest rank, then shortest, then lexically
-/// smallest). Only rivals tied on rank and length are written out to be compared, once each.
+/// smallest). Only rivals tied on rank and length are compared by their text.
 fn best_of_each_address(mut nodes: Vec<Node>, paths: &Paths) -> Vec<Node> {
     nodes.sort_unstable_by_key(|n| (n.addr, n.rank, paths.len(n.path)));
     let mut kept = Vec::with_capacity(nodes.len());
@@ -873,15 +897,11 @@ fn best_of_each_address(mut nodes: Vec<Node>, paths: &Paths) -> Vec<Node> {
     while i < nodes.len() {
         let first = &nodes[i];
         let key = (first.rank, paths.len(first.path));
-        let (mut best, mut best_text) = (i, None);
+        let mut best = i;
         let mut j = i + 1;
         while j < nodes.len() && nodes[j].addr == first.addr {
-            if (nodes[j].rank, paths.len(nodes[j].path)) == key {
-                let text = paths.text(nodes[j].path);
-                let held = best_text.get_or_insert_with(|| paths.text(nodes[best].path));
-                if text < *held {
-                    (best, *held) = (j, text);
-                }
+            if (nodes[j].rank, paths.len(nodes[j].path)) == key && paths.cmp(nodes[j].path, nodes[best].path).is_lt() {
+                best = j;
             }
             j += 1;
         }

@@ -2,6 +2,7 @@
 //! `mod.FUNC<closure>.NAME`, `mod.REGISTRY["jobs"]`, with names that are not identifiers quoted.
 
 use std::fmt::Write;
+use std::hash::{BuildHasher, Hash, Hasher};
 
 use super::Name;
 
@@ -71,6 +72,17 @@ impl Seg {
         }
     }
 
+    /// Feeds what it is (kind and payload) to `h`: paths with equal fingerprints are written alike.
+    fn fingerprint(&self, h: &mut impl Hasher) {
+        std::mem::discriminant(self).hash(h);
+        match self {
+            Seg::Root(n) | Seg::Attr(n) | Seg::Arrow(n) | Seg::Key(n) | Seg::Closure(n) => n.hash(h),
+            Seg::NthKey(k) | Seg::Member(k) => k.hash(h),
+            Seg::Index(k) => k.hash(h),
+            Seg::Field(f) => f.hash(h),
+        }
+    }
+
     /// Bytes it is written in, counted without writing it: every object the walk reaches gets a
     /// path, and only a few are written out.
     fn len(&self) -> usize {
@@ -113,11 +125,26 @@ const NO_PARENT: u32 = u32::MAX;
 #[derive(Default)]
 pub(crate) struct Paths {
     parts: Vec<Part>,
+    /// [`Paths::cmp`]'s buffers, kept between calls.
+    scratch: std::cell::RefCell<Scratch>,
+    /// Fingerprints computed so far, by part (0: not yet).
+    fingerprints: Vec<u64>,
+}
+
+/// Fingerprints are compared across scans: one fixed seed.
+const FINGERPRINT: foldhash::fast::FixedState = foldhash::fast::FixedState::with_seed(0x7472_6163_6572);
+
+#[derive(Default)]
+struct Scratch {
+    below_a: Vec<u32>,
+    below_b: Vec<u32>,
+    text_a: String,
+    text_b: String,
 }
 
 impl Paths {
     pub(crate) fn with_capacity(parts: usize) -> Paths {
-        Paths { parts: Vec::with_capacity(parts) }
+        Paths { parts: Vec::with_capacity(parts), ..Paths::default() }
     }
 
     /// Paths made so far.
@@ -157,6 +184,36 @@ impl Paths {
         self.parts.get(id.0 as usize).map_or(0, |p| p.len)
     }
 
+    /// A 64-bit hash of the path's parts, the same in every scan for the same path: what its
+    /// text is cached by between scans. Shared beginnings are hashed once.
+    pub(crate) fn fingerprint(&mut self, id: PathId) -> u64 {
+        let mut chain = Vec::new();
+        let mut at = id.0;
+        let mut base = 0;
+        while let Some(p) = self.parts.get(at as usize) {
+            match self.fingerprints.get(at as usize) {
+                Some(&fp) if fp != 0 => {
+                    base = fp;
+                    break;
+                }
+                _ => chain.push(at),
+            }
+            if p.parent >= at {
+                break;
+            }
+            at = p.parent;
+        }
+        self.fingerprints.resize(self.parts.len(), 0);
+        for &k in chain.iter().rev() {
+            let mut h = FINGERPRINT.build_hasher();
+            base.hash(&mut h);
+            self.parts[k as usize].seg.fingerprint(&mut h);
+            base = h.finish().max(1);
+            self.fingerprints[k as usize] = base;
+        }
+        base
+    }
+
     /// The path written out.
     pub(crate) fn text(&self, id: PathId) -> String {
         let mut chain = Vec::new();
@@ -176,12 +233,44 @@ impl Paths {
         out
     }
 
-    /// Orders two paths as their texts would be: by length, then lexically.
+    /// Orders two paths as their texts would be: by length, then lexically. Paths that share a
+    /// beginning (a common ancestor) are compared by what follows it, written into scratch
+    /// buffers: thousands of rivals of one length (the same `str` in every session's list) are
+    /// compared without writing whole paths.
     pub(crate) fn cmp(&self, a: PathId, b: PathId) -> std::cmp::Ordering {
         if a == b {
             return std::cmp::Ordering::Equal;
         }
-        self.len(a).cmp(&self.len(b)).then_with(|| self.text(a).cmp(&self.text(b)))
+        self.len(a).cmp(&self.len(b)).then_with(|| {
+            let mut s = self.scratch.borrow_mut();
+            let Scratch { below_a, below_b, text_a, text_b } = &mut *s;
+            below_a.clear();
+            below_b.clear();
+            let (mut x, mut y) = (a.0, b.0);
+            // Parents are made before their children: climb the younger until they meet or
+            // both run out.
+            while x != y {
+                let climb = if x == NO_PARENT {
+                    (&mut y, &mut *below_b)
+                } else if y == NO_PARENT || x > y {
+                    (&mut x, &mut *below_a)
+                } else {
+                    (&mut y, &mut *below_b)
+                };
+                let Some(p) = self.parts.get(*climb.0 as usize) else { break };
+                climb.1.push(*climb.0);
+                *climb.0 = if p.parent >= *climb.0 { NO_PARENT } else { p.parent };
+            }
+            let write = |below: &[u32], out: &mut String| {
+                out.clear();
+                for &k in below.iter().rev() {
+                    let _ = self.parts[k as usize].seg.write(out);
+                }
+            };
+            write(below_a, text_a);
+            write(below_b, text_b);
+            (*text_a).cmp(&*text_b)
+        })
     }
 }
 
@@ -218,6 +307,51 @@ mod tests {
     use super::*;
 
     #[test]
+    fn rivals_of_one_length_order_by_what_follows_their_common_beginning() {
+        let mut p = Paths::default();
+        let m = p.root("m".into());
+        let shards = p.named(m, &"shards".into(), NameStyle::Attr).unwrap();
+        let (s3, s5) = (p.child(shards, Seg::Index(3)), p.child(shards, Seg::Index(5)));
+        let a = p.named(s5, &"ab".into(), NameStyle::Attr).unwrap();
+        let b = p.named(s3, &"zz".into(), NameStyle::Attr).unwrap();
+        let other = p.root("n".into());
+        let c = p.named(other, &"shards".into(), NameStyle::Attr).unwrap();
+        let c = p.child(c, Seg::Index(0));
+        let c = p.named(c, &"aa".into(), NameStyle::Attr).unwrap();
+        assert_eq!(
+            (p.text(a), p.text(b), p.text(c)),
+            ("m.shards[5].ab".into(), "m.shards[3].zz".into(), "n.shards[0].aa".into())
+        );
+        assert!(p.cmp(b, a).is_lt() && p.cmp(a, b).is_gt() && p.cmp(a, c).is_lt() && p.cmp(c, b).is_gt());
+    }
+
+    #[test]
+    fn a_path_has_one_fingerprint_in_every_scan() {
+        let make = |p: &mut Paths, extra: bool| {
+            let m = p.root("__main__".into());
+            if extra {
+                p.named(m, &"noise".into(), NameStyle::Attr);
+            }
+            let r = p.named(m, &"REGISTRY".into(), NameStyle::Attr).unwrap();
+            let k = p.named(r, &"jobs".into(), NameStyle::Key).unwrap();
+            (
+                p.child(k, Seg::Index(7)),
+                p.child(k, Seg::Member(7)),
+                p.named(r, &"jobs".into(), NameStyle::Attr).unwrap(),
+            )
+        };
+        let (mut one, mut two) = (Paths::default(), Paths::default());
+        let (a1, b1, c1) = make(&mut one, false);
+        let (a2, b2, c2) = make(&mut two, true);
+        assert_eq!(one.fingerprint(a1), two.fingerprint(a2));
+        assert_eq!(one.fingerprint(b1), two.fingerprint(b2));
+        assert_eq!(one.fingerprint(c1), two.fingerprint(c2));
+        // `[7]` and `{#7}`, `["jobs"]` and `.jobs`: written differently, told apart.
+        let fps = [one.fingerprint(a1), one.fingerprint(b1), one.fingerprint(c1)];
+        assert!(fps[0] != fps[1] && fps[1] != fps[2] && fps[0] != fps[2]);
+    }
+
+    #[test]
     fn path_formatting() {
         let mut p = Paths::default();
         let m = p.root("m".into());
@@ -241,6 +375,14 @@ mod tests {
             assert_eq!(p.len(id) as usize, p.text(id).len(), "{}", p.text(id));
         }
         assert_eq!(p.cmp(x, odd), std::cmp::Ordering::Less);
+        // Compared without writing them whole, paths order as their texts do.
+        let all = [m, x, odd, items, member, local, tb, cell, nth, key, big, zero];
+        for a in all {
+            for b in all {
+                let by_text = p.len(a).cmp(&p.len(b)).then_with(|| p.text(a).cmp(&p.text(b)));
+                assert_eq!(p.cmp(a, b), by_text, "{} vs {}", p.text(a), p.text(b));
+            }
+        }
         assert_eq!(p.cmp(items, x), std::cmp::Ordering::Greater);
         assert_eq!(quote("q\"\n"), "\"q\\\"\\x0a\"");
         assert!(is_identifier("_a1") && is_identifier("é") && !is_identifier("1a") && !is_identifier(""));
