@@ -45,10 +45,15 @@ pub trait Memory {
         self.read_batch(regions)
     }
 
-    /// The word at `addr` in a copy of the target taken before, when there is one and it holds
-    /// the word; never a read of the target itself.
-    fn copied_u64(&self, _addr: u64) -> Option<u64> {
+    /// The bytes of `[addr, addr + len)` in a copy of the target taken before, when there is one
+    /// and it holds them all; never a read of the target itself, nor a copy of the bytes.
+    fn copied(&self, _addr: u64, _len: usize) -> Option<&[u8]> {
         None
+    }
+
+    /// The word at `addr` in a copy of the target taken before ([`Memory::copied`]).
+    fn copied_u64(&self, addr: u64) -> Option<u64> {
+        self.copied(addr, 8).map(|b| le_u64(b, 0))
     }
 
     /// Bytes copied out of the target so far, when the implementation counts them (batched

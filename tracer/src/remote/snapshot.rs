@@ -197,10 +197,11 @@ impl Memory for Snapshot<'_> {
         out
     }
 
-    fn copied_u64(&self, addr: u64) -> Option<u64> {
-        // Not noted as demand: a word this small says nothing of which chunks are dense.
-        let (k, off) = self.locate(addr, 8)?;
-        Some(crate::remote::le_u64(&self.parts[k].1, off))
+    fn copied(&self, addr: u64, len: usize) -> Option<&[u8]> {
+        // Not noted as demand: what is read this way (type words, items' headers) lies in chunks
+        // the walk reads anyway.
+        let (k, off) = self.locate(addr, len)?;
+        Some(&self.parts[k].1[off..off + len])
     }
 
     fn read_batch_live(&self, regions: &[(u64, usize)]) -> Vec<Option<Bytes>> {
