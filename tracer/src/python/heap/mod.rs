@@ -213,7 +213,8 @@ impl FromIterator<(String, u64)> for ItemTypes {
 
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct ScanStats {
-    /// Objects whose header was read and checked.
+    /// Objects whose header was read and checked (not the `str`s and `int`s known as such by
+    /// their type word in the copy of the heap: they hold nothing and are not read).
     pub objects_visited: u64,
     /// Bytes copied out of the target (see [`ScanBudget::max_bytes`]).
     pub bytes_read: u64,
