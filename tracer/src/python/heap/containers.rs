@@ -348,17 +348,16 @@ impl Scan<'_> {
         tys.dedup();
         self.resolve_types(&tys);
         // Dicts and deques own what takes a read of its own.
-        let owners: Vec<(usize, (u64, Bytes))> = heads
+        let (at, owners): (Vec<usize>, Vec<(u64, &[u8])>) = heads
             .iter()
             .enumerate()
             .filter_map(|(k, h)| {
                 let h = (*h)?;
                 let kind = self.type_info(le_u64(h, 8))?.kind;
-                matches!(kind, Kind::Dict | Kind::Deque).then(|| (k, (items[k], Bytes::copy_from_slice(h))))
+                matches!(kind, Kind::Dict | Kind::Deque).then_some((k, (items[k], h)))
             })
-            .collect();
-        let owned: Vec<(u64, Bytes)> = owners.iter().map(|(_, o)| o.clone()).collect();
-        let mut extra = owners.iter().map(|(k, _)| *k).zip(self.owned_elsewhere(&owned)).peekable();
+            .unzip();
+        let mut extra = at.into_iter().zip(self.owned_elsewhere(&owners)).peekable();
         heads
             .iter()
             .enumerate()
@@ -374,7 +373,7 @@ impl Scan<'_> {
     /// Per item, what it owns outside the bytes read, as `sys.getsizeof` counts it: a dict's
     /// keys (unshared only: shared keys are the type's), a deque's blocks (from its `leftindex`
     /// word, past the header read; taken as 0 if it cannot be read). 0 for other items.
-    fn owned_elsewhere(&mut self, hdrs: &[(u64, Bytes)]) -> Vec<u64> {
+    fn owned_elsewhere(&mut self, hdrs: &[(u64, &[u8])]) -> Vec<u64> {
         let l = self.layout;
         let kind = |s: &Self, h: &[u8]| s.type_info(le_u64(h, 8)).map(|t| t.kind);
         let regions: Vec<(u64, usize)> = hdrs
